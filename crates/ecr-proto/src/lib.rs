@@ -1,0 +1,32 @@
+//! The QFPay ECR protocol, without I/O, clocks or printing.
+//!
+//! Layers, bottom up:
+//! - [`frame`]: the `0x2f6e` serial frame (a checked view over bytes, and a builder).
+//! - [`stream`]: a per-direction decoder that turns arbitrary chunks into frames,
+//!   skipping (and accounting for) bytes that are not a frame.
+//! - [`reassembly`]: joins the fragments of a split message (D1).
+//! - [`link`]: pairs requests with acks and error frames (D2).
+//! - [`cipher`]: AES-CBC with the fixed IV and the POS-KEY (D3).
+//! - [`value`] and [`lenient`]: JSON and org.json-style text, numbers kept as on the wire.
+//! - [`digest`]: `format_content` and the MD5 signature, with known signing mistakes.
+//! - [`envelope`]: the three request dialects and responses (D4, D5).
+//! - [`catalogue`]: func_type, channel, respcd and field tables from the spec.
+//!
+//! Every parser here takes untrusted bytes: none of them panics, allocates without
+//! bound or loops forever on any input.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod catalogue;
+pub mod cipher;
+pub mod digest;
+pub mod envelope;
+pub mod frame;
+pub mod lenient;
+pub mod link;
+pub mod reassembly;
+pub mod stream;
+pub mod time;
+pub mod value;
+
+pub use time::Timestamp;
