@@ -1,1 +1,835 @@
-//! TODO
+//! An owned JSON value that keeps number tokens exactly as they appeared on the wire.
+//!
+//! The digest (D4) is computed over numbers *as sent*: `10.1` and `10.10` sign
+//! differently, so a value type that converts numbers to `f64` would lose the one
+//! thing the analyzer must check. [`Value::Number`] therefore holds the raw token.
+//!
+//! [`Value::parse_json`] is a strict RFC 8259 parser for untrusted bytes: nesting is
+//! bounded by [`MAX_DEPTH`], input size by [`MAX_INPUT_LEN`], it never panics and it
+//! runs in time linear in the input. [`Value::to_json_string`] writes compact JSON.
+
+use core::fmt;
+use core::fmt::Write as _;
+
+/// Deepest nesting of arrays and objects any parser in this crate accepts.
+///
+/// Real ECR messages nest two or three levels; the bound keeps recursion (and
+/// `Drop`) shallow for any input.
+pub const MAX_DEPTH: usize = 64;
+
+/// Largest input, in bytes, any parser in this crate accepts.
+///
+/// A serial message is at most 65535 bytes and HTTP bodies are a few hundred;
+/// 1 MiB leaves ample room while bounding allocation (a parsed value costs a small
+/// constant factor of its text).
+pub const MAX_INPUT_LEN: usize = 1 << 20;
+
+/// Why a text could not be parsed into a [`Value`].
+///
+/// Offsets are byte offsets into the parsed input.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ValueError {
+    /// The input is larger than [`MAX_INPUT_LEN`].
+    #[error("input of {len} bytes exceeds the limit of {max} bytes")]
+    TooLarge {
+        /// Input length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// Arrays and objects nest deeper than [`MAX_DEPTH`].
+    #[error("nesting deeper than {max} levels at byte {offset}")]
+    TooDeep {
+        /// The limit.
+        max: usize,
+        /// Where the limit was crossed.
+        offset: usize,
+    },
+    /// The input is not valid UTF-8.
+    #[error("invalid UTF-8 at byte {offset}")]
+    InvalidUtf8 {
+        /// First invalid byte.
+        offset: usize,
+    },
+    /// The input ended inside a value.
+    #[error("unexpected end of input, expected {expected}")]
+    UnexpectedEnd {
+        /// What the parser was looking for.
+        expected: &'static str,
+    },
+    /// A character that cannot start or continue a value here.
+    #[error("unexpected {found:?} at byte {offset}, expected {expected}")]
+    Unexpected {
+        /// The character found.
+        found: char,
+        /// Where.
+        offset: usize,
+        /// What the parser was looking for.
+        expected: &'static str,
+    },
+    /// A malformed number token.
+    #[error("malformed number at byte {offset}")]
+    InvalidNumber {
+        /// Start of the token.
+        offset: usize,
+    },
+    /// A backslash escape that is not allowed.
+    #[error("invalid escape sequence at byte {offset}")]
+    InvalidEscape {
+        /// The backslash.
+        offset: usize,
+    },
+    /// A `\u` escape giving a lone UTF-16 surrogate.
+    #[error("lone surrogate in \\u escape at byte {offset}")]
+    LoneSurrogate {
+        /// The backslash.
+        offset: usize,
+    },
+    /// A raw control character (below U+0020) inside a string.
+    #[error("raw control character in string at byte {offset}")]
+    ControlCharacter {
+        /// Where.
+        offset: usize,
+    },
+    /// An empty unquoted literal (lenient syntax), e.g. `{a:}`.
+    #[error("empty literal at byte {offset}")]
+    EmptyLiteral {
+        /// Where a value was expected.
+        offset: usize,
+    },
+    /// Something other than whitespace after the value.
+    #[error("trailing characters at byte {offset}")]
+    TrailingCharacters {
+        /// First trailing byte.
+        offset: usize,
+    },
+}
+
+/// An insertion-ordered JSON object.
+///
+/// Order matters: the wire order is needed to recognise the "keys not sorted"
+/// signing mistake and to re-emit bodies byte for byte. Lookups are linear, which
+/// is faster than hashing for the handful of members ECR objects have.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Object(Vec<(String, Value)>);
+
+impl Object {
+    /// An empty object.
+    pub fn new() -> Self {
+        Object(Vec::new())
+    }
+
+    /// The value of `key`. With duplicate keys the *last* one wins, as in most JSON
+    /// parsers (Python's and JavaScript's among them), so the analyzer sees what the
+    /// receiving side most likely saw.
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        self.0.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v)
+    }
+
+    /// Whether `key` is present.
+    pub fn contains_key(&self, key: &str) -> bool {
+        self.0.iter().any(|(k, _)| k == key)
+    }
+
+    /// Appends a member (keeps duplicates; see [`Object::get`]).
+    pub fn push(&mut self, key: impl Into<String>, value: Value) {
+        self.0.push((key.into(), value));
+    }
+
+    /// Sets `key`: replaces the last member of that name or appends a new one.
+    pub fn insert(&mut self, key: impl Into<String>, value: Value) {
+        let key = key.into();
+        match self.0.iter_mut().rev().find(|(k, _)| *k == key) {
+            Some(slot) => slot.1 = value,
+            None => self.0.push((key, value)),
+        }
+    }
+
+    /// Members in wire order, duplicates included.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Value)> {
+        self.0.iter().map(|(k, v)| (k.as_str(), v))
+    }
+
+    /// Member names in wire order, duplicates included.
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(|(k, _)| k.as_str())
+    }
+
+    /// Number of members, duplicates included.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether the object has no members.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Whether some name occurs more than once (worth a warning: sender and
+    /// receiver may disagree about which one counts).
+    pub fn has_duplicate_keys(&self) -> bool {
+        self.0
+            .iter()
+            .enumerate()
+            .any(|(i, (k, _))| self.0.iter().skip(i + 1).any(|(k2, _)| k2 == k))
+    }
+
+    /// The members, in wire order.
+    pub fn as_slice(&self) -> &[(String, Value)] {
+        &self.0
+    }
+
+    /// Consumes the object, giving its members in wire order.
+    pub fn into_vec(self) -> Vec<(String, Value)> {
+        self.0
+    }
+}
+
+impl From<Vec<(String, Value)>> for Object {
+    fn from(members: Vec<(String, Value)>) -> Self {
+        Object(members)
+    }
+}
+
+impl FromIterator<(String, Value)> for Object {
+    fn from_iter<I: IntoIterator<Item = (String, Value)>>(iter: I) -> Self {
+        Object(iter.into_iter().collect())
+    }
+}
+
+/// A JSON value whose numbers are kept as their raw token text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Value {
+    /// `null`.
+    Null,
+    /// `true` or `false`.
+    Bool(bool),
+    /// A number, as its token text on the wire (e.g. `"10.10"`), never reformatted.
+    Number(String),
+    /// A string, unescaped.
+    String(String),
+    /// An array.
+    Array(Vec<Value>),
+    /// An object, in wire order.
+    Object(Object),
+}
+
+impl Value {
+    /// Parses strict JSON (RFC 8259) from untrusted bytes.
+    ///
+    /// Whitespace around the value is allowed, anything else after it is an error.
+    /// Bounded by [`MAX_INPUT_LEN`] and [`MAX_DEPTH`].
+    pub fn parse_json(input: &[u8]) -> Result<Value, ValueError> {
+        let text = check_input(input)?;
+        let mut p = JsonParser {
+            s: text.as_bytes(),
+            pos: 0,
+        };
+        p.skip_ws();
+        let v = p.value(0)?;
+        p.skip_ws();
+        if p.pos < p.s.len() {
+            return Err(ValueError::TrailingCharacters { offset: p.pos });
+        }
+        Ok(v)
+    }
+
+    /// Compact JSON text (no spaces), members in wire order, numbers as their raw
+    /// tokens. This is the form senders put inside `content` strings.
+    pub fn to_json_string(&self) -> String {
+        let mut out = String::new();
+        write_json(self, &mut out);
+        out
+    }
+
+    /// The string, if this is a string.
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Value::String(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The object, if this is an object.
+    pub fn as_object(&self) -> Option<&Object> {
+        match self {
+            Value::Object(o) => Some(o),
+            _ => None,
+        }
+    }
+
+    /// The elements, if this is an array.
+    pub fn as_array(&self) -> Option<&[Value]> {
+        match self {
+            Value::Array(a) => Some(a),
+            _ => None,
+        }
+    }
+
+    /// The boolean, if this is a boolean.
+    pub fn as_bool(&self) -> Option<bool> {
+        match self {
+            Value::Bool(b) => Some(*b),
+            _ => None,
+        }
+    }
+
+    /// The raw number token, if this is a number.
+    pub fn as_number_token(&self) -> Option<&str> {
+        match self {
+            Value::Number(n) => Some(n),
+            _ => None,
+        }
+    }
+
+    /// The number as `f64`, if this is a number (or a string holding one, as the
+    /// spec types several numeric fields as strings) and finite.
+    pub fn as_f64(&self) -> Option<f64> {
+        let t = match self {
+            Value::Number(n) => n.as_str(),
+            Value::String(s) => s.trim(),
+            _ => return None,
+        };
+        t.parse::<f64>().ok().filter(|f| f.is_finite())
+    }
+
+    /// Whether this is `null`.
+    pub fn is_null(&self) -> bool {
+        matches!(self, Value::Null)
+    }
+
+    /// A short name of the kind of value, for messages ("object", "string", ...).
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            Value::Null => "null",
+            Value::Bool(_) => "boolean",
+            Value::Number(_) => "number",
+            Value::String(_) => "string",
+            Value::Array(_) => "array",
+            Value::Object(_) => "object",
+        }
+    }
+
+    /// Text for humans: strings without quotes, numbers as their token,
+    /// `true`/`false`, `null`, and compact JSON for arrays and objects.
+    pub fn to_display_string(&self) -> String {
+        match self {
+            Value::Null => "null".to_owned(),
+            Value::Bool(b) => b.to_string(),
+            Value::Number(n) => n.clone(),
+            Value::String(s) => s.clone(),
+            Value::Array(_) | Value::Object(_) => self.to_json_string(),
+        }
+    }
+}
+
+impl fmt::Display for Value {
+    /// Compact JSON, as [`Value::to_json_string`].
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_json_string())
+    }
+}
+
+impl From<Object> for Value {
+    fn from(o: Object) -> Self {
+        Value::Object(o)
+    }
+}
+
+impl From<&str> for Value {
+    fn from(s: &str) -> Self {
+        Value::String(s.to_owned())
+    }
+}
+
+impl From<String> for Value {
+    fn from(s: String) -> Self {
+        Value::String(s)
+    }
+}
+
+impl From<bool> for Value {
+    fn from(b: bool) -> Self {
+        Value::Bool(b)
+    }
+}
+
+impl From<i64> for Value {
+    fn from(n: i64) -> Self {
+        Value::Number(n.to_string())
+    }
+}
+
+/// Size and UTF-8 checks shared by both parsers.
+pub(crate) fn check_input(input: &[u8]) -> Result<&str, ValueError> {
+    if input.len() > MAX_INPUT_LEN {
+        return Err(ValueError::TooLarge {
+            len: input.len(),
+            max: MAX_INPUT_LEN,
+        });
+    }
+    core::str::from_utf8(input).map_err(|e| ValueError::InvalidUtf8 {
+        offset: e.valid_up_to(),
+    })
+}
+
+/// The character at `pos` of a UTF-8 text (for error messages); `\0` past the end.
+pub(crate) fn char_at(s: &[u8], pos: usize) -> char {
+    s.get(pos..)
+        .and_then(|rest| {
+            // At most 4 bytes make a char; the prefix may end mid-char, so trim.
+            let n = rest.len().min(4);
+            (1..=n)
+                .rev()
+                .find_map(|k| rest.get(..k).and_then(|b| core::str::from_utf8(b).ok()))
+        })
+        .and_then(|t| t.chars().next())
+        .unwrap_or('\0')
+}
+
+/// Whether `tok` is a JSON number token: `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`.
+pub(crate) fn is_json_number(tok: &[u8]) -> bool {
+    let mut i = 0;
+    let at = |i: usize| tok.get(i).copied();
+    if at(i) == Some(b'-') {
+        i += 1;
+    }
+    match at(i) {
+        Some(b'0') => i += 1,
+        Some(b'1'..=b'9') => {
+            while matches!(at(i), Some(b'0'..=b'9')) {
+                i += 1;
+            }
+        }
+        _ => return false,
+    }
+    if at(i) == Some(b'.') {
+        i += 1;
+        let start = i;
+        while matches!(at(i), Some(b'0'..=b'9')) {
+            i += 1;
+        }
+        if i == start {
+            return false;
+        }
+    }
+    if matches!(at(i), Some(b'e' | b'E')) {
+        i += 1;
+        if matches!(at(i), Some(b'+' | b'-')) {
+            i += 1;
+        }
+        let start = i;
+        while matches!(at(i), Some(b'0'..=b'9')) {
+            i += 1;
+        }
+        if i == start {
+            return false;
+        }
+    }
+    i == tok.len()
+}
+
+/// Reads four hex digits at `pos`.
+pub(crate) fn hex4(s: &[u8], pos: usize) -> Option<u16> {
+    let digits = s.get(pos..pos.checked_add(4)?)?;
+    let mut v: u16 = 0;
+    for &d in digits {
+        let n = (d as char).to_digit(16)?;
+        v = (v << 4) | n as u16;
+    }
+    Some(v)
+}
+
+struct JsonParser<'a> {
+    s: &'a [u8],
+    pos: usize,
+}
+
+impl JsonParser<'_> {
+    fn peek(&self) -> Option<u8> {
+        self.s.get(self.pos).copied()
+    }
+
+    fn skip_ws(&mut self) {
+        while matches!(self.peek(), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+            self.pos += 1;
+        }
+    }
+
+    fn unexpected(&self, expected: &'static str) -> ValueError {
+        if self.pos >= self.s.len() {
+            ValueError::UnexpectedEnd { expected }
+        } else {
+            ValueError::Unexpected {
+                found: char_at(self.s, self.pos),
+                offset: self.pos,
+                expected,
+            }
+        }
+    }
+
+    fn value(&mut self, depth: usize) -> Result<Value, ValueError> {
+        match self.peek() {
+            Some(b'{') => self.object(depth + 1),
+            Some(b'[') => self.array(depth + 1),
+            Some(b'"') => self.string().map(Value::String),
+            Some(b'-' | b'0'..=b'9') => self.number(),
+            Some(b't') => self.literal(b"true", Value::Bool(true)),
+            Some(b'f') => self.literal(b"false", Value::Bool(false)),
+            Some(b'n') => self.literal(b"null", Value::Null),
+            _ => Err(self.unexpected("a value")),
+        }
+    }
+
+    fn literal(&mut self, word: &[u8], v: Value) -> Result<Value, ValueError> {
+        if self.s.get(self.pos..).is_some_and(|r| r.starts_with(word)) {
+            self.pos += word.len();
+            Ok(v)
+        } else {
+            Err(self.unexpected("a value"))
+        }
+    }
+
+    fn number(&mut self) -> Result<Value, ValueError> {
+        let start = self.pos;
+        while matches!(
+            self.peek(),
+            Some(b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E')
+        ) {
+            self.pos += 1;
+        }
+        let tok = self.s.get(start..self.pos).unwrap_or_default();
+        if !is_json_number(tok) {
+            return Err(ValueError::InvalidNumber { offset: start });
+        }
+        // The token is ASCII, so this conversion cannot fail.
+        Ok(Value::Number(String::from_utf8_lossy(tok).into_owned()))
+    }
+
+    fn string(&mut self) -> Result<String, ValueError> {
+        // At the opening quote.
+        self.pos += 1;
+        let mut out = String::new();
+        loop {
+            let run_start = self.pos;
+            while matches!(self.peek(), Some(c) if c != b'"' && c != b'\\' && c >= 0x20) {
+                self.pos += 1;
+            }
+            // The run ends on an ASCII byte or the end, so it is valid UTF-8.
+            if let Some(run) = self.s.get(run_start..self.pos) {
+                out.push_str(&String::from_utf8_lossy(run));
+            }
+            match self.peek() {
+                None => return Err(ValueError::UnexpectedEnd { expected: "'\"'" }),
+                Some(b'"') => {
+                    self.pos += 1;
+                    return Ok(out);
+                }
+                Some(b'\\') => self.escape(&mut out)?,
+                Some(_) => return Err(ValueError::ControlCharacter { offset: self.pos }),
+            }
+        }
+    }
+
+    fn escape(&mut self, out: &mut String) -> Result<(), ValueError> {
+        let at = self.pos;
+        let c = self
+            .s
+            .get(at + 1)
+            .copied()
+            .ok_or(ValueError::UnexpectedEnd {
+                expected: "an escape",
+            })?;
+        self.pos += 2;
+        let ch = match c {
+            b'"' => '"',
+            b'\\' => '\\',
+            b'/' => '/',
+            b'b' => '\u{8}',
+            b'f' => '\u{c}',
+            b'n' => '\n',
+            b'r' => '\r',
+            b't' => '\t',
+            b'u' => return self.unicode_escape(at, out),
+            _ => return Err(ValueError::InvalidEscape { offset: at }),
+        };
+        out.push(ch);
+        Ok(())
+    }
+
+    fn unicode_escape(&mut self, at: usize, out: &mut String) -> Result<(), ValueError> {
+        let hi = hex4(self.s, self.pos).ok_or(ValueError::InvalidEscape { offset: at })?;
+        self.pos += 4;
+        let code = match hi {
+            0xD800..=0xDBFF => {
+                if self.s.get(self.pos..self.pos + 2) != Some(b"\\u") {
+                    return Err(ValueError::LoneSurrogate { offset: at });
+                }
+                let lo = hex4(self.s, self.pos + 2)
+                    .ok_or(ValueError::InvalidEscape { offset: self.pos })?;
+                if !(0xDC00..=0xDFFF).contains(&lo) {
+                    return Err(ValueError::LoneSurrogate { offset: at });
+                }
+                self.pos += 6;
+                0x10000 + ((u32::from(hi) - 0xD800) << 10) + (u32::from(lo) - 0xDC00)
+            }
+            0xDC00..=0xDFFF => return Err(ValueError::LoneSurrogate { offset: at }),
+            _ => u32::from(hi),
+        };
+        let ch = char::from_u32(code).ok_or(ValueError::LoneSurrogate { offset: at })?;
+        out.push(ch);
+        Ok(())
+    }
+
+    fn array(&mut self, depth: usize) -> Result<Value, ValueError> {
+        if depth > MAX_DEPTH {
+            return Err(ValueError::TooDeep {
+                max: MAX_DEPTH,
+                offset: self.pos,
+            });
+        }
+        self.pos += 1;
+        let mut items = Vec::new();
+        self.skip_ws();
+        if self.peek() == Some(b']') {
+            self.pos += 1;
+            return Ok(Value::Array(items));
+        }
+        loop {
+            self.skip_ws();
+            items.push(self.value(depth)?);
+            self.skip_ws();
+            match self.peek() {
+                Some(b',') => self.pos += 1,
+                Some(b']') => {
+                    self.pos += 1;
+                    return Ok(Value::Array(items));
+                }
+                _ => return Err(self.unexpected("',' or ']'")),
+            }
+        }
+    }
+
+    fn object(&mut self, depth: usize) -> Result<Value, ValueError> {
+        if depth > MAX_DEPTH {
+            return Err(ValueError::TooDeep {
+                max: MAX_DEPTH,
+                offset: self.pos,
+            });
+        }
+        self.pos += 1;
+        let mut members = Vec::new();
+        self.skip_ws();
+        if self.peek() == Some(b'}') {
+            self.pos += 1;
+            return Ok(Value::Object(Object(members)));
+        }
+        loop {
+            self.skip_ws();
+            if self.peek() != Some(b'"') {
+                return Err(self.unexpected("a member name"));
+            }
+            let key = self.string()?;
+            self.skip_ws();
+            if self.peek() != Some(b':') {
+                return Err(self.unexpected("':'"));
+            }
+            self.pos += 1;
+            self.skip_ws();
+            let v = self.value(depth)?;
+            members.push((key, v));
+            self.skip_ws();
+            match self.peek() {
+                Some(b',') => self.pos += 1,
+                Some(b'}') => {
+                    self.pos += 1;
+                    return Ok(Value::Object(Object(members)));
+                }
+                _ => return Err(self.unexpected("',' or '}'")),
+            }
+        }
+    }
+}
+
+/// Appends `s` as a JSON string literal (quotes included).
+///
+/// Escapes only what JSON requires (quote, backslash, control characters); `/`
+/// and non-ASCII are written as they are, as JavaScript's `JSON.stringify` does.
+pub fn write_json_string(s: &str, out: &mut String) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+fn write_json(v: &Value, out: &mut String) {
+    match v {
+        Value::Null => out.push_str("null"),
+        Value::Bool(true) => out.push_str("true"),
+        Value::Bool(false) => out.push_str("false"),
+        Value::Number(n) => out.push_str(n),
+        Value::String(s) => write_json_string(s, out),
+        Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_json(item, out);
+            }
+            out.push(']');
+        }
+        Value::Object(o) => {
+            out.push('{');
+            for (i, (k, item)) in o.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_json_string(k, out);
+                out.push(':');
+                write_json(item, out);
+            }
+            out.push('}');
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> Result<Value, ValueError> {
+        Value::parse_json(s.as_bytes())
+    }
+
+    #[test]
+    fn numbers_keep_their_token() {
+        let v = p(r#"{"amt":10.10,"n":-0.5e+3,"i":100}"#).unwrap();
+        let o = v.as_object().unwrap();
+        assert_eq!(o.get("amt"), Some(&Value::Number("10.10".into())));
+        assert_eq!(o.get("n").and_then(Value::as_number_token), Some("-0.5e+3"));
+        assert_eq!(o.get("i").and_then(Value::as_f64), Some(100.0));
+        assert_eq!(v.to_json_string(), r#"{"amt":10.10,"n":-0.5e+3,"i":100}"#);
+    }
+
+    #[test]
+    fn round_trip_keeps_order_and_escapes() {
+        let text = r#"{"z":"a\"b\\c\n\u0001é/","a":[true,false,null,[],{}],"m":""}"#;
+        let v = p(text).unwrap();
+        assert_eq!(v.to_json_string(), text);
+        let keys: Vec<_> = v.as_object().unwrap().keys().collect();
+        assert_eq!(keys, ["z", "a", "m"]);
+    }
+
+    #[test]
+    fn unescapes_strings() {
+        let v = p(r#""a\/b\u00e9\ud83d\ude00\t""#).unwrap();
+        assert_eq!(v.as_str(), Some("a/bé😀\t"));
+    }
+
+    #[test]
+    fn rejects_bad_json() {
+        for bad in [
+            "",
+            "{",
+            "{\"a\"}",
+            "{\"a\":}",
+            "[1,]",
+            "{\"a\":1,}",
+            "01",
+            "1.",
+            ".5",
+            "-",
+            "1e",
+            "+1",
+            "tru",
+            "nul",
+            "\"\\x\"",
+            "\"\\ud800\"",
+            "\"\\udc00x\"",
+            "\"a\u{1}\"",
+            "{a:1}",
+            "'a'",
+            "1 2",
+            "[1 2]",
+            "\"abc",
+            "NaN",
+        ] {
+            assert!(p(bad).is_err(), "accepted {bad:?}");
+        }
+    }
+
+    #[test]
+    fn reports_positions() {
+        assert_eq!(
+            p("[1 2]"),
+            Err(ValueError::Unexpected {
+                found: '2',
+                offset: 3,
+                expected: "',' or ']'"
+            })
+        );
+        assert_eq!(p("1 x"), Err(ValueError::TrailingCharacters { offset: 2 }));
+        assert_eq!(
+            Value::parse_json(b"\"\xff\""),
+            Err(ValueError::InvalidUtf8 { offset: 1 })
+        );
+    }
+
+    #[test]
+    fn depth_is_bounded() {
+        let ok = "[".repeat(MAX_DEPTH) + &"]".repeat(MAX_DEPTH);
+        assert!(p(&ok).is_ok());
+        let deep = "[".repeat(MAX_DEPTH + 1) + &"]".repeat(MAX_DEPTH + 1);
+        assert!(matches!(p(&deep), Err(ValueError::TooDeep { .. })));
+        let very_deep = "{\"a\":".repeat(100_000);
+        assert!(matches!(p(&very_deep), Err(ValueError::TooDeep { .. })));
+    }
+
+    #[test]
+    fn size_is_bounded() {
+        let big = vec![b' '; MAX_INPUT_LEN + 1];
+        assert!(matches!(
+            Value::parse_json(&big),
+            Err(ValueError::TooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn object_helpers() {
+        let v = p(r#"{"a":1,"b":"x","a":2}"#).unwrap();
+        let o = v.as_object().unwrap();
+        assert_eq!(o.get("a").and_then(Value::as_number_token), Some("2"));
+        assert!(o.has_duplicate_keys());
+        assert_eq!(o.len(), 3);
+        let mut o2 = Object::new();
+        o2.insert("k", Value::from("v"));
+        o2.insert("k", Value::from(5));
+        assert_eq!(Value::Object(o2).to_json_string(), r#"{"k":5}"#);
+        assert_eq!(Value::from("x").to_display_string(), "x");
+        assert_eq!(Value::Null.to_display_string(), "null");
+        assert_eq!(Value::Bool(true).kind_name(), "boolean");
+    }
+
+    #[test]
+    fn matches_serde_json_on_valid_input() {
+        let text = r#"{"respcd":"6000","data":"{\"a\":1}","x":[1.5,-2,3e10],"y":{"z":null}}"#;
+        let ours = p(text).unwrap();
+        let theirs: serde_json::Value = serde_json::from_str(text).unwrap();
+        let again: serde_json::Value = serde_json::from_str(&ours.to_json_string()).unwrap();
+        assert_eq!(theirs, again);
+    }
+}
