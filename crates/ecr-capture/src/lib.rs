@@ -1,1 +1,17 @@
-//! Reading captures.
+//! Reading captures, from the file up to reassembled byte streams and HTTP messages.
+//!
+//! Layers, bottom up (nothing here is ECR-specific):
+//! - [`source`]: streaming pcap/pcapng/gzip reader handing out borrowed packets, and
+//!   pcap/pcapng writers.
+//! - [`linklayer`]: from a packet's link type to the network-layer payload.
+//! - [`ip`]: IPv4/IPv6 parsing and fragment reassembly.
+//! - [`tcp`]: TCP segments, per-connection stream reassembly, a fast port pre-filter
+//!   and TLS detection.
+//! - [`http`]: an incremental HTTP/1.1 parser over a reassembled stream.
+//!
+//! Every parser takes untrusted bytes: none panics, allocates without bound or loops
+//! forever on any input.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod source;
