@@ -14,4 +14,6 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod ip;
+pub mod linklayer;
 pub mod source;
