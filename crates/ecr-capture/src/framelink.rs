@@ -1,0 +1,530 @@
+//! A duplex link that carries `0x2f6e` frames: the serial line, or a TCP connection
+//! whose stream starts with `2f 6e 01` (D6).
+//!
+//! It runs, per direction, the stream decoder and the reassembler of `ecr-proto`, and
+//! one link tracker for both directions, and turns their events into complete
+//! messages and frame-level findings with the spec rule each breaks.
+
+use std::borrow::Cow;
+
+use ecr_proto::frame::{FrameError, FrameType, Header};
+use ecr_proto::link::{LinkEvent, LinkTracker, Side};
+use ecr_proto::reassembly::{IncompleteReason, Reassembler, ReassemblyEvent, FRAGMENT_TIMEOUT_MS};
+use ecr_proto::stream::{SkipCause, StreamDecoder, StreamEvent};
+use ecr_proto::Timestamp;
+
+use crate::findings::Code;
+
+/// A complete message on the link (a data message, an ack or an error frame).
+#[derive(Debug)]
+pub struct LinkMessage<'a> {
+    /// Who sent it.
+    pub from: Side,
+    /// Frame type.
+    pub frame_type: FrameType,
+    /// Ref number.
+    pub ref_num: u8,
+    /// The message's data (empty for a bare ack).
+    pub data: Cow<'a, [u8]>,
+    /// Header of its first frame.
+    pub header: Header,
+    /// Frames that carried it.
+    pub fragments: u16,
+    /// Stream offset of its first frame.
+    pub offset: u64,
+    /// First byte.
+    pub first_ts: Timestamp,
+    /// Last byte.
+    pub last_ts: Timestamp,
+}
+
+/// A frame-level problem.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LinkFinding {
+    /// The code.
+    pub code: Code,
+    /// Who sent the offending bytes (for ack timeouts: who sent the request).
+    pub from: Side,
+    /// When.
+    pub ts: Timestamp,
+    /// What exactly.
+    pub detail: String,
+}
+
+/// What the link reports.
+#[derive(Debug)]
+pub enum LinkOutput<'a> {
+    /// A complete message.
+    Message(LinkMessage<'a>),
+    /// A problem.
+    Finding(LinkFinding),
+    /// An answer matched a request: the ack latency, for display.
+    Answered {
+        /// Who sent the request.
+        request_from: Side,
+        /// Ref.
+        ref_num: u8,
+        /// Milliseconds from the request's last byte to the answer's first.
+        latency_ms: f64,
+    },
+}
+
+/// Frame-level counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LinkStats {
+    /// Valid frames.
+    pub frames: u64,
+    /// Bytes skipped.
+    pub skipped_bytes: u64,
+}
+
+/// See the module documentation.
+#[derive(Debug, Default)]
+pub struct FrameLink {
+    decoders: [StreamDecoder; 2],
+    reassemblers: [Reassembler; 2],
+    link: LinkTracker,
+    last_ts: Timestamp,
+}
+
+fn idx(side: Side) -> usize {
+    match side {
+        Side::Ecr => 0,
+        Side::Pos => 1,
+    }
+}
+
+fn finding(code: Code, from: Side, ts: Timestamp, detail: String) -> LinkOutput<'static> {
+    LinkOutput::Finding(LinkFinding {
+        code,
+        from,
+        ts,
+        detail,
+    })
+}
+
+fn frame_error_code(e: &FrameError) -> Code {
+    match e {
+        FrameError::BadStartMarker { .. } => Code::GarbageBytes,
+        FrameError::UnsupportedVersion(_) => Code::UnsupportedVersion,
+        FrameError::UnknownType(_) => Code::UnknownFrameType,
+        FrameError::BadEndMarker { .. } => Code::BadEndMarker,
+        FrameError::TotalTooShort { .. }
+        | FrameError::DataLenTooShort { .. }
+        | FrameError::TrailingBytes { .. } => Code::BadLength,
+    }
+}
+
+impl FrameLink {
+    /// A link with nothing seen yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Frame counters of both directions together.
+    pub fn stats(&self) -> LinkStats {
+        let mut s = LinkStats::default();
+        for d in &self.decoders {
+            let st = d.stats();
+            s.frames += st.frames;
+            s.skipped_bytes += st.skipped_bytes;
+        }
+        s
+    }
+
+    /// Bytes of `from`'s stream, seen at `ts`.
+    pub fn feed<'a, F: FnMut(LinkOutput<'_>)>(
+        &mut self,
+        from: Side,
+        chunk: &'a [u8],
+        ts: Timestamp,
+        out: &mut F,
+    ) {
+        self.last_ts = self.last_ts.max(ts);
+        let i = idx(from);
+        let (Some(dec), Some(re)) = (self.decoders.get_mut(i), self.reassemblers.get_mut(i)) else {
+            return;
+        };
+        let link = &mut self.link;
+        dec.feed(chunk, ts, |ev| on_stream_event(from, ev, re, link, out));
+    }
+
+    /// Bytes of `from`'s stream were lost (a TCP hole).
+    pub fn gap<F: FnMut(LinkOutput<'_>)>(&mut self, from: Side, missing: u64, out: &mut F) {
+        let i = idx(from);
+        let (Some(dec), Some(re)) = (self.decoders.get_mut(i), self.reassemblers.get_mut(i)) else {
+            return;
+        };
+        let link = &mut self.link;
+        dec.gap(missing, |ev| on_stream_event(from, ev, re, link, out));
+        // A split message cannot complete across a hole.
+        re.finish(|_| {});
+    }
+
+    /// Reports ack timeouts whose deadline is before `now` (call with each packet's
+    /// time so that timeouts show even when the link goes quiet).
+    pub fn advance<F: FnMut(LinkOutput<'_>)>(&mut self, now: Timestamp, out: &mut F) {
+        self.last_ts = self.last_ts.max(now);
+        self.link.advance(now, |ev| on_link_event(ev, out));
+    }
+
+    /// The end of the capture at capture time `end`.
+    pub fn finish<F: FnMut(LinkOutput<'_>)>(&mut self, end: Timestamp, out: &mut F) {
+        let end = end.max(self.last_ts);
+        for side in [Side::Ecr, Side::Pos] {
+            let i = idx(side);
+            let (Some(dec), Some(re)) = (self.decoders.get_mut(i), self.reassemblers.get_mut(i))
+            else {
+                continue;
+            };
+            let link = &mut self.link;
+            dec.finish(|ev| on_stream_event(side, ev, re, link, out));
+            re.finish(|ev| {
+                if let ReassemblyEvent::Incomplete {
+                    ref_num,
+                    fragments,
+                    collected,
+                    declared,
+                    last_ts,
+                    ..
+                } = ev
+                {
+                    // Cut off by the end of the capture within the timeout: not a fault.
+                    let waited = end - last_ts;
+                    if waited > FRAGMENT_TIMEOUT_MS * 1_000_000 {
+                        out(finding(
+                            Code::ReassemblyTimeout,
+                            side,
+                            last_ts,
+                            format!(
+                                "split message ref {ref_num} never completed: {collected} of {declared} bytes in {fragments} fragment(s), nothing more in the {:.0} ms to the end of the capture",
+                                waited as f64 / 1e6
+                            ),
+                        ));
+                    }
+                }
+            });
+        }
+        self.link.finish(end, |ev| on_link_event(ev, out));
+    }
+}
+
+fn on_stream_event<'a, F: FnMut(LinkOutput<'_>)>(
+    from: Side,
+    ev: StreamEvent<'a>,
+    re: &mut Reassembler,
+    link: &mut LinkTracker,
+    out: &mut F,
+) {
+    match ev {
+        StreamEvent::Skipped(s) => {
+            let (code, what) = match s.cause {
+                SkipCause::NotAFrame => {
+                    (Code::GarbageBytes, "bytes that are not a frame".to_string())
+                }
+                SkipCause::Invalid(e) => (frame_error_code(&e), format!("invalid frame: {e}")),
+                // A frame cut by the end of the capture or a TCP hole (reported as
+                // such): not a protocol fault.
+                SkipCause::Truncated => return,
+            };
+            out(finding(
+                code,
+                from,
+                s.first_ts,
+                format!(
+                    "{what}; skipped {} byte(s) at stream offset {} to resynchronise",
+                    s.len, s.offset
+                ),
+            ));
+        }
+        StreamEvent::Rejected(r) => {
+            let code = frame_error_code(&r.error);
+            out(finding(
+                code,
+                from,
+                r.first_ts,
+                format!(
+                    "frame at stream offset {} ({} bytes, ref {}): {}",
+                    r.offset,
+                    r.bytes.len(),
+                    r.header.ref_num,
+                    r.error
+                ),
+            ));
+        }
+        StreamEvent::Frame(f) => {
+            let frame = f.frame;
+            if !frame.ref_in_range() {
+                out(finding(
+                    Code::BadRef,
+                    from,
+                    f.first_ts,
+                    format!(
+                        "{} frame with ref 0x{:02x} (valid: 0x01..0x7f)",
+                        frame.frame_type(),
+                        frame.ref_num()
+                    ),
+                ));
+            }
+            if frame.is_oversize() {
+                out(finding(
+                    Code::OversizeFrame,
+                    from,
+                    f.first_ts,
+                    format!(
+                        "frame ref {} carries {} data bytes (recommended at most 1024)",
+                        frame.ref_num(),
+                        frame.data().len()
+                    ),
+                ));
+            }
+            link.on_frame(
+                from,
+                frame.frame_type(),
+                frame.ref_num(),
+                f.first_ts,
+                f.last_ts,
+                |ev| on_link_event(ev, out),
+            );
+            let header = frame.header();
+            re.push(&f, |ev| on_reassembly_event(from, header, ev, out));
+        }
+    }
+}
+
+fn on_reassembly_event<F: FnMut(LinkOutput<'_>)>(
+    from: Side,
+    header: Header,
+    ev: ReassemblyEvent<'_>,
+    out: &mut F,
+) {
+    match ev {
+        ReassemblyEvent::Message(m) => {
+            out(LinkOutput::Message(LinkMessage {
+                from,
+                frame_type: m.frame_type,
+                ref_num: m.ref_num,
+                header,
+                fragments: m.fragments,
+                offset: m.offset,
+                first_ts: m.first_ts,
+                last_ts: m.last_ts,
+                data: m.data,
+            }))
+        }
+        ReassemblyEvent::Timeout {
+            ref_num,
+            gap_ms,
+            fragments,
+            collected,
+            declared,
+            ts,
+        } => out(finding(
+            Code::ReassemblyTimeout,
+            from,
+            ts,
+            format!(
+                "fragment {} of ref {ref_num} came {gap_ms:.1} ms after the previous one (limit 500 ms; {collected} of {declared} bytes collected): a receiver discards the message and answers 0x35",
+                fragments + 1
+            ),
+        )),
+        ReassemblyEvent::Overflow {
+            ref_num,
+            collected,
+            declared,
+            ts,
+        } => out(finding(
+            Code::BadLength,
+            from,
+            ts,
+            format!("fragments of ref {ref_num} carry {collected} bytes, more than the declared data length {declared}; the message is dropped"),
+        )),
+        ReassemblyEvent::LengthChanged { ref_num, was, now, ts } => out(finding(
+            Code::BadLength,
+            from,
+            ts,
+            format!("a fragment of ref {ref_num} declares data length {now}, earlier fragments {was}; the earlier ones are dropped"),
+        )),
+        ReassemblyEvent::Incomplete {
+            ref_num,
+            fragments,
+            collected,
+            declared,
+            last_ts,
+            reason,
+            ..
+        } => {
+            let why = match reason {
+                IncompleteReason::Superseded => "an unsplit frame with the same ref came instead of the next fragment",
+                IncompleteReason::Evicted => "more than 127 split messages were open",
+                IncompleteReason::Ended => return,
+            };
+            out(finding(
+                Code::ReassemblyTimeout,
+                from,
+                last_ts,
+                format!("split message ref {ref_num} never completed ({collected} of {declared} bytes in {fragments} fragment(s)): {why}"),
+            ));
+        }
+    }
+}
+
+fn on_link_event<F: FnMut(LinkOutput<'_>)>(ev: LinkEvent, out: &mut F) {
+    match ev {
+        LinkEvent::Answered {
+            request,
+            latency_ms,
+            ..
+        } => out(LinkOutput::Answered {
+            request_from: request.from,
+            ref_num: request.ref_num,
+            latency_ms,
+        }),
+        LinkEvent::Timeout { request } => out(finding(
+            Code::AckTimeout,
+            request.from,
+            request.deadline(),
+            format!(
+                "request ref {} ({} frame(s)) not answered within 1000 ms of its last byte",
+                request.ref_num, request.frames
+            ),
+        )),
+        LinkEvent::Unexpected {
+            from,
+            ref_num,
+            answer,
+            ts,
+        } => out(finding(
+            Code::UnexpectedAck,
+            from,
+            ts,
+            format!(
+                "{answer} with ref {ref_num} answers no outstanding request from the other side"
+            ),
+        )),
+        LinkEvent::ErrorFrame {
+            from,
+            ref_num,
+            code,
+            ts,
+        } => out(finding(
+            Code::ErrorFrame,
+            from,
+            ts,
+            format!("error frame {code} for ref {ref_num}"),
+        )),
+        LinkEvent::Replaced { .. } => {}
+        LinkEvent::UnansweredAtEnd { request } => out(finding(
+            Code::UnansweredAtEnd,
+            request.from,
+            request.last_ts,
+            format!(
+                "request ref {} was still waiting for its ack when the capture ended",
+                request.ref_num
+            ),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ecr_proto::frame::{split_message, FrameRepr};
+
+    fn ms(v: i64) -> Timestamp {
+        Timestamp::from_millis(v)
+    }
+
+    #[derive(Debug, PartialEq)]
+    enum Out {
+        Msg(Side, u8, u8, usize, u16),
+        Find(Code),
+        Ans(u8),
+    }
+
+    fn collect(o: LinkOutput<'_>, v: &mut Vec<Out>) {
+        v.push(match o {
+            LinkOutput::Message(m) => {
+                Out::Msg(m.from, m.frame_type.0, m.ref_num, m.data.len(), m.fragments)
+            }
+            LinkOutput::Finding(f) => Out::Find(f.code),
+            LinkOutput::Answered { ref_num, .. } => Out::Ans(ref_num),
+        });
+    }
+
+    #[test]
+    fn request_ack_and_split_message() {
+        let mut l = FrameLink::new();
+        let mut v = vec![];
+        let data = vec![b'a'; 2000];
+        let req = split_message(FrameType::REQUEST, 1, &data, 1024).unwrap();
+        l.feed(Side::Ecr, &req[..500], ms(0), &mut |o| collect(o, &mut v));
+        l.feed(Side::Ecr, &req[500..], ms(300), &mut |o| collect(o, &mut v));
+        l.feed(
+            Side::Pos,
+            &FrameRepr::ack(1).to_bytes().unwrap(),
+            ms(400),
+            &mut |o| collect(o, &mut v),
+        );
+        l.finish(ms(500), &mut |o| collect(o, &mut v));
+        assert_eq!(
+            v,
+            vec![
+                Out::Msg(Side::Ecr, 0x10, 1, 2000, 2),
+                Out::Ans(1),
+                Out::Msg(Side::Pos, 0x20, 1, 0, 1)
+            ]
+        );
+    }
+
+    #[test]
+    fn faults_become_findings() {
+        let mut l = FrameLink::new();
+        let mut v = vec![];
+        let mut s = b"xx".to_vec();
+        s.extend(
+            FrameRepr::new(FrameType::REQUEST, 0x80, b"x")
+                .to_bytes()
+                .unwrap(),
+        );
+        s.extend(
+            FrameRepr::new(FrameType::REQUEST, 2, &[b'y'; 1100])
+                .to_bytes()
+                .unwrap(),
+        );
+        l.feed(Side::Ecr, &s, ms(0), &mut |o| collect(o, &mut v));
+        l.feed(
+            Side::Pos,
+            &FrameRepr::error(ecr_proto::frame::ErrorCode::VALIDATION, 2)
+                .to_bytes()
+                .unwrap(),
+            ms(10),
+            &mut |o| collect(o, &mut v),
+        );
+        l.feed(
+            Side::Pos,
+            &FrameRepr::ack(9).to_bytes().unwrap(),
+            ms(20),
+            &mut |o| collect(o, &mut v),
+        );
+        l.finish(ms(3000), &mut |o| collect(o, &mut v));
+        let codes: Vec<Code> = v
+            .iter()
+            .filter_map(|o| match o {
+                Out::Find(c) => Some(*c),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            codes,
+            vec![
+                Code::GarbageBytes,
+                Code::BadRef,
+                Code::OversizeFrame,
+                Code::ErrorFrame,
+                Code::UnexpectedAck,
+                Code::AckTimeout
+            ]
+        );
+    }
+}

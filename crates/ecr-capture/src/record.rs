@@ -1,0 +1,354 @@
+//! The records the analyzer produces: messages, transactions, findings and the
+//! summary. Their JSON form is the `--format jsonl` interface documented in README
+//! (fields may be added, never renamed).
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use ecr_proto::value::{Object, Value};
+use serde::ser::{SerializeMap, Serializer};
+use serde::Serialize;
+
+use crate::findings::{Code, Severity};
+
+/// How a message travelled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// HTTP on port 9001.
+    Http,
+    /// Raw TCP on port 9002 (text or frames).
+    Tcp,
+    /// The USB-serial link (frames).
+    Serial,
+}
+
+impl Transport {
+    /// Lowercase name.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Transport::Http => "http",
+            Transport::Tcp => "tcp",
+            Transport::Serial => "serial",
+        }
+    }
+}
+
+impl fmt::Display for Transport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Which way a message went.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+pub enum Direction {
+    /// From the cash register to the terminal.
+    #[serde(rename = "ecr-to-pos")]
+    EcrToPos,
+    /// From the terminal to the cash register.
+    #[serde(rename = "pos-to-ecr")]
+    PosToEcr,
+}
+
+impl Direction {
+    /// The name used in output.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Direction::EcrToPos => "ecr-to-pos",
+            Direction::PosToEcr => "pos-to-ecr",
+        }
+    }
+
+    /// The arrow used in text output.
+    pub const fn arrow(self) -> &'static str {
+        match self {
+            Direction::EcrToPos => "ECR -> POS",
+            Direction::PosToEcr => "POS -> ECR",
+        }
+    }
+}
+
+/// What a message is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    /// A business request (func_type), or any message that is not a response.
+    Request,
+    /// A business response (respcd).
+    Response,
+    /// A link-level ack frame (0x20).
+    Ack,
+    /// A link-level error frame (0x30..0x35).
+    ErrorFrame,
+}
+
+/// A content object serialised with its number tokens as they were on the wire.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RawObject(pub Object);
+
+impl Serialize for RawObject {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let text = Value::Object(self.0.clone()).to_json_string();
+        match serde_json::value::RawValue::from_string(text) {
+            Ok(raw) => raw.serialize(s),
+            Err(_) => s.serialize_none(),
+        }
+    }
+}
+
+/// The frame layer of a message that came in frames.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct FrameInfo {
+    /// Frame type byte.
+    #[serde(rename = "type")]
+    pub frame_type: u8,
+    /// Version byte.
+    pub version: u8,
+    /// Total length of the (first) frame.
+    pub total_len: u16,
+    /// Declared data length of the message.
+    pub data_len: u16,
+    /// Frames that carried it.
+    pub fragments: u16,
+    /// Stream offset of the first frame.
+    pub offset: u64,
+}
+
+/// The HTTP layer of a message.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct HttpInfo {
+    /// Request method.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    /// Request path.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// Response status.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    /// Response reason phrase.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// One decoded message.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct MessageRecord {
+    /// Capture time of its first byte, seconds since the epoch.
+    pub ts: f64,
+    /// Transport.
+    pub transport: Transport,
+    /// Sender address.
+    pub src: String,
+    /// Receiver address.
+    pub dst: String,
+    /// Which way.
+    pub direction: Direction,
+    /// What it is.
+    pub role: Role,
+    /// The envelope dialect (D4/D5 name).
+    pub dialect: Option<String>,
+    /// The request's func_type.
+    pub func_type: Option<u16>,
+    /// The frame ref, for frames.
+    #[serde(rename = "ref")]
+    pub ref_num: Option<u8>,
+    /// The decrypted request content.
+    pub content: Option<RawObject>,
+    /// The response, with `data` parsed.
+    pub response: Option<RawObject>,
+    /// Digest verdict: ok, mismatch, absent, unverified.
+    pub digest: &'static str,
+    /// Packet number (1-based) of the message's first byte in the capture.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub packet: Option<u64>,
+    /// The func_type's name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub func_name: Option<&'static str>,
+    /// The response code, for responses.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub respcd: Option<String>,
+    /// Frame layer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub frame: Option<FrameInfo>,
+    /// HTTP layer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpInfo>,
+    /// The TCP 9002 framing rule that delimited the message (D6).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub framing: Option<&'static str>,
+    /// Which key decrypted it: its position among the keys given (1-based) and how its
+    /// text was read (D3). The key itself is never printed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<KeyUse>,
+    /// The digest as sent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub digest_value: Option<String>,
+    /// Why the digest failed, when a known signing mistake explains it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub digest_detail: Option<String>,
+    /// Size of the message body in bytes.
+    pub bytes: usize,
+    /// The body, when it could not be decoded (lossy UTF-8, at most 200 bytes).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub raw: Option<String>,
+}
+
+/// Which key decrypted a message.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct KeyUse {
+    /// 1-based position among the keys given.
+    pub index: usize,
+    /// How the key text was read: text-128, text-192, text-256, hex-128.
+    pub interpretation: &'static str,
+}
+
+/// A request paired with its response.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct TransactionRecord {
+    /// Time of the request's first byte.
+    pub ts: f64,
+    /// Transport.
+    pub transport: Transport,
+    /// The request's func_type.
+    pub func_type: Option<u16>,
+    /// From the request's last byte to the response's first byte.
+    pub latency_ms: f64,
+    /// The response code.
+    pub respcd: Option<String>,
+    /// The merchant reference of the request (or response data).
+    pub out_trade_no: Option<String>,
+    /// The cash register.
+    pub src: String,
+    /// The terminal.
+    pub dst: String,
+    /// The func_type's name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub func_name: Option<&'static str>,
+    /// Channel of a payment.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
+    /// Amount of a payment as sent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub amt: Option<String>,
+    /// syssn of the response data.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub syssn: Option<String>,
+}
+
+/// A problem.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct FindingRecord {
+    /// When it happened (capture time).
+    pub ts: f64,
+    /// The stable code.
+    pub code: Code,
+    /// Its severity.
+    pub severity: Severity,
+    /// Transport, when the finding concerns traffic.
+    pub transport: Option<Transport>,
+    /// Sender address.
+    pub src: Option<String>,
+    /// Receiver address.
+    pub dst: Option<String>,
+    /// What exactly was wrong.
+    pub detail: String,
+    /// The spec rule broken.
+    pub rule: &'static str,
+    /// Packet number (1-based) where it was seen.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub packet: Option<u64>,
+}
+
+/// Latency figures over all transactions, in milliseconds.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Latency {
+    /// Smallest.
+    pub min: f64,
+    /// Median.
+    pub median: f64,
+    /// 95th percentile.
+    pub p95: f64,
+    /// Largest.
+    pub max: f64,
+}
+
+/// The last record.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct SummaryRecord {
+    /// Packets read.
+    pub packets: u64,
+    /// Bytes read from the capture (uncompressed).
+    pub bytes: u64,
+    /// Messages decoded.
+    pub messages: u64,
+    /// Transactions paired.
+    pub transactions: u64,
+    /// Findings by code.
+    #[serde(serialize_with = "ser_code_map")]
+    pub findings: BTreeMap<Code, u64>,
+    /// Request messages by func_type ("1001", or "unknown").
+    pub func_types: BTreeMap<String, u64>,
+    /// Payment requests by channel.
+    pub channels: BTreeMap<String, u64>,
+    /// Responses by respcd.
+    pub respcd: BTreeMap<String, u64>,
+    /// Transaction latency.
+    pub latency_ms: Option<Latency>,
+    /// Files analysed.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<String>,
+}
+
+fn ser_code_map<S: Serializer>(m: &BTreeMap<Code, u64>, s: S) -> Result<S::Ok, S::Error> {
+    let mut map = s.serialize_map(Some(m.len()))?;
+    for (k, v) in m {
+        map.serialize_entry(k.as_str(), v)?;
+    }
+    map.end()
+}
+
+/// Any record.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Record {
+    /// A message.
+    Message(Box<MessageRecord>),
+    /// A transaction.
+    Transaction(TransactionRecord),
+    /// A finding.
+    Finding(FindingRecord),
+    /// The summary.
+    Summary(SummaryRecord),
+}
+
+/// Where records go as they are produced.
+pub trait Sink {
+    /// Takes one record.
+    fn record(&mut self, record: Record);
+}
+
+impl<F: FnMut(Record)> Sink for F {
+    fn record(&mut self, record: Record) {
+        self(record)
+    }
+}
+
+/// Percentiles of latencies (sorted in place).
+pub fn latency_of(samples: &mut [f64]) -> Option<Latency> {
+    if samples.is_empty() {
+        return None;
+    }
+    samples.sort_by(f64::total_cmp);
+    let at = |q: f64| {
+        let i = ((samples.len() - 1) as f64 * q).round() as usize;
+        samples.get(i).copied().unwrap_or(0.0)
+    };
+    Some(Latency {
+        min: at(0.0),
+        median: at(0.5),
+        p95: at(0.95),
+        max: at(1.0),
+    })
+}
