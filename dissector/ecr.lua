@@ -614,8 +614,11 @@ local function shortest_number(raw, v)
 end
 
 -- Number spellings a buggy signer may have used instead of the wire token.
+-- accept = true: a receiver that parses numbers into doubles computes the same
+-- digest (D4 "try the shortest round-trip form, and say so"); the others are
+-- signing mistakes a terminal rejects (vectors.json signing_mistakes).
 local NUMBER_VARIANTS = {
-  { name = "shortest round-trip form", f = shortest_number },
+  { name = "shortest round-trip form", f = shortest_number, accept = true },
   { name = "two decimals", f = function(raw, v)
       if v and (v ~= floor(v) or raw:find("[.eE]")) then return sformat("%.2f", v) end
       return raw end },
@@ -644,7 +647,12 @@ local function verify_object_digest(obj, digest, pos_key)
     for _, nv in ipairs(NUMBER_VARIANTS) do
       local alt = format_content(obj, { quote = "'", sorted = true, numfmt = nv.f })
       if alt ~= fc and md5_hex(alt .. pos_key) == d then
-        return "ok", computed, "numbers as " .. nv.name, "digest matches only with numbers reformatted (" .. nv.name .. "): signing bug in the sender", alt
+        if nv.accept then
+          return "ok", computed, "numbers as " .. nv.name,
+            "digest matches only with numbers in their " .. nv.name .. ", not as sent: signing bug in the sender", alt
+        end
+        return "mismatch", computed, "numbers as " .. nv.name,
+          "digest matches if the sender made this mistake: amount reformatted (numbers as " .. nv.name .. ")", alt
       end
     end
   end
@@ -819,6 +827,8 @@ local E = {
   no_key = ProtoExpert.new("ecr.no_key", "Encrypted, no POS-KEY configured", expert.group.DECRYPTION, expert.severity.NOTE),
   key_hex = ProtoExpert.new("ecr.key_hex", "POS-KEY used as hex-decoded bytes", expert.group.DECRYPTION, expert.severity.NOTE),
   missing_field = ProtoExpert.new("ecr.missing_field", "Missing mandatory field", expert.group.PROTOCOL, expert.severity.WARN),
+  bad_ref = ProtoExpert.new("ecr.bad_ref", "Reference number outside 1..127", expert.group.PROTOCOL, expert.severity.WARN),
+  unknown_channel = ProtoExpert.new("ecr.unknown_channel", "Unknown channel", expert.group.PROTOCOL, expert.severity.WARN),
   unknown_func = ProtoExpert.new("ecr.unknown_func_type", "Unknown func_type", expert.group.PROTOCOL, expert.severity.WARN),
   respcd = ProtoExpert.new("ecr.respcd_not_ok", "Response code is not 6000", expert.group.RESPONSE_CODE, expert.severity.WARN),
   parse = ProtoExpert.new("ecr.parse_error", "Cannot parse message", expert.group.MALFORMED, expert.severity.ERROR),
@@ -919,6 +929,8 @@ local function show_request_content(ctx, tree, tvb, obj)
       if ch then
         it:append_text(" (" .. ch[1] .. ")")
         local pt = ctree:add(F.paytype, ch[2]); pt:set_generated()
+      else
+        add_expert(ctx, it, E.unknown_channel, "Unknown channel " .. tostring(txt))
       end
     elseif k == "out_trade_no" then add_item(ctree, F.out_trade_no, rng, txt or "")
     elseif k == "orderId" then add_item(ctree, F.order_id, rng, txt or "")
@@ -964,6 +976,9 @@ local function show_request_content(ctx, tree, tvb, obj)
     local id = obj.vals.orderId or obj.vals.out_trade_no
     if id then parts[#parts + 1] = node_text(id) end
   end
+  for i, v in ipairs(parts) do
+    if #v > 40 then parts[i] = ssub(v, 1, 37) .. "..." end
+  end
   return ctree, tconcat(parts, " ")
 end
 
@@ -1004,6 +1019,11 @@ end
 local function show_response(ctx, tree, tvb, obj, dialect)
   local rtree = tree:add(ecr, node_range(tvb, obj) or tvb(0, 0), "Response")
   rtree:set_text("Response")
+  local d0 = obj.vals.data
+  if dialect == "plain" and d0 and d0.t == "str" and d0.v ~= "" then
+    local inner = json_parse(d0.v)
+    if not (inner and inner.t == "obj") and looks_base64(d0.v) then dialect = "data-encrypted" end
+  end
   local dit = rtree:add(F.dialect, dialect); dit:set_generated()
   local kit = rtree:add(F.kind, "response"); kit:set_generated()
   local respcd = node_text(obj.vals.respcd) or ""
@@ -1043,7 +1063,6 @@ local function show_response(ctx, tree, tvb, obj, dialect)
           local p2 = json_parse(plain)
           if p2 and p2.t == "obj" then dobj = p2 end
           show_key_interp(ctx, rtree, why)
-          dit:set_text("Dialect: data-encrypted")
         else
           local it = rtree:add(F.resp_data, "(encrypted)")
           add_expert(ctx, it, (why == "no POS-KEY configured") and E.no_key or E.decrypt_failed, "Business data: " .. why)
@@ -1086,6 +1105,11 @@ end
 local function show_request(ctx, tree, tvb, obj, dialect, env_form)
   local rtree = tree:add(ecr, node_range(tvb, obj) or tvb(0, 0), "Request")
   rtree:set_text("Request")
+  local cnode0 = obj.vals.content
+  if dialect == "plain" and cnode0 and cnode0.t == "str" then
+    local inner = json_parse(cnode0.v)
+    if not (inner and inner.t == "obj") then dialect = "content-encrypted" end
+  end
   local dit = rtree:add(F.dialect, dialect); dit:set_generated()
   local kit = rtree:add(F.kind, "request"); kit:set_generated()
   if env_form then local it = rtree:add(F.envelope_form, env_form); it:set_generated() end
@@ -1114,9 +1138,6 @@ local function show_request(ctx, tree, tvb, obj, dialect, env_form)
       show_digest(ctx, rtree, tvb, dnode, st, comp, var, hint, fc)
     else
       -- content-encrypted: digest = md5(Base64 text + key)
-      dit:set_text("Dialect: content-encrypted")
-      dialect = "content-encrypted"
-      -- replace the generated dialect value: add a hidden correct one for filtering
       local plain, why = decrypt_b64(ctext, key)
       local status, computed = "unverified", nil
       if key ~= "" then
@@ -1150,7 +1171,6 @@ local function show_request(ctx, tree, tvb, obj, dialect, env_form)
     add_expert(ctx, rtree, E.parse, "content is neither an object nor a string")
     info = "Request (bad content)"
   end
-  if dialect ~= (dit and dialect) then end
   ctx.dialect = dialect
   ctx.infos[#ctx.infos + 1] = info
   return rtree
@@ -1190,7 +1210,17 @@ dissect_text = function(ctx, tree, tvb)
   end
   local plain, why = decrypt_b64(b64, ctx.key)
   if not plain then
-    local it = tree:add(F.kind, "encrypted")
+    local it
+    if ctx.hint == "request" then
+      -- a request body that is only Base64 can only be envelope-encrypted (D4)
+      it = tree:add(F.kind, "request"); it:set_generated()
+      local d = tree:add(F.dialect, "envelope-encrypted"); d:set_generated()
+    elseif ctx.hint == "response" then
+      it = tree:add(F.kind, "response"); it:set_generated()
+      local d = tree:add(F.dialect, "encrypted"); d:set_generated()
+    else
+      it = tree:add(F.kind, "encrypted")
+    end
     local fit = tree:add(F.envelope_form, form); fit:set_generated()
     add_expert(ctx, it, (why == "no POS-KEY configured") and E.no_key or E.decrypt_failed, "Encrypted message: " .. why)
     ctx.infos[#ctx.infos + 1] = "Encrypted message (" .. why .. ")"
@@ -1259,7 +1289,7 @@ local function parse_frames(s, p, opts)
         items[#items + 1] = { kind = "frame", off = p, len = 9, ver = ver, typ = typ, ref = ref, tl = tl, dl = dl, bad_tl = true }
         p = p + 9
       elseif rem < tl then
-        if plausible or opts.aligned_start == p then return items, p, tl - rem end
+        if plausible then return items, p, tl - rem end
         -- not a plausible frame header: treat the marker as junk and resync
         local j = find_candidate(s, p + 1) or (n + 1)
         items[#items + 1] = { kind = "junk", off = p, len = j - p }
@@ -1282,7 +1312,7 @@ local function parse_frames(s, p, opts)
         local ver, typ = sbyte(s, p + 2, p + 3)
         local tl = u16(s, p + 5)
         if ver == 1 and KNOWN_TYPES[typ] and tl >= 11 and tl <= rem and ssub(s, p + tl - 2, p + tl - 1) == MARK
-           and (j == nil or j >= p + tl) then
+           and (j == nil or j >= p + tl - 2) then
           items[#items + 1] = { kind = "frame", off = p, len = tl, ver = ver, typ = typ, ref = sbyte(s, p + 4), tl = tl, dl = u16(s, p + 7), end_ok = true, bad_start = true }
           p = p + tl
           j = -1
@@ -1305,9 +1335,10 @@ local pending = {}     -- key -> { data = {parts}, got, total, frames = {}, last
 local reasm = {}       -- "pkt:ref:dir:off" -> result table
 local serial_carry = {} -- direction -> carried bytes (serial raw-chunk mode)
 local serial_pkts = {} -- pinfo.number -> { buf=, carry_len= }
+local serial_last = {} -- direction -> last packet record (to link continuations)
 
 function ecr.init()
-  pending, reasm, serial_carry, serial_pkts = {}, {}, {}, {}
+  pending, reasm, serial_carry, serial_pkts, serial_last = {}, {}, {}, {}, {}
   decrypt_cache, decrypt_cache_n = {}, 0
 end
 
@@ -1367,7 +1398,8 @@ local function show_frame(ctx, tree, ftvb, foff, it, skey, memo_key)
   local vit = ftree:add(F.version, ftvb(foff + 2, 1))
   if it.ver ~= 1 then add_expert(ctx, vit, E.bad_version, sformat("Version 0x%02x (expected 0x01)", it.ver)) end
   local tit = ftree:add(F.type, ftvb(foff + 3, 1))
-  ftree:add(F.ref, ftvb(foff + 4, 1))
+  local rit = ftree:add(F.ref, ftvb(foff + 4, 1))
+  if it.ref == 0 or it.ref > 0x7f then add_expert(ctx, rit, E.bad_ref, sformat("Reference number %d outside 1..127", it.ref)) end
   local tlit = ftree:add(F.total_len, ftvb(foff + 5, 2))
   local dlit = ftree:add(F.data_len, ftvb(foff + 7, 2))
   local info
@@ -1411,7 +1443,7 @@ local function show_frame(ctx, tree, ftvb, foff, it, skey, memo_key)
     for _, pr in ipairs(r.problems or {}) do add_expert(ctx, fit, E.reassembly, pr) end
     if r.state == "complete" then
       body_tvb = ByteArray.new(r.data, true):tvb("Reassembled ECR message")
-      local fr = ftree:add(F.fragments, body_tvb(), "")
+      local fr = ftree:add(F.fragments, body_tvb())
       fr:set_text(sformat("%d fragments (%d bytes)", #r.frames, #r.data))
       for i, num in ipairs(r.frames) do
         local x = fr:add(F.fragment, num); x:set_generated()
@@ -1421,8 +1453,8 @@ local function show_frame(ctx, tree, ftvb, foff, it, skey, memo_key)
     else
       if r.reassembled_in then
         local x = ftree:add(F.reassembled_in, r.reassembled_in); x:set_generated()
-      elseif r.state ~= "unknown" then
-        add_expert(ctx, fit, E.reassembly, "Message never completed")
+      elseif r.state ~= "unknown" and pinfo.visited then
+        add_expert(ctx, fit, E.reassembly, "Split message never completed")
       end
       if r.state == "overflow" then add_expert(ctx, dlit, E.bad_length, "Collected data exceeds the data length") end
       ctx.infos[#ctx.infos + 1] = sformat("Fragment ref %d (%d/%d)", it.ref, r.got or carried, it.dl)
@@ -1476,7 +1508,15 @@ end
 local function finish(ctx, pinfo)
   pinfo.cols.protocol = "ECR"
   if #ctx.infos > 0 then
-    pinfo.cols.info:set(tconcat(ctx.infos, "; "))
+    local text = tconcat(ctx.infos, "; ")
+    -- TCP fences the column between PDUs of one packet: continue it then.
+    local ok, seen = pcall(function() return pinfo.private.ecr_info end)
+    if ok and seen == "1" then
+      pinfo.cols.info:append("; " .. text)
+    else
+      pinfo.cols.info:set(text)
+    end
+    pcall(function() pinfo.private.ecr_info = "1" end)
   end
 end
 
@@ -1493,12 +1533,16 @@ local function dissect_serial(tvb, pinfo, tree)
   if len < 1 then return 0 end
   local dir = tvb(0, 1):uint()
   root:add(F.direction, tvb(0, 1))
+  -- business results travel POS -> ECR as 0x10 frames too (D2): a hint only
+  ctx.hint = (dir == 0) and "request" or ((dir == 1) and "response" or nil)
   local fr = root:add(F.framing, "serial"); fr:set_generated()
   root:append_text(", " .. (DIRECTIONS[dir] or "?"))
   local rec = serial_pkts[pinfo.number]
   if not rec then
     local data = tvb:raw(1, len - 1)
     local carry = serial_carry[dir] or ""
+    local last = serial_last[dir]
+    if carry ~= "" and last then last.continued_in = pinfo.number end
     if carry ~= "" and sbyte(data, 1) == 0x2f and sbyte(data, 2) == 0x6e then
       -- packet starts on a frame boundary: drop an unfinished carried frame
       local v, t = sbyte(data, 3, 4)
@@ -1514,6 +1558,7 @@ local function dissect_serial(tvb, pinfo, tree)
     rec.items, rec.rest = items, rest
     serial_carry[dir] = ssub(rec.buf, rest)
     serial_pkts[pinfo.number] = rec
+    serial_last[dir] = rec
   end
   if rec.dropped then
     add_expert(ctx, root, E.truncated, sformat("%d bytes of an unfinished frame from earlier packets discarded", rec.dropped))
@@ -1535,8 +1580,17 @@ local function dissect_serial(tvb, pinfo, tree)
   end
   if rec.rest <= #rec.buf then
     local n = #rec.buf - rec.rest + 1
-    local it = root:add(ecr, tvb(len - math.min(n, len - 1), math.min(n, len - 1)), sformat("Incomplete frame: %d bytes, continued in a later packet", n))
-    if #ctx.infos == 0 then ctx.infos[1] = "Frame start (continued)" end
+    local it = root:add(ecr, tvb(len - math.min(n, len - 1), math.min(n, len - 1)), sformat("Incomplete frame: %d bytes", n))
+    if rec.continued_in then
+      it:append_text(sformat(", continued in frame %d", rec.continued_in))
+      if #ctx.infos == 0 then ctx.infos[1] = "Frame start (continued)" end
+    elseif pinfo.visited then
+      it:append_text(", never completed")
+      add_expert(ctx, it, E.truncated, sformat("Incomplete frame at the end of the capture (%d bytes)", n))
+      if #ctx.infos == 0 then ctx.infos[1] = "Truncated frame" end
+    else
+      if #ctx.infos == 0 then ctx.infos[1] = "Frame start (more bytes expected)" end
+    end
   end
   finish(ctx, pinfo)
   return len
@@ -1552,6 +1606,8 @@ end
 -- TCP port 9002 (D6)
 local function dissect_tcp(tvb, pinfo, tree)
   local ctx = new_ctx(pinfo)
+  if pinfo.dst_port == ecr.prefs.tcp_port then ctx.hint = "request"
+  elseif pinfo.src_port == ecr.prefs.tcp_port then ctx.hint = "response" end
   local s = tvb:raw()
   local n = #s
   local root = tree:add(ecr, tvb(), "QFPay ECR (TCP)")
@@ -1638,6 +1694,7 @@ end
 
 local function dissect_http_body(tvb, pinfo, tree)
   local ctx = new_ctx(pinfo)
+  ctx.hint = f_http_req() and "request" or "response"
   local root = tree:add(ecr, tvb(), "QFPay ECR (HTTP body)")
   local fr = root:add(F.framing, "http"); fr:set_generated()
   dissect_text(ctx, root, tvb)
@@ -1676,6 +1733,7 @@ function ecr.dissector(tvb, pinfo, tree)
   local ok, res = pcall(main_dissector, tvb, pinfo, tree)
   if ok then return res end
   pcall(internal_error, tree, tvb, res)
+  pcall(function() pinfo.cols.protocol = "ECR" end)
   return tvb:len()
 end
 

@@ -1,0 +1,110 @@
+#!/bin/sh
+# Golden tests for dissector/ecr.lua with tshark.
+#   dissector/test/run.sh            compare with golden/ (exit 1 and print a diff on any difference)
+#   dissector/test/run.sh --regen    rewrite golden/ (what regen.sh does)
+# Environment: TSHARK (default tshark), CASES (default dissector/test/cases.txt plus
+# dissector/test/cases-captures.txt when present).
+# Exits 0 with "SKIP" when tshark is missing or has no Lua support.
+set -u
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+cd "$ROOT" || exit 1
+TSHARK=${TSHARK:-tshark}
+REGEN=0
+[ "${1:-}" = "--regen" ] && REGEN=1
+GOLDEN="$HERE/golden"
+LUA="dissector/ecr.lua"
+
+if ! command -v "$TSHARK" >/dev/null 2>&1; then
+  echo "SKIP: tshark not found; install it (Debian: apt-get install tshark) to run the dissector tests"
+  exit 0
+fi
+TMP=$(mktemp -d)
+trap 'rm -rf "$TMP"' EXIT INT TERM
+echo 'print("ECR_LUA_PROBE")' > "$TMP/probe.lua"
+# a one-packet capture to load Lua scripts against
+FIRST=$(sed -n 's/^[^#|]*| *\([^ |]*\) *|.*/\1/p' "$HERE/cases.txt" | head -n 1)
+if ! "$TSHARK" -n -X "lua_script:$TMP/probe.lua" -r "$FIRST" -c 1 -q 2>/dev/null | grep -q ECR_LUA_PROBE; then
+  echo "SKIP: $TSHARK has no Lua support (or cannot read $FIRST)"
+  exit 0
+fi
+VERSION=$("$TSHARK" --version 2>/dev/null | head -n 1)
+INFO_FIELD=_ws.col.Info
+# Wireshark 4.2+ names column fields in lower case
+if "$TSHARK" -G fields 2>/dev/null | grep -q "	_ws\.col\.info	"; then INFO_FIELD=_ws.col.info; fi
+
+FIELDS="frame.number ecr.direction ecr.type ecr.ref ecr.total_len ecr.data_len ecr.fragmented ecr.reassembled_in
+ecr.fragment.count ecr.framing ecr.kind ecr.dialect ecr.envelope_form ecr.key_interp ecr.func_type ecr.amt
+ecr.channel ecr.paytype ecr.out_trade_no ecr.order_id ecr.refund_amount ecr.digest.status ecr.digest.variant
+ecr.respcd ecr.respmsg ecr.resperr ecr.syssn ecr.txamt ecr.txcurrcd ecr.busicd $INFO_FIELD _ws.expert.message"
+EARGS=""
+for f in $FIELDS; do EARGS="$EARGS -e $f"; done
+
+# Remove what may legitimately vary between runs or machines.
+normalise() {
+  grep -v -e '^Running as user' -e 'This could be dangerous' \
+          -e 'Arrival Time' -e 'Epoch Time' -e 'Time since reference' |
+  sed -e 's/[[:space:]]*$//'
+}
+
+fail=0; total=0; skipped=0
+# Self-test of the pure-Lua AES / MD5 / parsers against the spec vectors.
+ST=$(ECR_LUA_SELFTEST=1 "$TSHARK" -n -X "lua_script:$LUA" -X "lua_script:$HERE/selftest.lua" -r "$FIRST" -c 1 -q 2>&1 | grep SELFTEST)
+echo "$ST"
+case "$ST" in *"SELFTEST PASS"*) ;; *) echo "FAIL selftest"; fail=$((fail + 1));; esac
+
+CASEFILES="$HERE/cases.txt"
+[ -f "$HERE/cases-captures.txt" ] && CASEFILES="$CASEFILES $HERE/cases-captures.txt"
+[ -n "${CASES:-}" ] && CASEFILES=$CASES
+mkdir -p "$GOLDEN"
+for cf in $CASEFILES; do
+  while IFS='|' read -r name cap key extra; do
+    name=$(echo "$name" | tr -d ' ')
+    case "$name" in ''|'#'*) continue;; esac
+    cap=$(echo "$cap" | tr -d ' ')
+    key=$(echo "$key" | tr -d ' ')
+    total=$((total + 1))
+    if [ ! -f "$cap" ]; then
+      echo "FAIL $name: capture $cap is missing"
+      fail=$((fail + 1)); continue
+    fi
+    KEYOPT="-o ecr.pos_key:"
+    [ "$key" != "-" ] && KEYOPT="-o ecr.pos_key:$key"
+    # shellcheck disable=SC2086
+    ECR_POS_KEY= "$TSHARK" -2 -n -X "lua_script:$LUA" $KEYOPT $extra -r "$cap" -Y ecr \
+      -T fields -E header=y -E separator='|' -E occurrence=a -E aggregator=',' $EARGS 2>&1 |
+      normalise > "$TMP/$name.fields.txt"
+    # shellcheck disable=SC2086
+    ECR_POS_KEY= "$TSHARK" -2 -n -X "lua_script:$LUA" $KEYOPT $extra -r "$cap" -Y ecr -V -O ecr 2>&1 |
+      normalise > "$TMP/$name.tree.txt"
+    for kind in fields tree; do
+      out="$TMP/$name.$kind.txt"; gold="$GOLDEN/$name.$kind.txt"
+      if [ "$REGEN" = 1 ]; then
+        cp "$out" "$gold"
+      elif [ ! -f "$gold" ]; then
+        echo "FAIL $name ($kind): no golden file $gold (run dissector/test/regen.sh)"
+        fail=$((fail + 1))
+      elif ! diff -u "$gold" "$out" > "$TMP/diff"; then
+        echo "FAIL $name ($kind): output differs from $gold"
+        head -n 200 "$TMP/diff"
+        fail=$((fail + 1))
+      fi
+    done
+    if grep -q "internal error\|Lua Error\|Dissector error" "$TMP/$name.tree.txt"; then
+      echo "FAIL $name: Lua/dissector error in output"
+      grep -m 5 "internal error\|Lua Error\|Dissector error" "$TMP/$name.tree.txt"
+      fail=$((fail + 1))
+    fi
+  done < "$cf"
+done
+
+if [ "$REGEN" = 1 ]; then
+  echo "regenerated golden files for $total cases with $VERSION; review them with git diff"
+  exit 0
+fi
+if [ "$fail" -ne 0 ]; then
+  echo "dissector tests: $fail failure(s) over $total cases ($VERSION)"
+  exit 1
+fi
+echo "dissector tests: all $total cases passed ($VERSION)"
+exit 0
