@@ -453,13 +453,11 @@ impl Defragmenter {
             self.stats.evicted += 1;
             return None;
         }
-        let Some(p) = self.pending.get_mut(&key) else {
-            return None;
-        };
+        let p = self.pending.get_mut(&key)?;
         let consistent = match (p.total, frag.more) {
             (Some(t), _) if end > t => false,
             (Some(t), false) => t == end,
-            (None, false) => p.have.last().map_or(true, |&(_, e)| e <= end),
+            (None, false) => p.have.last().is_none_or(|&(_, e)| e <= end),
             (_, true) => true,
         };
         if !consistent {
@@ -530,7 +528,7 @@ impl Defragmenter {
         // Sweeping at most once per capture second keeps the cost per fragment low.
         if self
             .last_sweep
-            .map_or(true, |t| now - t >= 1_000_000_000 || now < t)
+            .is_none_or(|t| now - t >= 1_000_000_000 || now < t)
         {
             self.last_sweep = Some(now);
             self.expire(now);
@@ -637,33 +635,7 @@ fn insert_range(have: &mut Vec<(u32, u32)>, buf: &mut [u8], offset: u32, data: &
 mod tests {
     use super::*;
 
-    pub(crate) fn ipv4(
-        src: [u8; 4],
-        dst: [u8; 4],
-        proto: u8,
-        id: u16,
-        ff: u16,
-        payload: &[u8],
-    ) -> Vec<u8> {
-        let total = (20 + payload.len()) as u16;
-        let mut h = vec![0x45, 0];
-        h.extend_from_slice(&total.to_be_bytes());
-        h.extend_from_slice(&id.to_be_bytes());
-        h.extend_from_slice(&ff.to_be_bytes());
-        h.extend_from_slice(&[64, proto, 0, 0]);
-        h.extend_from_slice(&src);
-        h.extend_from_slice(&dst);
-        let mut sum: u32 = h
-            .chunks(2)
-            .map(|c| u32::from(c[0]) << 8 | u32::from(c[1]))
-            .sum();
-        while sum > 0xffff {
-            sum = (sum & 0xffff) + (sum >> 16);
-        }
-        h[10..12].copy_from_slice(&(!(sum as u16)).to_be_bytes());
-        h.extend_from_slice(payload);
-        h
-    }
+    use crate::testutil::ipv4;
 
     fn ipv6(next: u8, ext: &[u8], payload: &[u8]) -> Vec<u8> {
         let mut h = vec![0x60, 0, 0, 0];
@@ -822,7 +794,7 @@ mod tests {
 
     #[test]
     fn ipv4_overlap_duplicates_first_wins() {
-        let payload = vec![1u8; 32];
+        let payload = [1u8; 32];
         let mut d = Defragmenter::default();
         let a = ipv4([1, 0, 0, 1], [1, 0, 0, 2], 17, 5, IPV4_MF, &payload[..16]);
         // overlapping fragment at offset 8 with different bytes

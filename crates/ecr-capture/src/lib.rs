@@ -14,6 +14,15 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod findings;
+pub mod framelink;
 pub mod ip;
+pub mod keys;
 pub mod linklayer;
+pub mod record;
 pub mod source;
+pub mod tcp;
+pub mod tcptext;
+
+#[cfg(test)]
+mod testutil;
