@@ -16,9 +16,12 @@
 
 pub mod findings;
 pub mod framelink;
+pub mod http;
 pub mod ip;
 pub mod keys;
 pub mod linklayer;
+pub mod message;
+pub mod output;
 pub mod record;
 pub mod source;
 pub mod tcp;
