@@ -21,7 +21,6 @@ pub mod ip;
 pub mod keys;
 pub mod linklayer;
 pub mod message;
-pub mod output;
 pub mod record;
 pub mod source;
 pub mod tcp;
