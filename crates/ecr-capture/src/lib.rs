@@ -14,6 +14,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod analyzer;
 pub mod findings;
 pub mod framelink;
 pub mod http;
@@ -21,6 +22,7 @@ pub mod ip;
 pub mod keys;
 pub mod linklayer;
 pub mod message;
+pub mod output;
 pub mod record;
 pub mod source;
 pub mod tcp;

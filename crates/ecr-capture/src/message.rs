@@ -82,6 +82,7 @@ fn text_of(v: Option<&Value>) -> Option<String> {
 /// gave the keys) of the key at position `i` of `keys`.
 pub fn decode_body(body: &[u8], keys: &KeyRing, key_numbers: &[usize], ctx: &Context) -> Decoded {
     let mut record = MessageRecord {
+        index: 0,
         ts: ctx.ts.as_secs_f64(),
         transport: ctx.transport,
         src: ctx.src.clone(),

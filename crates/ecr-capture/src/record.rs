@@ -135,6 +135,8 @@ pub struct HttpInfo {
 /// One decoded message.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct MessageRecord {
+    /// The message's number in the output (1-based); findings refer to it.
+    pub index: u64,
     /// Capture time of its first byte, seconds since the epoch.
     pub ts: f64,
     /// Transport.
@@ -235,6 +237,12 @@ pub struct TransactionRecord {
     /// syssn of the response data.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub syssn: Option<String>,
+    /// The request's message number.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request: Option<u64>,
+    /// The response's message number.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub response: Option<u64>,
 }
 
 /// A problem.
@@ -259,6 +267,9 @@ pub struct FindingRecord {
     /// Packet number (1-based) where it was seen.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub packet: Option<u64>,
+    /// The number of the message it concerns, if one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<u64>,
 }
 
 /// Latency figures over all transactions, in milliseconds.

@@ -1,0 +1,1066 @@
+//! The analyzer: packets in, records out.
+//!
+//! Per packet: a cheap port check skips traffic that is not ECR (most of a shop
+//! capture) before anything is parsed; ECR packets go through the link layer, IP
+//! (with defragmentation) and TCP reassembly. Each connection's byte streams are then
+//! read as HTTP (port 9001), as D6 text or D1 frames (port 9002), or by probing (other
+//! ports, when asked). Message bodies are decoded by [`crate::message`], requests are
+//! paired with responses into transactions, and every problem becomes a finding.
+//!
+//! Records go to a [`Sink`] as soon as they are known, so a live tap can print them
+//! while the capture runs; the summary comes last from [`Analyzer::finish`].
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::net::SocketAddr;
+
+use ecr_proto::catalogue::{is_card_channel, FuncType};
+use ecr_proto::envelope;
+use ecr_proto::frame::FrameType;
+use ecr_proto::link::Side;
+use ecr_proto::Timestamp;
+
+use crate::findings::{Code, Severity};
+use crate::framelink::{FrameLink, LinkOutput};
+use crate::http::{HttpConfig, HttpEvent, HttpKind, HttpMessage, HttpParser};
+use crate::ip::{self, Defragmenter};
+use crate::keys::KeySet;
+use crate::linklayer::{self, Network};
+use crate::message::{decode_body, Context, Decoded, Facts};
+use crate::record::{
+    latency_of, Direction, FindingRecord, FrameInfo, HttpInfo, Record, Role, Sink, SummaryRecord,
+    TransactionRecord, Transport,
+};
+use crate::source::Packet;
+use crate::tcp::{
+    self, CloseReason, ConnId, PortPeek, StreamDir, TcpConfig, TcpEvent, TcpReassembler,
+};
+use crate::tcptext::{Rule, TextFramer};
+
+/// What to look at.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Ports carrying HTTP (9001).
+    pub http_ports: Vec<u16>,
+    /// Ports carrying raw TCP (9002).
+    pub tcp_ports: Vec<u16>,
+    /// Probe connections on other ports for ECR traffic.
+    pub probe: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            http_ports: vec![9001],
+            tcp_ports: vec![9002],
+            probe: false,
+        }
+    }
+}
+
+/// Most latency samples kept for the percentiles.
+const MAX_LATENCY_SAMPLES: usize = 1 << 20;
+/// Most payments remembered for the partial-refund check.
+const MAX_PAYMENTS: usize = 100_000;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ConnKind {
+    Http,
+    Tcp,
+    Probe,
+}
+
+#[derive(Debug)]
+enum DirState {
+    Undecided,
+    Http(HttpParser),
+    Text(TextFramer),
+    Frames,
+    Ignored,
+}
+
+#[derive(Debug)]
+struct PendingRequest {
+    index: u64,
+    first_ts: Timestamp,
+    last_ts: Timestamp,
+    packet: Option<u64>,
+    facts: Facts,
+}
+
+#[derive(Debug)]
+struct Conn {
+    client: SocketAddr,
+    server: SocketAddr,
+    kind: ConnKind,
+    dirs: [DirState; 2],
+    frames: Option<FrameLink>,
+    pending: VecDeque<PendingRequest>,
+    tls_reported: bool,
+    last_ts: Timestamp,
+}
+
+impl Conn {
+    fn transport(&self) -> Transport {
+        match self.kind {
+            ConnKind::Http => Transport::Http,
+            _ => Transport::Tcp,
+        }
+    }
+    fn addrs(&self, dir: StreamDir) -> (String, String) {
+        match dir {
+            StreamDir::ClientToServer => (self.client.to_string(), self.server.to_string()),
+            StreamDir::ServerToClient => (self.server.to_string(), self.client.to_string()),
+        }
+    }
+}
+
+fn dir_index(d: StreamDir) -> usize {
+    match d {
+        StreamDir::ClientToServer => 0,
+        StreamDir::ServerToClient => 1,
+    }
+}
+
+fn side_of(d: StreamDir) -> Side {
+    match d {
+        StreamDir::ClientToServer => Side::Ecr,
+        StreamDir::ServerToClient => Side::Pos,
+    }
+}
+
+fn dir_of(s: Side) -> StreamDir {
+    match s {
+        Side::Ecr => StreamDir::ClientToServer,
+        Side::Pos => StreamDir::ServerToClient,
+    }
+}
+
+fn direction_of(d: StreamDir) -> Direction {
+    match d {
+        StreamDir::ClientToServer => Direction::EcrToPos,
+        StreamDir::ServerToClient => Direction::PosToEcr,
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Payment {
+    amount_cents: Option<i64>,
+    channel: String,
+    day: i64,
+}
+
+/// Everything but the TCP reassembler, so that its events can borrow this mutably.
+struct State<'s> {
+    cfg: Config,
+    keys: KeySet,
+    sink: &'s mut dyn Sink,
+    conns: HashMap<ConnId, Conn>,
+    messages: u64,
+    transactions: u64,
+    findings: BTreeMap<Code, u64>,
+    func_types: BTreeMap<String, u64>,
+    channels: BTreeMap<String, u64>,
+    respcd: BTreeMap<String, u64>,
+    latencies: Vec<f64>,
+    payments: HashMap<String, Payment>,
+    max_severity: Option<Severity>,
+    last_ts: Timestamp,
+}
+
+/// See the module documentation.
+pub struct Analyzer<'s> {
+    tcp: TcpReassembler,
+    defrag: Defragmenter,
+    ports: HashSet<u16>,
+    st: State<'s>,
+    packets: u64,
+}
+
+impl<'s> Analyzer<'s> {
+    /// An analyzer that sends its records to `sink`.
+    pub fn new(cfg: Config, keys: KeySet, sink: &'s mut dyn Sink) -> Self {
+        let ports: HashSet<u16> = cfg
+            .http_ports
+            .iter()
+            .chain(&cfg.tcp_ports)
+            .copied()
+            .collect();
+        let server_ports = ports.clone();
+        Analyzer {
+            tcp: TcpReassembler::new(TcpConfig::default(), move |p| server_ports.contains(&p)),
+            defrag: Defragmenter::new(Default::default()),
+            ports,
+            st: State {
+                cfg,
+                keys,
+                sink,
+                conns: HashMap::new(),
+                messages: 0,
+                transactions: 0,
+                findings: BTreeMap::new(),
+                func_types: BTreeMap::new(),
+                channels: BTreeMap::new(),
+                respcd: BTreeMap::new(),
+                latencies: Vec::new(),
+                payments: HashMap::new(),
+                max_severity: None,
+                last_ts: Timestamp::default(),
+            },
+            packets: 0,
+        }
+    }
+
+    fn relevant(&self, a: u16, b: u16) -> bool {
+        self.st.cfg.probe || self.ports.contains(&a) || self.ports.contains(&b)
+    }
+
+    /// Takes one packet of the capture.
+    pub fn packet(&mut self, pkt: &Packet<'_>) {
+        self.packets += 1;
+        self.st.last_ts = self.st.last_ts.max(pkt.ts);
+        // Fast path: most packets of a shop capture are not ECR traffic.
+        match tcp::peek_tcp_ports(pkt.linktype, pkt.data) {
+            PortPeek::NotTcp => return,
+            PortPeek::Tcp { src, dst } if !self.relevant(src, dst) => return,
+            _ => {}
+        }
+        let net = match linklayer::network_layer(pkt.linktype, pkt.data) {
+            Ok(Network::Ipv4(d)) | Ok(Network::Ipv6(d)) => d,
+            Ok(_) => return,
+            Err(e) => {
+                self.st.finding(
+                    Code::DamagedPacket,
+                    pkt.ts,
+                    None,
+                    None,
+                    None,
+                    Some(pkt.index),
+                    None,
+                    e.to_string(),
+                );
+                return;
+            }
+        };
+        let ipp = match ip::parse(net) {
+            Ok(p) => p,
+            Err(e) => {
+                self.st.finding(
+                    Code::DamagedPacket,
+                    pkt.ts,
+                    None,
+                    None,
+                    None,
+                    Some(pkt.index),
+                    None,
+                    format!("IP: {e}"),
+                );
+                return;
+            }
+        };
+        if ipp.protocol != 6 {
+            return;
+        }
+        let Some(ipp) = self.defrag.process(pkt.ts, ipp) else {
+            return;
+        };
+        let seg = match tcp::parse_tcp(&ipp.payload) {
+            Ok(s) => s,
+            Err(e) => {
+                if self.ports_maybe(&ipp.payload) {
+                    self.st.finding(
+                        Code::DamagedPacket,
+                        pkt.ts,
+                        None,
+                        None,
+                        None,
+                        Some(pkt.index),
+                        None,
+                        format!("TCP: {e}"),
+                    );
+                }
+                return;
+            }
+        };
+        if !self.relevant(seg.src_port, seg.dst_port) {
+            return;
+        }
+        if pkt.is_truncated() || ipp.truncated {
+            self.st.finding(
+                Code::TruncatedPacket,
+                pkt.ts,
+                Some(Transport::Tcp),
+                Some(SocketAddr::new(ipp.src, seg.src_port).to_string()),
+                Some(SocketAddr::new(ipp.dst, seg.dst_port).to_string()),
+                Some(pkt.index),
+                None,
+                format!(
+                    "captured {} of {} bytes (snap length); the stream has a hole here",
+                    pkt.data.len(),
+                    pkt.orig_len
+                ),
+            );
+        }
+        let st = &mut self.st;
+        self.tcp
+            .process(pkt.ts, pkt.index, ipp.src, ipp.dst, &seg, &mut |ev| {
+                st.tcp_event(ev)
+            });
+    }
+
+    fn ports_maybe(&self, tcp_bytes: &[u8]) -> bool {
+        match (tcp_bytes.get(0..2), tcp_bytes.get(2..4)) {
+            (Some(a), Some(b)) => self.relevant(
+                u16::from_be_bytes([a[0], a[1]]),
+                u16::from_be_bytes([b[0], b[1]]),
+            ),
+            _ => false,
+        }
+    }
+
+    /// Reports a problem with the capture file itself (a damaged record).
+    pub fn damaged(&mut self, ts: Option<Timestamp>, packet: Option<u64>, detail: String) {
+        let ts = ts.unwrap_or(self.st.last_ts);
+        self.st.finding(
+            Code::DamagedPacket,
+            ts,
+            None,
+            None,
+            None,
+            packet,
+            None,
+            detail,
+        );
+    }
+
+    /// The most severe finding so far.
+    pub fn max_severity(&self) -> Option<Severity> {
+        self.st.max_severity
+    }
+
+    /// Ends the analysis: flushes every connection, then returns the summary (also
+    /// sent to the sink).
+    pub fn finish(mut self, bytes: u64, files: Vec<String>) -> (SummaryRecord, Option<Severity>) {
+        let st = &mut self.st;
+        self.tcp.flush_all(&mut |ev| st.tcp_event(ev));
+        // Connections the reassembler never opened (none expected) are ended too.
+        let ids: Vec<ConnId> = st.conns.keys().copied().collect();
+        for id in ids {
+            st.close_conn(id, st.last_ts, CloseReason::EndOfCapture);
+        }
+        let summary = SummaryRecord {
+            packets: self.packets,
+            bytes,
+            messages: st.messages,
+            transactions: st.transactions,
+            findings: st.findings.clone(),
+            func_types: st.func_types.clone(),
+            channels: st.channels.clone(),
+            respcd: st.respcd.clone(),
+            latency_ms: latency_of(&mut st.latencies),
+            files,
+        };
+        st.sink.record(Record::Summary(summary.clone()));
+        (summary, st.max_severity)
+    }
+}
+
+impl State<'_> {
+    #[allow(clippy::too_many_arguments)]
+    fn finding(
+        &mut self,
+        code: Code,
+        ts: Timestamp,
+        transport: Option<Transport>,
+        src: Option<String>,
+        dst: Option<String>,
+        packet: Option<u64>,
+        message: Option<u64>,
+        detail: String,
+    ) {
+        *self.findings.entry(code).or_default() += 1;
+        let sev = code.severity();
+        self.max_severity = Some(self.max_severity.map_or(sev, |m| m.max(sev)));
+        self.sink.record(Record::Finding(FindingRecord {
+            ts: ts.as_secs_f64(),
+            code,
+            severity: sev,
+            transport,
+            src,
+            dst,
+            detail,
+            rule: code.rule(),
+            packet,
+            message,
+        }));
+    }
+
+    fn tcp_event(&mut self, ev: TcpEvent<'_>) {
+        match ev {
+            TcpEvent::Opened {
+                conn,
+                client,
+                server,
+                ts,
+                ..
+            } => {
+                let kind = if self.cfg.http_ports.contains(&server.port()) {
+                    ConnKind::Http
+                } else if self.cfg.tcp_ports.contains(&server.port()) {
+                    ConnKind::Tcp
+                } else {
+                    ConnKind::Probe
+                };
+                self.conns.insert(
+                    conn,
+                    Conn {
+                        client,
+                        server,
+                        kind,
+                        dirs: [DirState::Undecided, DirState::Undecided],
+                        frames: None,
+                        pending: VecDeque::new(),
+                        tls_reported: false,
+                        last_ts: ts,
+                    },
+                );
+            }
+            TcpEvent::Data {
+                conn,
+                dir,
+                ts,
+                packet_index,
+                bytes,
+                ..
+            } => {
+                self.data(conn, dir, ts, packet_index, bytes);
+            }
+            TcpEvent::Gap {
+                conn,
+                dir,
+                ts,
+                offset,
+                missing_bytes,
+            } => {
+                let Some(c) = self.conns.get_mut(&conn) else {
+                    return;
+                };
+                let (src, dst) = c.addrs(dir);
+                let transport = c.transport();
+                let ignored = matches!(c.dirs[dir_index(dir)], DirState::Ignored);
+                let mut evs = vec![];
+                match &mut c.dirs[dir_index(dir)] {
+                    DirState::Http(p) => p.gap(ts, missing_bytes, &mut evs),
+                    DirState::Text(t) => t.reset(),
+                    _ => {}
+                }
+                let mut outs = vec![];
+                if let Some(fl) = c.frames.as_mut() {
+                    fl.gap(side_of(dir), missing_bytes, &mut |o| {
+                        outs.extend(own_output(o))
+                    });
+                }
+                if !ignored {
+                    self.finding(
+                        Code::TcpGap,
+                        ts,
+                        Some(transport),
+                        Some(src),
+                        Some(dst),
+                        None,
+                        None,
+                        format!("{missing_bytes} byte(s) missing at stream offset {offset}; decoding resumes after the hole"),
+                    );
+                }
+                for o in outs {
+                    self.link_output(conn, o, None);
+                }
+                for b in http_bodies(evs) {
+                    self.body(conn, dir, b, None);
+                }
+            }
+            TcpEvent::Fin { conn, dir, ts } => {
+                let Some(c) = self.conns.get_mut(&conn) else {
+                    return;
+                };
+                let mut bodies = vec![];
+                match &mut c.dirs[dir_index(dir)] {
+                    DirState::Http(p) => {
+                        let mut evs = vec![];
+                        p.finish(ts, &mut evs);
+                        bodies = http_bodies(evs);
+                    }
+                    DirState::Text(t) => t.close(|m| {
+                        bodies.push(Body::Text(m.body.to_vec(), m.rule, m.first_ts, m.last_ts))
+                    }),
+                    _ => {}
+                }
+                for b in bodies {
+                    self.body(conn, dir, b, None);
+                }
+            }
+            TcpEvent::Closed { conn, ts, reason } => self.close_conn(conn, ts, reason),
+        }
+    }
+
+    fn close_conn(&mut self, conn: ConnId, ts: Timestamp, reason: CloseReason) {
+        let Some(mut c) = self.conns.remove(&conn) else {
+            return;
+        };
+        // Whatever a direction still holds ends with the connection.
+        for d in [StreamDir::ClientToServer, StreamDir::ServerToClient] {
+            let mut bodies = vec![];
+            match &mut c.dirs[dir_index(d)] {
+                DirState::Http(p) => {
+                    let mut evs = vec![];
+                    p.finish(ts, &mut evs);
+                    bodies = http_bodies(evs);
+                }
+                DirState::Text(t) => t.close(|m| {
+                    bodies.push(Body::Text(m.body.to_vec(), m.rule, m.first_ts, m.last_ts))
+                }),
+                _ => {}
+            }
+            if !bodies.is_empty() {
+                self.conns.insert(conn, c);
+                for b in bodies {
+                    self.body(conn, d, b, None);
+                }
+                let Some(back) = self.conns.remove(&conn) else {
+                    return;
+                };
+                c = back;
+            }
+        }
+        if let Some(mut fl) = c.frames.take() {
+            let mut outs = vec![];
+            fl.finish(ts, &mut |o| outs.extend(own_output(o)));
+            self.conns.insert(conn, c);
+            for o in outs {
+                self.link_output(conn, o, None);
+            }
+            let Some(back) = self.conns.remove(&conn) else {
+                return;
+            };
+            c = back;
+        }
+        let transport = c.transport();
+        let (src, dst) = c.addrs(StreamDir::ClientToServer);
+        for p in c.pending.drain(..) {
+            let name = p
+                .facts
+                .func_type
+                .map(describe_ft)
+                .unwrap_or_else(|| "request".into());
+            if reason == CloseReason::EndOfCapture {
+                self.finding(
+                    Code::UnansweredAtEnd,
+                    p.last_ts,
+                    Some(transport),
+                    Some(src.clone()),
+                    Some(dst.clone()),
+                    p.packet,
+                    Some(p.index),
+                    format!("{name} (message {}) was still waiting for its response when the capture ended ({:.0} ms after it was sent)", p.index, ts.millis_since(p.last_ts)),
+                );
+            } else {
+                self.finding(
+                    Code::NoResponse,
+                    ts,
+                    Some(transport),
+                    Some(src.clone()),
+                    Some(dst.clone()),
+                    p.packet,
+                    Some(p.index),
+                    format!("{name} (message {}) got no response: the connection ended ({reason}) {:.0} ms after it was sent", p.index, ts.millis_since(p.last_ts)),
+                );
+            }
+        }
+    }
+
+    fn data(&mut self, conn: ConnId, dir: StreamDir, ts: Timestamp, packet: u64, bytes: &[u8]) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        c.last_ts = ts;
+        let i = dir_index(dir);
+        if matches!(c.dirs[i], DirState::Undecided) {
+            if tcp::looks_like_tls(bytes) {
+                c.dirs = [DirState::Ignored, DirState::Ignored];
+                if !c.tls_reported {
+                    c.tls_reported = true;
+                    let (src, dst) = c.addrs(dir);
+                    let transport = c.transport();
+                    self.finding(
+                        Code::TlsEncrypted,
+                        ts,
+                        Some(transport),
+                        Some(src),
+                        Some(dst),
+                        Some(packet),
+                        None,
+                        "TLS on the ECR port: the terminal runs HTTPS (Haojin 4.34.12+); this connection cannot be decoded from a passive capture".into(),
+                    );
+                }
+                return;
+            }
+            let kind = match c.kind {
+                ConnKind::Probe => match probe_kind(bytes) {
+                    Some(k) => {
+                        c.kind = k;
+                        k
+                    }
+                    None => {
+                        c.dirs[i] = DirState::Ignored;
+                        return;
+                    }
+                },
+                k => k,
+            };
+            c.dirs[i] = match kind {
+                ConnKind::Http => DirState::Http(HttpParser::new(HttpConfig::default())),
+                _ if bytes.starts_with(&[0x2f, 0x6e, 0x01])
+                    || (bytes.len() < 3 && [0x2f, 0x6e].starts_with(bytes)) =>
+                {
+                    c.frames.get_or_insert_with(FrameLink::new);
+                    DirState::Frames
+                }
+                _ => DirState::Text(TextFramer::new()),
+            };
+        }
+        let mut bodies = vec![];
+        let mut outs = vec![];
+        let pos = Some(c.server);
+        match &mut c.dirs[i] {
+            DirState::Http(p) => {
+                let mut evs = vec![];
+                p.feed(ts, bytes, &mut evs);
+                bodies = http_bodies(evs);
+            }
+            DirState::Text(t) => {
+                let (ring, _) = self.keys.for_terminal(pos);
+                t.feed(bytes, ts, ring, |m| {
+                    bodies.push(Body::Text(m.body.to_vec(), m.rule, m.first_ts, m.last_ts))
+                });
+            }
+            DirState::Frames => {
+                if let Some(fl) = c.frames.as_mut() {
+                    fl.feed(side_of(dir), bytes, ts, &mut |o| outs.extend(own_output(o)));
+                }
+            }
+            DirState::Undecided | DirState::Ignored => {}
+        }
+        if let Some(fl) = c.frames.as_mut() {
+            fl.advance(ts, &mut |o| outs.extend(own_output(o)));
+        }
+        for b in bodies {
+            self.body(conn, dir, b, Some(packet));
+        }
+        for o in outs {
+            self.link_output(conn, o, Some(packet));
+        }
+    }
+
+    fn link_output(&mut self, conn: ConnId, o: OwnedLinkOutput, packet: Option<u64>) {
+        let Some(c) = self.conns.get(&conn) else {
+            return;
+        };
+        match o {
+            OwnedLinkOutput::Finding {
+                code,
+                from,
+                ts,
+                detail,
+            } => {
+                let (src, dst) = c.addrs(dir_of(from));
+                let transport = c.transport();
+                self.finding(
+                    code,
+                    ts,
+                    Some(transport),
+                    Some(src),
+                    Some(dst),
+                    packet,
+                    None,
+                    detail,
+                );
+            }
+            OwnedLinkOutput::Message(m) => {
+                let dir = dir_of(m.from);
+                self.body(conn, dir, Body::Frame(m), packet);
+            }
+        }
+    }
+
+    fn body(&mut self, conn: ConnId, dir: StreamDir, body: Body, packet: Option<u64>) {
+        let Some(c) = self.conns.get(&conn) else {
+            return;
+        };
+        if let Body::HttpError(ts, detail) = body {
+            let (src, dst) = c.addrs(dir);
+            self.finding(
+                Code::BadEnvelope,
+                ts,
+                Some(Transport::Http),
+                Some(src),
+                Some(dst),
+                packet,
+                None,
+                detail,
+            );
+            return;
+        }
+        let (src, dst) = c.addrs(dir);
+        let transport = c.transport();
+        let server = c.server;
+        let (bytes, first_ts, last_ts) = match &body {
+            Body::Http(m) => (&m.body[..], m.ts_first_byte, m.ts_last_byte),
+            Body::Text(b, _, f, l) => (&b[..], *f, *l),
+            Body::Frame(m) => (&m.data[..], m.first_ts, m.last_ts),
+            Body::HttpError(..) => return,
+        };
+        let ctx = Context {
+            transport,
+            src: src.clone(),
+            dst: dst.clone(),
+            direction: direction_of(dir),
+            ts: first_ts,
+            packet,
+        };
+        let (ring, numbers) = self.keys.for_terminal(Some(server));
+        let mut extra: Vec<(Code, String)> = vec![];
+        let mut decoded: Decoded;
+        match &body {
+            Body::Frame(m) if m.data.is_empty() => {
+                // A bare ack or error frame.
+                decoded = decode_body(b"", ring, numbers, &ctx);
+                decoded.findings.clear();
+                decoded.record.role = if m.frame_type.is_error() {
+                    Role::ErrorFrame
+                } else {
+                    Role::Ack
+                };
+                decoded.record.digest = "absent";
+                decoded.record.raw = None;
+            }
+            _ => decoded = decode_body(bytes, ring, numbers, &ctx),
+        }
+        match &body {
+            Body::Http(m) => {
+                let info = match &m.kind {
+                    HttpKind::Request { method, path } => {
+                        if !method.eq_ignore_ascii_case("POST") {
+                            extra.push((Code::HttpMethod, format!("{method} {path}: the ECR API takes POST only (a terminal answers 4004)")));
+                        }
+                        if let Some(ft) = decoded.facts.func_type {
+                            let expected = ft.http_path();
+                            let p = path.split('?').next().unwrap_or(path);
+                            if let Some(exp) = expected {
+                                if exp != p {
+                                    extra.push((
+                                        Code::HttpPathMismatch,
+                                        format!(
+                                            "{} ({}) sent to {p}; its path is {exp}",
+                                            ft.name().unwrap_or("?"),
+                                            ft.0
+                                        ),
+                                    ));
+                                }
+                            }
+                        }
+                        HttpInfo {
+                            method: Some(method.clone()),
+                            path: Some(path.clone()),
+                            status: None,
+                            reason: None,
+                        }
+                    }
+                    HttpKind::Response { status, reason } => HttpInfo {
+                        method: None,
+                        path: None,
+                        status: Some(*status),
+                        reason: Some(reason.clone()),
+                    },
+                };
+                // A GET without a body is still a request worth showing.
+                if m.body.is_empty() {
+                    decoded.findings.retain(|(c, _)| *c != Code::BadEnvelope);
+                    decoded.record.raw = None;
+                }
+                decoded.record.http = Some(info);
+            }
+            Body::Text(_, rule, _, _) => {
+                decoded.record.framing = Some(rule.as_str());
+                if *rule == Rule::Overlong {
+                    extra.push((
+                        Code::BadEnvelope,
+                        format!(
+                            "no message boundary within {} bytes",
+                            crate::tcptext::MAX_MESSAGE
+                        ),
+                    ));
+                }
+            }
+            Body::HttpError(..) => {}
+            Body::Frame(m) => {
+                decoded.record.ref_num = Some(m.ref_num);
+                decoded.record.framing = Some(Rule::Frames.as_str());
+                decoded.record.frame = Some(FrameInfo {
+                    frame_type: m.frame_type.0,
+                    version: m.version,
+                    total_len: m.total_len,
+                    data_len: m.data_len,
+                    fragments: m.fragments,
+                    offset: m.offset,
+                });
+            }
+        }
+        self.messages += 1;
+        let index = self.messages;
+        decoded.record.index = index;
+        let record = &decoded.record;
+        if record.role == Role::Request {
+            let key = match record.func_type {
+                Some(f) => f.to_string(),
+                None => "unknown".to_string(),
+            };
+            *self.func_types.entry(key).or_default() += 1;
+            if decoded.facts.func_type == Some(FuncType::PAYMENT) {
+                if let Some(ch) = &decoded.facts.channel {
+                    *self.channels.entry(ch.clone()).or_default() += 1;
+                }
+            }
+        }
+        if let Some(rc) = &record.respcd {
+            *self.respcd.entry(rc.clone()).or_default() += 1;
+        }
+        // Cross-message check: a same-day partial refund of a card payment.
+        if decoded.facts.func_type == Some(FuncType::REFUND) {
+            if let Some(p) = decoded
+                .facts
+                .order_id
+                .as_ref()
+                .and_then(|o| self.payments.get(o))
+            {
+                let refund = decoded
+                    .facts
+                    .refund_amount
+                    .as_deref()
+                    .and_then(dollars_to_cents);
+                if let (Some(r), Some(total)) = (refund, p.amount_cents) {
+                    if r < total && day_of(first_ts) == p.day && is_card_channel(&p.channel) {
+                        extra.push((Code::PartialCardRefund, format!(
+                            "refund of {} of a {} payment of {} made the same day: card payments can only be refunded in full on the day",
+                            decoded.facts.refund_amount.as_deref().unwrap_or("?"),
+                            p.channel,
+                            cents_text(total)
+                        )));
+                    }
+                }
+            }
+        }
+        let role = record.role;
+        let is_response = decoded.facts.is_response;
+        let facts = decoded.facts.clone();
+        let findings: Vec<(Code, String)> = decoded.findings.drain(..).chain(extra).collect();
+        self.sink.record(Record::Message(Box::new(decoded.record)));
+        for (code, detail) in findings {
+            self.finding(
+                code,
+                first_ts,
+                Some(transport),
+                Some(src.clone()),
+                Some(dst.clone()),
+                packet,
+                Some(index),
+                detail,
+            );
+        }
+        // Pairing: business requests from the cash register wait for the next
+        // response on the connection (HTTP pipelining and D2's later result alike).
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        match (dir, role, is_response) {
+            (StreamDir::ClientToServer, Role::Request, false) => {
+                c.pending.push_back(PendingRequest {
+                    index,
+                    first_ts,
+                    last_ts,
+                    packet,
+                    facts,
+                });
+            }
+            (StreamDir::ServerToClient, Role::Response, _) => {
+                if let Some(req) = c.pending.pop_front() {
+                    self.transaction(transport, &src, &dst, req, index, first_ts, &facts);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn transaction(
+        &mut self,
+        transport: Transport,
+        pos: &str,
+        ecr: &str,
+        req: PendingRequest,
+        resp_index: u64,
+        resp_ts: Timestamp,
+        resp: &Facts,
+    ) {
+        self.transactions += 1;
+        let latency_ms = resp_ts.millis_since(req.last_ts);
+        if self.latencies.len() < MAX_LATENCY_SAMPLES {
+            self.latencies.push(latency_ms);
+        }
+        let rf = &req.facts;
+        // Remember successful payments for the refund check.
+        if rf.func_type == Some(FuncType::PAYMENT)
+            && crate::message::is_success(resp.respcd.as_deref())
+            && self.payments.len() < MAX_PAYMENTS
+        {
+            let pay = Payment {
+                amount_cents: resp
+                    .txamt
+                    .as_deref()
+                    .and_then(|t| t.trim().parse().ok())
+                    .or_else(|| rf.amt.as_deref().and_then(dollars_to_cents)),
+                channel: rf.channel.clone().unwrap_or_default(),
+                day: day_of(req.first_ts),
+            };
+            for id in [&resp.syssn, &rf.out_trade_no, &resp.out_trade_no]
+                .into_iter()
+                .flatten()
+            {
+                self.payments.insert(id.clone(), pay.clone());
+            }
+        }
+        let record = TransactionRecord {
+            ts: req.first_ts.as_secs_f64(),
+            transport,
+            func_type: rf.func_type.map(|f| f.0),
+            latency_ms,
+            respcd: resp.respcd.clone(),
+            out_trade_no: rf
+                .out_trade_no
+                .clone()
+                .or_else(|| resp.out_trade_no.clone()),
+            src: ecr.to_string(),
+            dst: pos.to_string(),
+            func_name: rf.func_type.and_then(FuncType::name),
+            channel: rf.channel.clone(),
+            amt: rf.amt.clone(),
+            syssn: resp.syssn.clone(),
+            request: Some(req.index),
+            response: Some(resp_index),
+        };
+        self.sink.record(Record::Transaction(record));
+    }
+}
+
+fn describe_ft(f: FuncType) -> String {
+    match f.name() {
+        Some(n) => format!("{n} ({})", f.0),
+        None => format!("func_type {}", f.0),
+    }
+}
+
+/// "10.10" dollars to 1010 cents.
+fn dollars_to_cents(s: &str) -> Option<i64> {
+    let v: f64 = s.trim().parse().ok()?;
+    if !v.is_finite() || v.abs() > 1e12 {
+        return None;
+    }
+    Some((v * 100.0).round() as i64)
+}
+
+fn cents_text(c: i64) -> String {
+    format!("{}.{:02}", c / 100, (c % 100).abs())
+}
+
+fn day_of(ts: Timestamp) -> i64 {
+    ts.as_nanos().div_euclid(86_400 * 1_000_000_000)
+}
+
+fn probe_kind(bytes: &[u8]) -> Option<ConnKind> {
+    if bytes.starts_with(&[0x2f, 0x6e, 0x01]) {
+        return Some(ConnKind::Tcp);
+    }
+    if bytes.starts_with(b"POST /api/pos/") || bytes.starts_with(b"GET /api/pos/") {
+        return Some(ConnKind::Http);
+    }
+    envelope::probe(bytes).map(|_| ConnKind::Tcp)
+}
+
+/// A message body from one of the transports.
+enum Body {
+    Http(HttpMessage),
+    HttpError(Timestamp, String),
+    Text(Vec<u8>, Rule, Timestamp, Timestamp),
+    Frame(OwnedLinkMessage),
+}
+
+fn http_bodies(evs: Vec<HttpEvent>) -> Vec<Body> {
+    evs.into_iter()
+        .filter_map(|e| match e {
+            HttpEvent::Message(m) => Some(Body::Http(m)),
+            HttpEvent::Error { ts, error, offset } => Some(Body::HttpError(
+                ts,
+                format!("HTTP at stream offset {offset}: {error}"),
+            )),
+            // Bytes skipped to resynchronise follow an error or a gap, both reported.
+            HttpEvent::Skipped { .. } => None,
+        })
+        .collect()
+}
+
+struct OwnedLinkMessage {
+    from: Side,
+    frame_type: FrameType,
+    ref_num: u8,
+    data: Vec<u8>,
+    version: u8,
+    total_len: u16,
+    data_len: u16,
+    fragments: u16,
+    offset: u64,
+    first_ts: Timestamp,
+    last_ts: Timestamp,
+}
+
+enum OwnedLinkOutput {
+    Message(OwnedLinkMessage),
+    Finding {
+        code: Code,
+        from: Side,
+        ts: Timestamp,
+        detail: String,
+    },
+}
+
+fn own_output(o: LinkOutput<'_>) -> Option<OwnedLinkOutput> {
+    match o {
+        LinkOutput::Message(m) => Some(OwnedLinkOutput::Message(OwnedLinkMessage {
+            from: m.from,
+            frame_type: m.frame_type,
+            ref_num: m.ref_num,
+            data: m.data.into_owned(),
+            version: m.header.version,
+            total_len: m.header.total_len,
+            data_len: m.header.data_len,
+            fragments: m.fragments,
+            offset: m.offset,
+            first_ts: m.first_ts,
+            last_ts: m.last_ts,
+        })),
+        LinkOutput::Finding(f) => Some(OwnedLinkOutput::Finding {
+            code: f.code,
+            from: f.from,
+            ts: f.ts,
+            detail: f.detail,
+        }),
+        LinkOutput::Answered { .. } => None,
+    }
+}

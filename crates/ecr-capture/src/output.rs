@@ -1,0 +1,570 @@
+//! Writing records: the `text` tree (in the style of `tshark -V`), `jsonl` (one
+//! record per line) and `json` (one document). The live taps use the same writers,
+//! so a script reads a live tap exactly as it reads `analyze`.
+
+use std::io::{self, Write};
+
+use ecr_proto::catalogue::{self, Channel, FuncType, RespCode};
+use ecr_proto::value::{Object, Value};
+
+use crate::findings::Severity;
+use crate::record::{FindingRecord, MessageRecord, Record, Role, SummaryRecord, TransactionRecord};
+
+/// Output formats.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// A readable tree.
+    Text,
+    /// One JSON object per line.
+    Jsonl,
+    /// One JSON document.
+    Json,
+}
+
+/// Something that writes records.
+pub trait RecordWriter {
+    /// Writes one record.
+    fn write(&mut self, record: &Record) -> io::Result<()>;
+    /// Ends the output.
+    fn finish(&mut self) -> io::Result<()>;
+}
+
+/// Makes the writer for `format`.
+pub fn writer<'a, W: Write + 'a>(
+    format: Format,
+    out: W,
+    color: bool,
+) -> Box<dyn RecordWriter + 'a> {
+    match format {
+        Format::Text => Box::new(TextWriter::new(out, color)),
+        Format::Jsonl => Box::new(JsonlWriter { out }),
+        Format::Json => Box::new(JsonWriter { out, first: true }),
+    }
+}
+
+/// `--format jsonl`.
+pub struct JsonlWriter<W: Write> {
+    out: W,
+}
+
+impl<W: Write> RecordWriter for JsonlWriter<W> {
+    fn write(&mut self, record: &Record) -> io::Result<()> {
+        serde_json::to_writer(&mut self.out, record)?;
+        self.out.write_all(b"\n")
+    }
+    fn finish(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+}
+
+/// `--format json`: `{"records":[...]}`, written as records come.
+pub struct JsonWriter<W: Write> {
+    out: W,
+    first: bool,
+}
+
+impl<W: Write> RecordWriter for JsonWriter<W> {
+    fn write(&mut self, record: &Record) -> io::Result<()> {
+        self.out.write_all(if self.first {
+            b"{\"records\":[\n"
+        } else {
+            b",\n"
+        })?;
+        self.first = false;
+        serde_json::to_writer(&mut self.out, record).map_err(io::Error::from)
+    }
+    fn finish(&mut self) -> io::Result<()> {
+        if self.first {
+            self.out.write_all(b"{\"records\":[\n")?;
+        }
+        self.out.write_all(b"\n]}\n")?;
+        self.out.flush()
+    }
+}
+
+/// ANSI styles, or none.
+#[derive(Clone, Copy)]
+struct Style {
+    on: bool,
+}
+
+impl Style {
+    fn paint(&self, code: &str, text: &str) -> String {
+        if self.on {
+            format!("\x1b[{code}m{text}\x1b[0m")
+        } else {
+            text.to_string()
+        }
+    }
+    fn bold(&self, t: &str) -> String {
+        self.paint("1", t)
+    }
+    fn dim(&self, t: &str) -> String {
+        self.paint("2", t)
+    }
+    fn severity(&self, s: Severity) -> String {
+        let code = match s {
+            Severity::Error => "1;31",
+            Severity::Warning => "33",
+            Severity::Info => "36",
+        };
+        self.paint(code, s.as_str())
+    }
+}
+
+/// `--format text`.
+pub struct TextWriter<W: Write> {
+    out: W,
+    style: Style,
+}
+
+/// Formats capture time as UTC date and time with microseconds.
+pub fn format_ts(ts: f64) -> String {
+    if ts == 0.0 {
+        return "-".to_string();
+    }
+    let secs = ts.floor() as i64;
+    let micros = ((ts - secs as f64) * 1e6).round().min(999_999.0) as i64;
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}.{micros:06}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (H. Hinnant).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+impl<W: Write> TextWriter<W> {
+    /// A text writer; `color` turns on ANSI colours.
+    pub fn new(out: W, color: bool) -> Self {
+        TextWriter {
+            out,
+            style: Style { on: color },
+        }
+    }
+
+    fn message(&mut self, m: &MessageRecord) -> io::Result<()> {
+        let s = self.style;
+        let what = match m.role {
+            Role::Request => match (m.func_type, m.func_name) {
+                (Some(ft), Some(name)) => format!("{name} ({ft})"),
+                (Some(ft), None) => format!("func_type {ft}"),
+                _ => "request".to_string(),
+            },
+            Role::Response => match &m.respcd {
+                Some(rc) => format!("response {rc}"),
+                None => "response".to_string(),
+            },
+            Role::Ack => "ack".to_string(),
+            Role::ErrorFrame => "error frame".to_string(),
+        };
+        writeln!(
+            self.out,
+            "{} {}  {}  {} {} -> {}  {}{}",
+            s.bold(&format!("Message {}", m.index)),
+            s.bold(&what),
+            format_ts(m.ts),
+            m.transport.as_str().to_uppercase(),
+            m.src,
+            m.dst,
+            m.direction.arrow(),
+            m.packet
+                .map(|p| format!("  (packet {p})"))
+                .unwrap_or_default()
+        )?;
+        if let Some(h) = &m.http {
+            match (&h.method, &h.path, h.status) {
+                (Some(meth), Some(path), _) => writeln!(self.out, "    HTTP: {meth} {path}")?,
+                (_, _, Some(st)) => writeln!(
+                    self.out,
+                    "    HTTP: {st} {}",
+                    h.reason.as_deref().unwrap_or("")
+                )?,
+                _ => {}
+            }
+        }
+        if let Some(rule) = m.framing {
+            writeln!(self.out, "    TCP framing: {rule} (D6)")?;
+        }
+        if let Some(f) = &m.frame {
+            let kind = ecr_proto::frame::FrameType(f.frame_type);
+            writeln!(
+                self.out,
+                "    Frame: marker 2f6e, version {}, type 0x{:02x} {}, ref {}, total length {}, data length {}{}",
+                f.version,
+                f.frame_type,
+                kind,
+                m.ref_num.unwrap_or(0),
+                f.total_len,
+                f.data_len,
+                if f.fragments > 1 {
+                    format!(", reassembled from {} fragments", f.fragments)
+                } else {
+                    String::new()
+                }
+            )?;
+        }
+        if matches!(m.role, Role::Ack | Role::ErrorFrame) {
+            return Ok(());
+        }
+        let mut env = vec![];
+        if let Some(d) = &m.dialect {
+            env.push(d.clone());
+        }
+        if let Some(k) = &m.key {
+            env.push(format!(
+                "decrypted with key #{} ({})",
+                k.index, k.interpretation
+            ));
+        }
+        if m.role == Role::Request {
+            let digest = match (&m.digest_value, m.digest) {
+                (Some(v), st) => format!("digest {v} {st}"),
+                (None, st) => format!("digest {st}"),
+            };
+            env.push(digest);
+        }
+        env.push(format!("{} bytes", m.bytes));
+        writeln!(self.out, "    Envelope: {}", env.join(", "))?;
+        if let Some(detail) = &m.digest_detail {
+            writeln!(self.out, "        digest: {detail}")?;
+        }
+        if let Some(c) = &m.content {
+            writeln!(self.out, "    Content:")?;
+            self.content(&c.0)?;
+        }
+        if let Some(r) = &m.response {
+            writeln!(self.out, "    Response:")?;
+            self.response(&r.0)?;
+        }
+        if let Some(raw) = &m.raw {
+            writeln!(self.out, "    Body: {}", s.dim(&format!("{raw:?}")))?;
+        }
+        Ok(())
+    }
+
+    fn content(&mut self, c: &Object) -> io::Result<()> {
+        for (k, v) in c.iter() {
+            let text = v.to_display_string();
+            let note = match k {
+                "func_type" => FuncType::from_value(v)
+                    .and_then(FuncType::name)
+                    .map(str::to_string),
+                "channel" => v.as_str().map(|ch| match Channel::lookup(ch) {
+                    Some(c) => {
+                        let types: Vec<String> = c
+                            .pay_types
+                            .iter()
+                            .map(|(mode, t)| match mode {
+                                catalogue::QrMode::Cpm => format!("{t} CPM"),
+                                catalogue::QrMode::Mpm => format!("{t} MPM"),
+                                catalogue::QrMode::Single => t.to_string(),
+                            })
+                            .collect();
+                        format!("{} -> PayType {}", c.description, types.join(" / "))
+                    }
+                    None => "not in the spec".to_string(),
+                }),
+                "amt" => Some("amount in dollars".to_string()),
+                other => catalogue::describe_request_field(other).map(str::to_string),
+            };
+            match note {
+                Some(n) => writeln!(
+                    self.out,
+                    "        {k}: {text}  {}",
+                    self.style.dim(&format!("({n})"))
+                )?,
+                None => writeln!(self.out, "        {k}: {text}")?,
+            }
+        }
+        Ok(())
+    }
+
+    fn response(&mut self, r: &Object) -> io::Result<()> {
+        for (k, v) in r.iter() {
+            match (k, v) {
+                ("data", Value::Object(data)) => {
+                    writeln!(self.out, "        data:")?;
+                    for (dk, dv) in data.iter() {
+                        let mut note = catalogue::describe_data_field(None, dk).map(str::to_string);
+                        if dk == "txamt" {
+                            note = Some(format!(
+                                "{}; in cents",
+                                note.unwrap_or_else(|| "Amount".into())
+                            ));
+                        }
+                        if dk == "txcurrcd" {
+                            if let Some(a) = dv.as_str().and_then(catalogue::currency_alpha) {
+                                note = Some(format!("Currency: {a}"));
+                            }
+                        }
+                        if dk == "busicd" {
+                            if let Some((ch, _)) = dv.as_str().and_then(Channel::for_pay_type) {
+                                note = Some(format!("PayType of {} ({})", ch.code, ch.description));
+                            }
+                        }
+                        let text = dv.to_display_string();
+                        match note {
+                            Some(n) => writeln!(
+                                self.out,
+                                "            {dk}: {text}  {}",
+                                self.style.dim(&format!("({n})"))
+                            )?,
+                            None => writeln!(self.out, "            {dk}: {text}")?,
+                        }
+                    }
+                }
+                ("respcd", v) => {
+                    let text = v.to_display_string();
+                    let meaning = RespCode::from_value(v).and_then(RespCode::meaning);
+                    match meaning {
+                        Some(mn) => writeln!(
+                            self.out,
+                            "        respcd: {text}  {}",
+                            self.style.dim(&format!("({mn})"))
+                        )?,
+                        None => writeln!(self.out, "        respcd: {text}")?,
+                    }
+                }
+                (k, v) => writeln!(self.out, "        {k}: {}", v.to_display_string())?,
+            }
+        }
+        Ok(())
+    }
+
+    fn finding(&mut self, f: &FindingRecord) -> io::Result<()> {
+        let s = self.style;
+        let indent = if f.message.is_some() { "    " } else { "" };
+        let place = if f.message.is_some() {
+            String::new()
+        } else {
+            let addr = match (&f.src, &f.dst) {
+                (Some(a), Some(b)) => format!("  {a} -> {b}"),
+                _ => String::new(),
+            };
+            format!(
+                "  {}{}{}",
+                format_ts(f.ts),
+                addr,
+                f.packet
+                    .map(|p| format!("  (packet {p})"))
+                    .unwrap_or_default()
+            )
+        };
+        writeln!(
+            self.out,
+            "{indent}{} {} {}{place}: {}",
+            s.paint(
+                match f.severity {
+                    Severity::Error => "1;31",
+                    Severity::Warning => "33",
+                    Severity::Info => "36",
+                },
+                "!"
+            ),
+            s.severity(f.severity),
+            s.bold(f.code.as_str()),
+            f.detail
+        )?;
+        writeln!(
+            self.out,
+            "{indent}    {}",
+            s.dim(&format!("rule: {}", f.rule))
+        )
+    }
+
+    fn transaction(&mut self, t: &TransactionRecord) -> io::Result<()> {
+        let what = match (t.func_type, t.func_name) {
+            (Some(ft), Some(n)) => format!("{n} ({ft})"),
+            (Some(ft), None) => format!("func_type {ft}"),
+            _ => "request".into(),
+        };
+        let mut extra = vec![];
+        if let Some(a) = &t.amt {
+            extra.push(a.clone());
+        }
+        if let Some(c) = &t.channel {
+            extra.push(c.clone());
+        }
+        if let Some(o) = &t.out_trade_no {
+            extra.push(format!("out_trade_no {o}"));
+        }
+        if let Some(s) = &t.syssn {
+            extra.push(format!("syssn {s}"));
+        }
+        let rc = match t.respcd.as_deref() {
+            Some(rc) => {
+                let meaning = rc
+                    .parse::<u16>()
+                    .ok()
+                    .and_then(|c| RespCode(c).meaning())
+                    .unwrap_or("");
+                format!("{rc} {meaning}")
+            }
+            None => "no respcd".into(),
+        };
+        writeln!(
+            self.out,
+            "{} {what} {}-> {} after {:.1} ms  {}",
+            self.style.bold("Transaction:"),
+            if extra.is_empty() {
+                String::new()
+            } else {
+                format!("{} ", extra.join(" "))
+            },
+            rc.trim_end(),
+            t.latency_ms,
+            self.style.dim(&format!(
+                "(messages {} -> {})",
+                t.request.map_or("?".into(), |n| n.to_string()),
+                t.response.map_or("?".into(), |n| n.to_string())
+            ))
+        )
+    }
+
+    fn summary(&mut self, s: &SummaryRecord) -> io::Result<()> {
+        let st = self.style;
+        writeln!(self.out, "{}", st.bold("Summary"))?;
+        if !s.files.is_empty() {
+            writeln!(self.out, "    files: {}", s.files.join(", "))?;
+        }
+        writeln!(
+            self.out,
+            "    {} packets, {}, {} messages, {} transactions",
+            s.packets,
+            human_bytes(s.bytes),
+            s.messages,
+            s.transactions
+        )?;
+        if !s.func_types.is_empty() {
+            let parts: Vec<String> = s
+                .func_types
+                .iter()
+                .map(|(k, v)| {
+                    let name = k
+                        .parse::<u16>()
+                        .ok()
+                        .and_then(|c| FuncType(c).name())
+                        .map(|n| format!("{n} ({k})"))
+                        .unwrap_or_else(|| k.clone());
+                    format!("{name} x{v}")
+                })
+                .collect();
+            writeln!(self.out, "    requests by func_type: {}", parts.join(", "))?;
+        }
+        if !s.channels.is_empty() {
+            let parts: Vec<String> = s
+                .channels
+                .iter()
+                .map(|(k, v)| format!("{k} x{v}"))
+                .collect();
+            writeln!(self.out, "    payments by channel: {}", parts.join(", "))?;
+        }
+        if !s.respcd.is_empty() {
+            let parts: Vec<String> = s.respcd.iter().map(|(k, v)| format!("{k} x{v}")).collect();
+            writeln!(self.out, "    responses by respcd: {}", parts.join(", "))?;
+        }
+        if let Some(l) = &s.latency_ms {
+            writeln!(
+                self.out,
+                "    latency (ms): min {:.1}, median {:.1}, p95 {:.1}, max {:.1}",
+                l.min, l.median, l.p95, l.max
+            )?;
+        }
+        if s.findings.is_empty() {
+            writeln!(self.out, "    findings: none")?;
+        } else {
+            writeln!(self.out, "    findings:")?;
+            let mut rows: Vec<_> = s.findings.iter().collect();
+            rows.sort_by_key(|(c, n)| (std::cmp::Reverse(c.severity()), std::cmp::Reverse(**n)));
+            for (code, n) in rows {
+                writeln!(
+                    self.out,
+                    "        {:<8} {:<22} x{n}",
+                    st.severity(code.severity()),
+                    code.as_str()
+                )?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl<W: Write> RecordWriter for TextWriter<W> {
+    fn write(&mut self, record: &Record) -> io::Result<()> {
+        match record {
+            Record::Message(m) => {
+                writeln!(self.out)?;
+                self.message(m)
+            }
+            Record::Finding(f) => {
+                if f.message.is_none() {
+                    writeln!(self.out)?;
+                }
+                self.finding(f)
+            }
+            Record::Transaction(t) => self.transaction(t),
+            Record::Summary(s) => {
+                writeln!(self.out)?;
+                self.summary(s)
+            }
+        }
+    }
+    fn finish(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_format_as_utc() {
+        assert_eq!(format_ts(1_751_553_202.5), "2025-07-03 14:33:22.500000");
+        assert_eq!(format_ts(951_782_400.0), "2000-02-29 00:00:00.000000");
+    }
+
+    #[test]
+    fn json_document_is_valid_even_when_empty() {
+        let mut out = vec![];
+        let mut w = JsonWriter {
+            out: &mut out,
+            first: true,
+        };
+        w.finish().unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["records"].as_array().unwrap().len(), 0);
+    }
+}
