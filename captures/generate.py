@@ -1318,7 +1318,8 @@ def s_http_hexkey(ctx):
           {"1001": 1, "4001": 1}, 2,
           "Responses encrypted (D5 fallbacks): response 1 body is Base64 of AES(response JSON); response 2 is "
           "plain JSON whose data field is Base64 of AES(data JSON). Requests envelope-encrypted, one keep-alive "
-          "connection, union amt 12.3.",
+          "connection, union amt 12.3. Without a key, the bare-Base64 response counts as no-key (it is "
+          "Base64 of a multiple of 16 bytes), not bad-envelope.",
           transport="http", dialect="envelope-encrypted", no_key=4,
           servers=dict(syssn_base=61884000, encrypt_responses={0: "body", 1: "data"}))
 def s_http_encresp(ctx):
@@ -1469,7 +1470,7 @@ def s_tcp_frames_plain(ctx):
 @scenario("tcp-other-port", "tcp-frames-other-port-19002.pcap", [KEY_DEFAULT], {}, {"1001": 1}, 1,
           "0x2f6e frames on NON-DEFAULT port 19002 (capture filter includes it). With default ports the "
           "analyzer sees no ECR traffic (0 messages, 0 transactions); with the probe enabled (or port 19002 "
-          "configured as TCP) it finds 1 transaction and the expectations above apply.",
+          "configured as TCP) it finds 1 transaction and the expectations above apply (expect_without_key too).",
           transport="tcp", dialect="envelope-encrypted", no_key=1,
           filt="tcp port 9001 or tcp port 9002 or tcp port 19002",
           servers=dict(syssn_base=61893000, http_port=None, tcp_port=OTHER_PORT),
@@ -1811,7 +1812,8 @@ for _code, (_desc, _mk) in _BAD.items():
              {"1001": 2}, 2,
              f"0x2f6e frames: clean payment ref 1; then {_desc}; the POS answers an error frame 0x31 (format "
              f"error) with ref 2; then a clean payment ref 3. The bad frame's bytes are consumed by the {_code} "
-             f"finding (no garbage-bytes). The bad frame is not counted as a message.",
+             f"finding (no garbage-bytes). The bad frame is not counted as a message, but the 0x31 error frame "
+             f"answers it (same ref, correct behaviour per spec 10.4/10.5), so it is NOT an unexpected-ack.",
              transport="tcp", dialect="envelope-encrypted", no_key=2,
              servers=dict(syssn_base=61921000))(_run)
 
