@@ -1,0 +1,109 @@
+//! Capture reader and everything above it, over arbitrary bytes: pcap/pcapng/gzip
+//! reading, link layers, IP (with defragmentation), TCP reassembly and HTTP parsing.
+//! Must never panic, allocate without bound or hang.
+#![no_main]
+
+use std::collections::HashMap;
+use std::io::Cursor;
+
+use ecr_capture::http::{HttpConfig, HttpParser};
+use ecr_capture::ip::{self, DefragConfig, Defragmenter, PROTO_TCP};
+use ecr_capture::linklayer::{self, Network};
+use ecr_capture::source::{CaptureReader, ReaderOptions};
+use ecr_capture::tcp::{self, StreamDir, TcpConfig, TcpEvent, TcpReassembler};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let opts = ReaderOptions {
+        max_block_len: 1 << 20,
+    };
+    let Ok(mut reader) = CaptureReader::with_options(Cursor::new(data.to_vec()), opts) else {
+        return;
+    };
+    let mut defrag = Defragmenter::new(DefragConfig {
+        max_pending: 16,
+        max_bytes: 1 << 20,
+        ..Default::default()
+    });
+    let cfg = TcpConfig {
+        max_connections: 64,
+        max_ooo_bytes_per_dir: 64 << 10,
+        max_ooo_bytes_total: 256 << 10,
+        ..Default::default()
+    };
+    let mut reasm = TcpReassembler::new(cfg, |p| p == 9001 || p == 9002);
+    let http_cfg = HttpConfig {
+        max_header_bytes: 4096,
+        max_body_bytes: 64 << 10,
+    };
+    let mut parsers: HashMap<(u64, StreamDir), HttpParser> = HashMap::new();
+    let mut http_events = Vec::new();
+    let mut on_event = |e: TcpEvent<'_>| {
+        // Only "does not crash" matters here; keep the event list small.
+        http_events.clear();
+        match e {
+            TcpEvent::Data {
+                conn,
+                dir,
+                ts,
+                bytes,
+                ..
+            } => {
+                let _ = tcp::looks_like_tls(bytes);
+                parsers
+                    .entry((conn, dir))
+                    .or_insert_with(|| HttpParser::new(http_cfg))
+                    .feed(ts, bytes, &mut http_events);
+            }
+            TcpEvent::Gap {
+                conn,
+                dir,
+                ts,
+                missing_bytes,
+                ..
+            } => {
+                parsers
+                    .entry((conn, dir))
+                    .or_insert_with(|| HttpParser::new(http_cfg))
+                    .gap(ts, missing_bytes, &mut http_events);
+            }
+            TcpEvent::Fin { conn, dir, ts } => {
+                if let Some(p) = parsers.get_mut(&(conn, dir)) {
+                    p.finish(ts, &mut http_events);
+                }
+            }
+            TcpEvent::Closed { conn, ts, .. } => {
+                for dir in [StreamDir::ClientToServer, StreamDir::ServerToClient] {
+                    if let Some(mut p) = parsers.remove(&(conn, dir)) {
+                        p.finish(ts, &mut http_events);
+                    }
+                }
+            }
+            TcpEvent::Opened { .. } => {}
+        }
+    };
+    let mut guard = 0u32;
+    while let Some(pkt) = reader.next_packet() {
+        guard += 1;
+        assert!(guard < 1_000_000, "reader does not terminate");
+        let Ok(pkt) = pkt else { continue };
+        let _ = tcp::peek_tcp_ports(pkt.linktype, pkt.data);
+        let l3 = match linklayer::network_layer(pkt.linktype, pkt.data) {
+            Ok(Network::Ipv4(d) | Network::Ipv6(d)) => d,
+            _ => continue,
+        };
+        let Ok(ipp) = ip::parse(l3) else { continue };
+        let Some(ipp) = defrag.process(pkt.ts, ipp) else {
+            continue;
+        };
+        if ipp.protocol != PROTO_TCP {
+            continue;
+        }
+        let Ok(seg) = tcp::parse_tcp(&ipp.payload) else {
+            continue;
+        };
+        reasm.process(pkt.ts, pkt.index, ipp.src, ipp.dst, &seg, &mut on_event);
+    }
+    reasm.flush_all(&mut on_event);
+    assert!(reasm.buffered_bytes() == 0);
+});
