@@ -743,6 +743,9 @@ F.is_fragment = ProtoField.bool("ecr.fragmented", "Frame is a fragment of a spli
 F.reassembled_in = ProtoField.framenum("ecr.reassembled_in", "Reassembled in frame")
 F.reassembled_len = ProtoField.uint32("ecr.reassembled.length", "Reassembled length", base.DEC)
 F.junk = ProtoField.bytes("ecr.junk", "Bytes outside any frame")
+F.ack_in = ProtoField.framenum("ecr.ack_in", "Answered in frame")
+F.ack_to = ProtoField.framenum("ecr.ack_to", "Answers the request in frame")
+F.ack_time = ProtoField.double("ecr.ack_time", "Answer time (ms)")
 F.framing = ProtoField.string("ecr.framing", "Framing")
 F.kind = ProtoField.string("ecr.kind", "Message kind")
 F.dialect = ProtoField.string("ecr.dialect", "Dialect")
@@ -829,6 +832,11 @@ local E = {
   missing_field = ProtoExpert.new("ecr.missing_field", "Missing mandatory field", expert.group.PROTOCOL, expert.severity.WARN),
   bad_ref = ProtoExpert.new("ecr.bad_ref", "Reference number outside 1..127", expert.group.PROTOCOL, expert.severity.WARN),
   unknown_channel = ProtoExpert.new("ecr.unknown_channel", "Unknown channel", expert.group.PROTOCOL, expert.severity.WARN),
+  ack_timeout = ProtoExpert.new("ecr.ack_timeout", "Answer later than 1000 ms", expert.group.SEQUENCE, expert.severity.WARN),
+  unexpected_ack = ProtoExpert.new("ecr.unexpected_ack", "Answer without a request", expert.group.SEQUENCE, expert.severity.WARN),
+  http_method = ProtoExpert.new("ecr.http_method", "ECR request not sent with POST", expert.group.PROTOCOL, expert.severity.WARN),
+  http_path = ProtoExpert.new("ecr.http_path", "HTTP path does not match func_type", expert.group.PROTOCOL, expert.severity.NOTE),
+  payme_timeout = ProtoExpert.new("ecr.payme_timeout", "PayMe payment_timeout above 120 s", expert.group.PROTOCOL, expert.severity.WARN),
   unknown_func = ProtoExpert.new("ecr.unknown_func_type", "Unknown func_type", expert.group.PROTOCOL, expert.severity.WARN),
   respcd = ProtoExpert.new("ecr.respcd_not_ok", "Response code is not 6000", expert.group.RESPONSE_CODE, expert.severity.WARN),
   parse = ProtoExpert.new("ecr.parse_error", "Cannot parse message", expert.group.MALFORMED, expert.severity.ERROR),
@@ -946,6 +954,11 @@ local function show_request_content(ctx, tree, tvb, obj)
       add_item(ctree, F.param, rng, k .. "=" .. shown)
     end
   end
+  local pt = tonumber(node_text(obj.vals.payment_timeout) or "")
+  if pt and pt > 120 and node_text(obj.vals.channel) == "payme" then
+    add_expert(ctx, ctree, E.payme_timeout, sformat("PayMe supports payment_timeout up to 120 s, got %s", node_text(obj.vals.payment_timeout)))
+  end
+  ctx.func_type = ft
   -- mandatory fields
   if ft_node == nil then
     add_expert(ctx, ctree, E.missing_field, "Missing mandatory field func_type")
@@ -1337,8 +1350,13 @@ local serial_carry = {} -- direction -> carried bytes (serial raw-chunk mode)
 local serial_pkts = {} -- pinfo.number -> { buf=, carry_len= }
 local serial_last = {} -- direction -> last packet record (to link continuations)
 
+local outstanding = {} -- conversation .. ":" .. direction .. ":" .. ref -> { frame, ts, rec }
+local pairing = {}     -- memo key -> { req = frame, dt = s } | { unexpected = true } | request record
+
 function ecr.init()
+  outstanding, pairing = {}, {}
   pending, reasm, serial_carry, serial_pkts, serial_last = {}, {}, {}, {}, {}
+  stream_mode = {}
   decrypt_cache, decrypt_cache_n = {}, 0
 end
 
@@ -1357,8 +1375,8 @@ local function reassemble(pinfo, skey, it, data, memo_key)
     problems[#problems + 1] = sformat("discarded %d of %d bytes of an earlier message with ref %d (data length changed)", p.got, p.total, it.ref)
     p = nil
   elseif p and ts - p.last_ts > timeout then
-    problems[#problems + 1] = sformat("discarded %d of %d bytes of message ref %d: %.0f ms since the previous fragment (> %d ms)", p.got, p.total, it.ref, (ts - p.last_ts) * 1000, timeout * 1000)
-    p = nil
+    -- D1 receivers discard here (and answer 0x35); we keep going, to show the data
+    problems[#problems + 1] = sformat("reassembly timeout: %.0f ms since the previous fragment of ref %d (> %d ms)", (ts - p.last_ts) * 1000, it.ref, timeout * 1000)
   end
   if not p then
     p = { parts = {}, got = 0, total = it.dl, frames = {}, last_ts = ts, records = {} }
@@ -1385,6 +1403,46 @@ local function reassemble(pinfo, skey, it, data, memo_key)
   return rec
 end
 
+-- Request/answer pairing at the link level (D2).
+local function link_pairing(ctx, ftree, it, memo_key, is_request)
+  local pinfo = ctx.pinfo
+  local conv, dir, other = ctx.conv, ctx.dirkey, ctx.otherdir
+  if not conv then return end
+  local r = pairing[memo_key]
+  if not r and not pinfo.visited then
+    if is_request then
+      r = { kind = "request" }
+      outstanding[conv .. ":" .. dir .. ":" .. it.ref] = { frame = pinfo.number, ts = pinfo.abs_ts, rec = r }
+    else
+      local k = conv .. ":" .. other .. ":" .. it.ref
+      local o = outstanding[k]
+      if o then
+        outstanding[k] = nil
+        r = { kind = "answer", req = o.frame, dt = pinfo.abs_ts - o.ts }
+        o.rec.ans = pinfo.number
+      else
+        r = { kind = "answer", unexpected = true }
+      end
+    end
+    pairing[memo_key] = r
+  end
+  if not r then return end
+  if r.kind == "request" then
+    if r.ans then local x = ftree:add(F.ack_in, r.ans); x:set_generated() end
+  else
+    if r.req then
+      local x = ftree:add(F.ack_to, r.req); x:set_generated()
+      local ms = floor(r.dt * 1000000 + 0.5) / 1000
+      local y = ftree:add(F.ack_time, ms); y:set_generated()
+      if ms > 1000 then
+        add_expert(ctx, y, E.ack_timeout, sformat("Answer after %.0f ms (> 1000 ms) to the request in frame %d", ms, r.req))
+      end
+    elseif r.unexpected then
+      add_expert(ctx, ftree, E.unexpected_ack, sformat("Answer with ref %d matches no outstanding request", it.ref))
+    end
+  end
+end
+
 -- Display one frame. ftvb: tvb whose bytes [foff, foff+len) are the frame.
 local function show_frame(ctx, tree, ftvb, foff, it, skey, memo_key)
   local pinfo = ctx.pinfo
@@ -1405,7 +1463,8 @@ local function show_frame(ctx, tree, ftvb, foff, it, skey, memo_key)
   local info
   if it.bad_tl then
     add_expert(ctx, tlit, E.bad_length, sformat("Total length %d is less than the 11 bytes of overhead", it.tl))
-    ctx.infos[#ctx.infos + 1] = sformat("Bad frame ref %d", it.ref)
+    ctx.infos[#ctx.infos + 1] = sformat("Bad frame ref %d (bad length)", it.ref)
+    local k = ftree:add(F.kind, "bad frame"); k:set_generated()
     return
   end
   local carried = it.tl - 11
@@ -1417,6 +1476,7 @@ local function show_frame(ctx, tree, ftvb, foff, it, skey, memo_key)
     add_expert(ctx, tit, E.unknown_type, sformat("Unknown payload type 0x%02x", it.typ))
   end
   local err = ERROR_NAMES[it.typ]
+  if err or it.typ == 0x20 then link_pairing(ctx, ftree, it, memo_key, false) end
   if err then
     add_expert(ctx, tit, E.error_frame, sformat("Error frame 0x%02x: %s (ref %d)", it.typ, err, it.ref))
     local k = ftree:add(F.kind, "error"); k:set_generated()
@@ -1426,13 +1486,24 @@ local function show_frame(ctx, tree, ftvb, foff, it, skey, memo_key)
   if it.dl < carried then
     add_expert(ctx, dlit, E.bad_length, sformat("Data length %d is less than the %d bytes this frame carries", it.dl, carried))
   end
+  local damage
+  if it.bad_start then damage = "bad start indicator"
+  elseif not it.end_ok then damage = "bad end indicator"
+  elseif it.ver ~= 1 then damage = sformat("unsupported version 0x%02x", it.ver)
+  elseif not KNOWN_TYPES[it.typ] then damage = sformat("unknown type 0x%02x", it.typ)
+  elseif it.dl < carried then damage = "bad length" end
+  if damage then
+    -- like the analyzer: a damaged frame is reported, its data not decoded
+    local k = ftree:add(F.kind, "bad frame"); k:set_generated()
+    -- the peer answers it (usually 0x31): pair it like a request
+    if it.typ ~= 0x20 and not ERROR_NAMES[it.typ] then link_pairing(ctx, ftree, it, memo_key, true) end
+    ctx.infos[#ctx.infos + 1] = sformat("Bad frame ref %d (%s)", it.ref, damage)
+    return
+  end
   if it.typ == 0x20 and carried == 0 then
     local k = ftree:add(F.kind, "ack"); k:set_generated()
     ctx.infos[#ctx.infos + 1] = sformat("Ack ref %d", it.ref)
     return
-  end
-  if not KNOWN_TYPES[it.typ] then
-    ctx.infos[#ctx.infos + 1] = sformat("Unknown type 0x%02x ref %d", it.typ, it.ref)
   end
   local body_tvb
   if it.dl > carried then
@@ -1474,6 +1545,7 @@ local function show_frame(ctx, tree, ftvb, foff, it, skey, memo_key)
     if lost then add_expert(ctx, ftree, E.reassembly, lost) end
     if carried > 0 then body_tvb = ftvb(foff + 9, carried):tvb() end
   end
+  if it.typ == 0x10 then link_pairing(ctx, ftree, it, memo_key, true) end
   if body_tvb then
     local before = #ctx.infos
     dissect_text(ctx, ftree, body_tvb)
@@ -1485,12 +1557,7 @@ end
 
 local function show_junk(ctx, tree, tvb, off, len)
   local it = tree:add(F.junk, tvb(off, len))
-  local s = tvb:raw(off, math.min(len, 2))
-  if s ~= MARK then
-    add_expert(ctx, it, E.bad_marker, sformat("%d bytes outside any frame (no start indicator 0x2f6e)", len))
-  else
-    add_expert(ctx, it, E.junk, sformat("%d bytes outside any frame", len))
-  end
+  add_expert(ctx, it, E.junk, sformat("%d bytes outside any frame", len))
   ctx.infos[#ctx.infos + 1] = sformat("%d bytes outside any frame", len)
 end
 
@@ -1500,6 +1567,8 @@ end
 local f_tcp_stream = Field.new("tcp.stream")
 local f_http_req = Field.new("http.request")
 local f_http_resp = Field.new("http.response")
+local f_http_method = Field.new("http.request.method")
+local f_http_uri = Field.new("http.request.uri")
 
 local function new_ctx(pinfo)
   return { pinfo = pinfo, infos = {}, key = pos_key() }
@@ -1512,7 +1581,8 @@ local function finish(ctx, pinfo)
     -- TCP fences the column between PDUs of one packet: continue it then.
     local ok, seen = pcall(function() return pinfo.private.ecr_info end)
     if ok and seen == "1" then
-      pinfo.cols.info:append("; " .. text)
+      -- replaces only what follows the fence (e.g. HTTP's own text for a pipelined request)
+      pinfo.cols.info:set("; " .. text)
     else
       pinfo.cols.info:set(text)
     end
@@ -1535,6 +1605,7 @@ local function dissect_serial(tvb, pinfo, tree)
   root:add(F.direction, tvb(0, 1))
   -- business results travel POS -> ECR as 0x10 frames too (D2): a hint only
   ctx.hint = (dir == 0) and "request" or ((dir == 1) and "response" or nil)
+  ctx.conv, ctx.dirkey, ctx.otherdir = "serial", tostring(dir), tostring(1 - dir)
   local fr = root:add(F.framing, "serial"); fr:set_generated()
   root:append_text(", " .. (DIRECTIONS[dir] or "?"))
   local rec = serial_pkts[pinfo.number]
@@ -1597,11 +1668,11 @@ local function dissect_serial(tvb, pinfo, tree)
 end
 
 local function is_frame_start(s, p)
-  local a = ssub(s, p, p + 2)
   local n = #s - p + 1
-  if n >= 3 then return a == "/n\1" end
-  return ("/n\1"):sub(1, n) == a
+  if n >= 2 then return ssub(s, p, p + 1) == MARK end
+  return ssub(s, p, p) == "/"
 end
+local stream_mode = {} -- TCP stream+direction -> "frames" once it started with a frame (D6)
 
 -- TCP port 9002 (D6)
 local function dissect_tcp(tvb, pinfo, tree)
@@ -1613,11 +1684,24 @@ local function dissect_tcp(tvb, pinfo, tree)
   local root = tree:add(ecr, tvb(), "QFPay ECR (TCP)")
   local st = f_tcp_stream()
   local skey = "tcp:" .. tostring(st and st.value or "?") .. ":" .. tostring(pinfo.src_port)
+  ctx.conv = "tcp:" .. tostring(st and st.value or "?")
+  ctx.dirkey, ctx.otherdir = tostring(pinfo.src_port), tostring(pinfo.dst_port)
   local p = 1
   local pdu = 0
+  if not pinfo.visited and stream_mode[skey] == nil then
+    local first = sfind(s, "%S")
+    if first then stream_mode[skey] = is_frame_start(s, first) and "frames" or "text" end
+  end
+  local frames_mode = stream_mode[skey] == "frames"
   while p <= n do
     local c = ssub(s, p, p)
-    if c:match("%s") then
+    if frames_mode and not is_frame_start(s, p) then
+      -- a frame stream: anything else is junk up to the next plausible frame
+      local j = find_candidate(s, p + 1) or (n + 1)
+      pdu = pdu + 1
+      show_junk(ctx, root, tvb, p - 1, j - p)
+      p = j
+    elseif c:match("%s") then
       local _, e = sfind(s, "^%s+", p)
       p = e + 1
     elseif is_frame_start(s, p) then
@@ -1692,12 +1776,33 @@ local function dissect_tcp(tvb, pinfo, tree)
   return n
 end
 
+local HTTP_PATHS = {
+  [1001] = "/api/pos/trade", [1002] = "/api/pos/cancel", [3001] = "/api/pos/print_receipt",
+  [3002] = "/api/pos/transaction_info", [4001] = "/api/pos/query_transaction", [5001] = "/api/pos/cancel_request",
+}
+local function last_value(field)
+  local all = { field() }
+  local v = all[#all]
+  return v and tostring(v.value) or nil
+end
+
 local function dissect_http_body(tvb, pinfo, tree)
   local ctx = new_ctx(pinfo)
   ctx.hint = f_http_req() and "request" or "response"
   local root = tree:add(ecr, tvb(), "QFPay ECR (HTTP body)")
   local fr = root:add(F.framing, "http"); fr:set_generated()
   dissect_text(ctx, root, tvb)
+  if ctx.hint == "request" then
+    local method = last_value(f_http_method)
+    if method and method ~= "POST" then
+      add_expert(ctx, fr, E.http_method, "ECR request sent with " .. method .. " (the terminal answers 4004)")
+    end
+    local uri = last_value(f_http_uri)
+    local want = HTTP_PATHS[ctx.func_type or -1]
+    if uri and want and (uri:match("^[^?]*")) ~= want then
+      add_expert(ctx, fr, E.http_path, sformat("func_type %d sent to %s (spec path %s)", ctx.func_type, uri, want))
+    end
+  end
   finish(ctx, pinfo)
   return tvb:len()
 end

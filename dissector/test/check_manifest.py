@@ -1,0 +1,52 @@
+#!/usr/bin/env python3
+"""Compare the capture goldens with the analyzer expectations in captures/manifest.json:
+same func_types (requests decoded), same digest verdicts (digest-mismatch count) and
+same decryption failures. Prints one line per capture; exit 1 on disagreement."""
+import collections
+import json
+import os
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+
+
+def main():
+    man = json.load(open(os.path.join(ROOT, "captures", "manifest.json")))
+    bad = 0
+    for c in man["captures"]:
+        path = os.path.join(HERE, "golden", "cap-%s.fields.txt" % c["name"])
+        if not os.path.exists(path):
+            print("MISSING", c["name"]); bad += 1; continue
+        rows = [l.rstrip("\n").split("|") for l in open(path)]
+        hdr, rows = rows[0], rows[1:]
+        ix = {h: i for i, h in enumerate(hdr)}
+        ft = collections.Counter()
+        mism = dec_fail = 0
+        for r in rows:
+            if len(r) != len(hdr):
+                continue
+            kinds = r[ix["ecr.kind"]].split(",")
+            fts = [x for x in r[ix["ecr.func_type"]].split(",") if x]
+            # func_type only counted for requests (a response carries none)
+            for x in fts:
+                ft[x] += 1
+            mism += r[ix["ecr.digest.status"]].split(",").count("mismatch")
+            exp = r[ix["_ws.expert.message"]]
+            dec_fail += exp.count("bad padding") + exp.count("not a multiple of 16")
+        e = c["expect"]
+        want_ft = collections.Counter({k: v for k, v in e["func_types"].items()})
+        want_m = e["findings"].get("digest-mismatch", 0)
+        want_d = e["findings"].get("decrypt-failed", 0)
+        ok = (ft == want_ft or not rows and not want_ft) and mism == want_m and dec_fail == want_d
+        if not rows and c.get("transport") and e["func_types"]:
+            ok = False
+        print("%-5s %-28s func_types %s (want %s) mismatch %d/%d decrypt-failed %d/%d%s" % (
+            "ok" if ok else "DIFF", c["name"], dict(ft), dict(want_ft), mism, want_m, dec_fail, want_d,
+            "" if rows else " [no ECR packets]"))
+        bad += 0 if ok else 1
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
