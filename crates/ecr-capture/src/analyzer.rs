@@ -67,12 +67,16 @@ enum ConnKind {
     Http,
     Tcp,
     Probe,
+    Serial,
 }
+
+/// Serial links live in the connection table under ids from here up.
+const SERIAL_ID_BASE: ConnId = 1 << 62;
 
 #[derive(Debug)]
 enum DirState {
     Undecided,
-    Http(HttpParser),
+    Http(Box<HttpParser>),
     Text(TextFramer),
     Frames,
     Ignored,
@@ -81,6 +85,7 @@ enum DirState {
 #[derive(Debug)]
 struct PendingRequest {
     index: u64,
+    ref_num: Option<u8>,
     first_ts: Timestamp,
     last_ts: Timestamp,
     packet: Option<u64>,
@@ -89,8 +94,12 @@ struct PendingRequest {
 
 #[derive(Debug)]
 struct Conn {
-    client: SocketAddr,
-    server: SocketAddr,
+    /// The cash register's address (or "ECR" on a serial link).
+    client: String,
+    /// The terminal's address (or "POS").
+    server_label: String,
+    /// The terminal's socket address, for choosing its keys.
+    server: Option<SocketAddr>,
     kind: ConnKind,
     dirs: [DirState; 2],
     frames: Option<FrameLink>,
@@ -100,16 +109,36 @@ struct Conn {
 }
 
 impl Conn {
+    fn new(
+        client: String,
+        server_label: String,
+        server: Option<SocketAddr>,
+        kind: ConnKind,
+        ts: Timestamp,
+    ) -> Self {
+        Conn {
+            client,
+            server_label,
+            server,
+            kind,
+            dirs: [DirState::Undecided, DirState::Undecided],
+            frames: None,
+            pending: VecDeque::new(),
+            tls_reported: false,
+            last_ts: ts,
+        }
+    }
     fn transport(&self) -> Transport {
         match self.kind {
             ConnKind::Http => Transport::Http,
+            ConnKind::Serial => Transport::Serial,
             _ => Transport::Tcp,
         }
     }
     fn addrs(&self, dir: StreamDir) -> (String, String) {
         match dir {
-            StreamDir::ClientToServer => (self.client.to_string(), self.server.to_string()),
-            StreamDir::ServerToClient => (self.server.to_string(), self.client.to_string()),
+            StreamDir::ClientToServer => (self.client.clone(), self.server_label.clone()),
+            StreamDir::ServerToClient => (self.server_label.clone(), self.client.clone()),
         }
     }
 }
@@ -165,6 +194,9 @@ struct State<'s> {
     payments: HashMap<String, Payment>,
     max_severity: Option<Severity>,
     last_ts: Timestamp,
+    /// Flows (src, dst) with packets cut by the snap length: their holes are
+    /// explained by the truncated-packet findings and not reported again as gaps.
+    truncated_flows: HashSet<(String, String)>,
 }
 
 /// See the module documentation.
@@ -205,6 +237,7 @@ impl<'s> Analyzer<'s> {
                 payments: HashMap::new(),
                 max_severity: None,
                 last_ts: Timestamp::default(),
+                truncated_flows: HashSet::new(),
             },
             packets: 0,
         }
@@ -285,12 +318,17 @@ impl<'s> Analyzer<'s> {
             return;
         }
         if pkt.is_truncated() || ipp.truncated {
+            let src = SocketAddr::new(ipp.src, seg.src_port).to_string();
+            let dst = SocketAddr::new(ipp.dst, seg.dst_port).to_string();
+            if self.st.truncated_flows.len() < 10_000 {
+                self.st.truncated_flows.insert((src.clone(), dst.clone()));
+            }
             self.st.finding(
                 Code::TruncatedPacket,
                 pkt.ts,
                 Some(Transport::Tcp),
-                Some(SocketAddr::new(ipp.src, seg.src_port).to_string()),
-                Some(SocketAddr::new(ipp.dst, seg.dst_port).to_string()),
+                Some(src),
+                Some(dst),
                 Some(pkt.index),
                 None,
                 format!(
@@ -314,6 +352,44 @@ impl<'s> Analyzer<'s> {
                 u16::from_be_bytes([b[0], b[1]]),
             ),
             _ => false,
+        }
+    }
+
+    /// Bytes seen on serial link `link` (0 for a lone link), sent by `from`, at `ts`.
+    /// `ecr` and `pos` label the two ends in output ("ECR", "/dev/ttyUSB0", "1:5").
+    #[allow(clippy::too_many_arguments)]
+    pub fn serial_chunk(
+        &mut self,
+        link: u64,
+        labels: (&str, &str),
+        from: Side,
+        bytes: &[u8],
+        ts: Timestamp,
+        packet: Option<u64>,
+    ) {
+        self.packets += u64::from(packet.is_some());
+        self.st.last_ts = self.st.last_ts.max(ts);
+        let id = SERIAL_ID_BASE.saturating_add(link);
+        let c = self.st.conns.entry(id).or_insert_with(|| {
+            let mut c = Conn::new(
+                labels.0.to_string(),
+                labels.1.to_string(),
+                None,
+                ConnKind::Serial,
+                ts,
+            );
+            c.dirs = [DirState::Frames, DirState::Frames];
+            c.frames = Some(FrameLink::new());
+            c
+        });
+        c.last_ts = ts;
+        let mut outs = vec![];
+        if let Some(fl) = c.frames.as_mut() {
+            fl.feed(from, bytes, ts, &mut |o| outs.extend(own_output(o)));
+            fl.advance(ts, &mut |o| outs.extend(own_output(o)));
+        }
+        for o in outs {
+            self.st.link_output(id, o, packet);
         }
     }
 
@@ -412,16 +488,13 @@ impl State<'_> {
                 };
                 self.conns.insert(
                     conn,
-                    Conn {
-                        client,
-                        server,
+                    Conn::new(
+                        client.to_string(),
+                        server.to_string(),
+                        Some(server),
                         kind,
-                        dirs: [DirState::Undecided, DirState::Undecided],
-                        frames: None,
-                        pending: VecDeque::new(),
-                        tls_reported: false,
-                        last_ts: ts,
-                    },
+                        ts,
+                    ),
                 );
             }
             TcpEvent::Data {
@@ -459,7 +532,8 @@ impl State<'_> {
                         outs.extend(own_output(o))
                     });
                 }
-                if !ignored {
+                let explained = self.truncated_flows.contains(&(src.clone(), dst.clone()));
+                if !ignored && !explained {
                     self.finding(
                         Code::TcpGap,
                         ts,
@@ -617,7 +691,7 @@ impl State<'_> {
                 k => k,
             };
             c.dirs[i] = match kind {
-                ConnKind::Http => DirState::Http(HttpParser::new(HttpConfig::default())),
+                ConnKind::Http => DirState::Http(Box::new(HttpParser::new(HttpConfig::default()))),
                 _ if bytes.starts_with(&[0x2f, 0x6e, 0x01])
                     || (bytes.len() < 3 && [0x2f, 0x6e].starts_with(bytes)) =>
                 {
@@ -629,7 +703,7 @@ impl State<'_> {
         }
         let mut bodies = vec![];
         let mut outs = vec![];
-        let pos = Some(c.server);
+        let pos = c.server;
         match &mut c.dirs[i] {
             DirState::Http(p) => {
                 let mut evs = vec![];
@@ -726,7 +800,7 @@ impl State<'_> {
             ts: first_ts,
             packet,
         };
-        let (ring, numbers) = self.keys.for_terminal(Some(server));
+        let (ring, numbers) = self.keys.for_terminal(server);
         let mut extra: Vec<(Code, String)> = vec![];
         let mut decoded: Decoded;
         match &body {
@@ -803,7 +877,9 @@ impl State<'_> {
             Body::HttpError(..) => {}
             Body::Frame(m) => {
                 decoded.record.ref_num = Some(m.ref_num);
-                decoded.record.framing = Some(Rule::Frames.as_str());
+                if transport == Transport::Tcp {
+                    decoded.record.framing = Some(Rule::Frames.as_str());
+                }
                 decoded.record.frame = Some(FrameInfo {
                     frame_type: m.frame_type.0,
                     version: m.version,
@@ -818,7 +894,7 @@ impl State<'_> {
         let index = self.messages;
         decoded.record.index = index;
         let record = &decoded.record;
-        if record.role == Role::Request {
+        if record.role == Role::Request && record.content.is_some() {
             let key = match record.func_type {
                 Some(f) => f.to_string(),
                 None => "unknown".to_string(),
@@ -859,6 +935,7 @@ impl State<'_> {
             }
         }
         let role = record.role;
+        let ref_num = record.ref_num;
         let is_response = decoded.facts.is_response;
         let facts = decoded.facts.clone();
         let findings: Vec<(Code, String)> = decoded.findings.drain(..).chain(extra).collect();
@@ -884,11 +961,18 @@ impl State<'_> {
             (StreamDir::ClientToServer, Role::Request, false) => {
                 c.pending.push_back(PendingRequest {
                     index,
+                    ref_num,
                     first_ts,
                     last_ts,
                     packet,
                     facts,
                 });
+            }
+            // An error frame refuses the request at the link level: no business
+            // response will come for it.
+            (StreamDir::ServerToClient, Role::ErrorFrame, _) => {
+                c.pending
+                    .retain(|p| p.ref_num.is_none() || p.ref_num != ref_num);
             }
             (StreamDir::ServerToClient, Role::Response, _) => {
                 if let Some(req) = c.pending.pop_front() {

@@ -85,6 +85,9 @@ pub struct FrameLink {
     reassemblers: [Reassembler; 2],
     link: LinkTracker,
     last_ts: Timestamp,
+    /// Per direction: the stream offset of a skipped run whose broken frame was
+    /// already registered with the link tracker before the run was reported.
+    early: [Option<u64>; 2],
 }
 
 fn idx(side: Side) -> usize {
@@ -133,10 +136,10 @@ impl FrameLink {
     }
 
     /// Bytes of `from`'s stream, seen at `ts`.
-    pub fn feed<'a, F: FnMut(LinkOutput<'_>)>(
+    pub fn feed<F: FnMut(LinkOutput<'_>)>(
         &mut self,
         from: Side,
-        chunk: &'a [u8],
+        chunk: &[u8],
         ts: Timestamp,
         out: &mut F,
     ) {
@@ -146,7 +149,30 @@ impl FrameLink {
             return;
         };
         let link = &mut self.link;
-        dec.feed(chunk, ts, |ev| on_stream_event(from, ev, re, link, out));
+        let early = self.early.get_mut(i);
+        let mut registered = early.as_ref().and_then(|e| **e);
+        dec.feed(chunk, ts, |ev| {
+            if let StreamEvent::Skipped(s) = &ev {
+                if registered == Some(s.offset) {
+                    registered = None;
+                    let mut s = *s;
+                    s.header = None;
+                    return on_stream_event(from, StreamEvent::Skipped(s), re, link, out);
+                }
+            }
+            on_stream_event(from, ev, re, link, out)
+        });
+        // A broken frame whose run is still open may already have been answered by
+        // the time the run is reported: expect that answer now.
+        if let Some(s) = dec.pending_skip() {
+            if let (Some(h), true) = (s.header, registered != Some(s.offset)) {
+                expect_answer(from, h, s.first_ts, s.last_ts, link, out);
+                registered = Some(s.offset);
+            }
+        }
+        if let Some(e) = early {
+            *e = registered;
+        }
     }
 
     /// Bytes of `from`'s stream were lost (a TCP hole).
@@ -251,6 +277,7 @@ fn on_stream_event<'a, F: FnMut(LinkOutput<'_>)>(
                     r.error
                 ),
             ));
+            expect_answer(from, r.header, r.first_ts, r.last_ts, link, out);
         }
         StreamEvent::Frame(f) => {
             let frame = f.frame;
@@ -289,6 +316,28 @@ fn on_stream_event<'a, F: FnMut(LinkOutput<'_>)>(
             let header = frame.header();
             re.push(&f, |ev| on_reassembly_event(from, header, ev, out));
         }
+    }
+}
+
+/// A broken frame still provokes an answer (typically an error frame): track it as a
+/// request so that the answer is matched rather than reported as unexpected.
+fn expect_answer<F: FnMut(LinkOutput<'_>)>(
+    from: Side,
+    h: Header,
+    first_ts: Timestamp,
+    last_ts: Timestamp,
+    link: &mut LinkTracker,
+    out: &mut F,
+) {
+    if !h.frame_type.is_answer() {
+        link.on_frame(
+            from,
+            FrameType::REQUEST,
+            h.ref_num,
+            first_ts,
+            last_ts,
+            |ev| on_link_event(ev, out),
+        );
     }
 }
 

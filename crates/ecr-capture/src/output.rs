@@ -318,12 +318,6 @@ impl<W: Write> TextWriter<W> {
                     writeln!(self.out, "        data:")?;
                     for (dk, dv) in data.iter() {
                         let mut note = catalogue::describe_data_field(None, dk).map(str::to_string);
-                        if dk == "txamt" {
-                            note = Some(format!(
-                                "{}; in cents",
-                                note.unwrap_or_else(|| "Amount".into())
-                            ));
-                        }
                         if dk == "txcurrcd" {
                             if let Some(a) = dv.as_str().and_then(catalogue::currency_alpha) {
                                 note = Some(format!("Currency: {a}"));

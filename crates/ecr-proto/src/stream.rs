@@ -78,6 +78,9 @@ pub struct Skipped {
     pub last_ts: Timestamp,
     /// Why the run began.
     pub cause: SkipCause,
+    /// For a run that began at an invalid frame: that frame's header as read, so
+    /// that e.g. its ref can still be matched with the answer it provoked.
+    pub header: Option<Header>,
 }
 
 /// What the decoder found.
@@ -211,6 +214,13 @@ impl StreamDecoder {
         self.offset
     }
 
+    /// The skipped run not reported yet (it is reported when the next frame or the
+    /// end shows where it stops). Lets a caller act on a broken frame at once, e.g.
+    /// expect the error frame that answers it.
+    pub fn pending_skip(&self) -> Option<&Skipped> {
+        self.pending_skip.as_ref()
+    }
+
     /// Bytes held back waiting for the rest of a frame.
     pub fn buffered(&self) -> usize {
         self.buf.len() - self.start
@@ -239,6 +249,7 @@ impl StreamDecoder {
         cause: SkipCause,
         first: Timestamp,
         last: Timestamp,
+        header: Option<Header>,
     ) {
         let len = len as u64;
         self.stats.skipped_bytes += len;
@@ -257,6 +268,10 @@ impl StreamDecoder {
             first_ts: first,
             last_ts: last,
             cause,
+            header: match cause {
+                SkipCause::Invalid(_) => header,
+                _ => None,
+            },
         });
     }
 
@@ -333,7 +348,8 @@ impl StreamDecoder {
                     let offset = self.buf_offset;
                     let first = self.ts_at(offset, ts);
                     let last = self.ts_at(offset + n as u64 - 1, ts);
-                    self.note_skip(offset, n, cause, first, last);
+                    let header = frame::peek_header(window);
+                    self.note_skip(offset, n, cause, first, last, header);
                     self.desynced = true;
                     self.consume_buf(n);
                 }
@@ -357,7 +373,7 @@ impl StreamDecoder {
                     pos += len;
                 }
                 Step::Skip(n, cause) => {
-                    self.note_skip(offset, n, cause, ts, ts);
+                    self.note_skip(offset, n, cause, ts, ts, frame::peek_header(window));
                     self.desynced = true;
                     pos += n;
                 }
@@ -390,7 +406,7 @@ impl StreamDecoder {
             let last = self.marks.back().map_or(first, |&(_, t)| t);
             // A truncated frame is its own run, not part of earlier garbage.
             self.flush_skip(emit);
-            self.note_skip(offset, n, SkipCause::Truncated, first, last);
+            self.note_skip(offset, n, SkipCause::Truncated, first, last, None);
             self.consume_buf(n);
         }
         self.flush_skip(emit);

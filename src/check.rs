@@ -1,0 +1,228 @@
+//! `ecr-sniff check`: regression checks of captures for CI.
+//!
+//! The expectation file is JSON, one entry per capture file name:
+//! ```json
+//! { "captures": { "shop.pcap": { "messages": 4, "transactions": 2,
+//!     "func_types": { "1001": 1 }, "findings": { "digest-mismatch": 1 } } } }
+//! ```
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use serde_json::{json, Map, Value};
+
+use crate::cli::CheckArgs;
+use crate::{analyze_files, config, load_keys};
+use ecr_capture::findings::Severity;
+use ecr_capture::record::{Record, SummaryRecord};
+
+/// What is compared for one capture.
+fn expectation(s: &SummaryRecord) -> Value {
+    let findings: Map<String, Value> = s
+        .findings
+        .iter()
+        .map(|(c, n)| (c.as_str().to_string(), json!(n)))
+        .collect();
+    json!({
+        "messages": s.messages,
+        "transactions": s.transactions,
+        "func_types": s.func_types,
+        "findings": findings,
+    })
+}
+
+fn key_of(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| path.display().to_string())
+}
+
+/// Differences between expected and actual, one line each.
+fn diff(expected: &Value, actual: &Value) -> Vec<String> {
+    let mut out = vec![];
+    let fields = ["messages", "transactions", "func_types", "findings"];
+    for f in fields {
+        let (e, a) = (&expected[f], &actual[f]);
+        match (e, a) {
+            (Value::Object(em), Value::Object(am)) => {
+                let keys: std::collections::BTreeSet<&String> =
+                    em.keys().chain(am.keys()).collect();
+                for k in keys {
+                    let ev = em.get(k).and_then(Value::as_u64).unwrap_or(0);
+                    let av = am.get(k).and_then(Value::as_u64).unwrap_or(0);
+                    if ev != av {
+                        out.push(format!("{f}.{k}: expected {ev}, got {av}"));
+                    }
+                }
+            }
+            _ => {
+                if e != a {
+                    out.push(format!("{f}: expected {e}, got {a}"));
+                }
+            }
+        }
+    }
+    out
+}
+
+struct CaseResult {
+    name: String,
+    failures: Vec<String>,
+    seconds: f64,
+}
+
+fn junit(results: &[CaseResult]) -> String {
+    let esc = |s: &str| {
+        s.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+            .replace('"', "&quot;")
+    };
+    let failures = results.iter().filter(|r| !r.failures.is_empty()).count();
+    let mut x = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+    let _ = writeln!(
+        x,
+        "<testsuite name=\"ecr-sniff check\" tests=\"{}\" failures=\"{failures}\" errors=\"0\">",
+        results.len()
+    );
+    for r in results {
+        let _ = write!(
+            x,
+            "  <testcase classname=\"ecr-sniff.check\" name=\"{}\" time=\"{:.3}\"",
+            esc(&r.name),
+            r.seconds
+        );
+        if r.failures.is_empty() {
+            x.push_str("/>\n");
+        } else {
+            let _ = writeln!(
+                x,
+                ">\n    <failure message=\"{} difference(s)\">{}</failure>\n  </testcase>",
+                r.failures.len(),
+                esc(&r.failures.join("\n"))
+            );
+        }
+    }
+    x.push_str("</testsuite>\n");
+    x
+}
+
+pub fn run(a: CheckArgs) -> Result<ExitCode> {
+    let mut expected: Map<String, Value> = match &a.expect {
+        Some(p) if p.exists() => {
+            let text = std::fs::read_to_string(p)
+                .with_context(|| format!("cannot read {}", p.display()))?;
+            let v: Value = serde_json::from_str(&text)
+                .with_context(|| format!("{} is not valid JSON", p.display()))?;
+            v.get("captures")
+                .and_then(Value::as_object)
+                .cloned()
+                .with_context(|| format!("{}: no \"captures\" object", p.display()))?
+        }
+        Some(p) if !a.update => {
+            anyhow::bail!(
+                "expectation file {} does not exist (create it with --update)",
+                p.display()
+            )
+        }
+        _ => Map::new(),
+    };
+    let mut results = vec![];
+    let mut any_failed = false;
+    for file in &a.files {
+        let keys = load_keys(&a.keys)?;
+        let started = std::time::Instant::now();
+        let mut sink = |_: Record| {};
+        let (summary, max) = analyze_files(
+            std::slice::from_ref::<PathBuf>(file),
+            config(&a.ports),
+            keys,
+            &mut sink,
+            false,
+        )?;
+        let name = key_of(file);
+        let actual = expectation(&summary);
+        let mut failures = vec![];
+        if a.update {
+            expected.insert(name.clone(), actual.clone());
+        } else if a.expect.is_some() {
+            match expected.get(&name) {
+                Some(e) => failures = diff(e, &actual),
+                None => failures.push(format!(
+                    "no expectation for {name} in the expectation file (add it with --update)"
+                )),
+            }
+        } else if max.is_some_and(|m| fails(m, a.fail_on)) {
+            let worst: Vec<String> = summary
+                .findings
+                .iter()
+                .filter(|(c, _)| fails(c.severity(), a.fail_on))
+                .map(|(c, n)| format!("{} {c} x{n}", c.severity()))
+                .collect();
+            failures.push(format!(
+                "findings at or above --fail-on: {}",
+                worst.join(", ")
+            ));
+        }
+        let status = if a.update {
+            "updated"
+        } else if failures.is_empty() {
+            "ok"
+        } else {
+            "FAILED"
+        };
+        println!(
+            "{status:<7} {}  ({} messages, {} transactions, {} findings)",
+            file.display(),
+            summary.messages,
+            summary.transactions,
+            summary.findings.values().sum::<u64>()
+        );
+        for f in &failures {
+            println!("        {f}");
+        }
+        any_failed |= !failures.is_empty();
+        results.push(CaseResult {
+            name,
+            failures,
+            seconds: started.elapsed().as_secs_f64(),
+        });
+    }
+    if a.update {
+        if let Some(p) = &a.expect {
+            let sorted: BTreeMap<String, Value> = expected.into_iter().collect();
+            let text = serde_json::to_string_pretty(&json!({ "captures": sorted }))?;
+            std::fs::write(p, text + "\n")
+                .with_context(|| format!("cannot write {}", p.display()))?;
+            println!("wrote {}", p.display());
+        }
+    }
+    if let Some(j) = &a.junit {
+        std::fs::write(j, junit(&results))
+            .with_context(|| format!("cannot write {}", j.display()))?;
+    }
+    let failed = results.iter().filter(|r| !r.failures.is_empty()).count();
+    println!(
+        "checked {} capture(s): {} ok, {failed} failed",
+        results.len(),
+        results.len() - failed
+    );
+    Ok(if any_failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn fails(s: Severity, fail_on: crate::cli::FailOn) -> bool {
+    use crate::cli::FailOn::*;
+    match fail_on {
+        Never => false,
+        Info => true,
+        Warning => s >= Severity::Warning,
+        Error => s >= Severity::Error,
+    }
+}

@@ -1,0 +1,214 @@
+//! Command-line arguments. The help text is the first documentation a support
+//! engineer reads, so it says what each option is for, with examples.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+const ABOUT: &str = "Decode, verify and explain QFPay ECR traffic between a cash register (ECR) \
+and its Smart POS terminal: HTTP on port 9001, raw TCP on port 9002 and the USB-serial 0x2f6e \
+frame protocol, with AES-encrypted, MD5-signed JSON inside.";
+
+const AFTER: &str = "\
+Examples:
+  ecr-sniff analyze shop.pcapng --key f46b1f08bec1f39104792cc79ec9aacd
+  ecr-sniff analyze shop.pcap.gz --key-file keys.txt --format jsonl | jq 'select(.kind==\"finding\")'
+  ECR_POS_KEY=... ecr-sniff check captures/*.pcap --expect expected.json
+  ecr-sniff decode 2f6e012005000b00002f6e
+  ecr-sniff codes
+
+Exit status: 0 = nothing at or above --fail-on, 1 = findings at that level (or a check
+difference), 2 = bad usage or an unreadable file.";
+
+/// The command line.
+#[derive(Debug, Parser)]
+#[command(name = "ecr-sniff", version, about = ABOUT, after_help = AFTER, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Decode every ECR message in capture files (pcap, pcapng, gzip), verify
+    /// digests, pair requests with responses and flag every problem.
+    #[command(after_help = "\
+Files given together are read in order as one capture (e.g. a ring buffer's files).
+Findings are listed under the message they concern, each with the spec rule it breaks;
+`ecr-sniff codes` lists all codes.
+
+Examples:
+  ecr-sniff analyze shop.pcapng --key f46b1f08bec1f39104792cc79ec9aacd
+  ecr-sniff analyze a.pcap b.pcap --key-file keys.txt --fail-on error
+  ecr-sniff analyze dump.pcap --tcp-port 19002 --format jsonl")]
+    Analyze(AnalyzeArgs),
+    /// Regression-check captures: compare each capture's summary (messages by
+    /// func_type, transactions, findings by code) with an expectation file.
+    #[command(after_help = "\
+Without --expect, a capture fails when it has findings at or above --fail-on (default: error).
+With --expect, any difference from the file fails; --update rewrites the file instead.
+
+Examples:
+  ecr-sniff check captures/*.pcap --expect captures/expected.json
+  ecr-sniff check captures/*.pcap --expect captures/expected.json --update
+  ecr-sniff check nightly/*.pcapng --key-file keys.txt --junit report.xml")]
+    Check(CheckArgs),
+    /// Decode serial bytes (as hex, or a binary or hex file) into frames and messages.
+    #[command(after_help = "\
+Examples:
+  ecr-sniff decode 2f6e012005000b00002f6e
+  ecr-sniff decode '2f 6e 01 10 01 00 7f 00 74 ...' --key my_qfpay_pos_key
+  ecr-sniff decode --file line.bin --from pos")]
+    Decode(DecodeArgs),
+    /// List the finding codes with their severity and the rule each stands for.
+    Codes,
+}
+
+#[derive(Debug, Args)]
+pub struct KeyArgs {
+    /// A POS-KEY to decrypt and verify with (repeat for several; every key is tried).
+    /// 16, 24 or 32 characters; 32 hex digits are also tried as 16 bytes.
+    #[arg(long = "key", value_name = "KEY")]
+    pub key: Vec<String>,
+    /// A file of POS-KEYs, one per line; `ADDRESS=KEY` binds a key to a terminal
+    /// (`192.168.1.20=KEY` or `192.168.1.20:9001=KEY`); `#` starts a comment.
+    #[arg(long = "key-file", value_name = "FILE")]
+    pub key_file: Vec<PathBuf>,
+    /// A POS-KEY from the environment (safer than the command line, which others
+    /// on the machine can see).
+    #[arg(
+        long = "env-key",
+        env = "ECR_POS_KEY",
+        hide_env_values = true,
+        hide = true
+    )]
+    pub env_key: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct PortArgs {
+    /// TCP ports carrying HTTP (repeat for several).
+    #[arg(long = "http-port", value_name = "PORT", default_value = "9001")]
+    pub http_port: Vec<u16>,
+    /// TCP ports carrying raw ECR messages or frames (repeat for several).
+    #[arg(long = "tcp-port", value_name = "PORT", default_value = "9002")]
+    pub tcp_port: Vec<u16>,
+    /// Also look for ECR traffic on every other TCP port (slower).
+    #[arg(long)]
+    pub probe: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FormatArg {
+    /// A readable tree, one block per message, and a summary.
+    Text,
+    /// One JSON object per line: message, transaction, finding, summary records.
+    Jsonl,
+    /// The same records as one JSON document.
+    Json,
+}
+
+impl From<FormatArg> for ecr_capture::output::Format {
+    fn from(f: FormatArg) -> Self {
+        match f {
+            FormatArg::Text => ecr_capture::output::Format::Text,
+            FormatArg::Jsonl => ecr_capture::output::Format::Jsonl,
+            FormatArg::Json => ecr_capture::output::Format::Json,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ColorChoice {
+    /// Colour when stdout is a terminal and NO_COLOR is not set.
+    Auto,
+    /// Always colour.
+    Always,
+    /// Never colour.
+    Never,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FailOn {
+    /// Exit 1 when there is an error finding.
+    Error,
+    /// Exit 1 when there is a warning or error finding.
+    Warning,
+    /// Exit 1 when there is any finding.
+    Info,
+    /// Always exit 0 (unless the file cannot be read).
+    Never,
+}
+
+#[derive(Debug, Args)]
+pub struct AnalyzeArgs {
+    /// Capture files: pcap or pcapng, optionally gzip-compressed.
+    #[arg(required = true, value_name = "CAPTURE")]
+    pub files: Vec<PathBuf>,
+    #[command(flatten)]
+    pub keys: KeyArgs,
+    #[command(flatten)]
+    pub ports: PortArgs,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: FormatArg,
+    /// When to colour the text output.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub color: ColorChoice,
+    /// Exit with status 1 when a finding of this severity or worse is found.
+    #[arg(long = "fail-on", value_enum, default_value = "never")]
+    pub fail_on: FailOn,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Capture files to check, each on its own.
+    #[arg(required = true, value_name = "CAPTURE")]
+    pub files: Vec<PathBuf>,
+    /// Expectation file (JSON) with one entry per capture file name.
+    #[arg(long, value_name = "FILE")]
+    pub expect: Option<PathBuf>,
+    /// Record the current results as the expectation instead of comparing.
+    #[arg(long, requires = "expect")]
+    pub update: bool,
+    /// Also write the results as JUnit XML, for CI systems.
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
+    /// Without --expect: fail a capture with findings of this severity or worse.
+    #[arg(long = "fail-on", value_enum, default_value = "error")]
+    pub fail_on: FailOn,
+    #[command(flatten)]
+    pub keys: KeyArgs,
+    #[command(flatten)]
+    pub ports: PortArgs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SideArg {
+    /// The bytes were sent by the cash register.
+    Ecr,
+    /// The bytes were sent by the terminal.
+    Pos,
+}
+
+#[derive(Debug, Args)]
+pub struct DecodeArgs {
+    /// Serial bytes as hex (spaces, colons and a 0x prefix are allowed); `-` reads
+    /// hex from standard input.
+    #[arg(value_name = "HEX", required_unless_present = "file")]
+    pub hex: Option<String>,
+    /// Read the bytes from a file instead: raw binary, or hex text.
+    #[arg(long, value_name = "FILE", conflicts_with = "hex")]
+    pub file: Option<PathBuf>,
+    /// Who sent the bytes.
+    #[arg(long, value_enum, default_value = "ecr")]
+    pub from: SideArg,
+    #[command(flatten)]
+    pub keys: KeyArgs,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: FormatArg,
+    /// When to colour the text output.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub color: ColorChoice,
+}
