@@ -893,7 +893,7 @@ where
         *ctx.total_ooo = ctx.total_ooo.saturating_sub(seg.data.len());
         let end = start + seg.data.len() as u64;
         if end > half.pos {
-            let skip = (half.pos - start) as usize;
+            let skip = half.pos.saturating_sub(start) as usize;
             let bytes = seg.data.get(skip..).unwrap_or_default();
             emit_data(
                 ctx,
@@ -988,13 +988,18 @@ fn on_data<F>(
         }
         return;
     }
-    ctx.stats.duplicate_bytes += (pos - off) as u64;
+    // Already delivered bytes (possibly from before the stream start) are dropped.
+    let skip = (pos - off) as u64;
+    ctx.stats.duplicate_bytes += skip;
+    let payload = payload
+        .get(usize::try_from(skip).unwrap_or(usize::MAX)..)
+        .unwrap_or_default();
     deliver_in_order(
         half,
         ctx,
         dir,
         packet_index,
-        off as u64,
+        pos as u64,
         end as u64,
         payload,
         on_event,
@@ -1027,8 +1032,8 @@ fn deliver_in_order<F>(
             Some(&b) if b < end => b,
             _ => end,
         };
-        let from = (half.pos - off) as usize;
-        let to = (limit - off) as usize;
+        let from = half.pos.saturating_sub(off) as usize;
+        let to = limit.saturating_sub(off) as usize;
         let bytes = payload.get(from..to).unwrap_or_default();
         emit_data(ctx, dir, ctx.ts, packet_index, half.pos, bytes, on_event);
         emitted += bytes.len() as u64;
@@ -1364,6 +1369,27 @@ mod tests {
         // bare ACK of unknown connection does not open one
         feed(&mut r, &mut o, true, &seg(50001, 80, 1, TcpFlags::ACK, b""));
         assert_eq!(r.connections(), 1);
+    }
+
+    #[test]
+    fn segment_reaching_back_before_the_stream_start() {
+        // Found by fuzzing: mid-stream start, then a segment that starts before the
+        // first seen byte and extends past what was delivered.
+        let mut r = reasm();
+        let mut o = Out::default();
+        feed(
+            &mut r,
+            &mut o,
+            true,
+            &seg(40000, 9001, 100, TcpFlags::ACK, b"cd"),
+        );
+        feed(
+            &mut r,
+            &mut o,
+            true,
+            &seg(40000, 9001, 98, TcpFlags::ACK, b"abcdef"),
+        );
+        assert_eq!(o.stream(1, StreamDir::ClientToServer), b"cdef");
     }
 
     #[test]
