@@ -329,7 +329,12 @@ fn check_response(resp: &Response, findings: &mut Vec<(Code, String)>, facts: &m
         )),
     }
     if let Some(p) = &resp.data_problem {
-        findings.push((Code::BadEnvelope, format!("response data: {p}")));
+        let code = match p {
+            EnvelopeError::NoKey { .. } => Code::NoKey,
+            EnvelopeError::DecryptFailed { .. } => Code::DecryptFailed,
+            _ => Code::BadEnvelope,
+        };
+        findings.push((code, format!("response data: {p}")));
     }
 }
 
