@@ -465,16 +465,19 @@ impl Style {
 }
 
 fn render(content: &Object, style: &Style) -> String {
-    // Later duplicates win, as in the parsers that receive the content.
-    let mut members: Vec<(&str, &Value)> = Vec::with_capacity(content.len());
-    for (k, v) in content.iter() {
-        match members.iter_mut().find(|(k2, _)| *k2 == k) {
-            Some(slot) if style.sorted => slot.1 = v,
-            _ => members.push((k, v)),
-        }
-    }
+    let mut members: Vec<(&str, &Value)> = content.iter().collect();
     if style.sorted {
+        // Stable sort keeps duplicates in wire order; the last of each run wins,
+        // as in the parsers that receive the content. O(n log n) for any input.
         members.sort_by(|a, b| a.0.cmp(b.0));
+        let mut deduped: Vec<(&str, &Value)> = Vec::with_capacity(members.len());
+        for m in members {
+            match deduped.last_mut() {
+                Some(last) if last.0 == m.0 => *last = m,
+                _ => deduped.push(m),
+            }
+        }
+        members = deduped;
     }
     let mut out = String::with_capacity(content.len() * 16 + 2);
     out.push('{');
@@ -605,6 +608,36 @@ mod tests {
         let c = obj(r#"{"a":1,"a":2}"#);
         assert_eq!(format_content(&c), "{a=2}");
         assert_eq!(format_content(&Object::new()), "{}");
+    }
+
+    #[test]
+    fn many_members_stay_fast() {
+        // 1 MiB of members, half of them duplicates: must not be quadratic.
+        let mut text = String::from("{");
+        for i in 0..60_000u32 {
+            if i > 0 {
+                text.push(',');
+            }
+            text.push_str(&format!("\"k{}\":{i}", i % 30_000));
+        }
+        text.push('}');
+        let c = obj(&text);
+        let start = std::time::Instant::now();
+        let fc = format_content(&c);
+        assert!(fc.starts_with("{k0=30000,k1=30001,k10=30010,"));
+        let v = verify(
+            Some("00"),
+            &c,
+            Basis::Plaintext { ciphertext: None },
+            &ring(&[DEFAULT_KEY]),
+            None,
+        );
+        assert!(matches!(
+            v.status,
+            DigestStatus::Mismatch { mistake: None, .. }
+        ));
+        assert!(c.has_duplicate_keys());
+        assert!(start.elapsed().as_secs() < 10);
     }
 
     #[test]

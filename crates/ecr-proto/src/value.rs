@@ -168,10 +168,9 @@ impl Object {
     /// Whether some name occurs more than once (worth a warning: sender and
     /// receiver may disagree about which one counts).
     pub fn has_duplicate_keys(&self) -> bool {
-        self.0
-            .iter()
-            .enumerate()
-            .any(|(i, (k, _))| self.0.iter().skip(i + 1).any(|(k2, _)| k2 == k))
+        let mut keys: Vec<&str> = self.keys().collect();
+        keys.sort_unstable();
+        keys.windows(2).any(|w| w.first() == w.get(1))
     }
 
     /// The members, in wire order.
