@@ -72,7 +72,13 @@ pub fn run(a: DecodeArgs) -> Result<ExitCode> {
     let color = use_color(a.color);
     let stdout = io::stdout();
     let mut sink = WriterSink::new(output::writer(a.format.into(), stdout.lock(), color));
-    let mut analyzer = Analyzer::new(Config::default(), keys, &mut sink);
+    // Bytes from the command line have no capture end: "still waiting when the
+    // capture ended" would only be noise here.
+    let cfg = Config {
+        report_unanswered_at_end: false,
+        ..Config::default()
+    };
+    let mut analyzer = Analyzer::new(cfg, keys, &mut sink);
     // No capture time: everything is at time 0, so no timing rule can fire.
     analyzer.serial_chunk(0, ("ECR", "POS"), from, &bytes, Timestamp(0), None);
     let (_, _) = analyzer.finish(bytes.len() as u64, vec![]);

@@ -82,6 +82,7 @@ pub fn config(p: &PortArgs) -> Config {
         http_ports: p.http_port.clone(),
         tcp_ports: p.tcp_port.clone(),
         probe: p.probe,
+        ..Config::default()
     }
 }
 

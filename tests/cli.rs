@@ -87,15 +87,24 @@ fn unreadable_file_is_exit_2_with_the_file_named() {
 fn fail_on_sets_the_exit_status() {
     let cap = "captures/http-digest-mismatch.pcap";
     assert_eq!(run(&["analyze", cap, "--key", KEY]).0, 0);
-    assert_eq!(run(&["analyze", cap, "--key", KEY, "--fail-on", "error"]).0, 1);
+    assert_eq!(
+        run(&["analyze", cap, "--key", KEY, "--fail-on", "error"]).0,
+        1
+    );
     let clean = "captures/http-plain-all-functypes.pcap";
-    assert_eq!(run(&["analyze", clean, "--key", KEY, "--fail-on", "info"]).0, 0);
+    assert_eq!(
+        run(&["analyze", clean, "--key", KEY, "--fail-on", "info"]).0,
+        0
+    );
 }
 
 #[test]
 fn key_from_environment_and_key_file_with_binding() {
     let cap = "captures/http-envelope-encrypted-keepalive.pcap";
-    let (_, out, _) = run_env(&["analyze", cap, "--format", "jsonl"], &[("ECR_POS_KEY", KEY)]);
+    let (_, out, _) = run_env(
+        &["analyze", cap, "--format", "jsonl"],
+        &[("ECR_POS_KEY", KEY)],
+    );
     assert!(out.contains("\"digest\":\"ok\""));
     assert!(!out.contains("no-key"));
     assert!(!out.contains(KEY));
@@ -103,11 +112,25 @@ fn key_from_environment_and_key_file_with_binding() {
     let dir = std::env::temp_dir().join(format!("ecr-sniff-keys-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let kf = dir.join("keys.txt");
-    std::fs::write(&kf, format!("# shop\nmy_qfpay_pos_key\n127.0.0.1:9001={KEY}\n")).unwrap();
-    let (code, out, err) = run(&["analyze", cap, "--key-file", kf.to_str().unwrap(), "--format", "jsonl"]);
+    std::fs::write(
+        &kf,
+        format!("# shop\nmy_qfpay_pos_key\n127.0.0.1:9001={KEY}\n"),
+    )
+    .unwrap();
+    let (code, out, err) = run(&[
+        "analyze",
+        cap,
+        "--key-file",
+        kf.to_str().unwrap(),
+        "--format",
+        "jsonl",
+    ]);
     assert_eq!(code, 0, "{err}");
     // The bound key (number 2 in the file) decrypts.
-    assert!(out.contains("\"key\":{\"index\":2,\"interpretation\":\"text-256\"}"), "{out}");
+    assert!(
+        out.contains("\"key\":{\"index\":2,\"interpretation\":\"text-256\"}"),
+        "{out}"
+    );
 
     std::fs::write(&kf, "short\n").unwrap();
     let (code, _, err) = run(&["analyze", cap, "--key-file", kf.to_str().unwrap()]);
@@ -127,14 +150,37 @@ fn check_reports_differences_and_writes_junit() {
     let e = exp.to_str().unwrap();
     let (code, out, _) = run(&["check", cap, "--key", KEY, "--expect", e, "--update"]);
     assert_eq!(code, 0, "{out}");
-    let (code, out, _) = run(&["check", cap, "--key", KEY, "--expect", e, "--junit", junit.to_str().unwrap()]);
+    let (code, out, _) = run(&[
+        "check",
+        cap,
+        "--key",
+        KEY,
+        "--expect",
+        e,
+        "--junit",
+        junit.to_str().unwrap(),
+    ]);
     assert_eq!(code, 0, "{out}");
-    assert!(std::fs::read_to_string(&junit).unwrap().contains("failures=\"0\""));
+    assert!(std::fs::read_to_string(&junit)
+        .unwrap()
+        .contains("failures=\"0\""));
     // Without the key the digest cannot be verified: the summary differs.
-    let (code, out, _) = run(&["check", cap, "--expect", e, "--junit", junit.to_str().unwrap()]);
+    let (code, out, _) = run(&[
+        "check",
+        cap,
+        "--expect",
+        e,
+        "--junit",
+        junit.to_str().unwrap(),
+    ]);
     assert_eq!(code, 1);
-    assert!(out.contains("findings.digest-mismatch: expected 1, got 0"), "{out}");
-    assert!(std::fs::read_to_string(&junit).unwrap().contains("<failure"));
+    assert!(
+        out.contains("findings.digest-mismatch: expected 1, got 0"),
+        "{out}"
+    );
+    assert!(std::fs::read_to_string(&junit)
+        .unwrap()
+        .contains("<failure"));
     // Without --expect, --fail-on error decides.
     let (code, out, _) = run(&["check", cap, "--key", KEY]);
     assert_eq!(code, 1);
@@ -146,7 +192,22 @@ fn check_reports_differences_and_writes_junit() {
 fn codes_lists_every_finding_code() {
     let (code, out, _) = run(&["codes"]);
     assert_eq!(code, 0);
-    for c in ["garbage-bytes", "digest-mismatch", "partial-card-refund", "tls-encrypted"] {
+    for c in [
+        "garbage-bytes",
+        "digest-mismatch",
+        "partial-card-refund",
+        "tls-encrypted",
+    ] {
         assert!(out.contains(&format!("`{c}`")), "{c}");
     }
+}
+
+#[test]
+fn readme_documents_every_finding_code() {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let (_, table, _) = run(&["codes"]);
+    assert!(
+        readme.contains(&table),
+        "README's finding table differs from `ecr-sniff codes`"
+    );
 }

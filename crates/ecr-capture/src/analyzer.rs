@@ -45,6 +45,9 @@ pub struct Config {
     pub tcp_ports: Vec<u16>,
     /// Probe connections on other ports for ECR traffic.
     pub probe: bool,
+    /// Report requests still waiting at the end (off for input that has no real
+    /// end, such as bytes given on the command line).
+    pub report_unanswered_at_end: bool,
 }
 
 impl Default for Config {
@@ -53,6 +56,7 @@ impl Default for Config {
             http_ports: vec![9001],
             tcp_ports: vec![9002],
             probe: false,
+            report_unanswered_at_end: true,
         }
     }
 }
@@ -453,6 +457,9 @@ impl State<'_> {
         message: Option<u64>,
         detail: String,
     ) {
+        if code == Code::UnansweredAtEnd && !self.cfg.report_unanswered_at_end {
+            return;
+        }
         *self.findings.entry(code).or_default() += 1;
         let sev = code.severity();
         self.max_severity = Some(self.max_severity.map_or(sev, |m| m.max(sev)));

@@ -189,16 +189,19 @@ impl<W: Write> TextWriter<W> {
             Role::Ack => "ack".to_string(),
             Role::ErrorFrame => "error frame".to_string(),
         };
+        let route = if m.transport == crate::record::Transport::Serial {
+            format!("{} -> {}", m.src, m.dst)
+        } else {
+            format!("{} -> {}  {}", m.src, m.dst, m.direction.arrow())
+        };
         writeln!(
             self.out,
-            "{} {}  {}  {} {} -> {}  {}{}",
+            "{} {}  {}  {} {}{}",
             s.bold(&format!("Message {}", m.index)),
             s.bold(&what),
             format_ts(m.ts),
             m.transport.as_str().to_uppercase(),
-            m.src,
-            m.dst,
-            m.direction.arrow(),
+            route,
             m.packet
                 .map(|p| format!("  (packet {p})"))
                 .unwrap_or_default()
@@ -257,9 +260,6 @@ impl<W: Write> TextWriter<W> {
         }
         env.push(format!("{} bytes", m.bytes));
         writeln!(self.out, "    Envelope: {}", env.join(", "))?;
-        if let Some(detail) = &m.digest_detail {
-            writeln!(self.out, "        digest: {detail}")?;
-        }
         if let Some(c) = &m.content {
             writeln!(self.out, "    Content:")?;
             self.content(&c.0)?;
