@@ -1787,5 +1787,34 @@ mod tests {
             prop_assert_eq!(o.gaps, 0);
             prop_assert_eq!(r.buffered_bytes(), 0);
         }
+
+        #[test]
+        fn lost_segments_become_gaps_and_the_rest_is_delivered(
+            stream in proptest::collection::vec(any::<u8>(), 1..2000),
+            size in 1usize..100,
+            lost in proptest::collection::vec(any::<bool>(), 1..100),
+            isn in any::<u32>(),
+        ) {
+            let chunks: Vec<(usize, &[u8])> = stream.chunks(size).enumerate().map(|(i, c)| (i * size, c)).collect();
+            let mut r = reasm();
+            let mut o = Out::default();
+            feed(&mut r, &mut o, true, &seg(40000, 9001, isn, TcpFlags::SYN, b""));
+            let mut want = Vec::new();
+            let mut last_kept = 0;
+            for (k, (at, c)) in chunks.iter().enumerate() {
+                // never lose the last segment, so the end of the stream is known
+                if lost[k % lost.len()] && k + 1 < chunks.len() {
+                    continue;
+                }
+                want.extend_from_slice(c);
+                last_kept = at + c.len();
+                let sq = isn.wrapping_add(1).wrapping_add(*at as u32);
+                feed(&mut r, &mut o, true, &seg(40000, 9001, sq, TcpFlags::ACK, c));
+            }
+            r.flush_all(&mut |e| o.on(e));
+            prop_assert_eq!(o.stream(1, StreamDir::ClientToServer), &want[..]);
+            prop_assert_eq!(o.gaps + want.len() as u64, last_kept as u64);
+            prop_assert_eq!(r.buffered_bytes(), 0);
+        }
     }
 }

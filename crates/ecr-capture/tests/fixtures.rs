@@ -90,7 +90,6 @@ fn analyze(name: &str) -> Result {
         reasm.process(pkt.ts, pkt.index, ipp.src, ipp.dst, &seg, &mut on_event);
     }
     reasm.flush_all(&mut on_event);
-    drop(on_event);
     for e in http {
         match e {
             HttpEvent::Message(m) if m.is_request() => res.requests.push(m),
