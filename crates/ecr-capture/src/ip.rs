@@ -457,7 +457,7 @@ impl Defragmenter {
         let consistent = match (p.total, frag.more) {
             (Some(t), _) if end > t => false,
             (Some(t), false) => t == end,
-            (None, false) => p.have.last().is_none_or(|&(_, e)| e <= end),
+            (None, false) => !matches!(p.have.last(), Some(&(_, e)) if e > end),
             (_, true) => true,
         };
         if !consistent {
@@ -526,10 +526,7 @@ impl Defragmenter {
 
     fn sweep(&mut self, now: Timestamp) {
         // Sweeping at most once per capture second keeps the cost per fragment low.
-        if self
-            .last_sweep
-            .is_none_or(|t| now - t >= 1_000_000_000 || now < t)
-        {
+        if !matches!(self.last_sweep, Some(t) if now - t < 1_000_000_000 && now >= t) {
             self.last_sweep = Some(now);
             self.expire(now);
         }
