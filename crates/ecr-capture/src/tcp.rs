@@ -624,6 +624,25 @@ impl TcpReassembler {
             half.base_seq = data_seq;
         }
         let off = half.offset_of(data_seq);
+        // The peer acknowledges the other direction's bytes up to `seg.ack` and sends
+        // data of its own (an answer): bytes below the ack that the capture does not
+        // hold were delivered but not captured, so the hole is reported now instead
+        // of when the connection ends. This keeps requests and responses in their
+        // real order around a lost segment. A bare ACK is not enough: a capture
+        // point may see it before data that was merely reordered on the way.
+        if flags.ack() && !seg.payload.is_empty() {
+            let other_dir = if dir == StreamDir::ClientToServer {
+                StreamDir::ServerToClient
+            } else {
+                StreamDir::ClientToServer
+            };
+            if let Some(other) = conn.halves.get_mut(other_dir.index()) {
+                acked(other, &mut ctx, other_dir, seg.ack, on_event);
+            }
+        }
+        let Some(half) = conn.halves.get_mut(dir.index()) else {
+            return;
+        };
         if !seg.payload.is_empty() {
             on_data(
                 half,
@@ -905,6 +924,46 @@ where
                 on_event,
             );
             half.pos = end;
+        }
+    }
+}
+
+/// Most bytes an ACK may run ahead of the delivered stream and still be believed
+/// (beyond that it is taken for garbage or a sequence-number mix-up).
+const MAX_ACK_AHEAD: u64 = 1 << 24;
+
+/// The peer acknowledged this half up to sequence number `ack`: report holes below
+/// it at once and deliver the buffered data after them.
+fn acked<F>(half: &mut Half, ctx: &mut Ctx<'_>, dir: StreamDir, ack: u32, on_event: &mut F)
+where
+    F: FnMut(TcpEvent<'_>),
+{
+    if !half.init {
+        return;
+    }
+    let mut upto = half.offset_of(ack);
+    // The FIN takes a sequence number of its own, and the SYN one before offset 0.
+    if let Some(fin) = half.fin_at {
+        upto = upto.min(fin as i64);
+    }
+    let Ok(upto) = u64::try_from(upto) else {
+        return;
+    };
+    if upto <= half.pos || upto - half.pos > MAX_ACK_AHEAD {
+        return;
+    }
+    while half.pos < upto {
+        match half.ooo.keys().next().copied() {
+            Some(first) if first <= half.pos => drain(half, ctx, dir, on_event),
+            Some(first) if first < upto => {
+                gap_to(half, ctx, dir, first, on_event);
+                drain(half, ctx, dir, on_event);
+            }
+            _ => {
+                gap_to(half, ctx, dir, upto, on_event);
+                // Buffered data after the acknowledged point stays buffered.
+                drain(half, ctx, dir, on_event);
+            }
         }
     }
 }
@@ -1390,6 +1449,37 @@ mod tests {
             &seg(40000, 9001, 98, TcpFlags::ACK, b"abcdef"),
         );
         assert_eq!(o.stream(1, StreamDir::ClientToServer), b"cdef");
+    }
+
+    #[test]
+    fn hole_acknowledged_by_an_answer_is_reported_at_once() {
+        let mut r = reasm();
+        let mut out = Out::default();
+        // Mid-connection start: client bytes 0..4, then 4..8 is lost from the capture.
+        feed(
+            &mut r,
+            &mut out,
+            true,
+            &seg(40000, 9001, 1000, 0x18, b"req1"),
+        );
+        // A bare ACK past the hole is not enough (the data may just be reordered).
+        let mut ack = seg(9001, 40000, 5000, 0x10, b"");
+        ack.ack = 1008;
+        feed(&mut r, &mut out, false, &ack);
+        assert_eq!(out.gaps, 0);
+        // An answer that acknowledges the lost bytes: the hole is reported now.
+        let mut answer = seg(9001, 40000, 5000, 0x18, b"resp2");
+        answer.ack = 1008;
+        feed(&mut r, &mut out, false, &answer);
+        assert_eq!(out.gaps, 4);
+        // What follows the hole is delivered in order at once.
+        feed(
+            &mut r,
+            &mut out,
+            true,
+            &seg(40000, 9001, 1008, 0x18, b"req3"),
+        );
+        assert_eq!(out.stream(1, StreamDir::ClientToServer), b"req1req3");
     }
 
     #[test]
