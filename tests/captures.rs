@@ -39,7 +39,12 @@ fn run(args: &[&str]) -> (i32, String, String) {
 
 fn analyze(entry: &Value, with_keys: bool) -> (String, Value) {
     let file = format!("captures/{}", entry["file"].as_str().unwrap());
-    let mut args = vec!["analyze".to_string(), file, "--format".into(), "jsonl".into()];
+    let mut args = vec![
+        "analyze".to_string(),
+        file,
+        "--format".into(),
+        "jsonl".into(),
+    ];
     if with_keys {
         for k in entry["keys"].as_array().unwrap() {
             args.push("--key".into());
@@ -69,15 +74,23 @@ fn every_capture_matches_its_manifest_expectations() {
         for field in ["findings", "func_types", "transactions"] {
             if let Some(e) = expect.get(field) {
                 if *e != summary[field] {
-                    failures.push(format!("{name}: {field}: expected {e}, got {}", summary[field]));
+                    failures.push(format!(
+                        "{name}: {field}: expected {e}, got {}",
+                        summary[field]
+                    ));
                 }
             }
         }
         if let Some(n) = entry["expect_without_key"].get("no-key") {
             let (_, s) = analyze(&entry, false);
-            let got = s["findings"].get("no-key").cloned().unwrap_or(Value::from(0));
+            let got = s["findings"]
+                .get("no-key")
+                .cloned()
+                .unwrap_or(Value::from(0));
             if *n != got {
-                failures.push(format!("{name}: no-key without key: expected {n}, got {got}"));
+                failures.push(format!(
+                    "{name}: no-key without key: expected {n}, got {got}"
+                ));
             }
         }
     }
@@ -137,11 +150,36 @@ fn jsonl_records_have_the_documented_shapes() {
         let kind = v["kind"].as_str().unwrap().to_string();
         let required: &[&str] = match kind.as_str() {
             "message" => &[
-                "ts", "transport", "src", "dst", "direction", "role", "dialect", "func_type", "ref",
-                "content", "response", "digest",
+                "ts",
+                "transport",
+                "src",
+                "dst",
+                "direction",
+                "role",
+                "dialect",
+                "func_type",
+                "ref",
+                "content",
+                "response",
+                "digest",
             ],
-            "transaction" => &["ts", "transport", "func_type", "latency_ms", "respcd", "out_trade_no"],
-            "finding" => &["ts", "code", "severity", "transport", "src", "dst", "detail"],
+            "transaction" => &[
+                "ts",
+                "transport",
+                "func_type",
+                "latency_ms",
+                "respcd",
+                "out_trade_no",
+            ],
+            "finding" => &[
+                "ts",
+                "code",
+                "severity",
+                "transport",
+                "src",
+                "dst",
+                "detail",
+            ],
             "summary" => &["packets", "bytes", "messages", "transactions", "findings"],
             other => panic!("unknown kind {other}"),
         };
@@ -169,10 +207,23 @@ fn check_passes_against_the_recorded_expectations() {
         .filter(|e| e["keys"][0] == "f46b1f08bec1f39104792cc79ec9aacd" && e.get("port").is_none())
         .map(|e| format!("captures/{}", e["file"].as_str().unwrap()))
         .collect();
-    let mut args = vec!["check", "--expect", "captures/expected.json", "--key", "f46b1f08bec1f39104792cc79ec9aacd"];
+    let mut args = vec![
+        "check",
+        "--expect",
+        "captures/expected.json",
+        "--key",
+        "f46b1f08bec1f39104792cc79ec9aacd",
+    ];
     args.extend(files.iter().map(String::as_str));
     let (code, out, err) = run(&args);
     assert_eq!(code, 0, "{out}\n{err}");
-    assert!(out.contains(&format!("checked {} capture(s): {} ok, 0 failed", files.len(), files.len())), "{out}");
+    assert!(
+        out.contains(&format!(
+            "checked {} capture(s): {} ok, 0 failed",
+            files.len(),
+            files.len()
+        )),
+        "{out}"
+    );
     assert!(Path::new(&root().join("captures/expected.json")).exists());
 }
