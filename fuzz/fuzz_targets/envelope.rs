@@ -1,0 +1,33 @@
+//! Envelope, JSON and org.json parsing, with and without keys. Under cfg(fuzzing)
+//! digest verification passes, so the code behind it is reached.
+#![no_main]
+use ecr_proto::cipher::{KeyRing, PosKey};
+use ecr_proto::{envelope, lenient, value::Value};
+use libfuzzer_sys::fuzz_target;
+use std::sync::OnceLock;
+
+fn keys() -> &'static KeyRing {
+    static K: OnceLock<KeyRing> = OnceLock::new();
+    K.get_or_init(|| {
+        let mut r = KeyRing::new();
+        for k in ["f46b1f08bec1f39104792cc79ec9aacd", "my_qfpay_pos_key"] {
+            if let Ok(k) = PosKey::new(k) {
+                r.push(k);
+            }
+        }
+        r
+    })
+}
+
+fuzz_target!(|data: &[u8]| {
+    let _ = envelope::probe(data);
+    let _ = envelope::parse(data, &KeyRing::new());
+    let _ = envelope::parse(data, keys());
+    let _ = Value::parse_json(data);
+    let _ = lenient::parse_lenient(data);
+    // Ciphertext that decrypts: exercise the encrypted dialects' inner parsers too.
+    if let Some(k) = keys().get(0) {
+        let b64 = k.encrypt_base64(data);
+        let _ = envelope::parse(b64.as_bytes(), keys());
+    }
+});
