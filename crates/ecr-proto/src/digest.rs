@@ -23,7 +23,6 @@
 //! fuzzers reach the code behind the checksum, as smoltcp does for its checksums.
 
 use core::fmt;
-use core::fmt::Write as _;
 
 use md5::{Digest as _, Md5};
 
@@ -40,10 +39,18 @@ const FUZZING: bool = cfg!(fuzzing);
 
 /// Lowercase hex of md5(`data`).
 pub fn md5_hex(data: &[u8]) -> String {
-    let d = Md5::digest(data);
-    let mut s = String::with_capacity(32);
-    for b in d.iter() {
-        let _ = write!(s, "{b:02x}");
+    hex_lower(&Md5::digest(data))
+}
+
+/// Lowercase hex of `bytes`, without going through `fmt`.
+fn hex_lower(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for &b in bytes {
+        for nibble in [b >> 4, b & 0x0f] {
+            let digit = DIGITS.get(usize::from(nibble)).copied().unwrap_or(b'0');
+            s.push(char::from(digit));
+        }
     }
     s
 }
@@ -53,11 +60,7 @@ pub fn digest(format_content: &str, key_text: &str) -> String {
     let mut h = Md5::new();
     h.update(format_content.as_bytes());
     h.update(key_text.as_bytes());
-    let mut s = String::with_capacity(32);
-    for b in h.finalize().iter() {
-        let _ = write!(s, "{b:02x}");
-    }
-    s
+    hex_lower(&h.finalize())
 }
 
 /// Whether two hex digests are equal, ignoring case and surrounding whitespace

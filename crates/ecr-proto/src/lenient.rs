@@ -29,6 +29,7 @@ use crate::value::{char_at, check_input, hex4, Object, Value, ValueError, MAX_DE
 pub fn parse_lenient(input: &[u8]) -> Result<Value, ValueError> {
     let text = check_input(input)?;
     let mut p = Lenient {
+        t: text,
         s: text.as_bytes(),
         pos: 0,
     };
@@ -107,11 +108,19 @@ fn is_lenient_number(tok: &[u8]) -> bool {
 }
 
 struct Lenient<'a> {
+    /// The input as text (validated once), for slicing out runs.
+    t: &'a str,
+    /// The same input as bytes, for scanning.
     s: &'a [u8],
     pos: usize,
 }
 
-impl Lenient<'_> {
+impl<'a> Lenient<'a> {
+    /// The text between two byte offsets (both on ASCII bytes or the end).
+    fn slice(&self, from: usize, to: usize) -> &'a str {
+        self.t.get(from..to).unwrap_or_default()
+    }
+
     fn peek(&self) -> Option<u8> {
         self.s.get(self.pos).copied()
     }
@@ -177,22 +186,21 @@ impl Lenient<'_> {
         while matches!(self.peek(), Some(c) if !ends_literal(c)) {
             self.pos += 1;
         }
-        let tok = self.s.get(start..self.pos).unwrap_or_default();
-        if tok.is_empty() {
+        // Ends on an ASCII delimiter or the end: a char boundary.
+        let text = self.slice(start, self.pos);
+        if text.is_empty() {
             return Err(ValueError::EmptyLiteral { offset: start });
         }
-        // Ends on an ASCII delimiter or the end of a valid UTF-8 text.
-        let text = String::from_utf8_lossy(tok);
         Ok(if text.eq_ignore_ascii_case("null") {
             Value::Null
         } else if text.eq_ignore_ascii_case("true") {
             Value::Bool(true)
         } else if text.eq_ignore_ascii_case("false") {
             Value::Bool(false)
-        } else if is_lenient_number(tok) {
-            Value::Number(text.into_owned())
+        } else if is_lenient_number(text.as_bytes()) {
+            Value::Number(text.to_owned())
         } else {
-            Value::String(text.into_owned())
+            Value::String(text.to_owned())
         })
     }
 
@@ -202,12 +210,10 @@ impl Lenient<'_> {
         let mut out = String::new();
         loop {
             let run_start = self.pos;
-            while matches!(self.peek(), Some(c) if c != quote && c != b'\\') {
-                self.pos += 1;
-            }
-            if let Some(run) = self.s.get(run_start..self.pos) {
-                out.push_str(&String::from_utf8_lossy(run));
-            }
+            let rest = self.s.get(run_start..).unwrap_or_default();
+            let run_len = memchr::memchr2(quote, b'\\', rest).unwrap_or(rest.len());
+            self.pos = run_start + run_len;
+            out.push_str(self.slice(run_start, self.pos));
             match self.peek() {
                 None => {
                     return Err(ValueError::UnexpectedEnd {

@@ -221,6 +221,7 @@ impl Value {
     pub fn parse_json(input: &[u8]) -> Result<Value, ValueError> {
         let text = check_input(input)?;
         let mut p = JsonParser {
+            t: text,
             s: text.as_bytes(),
             pos: 0,
         };
@@ -440,11 +441,19 @@ pub(crate) fn hex4(s: &[u8], pos: usize) -> Option<u16> {
 }
 
 struct JsonParser<'a> {
+    /// The input as text (validated once), for slicing out runs.
+    t: &'a str,
+    /// The same input as bytes, for scanning.
     s: &'a [u8],
     pos: usize,
 }
 
-impl JsonParser<'_> {
+impl<'a> JsonParser<'a> {
+    /// The text between two byte offsets (both on ASCII bytes or the end).
+    fn slice(&self, from: usize, to: usize) -> &'a str {
+        self.t.get(from..to).unwrap_or_default()
+    }
+
     fn peek(&self) -> Option<u8> {
         self.s.get(self.pos).copied()
     }
@@ -497,12 +506,11 @@ impl JsonParser<'_> {
         ) {
             self.pos += 1;
         }
-        let tok = self.s.get(start..self.pos).unwrap_or_default();
-        if !is_json_number(tok) {
+        let tok = self.slice(start, self.pos);
+        if !is_json_number(tok.as_bytes()) {
             return Err(ValueError::InvalidNumber { offset: start });
         }
-        // The token is ASCII, so this conversion cannot fail.
-        Ok(Value::Number(String::from_utf8_lossy(tok).into_owned()))
+        Ok(Value::Number(tok.to_owned()))
     }
 
     fn string(&mut self) -> Result<String, ValueError> {
@@ -511,13 +519,14 @@ impl JsonParser<'_> {
         let mut out = String::new();
         loop {
             let run_start = self.pos;
-            while matches!(self.peek(), Some(c) if c != b'"' && c != b'\\' && c >= 0x20) {
-                self.pos += 1;
-            }
-            // The run ends on an ASCII byte or the end, so it is valid UTF-8.
-            if let Some(run) = self.s.get(run_start..self.pos) {
-                out.push_str(&String::from_utf8_lossy(run));
-            }
+            let rest = self.s.get(run_start..).unwrap_or_default();
+            let run_len = rest
+                .iter()
+                .position(|&c| c == b'"' || c == b'\\' || c < 0x20)
+                .unwrap_or(rest.len());
+            self.pos = run_start + run_len;
+            // The run ends on an ASCII byte or the end: a char boundary.
+            out.push_str(self.slice(run_start, self.pos));
             match self.peek() {
                 None => return Err(ValueError::UnexpectedEnd { expected: "'\"'" }),
                 Some(b'"') => {
