@@ -20,7 +20,7 @@
 //! or comments after the top-level value is an error (after decryption, trailing junk
 //! means a wrong key rather than a sloppy sender).
 //!
-//! Bounded by [`MAX_DEPTH`](crate::value::MAX_DEPTH) and
+//! Bounded by [`MAX_DEPTH`] and
 //! [`MAX_INPUT_LEN`](crate::value::MAX_INPUT_LEN); never panics; linear time.
 
 use crate::value::{char_at, check_input, hex4, Object, Value, ValueError, MAX_DEPTH};

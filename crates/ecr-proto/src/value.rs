@@ -235,7 +235,9 @@ impl Value {
     }
 
     /// Compact JSON text (no spaces), members in wire order, numbers as their raw
-    /// tokens. This is the form senders put inside `content` strings.
+    /// tokens. This is the form senders put inside `content` strings. A number
+    /// token that is not valid JSON (possible from the lenient parser: `+3`, `.5`,
+    /// `007`) is written as a JSON string, so the output always parses.
     pub fn to_json_string(&self) -> String {
         let mut out = String::new();
         write_json(self, &mut out);
@@ -688,7 +690,10 @@ fn write_json(v: &Value, out: &mut String) {
         Value::Null => out.push_str("null"),
         Value::Bool(true) => out.push_str("true"),
         Value::Bool(false) => out.push_str("false"),
-        Value::Number(n) => out.push_str(n),
+        // Lenient tokens such as `+3`, `.5` or `007` are not JSON numbers: they
+        // are written as strings so that the output is always valid JSON.
+        Value::Number(n) if is_json_number(n.as_bytes()) => out.push_str(n),
+        Value::Number(n) => write_json_string(n, out),
         Value::String(s) => write_json_string(s, out),
         Value::Array(items) => {
             out.push('[');
@@ -740,6 +745,19 @@ mod tests {
         assert_eq!(v.to_json_string(), text);
         let keys: Vec<_> = v.as_object().unwrap().keys().collect();
         assert_eq!(keys, ["z", "a", "m"]);
+    }
+
+    #[test]
+    fn lenient_tokens_stay_valid_json() {
+        let v = Value::Array(vec![
+            Value::Number("+3".into()),
+            Value::Number(".5".into()),
+            Value::Number("007".into()),
+            Value::Number("-1.5e3".into()),
+        ]);
+        let text = v.to_json_string();
+        assert_eq!(text, r#"["+3",".5","007",-1.5e3]"#);
+        assert!(Value::parse_json(text.as_bytes()).is_ok());
     }
 
     #[test]

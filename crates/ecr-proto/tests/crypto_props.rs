@@ -167,6 +167,14 @@ proptest! {
     #[test]
     fn json_ish_bytes_never_panic(bytes in json_ish()) {
         exercise_all(&bytes);
+        // Whatever the lenient parser reads, the writer turns into valid JSON
+        // that reads back to the same value.
+        if let Ok(v) = parse_lenient(&bytes) {
+            let text = v.to_json_string();
+            let again = Value::parse_json(text.as_bytes());
+            prop_assert!(again.is_ok(), "{}", text);
+            prop_assert_eq!(again.unwrap().to_json_string(), text);
+        }
         // Results of the two parsers are consistent with serde_json on acceptance.
         let serde_ok = serde_json::from_slice::<serde_json::Value>(&bytes).is_ok();
         let ours_ok = Value::parse_json(&bytes).is_ok();
