@@ -299,9 +299,11 @@ impl Response {
 /// A parsed message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Message {
-    /// Cash register to terminal (or the terminal's result sent as a request, D2).
+    /// A body with `content`: an instruction from the cash register.
     Request(Request),
-    /// An answer with `respcd`.
+    /// A body with `respcd`: an answer. On the serial link the business result
+    /// travels in a 0x10 frame of its own (D2); it is still a response here,
+    /// since the frame type says nothing about the body.
     Response(Response),
 }
 
