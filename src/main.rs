@@ -18,7 +18,7 @@ use ecr_capture::findings::Severity;
 use ecr_capture::keys::KeySet;
 use ecr_capture::output::{self, RecordWriter};
 use ecr_capture::record::{Record, SummaryRecord};
-use ecr_capture::source::CaptureReader;
+use ecr_capture::source::{CaptureReader, SourceError};
 use ecr_proto::cipher::PosKey;
 
 use cli::{AnalyzeArgs, Cli, ColorChoice, Command, FailOn, KeyArgs, PortArgs};
@@ -115,7 +115,11 @@ pub fn analyze_files(
 }
 
 fn analyze_one(path: &Path, analyzer: &mut Analyzer<'_>, progress: bool) -> Result<u64> {
-    let mut reader = CaptureReader::open(path).with_context(|| format!("{}", path.display()))?;
+    // One line naming the file and the reason (the error's own chain would repeat it).
+    let mut reader = CaptureReader::open(path).map_err(|e| match e {
+        SourceError::Open { .. } => anyhow::anyhow!("{e}"),
+        e => anyhow::anyhow!("{}: {e}", path.display()),
+    })?;
     let total = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
     let mut bar = Progress::new(progress && total > 32 << 20, total);
     let mut errors_in_a_row = 0u32;
