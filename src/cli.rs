@@ -60,6 +60,20 @@ Examples:
   ecr-sniff decode '2f 6e 01 10 01 00 7f 00 74 ...' --key my_qfpay_pos_key
   ecr-sniff decode --file line.bin --from pos")]
     Decode(DecodeArgs),
+    /// Write any capture (USB, TCP, serial) as one packet per reassembled message in
+    /// the project's serial capture format, for browsing in Wireshark.
+    Export(crate::export::ExportArgs),
+    /// Capture live on a network interface and print messages as they complete.
+    Live(crate::live::LiveArgs),
+    /// Sit between the cash register's and the terminal's serial ports and show the
+    /// traffic live.
+    Serial(crate::serialtap::SerialArgs),
+    /// Wireshark extcap interface for the serial tap (run by Wireshark).
+    Extcap(crate::extcap::ExtcapArgs),
+    /// Act as the cash register: send a request to a terminal and print the answer.
+    Send(crate::send::SendArgs),
+    /// Act as the terminal: answer requests over HTTP, TCP or a serial port.
+    Emulate(crate::emulate::EmulateArgs),
     /// List the finding codes with their severity and the rule each stands for.
     Codes,
 }

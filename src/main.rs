@@ -5,6 +5,12 @@
 mod check;
 mod cli;
 mod decode;
+mod emulate;
+mod export;
+mod extcap;
+mod live;
+mod send;
+mod serialtap;
 
 use std::io::{self, IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -29,6 +35,12 @@ fn main() -> ExitCode {
         Command::Analyze(a) => analyze(a),
         Command::Check(c) => check::run(c),
         Command::Decode(d) => decode::run(d),
+        Command::Export(a) => export::run(a),
+        Command::Live(a) => live::run(a),
+        Command::Serial(a) => serialtap::run(a),
+        Command::Extcap(a) => extcap::run(a),
+        Command::Send(a) => send::run(a),
+        Command::Emulate(a) => emulate::run(a),
         Command::Codes => {
             print!("{}", ecr_capture::findings::markdown_table());
             Ok(ExitCode::SUCCESS)

@@ -30,6 +30,7 @@ use crate::record::{
     latency_of, Direction, FindingRecord, FrameInfo, HttpInfo, Record, Role, Sink, SummaryRecord,
     TransactionRecord, Transport,
 };
+use crate::serialcap;
 use crate::source::Packet;
 use crate::tcp::{
     self, CloseReason, ConnId, PortPeek, StreamDir, TcpConfig, TcpEvent, TcpReassembler,
@@ -255,6 +256,35 @@ impl<'s> Analyzer<'s> {
     pub fn packet(&mut self, pkt: &Packet<'_>) {
         self.packets += 1;
         self.st.last_ts = self.st.last_ts.max(pkt.ts);
+        // The project's own serial capture format (D9): line bytes with a direction.
+        if pkt.linktype == serialcap::LINKTYPE_SERIAL {
+            match serialcap::parse_packet(pkt.data) {
+                Some((side, bytes)) => {
+                    self.packets -= 1; // counted again by serial_chunk
+                    let label = format!("serial{}", pkt.interface);
+                    let labels = (format!("{label}:ECR"), format!("{label}:POS"));
+                    self.serial_chunk(
+                        u64::from(pkt.interface),
+                        (&labels.0, &labels.1),
+                        side,
+                        bytes,
+                        pkt.ts,
+                        Some(pkt.index),
+                    );
+                }
+                None => self.st.finding(
+                    Code::DamagedPacket,
+                    pkt.ts,
+                    Some(Transport::Serial),
+                    None,
+                    None,
+                    Some(pkt.index),
+                    None,
+                    "serial capture packet without a valid direction byte (0x00 or 0x01)".into(),
+                ),
+            }
+            return;
+        }
         // Fast path: most packets of a shop capture are not ECR traffic.
         match tcp::peek_tcp_ports(pkt.linktype, pkt.data) {
             PortPeek::NotTcp => return,

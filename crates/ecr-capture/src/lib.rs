@@ -24,6 +24,7 @@ pub mod linklayer;
 pub mod message;
 pub mod output;
 pub mod record;
+pub mod serialcap;
 pub mod source;
 pub mod tcp;
 pub mod tcptext;
