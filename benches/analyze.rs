@@ -30,7 +30,9 @@ fn sample_packets() -> Vec<Vec<(i64, Vec<u8>)>> {
     names.sort();
     let mut out = vec![];
     for p in names {
-        let Ok(mut r) = CaptureReader::open(&p) else { continue };
+        let Ok(mut r) = CaptureReader::open(&p) else {
+            continue;
+        };
         let mut conv = vec![];
         while let Some(Ok(pkt)) = r.next_packet() {
             if pkt.linktype != 1 {
@@ -66,7 +68,8 @@ fn build(noise_bytes: usize) -> Vec<u8> {
                 t += 100_000;
                 noise[26..30].copy_from_slice(&n.to_be_bytes());
                 n += 1;
-                w.write_packet(Timestamp(t), &noise, noise.len() as u32).unwrap();
+                w.write_packet(Timestamp(t), &noise, noise.len() as u32)
+                    .unwrap();
                 written += noise.len() + 16;
             }
         }
@@ -74,7 +77,8 @@ fn build(noise_bytes: usize) -> Vec<u8> {
         ci += 1;
         let base = conv[0].0;
         for (ts, d) in conv {
-            w.write_packet(Timestamp(t + (ts - base)), d, d.len() as u32).unwrap();
+            w.write_packet(Timestamp(t + (ts - base)), d, d.len() as u32)
+                .unwrap();
             written += d.len() + 16;
         }
         t += conv.last().map_or(0, |l| l.0 - base) + 1_000_000;
