@@ -380,10 +380,10 @@ impl<'s> Analyzer<'s> {
     }
 
     fn ports_maybe(&self, tcp_bytes: &[u8]) -> bool {
-        match (tcp_bytes.get(0..2), tcp_bytes.get(2..4)) {
-            (Some(a), Some(b)) => self.relevant(
-                u16::from_be_bytes([a[0], a[1]]),
-                u16::from_be_bytes([b[0], b[1]]),
+        match tcp_bytes {
+            [s0, s1, d0, d1, ..] => self.relevant(
+                u16::from_be_bytes([*s0, *s1]),
+                u16::from_be_bytes([*d0, *d1]),
             ),
             _ => false,
         }
