@@ -589,71 +589,48 @@ impl State<'_> {
                     self.body(conn, dir, b, None);
                 }
             }
-            TcpEvent::Fin { conn, dir, ts } => {
-                let Some(c) = self.conns.get_mut(&conn) else {
-                    return;
-                };
-                let mut bodies = vec![];
-                match &mut c.dirs[dir_index(dir)] {
-                    DirState::Http(p) => {
-                        let mut evs = vec![];
-                        p.finish(ts, &mut evs);
-                        bodies = http_bodies(evs);
-                    }
-                    DirState::Text(t) => t.close(|m| {
-                        bodies.push(Body::Text(m.body.to_vec(), m.rule, m.first_ts, m.last_ts))
-                    }),
-                    _ => {}
-                }
-                for b in bodies {
-                    self.body(conn, dir, b, None);
-                }
-            }
+            TcpEvent::Fin { conn, dir, ts } => self.end_direction(conn, dir, ts),
             TcpEvent::Closed { conn, ts, reason } => self.close_conn(conn, ts, reason),
         }
     }
 
+    /// A direction ended (FIN, or the connection closed): whatever it still holds
+    /// is a message now (an HTTP body delimited by the close, D6 half-close text).
+    fn end_direction(&mut self, conn: ConnId, dir: StreamDir, ts: Timestamp) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        let mut bodies = vec![];
+        match &mut c.dirs[dir_index(dir)] {
+            DirState::Http(p) => {
+                let mut evs = vec![];
+                p.finish(ts, &mut evs);
+                bodies = http_bodies(evs);
+            }
+            DirState::Text(t) => {
+                t.close(|m| bodies.push(Body::Text(m.body.to_vec(), m.rule, m.first_ts, m.last_ts)))
+            }
+            _ => {}
+        }
+        for b in bodies {
+            self.body(conn, dir, b, None);
+        }
+    }
+
     fn close_conn(&mut self, conn: ConnId, ts: Timestamp, reason: CloseReason) {
+        // Whatever a direction or the frame link still holds ends with the connection.
+        self.end_direction(conn, StreamDir::ClientToServer, ts);
+        self.end_direction(conn, StreamDir::ServerToClient, ts);
+        let mut outs = vec![];
+        if let Some(fl) = self.conns.get_mut(&conn).and_then(|c| c.frames.as_mut()) {
+            fl.finish(ts, &mut |o| outs.extend(own_output(o)));
+        }
+        for o in outs {
+            self.link_output(conn, o, None);
+        }
         let Some(mut c) = self.conns.remove(&conn) else {
             return;
         };
-        // Whatever a direction still holds ends with the connection.
-        for d in [StreamDir::ClientToServer, StreamDir::ServerToClient] {
-            let mut bodies = vec![];
-            match &mut c.dirs[dir_index(d)] {
-                DirState::Http(p) => {
-                    let mut evs = vec![];
-                    p.finish(ts, &mut evs);
-                    bodies = http_bodies(evs);
-                }
-                DirState::Text(t) => t.close(|m| {
-                    bodies.push(Body::Text(m.body.to_vec(), m.rule, m.first_ts, m.last_ts))
-                }),
-                _ => {}
-            }
-            if !bodies.is_empty() {
-                self.conns.insert(conn, c);
-                for b in bodies {
-                    self.body(conn, d, b, None);
-                }
-                let Some(back) = self.conns.remove(&conn) else {
-                    return;
-                };
-                c = back;
-            }
-        }
-        if let Some(mut fl) = c.frames.take() {
-            let mut outs = vec![];
-            fl.finish(ts, &mut |o| outs.extend(own_output(o)));
-            self.conns.insert(conn, c);
-            for o in outs {
-                self.link_output(conn, o, None);
-            }
-            let Some(back) = self.conns.remove(&conn) else {
-                return;
-            };
-            c = back;
-        }
         let transport = c.transport();
         let (src, dst) = c.addrs(StreamDir::ClientToServer);
         for p in c.pending.drain(..) {
