@@ -28,6 +28,7 @@ pub mod serialcap;
 pub mod source;
 pub mod tcp;
 pub mod tcptext;
+pub mod usb;
 
 #[cfg(test)]
 mod testutil;
