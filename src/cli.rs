@@ -35,7 +35,9 @@ pub enum Command {
     #[command(after_help = "\
 Files given together are read in order as one capture (e.g. a ring buffer's files).
 Findings are listed under the message they concern, each with the spec rule it breaks;
-`ecr-sniff codes` lists all codes.
+`ecr-sniff codes` lists all codes. The key may also come from the environment variable
+ECR_POS_KEY, which other users of the machine cannot see in the process list; keys are
+never printed.
 
 Examples:
   ecr-sniff analyze shop.pcapng --key f46b1f08bec1f39104792cc79ec9aacd
