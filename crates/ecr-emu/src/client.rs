@@ -1,0 +1,494 @@
+//! The cash register side: sends one request to a terminal over HTTP, raw TCP or a
+//! serial line and collects the answer, with the timing of both and (for frame
+//! links) every chunk seen on the line, for the analyzer to decode.
+
+use std::io;
+use std::net::{Shutdown, TcpStream, ToSocketAddrs};
+use std::time::{Duration, Instant};
+
+use ecr_capture::http::{HttpEvent, HttpKind, HttpParser};
+use ecr_capture::tcptext::TextFramer;
+use ecr_proto::catalogue::FuncType;
+use ecr_proto::cipher::{KeyRing, PosKey};
+use ecr_proto::envelope::{self, build_request, Message, RequestDialect};
+use ecr_proto::frame::{ErrorCode, MAX_FRAGMENT_DATA};
+use ecr_proto::link::Side;
+use ecr_proto::value::Object;
+use ecr_proto::Timestamp;
+
+use crate::line::{Line, ReadOutcome, SerialLine};
+use crate::now;
+pub use crate::seriallink::WireChunk;
+use crate::seriallink::{FrameEndpoint, LinkEvent};
+use crate::target::Target;
+
+/// How a request travels on TCP 9002 (D6 leaves it open).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TcpFraming {
+    /// The body followed by a newline; an envelope-encrypted body as bare Base64.
+    Newline,
+    /// The body, then the write half of the connection is closed.
+    HalfClose,
+    /// `0x2f6e` frames with acks, as on the serial line.
+    Frames,
+}
+
+/// Options of one exchange.
+#[derive(Debug, Clone)]
+pub struct SendOptions {
+    /// Envelope dialect (D4).
+    pub dialect: RequestDialect,
+    /// The POS-KEY.
+    pub key: PosKey,
+    /// TCP framing.
+    pub tcp_framing: TcpFraming,
+    /// Connecting.
+    pub connect_timeout: Duration,
+    /// Waiting for the answer (a payment waits for the customer).
+    pub timeout: Duration,
+    /// Waiting for the link ack of a frame (spec 10.6: 1000 ms).
+    pub ack_timeout: Duration,
+    /// Data bytes per frame (spec 10.7: 1024).
+    pub max_fragment: usize,
+    /// HTTP method (POST; another to try the terminal's 4004).
+    pub method: String,
+    /// HTTP path; by default the func_type's (spec section 8).
+    pub path: Option<String>,
+}
+
+impl SendOptions {
+    /// Defaults: envelope-encrypted, newline framing, 5 s to connect, 180 s for the
+    /// answer, 1000 ms for acks, 1024-byte frames, POST.
+    pub fn new(key: PosKey) -> SendOptions {
+        SendOptions {
+            dialect: RequestDialect::EnvelopeEncrypted,
+            key,
+            tcp_framing: TcpFraming::Newline,
+            connect_timeout: Duration::from_secs(5),
+            timeout: Duration::from_secs(180),
+            ack_timeout: Duration::from_millis(1000),
+            max_fragment: MAX_FRAGMENT_DATA,
+            method: "POST".into(),
+            path: None,
+        }
+    }
+}
+
+/// Why an exchange ended without an answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// No 0x20 ack (nor error frame) within the ack timeout.
+    NoAck(Duration),
+    /// The terminal rejected the request frame.
+    Rejected(ErrorCode),
+    /// No answer within the timeout.
+    NoResponse(Duration),
+    /// The terminal closed the connection without answering.
+    Closed,
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::NoAck(d) => write!(
+                f,
+                "no ack (0x20) from the terminal within {} ms (spec 10.6)",
+                d.as_millis()
+            ),
+            Failure::Rejected(c) => write!(
+                f,
+                "the terminal rejected the request frame with 0x{:02x} ({})",
+                c.0,
+                c.name()
+            ),
+            Failure::NoResponse(d) => {
+                write!(
+                    f,
+                    "no answer from the terminal within {:.1} s",
+                    d.as_secs_f64()
+                )
+            }
+            Failure::Closed => f.write_str("the terminal closed the connection without answering"),
+        }
+    }
+}
+
+/// What happened in one exchange.
+#[derive(Debug, Clone)]
+pub struct Exchange {
+    /// Our address (or the device).
+    pub local: String,
+    /// The terminal's address (or the device).
+    pub peer: String,
+    /// The request body as sent (before framing).
+    pub request: Vec<u8>,
+    /// When its first byte went out.
+    pub request_first: Timestamp,
+    /// When its last byte went out.
+    pub request_last: Timestamp,
+    /// HTTP method and path used.
+    pub http_request: Option<(String, String)>,
+    /// The answer's body.
+    pub response: Option<Vec<u8>>,
+    /// When its first byte came.
+    pub response_first: Option<Timestamp>,
+    /// HTTP status and reason of the answer.
+    pub http_status: Option<(u16, String)>,
+    /// The D6 rule that delimited the answer on TCP.
+    pub framing: Option<&'static str>,
+    /// Every chunk on a frame link (serial, or TCP with frames).
+    pub wire: Vec<WireChunk>,
+    /// Whether the exchange ran over frames.
+    pub frames: bool,
+    /// Why there is no answer.
+    pub failure: Option<Failure>,
+}
+
+/// Why an exchange could not take place at all.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The address does not resolve.
+    #[error("cannot resolve {addr}: {source}")]
+    Resolve {
+        /// Host and port.
+        addr: String,
+        /// Cause.
+        source: io::Error,
+    },
+    /// Connecting failed.
+    #[error("cannot connect to {addr}: {source}")]
+    Connect {
+        /// Host and port.
+        addr: String,
+        /// Cause.
+        source: io::Error,
+    },
+    /// The serial device cannot be opened.
+    #[error("cannot open serial device {path}: {source}")]
+    Open {
+        /// Device path.
+        path: String,
+        /// Cause.
+        source: io::Error,
+    },
+    /// Reading or writing failed.
+    #[error("{peer}: {source}")]
+    Io {
+        /// The terminal.
+        peer: String,
+        /// Cause.
+        source: io::Error,
+    },
+}
+
+fn connect(addr: &str, timeout: Duration) -> Result<TcpStream, ClientError> {
+    let addrs: Vec<_> = addr
+        .to_socket_addrs()
+        .map_err(|source| ClientError::Resolve {
+            addr: addr.into(),
+            source,
+        })?
+        .collect();
+    let mut last = io::Error::new(io::ErrorKind::NotFound, "no address");
+    for a in addrs {
+        match TcpStream::connect_timeout(&a, timeout) {
+            Ok(s) => {
+                s.set_nodelay(true).ok();
+                return Ok(s);
+            }
+            Err(e) => last = e,
+        }
+    }
+    Err(ClientError::Connect {
+        addr: addr.into(),
+        source: last,
+    })
+}
+
+/// Sends `content` to `target` and waits for the answer.
+pub fn send(
+    target: &Target,
+    content: &Object,
+    opts: &SendOptions,
+) -> Result<Exchange, ClientError> {
+    let body = build_request(opts.dialect, content, &opts.key);
+    match target {
+        Target::Http(addr) => http(addr, content, body, opts),
+        Target::Tcp(addr) => {
+            let stream = connect(addr, opts.connect_timeout)?;
+            let local = stream
+                .local_addr()
+                .map_or_else(|_| "?".into(), |a| a.to_string());
+            let peer = stream
+                .peer_addr()
+                .map_or_else(|_| addr.clone(), |a| a.to_string());
+            if opts.tcp_framing == TcpFraming::Frames {
+                frames(stream, local, peer, body, opts)
+            } else {
+                tcp_text(stream, local, peer, body, opts)
+            }
+        }
+        Target::Serial(path) => {
+            let line = SerialLine::open(path).map_err(|source| ClientError::Open {
+                path: path.display().to_string(),
+                source,
+            })?;
+            let name = path.display().to_string();
+            frames(line, "ECR".into(), name, body, opts)
+        }
+    }
+}
+
+fn exchange(local: String, peer: String, request: Vec<u8>) -> Exchange {
+    Exchange {
+        local,
+        peer,
+        request,
+        request_first: now(),
+        request_last: now(),
+        http_request: None,
+        response: None,
+        response_first: None,
+        http_status: None,
+        framing: None,
+        wire: vec![],
+        frames: false,
+        failure: None,
+    }
+}
+
+fn http(
+    addr: &str,
+    content: &Object,
+    body: Vec<u8>,
+    opts: &SendOptions,
+) -> Result<Exchange, ClientError> {
+    let mut stream = connect(addr, opts.connect_timeout)?;
+    let local = stream
+        .local_addr()
+        .map_or_else(|_| "?".into(), |a| a.to_string());
+    let peer = stream
+        .peer_addr()
+        .map_or_else(|_| addr.to_string(), |a| a.to_string());
+    let path = opts.path.clone().unwrap_or_else(|| {
+        FuncType::from_content(content)
+            .and_then(FuncType::http_path)
+            .unwrap_or("/api/pos/trade")
+            .to_string()
+    });
+    let mut x = exchange(local, peer.clone(), body);
+    let mut wire = format!(
+        "{} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        opts.method,
+        x.request.len()
+    )
+    .into_bytes();
+    wire.extend_from_slice(&x.request);
+    x.http_request = Some((opts.method.clone(), path));
+    let io_err = |source| ClientError::Io {
+        peer: peer.clone(),
+        source,
+    };
+    x.request_first = now();
+    stream.send(&wire).map_err(io_err)?;
+    x.request_last = now();
+    let mut parser = HttpParser::default();
+    let mut events = vec![];
+    let deadline = Instant::now() + opts.timeout;
+    let mut buf = [0u8; 8192];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            x.failure = Some(Failure::NoResponse(opts.timeout));
+            break;
+        }
+        let got = stream.read_within(&mut buf, left).map_err(io_err)?;
+        let ts = now();
+        match got {
+            ReadOutcome::Data(n) => {
+                x.response_first.get_or_insert(ts);
+                parser.feed(ts, buf.get(..n).unwrap_or(&[]), &mut events);
+            }
+            ReadOutcome::Timeout => continue,
+            ReadOutcome::Closed => parser.finish(ts, &mut events),
+        }
+        let msg = events.drain(..).find_map(|e| match e {
+            HttpEvent::Message(m) => Some(m),
+            _ => None,
+        });
+        if let Some(m) = msg {
+            if let HttpKind::Response { status, reason } = m.kind {
+                x.http_status = Some((status, reason));
+            }
+            x.response_first = Some(m.ts_first_byte);
+            x.response = Some(m.body);
+            break;
+        }
+        if got == ReadOutcome::Closed {
+            x.failure = Some(Failure::Closed);
+            break;
+        }
+    }
+    Ok(x)
+}
+
+fn tcp_text(
+    mut stream: TcpStream,
+    local: String,
+    peer: String,
+    body: Vec<u8>,
+    opts: &SendOptions,
+) -> Result<Exchange, ClientError> {
+    let io_err = |source| ClientError::Io {
+        peer: peer.clone(),
+        source,
+    };
+    let mut wire = body.clone();
+    if opts.tcp_framing == TcpFraming::Newline {
+        // D6 `newline`: an envelope-encrypted body goes as bare Base64.
+        if opts.dialect == RequestDialect::EnvelopeEncrypted {
+            wire.retain(|&b| b != b'"');
+        }
+        wire.push(b'\n');
+    }
+    let mut x = exchange(local, peer.clone(), wire.clone());
+    if let Some(b) = x.request.last() {
+        if *b == b'\n' {
+            x.request.pop();
+        }
+    }
+    x.request_first = now();
+    stream.send(&wire).map_err(io_err)?;
+    if opts.tcp_framing == TcpFraming::HalfClose {
+        stream.shutdown(Shutdown::Write).map_err(io_err)?;
+    }
+    x.request_last = now();
+    let keys = KeyRing::single(opts.key.clone());
+    let mut framer = TextFramer::new();
+    let deadline = Instant::now() + opts.timeout;
+    let mut buf = [0u8; 8192];
+    let mut found: Option<(Vec<u8>, &'static str, Timestamp)> = None;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            x.failure = Some(Failure::NoResponse(opts.timeout));
+            break;
+        }
+        let got = stream.read_within(&mut buf, left).map_err(io_err)?;
+        let ts = now();
+        let mut take = |m: ecr_capture::tcptext::TextMessage<'_>| {
+            if found.is_none() {
+                found = Some((m.body.to_vec(), m.rule.as_str(), m.first_ts));
+            }
+        };
+        match got {
+            ReadOutcome::Data(n) => framer.feed(buf.get(..n).unwrap_or(&[]), ts, &keys, &mut take),
+            ReadOutcome::Timeout => continue,
+            ReadOutcome::Closed => framer.close(&mut take),
+        }
+        if let Some((b, rule, first)) = found.take() {
+            x.response = Some(b);
+            x.framing = Some(rule);
+            x.response_first = Some(first);
+            break;
+        }
+        if got == ReadOutcome::Closed {
+            x.failure = Some(Failure::Closed);
+            break;
+        }
+    }
+    Ok(x)
+}
+
+fn frames<L: Line>(
+    line: L,
+    local: String,
+    peer: String,
+    body: Vec<u8>,
+    opts: &SendOptions,
+) -> Result<Exchange, ClientError> {
+    let io_err = |source| ClientError::Io {
+        peer: peer.clone(),
+        source,
+    };
+    let mut ep = FrameEndpoint::new(line, Side::Ecr, true, None);
+    let mut x = exchange(local, peer.clone(), body);
+    x.frames = true;
+    let r = ep.next_ref();
+    x.request_first = now();
+    ep.send_message(r, &x.request, opts.max_fragment, None, false)
+        .map_err(io_err)?;
+    x.request_last = now();
+    let closed = |e: &io::Error| e.kind() == io::ErrorKind::UnexpectedEof;
+    // 1. The link ack, within 1000 ms. Results that overtake it are kept.
+    let ack_deadline = Instant::now() + opts.ack_timeout;
+    let mut early = vec![];
+    let acked = loop {
+        let left = ack_deadline.saturating_duration_since(Instant::now());
+        match ep.poll(left) {
+            Ok(Some(LinkEvent::Ack { ref_num })) if ref_num == r => break true,
+            Ok(Some(LinkEvent::ErrorFrame { ref_num, code })) if ref_num == r => {
+                x.failure = Some(Failure::Rejected(code));
+                break false;
+            }
+            Ok(Some(m @ LinkEvent::Message { .. })) => early.push(m),
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                x.failure = Some(Failure::NoAck(opts.ack_timeout));
+                break false;
+            }
+            Err(e) if closed(&e) => {
+                x.failure = Some(Failure::Closed);
+                break false;
+            }
+            Err(e) => return Err(io_err(e)),
+        }
+    };
+    // 2. The business result: a 0x10 message from the terminal, acked in turn (D2).
+    for ev in early.into_iter().rev() {
+        ep.unread(ev);
+    }
+    // Without the ack the request has failed (spec 10.6): stop there.
+    if acked {
+        let deadline = Instant::now() + opts.timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                x.failure = Some(Failure::NoResponse(opts.timeout));
+                break;
+            }
+            match ep.poll(left) {
+                Ok(Some(LinkEvent::Message { ref_num, data, .. })) => {
+                    ep.send_ack(ref_num).map_err(io_err)?;
+                    let is_response = matches!(
+                        envelope::parse(&data, &KeyRing::single(opts.key.clone())),
+                        Ok(Message::Response(_))
+                    );
+                    if is_response {
+                        x.response = Some(data);
+                        break;
+                    }
+                }
+                Ok(Some(LinkEvent::BadFrame { ref_num })) => {
+                    ep.send_error(ErrorCode::FORMAT, ref_num).map_err(io_err)?;
+                }
+                Ok(Some(LinkEvent::Concatenation { ref_num })) => {
+                    ep.send_error(ErrorCode::CONCATENATION, ref_num)
+                        .map_err(io_err)?;
+                }
+                Ok(Some(_)) => {}
+                Ok(None) => {}
+                Err(e) if closed(&e) => {
+                    x.failure = Some(Failure::Closed);
+                    break;
+                }
+                Err(e) => return Err(io_err(e)),
+            }
+        }
+    }
+    // Let the last ack reach the line before the device is closed.
+    let _ = ep.poll(Duration::from_millis(50));
+    // Timing of each frame is in `wire`, for the analyzer.
+    x.wire = ep.take_log();
+    Ok(x)
+}

@@ -1,0 +1,162 @@
+//! Fault injection for the emulator: the field problems support engineers meet,
+//! reproduced on demand so the analyzer's findings (and a cash register's error
+//! handling) can be seen.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// One fault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Serial: never acknowledge a request frame (the sender hits its 1000 ms limit).
+    DropAck,
+    /// Serial: acknowledge only after this long (over 1000 ms breaks spec 10.6).
+    DelayAck(Duration),
+    /// Split every answer into small frames (serial) or segments (TCP, HTTP) with
+    /// this pause between them (over 500 ms breaks spec 10.7 on serial).
+    Split(Duration),
+    /// Serial: damage the end marker of the answer's last frame; TCP/HTTP: damage a
+    /// byte in the middle of the answer's body.
+    Corrupt,
+    /// Reject every digest as wrong (answer 4003), as a terminal would when the
+    /// cash register signs with a mistake.
+    WrongDigest,
+    /// Use another POS-KEY than the cash register (the MMS key was regenerated
+    /// but the terminal was not refreshed): encrypted requests fail with 5001,
+    /// plain ones with 4003.
+    WrongKey,
+    /// Close the connection after reading the request, without answering
+    /// (serial: ack the request, never send the result).
+    CloseEarly,
+}
+
+/// Why a fault text is not understood.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown fault {0:?}: use drop-ack, delay-ack=MS, split=MS, corrupt, wrong-digest, wrong-key or close-early")]
+pub struct FaultError(String);
+
+fn ms(text: &str, arg: Option<&str>, default: u64) -> Result<Duration, FaultError> {
+    match arg {
+        None => Ok(Duration::from_millis(default)),
+        Some(a) => a
+            .trim_end_matches("ms")
+            .parse::<u64>()
+            .ok()
+            .filter(|&v| v <= 600_000)
+            .map(Duration::from_millis)
+            .ok_or_else(|| FaultError(text.to_string())),
+    }
+}
+
+impl FromStr for Fault {
+    type Err = FaultError;
+    fn from_str(text: &str) -> Result<Fault, FaultError> {
+        let (name, arg) = match text.split_once('=') {
+            Some((n, a)) => (n, Some(a)),
+            None => (text, None),
+        };
+        let no_arg = |f: Fault| match arg {
+            None => Ok(f),
+            Some(_) => Err(FaultError(text.to_string())),
+        };
+        match name {
+            "drop-ack" => no_arg(Fault::DropAck),
+            "delay-ack" => Ok(Fault::DelayAck(ms(text, arg, 1500)?)),
+            "split" => Ok(Fault::Split(ms(text, arg, 600)?)),
+            "corrupt" => no_arg(Fault::Corrupt),
+            "wrong-digest" => no_arg(Fault::WrongDigest),
+            "wrong-key" => no_arg(Fault::WrongKey),
+            "close-early" => no_arg(Fault::CloseEarly),
+            _ => Err(FaultError(text.to_string())),
+        }
+    }
+}
+
+impl fmt::Display for Fault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Fault::DropAck => f.write_str("drop-ack"),
+            Fault::DelayAck(d) => write!(f, "delay-ack={}", d.as_millis()),
+            Fault::Split(d) => write!(f, "split={}", d.as_millis()),
+            Fault::Corrupt => f.write_str("corrupt"),
+            Fault::WrongDigest => f.write_str("wrong-digest"),
+            Fault::WrongKey => f.write_str("wrong-key"),
+            Fault::CloseEarly => f.write_str("close-early"),
+        }
+    }
+}
+
+/// The faults in force.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Faults(pub Vec<Fault>);
+
+impl Faults {
+    fn has(&self, f: Fault) -> bool {
+        self.0.contains(&f)
+    }
+    /// See [`Fault::DropAck`].
+    pub fn drop_ack(&self) -> bool {
+        self.has(Fault::DropAck)
+    }
+    /// See [`Fault::DelayAck`].
+    pub fn delay_ack(&self) -> Option<Duration> {
+        self.0.iter().find_map(|f| match f {
+            Fault::DelayAck(d) => Some(*d),
+            _ => None,
+        })
+    }
+    /// See [`Fault::Split`].
+    pub fn split(&self) -> Option<Duration> {
+        self.0.iter().find_map(|f| match f {
+            Fault::Split(d) => Some(*d),
+            _ => None,
+        })
+    }
+    /// See [`Fault::Corrupt`].
+    pub fn corrupt(&self) -> bool {
+        self.has(Fault::Corrupt)
+    }
+    /// See [`Fault::WrongDigest`].
+    pub fn wrong_digest(&self) -> bool {
+        self.has(Fault::WrongDigest)
+    }
+    /// See [`Fault::WrongKey`].
+    pub fn wrong_key(&self) -> bool {
+        self.has(Fault::WrongKey)
+    }
+    /// See [`Fault::CloseEarly`].
+    pub fn close_early(&self) -> bool {
+        self.has(Fault::CloseEarly)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_and_print() {
+        for t in [
+            "drop-ack",
+            "delay-ack=1500",
+            "split=600",
+            "corrupt",
+            "wrong-digest",
+            "wrong-key",
+            "close-early",
+        ] {
+            assert_eq!(t.parse::<Fault>().unwrap().to_string(), t);
+        }
+        assert_eq!(
+            "delay-ack".parse::<Fault>(),
+            Ok(Fault::DelayAck(Duration::from_millis(1500)))
+        );
+        for bad in ["drop", "split=x", "corrupt=1", "delay-ack=9999999"] {
+            assert!(bad.parse::<Fault>().is_err(), "{bad}");
+        }
+        let f = Faults(vec![Fault::Split(Duration::from_millis(10))]);
+        assert_eq!(f.split(), Some(Duration::from_millis(10)));
+        assert!(!f.corrupt());
+    }
+}
