@@ -27,8 +27,8 @@ use crate::keys::KeySet;
 use crate::linklayer::{self, Network};
 use crate::message::{decode_body, Context, Decoded, Facts};
 use crate::record::{
-    latency_of, Direction, FindingRecord, FrameInfo, HttpInfo, Record, Role, Sink, SummaryRecord,
-    TransactionRecord, Transport,
+    latency_of, Direction, FindingRecord, FrameInfo, HttpInfo, MessageRecord, Record, Role, Sink,
+    SummaryRecord, TransactionRecord, Transport,
 };
 use crate::serialcap;
 use crate::source::Packet;
@@ -36,6 +36,7 @@ use crate::tcp::{
     self, CloseReason, ConnId, PortPeek, StreamDir, TcpConfig, TcpEvent, TcpReassembler,
 };
 use crate::tcptext::{Rule, TextFramer};
+use crate::usb::{self, DeviceId, UsbOutput, UsbSerial};
 
 /// What to look at.
 #[derive(Clone, Debug)]
@@ -49,6 +50,9 @@ pub struct Config {
     /// Report requests still waiting at the end (off for input that has no real
     /// end, such as bytes given on the command line).
     pub report_unanswered_at_end: bool,
+    /// In USB captures, analyse only this device (BUS:DEV) instead of every device
+    /// that carries ECR frames.
+    pub usb_device: Option<DeviceId>,
 }
 
 impl Default for Config {
@@ -58,6 +62,7 @@ impl Default for Config {
             tcp_ports: vec![9002],
             probe: false,
             report_unanswered_at_end: true,
+            usb_device: None,
         }
     }
 }
@@ -202,7 +207,12 @@ struct State<'s> {
     /// Flows (src, dst) with packets cut by the snap length: their holes are
     /// explained by the truncated-packet findings and not reported again as gaps.
     truncated_flows: HashSet<(String, String)>,
+    /// Sees every message's body as it was received (see [`Analyzer::on_message`]).
+    body_hook: Option<BodyHook<'s>>,
 }
+
+/// A callback given each message record with the body it was decoded from.
+type BodyHook<'s> = Box<dyn FnMut(&MessageRecord, &[u8]) + 's>;
 
 /// See the module documentation.
 pub struct Analyzer<'s> {
@@ -211,6 +221,8 @@ pub struct Analyzer<'s> {
     ports: HashSet<u16>,
     st: State<'s>,
     packets: u64,
+    /// USB captures: URBs to per-device serial streams.
+    usb: UsbSerial,
 }
 
 impl<'s> Analyzer<'s> {
@@ -223,6 +235,7 @@ impl<'s> Analyzer<'s> {
             .copied()
             .collect();
         let server_ports = ports.clone();
+        let cfg_usb_device = cfg.usb_device;
         Analyzer {
             tcp: TcpReassembler::new(TcpConfig::default(), move |p| server_ports.contains(&p)),
             defrag: Defragmenter::new(Default::default()),
@@ -243,8 +256,10 @@ impl<'s> Analyzer<'s> {
                 max_severity: None,
                 last_ts: Timestamp::default(),
                 truncated_flows: HashSet::new(),
+                body_hook: None,
             },
             packets: 0,
+            usb: UsbSerial::new(cfg_usb_device),
         }
     }
 
@@ -283,6 +298,11 @@ impl<'s> Analyzer<'s> {
                     "serial capture packet without a valid direction byte (0x00 or 0x01)".into(),
                 ),
             }
+            return;
+        }
+        // USB captures (usbmon, USBPcap): bulk data of USB-serial adapters.
+        if usb::is_usb_linktype(pkt.linktype) {
+            self.usb_packet(pkt);
             return;
         }
         // Fast path: most packets of a shop capture are not ECR traffic.
@@ -379,6 +399,77 @@ impl<'s> Analyzer<'s> {
             });
     }
 
+    /// Gives `hook` every message record together with the body it was decoded from
+    /// (the reassembled data of a frame message, an HTTP body, a TCP 9002 message),
+    /// before the record goes to the sink: for `export`, which rewrites messages.
+    pub fn on_message(&mut self, hook: impl FnMut(&MessageRecord, &[u8]) + 's) {
+        self.st.body_hook = Some(Box::new(hook));
+    }
+
+    /// One URB of a USB capture (see [`crate::usb`]).
+    fn usb_packet(&mut self, pkt: &Packet<'_>) {
+        let urb = match usb::parse_urb(pkt.linktype, pkt.data) {
+            Ok(u) => u,
+            Err(e) => {
+                self.st.finding(
+                    Code::DamagedPacket,
+                    pkt.ts,
+                    Some(Transport::Serial),
+                    None,
+                    None,
+                    Some(pkt.index),
+                    None,
+                    format!("USB: {e}"),
+                );
+                return;
+            }
+        };
+        let part = usb::serial_part(&urb);
+        if let (usb::SerialPart::Data { device, .. }, true) = (part, urb.truncated) {
+            if !matches!(self.st.cfg.usb_device, Some(d) if d != device) {
+                self.st.finding(
+                    Code::TruncatedPacket,
+                    pkt.ts,
+                    Some(Transport::Serial),
+                    Some(usb::link_label(device)),
+                    None,
+                    Some(pkt.index),
+                    None,
+                    format!(
+                        "USB transfer captured with {} of its data bytes (snap length); the serial stream has a hole here",
+                        urb.data.len()
+                    ),
+                );
+            }
+        }
+        let mut outs = vec![];
+        let (ring, _) = self.st.keys.for_terminal(None);
+        let mut classify = |d: &[u8]| classify_body(d, ring);
+        self.usb
+            .part(part, pkt.ts, pkt.index, &mut classify, &mut |o| {
+                outs.extend(own_usb(o))
+            });
+        self.usb_bytes(outs);
+    }
+
+    /// Feeds USB line bytes to the serial links, one per device ("usb1:5").
+    fn usb_bytes(&mut self, outs: Vec<(DeviceId, Side, Vec<u8>, Timestamp, u64)>) {
+        for (device, from, bytes, ts, packet) in outs {
+            let label = usb::link_label(device);
+            let labels = (format!("{label}:ECR"), format!("{label}:POS"));
+            self.serial_chunk(
+                usb::link_id(device),
+                (&labels.0, &labels.1),
+                from,
+                &bytes,
+                ts,
+                Some(packet),
+            );
+            // The packet was counted when it was read.
+            self.packets = self.packets.saturating_sub(1);
+        }
+    }
+
     fn ports_maybe(&self, tcp_bytes: &[u8]) -> bool {
         match tcp_bytes {
             [s0, s1, d0, d1, ..] => self.relevant(
@@ -450,6 +541,11 @@ impl<'s> Analyzer<'s> {
     /// Ends the analysis: flushes every connection, then returns the summary (also
     /// sent to the sink).
     pub fn finish(mut self, bytes: u64, files: Vec<String>) -> (SummaryRecord, Option<Severity>) {
+        // USB devices still being recognised release their bytes first.
+        let mut outs = vec![];
+        self.usb.finish(&mut |o| outs.extend(own_usb(o)));
+        self.usb_bytes(outs);
+        let usb_devices = self.usb.reports().map(|(id, r)| r.info(id)).collect();
         let st = &mut self.st;
         self.tcp.flush_all(&mut |ev| st.tcp_event(ev));
         // Connections the reassembler never opened (none expected) are ended too.
@@ -468,6 +564,7 @@ impl<'s> Analyzer<'s> {
             respcd: st.respcd.clone(),
             latency_ms: latency_of(&mut st.latencies),
             files,
+            usb_devices,
         };
         st.sink.record(Record::Summary(summary.clone()));
         (summary, st.max_severity)
@@ -901,6 +998,13 @@ impl State<'_> {
                     data_len: m.data_len,
                     fragments: m.fragments,
                     offset: m.offset,
+                    // The serial tree shows each fragment; TCP 9002 records keep
+                    // their shape.
+                    parts: if transport == Transport::Serial {
+                        m.parts.clone()
+                    } else {
+                        vec![]
+                    },
                 });
             }
         }
@@ -953,6 +1057,9 @@ impl State<'_> {
         let is_response = decoded.facts.is_response;
         let facts = decoded.facts.clone();
         let findings: Vec<(Code, String)> = decoded.findings.drain(..).chain(extra).collect();
+        if let Some(hook) = self.body_hook.as_mut() {
+            hook(&decoded.record, bytes);
+        }
         self.sink.record(Record::Message(Box::new(decoded.record)));
         for (code, detail) in findings {
             self.finding(
@@ -1126,6 +1233,7 @@ struct OwnedLinkMessage {
     offset: u64,
     first_ts: Timestamp,
     last_ts: Timestamp,
+    parts: Vec<crate::record::FragmentInfo>,
 }
 
 enum OwnedLinkOutput {
@@ -1152,6 +1260,7 @@ fn own_output(o: LinkOutput<'_>) -> Option<OwnedLinkOutput> {
             offset: m.offset,
             first_ts: m.first_ts,
             last_ts: m.last_ts,
+            parts: m.parts,
         })),
         LinkOutput::Finding(f) => Some(OwnedLinkOutput::Finding {
             code: f.code,
@@ -1160,5 +1269,32 @@ fn own_output(o: LinkOutput<'_>) -> Option<OwnedLinkOutput> {
             detail: f.detail,
         }),
         LinkOutput::Answered { .. } => None,
+    }
+}
+
+fn own_usb(o: UsbOutput<'_>) -> Option<(DeviceId, Side, Vec<u8>, Timestamp, u64)> {
+    match o {
+        UsbOutput::Bytes {
+            device,
+            from,
+            bytes,
+            ts,
+            packet,
+        } => Some((device, from, bytes.to_vec(), ts, packet)),
+        UsbOutput::Oriented { .. } => None,
+    }
+}
+
+/// Who sent a complete request-frame message, by its content: a request (func_type,
+/// `content`) comes from the cash register, a result (respcd) from the terminal.
+fn classify_body(data: &[u8], ring: &ecr_proto::cipher::KeyRing) -> Option<Side> {
+    match envelope::parse(data, ring) {
+        Ok(envelope::Message::Request(_)) => Some(Side::Ecr),
+        Ok(envelope::Message::Response(_)) => Some(Side::Pos),
+        Err(_) => match envelope::probe(data) {
+            Some(envelope::Kind::Request) => Some(Side::Ecr),
+            Some(envelope::Kind::Response) => Some(Side::Pos),
+            _ => None,
+        },
     }
 }

@@ -14,6 +14,7 @@ use ecr_proto::stream::{SkipCause, StreamDecoder, StreamEvent};
 use ecr_proto::Timestamp;
 
 use crate::findings::Code;
+use crate::record::FragmentInfo;
 
 /// A complete message on the link (a data message, an ack or an error frame).
 #[derive(Debug)]
@@ -36,6 +37,46 @@ pub struct LinkMessage<'a> {
     pub first_ts: Timestamp,
     /// Last byte.
     pub last_ts: Timestamp,
+    /// The frames of a split message with their header fields (empty for a message
+    /// in one frame).
+    pub parts: Vec<FragmentInfo>,
+}
+
+/// Most fragment headers remembered per direction while their messages are open.
+const MAX_PARTS: usize = 4096;
+
+/// The fragments seen per direction, until their message completes: the reassembler
+/// keeps only data, the text tree shows each fragment's header.
+#[derive(Debug, Default)]
+struct PartLog {
+    /// (ref, first and last byte's time, the fragment).
+    open: Vec<(u8, Timestamp, Timestamp, FragmentInfo)>,
+}
+
+impl PartLog {
+    fn push(&mut self, ref_num: u8, ts: (Timestamp, Timestamp), part: FragmentInfo) {
+        if self.open.len() >= MAX_PARTS {
+            self.open.drain(..MAX_PARTS / 2);
+        }
+        self.open.push((ref_num, ts.0, ts.1, part));
+    }
+
+    /// Takes the fragments of the message of `ref_num` whose first frame is at
+    /// `offset`, and forgets older ones of that ref.
+    fn take(&mut self, ref_num: u8, offset: u64) -> Vec<FragmentInfo> {
+        let mut parts: Vec<FragmentInfo> = vec![];
+        let mut prev_last: Option<Timestamp> = None;
+        for (r, first, last, p) in &self.open {
+            if *r == ref_num && p.offset >= offset {
+                let mut p = p.clone();
+                p.gap_ms = prev_last.map(|l| first.millis_since(l));
+                prev_last = Some(*last);
+                parts.push(p);
+            }
+        }
+        self.open.retain(|(r, ..)| *r != ref_num);
+        parts
+    }
 }
 
 /// A frame-level problem.
@@ -88,6 +129,8 @@ pub struct FrameLink {
     /// Per direction: the stream offset of a skipped run whose broken frame was
     /// already registered with the link tracker before the run was reported.
     early: [Option<u64>; 2],
+    /// Per direction: headers of fragments of open split messages.
+    parts: [PartLog; 2],
 }
 
 fn idx(side: Side) -> usize {
@@ -145,7 +188,11 @@ impl FrameLink {
     ) {
         self.last_ts = self.last_ts.max(ts);
         let i = idx(from);
-        let (Some(dec), Some(re)) = (self.decoders.get_mut(i), self.reassemblers.get_mut(i)) else {
+        let (Some(dec), Some(re), Some(log)) = (
+            self.decoders.get_mut(i),
+            self.reassemblers.get_mut(i),
+            self.parts.get_mut(i),
+        ) else {
             return;
         };
         let link = &mut self.link;
@@ -157,10 +204,10 @@ impl FrameLink {
                     registered = None;
                     let mut s = *s;
                     s.header = None;
-                    return on_stream_event(from, StreamEvent::Skipped(s), re, link, out);
+                    return on_stream_event(from, StreamEvent::Skipped(s), re, link, log, out);
                 }
             }
-            on_stream_event(from, ev, re, link, out)
+            on_stream_event(from, ev, re, link, log, out)
         });
         // A broken frame whose run is still open may already have been answered by
         // the time the run is reported: expect that answer now.
@@ -178,11 +225,15 @@ impl FrameLink {
     /// Bytes of `from`'s stream were lost (a TCP hole).
     pub fn gap<F: FnMut(LinkOutput<'_>)>(&mut self, from: Side, missing: u64, out: &mut F) {
         let i = idx(from);
-        let (Some(dec), Some(re)) = (self.decoders.get_mut(i), self.reassemblers.get_mut(i)) else {
+        let (Some(dec), Some(re), Some(log)) = (
+            self.decoders.get_mut(i),
+            self.reassemblers.get_mut(i),
+            self.parts.get_mut(i),
+        ) else {
             return;
         };
         let link = &mut self.link;
-        dec.gap(missing, |ev| on_stream_event(from, ev, re, link, out));
+        dec.gap(missing, |ev| on_stream_event(from, ev, re, link, log, out));
         // A split message cannot complete across a hole.
         re.finish(|_| {});
     }
@@ -199,12 +250,15 @@ impl FrameLink {
         let end = end.max(self.last_ts);
         for side in [Side::Ecr, Side::Pos] {
             let i = idx(side);
-            let (Some(dec), Some(re)) = (self.decoders.get_mut(i), self.reassemblers.get_mut(i))
-            else {
+            let (Some(dec), Some(re), Some(log)) = (
+                self.decoders.get_mut(i),
+                self.reassemblers.get_mut(i),
+                self.parts.get_mut(i),
+            ) else {
                 continue;
             };
             let link = &mut self.link;
-            dec.finish(|ev| on_stream_event(side, ev, re, link, out));
+            dec.finish(|ev| on_stream_event(side, ev, re, link, log, out));
             re.finish(|ev| {
                 if let ReassemblyEvent::Incomplete {
                     ref_num,
@@ -240,6 +294,7 @@ fn on_stream_event<'a, F: FnMut(LinkOutput<'_>)>(
     ev: StreamEvent<'a>,
     re: &mut Reassembler,
     link: &mut LinkTracker,
+    log: &mut PartLog,
     out: &mut F,
 ) {
     match ev {
@@ -314,7 +369,21 @@ fn on_stream_event<'a, F: FnMut(LinkOutput<'_>)>(
                 |ev| on_link_event(ev, out),
             );
             let header = frame.header();
-            re.push(&f, |ev| on_reassembly_event(from, header, ev, out));
+            if frame.data().len() < usize::from(header.data_len) {
+                log.push(
+                    header.ref_num,
+                    (f.first_ts, f.last_ts),
+                    FragmentInfo {
+                        total_len: header.total_len,
+                        data_len: header.data_len,
+                        carried: frame.data().len(),
+                        offset: f.offset,
+                        ts: f.first_ts.as_secs_f64(),
+                        gap_ms: None,
+                    },
+                );
+            }
+            re.push(&f, |ev| on_reassembly_event(from, header, ev, log, out));
         }
     }
 }
@@ -345,11 +414,18 @@ fn on_reassembly_event<F: FnMut(LinkOutput<'_>)>(
     from: Side,
     header: Header,
     ev: ReassemblyEvent<'_>,
+    log: &mut PartLog,
     out: &mut F,
 ) {
     match ev {
         ReassemblyEvent::Message(m) => {
+            let parts = if m.fragments > 1 {
+                log.take(m.ref_num, m.offset)
+            } else {
+                vec![]
+            };
             out(LinkOutput::Message(LinkMessage {
+                parts,
                 from,
                 frame_type: m.frame_type,
                 ref_num: m.ref_num,

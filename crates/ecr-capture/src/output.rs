@@ -237,6 +237,7 @@ impl<W: Write> TextWriter<W> {
                     String::new()
                 }
             )?;
+            self.fragments(&f.parts)?;
         }
         if matches!(m.role, Role::Ack | Role::ErrorFrame) {
             return Ok(());
@@ -270,6 +271,41 @@ impl<W: Write> TextWriter<W> {
         }
         if let Some(raw) = &m.raw {
             writeln!(self.out, "    Body: {}", s.dim(&format!("{raw:?}")))?;
+        }
+        Ok(())
+    }
+
+    /// The frame layer of a split message: one line per fragment with its header
+    /// fields and the time since the previous fragment (the 500 ms rule). Very long
+    /// sets show their first and last fragments.
+    fn fragments(&mut self, parts: &[crate::record::FragmentInfo]) -> io::Result<()> {
+        const HEAD: usize = 16;
+        const TAIL: usize = 4;
+        let n = parts.len();
+        for (k, p) in parts.iter().enumerate() {
+            if n > HEAD + TAIL + 1 && k == HEAD {
+                writeln!(
+                    self.out,
+                    "        ... {} more fragments",
+                    n - HEAD - TAIL
+                )?;
+            }
+            if n > HEAD + TAIL + 1 && (HEAD..n - TAIL).contains(&k) {
+                continue;
+            }
+            writeln!(
+                self.out,
+                "        fragment {} of {n}: total length {}, data length {}, carries {} bytes, offset {}, {}{}",
+                k + 1,
+                p.total_len,
+                p.data_len,
+                p.carried,
+                p.offset,
+                format_ts(p.ts),
+                p.gap_ms
+                    .map(|g| format!(" (+{g:.1} ms after the previous fragment)"))
+                    .unwrap_or_default()
+            )?;
         }
         Ok(())
     }
@@ -494,6 +530,39 @@ impl<W: Write> TextWriter<W> {
                 self.out,
                 "    latency (ms): min {:.1}, median {:.1}, p95 {:.1}, max {:.1}",
                 l.min, l.median, l.p95, l.max
+            )?;
+        }
+        for d in &s.usb_devices {
+            let who = match d.ecr {
+                Some("host") => "cash register = USB host, terminal = the adapter's far side",
+                Some(_) => "cash register = USB device side, terminal = USB host",
+                None => "no ECR frames",
+            };
+            writeln!(self.out, "    USB device {} ({}): {who}", d.device, d.link)?;
+            if let Some(why) = &d.oriented_by {
+                writeln!(self.out, "        because {why}")?;
+            }
+            if let Some(l) = &d.line {
+                writeln!(
+                    self.out,
+                    "        line settings: {} (SET_LINE_CODING at packet {}, {} request(s)){}",
+                    l.settings,
+                    l.packet,
+                    l.requests,
+                    if l.spec {
+                        String::new()
+                    } else {
+                        format!(
+                            "  {}",
+                            st.paint("33", "differs from spec 10.9: 9600 8N1")
+                        )
+                    }
+                )?;
+            }
+            writeln!(
+                self.out,
+                "        line bytes: {} host -> device, {} device -> host",
+                d.bytes_from_host, d.bytes_from_device
             )?;
         }
         if s.findings.is_empty() {

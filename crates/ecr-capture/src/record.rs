@@ -113,6 +113,30 @@ pub struct FrameInfo {
     pub fragments: u16,
     /// Stream offset of the first frame.
     pub offset: u64,
+    /// The frames of a split message, one per fragment in order (empty when one
+    /// frame carried the whole message).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub parts: Vec<FragmentInfo>,
+}
+
+/// One frame of a split message, as its header said: the frame layer of "fragment k
+/// of n" in the text tree.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct FragmentInfo {
+    /// Total length field of this frame.
+    pub total_len: u16,
+    /// Data length field (the whole message's, D1).
+    pub data_len: u16,
+    /// Data bytes this frame carried.
+    pub carried: usize,
+    /// Stream offset of the frame.
+    pub offset: u64,
+    /// Capture time of its first byte, seconds since the epoch.
+    pub ts: f64,
+    /// Milliseconds from the previous fragment's last byte to this one's first
+    /// (the 500 ms rule of spec 10.7); none for the first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gap_ms: Option<f64>,
 }
 
 /// The HTTP layer of a message.
@@ -310,6 +334,53 @@ pub struct SummaryRecord {
     /// Files analysed.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub files: Vec<String>,
+    /// USB devices of a USB capture that carried ECR frames or were sent line
+    /// settings.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub usb_devices: Vec<UsbDeviceInfo>,
+}
+
+/// A USB-serial adapter seen in a USB capture.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct UsbDeviceInfo {
+    /// BUS:DEV, as tshark's usb.bus_id and usb.device_address.
+    pub device: String,
+    /// The serial link's label in messages ("usb1:5").
+    pub link: String,
+    /// Which USB end is the cash register: "host" or "device"; none when the device
+    /// carried no ECR frames.
+    pub ecr: Option<&'static str>,
+    /// Why that end.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub oriented_by: Option<String>,
+    /// The last line settings sent by SET_LINE_CODING.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub line: Option<LineInfo>,
+    /// Line bytes from the host to the device.
+    pub bytes_from_host: u64,
+    /// Line bytes from the device to the host.
+    pub bytes_from_device: u64,
+}
+
+/// Serial line settings (CDC / PL2303 SET_LINE_CODING).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct LineInfo {
+    /// Short form, e.g. "9600 8N1".
+    pub settings: String,
+    /// Bits per second.
+    pub baud: u32,
+    /// Data bits.
+    pub data_bits: u8,
+    /// none, odd, even, mark, space.
+    pub parity: &'static str,
+    /// "1", "1.5" or "2".
+    pub stop_bits: &'static str,
+    /// Whether they are spec 10.9's 9600 8N1.
+    pub spec: bool,
+    /// Packet of the (last) request that set them.
+    pub packet: u64,
+    /// How many SET_LINE_CODING requests were seen.
+    pub requests: u32,
 }
 
 fn ser_code_map<S: Serializer>(m: &BTreeMap<Code, u64>, s: S) -> Result<S::Ok, S::Error> {

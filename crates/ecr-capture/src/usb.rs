@@ -33,6 +33,8 @@ use ecr_proto::reassembly::{Reassembler, ReassemblyEvent};
 use ecr_proto::stream::{StreamDecoder, StreamEvent};
 use ecr_proto::Timestamp;
 
+use crate::record::{LineInfo, UsbDeviceInfo};
+
 /// LINKTYPE_USB_LINUX: usbmon with the 48-byte header.
 pub const LINKTYPE_USB_LINUX: u32 = 189;
 /// LINKTYPE_USB_LINUX_MMAPPED: usbmon with the 64-byte header.
@@ -521,6 +523,44 @@ pub struct DeviceReport {
     pub line_changes: u32,
     /// Line bytes host to device and device to host.
     pub bytes: [u64; 2],
+}
+
+impl DeviceReport {
+    /// The summary's view of a device.
+    pub fn info(&self, id: DeviceId) -> UsbDeviceInfo {
+        UsbDeviceInfo {
+            device: id.to_string(),
+            link: link_label(id),
+            ecr: self
+                .orientation
+                .as_ref()
+                .map(|o| if o.ecr_is_host { "host" } else { "device" }),
+            oriented_by: self.orientation.as_ref().map(|o| o.reason.clone()),
+            line: self.line.map(|(c, packet)| LineInfo {
+                settings: c.short(),
+                baud: c.baud,
+                data_bits: c.data_bits,
+                parity: c.parity_name(),
+                stop_bits: c.stop_text(),
+                spec: c.matches_spec(),
+                packet,
+                requests: self.line_changes,
+            }),
+            bytes_from_host: self.bytes[0],
+            bytes_from_device: self.bytes[1],
+        }
+    }
+}
+
+/// The serial link label of a device in messages and findings: "usb1:5".
+pub fn link_label(id: DeviceId) -> String {
+    format!("usb{id}")
+}
+
+/// The serial link number of a device for [`crate::analyzer::Analyzer::serial_chunk`]
+/// (apart from the numbers of D9 interfaces).
+pub fn link_id(id: DeviceId) -> u64 {
+    (1u64 << 40) | (u64::from(id.bus) << 16) | u64::from(id.device)
 }
 
 #[derive(Debug)]
