@@ -1,15 +1,175 @@
-//! `ecr-sniff emulate` (issue 7). Placeholder until that issue lands: the command exists
-//! so that its module can be developed on its own, and says plainly that it is not
-//! available yet.
+//! `ecr-sniff emulate`: act as the terminal. Answers requests over HTTP, raw TCP
+//! and/or a serial line like a Smart POS, with optional customer delay and fault
+//! injection, and logs one line per request.
 
+use std::io::{self, Write};
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context as _, Result};
+use clap::Args;
+use ecr_emu::server::{Emulator, SerialSpec, ServeConfig};
+use ecr_emu::{Fault, Faults, Terminal, TerminalConfig};
+
+use crate::cli::KeyArgs;
+
+const AFTER: &str = "\
+Answers like a terminal: 6000 with realistic data (syssn, txamt in cents, txcurrcd 344,
+busicd from the channel, a masked card number for card channels), 4003 on a bad
+digest, 5001 when the request does not decrypt, 4004 on a method other than POST,
+4006 on bad parameters, 4005 for an unknown order, 6001 on cancel (a payment waiting
+in --delay is cancelled too). Payments are remembered, so refunds, inquiries and
+receipts refer to them. On serial, each request frame is acknowledged (0x20) or
+rejected (0x33 decryption, 0x34 data format, 0x35 fragments late, 0x31 malformed),
+and the result follows as a 0x10 message of its own (D2).
+
+Faults (--fault, repeatable):
+  drop-ack          serial: never ack a request frame
+  delay-ack=MS      serial: ack after MS milliseconds (default 1500)
+  split=MS          split every answer in two, MS ms apart (default 600)
+  corrupt           damage the answer (serial: its end marker; TCP/HTTP: a body byte)
+  wrong-digest      answer 4003 to every request
+  wrong-key         use another POS-KEY than the cash register
+  close-early       close without answering (serial: ack, then no result)
+
+Examples:
+  ecr-sniff emulate --key f46b1f08bec1f39104792cc79ec9aacd
+  ecr-sniff emulate --key-file pos.key --serial /dev/ttyUSB0 --no-http --no-tcp
+  ecr-sniff emulate --key ... --serial pty --serial-capture serial.pcapng
+  ecr-sniff emulate --key ... --http-port 0 --tcp-port 0 --delay 3 --fault split=700
+
+It prints the addresses it serves (`http: 127.0.0.1:9001`), then one line per request.
+Stop it with Ctrl-C (SIGINT) or SIGTERM.";
 
 /// Arguments of `ecr-sniff emulate`.
-#[derive(Debug, clap::Args)]
-pub struct EmulateArgs {}
+#[derive(Debug, Args)]
+#[command(after_help = AFTER)]
+pub struct EmulateArgs {
+    #[command(flatten)]
+    keys: KeyArgs,
+    /// Address to listen on (loopback unless given; 0.0.0.0 for every interface).
+    #[arg(long, value_name = "IP", default_value = "127.0.0.1")]
+    listen: IpAddr,
+    /// HTTP port (0 picks a free one).
+    #[arg(long = "http-port", value_name = "PORT", default_value = "9001")]
+    http_port: u16,
+    /// Raw TCP port (0 picks a free one).
+    #[arg(long = "tcp-port", value_name = "PORT", default_value = "9002")]
+    tcp_port: u16,
+    /// Do not serve HTTP.
+    #[arg(long = "no-http")]
+    no_http: bool,
+    /// Do not serve raw TCP.
+    #[arg(long = "no-tcp")]
+    no_tcp: bool,
+    /// Serve a serial line: a device (/dev/ttyUSB0), or `pty` for a new
+    /// pseudo-terminal whose path is printed.
+    #[arg(long, value_name = "DEVICE|pty")]
+    serial: Option<String>,
+    /// Write the serial traffic to FILE (the project's serial capture format, D9).
+    #[arg(long = "serial-capture", value_name = "FILE", requires = "serial")]
+    serial_capture: Option<PathBuf>,
+    /// Simulated customer time before a payment or refund completes: seconds
+    /// (`2.5`) or milliseconds (`800ms`).
+    #[arg(long, value_name = "TIME", default_value = "0")]
+    delay: String,
+    /// Inject a fault (repeat for several); see below.
+    #[arg(long = "fault", value_name = "FAULT")]
+    fault: Vec<Fault>,
+    /// Merchant name in the answers.
+    #[arg(long, default_value = "ECR Sniff Test Shop")]
+    merchant: String,
+}
 
-pub fn run(_: EmulateArgs) -> Result<ExitCode> {
-    bail!("`ecr-sniff emulate` is not implemented yet (issue 7)")
+fn parse_delay(text: &str) -> Result<Duration> {
+    let t = text.trim();
+    let d = if let Some(ms) = t.strip_suffix("ms") {
+        ms.trim().parse::<u64>().ok().map(Duration::from_millis)
+    } else {
+        t.trim_end_matches('s')
+            .parse::<f64>()
+            .ok()
+            .filter(|s| s.is_finite() && (0.0..=3600.0).contains(s))
+            .map(Duration::from_secs_f64)
+    };
+    d.with_context(|| {
+        format!("--delay {text:?}: give seconds (2.5) or milliseconds (800ms), at most an hour")
+    })
+}
+
+pub fn run(a: EmulateArgs) -> Result<ExitCode> {
+    let mut keys = crate::load_keys(&a.keys)?;
+    let key = keys
+        .for_terminal(None)
+        .0
+        .get(0)
+        .cloned()
+        .context("the emulated terminal needs a POS-KEY: --key, --key-file or ECR_POS_KEY")?;
+    let delay = parse_delay(&a.delay)?;
+    let serial = a.serial.as_deref().map(|s| match s {
+        "pty" => SerialSpec::Pty,
+        dev => SerialSpec::Device(PathBuf::from(dev)),
+    });
+    if a.no_http && a.no_tcp && serial.is_none() {
+        bail!("nothing to serve: --no-http and --no-tcp without --serial");
+    }
+    let cfg = ServeConfig {
+        http: (!a.no_http).then_some(SocketAddr::new(a.listen, a.http_port)),
+        tcp: (!a.no_tcp).then_some(SocketAddr::new(a.listen, a.tcp_port)),
+        serial,
+        serial_capture: a.serial_capture.clone(),
+    };
+    let faults = Faults(a.fault.clone());
+    let terminal = Arc::new(Terminal::new(TerminalConfig {
+        key,
+        delay,
+        faults: faults.clone(),
+        merchant: a.merchant.clone(),
+    }));
+    let stop = ecr_emu::signals::stop_on_signals().context("installing the signal handlers")?;
+    // Lines from several threads; each written whole and flushed, so a script
+    // reading the pipe sees it at once.
+    let lock = Arc::new(Mutex::new(()));
+    let log: ecr_emu::server::Log = Arc::new(move |line: String| {
+        let _g = lock.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out = io::stdout().lock();
+        let _ = writeln!(out, "{line}");
+        let _ = out.flush();
+    });
+    let em = Emulator::start(&cfg, terminal, log.clone())?;
+    let fault_text = if faults.0.is_empty() {
+        "none".to_string()
+    } else {
+        faults
+            .0
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    log(format!(
+        "emulating a terminal: delay {} ms, faults {fault_text}",
+        delay.as_millis()
+    ));
+    if let Some(h) = em.http_addr {
+        log(format!("http: {h}"));
+    }
+    if let Some(t) = em.tcp_addr {
+        log(format!("tcp: {t}"));
+    }
+    if let Some(p) = &em.serial_path {
+        log(format!("serial: {}", p.display()));
+    }
+    if !a.listen.is_loopback() {
+        log(format!(
+            "note: listening on {} (not loopback): anyone on the network can reach the emulator",
+            a.listen
+        ));
+    }
+    em.run_until(stop).context("stopping (serial capture)")?;
+    log("stopped".to_string());
+    Ok(ExitCode::SUCCESS)
 }

@@ -1,15 +1,426 @@
-//! `ecr-sniff send` (issue 7). Placeholder until that issue lands: the command exists
-//! so that its module can be developed on its own, and says plainly that it is not
-//! available yet.
+//! `ecr-sniff send`: act as the cash register. Builds a request from options, signs
+//! and encrypts it, sends it over HTTP, TCP or a serial line and prints the request
+//! and the answer as the same records `analyze` prints.
 
+use std::io::{self, Write};
 use std::process::ExitCode;
+use std::time::Duration;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context as _, Result};
+use clap::{Args, Subcommand, ValueEnum};
+use ecr_capture::analyzer::{Analyzer, Config};
+use ecr_capture::findings::Code;
+use ecr_capture::message::{decode_body, Context};
+use ecr_capture::output::{self, RecordWriter};
+use ecr_capture::record::{
+    Direction, FindingRecord, HttpInfo, Record, Sink, TransactionRecord, Transport,
+};
+use ecr_emu::client::{self, Exchange, Failure, SendOptions, TcpFraming};
+use ecr_emu::{Instruction, Target};
+use ecr_proto::cipher::KeyRing;
+use ecr_proto::envelope::{self, Message, RequestDialect};
+
+use crate::cli::{ColorChoice, FormatArg, KeyArgs};
+
+const AFTER: &str = "\
+The request is signed (md5 digest, D4) and encrypted with the POS-KEY, sent, and the
+request and the answer are printed decoded, as `ecr-sniff analyze` prints them.
+
+Targets:
+  http://HOST[:9001]     HTTP POST to the func_type's path (spec section 8)
+  tcp://HOST[:9002]      raw TCP; --tcp-framing newline (default), half-close or frames
+  serial:/dev/ttyUSB0    0x2f6e frames: waits 1000 ms for the 0x20 ack, then for the
+                         terminal's result, which it acknowledges
+
+Examples:
+  ecr-sniff send --to http://192.168.1.20:9001 --key-file pos.key pay --amt 10.10 --channel wx --out-trade-no INV-1001
+  ecr-sniff send --to tcp://127.0.0.1:9002 --key f46b1f08bec1f39104792cc79ec9aacd inquiry --out-trade-no INV-1001
+  ecr-sniff send --to serial:/dev/ttyUSB0 --key ... refund --order-id 20250703155400020061880690
+  ecr-sniff send --to http://127.0.0.1:9001 --key ... --dialect plain --json '{\"func_type\":3002}'
+  ecr-sniff send --to http://127.0.0.1:9001 --key ... --method GET summary     # the terminal should answer 4004
+
+Exit status: 0 = the terminal answered 6000 (6001 for cancel), 1 = it answered with
+another code or rejected the frame, 2 = bad usage, no connection or no answer in time.";
 
 /// Arguments of `ecr-sniff send`.
-#[derive(Debug, clap::Args)]
-pub struct SendArgs {}
+#[derive(Debug, Args)]
+#[command(after_help = AFTER)]
+pub struct SendArgs {
+    /// The terminal: http://HOST:9001, tcp://HOST:9002 or serial:/dev/ttyUSB0.
+    #[arg(long, value_name = "TARGET", global = true)]
+    to: Option<String>,
+    /// Envelope dialect (D4). envelope-encrypted is what real terminals accept.
+    #[arg(long, value_enum, default_value = "envelope-encrypted", global = true)]
+    dialect: DialectArg,
+    #[command(flatten)]
+    keys: KeyArgs,
+    /// How the request is delimited on tcp:// (D6).
+    #[arg(
+        long = "tcp-framing",
+        value_enum,
+        default_value = "newline",
+        global = true
+    )]
+    tcp_framing: FramingArg,
+    /// Seconds to wait for the answer (a payment waits for the customer).
+    #[arg(long, default_value = "180", value_name = "SECS", global = true)]
+    timeout: f64,
+    /// Milliseconds to wait for the link ack of a frame (spec 10.6).
+    #[arg(
+        long = "ack-timeout",
+        default_value = "1000",
+        value_name = "MS",
+        global = true
+    )]
+    ack_timeout: u64,
+    /// HTTP method (to see a terminal's 4004 answer to anything but POST).
+    #[arg(long, default_value = "POST", global = true)]
+    method: String,
+    /// HTTP path instead of the func_type's.
+    #[arg(long, value_name = "PATH", global = true)]
+    path: Option<String>,
+    /// Send this content object (JSON) instead of one built by a subcommand.
+    #[arg(long, value_name = "JSON")]
+    json: Option<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text", global = true)]
+    format: FormatArg,
+    /// When to colour the text output.
+    #[arg(long, value_enum, default_value = "auto", global = true)]
+    color: ColorChoice,
+    #[command(subcommand)]
+    what: Option<What>,
+}
 
-pub fn run(_: SendArgs) -> Result<ExitCode> {
-    bail!("`ecr-sniff send` is not implemented yet (issue 7)")
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum DialectArg {
+    /// {"content":{...},"digest":"..."} in clear.
+    Plain,
+    /// content is Base64 of AES(JSON); the digest is over that text.
+    ContentEncrypted,
+    /// The whole body is Base64 of AES({content:..., digest:'...'}) (Odoo).
+    EnvelopeEncrypted,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum FramingArg {
+    /// The body and a newline (envelope-encrypted bodies as bare Base64).
+    Newline,
+    /// The body, then the connection's write half is closed.
+    HalfClose,
+    /// 0x2f6e frames with acks, as on the serial line.
+    Frames,
+}
+
+#[derive(Debug, Subcommand)]
+enum What {
+    /// Payment (1001).
+    Pay {
+        /// Amount in dollars, sent as typed (10.10 = HKD 10.10, D8).
+        #[arg(long)]
+        amt: String,
+        /// Channel: card_payment, wx, alipay, payme, union, fps, octopus, unionpay_card, amex_card.
+        #[arg(long)]
+        channel: String,
+        /// Merchant reference.
+        #[arg(long = "out-trade-no")]
+        out_trade_no: Option<String>,
+        /// payment_timeout in seconds (PayMe: at most 120).
+        #[arg(long = "payment-timeout")]
+        payment_timeout: Option<u32>,
+    },
+    /// Refund (1002) of a payment.
+    Refund {
+        /// The payment's syssn.
+        #[arg(long = "order-id")]
+        order_id: String,
+        /// A partial amount in dollars (card payments: same-day refunds must be full).
+        #[arg(long = "refund-amount")]
+        refund_amount: Option<String>,
+    },
+    /// Print a payment's receipt again (3001).
+    Receipt {
+        /// The payment's syssn.
+        #[arg(long = "order-id")]
+        order_id: String,
+    },
+    /// Print the transaction summary (3002).
+    Summary,
+    /// Transaction inquiry (4001) by syssn or merchant reference.
+    Inquiry {
+        /// The payment's syssn.
+        #[arg(long = "order-id", required_unless_present = "out_trade_no")]
+        order_id: Option<String>,
+        /// The payment's merchant reference.
+        #[arg(long = "out-trade-no")]
+        out_trade_no: Option<String>,
+    },
+    /// Cancel the trade or refund in progress (5001).
+    Cancel,
+}
+
+fn instruction(a: &SendArgs) -> Result<Instruction> {
+    let i = match (&a.what, &a.json) {
+        (Some(_), Some(_)) => bail!("give either --json or a subcommand (pay, refund, ...), not both"),
+        (None, Some(j)) => Instruction::from_json(j)?,
+        (None, None) => bail!("say what to send: pay, refund, receipt, summary, inquiry, cancel or --json (see --help)"),
+        (Some(w), None) => match w {
+            What::Pay {
+                amt,
+                channel,
+                out_trade_no,
+                payment_timeout,
+            } => Instruction::Pay {
+                amt: amt.clone(),
+                channel: channel.clone(),
+                out_trade_no: out_trade_no.clone(),
+                payment_timeout: *payment_timeout,
+            },
+            What::Refund {
+                order_id,
+                refund_amount,
+            } => Instruction::Refund {
+                order_id: order_id.clone(),
+                refund_amount: refund_amount.clone(),
+            },
+            What::Receipt { order_id } => Instruction::Receipt {
+                order_id: order_id.clone(),
+            },
+            What::Summary => Instruction::Summary,
+            What::Inquiry {
+                order_id,
+                out_trade_no,
+            } => Instruction::Inquiry {
+                order_id: order_id.clone(),
+                out_trade_no: out_trade_no.clone(),
+            },
+            What::Cancel => Instruction::Cancel,
+        },
+    };
+    i.validate()?;
+    Ok(i)
+}
+
+/// Collects records and numbers messages as the analyzer does.
+struct Collect<'a> {
+    writer: Box<dyn RecordWriter + 'a>,
+    error: Option<io::Error>,
+}
+
+impl Sink for Collect<'_> {
+    fn record(&mut self, r: Record) {
+        // A single exchange needs no summary.
+        if matches!(r, Record::Summary(_)) || self.error.is_some() {
+            return;
+        }
+        if let Err(e) = self.writer.write(&r) {
+            self.error = Some(e);
+        }
+    }
+}
+
+pub fn run(a: SendArgs) -> Result<ExitCode> {
+    let Some(to) = a.to.as_deref() else {
+        bail!("--to is required: http://HOST:9001, tcp://HOST:9002 or serial:/dev/ttyUSB0");
+    };
+    let target: Target = to.parse()?;
+    let instr = instruction(&a)?;
+    let mut keys = crate::load_keys(&a.keys)?;
+    let key = keys.for_terminal(None).0.get(0).cloned().context(
+        "send needs the terminal's POS-KEY to sign and encrypt: --key, --key-file or ECR_POS_KEY",
+    )?;
+    if !(a.timeout > 0.0 && a.timeout <= 86_400.0) {
+        bail!("--timeout {} is not between 0 and 86400 seconds", a.timeout);
+    }
+    let mut opts = SendOptions::new(key.clone());
+    opts.dialect = match a.dialect {
+        DialectArg::Plain => RequestDialect::Plain,
+        DialectArg::ContentEncrypted => RequestDialect::ContentEncrypted,
+        DialectArg::EnvelopeEncrypted => RequestDialect::EnvelopeEncrypted,
+    };
+    opts.tcp_framing = match a.tcp_framing {
+        FramingArg::Newline => TcpFraming::Newline,
+        FramingArg::HalfClose => TcpFraming::HalfClose,
+        FramingArg::Frames => TcpFraming::Frames,
+    };
+    opts.timeout = Duration::from_secs_f64(a.timeout);
+    opts.ack_timeout = Duration::from_millis(a.ack_timeout);
+    opts.method = a.method.clone();
+    opts.path = a.path.clone();
+
+    let content = instr.content();
+    let x =
+        client::send(&target, &content, &opts).with_context(|| format!("sending to {target}"))?;
+
+    let stdout = io::stdout();
+    let out = io::BufWriter::new(stdout.lock());
+    let mut sink = Collect {
+        writer: output::writer(a.format.into(), out, crate::use_color(a.color)),
+        error: None,
+    };
+    if x.frames {
+        let cfg = Config {
+            report_unanswered_at_end: false,
+            ..Config::default()
+        };
+        let mut analyzer = Analyzer::new(cfg, keys, &mut sink);
+        for c in &x.wire {
+            analyzer.serial_chunk(0, (&x.local, &x.peer), c.from, &c.bytes, c.ts, None);
+        }
+        analyzer.finish(x.wire.iter().map(|c| c.bytes.len() as u64).sum(), vec![]);
+    } else {
+        records(&x, &target, &key, &mut sink);
+    }
+    if let Some(f) = &x.failure {
+        sink.record(Record::Finding(FindingRecord {
+            ts: crate_now(),
+            code: if matches!(f, Failure::NoAck(_)) {
+                Code::AckTimeout
+            } else {
+                Code::NoResponse
+            },
+            severity: Code::NoResponse.severity(),
+            transport: Some(transport(&target, &x)),
+            src: Some(x.local.clone()),
+            dst: Some(x.peer.clone()),
+            detail: f.to_string(),
+            rule: Code::NoResponse.rule(),
+            packet: None,
+            message: None,
+        }));
+    }
+    let Collect { mut writer, error } = sink;
+    if let Some(e) = error {
+        return Err(e).context("writing output");
+    }
+    writer.finish().context("writing output")?;
+    io::stdout().flush().ok();
+    if let Some(f) = &x.failure {
+        if let Failure::Rejected(_) = f {
+            eprintln!("ecr-sniff: {target}: {f}");
+            return Ok(ExitCode::from(1));
+        }
+        bail!("{target}: {f}");
+    }
+    let respcd = x.response.as_deref().and_then(|b| {
+        match envelope::parse(b, &KeyRing::single(key.clone())) {
+            Ok(Message::Response(r)) => r.respcd,
+            _ => None,
+        }
+    });
+    let ok = match respcd.as_deref() {
+        Some("6000") => true,
+        Some("6001") => matches!(instr, Instruction::Cancel),
+        _ => false,
+    };
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+fn crate_now() -> f64 {
+    ecr_emu::now().as_secs_f64()
+}
+
+fn transport(target: &Target, x: &Exchange) -> Transport {
+    match target {
+        Target::Http(_) => Transport::Http,
+        Target::Tcp(_) if !x.frames => Transport::Tcp,
+        _ => Transport::Serial,
+    }
+}
+
+/// Message, finding and transaction records of an HTTP or TCP text exchange.
+fn records(x: &Exchange, target: &Target, key: &ecr_proto::cipher::PosKey, sink: &mut dyn Sink) {
+    let t = transport(target, x);
+    let ring = KeyRing::single(key.clone());
+    let ctx = |ts, direction, src: &str, dst: &str| Context {
+        transport: t,
+        src: src.to_string(),
+        dst: dst.to_string(),
+        direction,
+        ts,
+        packet: None,
+    };
+    let mut emit = |index: u64, d: ecr_capture::message::Decoded, src: &str, dst: &str, ts: f64| {
+        let mut rec = d.record;
+        rec.index = index;
+        if t == Transport::Tcp {
+            rec.framing = Some(if index == 1 {
+                match x.request.first() {
+                    Some(b'{') => "json-value",
+                    _ => "newline",
+                }
+            } else {
+                x.framing.unwrap_or("newline")
+            });
+        }
+        if let (Some((m, p)), 1) = (&x.http_request, index) {
+            rec.http = Some(HttpInfo {
+                method: Some(m.clone()),
+                path: Some(p.clone()),
+                status: None,
+                reason: None,
+            });
+        }
+        if let (Some((s, r)), 2) = (&x.http_status, index) {
+            rec.http = Some(HttpInfo {
+                method: None,
+                path: None,
+                status: Some(*s),
+                reason: Some(r.clone()),
+            });
+        }
+        sink.record(Record::Message(Box::new(rec)));
+        for (code, detail) in d.findings {
+            sink.record(Record::Finding(FindingRecord {
+                ts,
+                code,
+                severity: code.severity(),
+                transport: Some(t),
+                src: Some(src.to_string()),
+                dst: Some(dst.to_string()),
+                detail,
+                rule: code.rule(),
+                packet: None,
+                message: Some(index),
+            }));
+        }
+        d.facts
+    };
+    let req = decode_body(
+        &x.request,
+        &ring,
+        &[1],
+        &ctx(x.request_first, Direction::EcrToPos, &x.local, &x.peer),
+    );
+    let req_facts = emit(1, req, &x.local, &x.peer, x.request_first.as_secs_f64());
+    let (Some(body), Some(first)) = (&x.response, x.response_first) else {
+        return;
+    };
+    let resp = decode_body(
+        body,
+        &ring,
+        &[1],
+        &ctx(first, Direction::PosToEcr, &x.peer, &x.local),
+    );
+    let resp_facts = emit(2, resp, &x.peer, &x.local, first.as_secs_f64());
+    sink.record(Record::Transaction(TransactionRecord {
+        ts: x.request_first.as_secs_f64(),
+        transport: t,
+        func_type: req_facts.func_type.map(|f| f.0),
+        latency_ms: first.millis_since(x.request_last),
+        respcd: resp_facts.respcd.clone(),
+        out_trade_no: req_facts.out_trade_no.clone().or(resp_facts.out_trade_no),
+        src: x.local.clone(),
+        dst: x.peer.clone(),
+        func_name: req_facts.func_type.and_then(|f| f.name()),
+        channel: req_facts.channel,
+        amt: req_facts.amt,
+        syssn: resp_facts.syssn,
+        request: Some(1),
+        response: Some(2),
+    }));
 }

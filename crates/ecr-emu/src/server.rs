@@ -463,7 +463,13 @@ fn frame_loop<L: Line>(mut ep: FrameEndpoint<L>, sh: &Shared, label: &str) {
             }
         }
         workers.retain(|w| !w.is_finished());
-        let ev = match ep.poll(TICK) {
+        // While a result is being prepared, look for it often.
+        let wait = if workers.is_empty() {
+            TICK
+        } else {
+            Duration::from_millis(5)
+        };
+        let ev = match ep.poll(wait) {
             Ok(Some(ev)) => ev,
             Ok(None) => continue,
             Err(e) => {
