@@ -272,21 +272,22 @@ pub fn run(a: SendArgs) -> Result<ExitCode> {
         records(&x, &target, &key, &mut sink);
     }
     if let Some(f) = &x.failure {
+        let code = if matches!(f, Failure::NoAck(_)) {
+            Code::AckTimeout
+        } else {
+            Code::NoResponse
+        };
         sink.record(Record::Finding(FindingRecord {
-            ts: crate_now(),
-            code: if matches!(f, Failure::NoAck(_)) {
-                Code::AckTimeout
-            } else {
-                Code::NoResponse
-            },
-            severity: Code::NoResponse.severity(),
+            ts: ecr_emu::now().as_secs_f64(),
+            code,
+            severity: code.severity(),
             transport: Some(transport(&target, &x)),
             src: Some(x.local.clone()),
             dst: Some(x.peer.clone()),
             detail: f.to_string(),
-            rule: Code::NoResponse.rule(),
+            rule: code.rule(),
             packet: None,
-            message: None,
+            message: Some(1),
         }));
     }
     let Collect { mut writer, error } = sink;
@@ -318,10 +319,6 @@ pub fn run(a: SendArgs) -> Result<ExitCode> {
     } else {
         ExitCode::from(1)
     })
-}
-
-fn crate_now() -> f64 {
-    ecr_emu::now().as_secs_f64()
 }
 
 fn transport(target: &Target, x: &Exchange) -> Transport {

@@ -85,6 +85,9 @@ pub enum Failure {
     NoResponse(Duration),
     /// The terminal closed the connection without answering.
     Closed,
+    /// The result's fragments came more than 500 ms apart: discarded with 0x35
+    /// (spec 10.7).
+    LateFragments,
 }
 
 impl std::fmt::Display for Failure {
@@ -109,6 +112,9 @@ impl std::fmt::Display for Failure {
                 )
             }
             Failure::Closed => f.write_str("the terminal closed the connection without answering"),
+            Failure::LateFragments => f.write_str(
+                "the fragments of the terminal's result came more than 500 ms apart; discarded with 0x35 (spec 10.7)",
+            ),
         }
     }
 }
@@ -458,6 +464,16 @@ fn frames<L: Line>(
                 break;
             }
             match ep.poll(left) {
+                Ok(Some(LinkEvent::Message {
+                    ref_num,
+                    late: true,
+                    ..
+                })) => {
+                    ep.send_error(ErrorCode::CONCATENATION, ref_num)
+                        .map_err(io_err)?;
+                    x.failure = Some(Failure::LateFragments);
+                    break;
+                }
                 Ok(Some(LinkEvent::Message { ref_num, data, .. })) => {
                     ep.send_ack(ref_num).map_err(io_err)?;
                     let is_response = matches!(

@@ -107,8 +107,9 @@ pub struct SerialLine {
 }
 
 impl SerialLine {
-    /// Opens `path` read-write (without making it the controlling terminal) and sets
-    /// the spec's line settings. Fails on something that is not a terminal device.
+    /// Opens `path` read-write (without making it the controlling terminal), sets
+    /// the spec's line settings and discards stale input. Fails on something that
+    /// is not a terminal device.
     pub fn open(path: &Path) -> io::Result<SerialLine> {
         let file = OpenOptions::new()
             .read(true)
@@ -121,6 +122,9 @@ impl SerialLine {
                 format!("not a serial device (cannot set line settings: {e})"),
             )
         })?;
+        // Bytes left over from an earlier exchange (a late ack, a result nobody
+        // read) would be taken for this exchange's answers.
+        termios::tcflush(&file, termios::FlushArg::TCIFLUSH)?;
         Ok(SerialLine { file })
     }
 }

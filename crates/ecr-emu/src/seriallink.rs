@@ -50,8 +50,8 @@ pub enum LinkEvent {
         /// A fragment came more than 500 ms after the previous one.
         late: bool,
     },
-    /// Fragments of a split message could not be put together (late fragment,
-    /// too much data): spec 10.7 says to answer 0x35.
+    /// Fragments of a split message carried more data than declared: spec 10.7
+    /// says to answer 0x35.
     Concatenation {
         /// The ref of the message.
         ref_num: u8,
@@ -201,8 +201,9 @@ impl<L: Line> FrameEndpoint<L> {
                             data: m.data.into_owned(),
                             late: m.late,
                         }),
-                        ReassemblyEvent::Timeout { ref_num, .. }
-                        | ReassemblyEvent::Overflow { ref_num, .. } => {
+                        // A late fragment still completes the message, marked
+                        // `late`; only an overflow loses it.
+                        ReassemblyEvent::Overflow { ref_num, .. } => {
                             queue.push_back(LinkEvent::Concatenation { ref_num })
                         }
                         _ => {}
