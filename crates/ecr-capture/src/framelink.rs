@@ -131,6 +131,11 @@ pub struct FrameLink {
     early: [Option<u64>; 2],
     /// Per direction: headers of fragments of open split messages.
     parts: [PartLog; 2],
+    /// Per direction: arrival of the chunk where the frame now held incomplete by
+    /// the decoder began. At 9600 baud a 1 KB fragment takes a second on the line, so
+    /// a deadline may pass while the next fragment or the answer is still arriving:
+    /// time only counts for the ack timeout up to there.
+    in_progress: [Option<Timestamp>; 2],
 }
 
 fn idx(side: Side) -> usize {
@@ -198,7 +203,9 @@ impl FrameLink {
         let link = &mut self.link;
         let early = self.early.get_mut(i);
         let mut registered = early.as_ref().and_then(|e| **e);
+        let mut completed = false;
         dec.feed(chunk, ts, |ev| {
+            completed = true;
             if let StreamEvent::Skipped(s) = &ev {
                 if registered == Some(s.offset) {
                     registered = None;
@@ -219,6 +226,15 @@ impl FrameLink {
         }
         if let Some(e) = early {
             *e = registered;
+        }
+        let held = dec.buffered() > 0;
+        if let Some(p) = self.in_progress.get_mut(i) {
+            *p = match (held, *p) {
+                (false, _) => None,
+                // Still the same frame unless a frame completed in this chunk.
+                (true, Some(t)) if !completed => Some(t),
+                (true, _) => Some(ts),
+            };
         }
     }
 
@@ -242,7 +258,12 @@ impl FrameLink {
     /// time so that timeouts show even when the link goes quiet).
     pub fn advance<F: FnMut(LinkOutput<'_>)>(&mut self, now: Timestamp, out: &mut F) {
         self.last_ts = self.last_ts.max(now);
-        self.link.advance(now, |ev| on_link_event(ev, out));
+        let horizon = self
+            .in_progress
+            .iter()
+            .flatten()
+            .fold(now, |a, &b| a.min(b));
+        self.link.advance(horizon, |ev| on_link_event(ev, out));
     }
 
     /// The end of the capture at capture time `end`.
@@ -600,6 +621,56 @@ mod tests {
                 Out::Msg(Side::Pos, 0x20, 1, 0, 1)
             ]
         );
+    }
+
+    #[test]
+    fn slow_fragments_are_not_ack_timeouts_and_keep_their_headers() {
+        // 9600 baud: each fragment takes about a second to arrive in 16-byte pieces,
+        // longer than the 1000 ms ack timeout; the ack follows the last fragment.
+        let mut l = FrameLink::new();
+        let mut v = vec![];
+        let mut parts = vec![];
+        let data = vec![b'a'; 2000];
+        let req = split_message(FrameType::REQUEST, 1, &data, 1024).unwrap();
+        let mut t_us = 0i64;
+        for c in req.chunks(16) {
+            t_us += 16 * 1042;
+            let ts = Timestamp::from_parts(t_us / 1_000_000, (t_us % 1_000_000) as u32 * 1000);
+            l.feed(Side::Ecr, c, ts, &mut |o| {
+                if let LinkOutput::Message(m) = &o {
+                    parts = m.parts.clone();
+                }
+                collect(o, &mut v)
+            });
+            l.advance(ts, &mut |o| collect(o, &mut v));
+        }
+        let ack_at = ms(t_us / 1000 + 50);
+        l.advance(ack_at, &mut |o| collect(o, &mut v));
+        l.feed(
+            Side::Pos,
+            &FrameRepr::ack(1).to_bytes().unwrap(),
+            ack_at,
+            &mut |o| collect(o, &mut v),
+        );
+        l.finish(ms(t_us / 1000 + 100), &mut |o| collect(o, &mut v));
+        assert_eq!(
+            v,
+            vec![
+                Out::Msg(Side::Ecr, 0x10, 1, 2000, 2),
+                Out::Ans(1),
+                Out::Msg(Side::Pos, 0x20, 1, 0, 1)
+            ]
+        );
+        assert_eq!(parts.len(), 2);
+        assert_eq!(
+            (parts[0].total_len, parts[0].data_len, parts[0].carried),
+            (1035, 2000, 1024)
+        );
+        assert_eq!(
+            (parts[1].total_len, parts[1].carried, parts[1].offset),
+            (987, 976, 1035)
+        );
+        assert!(parts[1].gap_ms.is_some_and(|g| (0.0..20.0).contains(&g)));
     }
 
     #[test]

@@ -148,6 +148,8 @@ pub struct Urb<'a> {
     pub data: &'a [u8],
     /// The header announced more data than the packet holds (snap length).
     pub truncated: bool,
+    /// USBPcap control stage: 0 setup, 1 data, 2 status, 3 complete.
+    pub stage: Option<u8>,
 }
 
 impl Urb<'_> {
@@ -257,6 +259,7 @@ fn parse_usbmon(data: &[u8], hdr: usize) -> Result<Urb<'_>, UsbError> {
         setup,
         data: rest.get(..take).unwrap_or(&[]),
         truncated: declared > rest.len(),
+        stage: None,
     })
 }
 
@@ -296,6 +299,11 @@ fn parse_usbpcap(data: &[u8]) -> Result<Urb<'_>, UsbError> {
     let truncated = declared > rest.len();
     let mut payload = rest.get(..declared.min(rest.len())).unwrap_or(&[]);
     let mut setup = None;
+    let stage = if transfer == TransferType::Control && hdr >= 28 {
+        data.get(27).copied()
+    } else {
+        None
+    };
     // The setup stage (stage byte 0) carries the 8-byte setup packet as its data,
     // followed by an OUT request's data.
     if transfer == TransferType::Control && hdr >= 28 && data.get(27) == Some(&0) {
@@ -312,6 +320,7 @@ fn parse_usbpcap(data: &[u8]) -> Result<Urb<'_>, UsbError> {
         setup,
         data: payload,
         truncated,
+        stage,
     })
 }
 
@@ -394,6 +403,19 @@ pub enum SerialPart<'a> {
         /// The bytes.
         bytes: &'a [u8],
     },
+    /// A SET_LINE_CODING setup whose data comes in a later data-stage record
+    /// (USBPcap).
+    LineCodingSetup {
+        /// The device.
+        device: DeviceId,
+    },
+    /// A USBPcap control data stage.
+    ControlData {
+        /// The device.
+        device: DeviceId,
+        /// The stage's data.
+        bytes: &'a [u8],
+    },
     /// Line settings set by the host.
     LineCoding {
         /// The device.
@@ -423,13 +445,17 @@ pub fn serial_part<'a>(urb: &Urb<'a>) -> SerialPart<'a> {
                 bytes: urb.data,
             }
         }
+        (TransferType::Control, _) if urb.stage == Some(1) => SerialPart::ControlData {
+            device: urb.device,
+            bytes: urb.data,
+        },
         (TransferType::Control, UrbEvent::Submission) => match urb.setup {
             Some([0x21, 0x20, ..]) => match LineCoding::from_bytes(urb.data) {
                 Some(coding) => SerialPart::LineCoding {
                     device: urb.device,
                     coding,
                 },
-                None => SerialPart::Skip,
+                None => SerialPart::LineCodingSetup { device: urb.device },
             },
             _ => SerialPart::Skip,
         },
@@ -567,6 +593,8 @@ pub fn link_id(id: DeviceId) -> u64 {
 struct Device {
     state: DevState,
     report: DeviceReport,
+    /// A SET_LINE_CODING setup was seen; its data stage is next.
+    awaiting_line: bool,
 }
 
 /// Demultiplexes USB captures into per-device serial streams.
@@ -624,6 +652,7 @@ impl UsbSerial {
                 first_request: None,
             })),
             report: DeviceReport::default(),
+            awaiting_line: false,
         }))
     }
 
@@ -643,6 +672,22 @@ impl UsbSerial {
                 if let Some(d) = self.device(device) {
                     d.report.line = Some((coding, packet));
                     d.report.line_changes = d.report.line_changes.saturating_add(1);
+                    d.awaiting_line = false;
+                }
+            }
+            SerialPart::LineCodingSetup { device } => {
+                if let Some(d) = self.device(device) {
+                    d.awaiting_line = true;
+                }
+            }
+            SerialPart::ControlData { device, bytes } => {
+                if let Some(d) = self.device(device) {
+                    if std::mem::take(&mut d.awaiting_line) {
+                        if let Some(coding) = LineCoding::from_bytes(bytes) {
+                            d.report.line = Some((coding, packet));
+                            d.report.line_changes = d.report.line_changes.saturating_add(1);
+                        }
+                    }
                 }
             }
             SerialPart::Data {
