@@ -284,11 +284,7 @@ impl<W: Write> TextWriter<W> {
         let n = parts.len();
         for (k, p) in parts.iter().enumerate() {
             if n > HEAD + TAIL + 1 && k == HEAD {
-                writeln!(
-                    self.out,
-                    "        ... {} more fragments",
-                    n - HEAD - TAIL
-                )?;
+                writeln!(self.out, "        ... {} more fragments", n - HEAD - TAIL)?;
             }
             if n > HEAD + TAIL + 1 && (HEAD..n - TAIL).contains(&k) {
                 continue;
@@ -552,10 +548,7 @@ impl<W: Write> TextWriter<W> {
                     if l.spec {
                         String::new()
                     } else {
-                        format!(
-                            "  {}",
-                            st.paint("33", "differs from spec 10.9: 9600 8N1")
-                        )
+                        format!("  {}", st.paint("33", "differs from spec 10.9: 9600 8N1"))
                     }
                 )?;
             }
