@@ -39,10 +39,15 @@ Findings are listed under the message they concern, each with the spec rule it b
 ECR_POS_KEY, which other users of the machine cannot see in the process list; keys are
 never printed.
 
+USB captures (tcpdump -i usbmon1, Wireshark on usbmonN, USBPcap on Windows) are read
+as the serial link of each USB-serial adapter; the summary says which end is the cash
+register and why, and the line settings (baud rate) the host set.
+
 Examples:
   ecr-sniff analyze shop.pcapng --key f46b1f08bec1f39104792cc79ec9aacd
   ecr-sniff analyze a.pcap b.pcap --key-file keys.txt --fail-on error
-  ecr-sniff analyze dump.pcap --tcp-port 19002 --format jsonl")]
+  ecr-sniff analyze dump.pcap --tcp-port 19002 --format jsonl
+  ecr-sniff analyze usb.pcapng --usb-device 1:5 --key-file keys.txt")]
     Analyze(AnalyzeArgs),
     /// Regression-check captures: compare each capture's summary (messages by
     /// func_type, transactions, findings by code) with an expectation file.
@@ -174,6 +179,11 @@ pub struct AnalyzeArgs {
     /// Exit with status 1 when a finding of this severity or worse is found.
     #[arg(long = "fail-on", value_enum, default_value = "never")]
     pub fail_on: FailOn,
+    /// USB captures (usbmon, USBPcap): analyse only this device, given as BUS:DEV
+    /// (tshark's usb.bus_id:usb.device_address, e.g. 1:5), even if it carries no
+    /// frames. Without it, every device whose bulk data holds 0x2f6e frames is shown.
+    #[arg(long = "usb-device", value_name = "BUS:DEV")]
+    pub usb_device: Option<ecr_capture::usb::DeviceId>,
 }
 
 #[derive(Debug, Args)]

@@ -246,7 +246,11 @@ fn analyze(a: AnalyzeArgs) -> Result<ExitCode> {
     let stdout = io::stdout();
     let out = io::BufWriter::with_capacity(1 << 16, stdout.lock());
     let mut sink = WriterSink::new(output::writer(a.format.into(), out, color));
-    let (_, max) = analyze_files(&a.files, config(&a.ports), keys, &mut sink, true)?;
+    let cfg = Config {
+        usb_device: a.usb_device,
+        ..config(&a.ports)
+    };
+    let (_, max) = analyze_files(&a.files, cfg, keys, &mut sink, true)?;
     sink.finish().context("writing output")?;
     io::stdout().flush().ok();
     Ok(exit_for(max, a.fail_on))
