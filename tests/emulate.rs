@@ -565,7 +565,20 @@ fn live_tcpdump_capture_is_analysed() {
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("lo.pcap");
     let mut dump = Command::new("tcpdump")
-        .args(["-i", "lo", "-U", "-s", "0", "-w", file.to_str().unwrap()])
+        // --immediate-mode: without it packets may sit in the kernel's buffer
+        // until tcpdump stops, and be lost.
+        .args([
+            "-i",
+            "lo",
+            "-U",
+            "--immediate-mode",
+            "-Z",
+            "root",
+            "-n",
+            "-s",
+            "0",
+        ])
+        .args(["-w", file.to_str().unwrap()])
         .args([&format!("tcp port {hport} or tcp port {tport}")])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
