@@ -1,15 +1,276 @@
-//! `ecr-sniff live` (issue 5). Placeholder until that issue lands: the command exists
-//! so that its module can be developed on its own, and says plainly that it is not
-//! available yet.
+//! `ecr-sniff live -i IFACE` (also `ecr-sniff -i IFACE`): capture on a network
+//! interface with libpcap and print each message as soon as it is complete, with
+//! the same analyzer and the same output as `analyze`.
 
+use std::ffi::OsString;
+use std::fs::File;
+use std::io::{self, BufWriter, Write};
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
-use anyhow::{bail, Result};
+use anyhow::{Context as _, Result};
+use ecr_capture::analyzer::Analyzer;
+use ecr_capture::output;
+use ecr_capture::source::PcapngWriter;
+use ecr_tap::netcap::{self, NetTap};
+use ecr_tap::stop;
+
+use crate::cli::{ColorChoice, FailOn, FormatArg, KeyArgs, PortArgs};
+use crate::{config, exit_for, load_keys, use_color, WriterSink};
+
+const AFTER: &str = "\
+Packets are filtered in the kernel to the ECR ports (--http-port, --tcp-port; every TCP
+port with --probe) unless --filter gives another BPF filter. Each message prints as soon
+as it is complete, findings included; Ctrl-C (or SIGTERM) flushes the -w file, reports
+requests still waiting (unanswered-at-end), prints the summary and exits 0.
+
+Capturing needs root or the capabilities CAP_NET_RAW and CAP_NET_ADMIN:
+  sudo setcap cap_net_raw,cap_net_admin=eip \"$(command -v ecr-sniff)\"
+
+Examples:
+  ecr-sniff --key f46b1f08bec1f39104792cc79ec9aacd -i eth0
+  ecr-sniff live -i any --key-file keys.txt -w shop.pcapng
+  ecr-sniff live -i eth0 --format jsonl | jq 'select(.kind==\"finding\")'
+  ecr-sniff live -i eth0 --filter 'host 192.168.1.20 and tcp port 9001'
+  ecr-sniff live --list-interfaces";
 
 /// Arguments of `ecr-sniff live`.
 #[derive(Debug, clap::Args)]
-pub struct LiveArgs {}
+#[command(after_help = AFTER)]
+pub struct LiveArgs {
+    /// Network interface to capture on (`any` for all; see --list-interfaces).
+    #[arg(
+        short = 'i',
+        long = "interface",
+        value_name = "IFACE",
+        required_unless_present = "list_interfaces"
+    )]
+    pub interface: Option<String>,
+    /// List the interfaces that can be captured on, and exit.
+    #[arg(long = "list-interfaces")]
+    pub list_interfaces: bool,
+    /// Also save the captured packets to this pcapng file (readable by `analyze`
+    /// and Wireshark); it is complete after Ctrl-C.
+    #[arg(short = 'w', long = "write", value_name = "FILE.pcapng")]
+    pub write: Option<PathBuf>,
+    /// BPF capture filter to use instead of the ECR ports (tcpdump syntax).
+    #[arg(long, value_name = "BPF")]
+    pub filter: Option<String>,
+    /// Put the interface in promiscuous mode (to see traffic between other hosts
+    /// on a hub or mirror port).
+    #[arg(long)]
+    pub promisc: bool,
+    /// Stop by itself after this many seconds.
+    #[arg(long, value_name = "SECONDS")]
+    pub duration: Option<f64>,
+    #[command(flatten)]
+    pub keys: KeyArgs,
+    #[command(flatten)]
+    pub ports: PortArgs,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: FormatArg,
+    /// When to colour the text output.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub color: ColorChoice,
+    /// Exit with status 1 when a finding of this severity or worse was seen.
+    #[arg(long = "fail-on", value_enum, default_value = "never")]
+    pub fail_on: FailOn,
+}
 
-pub fn run(_: LiveArgs) -> Result<ExitCode> {
-    bail!("`ecr-sniff live` is not implemented yet (issue 5)")
+/// `ecr-sniff [OPTIONS] -i IFACE` means `ecr-sniff live [OPTIONS] -i IFACE`: when the
+/// first argument is an option (not a subcommand) and an interface option appears,
+/// `live` is inserted. Anything else is left for clap to parse (and explain).
+pub fn implicit_live(args: Vec<OsString>) -> Vec<OsString> {
+    let first_is_option = args
+        .get(1)
+        .and_then(|a| a.to_str())
+        .is_some_and(|a| a.starts_with('-'));
+    let asks_for_interface = args.iter().skip(1).any(|a| {
+        a.to_str().is_some_and(|a| {
+            a == "--list-interfaces"
+                || a == "--interface"
+                || a.starts_with("--interface=")
+                || (a.starts_with("-i") && !a.starts_with("--"))
+        })
+    });
+    let help_or_version = args.iter().skip(1).any(|a| {
+        matches!(
+            a.to_str(),
+            Some("-h" | "--help" | "-V" | "--version" | "help")
+        )
+    });
+    if first_is_option && asks_for_interface && !help_or_version {
+        let mut out = args;
+        out.insert(1.min(out.len()), OsString::from("live"));
+        out
+    } else {
+        args
+    }
+}
+
+fn list() -> Result<ExitCode> {
+    let list = netcap::list_interfaces()?;
+    if list.is_empty() {
+        println!("no interfaces found (capturing may need root or CAP_NET_RAW)");
+    }
+    for i in list {
+        let mut flags = vec![];
+        if i.up {
+            flags.push("up");
+        }
+        if i.loopback {
+            flags.push("loopback");
+        }
+        let mut line = format!("{:<16} {:<12}", i.name, flags.join(","));
+        if !i.addresses.is_empty() {
+            line.push_str(&format!(" {}", i.addresses.join(" ")));
+        }
+        if let Some(d) = i.description {
+            line.push_str(&format!("  ({d})"));
+        }
+        println!("{}", line.trim_end());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn run(a: LiveArgs) -> Result<ExitCode> {
+    if a.list_interfaces {
+        return list();
+    }
+    let Some(iface) = a.interface.as_deref() else {
+        anyhow::bail!("give an interface with -i (see --list-interfaces)");
+    };
+    if a.duration.is_some_and(|d| !(d > 0.0 && d.is_finite())) {
+        anyhow::bail!("--duration must be a positive number of seconds");
+    }
+    let keys = load_keys(&a.keys)?;
+    let cfg = config(&a.ports);
+    let filter = a.filter.clone().unwrap_or_else(|| {
+        let ports: Vec<u16> = cfg
+            .http_ports
+            .iter()
+            .chain(&cfg.tcp_ports)
+            .copied()
+            .collect();
+        netcap::default_filter(&ports, cfg.probe)
+    });
+    let stop = stop::on_signals().context("installing the Ctrl-C handler")?;
+    let mut tap = NetTap::open(iface, &filter, a.promisc)?;
+    let mut file = match &a.write {
+        Some(path) => {
+            let f =
+                File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+            let mut w = PcapngWriter::new(BufWriter::new(f))
+                .with_context(|| format!("writing {}", path.display()))?;
+            w.add_interface(tap.linktype(), netcap::SNAPLEN as u32, Some(iface))
+                .with_context(|| format!("writing {}", path.display()))?;
+            w.flush()
+                .with_context(|| format!("writing {}", path.display()))?;
+            Some((path.clone(), w))
+        }
+        None => None,
+    };
+    eprintln!(
+        "ecr-sniff: capturing on {iface} (filter: {filter}){}; Ctrl-C to stop",
+        a.write
+            .as_ref()
+            .map(|p| format!(", saving to {}", p.display()))
+            .unwrap_or_default()
+    );
+
+    // Records go straight to stdout, which is flushed line by line, so each message
+    // shows as soon as the analyzer completes it.
+    let color = use_color(a.color);
+    let mut sink = WriterSink::new(output::writer(a.format.into(), io::stdout(), color));
+    let mut analyzer = Analyzer::new(cfg, keys, &mut sink);
+    let started = Instant::now();
+    let limit = a.duration.map(Duration::from_secs_f64);
+    let mut bytes = 0u64;
+    let mut failure = None;
+    while !stop::requested(&stop) && limit.is_none_or(|l| started.elapsed() < l) {
+        match tap.next() {
+            Ok(Some(pkt)) => {
+                bytes += pkt.data.len() as u64;
+                analyzer.packet(&pkt);
+                if let Some((path, w)) = &mut file {
+                    if let Err(e) = w.write_packet(0, pkt.ts, pkt.data, pkt.orig_len, None) {
+                        failure = Some(
+                            anyhow::Error::new(e).context(format!("writing {}", path.display())),
+                        );
+                        break;
+                    }
+                }
+            }
+            Ok(None) => {
+                // A quiet moment: make the file complete up to now.
+                if let Some((path, w)) = &mut file {
+                    if let Err(e) = w.flush() {
+                        failure = Some(
+                            anyhow::Error::new(e).context(format!("writing {}", path.display())),
+                        );
+                        break;
+                    }
+                }
+            }
+            Err(e) => {
+                failure = Some(e.into());
+                break;
+            }
+        }
+    }
+    if let Some((path, mut w)) = file {
+        w.flush()
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    if let Some(s) = tap.stats() {
+        if s.dropped > 0 {
+            eprintln!(
+                "ecr-sniff: warning: the kernel dropped {} of {} packets (not read fast enough)",
+                s.dropped, s.received
+            );
+        }
+    }
+    let (_, max) = analyzer.finish(bytes, vec![]);
+    sink.finish().context("writing output")?;
+    io::stdout().flush().ok();
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    Ok(exit_for(max, a.fail_on))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(a: &[&str]) -> Vec<OsString> {
+        a.iter().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn interface_option_implies_live() {
+        assert_eq!(
+            implicit_live(args(&["ecr-sniff", "--key", "K", "-i", "lo"])),
+            args(&["ecr-sniff", "live", "--key", "K", "-i", "lo"])
+        );
+        assert_eq!(
+            implicit_live(args(&["ecr-sniff", "-ilo"])),
+            args(&["ecr-sniff", "live", "-ilo"])
+        );
+        assert_eq!(
+            implicit_live(args(&["ecr-sniff", "--list-interfaces"])),
+            args(&["ecr-sniff", "live", "--list-interfaces"])
+        );
+        // Subcommands, help and version are left alone.
+        for a in [
+            &["ecr-sniff", "analyze", "x.pcap", "-i"][..],
+            &["ecr-sniff", "--help"],
+            &["ecr-sniff", "-i", "lo", "--help"],
+            &["ecr-sniff", "--key", "K"],
+        ] {
+            assert_eq!(implicit_live(args(a)), args(a));
+        }
+    }
 }

@@ -30,7 +30,11 @@ use ecr_proto::cipher::PosKey;
 use cli::{AnalyzeArgs, Cli, ColorChoice, Command, FailOn, KeyArgs, PortArgs};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // `ecr-sniff -i IFACE` means `ecr-sniff live -i IFACE`; under an extcap name the
+    // program is `ecr-sniff extcap` (Wireshark runs it directly).
+    let cli = Cli::parse_from(live::implicit_live(extcap::argv0_alias(
+        std::env::args_os().collect(),
+    )));
     let result = match cli.command {
         Command::Analyze(a) => analyze(a),
         Command::Check(c) => check::run(c),
