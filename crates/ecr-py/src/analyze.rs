@@ -42,25 +42,27 @@ const MAX_ERRORS_IN_A_ROW: u32 = 1000;
 /// What the worker sends: a jsonl line, or why a record could not be serialised.
 type Line = Result<String, String>;
 
+/// One path (str, bytes or os.PathLike) as text, through `os.fsdecode`.
+fn one_path(p: &Bound<'_, PyAny>) -> PyResult<String> {
+    let fsdecode = p.py().import("os")?.getattr("fsdecode")?;
+    fsdecode.call1((p,))?.extract::<String>()
+}
+
 /// The paths of the `path` argument: one path (str, bytes or os.PathLike) or a
 /// sequence of them, analysed in order as one capture.
 fn paths_of(path: &Bound<'_, PyAny>) -> PyResult<Vec<String>> {
-    let py = path.py();
-    let fsdecode = py.import("os")?.getattr("fsdecode")?;
-    let one =
-        |p: &Bound<'_, PyAny>| -> PyResult<String> { fsdecode.call1((p,))?.extract::<String>() };
     if path.is_instance_of::<PyString>()
         || path.is_instance_of::<PyBytes>()
         || path.hasattr("__fspath__")?
     {
-        return Ok(vec![one(path)?]);
+        return Ok(vec![one_path(path)?]);
     }
     let mut out = vec![];
     for p in path
         .try_iter()
         .map_err(|_| PyTypeError::new_err("path must be a path or a sequence of paths"))?
     {
-        out.push(one(&p?)?);
+        out.push(one_path(&p?)?);
     }
     if out.is_empty() {
         return Err(PyTypeError::new_err("no capture file given"));
@@ -317,7 +319,7 @@ pub fn analyze(
 ) -> PyResult<Records> {
     let names = paths_of(path)?;
     let key_file = match key_file.filter(|k| !k.is_none()) {
-        Some(k) => paths_of(k)?.into_iter().next(),
+        Some(k) => Some(one_path(k)?),
         None => None,
     };
     let keys = key_set(keys, key_file)?;

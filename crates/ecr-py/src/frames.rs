@@ -7,7 +7,7 @@
 //! accounted for exactly as the analyzer accounts for it. Timestamps are integer
 //! nanoseconds since the epoch (`time.time_ns()`), the unit of the capture clock.
 
-use ecr_proto::frame::{split_message, FrameType, Header, MAX_FRAGMENT_DATA};
+use ecr_proto::frame::{split_message, FrameType, Header, MAX_FRAGMENT_DATA, OVERHEAD};
 use ecr_proto::stream::{SkipCause, StreamDecoder, StreamEvent};
 use ecr_proto::Timestamp;
 use pyo3::prelude::*;
@@ -61,13 +61,13 @@ impl Frame {
     /// Whether this frame is one fragment of a split message (D1).
     #[getter]
     fn is_fragment(&self) -> bool {
-        usize::from(self.data_len) > usize::from(self.total_len).saturating_sub(11)
+        usize::from(self.data_len) > usize::from(self.total_len).saturating_sub(OVERHEAD)
     }
 
     /// Whether it carries more than the 1024 data bytes the spec recommends.
     #[getter]
     fn is_oversize(&self) -> bool {
-        usize::from(self.total_len).saturating_sub(11) > MAX_FRAGMENT_DATA
+        usize::from(self.total_len).saturating_sub(OVERHEAD) > MAX_FRAGMENT_DATA
     }
 
     fn __bytes__(&self, py: Python<'_>) -> Py<PyBytes> {
