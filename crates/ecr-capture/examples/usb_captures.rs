@@ -352,7 +352,9 @@ fn fragment_gap(c: &mut Cap, gap_ms: i64) {
     .expect("fragment");
     let t1 = t + 100_000;
     c.out(t1, DEV, &f1);
-    let t2 = t1 + gap_ms * 1000;
+    // The gap runs from the first fragment's last byte on the line (its OUT
+    // completion) to the second fragment's write.
+    let t2 = t1 + f1.len() as i64 * BYTE_US + gap_ms * 1000;
     c.out(t2, DEV, &f2);
     let sent = t2 + f2.len() as i64 * BYTE_US;
     if gap_ms <= 500 {

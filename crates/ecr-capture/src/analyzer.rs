@@ -446,7 +446,7 @@ impl<'s> Analyzer<'s> {
         let (ring, _) = self.st.keys.for_terminal(None);
         let mut classify = |d: &[u8]| classify_body(d, ring);
         self.usb
-            .part(part, pkt.ts, pkt.index, &mut classify, &mut |o| {
+            .urb(&urb, pkt.ts, pkt.index, &mut classify, &mut |o| {
                 outs.extend(own_usb(o))
             });
         self.usb_bytes(outs);
@@ -543,7 +543,10 @@ impl<'s> Analyzer<'s> {
     pub fn finish(mut self, bytes: u64, files: Vec<String>) -> (SummaryRecord, Option<Severity>) {
         // USB devices still being recognised release their bytes first.
         let mut outs = vec![];
-        self.usb.finish(&mut |o| outs.extend(own_usb(o)));
+        let (ring, _) = self.st.keys.for_terminal(None);
+        let mut classify = |d: &[u8]| classify_body(d, ring);
+        self.usb
+            .finish(&mut classify, &mut |o| outs.extend(own_usb(o)));
         self.usb_bytes(outs);
         let usb_devices = self.usb.reports().map(|(id, r)| r.info(id)).collect();
         let st = &mut self.st;

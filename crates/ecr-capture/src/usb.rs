@@ -134,6 +134,9 @@ pub enum UrbEvent {
 /// One URB record, header decoded, data borrowed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Urb<'a> {
+    /// The URB's id (usbmon) or IRP id (USBPcap): the same in its submission and
+    /// its completion.
+    pub id: u64,
     /// The device.
     pub device: DeviceId,
     /// Endpoint number with the direction bit (0x80 = IN, device to host).
@@ -251,7 +254,18 @@ fn parse_usbmon(data: &[u8], hdr: usize) -> Result<Urb<'_>, UsbError> {
     }
     let rest = data.get(start..).unwrap_or(&[]);
     let take = declared.min(rest.len());
+    let id = data
+        .get(..8)
+        .and_then(|b| <[u8; 8]>::try_from(b).ok())
+        .map_or(0, |b| {
+            if be {
+                u64::from_be_bytes(b)
+            } else {
+                u64::from_le_bytes(b)
+            }
+        });
     Ok(Urb {
+        id,
         device,
         endpoint,
         transfer,
@@ -312,7 +326,12 @@ fn parse_usbpcap(data: &[u8]) -> Result<Urb<'_>, UsbError> {
             payload = payload.get(8..).unwrap_or(&[]);
         }
     }
+    let id = data
+        .get(2..10)
+        .and_then(|b| <[u8; 8]>::try_from(b).ok())
+        .map_or(0, u64::from_le_bytes);
     Ok(Urb {
+        id,
         device,
         endpoint,
         transfer,
@@ -615,7 +634,13 @@ struct Device {
 pub struct UsbSerial {
     filter: Option<DeviceId>,
     devices: BTreeMap<DeviceId, Device>,
+    /// OUT data waiting for its completion: (URB id, device, bytes, submission
+    /// time, packet).
+    outs: std::collections::VecDeque<(u64, DeviceId, Vec<u8>, Timestamp, u64)>,
 }
+
+/// Most OUT transfers waiting for their completion.
+const MAX_OUTS: usize = 256;
 
 impl UsbSerial {
     /// A demultiplexer; `filter` restricts it to one device.
@@ -623,6 +648,7 @@ impl UsbSerial {
         UsbSerial {
             filter,
             devices: BTreeMap::new(),
+            outs: Default::default(),
         }
     }
 
@@ -654,6 +680,87 @@ impl UsbSerial {
             report: DeviceReport::default(),
             awaiting_line: false,
         }))
+    }
+
+    /// Takes one URB record seen at `ts` in packet `packet`.
+    ///
+    /// OUT data is taken from the submission; its first byte is timed by the
+    /// submission and the rest by the completion: a host writes a whole frame at
+    /// once, and the adapter completes the URB when the bytes have gone out (a 1 KB
+    /// write takes a second at 9600 baud). Timing all of it at submission would make
+    /// every long request look unanswered for a second too long, and timing all of it
+    /// at completion would hide the gap before it. An OUT whose completion never
+    /// comes is timed by its submission.
+    pub fn urb(
+        &mut self,
+        urb: &Urb<'_>,
+        ts: Timestamp,
+        packet: u64,
+        classify: &mut Classifier<'_>,
+        out: &mut dyn FnMut(UsbOutput<'_>),
+    ) {
+        let part = serial_part(urb);
+        if let SerialPart::Data {
+            device,
+            from_host: true,
+            bytes,
+        } = part
+        {
+            if self.filter.is_some_and(|f| f != device) {
+                return;
+            }
+            if self.outs.len() >= MAX_OUTS {
+                if let Some((_, d, b, t, p)) = self.outs.pop_front() {
+                    self.release_out(d, &b, t, p, classify, out);
+                }
+            }
+            self.outs
+                .push_back((urb.id, device, bytes.to_vec(), ts, packet));
+            return;
+        }
+        if urb.transfer == TransferType::Bulk && urb.event != UrbEvent::Submission && !urb.is_in() {
+            if let Some(i) = self
+                .outs
+                .iter()
+                .position(|o| o.0 == urb.id && o.1 == urb.device)
+            {
+                // Earlier OUTs still waiting go first, in order.
+                let done: Vec<_> = self.outs.drain(..=i).collect();
+                for (_, d, b, t, p) in done {
+                    // The first byte leaves when the host writes it, the last when
+                    // the URB completes.
+                    let (first, rest) = b.split_at(b.len().min(1));
+                    self.release_out(d, first, t, p, classify, out);
+                    if !rest.is_empty() {
+                        self.release_out(d, rest, t.max(ts), p, classify, out);
+                    }
+                }
+            }
+            return;
+        }
+        self.part(part, ts, packet, classify, out);
+    }
+
+    fn release_out(
+        &mut self,
+        device: DeviceId,
+        bytes: &[u8],
+        ts: Timestamp,
+        packet: u64,
+        classify: &mut Classifier<'_>,
+        out: &mut dyn FnMut(UsbOutput<'_>),
+    ) {
+        self.part(
+            SerialPart::Data {
+                device,
+                from_host: true,
+                bytes,
+            },
+            ts,
+            packet,
+            classify,
+            out,
+        );
     }
 
     /// Takes one URB's serial meaning, seen at `ts` in packet `packet`.
@@ -732,7 +839,11 @@ impl UsbSerial {
     /// The end of the capture: devices still being recognised are oriented by the
     /// fallback rule (if they carried frames, or were chosen) and their bytes
     /// released.
-    pub fn finish(&mut self, out: &mut dyn FnMut(UsbOutput<'_>)) {
+    pub fn finish(&mut self, classify: &mut Classifier<'_>, out: &mut dyn FnMut(UsbOutput<'_>)) {
+        let pending: Vec<_> = self.outs.drain(..).collect();
+        for (_, d, b, t, p) in pending {
+            self.release_out(d, &b, t, p, classify, out);
+        }
         let filtered = self.filter.is_some();
         for (id, d) in self.devices.iter_mut() {
             if let DevState::Probing(p) = &mut d.state {
@@ -878,7 +989,8 @@ mod tests {
     use ecr_proto::frame::{split_message, FrameRepr};
 
     /// A usbmon record (48 or 64 bytes of header, little-endian).
-    pub(crate) fn usbmon(
+    #[allow(clippy::too_many_arguments)]
+    fn usbmon(
         mmapped: bool,
         event: u8,
         transfer: u8,
@@ -1055,7 +1167,7 @@ mod tests {
                 },
             );
         }
-        u.finish(&mut |o| {
+        u.finish(classify, &mut |o| {
             if let UsbOutput::Bytes { from, bytes, .. } = o {
                 got.push((from, bytes.to_vec()))
             }
