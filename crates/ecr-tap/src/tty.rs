@@ -263,6 +263,12 @@ impl Pty {
     pub fn open(link: Option<&Path>) -> Result<Pty, TtyError> {
         let pty = nix::pty::openpty(None, None)
             .map_err(|e| TtyError::Pty(format!("openpty: {}", e.desc())))?;
+        // openpty(3) does not set close-on-exec: without it every program started
+        // later would hold the pty open, and closing the master would not hang up.
+        for fd in [pty.master.as_fd(), pty.slave.as_fd()] {
+            fcntl::fcntl(fd, FcntlArg::F_SETFD(fcntl::FdFlag::FD_CLOEXEC))
+                .map_err(|e| TtyError::Pty(format!("close-on-exec: {}", e.desc())))?;
+        }
         make_raw(pty.slave.as_fd())
             .map_err(|e| TtyError::Pty(format!("raw mode: {}", e.desc())))?;
         set_nonblocking(pty.master.as_fd())
