@@ -10,43 +10,43 @@ use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
 
 create_exception!(
-    _native,
+    ecr_sniff,
     EcrError,
     PyException,
     "Base class of every error raised by ecr_sniff."
 );
 create_exception!(
-    _native,
+    ecr_sniff,
     PosKeyError,
     EcrError,
     "A POS-KEY that cannot be used (empty, or not 16, 24 or 32 bytes / 32 hex digits)."
 );
 create_exception!(
-    _native,
+    ecr_sniff,
     DecryptError,
     EcrError,
     "Ciphertext that is not Base64 of whole AES blocks, or that no key reading decrypts."
 );
 create_exception!(
-    _native,
+    ecr_sniff,
     FrameBuildError,
     EcrError,
     "Frame data that does not fit the 16-bit length fields of a 0x2f6e frame."
 );
 create_exception!(
-    _native,
+    ecr_sniff,
     EnvelopeError,
     EcrError,
     "A body that is not an ECR request or response (or cannot be decrypted)."
 );
 create_exception!(
-    _native,
+    ecr_sniff,
     ContentError,
     EcrError,
     "Content given to digest() or format_content() that cannot be signed."
 );
 create_exception!(
-    _native,
+    ecr_sniff,
     CaptureError,
     EcrError,
     "A capture file that cannot be opened or read; `path` and `reason` say which and why."
