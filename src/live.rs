@@ -7,6 +7,8 @@ use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
@@ -185,17 +187,38 @@ pub fn run(a: LiveArgs) -> Result<ExitCode> {
     let color = use_color(a.color);
     let mut sink = WriterSink::new(output::writer(a.format.into(), io::stdout(), color));
     let mut analyzer = Analyzer::new(cfg, keys, &mut sink);
-    let started = Instant::now();
     let limit = a.duration.map(Duration::from_secs_f64);
+    // libpcap blocks in its read: a watcher thread ends the read on Ctrl-C or when
+    // --duration is up.
+    let done = Arc::new(AtomicBool::new(false));
+    let watcher = {
+        let (waker, done, stop) = (tap.waker(), Arc::clone(&done), Arc::clone(&stop));
+        let deadline = limit.map(|l| Instant::now() + l);
+        std::thread::spawn(move || {
+            while !done.load(Ordering::Relaxed) {
+                if stop::requested(&stop) || deadline.is_some_and(|d| Instant::now() >= d) {
+                    stop.store(true, Ordering::Relaxed);
+                    waker.wake();
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        })
+    };
     let mut bytes = 0u64;
     let mut failure = None;
-    while !stop::requested(&stop) && limit.is_none_or(|l| started.elapsed() < l) {
+    while !stop::requested(&stop) {
         match tap.next() {
             Ok(Some(pkt)) => {
                 bytes += pkt.data.len() as u64;
                 analyzer.packet(&pkt);
+                // Each packet reaches the file at once, so that it is complete up
+                // to the last packet whenever the tap is stopped (ECR traffic is
+                // a few packets a second).
                 if let Some((path, w)) = &mut file {
-                    if let Err(e) = w.write_packet(0, pkt.ts, pkt.data, pkt.orig_len, None) {
+                    let written = w
+                        .write_packet(0, pkt.ts, pkt.data, pkt.orig_len, None)
+                        .and_then(|()| w.flush());
+                    if let Err(e) = written {
                         failure = Some(
                             anyhow::Error::new(e).context(format!("writing {}", path.display())),
                         );
@@ -203,23 +226,15 @@ pub fn run(a: LiveArgs) -> Result<ExitCode> {
                     }
                 }
             }
-            Ok(None) => {
-                // A quiet moment: make the file complete up to now.
-                if let Some((path, w)) = &mut file {
-                    if let Err(e) = w.flush() {
-                        failure = Some(
-                            anyhow::Error::new(e).context(format!("writing {}", path.display())),
-                        );
-                        break;
-                    }
-                }
-            }
+            Ok(None) => {}
             Err(e) => {
                 failure = Some(e.into());
                 break;
             }
         }
     }
+    done.store(true, Ordering::Relaxed);
+    let _ = watcher.join();
     if let Some((path, mut w)) = file {
         w.flush()
             .with_context(|| format!("writing {}", path.display()))?;

@@ -1,17 +1,23 @@
 //! Live capture from a network interface with libpcap.
 //!
 //! The capture runs in immediate mode (each packet is handed over as it arrives,
-//! not when the kernel's buffer block fills) with a short read timeout, so that the
-//! caller's loop regains control at least every [`READ_TIMEOUT_MS`] and notices a
-//! stop request even on a silent interface. A BPF filter keeps everything but the
-//! ECR ports in the kernel.
+//! not when the kernel's buffer block fills). libpcap's read timeout cannot be
+//! relied on to return on a silent interface (on Linux with TPACKET_V3 it waits in
+//! `poll` until a packet comes, even through SIGINT); so reads block, and a
+//! [`Waker`] handed to another thread ends a blocked read when the caller wants to
+//! stop. A BPF filter keeps
+//! everything but the ECR ports in the kernel.
 
 use ecr_capture::source::Packet;
 use ecr_proto::Timestamp;
-use pcap::{Active, Capture, Device};
+use pcap::{Active, BreakLoop, Capture, Device};
 
-/// Longest time [`NetTap::next`] blocks.
+/// libpcap's read timeout (where the platform honours it).
 pub const READ_TIMEOUT_MS: i32 = 100;
+/// Kernel buffer for packets not yet read. libpcap's default (2 MiB) holds only
+/// about 30 loopback-sized packets in immediate mode (one 64 KiB slot each), and a
+/// burst larger than that is dropped while the previous packets are decoded.
+pub const BUFFER_SIZE: i32 = 32 << 20;
 /// Bytes kept per packet: everything (ECR messages span segments; a cut packet
 /// would be a hole in the stream).
 pub const SNAPLEN: i32 = 262_144;
@@ -161,6 +167,23 @@ impl std::fmt::Debug for NetTap {
     }
 }
 
+/// Ends a blocked [`NetTap::next`] (libpcap's `pcap_breakloop`, which also wakes
+/// its `poll`). Safe to use from any thread, also after the capture is closed.
+pub struct Waker(BreakLoop);
+
+impl Waker {
+    /// Makes the current or next read return `None`.
+    pub fn wake(&self) {
+        self.0.breakloop();
+    }
+}
+
+impl std::fmt::Debug for Waker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Waker")
+    }
+}
+
 /// Counters from the kernel at the end of a capture.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NetStats {
@@ -187,6 +210,7 @@ impl NetTap {
             .immediate_mode(true)
             .timeout(READ_TIMEOUT_MS)
             .snaplen(SNAPLEN)
+            .buffer_size(BUFFER_SIZE)
             .promisc(promisc)
             .open()
             .map_err(|e| classify(name, e))?;
@@ -214,7 +238,13 @@ impl NetTap {
         &self.name
     }
 
-    /// The next packet, or `None` when the read timeout passed without one.
+    /// A handle that ends a [`NetTap::next`] blocked in another thread.
+    pub fn waker(&mut self) -> Waker {
+        Waker(self.cap.breakloop_handle())
+    }
+
+    /// The next packet; `None` when libpcap's timeout passed without one or a
+    /// [`Waker`] interrupted the read.
     pub fn next(&mut self) -> Result<Option<Packet<'_>>, NetError> {
         match self.cap.next_packet() {
             Ok(p) => {
@@ -236,7 +266,8 @@ impl NetTap {
                     direction: None,
                 }))
             }
-            Err(pcap::Error::TimeoutExpired) => Ok(None),
+            // -2 from pcap_next_ex: pcap_breakloop was called.
+            Err(pcap::Error::TimeoutExpired) | Err(pcap::Error::NoMorePackets) => Ok(None),
             Err(e) => Err(classify(&self.name, e)),
         }
     }
