@@ -30,7 +30,7 @@ Install (once): ask tshark where its extcap folder is, then write the wrapper th
   sudo ecr-sniff extcap --install /usr/lib/x86_64-linux-gnu/wireshark/extcap
 Wireshark then lists \"ECR serial tap\"; its options dialog asks for the two ports and
 the line settings. From the command line:
-  tshark -i ecr-serial -o extcap.ecr-serial.ecr:/dev/ttyUSB0 -o extcap.ecr-serial.pos:/dev/ttyUSB1 \\
+  tshark -i ecr-serial -o extcap.ecr_serial.ecr:/dev/ttyUSB0 -o extcap.ecr_serial.pos:/dev/ttyUSB1 \\
          -X lua_script:dissector/ecr.lua
 
 What Wireshark runs (for testing by hand):
