@@ -207,7 +207,7 @@ pub fn run(a: LiveArgs) -> Result<ExitCode> {
     let mut bytes = 0u64;
     let mut failure = None;
     while !stop::requested(&stop) {
-        match tap.next() {
+        match tap.next_packet() {
             Ok(Some(pkt)) => {
                 bytes += pkt.data.len() as u64;
                 analyzer.packet(&pkt);

@@ -167,7 +167,7 @@ impl std::fmt::Debug for NetTap {
     }
 }
 
-/// Ends a blocked [`NetTap::next`] (libpcap's `pcap_breakloop`, which also wakes
+/// Ends a blocked [`NetTap::next_packet`] (libpcap's `pcap_breakloop`, which also wakes
 /// its `poll`). Safe to use from any thread, also after the capture is closed.
 pub struct Waker(BreakLoop);
 
@@ -238,14 +238,14 @@ impl NetTap {
         &self.name
     }
 
-    /// A handle that ends a [`NetTap::next`] blocked in another thread.
+    /// A handle that ends a [`NetTap::next_packet`] blocked in another thread.
     pub fn waker(&mut self) -> Waker {
         Waker(self.cap.breakloop_handle())
     }
 
     /// The next packet; `None` when libpcap's timeout passed without one or a
     /// [`Waker`] interrupted the read.
-    pub fn next(&mut self) -> Result<Option<Packet<'_>>, NetError> {
+    pub fn next_packet(&mut self) -> Result<Option<Packet<'_>>, NetError> {
         match self.cap.next_packet() {
             Ok(p) => {
                 self.index += 1;
