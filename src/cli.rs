@@ -140,6 +140,28 @@ impl From<FormatArg> for ecr_capture::output::Format {
     }
 }
 
+/// How records are printed: shared by every command that prints them, so that a
+/// script reads a live tap exactly as it reads `analyze`.
+#[derive(Debug, Clone, Copy, Args)]
+pub struct OutputArgs {
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: FormatArg,
+    /// When to colour the text output.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub color: ColorChoice,
+}
+
+impl OutputArgs {
+    /// The record writer these options ask for, over `out`.
+    pub fn writer<'a, W: std::io::Write + 'a>(
+        &self,
+        out: W,
+    ) -> Box<dyn ecr_capture::output::RecordWriter + 'a> {
+        ecr_capture::output::writer(self.format.into(), out, crate::use_color(self.color))
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ColorChoice {
     /// Colour when stdout is a terminal and NO_COLOR is not set.
@@ -171,12 +193,8 @@ pub struct AnalyzeArgs {
     pub keys: KeyArgs,
     #[command(flatten)]
     pub ports: PortArgs,
-    /// Output format.
-    #[arg(long, value_enum, default_value = "text")]
-    pub format: FormatArg,
-    /// When to colour the text output.
-    #[arg(long, value_enum, default_value = "auto")]
-    pub color: ColorChoice,
+    #[command(flatten)]
+    pub output: OutputArgs,
     /// Exit with status 1 when a finding of this severity or worse is found.
     #[arg(long = "fail-on", value_enum, default_value = "never")]
     pub fail_on: FailOn,
@@ -232,10 +250,6 @@ pub struct DecodeArgs {
     pub from: SideArg,
     #[command(flatten)]
     pub keys: KeyArgs,
-    /// Output format.
-    #[arg(long, value_enum, default_value = "text")]
-    pub format: FormatArg,
-    /// When to colour the text output.
-    #[arg(long, value_enum, default_value = "auto")]
-    pub color: ColorChoice,
+    #[command(flatten)]
+    pub output: OutputArgs,
 }

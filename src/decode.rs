@@ -6,12 +6,11 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use ecr_capture::analyzer::{Analyzer, Config};
-use ecr_capture::output;
 use ecr_proto::link::Side;
 use ecr_proto::Timestamp;
 
 use crate::cli::{DecodeArgs, SideArg};
-use crate::{load_keys, use_color, WriterSink};
+use crate::{load_keys, WriterSink};
 
 /// Parses hex text: white space, `:`, `-`, `,` and `0x` prefixes are ignored.
 pub fn parse_hex(text: &str) -> Result<Vec<u8>> {
@@ -69,9 +68,8 @@ pub fn run(a: DecodeArgs) -> Result<ExitCode> {
         SideArg::Ecr => Side::Ecr,
         SideArg::Pos => Side::Pos,
     };
-    let color = use_color(a.color);
     let stdout = io::stdout();
-    let mut sink = WriterSink::new(output::writer(a.format.into(), stdout.lock(), color));
+    let mut sink = WriterSink::new(a.output.writer(stdout.lock()));
     // Bytes from the command line have no capture end: "still waiting when the
     // capture ended" would only be noise here.
     let cfg = Config {

@@ -13,13 +13,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
 use ecr_capture::analyzer::Analyzer;
-use ecr_capture::output;
 use ecr_capture::source::PcapngWriter;
 use ecr_tap::netcap::{self, NetTap};
 use ecr_tap::stop;
 
-use crate::cli::{ColorChoice, FailOn, FormatArg, KeyArgs, PortArgs};
-use crate::{config, exit_for, load_keys, use_color, WriterSink};
+use crate::cli::{FailOn, KeyArgs, OutputArgs, PortArgs};
+use crate::{config, exit_for, load_keys, WriterSink};
 
 const AFTER: &str = "\
 Packets are filtered in the kernel to the ECR ports (--http-port, --tcp-port; every TCP
@@ -70,12 +69,8 @@ pub struct LiveArgs {
     pub keys: KeyArgs,
     #[command(flatten)]
     pub ports: PortArgs,
-    /// Output format.
-    #[arg(long, value_enum, default_value = "text")]
-    pub format: FormatArg,
-    /// When to colour the text output.
-    #[arg(long, value_enum, default_value = "auto")]
-    pub color: ColorChoice,
+    #[command(flatten)]
+    pub output: OutputArgs,
     /// Exit with status 1 when a finding of this severity or worse was seen.
     #[arg(long = "fail-on", value_enum, default_value = "never")]
     pub fail_on: FailOn,
@@ -184,8 +179,7 @@ pub fn run(a: LiveArgs) -> Result<ExitCode> {
 
     // Records go straight to stdout, which is flushed line by line, so each message
     // shows as soon as the analyzer completes it.
-    let color = use_color(a.color);
-    let mut sink = WriterSink::new(output::writer(a.format.into(), io::stdout(), color));
+    let mut sink = WriterSink::new(a.output.writer(io::stdout()));
     let mut analyzer = Analyzer::new(cfg, keys, &mut sink);
     let limit = a.duration.map(Duration::from_secs_f64);
     // libpcap blocks in its read: a watcher thread ends the read on Ctrl-C or when

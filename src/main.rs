@@ -22,7 +22,7 @@ use clap::Parser;
 use ecr_capture::analyzer::{Analyzer, Config};
 use ecr_capture::findings::Severity;
 use ecr_capture::keys::KeySet;
-use ecr_capture::output::{self, RecordWriter};
+use ecr_capture::output::RecordWriter;
 use ecr_capture::record::{Record, SummaryRecord};
 use ecr_capture::source::{CaptureReader, SourceError};
 use ecr_proto::cipher::PosKey;
@@ -138,25 +138,12 @@ fn analyze_one(path: &Path, analyzer: &mut Analyzer<'_>, progress: bool) -> Resu
     })?;
     let total = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
     let mut bar = Progress::new(progress && total > 32 << 20, total);
-    let mut errors_in_a_row = 0u32;
-    while let Some(next) = reader.next_packet() {
-        match next {
-            Ok(pkt) => {
-                errors_in_a_row = 0;
-                analyzer.packet(&pkt);
-            }
-            Err(e) => {
-                errors_in_a_row += 1;
-                analyzer.damaged(None, e.packet(), format!("{}: {e}", path.display()));
-                if errors_in_a_row > 1000 {
-                    break;
-                }
-            }
-        }
-        bar.update(reader.file_bytes_read());
-    }
+    let bytes = analyzer.read_capture(&mut reader, &path.display().to_string(), |r| {
+        bar.update(r.file_bytes_read());
+        true
+    });
     bar.done();
-    Ok(reader.bytes_read())
+    Ok(bytes)
 }
 
 /// A one-line progress indicator on stderr for long files.
@@ -246,10 +233,9 @@ impl ecr_capture::record::Sink for WriterSink<'_> {
 
 fn analyze(a: AnalyzeArgs) -> Result<ExitCode> {
     let keys = load_keys(&a.keys)?;
-    let color = use_color(a.color);
     let stdout = io::stdout();
     let out = io::BufWriter::with_capacity(1 << 16, stdout.lock());
-    let mut sink = WriterSink::new(output::writer(a.format.into(), out, color));
+    let mut sink = WriterSink::new(a.output.writer(out));
     let cfg = Config {
         usb_device: a.usb_device,
         ..config(&a.ports)

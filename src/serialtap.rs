@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
 use ecr_capture::analyzer::Analyzer;
-use ecr_capture::output;
 use ecr_capture::serialcap::{FrameSplitter, SerialCaptureWriter};
 use ecr_proto::link::Side;
 use ecr_tap::relay::{EndSpec, Relay, RelayEvent};
@@ -20,8 +19,8 @@ use ecr_tap::session::{self, TapEvent};
 use ecr_tap::stop;
 use ecr_tap::tty::{LineSettings, Parity, Pty};
 
-use crate::cli::{ColorChoice, FailOn, FormatArg, KeyArgs};
-use crate::{exit_for, load_keys, use_color, WriterSink};
+use crate::cli::{FailOn, KeyArgs, OutputArgs};
+use crate::{exit_for, load_keys, WriterSink};
 
 const AFTER: &str = "\
 Plug the cash register's cable into one serial port and the terminal's into another;
@@ -111,12 +110,8 @@ pub struct SerialArgs {
     pub duration: Option<f64>,
     #[command(flatten)]
     pub keys: KeyArgs,
-    /// Output format.
-    #[arg(long, value_enum, default_value = "text")]
-    pub format: FormatArg,
-    /// When to colour the text output.
-    #[arg(long, value_enum, default_value = "auto")]
-    pub color: ColorChoice,
+    #[command(flatten)]
+    pub output: OutputArgs,
     /// Exit with status 1 when a finding of this severity or worse was seen.
     #[arg(long = "fail-on", value_enum, default_value = "never")]
     pub fail_on: FailOn,
@@ -213,8 +208,7 @@ pub fn run(a: SerialArgs) -> Result<ExitCode> {
         eprintln!("ecr-sniff: {n}");
     }
 
-    let color = use_color(a.color);
-    let mut sink = WriterSink::new(output::writer(a.format.into(), io::stdout(), color));
+    let mut sink = WriterSink::new(a.output.writer(io::stdout()));
     let mut analyzer = Analyzer::new(ecr_capture::analyzer::Config::default(), keys, &mut sink);
     let labels = (names.0.as_str(), names.1.as_str());
     let started = Instant::now();

@@ -31,7 +31,7 @@ use crate::record::{
     SummaryRecord, TransactionRecord, Transport,
 };
 use crate::serialcap;
-use crate::source::Packet;
+use crate::source::{CaptureReader, Packet};
 use crate::tcp::{
     self, CloseReason, ConnId, PortPeek, StreamDir, TcpConfig, TcpEvent, TcpReassembler,
 };
@@ -66,6 +66,9 @@ impl Default for Config {
         }
     }
 }
+
+/// Damaged records in a row after which the rest of a file is given up.
+pub const MAX_DAMAGED_IN_A_ROW: u32 = 1000;
 
 /// Most latency samples kept for the percentiles.
 const MAX_LATENCY_SAMPLES: usize = 1 << 20;
@@ -516,6 +519,39 @@ impl<'s> Analyzer<'s> {
         for o in outs {
             self.st.link_output(id, o, packet);
         }
+    }
+
+    /// Feeds every packet of a capture file. Damaged records become `damaged-packet`
+    /// findings naming `name` and the analysis goes on; after
+    /// [`MAX_DAMAGED_IN_A_ROW`] of them in a row the rest of the file is taken for
+    /// garbage. `keep_going` is asked after each packet (for a progress display or to
+    /// cancel). Returns the bytes read (uncompressed).
+    pub fn read_capture(
+        &mut self,
+        reader: &mut CaptureReader,
+        name: &str,
+        mut keep_going: impl FnMut(&CaptureReader) -> bool,
+    ) -> u64 {
+        let mut damaged_in_a_row = 0u32;
+        while let Some(next) = reader.next_packet() {
+            match next {
+                Ok(pkt) => {
+                    damaged_in_a_row = 0;
+                    self.packet(&pkt);
+                }
+                Err(e) => {
+                    damaged_in_a_row += 1;
+                    self.damaged(None, e.packet(), format!("{name}: {e}"));
+                    if damaged_in_a_row > MAX_DAMAGED_IN_A_ROW {
+                        break;
+                    }
+                }
+            }
+            if !keep_going(reader) {
+                break;
+            }
+        }
+        reader.bytes_read()
     }
 
     /// Reports a problem with the capture file itself (a damaged record).

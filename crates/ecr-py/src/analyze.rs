@@ -36,8 +36,6 @@ use crate::errors::{capture_error, key_error, EcrError, PosKeyError};
 const CHANNEL_DEPTH: usize = 1024;
 /// How often a waiting `__next__` looks for Ctrl-C.
 const SIGNAL_POLL: Duration = Duration::from_millis(100);
-/// Consecutive unreadable records after which a file is given up (as the CLI does).
-const MAX_ERRORS_IN_A_ROW: u32 = 1000;
 
 /// What the worker sends: a jsonl line, or why a record could not be serialised.
 type Line = Result<String, String>;
@@ -157,26 +155,11 @@ fn run(
     let mut analyzer = Analyzer::new(cfg, keys, &mut sink);
     let mut bytes = 0u64;
     for (mut reader, name) in readers.into_iter().zip(&names) {
-        let mut errors_in_a_row = 0u32;
-        while let Some(next) = reader.next_packet() {
-            if stop.load(Ordering::Relaxed) {
-                return;
-            }
-            match next {
-                Ok(pkt) => {
-                    errors_in_a_row = 0;
-                    analyzer.packet(&pkt);
-                }
-                Err(e) => {
-                    errors_in_a_row += 1;
-                    analyzer.damaged(None, e.packet(), format!("{name}: {e}"));
-                    if errors_in_a_row > MAX_ERRORS_IN_A_ROW {
-                        break;
-                    }
-                }
-            }
+        let read = analyzer.read_capture(&mut reader, name, |_| !stop.load(Ordering::Relaxed));
+        if stop.load(Ordering::Relaxed) {
+            return;
         }
-        bytes += reader.bytes_read();
+        bytes += read;
     }
     analyzer.finish(bytes, names);
 }
