@@ -6,6 +6,7 @@
 //! the analyzer reads; only sockets, serial lines, timing and the emulated
 //! terminal's business logic live here. Blocking I/O on std threads: no async
 //! runtime, to keep the build light.
+#![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod client;

@@ -1,26 +1,19 @@
 //! Stopping cleanly on SIGINT and SIGTERM: the handler only sets a flag, which the
-//! emulator's loops check between short blocking waits.
+//! emulator's loops check between short blocking waits. signal-hook installs the
+//! handler, so this crate needs no unsafe code.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, OnceLock};
 
-use nix::sys::signal::{self, SaFlags, SigAction, SigHandler, SigSet, Signal};
+use signal_hook::consts::{SIGINT, SIGTERM};
 
-static STOP: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_signal(_: nix::libc::c_int) {
-    STOP.store(true, Ordering::SeqCst);
-}
+static STOP: OnceLock<Arc<AtomicBool>> = OnceLock::new();
 
 /// Installs the handler for SIGINT and SIGTERM and returns the flag it sets.
-pub fn stop_on_signals() -> nix::Result<&'static AtomicBool> {
-    let action = SigAction::new(
-        SigHandler::Handler(on_signal),
-        SaFlags::empty(),
-        SigSet::empty(),
-    );
-    for sig in [Signal::SIGINT, Signal::SIGTERM] {
-        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
-        unsafe { signal::sigaction(sig, &action) }?;
+pub fn stop_on_signals() -> std::io::Result<&'static AtomicBool> {
+    let flag = STOP.get_or_init(|| Arc::new(AtomicBool::new(false)));
+    for sig in [SIGINT, SIGTERM] {
+        signal_hook::flag::register(sig, Arc::clone(flag))?;
     }
-    Ok(&STOP)
+    Ok(flag)
 }
