@@ -265,7 +265,15 @@ pub fn run(a: SendArgs) -> Result<ExitCode> {
         };
         let mut analyzer = Analyzer::new(cfg, keys, &mut sink);
         for c in &x.wire {
-            analyzer.serial_chunk(0, (&x.local, &x.peer), c.from, &c.bytes, c.ts, None);
+            analyzer.frames_chunk(
+                0,
+                (&x.local, &x.peer),
+                transport(&target),
+                c.from,
+                &c.bytes,
+                c.ts,
+                None,
+            );
         }
         analyzer.finish(x.wire.iter().map(|c| c.bytes.len() as u64).sum(), vec![]);
     } else {
@@ -281,7 +289,7 @@ pub fn run(a: SendArgs) -> Result<ExitCode> {
             ts: ecr_emu::now().as_secs_f64(),
             code,
             severity: code.severity(),
-            transport: Some(transport(&target, &x)),
+            transport: Some(transport(&target)),
             src: Some(x.local.clone()),
             dst: Some(x.peer.clone()),
             detail: f.to_string(),
@@ -321,17 +329,17 @@ pub fn run(a: SendArgs) -> Result<ExitCode> {
     })
 }
 
-fn transport(target: &Target, x: &Exchange) -> Transport {
+fn transport(target: &Target) -> Transport {
     match target {
         Target::Http(_) => Transport::Http,
-        Target::Tcp(_) if !x.frames => Transport::Tcp,
+        Target::Tcp(_) => Transport::Tcp,
         _ => Transport::Serial,
     }
 }
 
 /// Message, finding and transaction records of an HTTP or TCP text exchange.
 fn records(x: &Exchange, target: &Target, key: &ecr_proto::cipher::PosKey, sink: &mut dyn Sink) {
-    let t = transport(target, x);
+    let t = transport(target);
     let ring = KeyRing::single(key.clone());
     let ctx = |ts, direction, src: &str, dst: &str| Context {
         transport: t,

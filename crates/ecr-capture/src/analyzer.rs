@@ -495,17 +495,32 @@ impl<'s> Analyzer<'s> {
         ts: Timestamp,
         packet: Option<u64>,
     ) {
+        self.frames_chunk(link, labels, Transport::Serial, from, bytes, ts, packet);
+    }
+
+    /// Like [`Analyzer::serial_chunk`], for a frame stream that travelled over
+    /// `transport` (e.g. `0x2f6e` frames on a TCP connection the caller reads itself,
+    /// as `ecr-sniff send` does); records then name that transport.
+    #[allow(clippy::too_many_arguments)]
+    pub fn frames_chunk(
+        &mut self,
+        link: u64,
+        labels: (&str, &str),
+        transport: Transport,
+        from: Side,
+        bytes: &[u8],
+        ts: Timestamp,
+        packet: Option<u64>,
+    ) {
         self.packets += u64::from(packet.is_some());
         self.st.last_ts = self.st.last_ts.max(ts);
         let id = SERIAL_ID_BASE.saturating_add(link);
         let c = self.st.conns.entry(id).or_insert_with(|| {
-            let mut c = Conn::new(
-                labels.0.to_string(),
-                labels.1.to_string(),
-                None,
-                ConnKind::Serial,
-                ts,
-            );
+            let kind = match transport {
+                Transport::Serial => ConnKind::Serial,
+                Transport::Tcp | Transport::Http => ConnKind::Tcp,
+            };
+            let mut c = Conn::new(labels.0.to_string(), labels.1.to_string(), None, kind, ts);
             c.dirs = [DirState::Frames, DirState::Frames];
             c.frames = Some(FrameLink::new());
             c
