@@ -218,6 +218,8 @@ fn comparable(mut v: serde_json::Value) -> serde_json::Value {
             "bytes",
             "packets",
             "latency_ms",
+            // Ack latency: live, chunk read times; in the file, frame packet times.
+            "answer_ms",
         ] {
             o.remove(k);
         }

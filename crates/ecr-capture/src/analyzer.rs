@@ -212,6 +212,9 @@ struct State<'s> {
     truncated_flows: HashSet<(String, String)>,
     /// Sees every message's body as it was received (see [`Analyzer::on_message`]).
     body_hook: Option<BodyHook<'s>>,
+    /// The link tracker's latest match of an answer frame with its request
+    /// (connection, ref, milliseconds), for the answer's message record.
+    last_answer: Option<(ConnId, u8, f64)>,
 }
 
 /// A callback given each message record with the body it was decoded from.
@@ -259,6 +262,7 @@ impl<'s> Analyzer<'s> {
                 max_severity: None,
                 last_ts: Timestamp::default(),
                 truncated_flows: HashSet::new(),
+                last_answer: None,
                 body_hook: None,
             },
             packets: 0,
@@ -927,6 +931,11 @@ impl State<'_> {
                 let dir = dir_of(m.from);
                 self.body(conn, dir, Body::Frame(m), packet);
             }
+            // The answer frame itself follows; it carries the latency.
+            OwnedLinkOutput::Answered {
+                ref_num,
+                latency_ms,
+            } => self.last_answer = Some((conn, ref_num, latency_ms)),
         }
     }
 
@@ -980,6 +989,11 @@ impl State<'_> {
                 };
                 decoded.record.digest = "absent";
                 decoded.record.raw = None;
+                if let Some((c, r, latency)) = self.last_answer.take() {
+                    if c == conn && r == m.ref_num {
+                        decoded.record.answer_ms = Some(latency);
+                    }
+                }
             }
             _ => decoded = decode_body(bytes, ring, numbers, &ctx),
         }
@@ -1292,6 +1306,10 @@ struct OwnedLinkMessage {
 
 enum OwnedLinkOutput {
     Message(OwnedLinkMessage),
+    Answered {
+        ref_num: u8,
+        latency_ms: f64,
+    },
     Finding {
         code: Code,
         from: Side,
@@ -1322,7 +1340,14 @@ fn own_output(o: LinkOutput<'_>) -> Option<OwnedLinkOutput> {
             ts: f.ts,
             detail: f.detail,
         }),
-        LinkOutput::Answered { .. } => None,
+        LinkOutput::Answered {
+            ref_num,
+            latency_ms,
+            ..
+        } => Some(OwnedLinkOutput::Answered {
+            ref_num,
+            latency_ms,
+        }),
     }
 }
 

@@ -101,6 +101,7 @@ pub fn decode_body(body: &[u8], keys: &KeyRing, key_numbers: &[usize], ctx: &Con
         frame: None,
         http: None,
         framing: None,
+        answer_ms: None,
         key: None,
         digest_value: None,
         digest_detail: None,

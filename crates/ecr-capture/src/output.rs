@@ -239,6 +239,18 @@ impl<W: Write> TextWriter<W> {
             )?;
             self.fragments(&f.parts)?;
         }
+        if let Some(ms) = m.answer_ms {
+            let verdict = if ms > 1000.0 {
+                s.paint("1;31", "late: the limit is 1000 ms")
+            } else {
+                "in time".to_string()
+            };
+            writeln!(
+                self.out,
+                "    Answers request ref {} after {ms:.1} ms ({verdict})",
+                m.ref_num.unwrap_or(0)
+            )?;
+        }
         if matches!(m.role, Role::Ack | Role::ErrorFrame) {
             return Ok(());
         }

@@ -201,6 +201,10 @@ pub struct MessageRecord {
     /// HTTP layer.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub http: Option<HttpInfo>,
+    /// For an ack or error frame: milliseconds from the last byte of the request it
+    /// answers to its own first byte (spec 10.6: at most 1000).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub answer_ms: Option<f64>,
     /// The TCP 9002 framing rule that delimited the message (D6).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub framing: Option<&'static str>,
