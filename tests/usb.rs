@@ -236,6 +236,14 @@ fn two_devices_and_a_disk() {
         .contains("business result"));
     assert_eq!(devs[1]["line"]["baud"], 115200);
     assert_eq!(devs[1]["line"]["spec"], false);
+    // ... which is a finding for 1:7 only (1:5 runs at the spec's 9600 8N1).
+    let line: Vec<_> = kind(&r, "finding")
+        .into_iter()
+        .filter(|f| f["code"] == "line-settings")
+        .collect();
+    assert_eq!(line.len(), 1);
+    assert_eq!(line[0]["src"], "usb1:7");
+    assert!(line[0]["detail"].as_str().unwrap().contains("115200 8N1"));
     let links: std::collections::BTreeSet<&str> = kind(&r, "message")
         .iter()
         .map(|m| m["src"].as_str().unwrap())

@@ -603,8 +603,26 @@ impl<'s> Analyzer<'s> {
         self.usb
             .finish(&mut classify, &mut |o| outs.extend(own_usb(o)));
         self.usb_bytes(outs);
-        let usb_devices = self.usb.reports().map(|(id, r)| r.info(id)).collect();
+        let usb_devices: Vec<_> = self.usb.reports().map(|(id, r)| r.info(id)).collect();
         let st = &mut self.st;
+        // A wrong baud rate or framing is a classic cause of garbage on the line.
+        for d in &usb_devices {
+            if let Some(line) = d.line.as_ref().filter(|l| !l.spec) {
+                st.finding(
+                    Code::LineSettings,
+                    st.last_ts,
+                    Some(Transport::Serial),
+                    Some(d.link.clone()),
+                    None,
+                    Some(line.packet),
+                    None,
+                    format!(
+                        "the host set the adapter of USB device {} to {} (SET_LINE_CODING at packet {}); the terminal expects 9600 8N1",
+                        d.device, line.settings, line.packet
+                    ),
+                );
+            }
+        }
         self.tcp.flush_all(&mut |ev| st.tcp_event(ev));
         // Connections the reassembler never opened (none expected) are ended too.
         let ids: Vec<ConnId> = st.conns.keys().copied().collect();

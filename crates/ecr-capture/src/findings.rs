@@ -150,6 +150,8 @@ codes! {
         "spec 3.2: same-day refunds of Visa/Mastercard, UnionPay Card and Amex must be for the full amount";
     PaymeTimeout = "payme-timeout", Warning,
         "spec 3.1: PayMe allows payment_timeout of at most 120 seconds";
+    LineSettings = "line-settings", Warning,
+        "spec 10.9: the serial line runs at 9600 baud, 8 data bits, no parity, 1 stop bit, no flow control";
     DamagedPacket = "damaged-packet", Warning,
         "capture: a packet or record of the capture file could not be decoded (bad header, bad length)";
 }
@@ -191,7 +193,7 @@ mod tests {
             assert!(seen.insert(c.as_str()));
             assert_eq!(c.as_str().parse::<Code>().unwrap(), *c);
         }
-        assert_eq!(Code::ALL.len(), 29);
+        assert_eq!(Code::ALL.len(), 30);
         assert!("nope".parse::<Code>().is_err());
     }
 
