@@ -138,7 +138,10 @@ pub fn run(a: CheckArgs) -> Result<ExitCode> {
         let mut sink = |_: Record| {};
         let (summary, max) = analyze_files(
             std::slice::from_ref::<PathBuf>(file),
-            config(&a.ports),
+            ecr_capture::analyzer::Config {
+                usb_device: a.usb_device,
+                ..config(&a.ports)
+            },
             keys,
             &mut sink,
             false,

@@ -226,6 +226,9 @@ pub struct CheckArgs {
     pub keys: KeyArgs,
     #[command(flatten)]
     pub ports: PortArgs,
+    /// USB captures: check only this device (BUS:DEV), as `analyze --usb-device`.
+    #[arg(long = "usb-device", value_name = "BUS:DEV")]
+    pub usb_device: Option<ecr_capture::usb::DeviceId>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -211,3 +211,18 @@ fn readme_documents_every_finding_code() {
         "README's finding table differs from `ecr-sniff codes`"
     );
 }
+
+#[test]
+fn check_takes_a_usb_device_and_fails_on_line_settings() {
+    let cap = "captures/usb/usbmon-two-devices.pcap";
+    let (code, out, _) = run(&["check", cap, "--usb-device", "1:5", "--key", KEY]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("(8 messages, 2 transactions, 0 findings)"),
+        "{out}"
+    );
+    // Device 1:7 runs at 115200 baud: a warning.
+    let (code, out, _) = run(&["check", cap, "--key", KEY, "--fail-on", "warning"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("warning line-settings x1"), "{out}");
+}
