@@ -138,7 +138,14 @@ pub fn decode_body(body: &[u8], keys: &KeyRing, key_numbers: &[usize], ctx: &Con
                 record.role = Role::Response;
                 facts.is_response = true;
             }
-            findings.push((code, e.to_string()));
+            let mut detail = e.to_string();
+            if matches!(code, Code::NoKey | Code::DecryptFailed) && decrypts_with_default_key(body)
+            {
+                detail.push_str(
+                    "; it decrypts with the default POS-KEY published in the spec (decisions.md D3): the sender still uses the factory key",
+                );
+            }
+            findings.push((code, detail));
             return Decoded {
                 record,
                 findings,
@@ -339,6 +346,22 @@ fn check_response(resp: &Response, findings: &mut Vec<(Code, String)>, facts: &m
     }
 }
 
+/// The POS-KEY printed in the spec and decisions.md (not a secret): shops that never
+/// generated their own key still use it, which explains many "wrong key" cases.
+/// Output names it only as "the default key published in the spec".
+pub const PUBLISHED_DEFAULT_KEY: &str = "f46b1f08bec1f39104792cc79ec9aacd";
+
+/// Whether an undecryptable body decrypts with the published default key.
+fn decrypts_with_default_key(body: &[u8]) -> bool {
+    static RING: std::sync::OnceLock<KeyRing> = std::sync::OnceLock::new();
+    let ring = RING.get_or_init(|| {
+        ecr_proto::cipher::PosKey::new(PUBLISHED_DEFAULT_KEY)
+            .map(KeyRing::single)
+            .unwrap_or_default()
+    });
+    envelope::parse(body, ring).is_ok()
+}
+
 /// At most 200 bytes of a body as text, for showing what could not be decoded.
 pub fn preview(body: &[u8]) -> String {
     let cut = body.get(..200).unwrap_or(body);
@@ -408,6 +431,38 @@ mod tests {
             &ctx(Direction::EcrToPos),
         );
         assert_eq!(d.findings[0].0, Code::DecryptFailed);
+        assert!(!d.findings[0].1.contains("default POS-KEY"));
+    }
+
+    #[test]
+    fn the_published_default_key_is_named_as_the_likely_cause() {
+        // A body made with the spec's default key, read with another key (or none).
+        let default = PosKey::new(PUBLISHED_DEFAULT_KEY).unwrap();
+        let content: Object = vec![("func_type".to_string(), Value::Number("5001".into()))].into();
+        let body = envelope::build_request(
+            envelope::RequestDialect::EnvelopeEncrypted,
+            &content,
+            &default,
+        );
+        let d = decode_body(
+            &body,
+            &ring("a1b2c3d4e5f6a7b8"),
+            &[1],
+            &ctx(Direction::EcrToPos),
+        );
+        assert_eq!(d.findings[0].0, Code::DecryptFailed);
+        assert!(
+            d.findings[0]
+                .1
+                .contains("default POS-KEY published in the spec"),
+            "{}",
+            d.findings[0].1
+        );
+        // The key text itself is never printed.
+        assert!(!d.findings[0].1.contains(PUBLISHED_DEFAULT_KEY));
+        let d = decode_body(&body, &KeyRing::new(), &[], &ctx(Direction::EcrToPos));
+        assert_eq!(d.findings[0].0, Code::NoKey);
+        assert!(d.findings[0].1.contains("factory key"));
     }
 
     #[test]
