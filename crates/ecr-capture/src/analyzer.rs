@@ -294,14 +294,9 @@ impl<'s> Analyzer<'s> {
                         Some(pkt.index),
                     );
                 }
-                None => self.st.finding(
-                    Code::DamagedPacket,
-                    pkt.ts,
+                None => self.st.damaged_packet(
+                    pkt,
                     Some(Transport::Serial),
-                    None,
-                    None,
-                    Some(pkt.index),
-                    None,
                     "serial capture packet without a valid direction byte (0x00 or 0x01)".into(),
                 ),
             }
@@ -322,32 +317,14 @@ impl<'s> Analyzer<'s> {
             Ok(Network::Ipv4(d)) | Ok(Network::Ipv6(d)) => d,
             Ok(_) => return,
             Err(e) => {
-                self.st.finding(
-                    Code::DamagedPacket,
-                    pkt.ts,
-                    None,
-                    None,
-                    None,
-                    Some(pkt.index),
-                    None,
-                    e.to_string(),
-                );
+                self.st.damaged_packet(pkt, None, e.to_string());
                 return;
             }
         };
         let ipp = match ip::parse(net) {
             Ok(p) => p,
             Err(e) => {
-                self.st.finding(
-                    Code::DamagedPacket,
-                    pkt.ts,
-                    None,
-                    None,
-                    None,
-                    Some(pkt.index),
-                    None,
-                    format!("IP: {e}"),
-                );
+                self.st.damaged_packet(pkt, None, format!("IP: {e}"));
                 return;
             }
         };
@@ -361,16 +338,7 @@ impl<'s> Analyzer<'s> {
             Ok(s) => s,
             Err(e) => {
                 if self.ports_maybe(&ipp.payload) {
-                    self.st.finding(
-                        Code::DamagedPacket,
-                        pkt.ts,
-                        None,
-                        None,
-                        None,
-                        Some(pkt.index),
-                        None,
-                        format!("TCP: {e}"),
-                    );
+                    self.st.damaged_packet(pkt, None, format!("TCP: {e}"));
                 }
                 return;
             }
@@ -418,16 +386,8 @@ impl<'s> Analyzer<'s> {
         let urb = match usb::parse_urb(pkt.linktype, pkt.data) {
             Ok(u) => u,
             Err(e) => {
-                self.st.finding(
-                    Code::DamagedPacket,
-                    pkt.ts,
-                    Some(Transport::Serial),
-                    None,
-                    None,
-                    Some(pkt.index),
-                    None,
-                    format!("USB: {e}"),
-                );
+                self.st
+                    .damaged_packet(pkt, Some(Transport::Serial), format!("USB: {e}"));
                 return;
             }
         };
@@ -648,6 +608,20 @@ impl<'s> Analyzer<'s> {
 }
 
 impl State<'_> {
+    /// A packet that could not be decoded: a finding, and the analysis goes on.
+    fn damaged_packet(&mut self, pkt: &Packet<'_>, transport: Option<Transport>, detail: String) {
+        self.finding(
+            Code::DamagedPacket,
+            pkt.ts,
+            transport,
+            None,
+            None,
+            Some(pkt.index),
+            None,
+            detail,
+        );
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn finding(
         &mut self,
