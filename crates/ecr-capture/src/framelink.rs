@@ -122,26 +122,39 @@ pub struct LinkStats {
 /// See the module documentation.
 #[derive(Debug, Default)]
 pub struct FrameLink {
-    decoders: [StreamDecoder; 2],
-    reassemblers: [Reassembler; 2],
+    /// What each direction's decoding holds: index 0 for the cash register's bytes,
+    /// 1 for the terminal's.
+    halves: [Half; 2],
     link: LinkTracker,
     last_ts: Timestamp,
-    /// Per direction: the stream offset of a skipped run whose broken frame was
-    /// already registered with the link tracker before the run was reported.
-    early: [Option<u64>; 2],
-    /// Per direction: headers of fragments of open split messages.
-    parts: [PartLog; 2],
-    /// Per direction: arrival of the chunk where the frame now held incomplete by
-    /// the decoder began. At 9600 baud a 1 KB fragment takes a second on the line, so
-    /// a deadline may pass while the next fragment or the answer is still arriving:
-    /// time only counts for the ack timeout up to there.
-    in_progress: [Option<Timestamp>; 2],
 }
 
-fn idx(side: Side) -> usize {
-    match side {
-        Side::Ecr => 0,
-        Side::Pos => 1,
+/// The state of one direction.
+#[derive(Debug, Default)]
+struct Half {
+    decoder: StreamDecoder,
+    reassembler: Reassembler,
+    /// The stream offset of a skipped run whose broken frame was already registered
+    /// with the link tracker before the run was reported.
+    early: Option<u64>,
+    /// Headers of fragments of open split messages.
+    parts: PartLog,
+    /// Arrival of the chunk where the frame now held incomplete by the decoder
+    /// began. At 9600 baud a 1 KB fragment takes a second on the line, so a deadline
+    /// may pass while the next fragment or the answer is still arriving: time only
+    /// counts for the ack timeout up to there.
+    in_progress: Option<Timestamp>,
+}
+
+impl FrameLink {
+    /// One direction's state and the link tracker shared by both.
+    fn half(&mut self, side: Side) -> (&mut Half, &mut LinkTracker) {
+        let [ecr, pos] = &mut self.halves;
+        let half = match side {
+            Side::Ecr => ecr,
+            Side::Pos => pos,
+        };
+        (half, &mut self.link)
     }
 }
 
@@ -175,8 +188,8 @@ impl FrameLink {
     /// Frame counters of both directions together.
     pub fn stats(&self) -> LinkStats {
         let mut s = LinkStats::default();
-        for d in &self.decoders {
-            let st = d.stats();
+        for h in &self.halves {
+            let st = h.decoder.stats();
             s.frames += st.frames;
             s.skipped_bytes += st.skipped_bytes;
         }
@@ -192,17 +205,9 @@ impl FrameLink {
         out: &mut F,
     ) {
         self.last_ts = self.last_ts.max(ts);
-        let i = idx(from);
-        let (Some(dec), Some(re), Some(log)) = (
-            self.decoders.get_mut(i),
-            self.reassemblers.get_mut(i),
-            self.parts.get_mut(i),
-        ) else {
-            return;
-        };
-        let link = &mut self.link;
-        let early = self.early.get_mut(i);
-        let mut registered = early.as_ref().and_then(|e| **e);
+        let (h, link) = self.half(from);
+        let (dec, re, log) = (&mut h.decoder, &mut h.reassembler, &mut h.parts);
+        let mut registered = h.early;
         let mut completed = false;
         dec.feed(chunk, ts, |ev| {
             completed = true;
@@ -224,32 +229,21 @@ impl FrameLink {
                 registered = Some(s.offset);
             }
         }
-        if let Some(e) = early {
-            *e = registered;
-        }
-        let held = dec.buffered() > 0;
-        if let Some(p) = self.in_progress.get_mut(i) {
-            *p = match (held, *p) {
-                (false, _) => None,
-                // Still the same frame unless a frame completed in this chunk.
-                (true, Some(t)) if !completed => Some(t),
-                (true, _) => Some(ts),
-            };
-        }
+        h.early = registered;
+        h.in_progress = match (h.decoder.buffered() > 0, h.in_progress) {
+            (false, _) => None,
+            // Still the same frame unless a frame completed in this chunk.
+            (true, Some(t)) if !completed => Some(t),
+            (true, _) => Some(ts),
+        };
     }
 
     /// Bytes of `from`'s stream were lost (a TCP hole).
     pub fn gap<F: FnMut(LinkOutput<'_>)>(&mut self, from: Side, missing: u64, out: &mut F) {
-        let i = idx(from);
-        let (Some(dec), Some(re), Some(log)) = (
-            self.decoders.get_mut(i),
-            self.reassemblers.get_mut(i),
-            self.parts.get_mut(i),
-        ) else {
-            return;
-        };
-        let link = &mut self.link;
-        dec.gap(missing, |ev| on_stream_event(from, ev, re, link, log, out));
+        let (h, link) = self.half(from);
+        let (re, log) = (&mut h.reassembler, &mut h.parts);
+        h.decoder
+            .gap(missing, |ev| on_stream_event(from, ev, re, link, log, out));
         // A split message cannot complete across a hole.
         re.finish(|_| {});
     }
@@ -259,10 +253,10 @@ impl FrameLink {
     pub fn advance<F: FnMut(LinkOutput<'_>)>(&mut self, now: Timestamp, out: &mut F) {
         self.last_ts = self.last_ts.max(now);
         let horizon = self
-            .in_progress
+            .halves
             .iter()
-            .flatten()
-            .fold(now, |a, &b| a.min(b));
+            .filter_map(|h| h.in_progress)
+            .fold(now, Timestamp::min);
         self.link.advance(horizon, |ev| on_link_event(ev, out));
     }
 
@@ -270,16 +264,10 @@ impl FrameLink {
     pub fn finish<F: FnMut(LinkOutput<'_>)>(&mut self, end: Timestamp, out: &mut F) {
         let end = end.max(self.last_ts);
         for side in [Side::Ecr, Side::Pos] {
-            let i = idx(side);
-            let (Some(dec), Some(re), Some(log)) = (
-                self.decoders.get_mut(i),
-                self.reassemblers.get_mut(i),
-                self.parts.get_mut(i),
-            ) else {
-                continue;
-            };
-            let link = &mut self.link;
-            dec.finish(|ev| on_stream_event(side, ev, re, link, log, out));
+            let (h, link) = self.half(side);
+            let (re, log) = (&mut h.reassembler, &mut h.parts);
+            h.decoder
+                .finish(|ev| on_stream_event(side, ev, re, link, log, out));
             re.finish(|ev| {
                 if let ReassemblyEvent::Incomplete {
                     ref_num,
