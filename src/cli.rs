@@ -128,6 +128,9 @@ pub enum FormatArg {
     Jsonl,
     /// The same records as one JSON document.
     Json,
+    /// A ladder diagram: one line per message between an ECR and a POS lane, with
+    /// times, latencies and findings at the side.
+    Ladder,
 }
 
 impl From<FormatArg> for ecr_capture::output::Format {
@@ -136,6 +139,7 @@ impl From<FormatArg> for ecr_capture::output::Format {
             FormatArg::Text => ecr_capture::output::Format::Text,
             FormatArg::Jsonl => ecr_capture::output::Format::Jsonl,
             FormatArg::Json => ecr_capture::output::Format::Json,
+            FormatArg::Ladder => ecr_capture::output::Format::Ladder,
         }
     }
 }

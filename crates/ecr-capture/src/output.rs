@@ -19,6 +19,8 @@ pub enum Format {
     Jsonl,
     /// One JSON document.
     Json,
+    /// A ladder diagram in text, one line per arrow ([`crate::ladder`]).
+    Ladder,
 }
 
 /// Something that writes records.
@@ -39,6 +41,7 @@ pub fn writer<'a, W: Write + 'a>(
         Format::Text => Box::new(TextWriter::new(out, color)),
         Format::Jsonl => Box::new(JsonlWriter { out }),
         Format::Json => Box::new(JsonWriter { out, first: true }),
+        Format::Ladder => Box::new(crate::ladder::LadderWriter::new(out, color)),
     }
 }
 
@@ -84,22 +87,22 @@ impl<W: Write> RecordWriter for JsonWriter<W> {
 
 /// ANSI styles, or none.
 #[derive(Clone, Copy)]
-struct Style {
-    on: bool,
+pub(crate) struct Style {
+    pub(crate) on: bool,
 }
 
 impl Style {
-    fn paint(&self, code: &str, text: &str) -> String {
+    pub(crate) fn paint(&self, code: &str, text: &str) -> String {
         if self.on {
             format!("\x1b[{code}m{text}\x1b[0m")
         } else {
             text.to_string()
         }
     }
-    fn bold(&self, t: &str) -> String {
+    pub(crate) fn bold(&self, t: &str) -> String {
         self.paint("1", t)
     }
-    fn dim(&self, t: &str) -> String {
+    pub(crate) fn dim(&self, t: &str) -> String {
         self.paint("2", t)
     }
     fn severity(&self, s: Severity) -> String {
