@@ -82,6 +82,10 @@ Examples:
     Send(crate::send::SendArgs),
     /// Act as the terminal: answer requests over HTTP, TCP or a serial port.
     Emulate(crate::emulate::EmulateArgs),
+    /// Write one self-contained HTML report: a ladder diagram per link, the
+    /// transactions, latency charts and the findings.
+    #[command(after_help = crate::report::AFTER_HELP)]
+    Report(crate::report::ReportArgs),
     /// List the finding codes with their severity and the rule each stands for.
     Codes,
 }

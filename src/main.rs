@@ -9,6 +9,7 @@ mod emulate;
 mod export;
 mod extcap;
 mod live;
+mod report;
 mod send;
 mod serialtap;
 
@@ -45,6 +46,7 @@ fn main() -> ExitCode {
         Command::Extcap(a) => extcap::run(a),
         Command::Send(a) => send::run(a),
         Command::Emulate(a) => emulate::run(a),
+        Command::Report(a) => report::run(a),
         Command::Codes => {
             print!("{}", ecr_capture::findings::markdown_table());
             Ok(ExitCode::SUCCESS)
