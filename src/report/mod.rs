@@ -155,3 +155,188 @@ pub fn message_texts(data: &ReportData) -> BTreeMap<u64, String> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ecr_capture::findings::{Code, Severity};
+    use ecr_capture::record::{
+        Direction, FindingRecord, MessageRecord, RawObject, Role, Sink, SummaryRecord,
+        TransactionRecord, Transport,
+    };
+    use ecr_proto::value::{Object, Value};
+
+    fn message(index: u64, ts: f64, role: Role, note: &str) -> MessageRecord {
+        let (src, dst, direction) = match role {
+            Role::Request => ("10.0.0.5:40000", "10.0.0.20:9001", Direction::EcrToPos),
+            _ => ("10.0.0.20:9001", "10.0.0.5:40000", Direction::PosToEcr),
+        };
+        let mut content = Object::new();
+        content.push("func_type", Value::Number("1001".into()));
+        content.push("amt", Value::String("10.00".into()));
+        content.push("note", Value::String(note.into()));
+        MessageRecord {
+            index,
+            ts,
+            transport: Transport::Http,
+            src: src.into(),
+            dst: dst.into(),
+            direction,
+            role,
+            dialect: Some("plain".into()),
+            func_type: (role == Role::Request).then_some(1001),
+            ref_num: None,
+            content: (role == Role::Request).then(|| RawObject(content)),
+            response: None,
+            digest: "ok",
+            packet: Some(index * 3),
+            func_name: (role == Role::Request).then_some("Payment"),
+            respcd: (role == Role::Response).then(|| "6000".to_string()),
+            frame: None,
+            http: None,
+            answer_ms: None,
+            framing: None,
+            key: None,
+            digest_value: None,
+            digest_detail: None,
+            bytes: 100,
+            raw: None,
+        }
+    }
+
+    fn finding(ts: f64, message: Option<u64>, detail: &str) -> FindingRecord {
+        FindingRecord {
+            ts,
+            code: Code::DigestMismatch,
+            severity: Severity::Error,
+            transport: Some(Transport::Http),
+            src: Some("10.0.0.5:40000".into()),
+            dst: Some("10.0.0.20:9001".into()),
+            detail: detail.into(),
+            rule: Code::DigestMismatch.rule(),
+            packet: None,
+            message,
+        }
+    }
+
+    /// The JSON of the page's data block.
+    fn data_block(page: &str) -> serde_json::Value {
+        let start = page
+            .find(r#"<script id="report-data" type="application/json">"#)
+            .expect("data block");
+        let rest = &page[start..];
+        let open = rest.find('>').unwrap() + 1;
+        let end = rest.find("</script>").unwrap();
+        serde_json::from_str(&rest[open..end]).expect("data block is JSON")
+    }
+
+    fn collect(records: Vec<Record>) -> ReportData {
+        let mut c = Collector::default();
+        for r in records {
+            c.record(r);
+        }
+        c.finish(0)
+    }
+
+    #[test]
+    fn hostile_strings_are_escaped_and_survive_in_the_data() {
+        let note = "</script><script>alert(1)</script>\u{1b}[2J<img src=x onerror=alert(2)>";
+        let mut req = message(1, 1_800_000_000.0, Role::Request, note);
+        req.src = "10.0.0.5:40000".into();
+        let resp = message(2, 1_800_000_000.3, Role::Response, "");
+        let records = vec![
+            Record::Message(Box::new(req)),
+            Record::Finding(finding(1_800_000_000.0, Some(1), note)),
+            Record::Message(Box::new(resp)),
+            Record::Summary(SummaryRecord {
+                messages: 2,
+                ..SummaryRecord::default()
+            }),
+        ];
+        let data = collect(records);
+        let page = render(&data, "t <b>x</b>");
+        assert!(!page.contains("<script>alert"), "raw script in page");
+        assert!(!page.contains("<img src=x"), "raw img in page");
+        assert!(!page.contains("<b>x</b>"), "title not escaped");
+        assert!(!page.contains('\u{1b}'), "escape character in page");
+        // Exactly our own three script elements.
+        assert_eq!(page.matches("<script").count(), 3);
+        let v = data_block(&page);
+        assert_eq!(v["messages"][0]["content"]["note"], note);
+        assert_eq!(v["findings"][0]["detail"], note);
+        assert_eq!(v["findings"][0]["arrow"], 1);
+    }
+
+    #[test]
+    fn ten_thousand_messages_are_summarised_within_bounds() {
+        let mut records = vec![];
+        let t0 = 1_800_000_000.0;
+        for i in 0..5000u64 {
+            let ts = t0 + i as f64 * 0.5;
+            records.push(Record::Message(Box::new(message(
+                2 * i + 1,
+                ts,
+                Role::Request,
+                "n",
+            ))));
+            if i % 10 == 0 {
+                records.push(Record::Finding(finding(ts, Some(2 * i + 1), "bad digest")));
+            }
+            records.push(Record::Message(Box::new(message(
+                2 * i + 2,
+                ts + 0.2,
+                Role::Response,
+                "",
+            ))));
+            records.push(Record::Transaction(TransactionRecord {
+                ts,
+                transport: Transport::Http,
+                func_type: Some(1001),
+                latency_ms: 150.0 + (i % 100) as f64,
+                respcd: Some("6000".into()),
+                out_trade_no: None,
+                src: "10.0.0.5".into(),
+                dst: "10.0.0.20:9001".into(),
+                func_name: Some("Payment"),
+                channel: None,
+                amt: Some("10.00".into()),
+                syssn: None,
+                request: Some(2 * i + 1),
+                response: Some(2 * i + 2),
+            }));
+        }
+        records.push(Record::Summary(SummaryRecord {
+            messages: 10_000,
+            transactions: 5000,
+            ..SummaryRecord::default()
+        }));
+        let data = collect(records);
+        assert_eq!(data.messages.len(), data::MAX_ARROWS);
+        assert_eq!(data.links.len(), 1);
+        assert_eq!(data.links[0].messages, 10_000);
+        assert_eq!(data.transactions.len(), 5000);
+        assert_eq!(data.latency.len(), data::MAX_CHART_POINTS);
+        assert_eq!(data.histogram.iter().map(|b| b.count).sum::<u64>(), 5000);
+        assert!(
+            data.truncated
+                .iter()
+                .any(|t| t.contains("first 2000 of 10000 messages")),
+            "{:?}",
+            data.truncated
+        );
+        let page = render(&data, "big");
+        assert_eq!(page.matches("<g class=\"arrow").count(), data::MAX_ARROWS);
+        assert!(page.contains("Summarised: The ladders show the first 2000 of 10000"));
+        assert!(
+            page.len() < 8 << 20,
+            "page is {} bytes for 10,000 messages",
+            page.len()
+        );
+        // The ladder: idle gaps of 0.5 s are not compressed, arrows stay apart.
+        let v = data_block(&page);
+        assert_eq!(
+            v["links"][0]["drawn"].as_array().unwrap().len(),
+            data::MAX_ARROWS
+        );
+    }
+}
