@@ -382,3 +382,43 @@ fn ladder_colours_only_when_asked() {
     ]);
     assert!(!out.contains('\u{1b}'));
 }
+
+#[test]
+fn findings_are_marked_on_messages_of_their_own_file() {
+    // Packet numbers restart in each file: a finding of packet 2 of the second file
+    // must not land on packet 2 of the first.
+    let (code, page, err) = run(&[
+        "report",
+        "captures/emu/clean-serial-plain.pcapng",
+        "captures/emu/fault-delay-ack-serial.pcapng",
+        "captures/emu/fault-split-serial.pcapng",
+        "--key",
+        KEY,
+        "-o",
+        "-",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let d = data_block(&page);
+    let messages = d["messages"].as_array().unwrap();
+    let by_index = |n: u64| messages.iter().find(|m| m["index"] == n).unwrap();
+    let mut placed = 0;
+    for f in d["findings"].as_array().unwrap() {
+        if let Some(n) = f["arrow"].as_u64() {
+            let m = by_index(n);
+            let dt = (m["ts"].as_f64().unwrap() - f["ts"].as_f64().unwrap()).abs();
+            assert!(dt < 2.0, "finding {f} marked on message {n} {dt} s away");
+            placed += 1;
+        }
+    }
+    assert!(placed >= 3, "{placed}");
+    let ack = d["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["code"] == "ack-timeout")
+        .unwrap();
+    let m = by_index(ack["arrow"].as_u64().unwrap());
+    assert!(m["answer_ms"].as_f64().unwrap() > 1000.0, "{m}");
+    // One link, with the idle stretches between the files.
+    assert_eq!(d["links"].as_array().unwrap().len(), 1);
+}

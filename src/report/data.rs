@@ -163,8 +163,12 @@ pub struct Collector {
     messages: Vec<MessageRecord>,
     /// Message number -> link position, for drawn messages.
     msg_link: HashMap<u64, usize>,
-    /// (link, packet) -> first drawn message of that packet.
-    by_packet: HashMap<(usize, u64), u64>,
+    /// Findings that name no message, waiting for the next message record: the
+    /// analyzer reports a problem of a packet just before the message it makes
+    /// (packet numbers restart in each file, so only the order tells).
+    loose: Vec<usize>,
+    /// For each finding kept: the drawn message it is marked on.
+    arrows: Vec<Option<u64>>,
     links: Vec<LinkAcc>,
     link_ids: HashMap<LinkKey, usize>,
     transactions: Vec<TransactionRecord>,
@@ -196,6 +200,7 @@ impl Collector {
             e.1 += 1;
         }
         let key = LinkKey::of_message(&m);
+        let link_key = key.clone();
         let id = match self.link_ids.get(&key) {
             Some(&id) => Some(id),
             None if self.links.len() < MAX_LINKS => {
@@ -210,6 +215,7 @@ impl Collector {
             }
             None => None,
         };
+        let loose = std::mem::take(&mut self.loose);
         let Some(id) = id else {
             self.undrawn_links += 1;
             return;
@@ -221,8 +227,18 @@ impl Collector {
         if self.messages.len() < MAX_ARROWS {
             link.drawn.push(m.index);
             self.msg_link.insert(m.index, id);
-            if let Some(p) = m.packet {
-                self.by_packet.entry((id, p)).or_insert(m.index);
+            for i in loose {
+                let Some(f) = self.findings.get(i) else {
+                    continue;
+                };
+                let same = f.packet.is_some()
+                    && f.packet == m.packet
+                    && LinkKey::of_finding(f).is_some_and(|ks| ks.contains(&link_key));
+                if same {
+                    if let Some(slot) = self.arrows.get_mut(i) {
+                        *slot = Some(m.index);
+                    }
+                }
             }
             self.messages.push(m);
         }
@@ -271,14 +287,10 @@ impl Collector {
         let findings: Vec<FindingRow> = self
             .findings
             .into_iter()
-            .map(|f| {
-                let (link, arrow) = place_finding(
-                    &f,
-                    &self.msg_link,
-                    &self.by_packet,
-                    &self.links,
-                    &self.link_ids,
-                );
+            .zip(self.arrows)
+            .map(|(f, next)| {
+                let (link, arrow) =
+                    place_finding(&f, next, &self.msg_link, &self.links, &self.link_ids);
                 FindingRow {
                     record: f,
                     link: link.map(|l| l + 1),
@@ -405,14 +417,16 @@ impl Collector {
     }
 }
 
+/// The link whose ladder shows a finding, and the drawn message it is marked on:
+/// the message it names, or the one its packet made (`next`).
 fn place_finding(
     f: &FindingRecord,
+    next: Option<u64>,
     msg_link: &HashMap<u64, usize>,
-    by_packet: &HashMap<(usize, u64), u64>,
     links: &[LinkAcc],
     link_ids: &HashMap<LinkKey, usize>,
 ) -> (Option<usize>, Option<u64>) {
-    if let Some(n) = f.message {
+    for n in [f.message, next].into_iter().flatten() {
         if let Some(&l) = msg_link.get(&n) {
             return (Some(l), Some(n));
         }
@@ -420,11 +434,7 @@ fn place_finding(
     let link = LinkKey::of_finding(f)
         .and_then(|ks| ks.iter().find_map(|k| link_ids.get(k).copied()))
         .filter(|l| *l < links.len());
-    let arrow = match (link, f.packet, f.message) {
-        (Some(l), Some(p), None) => by_packet.get(&(l, p)).copied(),
-        _ => None,
-    };
-    (link, arrow)
+    (link, None)
 }
 
 /// At most `max` of `all`, evenly spread.
@@ -495,7 +505,11 @@ impl Sink for Collector {
                 self.total_findings += 1;
                 self.seen(f.ts);
                 if self.findings.len() < MAX_FINDINGS {
+                    if f.message.is_none() {
+                        self.loose.push(self.findings.len());
+                    }
                     self.findings.push(f);
+                    self.arrows.push(None);
                 }
             }
             Record::Summary(s) => self.summary = Some(s),
