@@ -46,5 +46,22 @@ for cap in captures/http-plain-all-functypes.pcap captures/http-digest-mismatch.
         status=1
     fi
 done
+# 10,000 messages (the same serial capture 420 times, as one capture): summarised,
+# bounded, and still loads with its script run.
+html="$tmp/big.html"
+"$bin" report $(for _ in $(seq 420); do echo captures/emu/clean-serial-plain.pcapng; done) \
+    --key "$key" -o "$html" 2>/dev/null
+size=$(stat -c %s "$html")
+start=$(date +%s)
+chrome --dump-dom "file://$html" >"$tmp/big.dom"
+chrome --dump-dom "file://$html#m-1" >"$tmp/big.m1.dom"
+chrome --screenshot="$tmp/big.png" --window-size=1400,1000 "file://$html" >/dev/null
+took=$(($(date +%s) - start))
+if [ "$size" -lt $((8 << 20)) ] && python3 tests/browser/check_dom.py "$html" "$tmp/big.dom" "$tmp/big.m1.dom" "$tmp/big.png"; then
+    echo "ok   10,000 messages: $((size >> 10)) KiB, three Chromium runs in ${took} s"
+else
+    echo "FAIL 10,000 messages ($size bytes)"
+    status=1
+fi
 [ $status = 0 ] && echo "report in chromium ($(chromium --version 2>/dev/null)): ok"
 exit $status

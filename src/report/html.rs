@@ -232,7 +232,7 @@ impl Layout {
                 let dt = t - p;
                 if dt > IDLE_GAP_S {
                     l.idles.push((y.max(last_drawn) + 8.0, dt));
-                    y = y.max(last_drawn) + IDLE_PX + 16.0;
+                    y = y.max(last_drawn) + 8.0 + IDLE_PX + 24.0;
                 } else {
                     y += dt.max(0.0) * PX_PER_S;
                 }
@@ -419,7 +419,6 @@ fn arrow(
             .collect()
     };
     let y0 = ys.first().map_or(TOP, |v| v.1);
-    let ylast = ys.last().map_or(TOP, |v| v.1);
     let note = match (latency, m.answer_ms) {
         (Some(l), _) => Some(format!("{l:.1} ms")),
         (None, Some(a)) => Some(format!("answer {a:.1} ms")),
@@ -449,7 +448,8 @@ fn arrow(
             }
             text.label x=(px((ECR_X + POS_X) / 2.0)) y=(px(y0 - 5.0)) text-anchor="middle" { (label) }
             @if let Some(note) = note {
-                text.note.sev-error-text[late] x=(px(NOTE_X)) y=(px(if n > 0 { ylast + 16.0 } else { ylast + 4.0 })) { (note) }
+                // A split message's latency runs to its first fragment: beside "frag 1/n".
+                text.note.sev-error-text[late] x=(px(if n > 0 { NOTE_X + 64.0 } else { NOTE_X })) y=(px(y0 + 4.0)) { (note) }
             }
             @for (i, f) in findings.iter().enumerate() {
                 circle.dot.(sev_class(Some(f.record.severity))) cx=(px(ECR_X - 14.0 - 12.0 * i.min(6) as f64)) cy=(px(y0)) r="5" {

@@ -186,7 +186,7 @@ mod tests {
             dialect: Some("plain".into()),
             func_type: (role == Role::Request).then_some(1001),
             ref_num: None,
-            content: (role == Role::Request).then(|| RawObject(content)),
+            content: (role == Role::Request).then_some(RawObject(content)),
             response: None,
             digest: "ok",
             packet: Some(index * 3),

@@ -387,12 +387,16 @@ impl<W: Write> LadderWriter<W> {
                 notes.push((None, format!("answer {a:.1} ms")));
             }
         }
+        // Timing notes go on the first line (a split message's latency runs to its
+        // first fragment), finding markers on the last.
+        let timing = notes.len();
         for f in &p.findings {
             notes.push((
                 Some(Self::sev_code(f.severity)),
                 format!("!{}", f.code.as_str()),
             ));
         }
+        let (first_notes, last_notes) = notes.split_at(timing);
         let parts = m.frame.as_ref().map(|f| f.parts.as_slice()).unwrap_or(&[]);
         if parts.is_empty() {
             self.idle(m.ts)?;
@@ -422,6 +426,7 @@ impl<W: Write> LadderWriter<W> {
                 let mut side: Vec<(Option<&str>, String)> = vec![];
                 if k == 0 {
                     side.push((None, frag));
+                    side.extend(first_notes.iter().cloned());
                 }
                 match part.gap_ms {
                     Some(g) if g > FRAGMENT_LIMIT_MS => side.push((
@@ -432,7 +437,7 @@ impl<W: Write> LadderWriter<W> {
                     None => {}
                 }
                 if k + 1 == n {
-                    side.extend(notes.iter().cloned());
+                    side.extend(last_notes.iter().cloned());
                 }
                 self.line(part.ts, (k == 0).then_some(m.index), &lanes, color, &side)?;
             }
