@@ -14,6 +14,7 @@ Examples:
   ecr-sniff analyze shop.pcapng --key f46b1f08bec1f39104792cc79ec9aacd
   ecr-sniff analyze shop.pcap.gz --key-file keys.txt --format jsonl | jq 'select(.kind==\"finding\")'
   ECR_POS_KEY=... ecr-sniff check captures/*.pcap --expect expected.json
+  ecr-sniff report shop.pcapng --key-file keys.txt -o shop.html   (HTML with ladder diagrams)
   ecr-sniff decode 2f6e012005000b00002f6e
   ecr-sniff --key f46b1f08bec1f39104792cc79ec9aacd -i eth0     (live; same as `live -i eth0`)
   ecr-sniff codes

@@ -28,6 +28,9 @@ const CAPTURES: &[&str] = &[
     "captures/usb/usbmon-error-frame.pcap",
     "captures/usb/usbmon-two-devices.pcap",
     "captures/usb/usbpcap-split-tiny-transfers.pcap",
+    "captures/usb/usbmon-garbage-bytes.pcap",
+    "captures/emu/fault-drop-ack-serial.pcapng",
+    "captures/http-tcp-gap.pcap",
 ];
 
 fn root() -> PathBuf {

@@ -32,13 +32,23 @@ for cap in captures/http-plain-all-functypes.pcap captures/http-digest-mismatch.
     captures/mixed-http-tcp.pcapng captures/tcp-frames-split-summary.pcap \
     captures/tcp-frames-ack-timeout.pcap captures/usb/usbmon-fragment-gap-501ms.pcap \
     captures/usb/usbmon-ack-timeout.pcap captures/usb/usbmon-two-devices.pcap \
-    captures/usb/usbpcap-split-tiny-transfers.pcap; do
+    captures/usb/usbpcap-split-tiny-transfers.pcap captures/usb/usbmon-garbage-bytes.pcap \
+    captures/emu/fault-drop-ack-serial.pcapng captures/http-tcp-gap.pcap; do
     name=$(basename "$cap")
     html="$tmp/$name.html"
     "$bin" report "$cap" --key "$key" -o "$html" 2>/dev/null
     chrome --dump-dom "file://$html" >"$tmp/$name.dom"
     chrome --dump-dom "file://$html#m-1" >"$tmp/$name.m1.dom"
     chrome --screenshot="$tmp/$name.png" --window-size=1400,1000 "file://$html" >/dev/null
+    # Sorting, filtering and clicking, driven from a harness page.
+    chrome --allow-file-access-from-files --virtual-time-budget=5000 \
+        --dump-dom "file://$PWD/tests/browser/harness.html?report=file://$html" >"$tmp/$name.harness"
+    harness=$(sed -n '/<pre id="out">/,/<\/pre>/p' "$tmp/$name.harness")
+    if ! grep -q "PASS click-shows-message" <<<"$harness" || grep -q "FAIL" <<<"$harness"; then
+        echo "FAIL $name: page script in use:"
+        echo "$harness" | sed 's/<[^>]*>//g; s/^/  /'
+        status=1
+    fi
     if python3 tests/browser/check_dom.py "$html" "$tmp/$name.dom" "$tmp/$name.m1.dom" "$tmp/$name.png"; then
         echo "ok   $name"
     else

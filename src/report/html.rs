@@ -596,6 +596,9 @@ fn findings(data: &ReportData) -> Markup {
                                         (None, Some(_)) => { a href=(format!("#f-{i}")) { "marker" } }
                                         _ => {
                                             @if let Some(n) = r.message { "message " (n) " (not drawn)" }
+                                            @else if let (Some(a), Some(b)) = (&r.src, &r.dst) {
+                                                (ladder::escape_controls(a)) " → " (ladder::escape_controls(b))
+                                            }
                                         }
                                     }
                                     @if let Some(p) = r.packet { br; span.muted.small { "packet " (p) } }
