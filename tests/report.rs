@@ -425,3 +425,22 @@ fn findings_are_marked_on_messages_of_their_own_file() {
     // One link, with the idle stretches between the files.
     assert_eq!(d["links"].as_array().unwrap().len(), 1);
 }
+
+#[test]
+fn ladder_keeps_a_finding_before_its_message_on_the_same_link() {
+    // decode: no packets, no times; the unexpected-ack finding comes first and
+    // must be drawn on the ladder of the ack from the terminal.
+    let (code, out, err) = run(&[
+        "decode",
+        "2f6e012005000b00002f6e",
+        "--from",
+        "pos",
+        "--format",
+        "ladder",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.matches("== SERIAL").count(), 1, "{out}");
+    assert!(out.contains("✕ unexpected-ack"), "{out}");
+    let ack = out.lines().find(|l| arrow_number(l) == Some(1)).unwrap();
+    assert!(ack.contains("│◀") && ack.contains("ack ref 5"), "{ack}");
+}

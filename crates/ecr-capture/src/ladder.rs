@@ -103,6 +103,9 @@ impl LinkKey {
     /// "HTTP  ECR 10.0.0.5  <->  POS 10.0.0.20:9001", or "SERIAL usb1:5" when the
     /// ends are named after one device; escaped.
     pub fn label(&self) -> String {
+        if self.ecr == "ECR" && self.pos == "POS" {
+            return self.transport.as_str().to_uppercase();
+        }
         if let (Some(a), Some(b)) = (self.ecr.strip_suffix(":ECR"), self.pos.strip_suffix(":POS")) {
             if a == b {
                 return escape_controls(&format!(
@@ -243,7 +246,7 @@ impl<W: Write> LadderWriter<W> {
 
     fn flush_loose(&mut self) -> io::Result<()> {
         for f in std::mem::take(&mut self.loose) {
-            self.standalone(&f)?;
+            self.standalone(&f, None)?;
         }
         Ok(())
     }
@@ -449,10 +452,17 @@ impl<W: Write> LadderWriter<W> {
     }
 
     /// A finding that belongs to no message drawn here: a marker across the lanes.
-    fn standalone(&mut self, f: &FindingRecord) -> io::Result<()> {
+    /// `hint` is the link of the message about to be drawn, which tells which end
+    /// of the finding's address pair is the cash register.
+    fn standalone(&mut self, f: &FindingRecord, hint: Option<&LinkKey>) -> io::Result<()> {
         let known = self.link.clone();
-        let link =
-            LinkKey::of_finding(f).map(|[a, b]| if known.as_ref() == Some(&b) { b } else { a });
+        let link = LinkKey::of_finding(f).map(|[a, b]| {
+            if hint == Some(&b) || (hint != Some(&a) && known.as_ref() == Some(&b)) {
+                b
+            } else {
+                a
+            }
+        });
         if let Some(link) = &link {
             if known.as_ref() != Some(link) && f.message.is_none() {
                 self.header(link, f.ts)?;
@@ -524,7 +534,7 @@ impl<W: Write> crate::output::RecordWriter for LadderWriter<W> {
                     }
                 }
                 for f in others {
-                    self.standalone(&f)?;
+                    self.standalone(&f, Some(&link))?;
                 }
                 self.pending = Some(Pending {
                     msg: m.clone(),
@@ -544,7 +554,7 @@ impl<W: Write> crate::output::RecordWriter for LadderWriter<W> {
                 _ => {
                     self.flush_pending()?;
                     self.flush_loose()?;
-                    self.standalone(f)?;
+                    self.standalone(f, None)?;
                 }
             },
             Record::Transaction(t) => {
