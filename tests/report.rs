@@ -444,3 +444,22 @@ fn ladder_keeps_a_finding_before_its_message_on_the_same_link() {
     let ack = out.lines().find(|l| arrow_number(l) == Some(1)).unwrap();
     assert!(ack.contains("│◀") && ack.contains("ack ref 5"), "{ack}");
 }
+
+#[test]
+fn readme_ladder_example_is_real_output() {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let start = readme
+        .find("$ ecr-sniff analyze captures/emu/fault-delay-ack-serial.pcapng")
+        .expect("README shows a ladder");
+    let block = &readme[start..];
+    let block = &block[..block.find("\n```").unwrap()];
+    let (command, shown) = block.split_once('\n').unwrap();
+    let args: Vec<&str> = command.split_whitespace().skip(2).collect();
+    let (code, out, err) = run(&args);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        shown.trim_end(),
+        out.trim(),
+        "README's ladder differs from `{command}`"
+    );
+}

@@ -349,9 +349,10 @@ impl<W: Write> LadderWriter<W> {
                 break;
             }
         }
+        let sep = if side.is_empty() { "" } else { " " };
         writeln!(
             self.out,
-            "{time:>12} {} {num:>5} {lanes} {side}",
+            "{time:>12} {} {num:>5} {lanes}{sep}{side}",
             s.dim(&format!("{delta:>9}"))
         )?;
         self.last_ts = Some(ts);
