@@ -611,3 +611,41 @@ fn findings(data: &ReportData) -> Markup {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layout_compresses_idle_time_and_keeps_arrows_apart() {
+        let t0 = 1_800_000_000.0;
+        let lay = Layout::new(vec![
+            (t0 + 60.0, Ev::Arrow(4, 0)),
+            (t0, Ev::Arrow(1, 0)),
+            (t0 + 0.001, Ev::Arrow(2, 0)),
+            (t0 + 0.5, Ev::Point),
+            (t0 + 1.0, Ev::Arrow(3, 0)),
+        ]);
+        let y = |m| lay.arrows[&(m, 0)];
+        assert!(y(2) - y(1) >= ARROW_GAP, "close arrows kept apart");
+        // Half a second at PX_PER_S, measured from the pushed-down arrow 2.
+        assert!((lay.y(t0 + 0.5) - (y(2) + 0.499 * PX_PER_S)).abs() < 0.01);
+        assert!(y(3) > lay.y(t0 + 0.5));
+        // 59 s idle: one compressed band, not 59 * PX_PER_S pixels.
+        assert_eq!(lay.idles.len(), 1);
+        assert!((lay.idles[0].1 - 59.0).abs() < 1e-6);
+        assert!(y(4) - y(3) < 100.0, "{}", y(4) - y(3));
+        assert!(lay.bottom > y(4));
+        // Times between points are interpolated, outside them clamped.
+        assert_eq!(lay.y(t0 - 5.0), y(1));
+        assert_eq!(lay.y(t0 + 100.0), y(4));
+    }
+
+    #[test]
+    fn script_json_cannot_close_the_script_element() {
+        let s = script_json(&"</script><!-- & -->");
+        assert!(!s.contains('<') && !s.contains('>') && !s.contains('&'));
+        let back: String = serde_json::from_str(&s).unwrap();
+        assert_eq!(back, "</script><!-- & -->");
+    }
+}
