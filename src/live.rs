@@ -127,7 +127,8 @@ fn list() -> Result<ExitCode> {
         if let Some(d) = i.description {
             line.push_str(&format!("  ({d})"));
         }
-        println!("{}", line.trim_end());
+        // Names and descriptions come from the system's drivers: escaped.
+        println!("{}", ecr_proto::text::escape_terminal(line.trim_end()));
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -60,7 +60,11 @@ fn main() -> ExitCode {
             }) {
                 return ExitCode::SUCCESS;
             }
-            eprintln!("ecr-sniff: error: {e:#}");
+            // Errors may quote capture data (a file name, a header): escaped.
+            eprintln!(
+                "ecr-sniff: error: {}",
+                ecr_proto::text::escape_terminal(&format!("{e:#}"))
+            );
             ExitCode::from(2)
         }
     }

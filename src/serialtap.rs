@@ -125,26 +125,28 @@ pub fn side_name(side: Side) -> &'static str {
     }
 }
 
-/// Says what the relay saw, on stderr (the records go to stdout).
+/// Says what the relay saw, on stderr (the records go to stdout). Device names and
+/// system messages are escaped for the terminal.
 pub fn notice(ev: &RelayEvent) {
-    match ev {
-        RelayEvent::Gone { side, name, reason } => eprintln!(
-            "ecr-sniff: {} port {name} is gone ({reason}); the tap goes on and reopens it when it comes back",
+    let line = match ev {
+        RelayEvent::Gone { side, name, reason } => format!(
+            "{} port {name} is gone ({reason}); the tap goes on and reopens it when it comes back",
             side_name(*side)
         ),
         RelayEvent::Back { side, name } => {
-            eprintln!("ecr-sniff: {} port {name} is back", side_name(*side))
+            format!("{} port {name} is back", side_name(*side))
         }
         RelayEvent::Undelivered {
             from,
             bytes,
             reason,
-        } => eprintln!(
-            "ecr-sniff: {bytes} bytes from the {} could not be passed on: {reason} (they are still decoded and saved)",
+        } => format!(
+            "{bytes} bytes from the {} could not be passed on: {reason} (they are still decoded and saved)",
             side_name(*from)
         ),
-        RelayEvent::Data { .. } => {}
-    }
+        RelayEvent::Data { .. } => return,
+    };
+    eprintln!("ecr-sniff: {}", ecr_proto::text::escape_terminal(&line));
 }
 
 type Splitter = FrameSplitter<BufWriter<File>>;

@@ -127,6 +127,10 @@ impl Emulator {
         log: Log,
     ) -> Result<Emulator, ServeError> {
         let stop = Arc::new(AtomicBool::new(false));
+        // Log lines quote requests (paths, out_trade_no, ...): every line is escaped
+        // for the terminal here, once, whatever the caller does with it.
+        let log: Log =
+            Arc::new(move |line: String| log(ecr_proto::text::escape_terminal(&line).into_owned()));
         let shared = Shared {
             terminal,
             stop: stop.clone(),
