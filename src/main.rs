@@ -11,6 +11,7 @@ mod extcap;
 mod live;
 mod send;
 mod serialtap;
+mod tapout;
 
 use std::io::{self, IsTerminal, Write};
 use std::path::{Path, PathBuf};
