@@ -109,9 +109,7 @@ impl<'a> TapOutput<'a> {
         }
         let Some(tx) = &self.tx else { return };
         if let Some(head) = self.carry.take() {
-            // The dropped first record took the JSON head with it.
-            let rest = chunk.strip_prefix(b",\n").unwrap_or(&chunk);
-            chunk = [head.as_slice(), rest].concat();
+            chunk = with_head(&head, &chunk);
         }
         loop {
             let len = chunk.len();
@@ -188,6 +186,13 @@ impl<'a> TapOutput<'a> {
     }
 }
 
+/// `chunk` (a record after a dropped first one) with the dropped JSON document head
+/// in place of its separator.
+fn with_head(head: &[u8], chunk: &[u8]) -> Vec<u8> {
+    let rest = chunk.strip_prefix(b",\n").unwrap_or(chunk);
+    [head, rest].concat()
+}
+
 /// Waiting for a reader that is making progress: up to [`PATIENCE`] in all, but
 /// not [`STUCK_AFTER`] without any byte taken from the queue.
 struct Patience {
@@ -230,5 +235,32 @@ impl Sink for TapOutput<'_> {
         // The summary comes last: give it a moment, if the reader is reading.
         let patience = matches!(record, Record::Summary(_)).then(|| Patience::new(&self.queued));
         self.push(chunk, patience);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ecr_capture::output::{writer, Format};
+    use ecr_capture::record::SummaryRecord;
+
+    /// A JSON document stays valid when its first record (with the head) is
+    /// dropped: the head moves to the next record that gets through.
+    #[test]
+    fn json_document_survives_a_dropped_first_record() {
+        let piece = Piece::default();
+        let mut w = writer(Format::Json, piece.clone(), false);
+        let rec = Record::Summary(SummaryRecord::default());
+        w.write(&rec).unwrap();
+        let first = piece.take();
+        assert!(first.starts_with(JSON_HEAD));
+        w.write(&rec).unwrap();
+        let second = piece.take();
+        w.finish().unwrap();
+        let end = piece.take();
+        // Drop `first`; the rest, mended, is a valid document of one record.
+        let doc = [with_head(JSON_HEAD, &second), end].concat();
+        let v: serde_json::Value = serde_json::from_slice(&doc).unwrap();
+        assert_eq!(v["records"].as_array().map(Vec::len), Some(1));
     }
 }
