@@ -330,3 +330,19 @@ fn a_megabyte_dribbled_onto_the_tcp_port_costs_little_cpu() {
     // debug build; the quadratic framer took seconds.
     assert!(used < 100, "{used} clock ticks of CPU for 1 MB");
 }
+
+#[test]
+fn oversized_requests_are_refused_at_once() {
+    // A body announced beyond 1 MiB is refused before any of it is read, so a
+    // connection cannot make the emulator hold more than that.
+    let emu = Emu::start(&[]);
+    let mut s = connect(&emu.http);
+    s.write_all(b"POST /api/pos/pay HTTP/1.1\r\nHost: x\r\nContent-Length: 2000000\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    let _ = s.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 400 "), "{answer:?}");
+    std::thread::sleep(Duration::from_millis(100));
+    let log = emu.log().join("\n");
+    assert!(log.contains("exceeds the limit of 1048576"), "{log}");
+}

@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use ecr_capture::http::{HttpEvent, HttpKind, HttpParser};
+use ecr_capture::http::{HttpConfig, HttpEvent, HttpKind, HttpParser};
 use ecr_capture::serialcap::{FrameSplitter, SerialCaptureWriter};
 use ecr_proto::cipher::KeyRing;
 use ecr_proto::envelope::{self, EnvelopeError};
@@ -534,7 +534,12 @@ fn write_answer(
 
 fn http_conn(mut stream: TcpStream, sh: &Shared, peer: &str, guard: &ConnGuard) {
     let lim = sh.limits;
-    let mut parser = HttpParser::default();
+    // A request is a few hundred bytes; 1 MiB (as on TCP) bounds what one
+    // connection can make the emulator hold.
+    let mut parser = HttpParser::new(HttpConfig {
+        max_header_bytes: 64 << 10,
+        max_body_bytes: ecr_capture::tcptext::MAX_MESSAGE,
+    });
     let mut events = vec![];
     let mut buf = [0u8; 8192];
     let mut last_active = Instant::now();
