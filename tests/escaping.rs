@@ -122,3 +122,26 @@ fn text_output_escapes_control_characters_from_the_capture() {
     );
     assert!(!jsonl.contains('\x1b') && !jsonl.contains('\r'));
 }
+
+#[test]
+fn error_messages_escape_what_they_quote() {
+    let dir = std::env::temp_dir().join(format!("ecr-escaping-err-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let name = dir.join("x\x1b]0;pwned\x07\r\nMessage 9.pcap");
+    std::fs::write(&name, b"not a capture").unwrap();
+    let out = Command::new(BIN)
+        .arg("analyze")
+        .arg(&name)
+        .env_remove("ECR_POS_KEY")
+        .output()
+        .unwrap();
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("x\\x1b]0;pwned\\x07\\r\\nMessage 9.pcap"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(!err.trim_end().chars().any(is_terminal_control), "{err:?}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
