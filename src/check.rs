@@ -18,6 +18,7 @@ use crate::cli::CheckArgs;
 use crate::{analyze_files, config, load_keys};
 use ecr_capture::findings::Severity;
 use ecr_capture::record::{Record, SummaryRecord};
+use ecr_proto::text::escape_terminal;
 
 /// What is compared for one capture.
 fn expectation(s: &SummaryRecord) -> Value {
@@ -179,13 +180,13 @@ pub fn run(a: CheckArgs) -> Result<ExitCode> {
         };
         println!(
             "{status:<7} {}  ({} messages, {} transactions, {} findings)",
-            file.display(),
+            escape_terminal(&file.display().to_string()),
             summary.messages,
             summary.transactions,
             summary.findings.values().sum::<u64>()
         );
         for f in &failures {
-            println!("        {f}");
+            println!("        {}", escape_terminal(f));
         }
         any_failed |= !failures.is_empty();
         results.push(CaseResult {

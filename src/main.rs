@@ -12,6 +12,7 @@ mod live;
 mod report;
 mod send;
 mod serialtap;
+mod tapout;
 
 use std::io::{self, IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -62,7 +63,11 @@ fn main() -> ExitCode {
             }) {
                 return ExitCode::SUCCESS;
             }
-            eprintln!("ecr-sniff: error: {e:#}");
+            // Errors may quote capture data (a file name, a header): escaped.
+            eprintln!(
+                "ecr-sniff: error: {}",
+                ecr_proto::text::escape_terminal(&format!("{e:#}"))
+            );
             ExitCode::from(2)
         }
     }

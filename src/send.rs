@@ -306,7 +306,10 @@ pub fn run(a: SendArgs) -> Result<ExitCode> {
     io::stdout().flush().ok();
     if let Some(f) = &x.failure {
         if let Failure::Rejected(_) = f {
-            eprintln!("ecr-sniff: {target}: {f}");
+            eprintln!(
+                "ecr-sniff: {target}: {}",
+                ecr_proto::text::escape_terminal(&f.to_string())
+            );
             return Ok(ExitCode::from(1));
         }
         bail!("{target}: {f}");

@@ -1,10 +1,18 @@
 //! Writing records: the `text` tree (in the style of `tshark -V`), `jsonl` (one
 //! record per line) and `json` (one document). The live taps use the same writers,
 //! so a script reads a live tap exactly as it reads `analyze`.
+//!
+//! The text writer passes every string that came from a capture (addresses and
+//! device names, HTTP lines, content and response values, finding details) through
+//! [`ecr_proto::text::escape_terminal`], so that a value cannot move the cursor,
+//! retitle the window or forge a line; JSON escaping already covers jsonl and json.
 
 use std::io::{self, Write};
 
+use std::borrow::Cow;
+
 use ecr_proto::catalogue::{self, Channel, FuncType, RespCode};
+use ecr_proto::text::escape_terminal;
 use ecr_proto::value::{Object, Value};
 
 use crate::findings::Severity;
@@ -121,6 +129,11 @@ pub struct TextWriter<W: Write> {
     style: Style,
 }
 
+/// A string from a capture, made safe for a terminal.
+fn esc(s: &str) -> Cow<'_, str> {
+    escape_terminal(s)
+}
+
 /// Formats capture time as UTC date and time with microseconds.
 pub fn format_ts(ts: f64) -> String {
     if ts == 0.0 {
@@ -186,16 +199,21 @@ impl<W: Write> TextWriter<W> {
                 _ => "request".to_string(),
             },
             Role::Response => match &m.respcd {
-                Some(rc) => format!("response {rc}"),
+                Some(rc) => format!("response {}", esc(rc)),
                 None => "response".to_string(),
             },
             Role::Ack => "ack".to_string(),
             Role::ErrorFrame => "error frame".to_string(),
         };
         let route = if m.transport == crate::record::Transport::Serial {
-            format!("{} -> {}", m.src, m.dst)
+            format!("{} -> {}", esc(&m.src), esc(&m.dst))
         } else {
-            format!("{} -> {}  {}", m.src, m.dst, m.direction.arrow())
+            format!(
+                "{} -> {}  {}",
+                esc(&m.src),
+                esc(&m.dst),
+                m.direction.arrow()
+            )
         };
         writeln!(
             self.out,
@@ -211,11 +229,13 @@ impl<W: Write> TextWriter<W> {
         )?;
         if let Some(h) = &m.http {
             match (&h.method, &h.path, h.status) {
-                (Some(meth), Some(path), _) => writeln!(self.out, "    HTTP: {meth} {path}")?,
+                (Some(meth), Some(path), _) => {
+                    writeln!(self.out, "    HTTP: {} {}", esc(meth), esc(path))?
+                }
                 (_, _, Some(st)) => writeln!(
                     self.out,
                     "    HTTP: {st} {}",
-                    h.reason.as_deref().unwrap_or("")
+                    esc(h.reason.as_deref().unwrap_or(""))
                 )?,
                 _ => {}
             }
@@ -259,7 +279,7 @@ impl<W: Write> TextWriter<W> {
         }
         let mut env = vec![];
         if let Some(d) = &m.dialect {
-            env.push(d.clone());
+            env.push(esc(d).into_owned());
         }
         if let Some(k) = &m.key {
             env.push(format!(
@@ -269,7 +289,7 @@ impl<W: Write> TextWriter<W> {
         }
         if m.role == Role::Request {
             let digest = match (&m.digest_value, m.digest) {
-                (Some(v), st) => format!("digest {v} {st}"),
+                (Some(v), st) => format!("digest {} {st}", esc(v)),
                 (None, st) => format!("digest {st}"),
             };
             env.push(digest);
@@ -285,7 +305,7 @@ impl<W: Write> TextWriter<W> {
             self.response(&r.0)?;
         }
         if let Some(raw) = &m.raw {
-            writeln!(self.out, "    Body: {}", s.dim(&format!("{raw:?}")))?;
+            writeln!(self.out, "    Body: {}", s.dim(&esc(&format!("{raw:?}"))))?;
         }
         Ok(())
     }
@@ -324,6 +344,7 @@ impl<W: Write> TextWriter<W> {
     fn content(&mut self, c: &Object) -> io::Result<()> {
         for (k, v) in c.iter() {
             let text = v.to_display_string();
+            let text = esc(&text);
             let note = match k {
                 "func_type" => FuncType::from_value(v)
                     .and_then(FuncType::name)
@@ -349,10 +370,11 @@ impl<W: Write> TextWriter<W> {
             match note {
                 Some(n) => writeln!(
                     self.out,
-                    "        {k}: {text}  {}",
+                    "        {}: {text}  {}",
+                    esc(k),
                     self.style.dim(&format!("({n})"))
                 )?,
-                None => writeln!(self.out, "        {k}: {text}")?,
+                None => writeln!(self.out, "        {}: {text}", esc(k))?,
             }
         }
         Ok(())
@@ -376,6 +398,7 @@ impl<W: Write> TextWriter<W> {
                             }
                         }
                         let text = dv.to_display_string();
+                        let (dk, text) = (esc(dk), esc(&text));
                         match note {
                             Some(n) => writeln!(
                                 self.out,
@@ -388,6 +411,7 @@ impl<W: Write> TextWriter<W> {
                 }
                 ("respcd", v) => {
                     let text = v.to_display_string();
+                    let text = esc(&text);
                     let meaning = RespCode::from_value(v).and_then(RespCode::meaning);
                     match meaning {
                         Some(mn) => writeln!(
@@ -398,7 +422,12 @@ impl<W: Write> TextWriter<W> {
                         None => writeln!(self.out, "        respcd: {text}")?,
                     }
                 }
-                (k, v) => writeln!(self.out, "        {k}: {}", v.to_display_string())?,
+                (k, v) => writeln!(
+                    self.out,
+                    "        {}: {}",
+                    esc(k),
+                    esc(&v.to_display_string())
+                )?,
             }
         }
         Ok(())
@@ -411,7 +440,7 @@ impl<W: Write> TextWriter<W> {
             String::new()
         } else {
             let addr = match (&f.src, &f.dst) {
-                (Some(a), Some(b)) => format!("  {a} -> {b}"),
+                (Some(a), Some(b)) => format!("  {} -> {}", esc(a), esc(b)),
                 _ => String::new(),
             };
             format!(
@@ -436,7 +465,7 @@ impl<W: Write> TextWriter<W> {
             ),
             s.severity(f.severity),
             s.bold(f.code.as_str()),
-            f.detail
+            esc(&f.detail)
         )?;
         writeln!(
             self.out,
@@ -453,16 +482,16 @@ impl<W: Write> TextWriter<W> {
         };
         let mut extra = vec![];
         if let Some(a) = &t.amt {
-            extra.push(a.clone());
+            extra.push(esc(a).into_owned());
         }
         if let Some(c) = &t.channel {
-            extra.push(c.clone());
+            extra.push(esc(c).into_owned());
         }
         if let Some(o) = &t.out_trade_no {
-            extra.push(format!("out_trade_no {o}"));
+            extra.push(format!("out_trade_no {}", esc(o)));
         }
         if let Some(s) = &t.syssn {
-            extra.push(format!("syssn {s}"));
+            extra.push(format!("syssn {}", esc(s)));
         }
         let rc = match t.respcd.as_deref() {
             Some(rc) => {
@@ -471,7 +500,7 @@ impl<W: Write> TextWriter<W> {
                     .ok()
                     .and_then(|c| RespCode(c).meaning())
                     .unwrap_or("");
-                format!("{rc} {meaning}")
+                format!("{} {meaning}", esc(rc))
             }
             None => "no respcd".into(),
         };
@@ -498,7 +527,7 @@ impl<W: Write> TextWriter<W> {
         let st = self.style;
         writeln!(self.out, "{}", st.bold("Summary"))?;
         if !s.files.is_empty() {
-            writeln!(self.out, "    files: {}", s.files.join(", "))?;
+            writeln!(self.out, "    files: {}", esc(&s.files.join(", ")))?;
         }
         writeln!(
             self.out,
@@ -518,7 +547,7 @@ impl<W: Write> TextWriter<W> {
                         .ok()
                         .and_then(|c| FuncType(c).name())
                         .map(|n| format!("{n} ({k})"))
-                        .unwrap_or_else(|| k.clone());
+                        .unwrap_or_else(|| esc(k).into_owned());
                     format!("{name} x{v}")
                 })
                 .collect();
@@ -528,12 +557,16 @@ impl<W: Write> TextWriter<W> {
             let parts: Vec<String> = s
                 .channels
                 .iter()
-                .map(|(k, v)| format!("{k} x{v}"))
+                .map(|(k, v)| format!("{} x{v}", esc(k)))
                 .collect();
             writeln!(self.out, "    payments by channel: {}", parts.join(", "))?;
         }
         if !s.respcd.is_empty() {
-            let parts: Vec<String> = s.respcd.iter().map(|(k, v)| format!("{k} x{v}")).collect();
+            let parts: Vec<String> = s
+                .respcd
+                .iter()
+                .map(|(k, v)| format!("{} x{v}", esc(k)))
+                .collect();
             writeln!(self.out, "    responses by respcd: {}", parts.join(", "))?;
         }
         if let Some(l) = &s.latency_ms {
@@ -549,15 +582,20 @@ impl<W: Write> TextWriter<W> {
                 Some(_) => "cash register = USB device side, terminal = USB host",
                 None => "no ECR frames",
             };
-            writeln!(self.out, "    USB device {} ({}): {who}", d.device, d.link)?;
+            writeln!(
+                self.out,
+                "    USB device {} ({}): {who}",
+                esc(&d.device),
+                esc(&d.link)
+            )?;
             if let Some(why) = &d.oriented_by {
-                writeln!(self.out, "        because {why}")?;
+                writeln!(self.out, "        because {}", esc(why))?;
             }
             if let Some(l) = &d.line {
                 writeln!(
                     self.out,
                     "        line settings: {} (SET_LINE_CODING at packet {}, {} request(s)){}",
-                    l.settings,
+                    esc(&l.settings),
                     l.packet,
                     l.requests,
                     if l.spec {

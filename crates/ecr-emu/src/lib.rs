@@ -18,6 +18,8 @@ pub mod server;
 pub mod signals;
 pub mod target;
 pub mod terminal;
+pub mod textgate;
+pub mod wait;
 
 pub use client::{Exchange, SendOptions, TcpFraming, WireChunk};
 pub use faults::{Fault, Faults};
