@@ -87,7 +87,11 @@ pub struct EmulateArgs {
 fn parse_delay(text: &str) -> Result<Duration> {
     let t = text.trim();
     let d = if let Some(ms) = t.strip_suffix("ms") {
-        ms.trim().parse::<u64>().ok().map(Duration::from_millis)
+        ms.trim()
+            .parse::<u64>()
+            .ok()
+            .filter(|ms| *ms <= 3_600_000)
+            .map(Duration::from_millis)
     } else {
         t.trim_end_matches('s')
             .parse::<f64>()

@@ -10,7 +10,7 @@
 //! Records go to a [`Sink`] as soon as they are known, so a live tap can print them
 //! while the capture runs; the summary comes last from [`Analyzer::finish`].
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 
 use ecr_proto::catalogue::{is_card_channel, FuncType};
@@ -28,7 +28,7 @@ use crate::linklayer::{self, Network};
 use crate::message::{decode_body, Context, Decoded, Facts};
 use crate::record::{
     latency_of, Direction, FindingRecord, FrameInfo, HttpInfo, MessageRecord, Record, Role, Sink,
-    SummaryRecord, TransactionRecord, Transport,
+    SummaryRecord, TransactionRecord, Transport, UnusedKey,
 };
 use crate::serialcap;
 use crate::source::{CaptureReader, Packet};
@@ -215,7 +215,13 @@ struct State<'s> {
     /// The link tracker's latest match of an answer frame with its request
     /// (connection, ref, milliseconds), for the answer's message record.
     last_answer: Option<(ConnId, u8, f64)>,
+    /// Terminals with encrypted messages that no key given applied to (keys were
+    /// given, but bound to other addresses); at most [`MAX_TERMINALS_WITHOUT_KEY`].
+    terminals_without_key: BTreeSet<String>,
 }
+
+/// Most terminals without a key listed in the summary.
+const MAX_TERMINALS_WITHOUT_KEY: usize = 100;
 
 /// A callback given each message record with the body it was decoded from.
 type BodyHook<'s> = Box<dyn FnMut(&MessageRecord, &[u8]) + 's>;
@@ -263,6 +269,7 @@ impl<'s> Analyzer<'s> {
                 last_ts: Timestamp::default(),
                 truncated_flows: HashSet::new(),
                 last_answer: None,
+                terminals_without_key: BTreeSet::new(),
                 body_hook: None,
             },
             packets: 0,
@@ -476,7 +483,9 @@ impl<'s> Analyzer<'s> {
         ts: Timestamp,
         packet: Option<u64>,
     ) {
-        self.packets += u64::from(packet.is_some());
+        // A chunk read by the caller (`decode`'s input, a serial tap's read) is a
+        // packet too; an empty chunk is only a clock tick.
+        self.packets += u64::from(packet.is_some() || !bytes.is_empty());
         self.st.last_ts = self.st.last_ts.max(ts);
         let id = SERIAL_ID_BASE.saturating_add(link);
         let c = self.st.conns.entry(id).or_insert_with(|| {
@@ -601,6 +610,13 @@ impl<'s> Analyzer<'s> {
             latency_ms: latency_of(&mut st.latencies),
             files,
             usb_devices,
+            unused_keys: st
+                .keys
+                .unused_bound()
+                .into_iter()
+                .map(|(key, bound_to)| UnusedKey { key, bound_to })
+                .collect(),
+            terminals_without_key: st.terminals_without_key.iter().cloned().collect(),
         };
         st.sink.record(Record::Summary(summary.clone()));
         (summary, st.max_severity)
@@ -966,7 +982,10 @@ impl State<'_> {
             ts: first_ts,
             packet,
         };
+        let server_label = c.server_label.clone();
+        let have_keys = !self.keys.is_empty();
         let (ring, numbers) = self.keys.for_terminal(server);
+        let no_key_here = ring.is_empty() && have_keys;
         let mut extra: Vec<(Code, String)> = vec![];
         let mut decoded: Decoded;
         match &body {
@@ -1116,7 +1135,24 @@ impl State<'_> {
         let ref_num = record.ref_num;
         let is_response = decoded.facts.is_response;
         let facts = decoded.facts.clone();
-        let findings: Vec<(Code, String)> = decoded.findings.drain(..).chain(extra).collect();
+        let mut findings: Vec<(Code, String)> = decoded.findings.drain(..).chain(extra).collect();
+        if no_key_here {
+            // Keys were given, but all are bound to other terminals: say so rather
+            // than "no POS-KEY was given".
+            for (code, detail) in findings.iter_mut().filter(|(c, _)| *c == Code::NoKey) {
+                *detail = detail.replace(
+                    "no POS-KEY was given",
+                    &format!(
+                        "no POS-KEY given is for terminal {server_label} (the key file binds keys to {} only)",
+                        self.keys.bound_addresses()
+                    ),
+                );
+                let _ = code;
+                if self.terminals_without_key.len() < MAX_TERMINALS_WITHOUT_KEY {
+                    self.terminals_without_key.insert(server_label.clone());
+                }
+            }
+        }
         if let Some(hook) = self.body_hook.as_mut() {
             hook(&decoded.record, bytes);
         }

@@ -570,6 +570,21 @@ impl<W: Write> TextWriter<W> {
                 d.bytes_from_host, d.bytes_from_device
             )?;
         }
+        for k in &s.unused_keys {
+            writeln!(
+                self.out,
+                "    key {} (bound to {}) matched no traffic: check the address in the key file",
+                k.key, k.bound_to
+            )?;
+        }
+        if !s.terminals_without_key.is_empty() {
+            let list: Vec<String> = s.terminals_without_key.to_vec();
+            writeln!(
+                self.out,
+                "    terminals with no key: {} (bind one with ADDRESS=KEY in the key file, or give an unbound key)",
+                list.join(", ")
+            )?;
+        }
         if s.findings.is_empty() {
             writeln!(self.out, "    findings: none")?;
         } else {

@@ -342,6 +342,23 @@ pub struct SummaryRecord {
     /// settings.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub usb_devices: Vec<UsbDeviceInfo>,
+    /// Keys bound to an address (`ADDRESS=KEY` in a key file) that matched no
+    /// terminal of the capture: usually a mistyped address.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unused_keys: Vec<UnusedKey>,
+    /// Terminals whose encrypted messages no key given applied to (the keys given
+    /// are all bound to other addresses).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub terminals_without_key: Vec<String>,
+}
+
+/// A bound key that matched no traffic (never the key itself).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct UnusedKey {
+    /// The key's 1-based number, as in `key.index` of message records.
+    pub key: usize,
+    /// The address it is bound to.
+    pub bound_to: String,
 }
 
 /// A USB-serial adapter seen in a USB capture.
