@@ -173,6 +173,9 @@ pub fn run(a: CheckArgs) -> Result<ExitCode> {
     if let Some(j) = &a.junit {
         check_writable(j, "the JUnit file")?;
     }
+    if let Some(p) = a.expect.as_ref().filter(|p| p.is_dir()) {
+        anyhow::bail!("expectation file {}: is a directory", p.display());
+    }
     let mut expected: Map<String, Value> = match &a.expect {
         Some(p) if p.exists() => {
             let text = std::fs::read_to_string(p).map_err(|e| {
