@@ -579,7 +579,7 @@ impl<'s> Analyzer<'s> {
             if let Some(line) = d.line.as_ref().filter(|l| !l.spec) {
                 st.finding(
                     Code::LineSettings,
-                    st.last_ts,
+                    line.ts,
                     Some(Transport::Serial),
                     Some(d.link.clone()),
                     None,

@@ -116,6 +116,9 @@ impl Style {
 pub struct TextWriter<W: Write> {
     out: W,
     style: Style,
+    /// The message whose block was printed last, while nothing else followed it:
+    /// only its findings are indented under it.
+    open_message: Option<u64>,
 }
 
 /// Formats capture time as UTC date and time with microseconds.
@@ -171,6 +174,7 @@ impl<W: Write> TextWriter<W> {
         TextWriter {
             out,
             style: Style { on: color },
+            open_message: None,
         }
     }
 
@@ -403,8 +407,11 @@ impl<W: Write> TextWriter<W> {
 
     fn finding(&mut self, f: &FindingRecord) -> io::Result<()> {
         let s = self.style;
-        let indent = if f.message.is_some() { "    " } else { "" };
-        let place = if f.message.is_some() {
+        // Under its message's block only when that block was just printed; a finding
+        // about an earlier message (e.g. unanswered-at-end) stands on its own.
+        let under = f.message.is_some() && f.message == self.open_message;
+        let indent = if under { "    " } else { "" };
+        let place = if under {
             String::new()
         } else {
             let addr = match (&f.src, &f.dst) {
@@ -412,11 +419,16 @@ impl<W: Write> TextWriter<W> {
                 _ => String::new(),
             };
             format!(
-                "  {}{}{}",
+                "  {}{}{}{}",
                 format_ts(f.ts),
                 addr,
                 f.packet
                     .map(|p| format!("  (packet {p})"))
+                    .unwrap_or_default(),
+                f.message
+                    .map(|m| format!("(message {m})"))
+                    .filter(|m| !f.detail.contains(m.as_str()))
+                    .map(|m| format!("  {m}"))
                     .unwrap_or_default()
             )
         };
@@ -609,11 +621,13 @@ impl<W: Write> RecordWriter for TextWriter<W> {
         match record {
             Record::Message(m) => {
                 writeln!(self.out)?;
+                self.open_message = Some(m.index);
                 self.message(m)
             }
             Record::Finding(f) => {
-                if f.message.is_none() {
+                if f.message.is_none() || f.message != self.open_message {
                     writeln!(self.out)?;
+                    self.open_message = None;
                 }
                 self.finding(f)
             }

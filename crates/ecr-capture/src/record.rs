@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use ecr_proto::value::{Object, Value};
+use ecr_proto::Timestamp;
 use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
 
@@ -400,6 +401,10 @@ pub struct LineInfo {
     pub spec: bool,
     /// Packet of the (last) request that set them.
     pub packet: u64,
+    /// That packet's capture time (for the `line-settings` finding; the summary
+    /// names the packet).
+    #[serde(skip)]
+    pub ts: Timestamp,
     /// How many SET_LINE_CODING requests were seen.
     pub requests: u32,
 }

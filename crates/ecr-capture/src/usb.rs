@@ -566,6 +566,8 @@ pub struct DeviceReport {
     pub line: Option<(LineCoding, u64)>,
     /// SET_LINE_CODING requests seen.
     pub line_changes: u32,
+    /// When the last line settings were sent (the capture time of `line`'s packet).
+    pub line_ts: Timestamp,
     /// Line bytes host to device and device to host.
     pub bytes: [u64; 2],
 }
@@ -589,6 +591,7 @@ impl DeviceReport {
                 stop_bits: c.stop_text(),
                 spec: c.matches_spec(),
                 packet,
+                ts: self.line_ts,
                 requests: self.line_changes,
             }),
             bytes_from_host: self.bytes[0],
@@ -778,6 +781,7 @@ impl UsbSerial {
             SerialPart::LineCoding { device, coding } => {
                 if let Some(d) = self.device(device) {
                     d.report.line = Some((coding, packet));
+                    d.report.line_ts = ts;
                     d.report.line_changes = d.report.line_changes.saturating_add(1);
                     d.awaiting_line = false;
                 }
@@ -792,6 +796,7 @@ impl UsbSerial {
                     if std::mem::take(&mut d.awaiting_line) {
                         if let Some(coding) = LineCoding::from_bytes(bytes) {
                             d.report.line = Some((coding, packet));
+                            d.report.line_ts = ts;
                             d.report.line_changes = d.report.line_changes.saturating_add(1);
                         }
                     }
