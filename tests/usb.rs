@@ -532,3 +532,27 @@ fn line_settings_carry_their_packet_time_and_stand_apart_in_text() {
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains("\n    ! error digest-mismatch: "), "{text}");
 }
+
+#[test]
+fn out_transfers_without_completion_stay_in_time_order() {
+    // Every host write lacks its completion: the bytes come from the submissions
+    // alone. They must be read in time order, not held to the end of the capture.
+    let r = records(&cap("usbmon-missing-out-completions.pcap"), &[]);
+    let s = summary(&r);
+    assert_eq!(s["messages"], 8, "{s}");
+    assert_eq!(s["transactions"], 2, "{s}");
+    assert_eq!(s["findings"], serde_json::json!({}), "{s}");
+    let msgs = kind(&r, "message");
+    let ts: Vec<f64> = msgs.iter().map(|m| m["ts"].as_f64().unwrap()).collect();
+    assert!(ts.windows(2).all(|w| w[0] <= w[1]), "{ts:?}");
+    let roles: Vec<&str> = msgs.iter().map(|m| m["role"].as_str().unwrap()).collect();
+    assert_eq!(
+        roles,
+        ["request", "ack", "response", "ack", "request", "ack", "response", "ack"]
+    );
+    // Each ack answers in time (the request is on the line before its ack).
+    for m in msgs.iter().filter(|m| m["role"] == "ack") {
+        let ms = m["answer_ms"].as_f64().unwrap();
+        assert!((0.0..1000.0).contains(&ms), "{m}");
+    }
+}
