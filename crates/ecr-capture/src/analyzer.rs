@@ -21,7 +21,7 @@ use ecr_proto::Timestamp;
 
 use crate::findings::{Code, Severity};
 use crate::framelink::{FrameLink, LinkOutput};
-use crate::http::{HttpConfig, HttpEvent, HttpKind, HttpMessage, HttpParser};
+use crate::http::{HttpConfig, HttpError, HttpEvent, HttpKind, HttpMessage, HttpParser};
 use crate::ip::{self, Defragmenter};
 use crate::keys::KeySet;
 use crate::linklayer::{self, Network};
@@ -119,6 +119,12 @@ struct Conn {
     pending: VecDeque<PendingRequest>,
     tls_reported: bool,
     last_ts: Timestamp,
+    /// Per direction: a TCP gap cut the text stream, so the next message that does
+    /// not decode is the tail of a message whose start was lost.
+    cut: [bool; 2],
+    /// A gap in the cash register's direction may have swallowed a request: the
+    /// next response with no request waiting answers it.
+    lost_request: bool,
 }
 
 impl Conn {
@@ -139,6 +145,8 @@ impl Conn {
             pending: VecDeque::new(),
             tls_reported: false,
             last_ts: ts,
+            cut: [false; 2],
+            lost_request: false,
         }
     }
     fn transport(&self) -> Transport {
@@ -723,8 +731,14 @@ impl State<'_> {
                 let mut evs = vec![];
                 match &mut c.dirs[dir_index(dir)] {
                     DirState::Http(p) => p.gap(ts, missing_bytes, &mut evs),
-                    DirState::Text(t) => t.reset(),
+                    DirState::Text(t) => {
+                        t.reset();
+                        c.cut[dir_index(dir)] = true;
+                    }
                     _ => {}
+                }
+                if dir == StreamDir::ClientToServer && !ignored {
+                    c.lost_request = true;
                 }
                 let mut outs = vec![];
                 if let Some(fl) = c.frames.as_mut() {
@@ -734,6 +748,23 @@ impl State<'_> {
                 }
                 let explained = self.truncated_flows.contains(&(src.clone(), dst.clone()));
                 if !ignored && !explained {
+                    // An HTTP message cut by the hole is the gap's doing, not the
+                    // sender's: said here rather than as a bad-envelope of its own.
+                    let before = evs.len();
+                    evs.retain(|e| {
+                        !matches!(
+                            e,
+                            HttpEvent::Error {
+                                error: HttpError::Interrupted { .. },
+                                ..
+                            }
+                        )
+                    });
+                    let cut = if evs.len() < before {
+                        "; it cut an HTTP message, which is lost with it"
+                    } else {
+                        ""
+                    };
                     self.finding(
                         Code::TcpGap,
                         ts,
@@ -742,7 +773,7 @@ impl State<'_> {
                         Some(dst),
                         None,
                         None,
-                        format!("{missing_bytes} byte(s) missing at stream offset {offset}; decoding resumes after the hole"),
+                        format!("{missing_bytes} byte(s) missing at stream offset {offset}; decoding resumes after the hole{cut}"),
                     );
                 }
                 for o in outs {
@@ -947,7 +978,34 @@ impl State<'_> {
         }
     }
 
+    /// The terminal answers while the cash register's text stream still holds the
+    /// tail of a message cut by a gap: the tail is complete (the terminal would not
+    /// answer otherwise) and goes first, so that messages stay in time order.
+    fn flush_cut_tail(&mut self, conn: ConnId) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        let i = dir_index(StreamDir::ClientToServer);
+        if !c.cut[i] {
+            return;
+        }
+        let mut bodies = vec![];
+        if let DirState::Text(t) = &mut c.dirs[i] {
+            if t.buffered() > 0 {
+                t.close(|m| {
+                    bodies.push(Body::Text(m.body.to_vec(), m.rule, m.first_ts, m.last_ts))
+                });
+            }
+        }
+        for b in bodies {
+            self.body(conn, StreamDir::ClientToServer, b, None);
+        }
+    }
+
     fn body(&mut self, conn: ConnId, dir: StreamDir, body: Body, packet: Option<u64>) {
+        if dir == StreamDir::ServerToClient {
+            self.flush_cut_tail(conn);
+        }
         let Some(c) = self.conns.get(&conn) else {
             return;
         };
@@ -1087,6 +1145,38 @@ impl State<'_> {
                 });
             }
         }
+        // The first text message after a gap: if it does not decode, it is the rest
+        // of a message whose start was lost, not a message of its own.
+        let mut tail = false;
+        if let (Body::Text(..), Some(c)) = (&body, self.conns.get_mut(&conn)) {
+            let i = dir_index(dir);
+            if std::mem::take(&mut c.cut[i])
+                && decoded.record.content.is_none()
+                && decoded.record.response.is_none()
+                && decoded
+                    .findings
+                    .iter()
+                    .any(|(code, _)| matches!(code, Code::BadEnvelope | Code::DecryptFailed))
+            {
+                tail = true;
+                decoded.record.gap = Some("tail");
+                decoded
+                    .findings
+                    .retain(|(code, _)| !matches!(code, Code::BadEnvelope | Code::DecryptFailed));
+                extra.retain(|(code, _)| *code != Code::BadEnvelope);
+            }
+        }
+        // A response with no request waiting, after a gap in the cash register's
+        // stream: it answers the request the capture lost.
+        if let Some(c) = self.conns.get_mut(&conn) {
+            if dir == StreamDir::ServerToClient
+                && decoded.record.role == Role::Response
+                && c.pending.is_empty()
+                && std::mem::take(&mut c.lost_request)
+            {
+                decoded.record.gap = Some("answers-lost-request");
+            }
+        }
         self.messages += 1;
         let index = self.messages;
         decoded.record.index = index;
@@ -1175,7 +1265,7 @@ impl State<'_> {
             return;
         };
         match (dir, role, is_response) {
-            (StreamDir::ClientToServer, Role::Request, false) => {
+            (StreamDir::ClientToServer, Role::Request, false) if !tail => {
                 c.pending.push_back(PendingRequest {
                     index,
                     ref_num,

@@ -255,6 +255,17 @@ impl<W: Write> TextWriter<W> {
                 m.ref_num.unwrap_or(0)
             )?;
         }
+        match m.gap {
+            Some("tail") => writeln!(
+                self.out,
+                "    TCP gap: the tail of a message whose start the capture lost; not a request of its own"
+            )?,
+            Some(_) => writeln!(
+                self.out,
+                "    TCP gap: answers a request the capture lost in a TCP gap"
+            )?,
+            None => {}
+        }
         if matches!(m.role, Role::Ack | Role::ErrorFrame) {
             return Ok(());
         }

@@ -224,6 +224,12 @@ pub struct MessageRecord {
     /// The body, when it could not be decoded (lossy UTF-8, at most 200 bytes).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub raw: Option<String>,
+    /// How a TCP gap (bytes missing from the capture) bears on the message:
+    /// `tail` = the rest of a message whose start was lost (not a request of its
+    /// own, and not reported as bad-envelope); `answers-lost-request` = a response
+    /// to a request the capture lost in a gap.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gap: Option<&'static str>,
 }
 
 /// Which key decrypted a message.
