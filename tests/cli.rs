@@ -512,3 +512,49 @@ fn junit_time_is_measured_and_decode_counts_its_input() {
     assert_eq!(summary["bytes"], 127, "{summary}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn ecr_traffic_on_a_port_not_analysed_is_pointed_out() {
+    let findings = |args: &[&str]| -> Vec<serde_json::Value> {
+        let mut a = vec!["analyze", "--format", "jsonl"];
+        a.extend_from_slice(args);
+        let (code, out, err) = run(&a);
+        assert_eq!(code, 0, "{err}");
+        out.lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter(|v| v["code"] == "ecr-on-other-port")
+            .collect()
+    };
+    // Frames on 19002: the finding names the port and the option.
+    let cap = "captures/tcp-frames-other-port-19002.pcap";
+    let f = findings(&[cap]);
+    assert_eq!(f.len(), 1, "{f:?}");
+    let d = f[0]["detail"].as_str().unwrap();
+    assert!(d.contains("TCP port 19002"), "{d}");
+    assert!(d.ends_with("run again with --tcp-port 19002"), "{d}");
+    assert_eq!(f[0]["severity"], "info");
+    assert_eq!(f[0]["dst"], "127.0.0.1:19002");
+    // ... and the option it names decodes the traffic.
+    let (_, out, _) = run(&["analyze", cap, "--tcp-port", "19002", "--format", "jsonl"]);
+    assert!(out.contains("\"kind\":\"message\""), "{out}");
+    assert!(findings(&[cap, "--tcp-port", "19002"]).is_empty());
+
+    // HTTP on 9001 while only 8080 is analysed.
+    let f = findings(&[
+        "captures/http-plain-all-functypes.pcap",
+        "--http-port",
+        "8080",
+    ]);
+    assert_eq!(f.len(), 1, "{f:?}");
+    let d = f[0]["detail"].as_str().unwrap();
+    assert!(d.ends_with("run again with --http-port 9001"), "{d}");
+    // Raw JSON requests on 9002 while only 7000 is analysed.
+    let f = findings(&["captures/tcp-json-values.pcap", "--tcp-port", "7000"]);
+    assert_eq!(f.len(), 1, "{f:?}");
+    assert!(f[0]["detail"]
+        .as_str()
+        .unwrap()
+        .ends_with("run again with --tcp-port 9002"));
+    // Traffic on the configured ports: no hint about others.
+    assert!(findings(&["captures/mixed-http-tcp.pcapng"]).is_empty());
+}

@@ -243,6 +243,53 @@ pub struct Analyzer<'s> {
     packets: u64,
     /// USB captures: URBs to per-device serial streams.
     usb: UsbSerial,
+    /// ECR traffic seen on ports that are not analysed.
+    other: OtherPorts,
+}
+
+/// Most flows whose first data is looked at for ECR traffic on other ports.
+const MAX_OTHER_FLOWS: usize = 1 << 16;
+/// Most other ports reported.
+const MAX_OTHER_PORTS: usize = 16;
+
+/// While no ECR message has been decoded on the configured ports, the first data
+/// segment of each TCP flow on other ports is compared with cheap signatures (a
+/// frame start `2f 6e 01`, `POST /api/pos/`, `{"content"`), so that a capture of a
+/// terminal on a non-standard port says which option to use instead of "0 messages".
+/// Work is bounded: one look per flow, at most [`MAX_OTHER_FLOWS`] flows.
+#[derive(Default)]
+struct OtherPorts {
+    /// Flows (source port, destination port) already looked at.
+    seen: HashSet<(u16, u16)>,
+    /// By the terminal's port: the first sighting.
+    found: BTreeMap<u16, Sighting>,
+    /// Given up (a message was decoded, or the flow table is full).
+    done: bool,
+}
+
+struct Sighting {
+    /// "--tcp-port" or "--http-port".
+    option: &'static str,
+    what: &'static str,
+    ts: Timestamp,
+    packet: u64,
+    src: String,
+    dst: String,
+}
+
+/// What the first data of a flow on another port looks like, if ECR: the option
+/// that names the port, what was seen, and whether the sender is the client (its
+/// destination is the terminal's port).
+fn ecr_signature(payload: &[u8]) -> Option<(&'static str, &'static str, Option<bool>)> {
+    if payload.starts_with(&[0x2f, 0x6e, 0x01]) {
+        Some(("--tcp-port", "0x2f6e frames", None))
+    } else if payload.starts_with(b"POST /api/pos/") {
+        Some(("--http-port", "HTTP requests to /api/pos/", Some(true)))
+    } else if payload.starts_with(b"{\"content\"") {
+        Some(("--tcp-port", "ECR requests ({\"content\":...})", Some(true)))
+    } else {
+        None
+    }
 }
 
 impl<'s> Analyzer<'s> {
@@ -282,6 +329,59 @@ impl<'s> Analyzer<'s> {
             },
             packets: 0,
             usb: UsbSerial::new(cfg_usb_device),
+            other: OtherPorts::default(),
+        }
+    }
+
+    /// A TCP packet on ports that are not analysed: see [`OtherPorts`].
+    fn look_at_other_port(&mut self, pkt: &Packet<'_>, src: u16, dst: u16) {
+        let o = &mut self.other;
+        if o.done || self.st.cfg.probe {
+            return;
+        }
+        if self.st.messages > 0 || o.seen.len() >= MAX_OTHER_FLOWS {
+            o.done = true;
+            return;
+        }
+        if o.seen.contains(&(src, dst)) {
+            return;
+        }
+        let Ok(Network::Ipv4(net) | Network::Ipv6(net)) =
+            linklayer::network_layer(pkt.linktype, pkt.data)
+        else {
+            return;
+        };
+        let Ok(ipp) = ip::parse(net) else {
+            return;
+        };
+        if ipp.protocol != 6 {
+            return;
+        }
+        let Ok(seg) = tcp::parse_tcp(&ipp.payload) else {
+            return;
+        };
+        if seg.payload.is_empty() {
+            return;
+        }
+        o.seen.insert((src, dst));
+        let Some((option, what, from_client)) = ecr_signature(seg.payload) else {
+            return;
+        };
+        // Frames flow both ways; the terminal's port is taken to be the lower one
+        // (the other end uses an ephemeral port).
+        let port = match from_client {
+            Some(_) => dst,
+            None => src.min(dst),
+        };
+        if o.found.len() < MAX_OTHER_PORTS || o.found.contains_key(&port) {
+            o.found.entry(port).or_insert_with(|| Sighting {
+                option,
+                what,
+                ts: pkt.ts,
+                packet: pkt.index,
+                src: SocketAddr::new(ipp.src, src).to_string(),
+                dst: SocketAddr::new(ipp.dst, dst).to_string(),
+            });
         }
     }
 
@@ -325,7 +425,10 @@ impl<'s> Analyzer<'s> {
         // Fast path: most packets of a shop capture are not ECR traffic.
         match tcp::peek_tcp_ports(pkt.linktype, pkt.data) {
             PortPeek::NotTcp => return,
-            PortPeek::Tcp { src, dst } if !self.relevant(src, dst) => return,
+            PortPeek::Tcp { src, dst } if !self.relevant(src, dst) => {
+                self.look_at_other_port(pkt, src, dst);
+                return;
+            }
             _ => {}
         }
         let net = match linklayer::network_layer(pkt.linktype, pkt.data) {
@@ -359,6 +462,7 @@ impl<'s> Analyzer<'s> {
             }
         };
         if !self.relevant(seg.src_port, seg.dst_port) {
+            self.look_at_other_port(pkt, seg.src_port, seg.dst_port);
             return;
         }
         if pkt.is_truncated() || ipp.truncated {
@@ -601,6 +705,24 @@ impl<'s> Analyzer<'s> {
             }
         }
         self.tcp.flush_all(&mut |ev| st.tcp_event(ev));
+        // Nothing on the configured ports, but ECR traffic on others: say where.
+        if st.messages == 0 {
+            for (port, s) in std::mem::take(&mut self.other.found) {
+                st.finding(
+                    Code::EcrOnOtherPort,
+                    s.ts,
+                    Some(Transport::Tcp),
+                    Some(s.src.clone()),
+                    Some(s.dst.clone()),
+                    Some(s.packet),
+                    None,
+                    format!(
+                        "{} on TCP port {port}, which is not analysed; run again with {} {port}",
+                        s.what, s.option
+                    ),
+                );
+            }
+        }
         // Connections the reassembler never opened (none expected) are ended too.
         let ids: Vec<ConnId> = st.conns.keys().copied().collect();
         for id in ids {
