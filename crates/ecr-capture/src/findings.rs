@@ -195,7 +195,7 @@ mod tests {
             assert!(seen.insert(c.as_str()));
             assert_eq!(c.as_str().parse::<Code>().unwrap(), *c);
         }
-        assert_eq!(Code::ALL.len(), 30);
+        assert_eq!(Code::ALL.len(), 31);
         assert!("nope".parse::<Code>().is_err());
     }
 
