@@ -418,9 +418,9 @@ fn commands_end_quietly_when_the_reader_closes_the_pipe() {
     // Far more output than a pipe buffer holds (64 KiB), so the writer must meet EPIPE.
     let cap = "captures/http-plain-all-functypes.pcap".to_string();
     let mut check = vec!["check".to_string()];
-    check.extend(std::iter::repeat(cap.clone()).take(3000));
+    check.extend(std::iter::repeat_n(cap.clone(), 3000));
     let mut analyze = vec!["analyze".to_string(), "--color".into(), "never".into()];
-    analyze.extend(std::iter::repeat(cap).take(300));
+    analyze.extend(std::iter::repeat_n(cap, 300));
     let dir = temp_dir("epipe");
     let line = dir.join("line.hex");
     std::fs::write(&line, SPEC_SAMPLE.repeat(600)).unwrap();
