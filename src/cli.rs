@@ -91,15 +91,17 @@ Examples:
     Codes,
 }
 
+/// The key options. `global` so that under a command with subcommands (`send pay`)
+/// they are accepted before or after the subcommand, like `--to`.
 #[derive(Debug, Args)]
 pub struct KeyArgs {
     /// A POS-KEY to decrypt and verify with (repeat for several; every key is tried).
     /// 16, 24 or 32 characters; 32 hex digits are also tried as 16 bytes.
-    #[arg(long = "key", value_name = "KEY")]
+    #[arg(long = "key", value_name = "KEY", global = true)]
     pub key: Vec<String>,
     /// A file of POS-KEYs, one per line; `ADDRESS=KEY` binds a key to a terminal
     /// (`192.168.1.20=KEY` or `192.168.1.20:9001=KEY`); `#` starts a comment.
-    #[arg(long = "key-file", value_name = "FILE")]
+    #[arg(long = "key-file", value_name = "FILE", global = true)]
     pub key_file: Vec<PathBuf>,
     /// A POS-KEY from the environment (safer than the command line, which others
     /// on the machine can see).
@@ -107,7 +109,8 @@ pub struct KeyArgs {
         long = "env-key",
         env = "ECR_POS_KEY",
         hide_env_values = true,
-        hide = true
+        hide = true,
+        global = true
     )]
     pub env_key: Option<String>,
 }

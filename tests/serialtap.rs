@@ -386,6 +386,13 @@ fn relays_every_byte_and_decodes_live_and_from_the_file() {
     let summary = live.last().unwrap();
     assert_eq!(summary["kind"], "summary");
     assert_eq!(summary["messages"], 6);
+    // Every chunk the tap read counts as a packet (at least one per message here,
+    // at most one per byte), not "0 packets".
+    let packets = summary["packets"].as_u64().unwrap();
+    assert!(
+        (6..=summary["bytes"].as_u64().unwrap()).contains(&packets),
+        "{summary}"
+    );
     assert_eq!(
         summary["bytes"],
         (pay.len() + split.len() + res.len() + 3 * 11) as u64

@@ -127,6 +127,9 @@ impl Style {
 pub struct TextWriter<W: Write> {
     out: W,
     style: Style,
+    /// The message whose block was printed last, while nothing else followed it:
+    /// only its findings are indented under it.
+    open_message: Option<u64>,
 }
 
 /// A string from a capture, made safe for a terminal.
@@ -187,6 +190,7 @@ impl<W: Write> TextWriter<W> {
         TextWriter {
             out,
             style: Style { on: color },
+            open_message: None,
         }
     }
 
@@ -273,6 +277,17 @@ impl<W: Write> TextWriter<W> {
                 "    Answers request ref {} after {ms:.1} ms ({verdict})",
                 m.ref_num.unwrap_or(0)
             )?;
+        }
+        match m.gap {
+            Some("tail") => writeln!(
+                self.out,
+                "    TCP gap: the tail of a message whose start the capture lost; not a request of its own"
+            )?,
+            Some(_) => writeln!(
+                self.out,
+                "    TCP gap: answers a request the capture lost in a TCP gap"
+            )?,
+            None => {}
         }
         if matches!(m.role, Role::Ack | Role::ErrorFrame) {
             return Ok(());
@@ -435,8 +450,11 @@ impl<W: Write> TextWriter<W> {
 
     fn finding(&mut self, f: &FindingRecord) -> io::Result<()> {
         let s = self.style;
-        let indent = if f.message.is_some() { "    " } else { "" };
-        let place = if f.message.is_some() {
+        // Under its message's block only when that block was just printed; a finding
+        // about an earlier message (e.g. unanswered-at-end) stands on its own.
+        let under = f.message.is_some() && f.message == self.open_message;
+        let indent = if under { "    " } else { "" };
+        let place = if under {
             String::new()
         } else {
             let addr = match (&f.src, &f.dst) {
@@ -444,11 +462,16 @@ impl<W: Write> TextWriter<W> {
                 _ => String::new(),
             };
             format!(
-                "  {}{}{}",
+                "  {}{}{}{}",
                 format_ts(f.ts),
                 addr,
                 f.packet
                     .map(|p| format!("  (packet {p})"))
+                    .unwrap_or_default(),
+                f.message
+                    .map(|m| format!("(message {m})"))
+                    .filter(|m| !f.detail.contains(m.as_str()))
+                    .map(|m| format!("  {m}"))
                     .unwrap_or_default()
             )
         };
@@ -611,6 +634,21 @@ impl<W: Write> TextWriter<W> {
                 d.bytes_from_host, d.bytes_from_device
             )?;
         }
+        for k in &s.unused_keys {
+            writeln!(
+                self.out,
+                "    key {} (bound to {}) matched no traffic: check the address in the key file",
+                k.key, k.bound_to
+            )?;
+        }
+        if !s.terminals_without_key.is_empty() {
+            let list: Vec<String> = s.terminals_without_key.to_vec();
+            writeln!(
+                self.out,
+                "    terminals with no key: {} (bind one with ADDRESS=KEY in the key file, or give an unbound key)",
+                list.join(", ")
+            )?;
+        }
         if s.findings.is_empty() {
             writeln!(self.out, "    findings: none")?;
         } else {
@@ -635,11 +673,13 @@ impl<W: Write> RecordWriter for TextWriter<W> {
         match record {
             Record::Message(m) => {
                 writeln!(self.out)?;
+                self.open_message = Some(m.index);
                 self.message(m)
             }
             Record::Finding(f) => {
-                if f.message.is_none() {
+                if f.message.is_none() || f.message != self.open_message {
                     writeln!(self.out)?;
+                    self.open_message = None;
                 }
                 self.finding(f)
             }
