@@ -201,6 +201,7 @@ mod tests {
             digest_detail: None,
             bytes: 100,
             raw: None,
+            gap: None,
         }
     }
 
