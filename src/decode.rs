@@ -37,6 +37,12 @@ fn input_bytes(a: &DecodeArgs) -> Result<Vec<u8>> {
     if let Some(path) = &a.file {
         let bytes =
             std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        if bytes.is_empty() {
+            bail!(
+                "{}: empty file (0 bytes): nothing to decode",
+                path.display()
+            );
+        }
         // A file of hex text is read as hex; anything else as the raw bytes.
         let is_hex_text = !bytes.is_empty()
             && bytes

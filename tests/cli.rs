@@ -451,6 +451,10 @@ fn error_texts_name_the_problem_once() {
     assert!(err.contains("empty.pcap: empty file"), "{err}");
     assert!(!err.contains("first bytes"), "{err}");
 
+    let (code, _, err) = run(&["decode", "--file", empty.to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert!(err.contains("empty file"), "{err}");
+
     let (code, _, err) = run(&["analyze", dir.to_str().unwrap()]);
     assert_eq!(code, 2);
     assert!(err.contains("is a directory"), "{err}");
