@@ -253,6 +253,48 @@ impl HttpParser {
         self.run(out);
     }
 
+    /// Bytes held: unconsumed input, the message in progress (headers and body)
+    /// and the chunk-time log. For a memory budget over many parsers.
+    pub fn held(&self) -> usize {
+        let cur = self.cur.as_ref().map_or(0, |p| {
+            p.msg.body.len()
+                + p.msg
+                    .headers
+                    .iter()
+                    .map(|(n, v)| n.len() + v.len() + 48)
+                    .sum::<usize>()
+        });
+        self.buf.len() + cur + self.chunk_times.len() * 16
+    }
+
+    /// Bytes reserved from the allocator (capacities behind [`HttpParser::held`]).
+    pub fn reserved(&self) -> usize {
+        let cur = self.cur.as_ref().map_or(0, |p| {
+            p.msg.body.capacity()
+                + p.msg
+                    .headers
+                    .iter()
+                    .map(|(n, v)| n.capacity() + v.capacity() + 48)
+                    .sum::<usize>()
+        });
+        self.buf.capacity() + cur + self.chunk_times.capacity() * 16
+    }
+
+    /// Gives up the message in progress and everything buffered, silently (the
+    /// caller reports why, e.g. a memory budget), and looks for the next start
+    /// line in the bytes that follow. Returns the bytes released.
+    pub fn abandon(&mut self) -> usize {
+        let held = self.held();
+        self.buf_offset += self.buf.len() as u64;
+        self.buf = Vec::new();
+        self.chunk_times = VecDeque::new();
+        self.cur = None;
+        self.scan_from = 0;
+        self.skipped = 0;
+        self.state = State::Resync;
+        held
+    }
+
     /// Reports a hole of `missing` bytes: a message in progress is lost (an
     /// `Interrupted` error) and the parser resynchronises.
     pub fn gap(&mut self, ts: Timestamp, missing: u64, out: &mut Vec<HttpEvent>) {

@@ -349,7 +349,9 @@ fn decrypts(text: &[u8], keys: &KeyRing, scan: &mut Scan) -> bool {
         let Ok(tail) = decode_base64(tail_text) else {
             return false;
         };
-        let tail = tail.get(tail.len().saturating_sub(2 * BLOCK)..).unwrap_or(&[]);
+        let tail = tail
+            .get(tail.len().saturating_sub(2 * BLOCK)..)
+            .unwrap_or(&[]);
         let tail = if ct_len == BLOCK {
             tail.get(tail.len().saturating_sub(BLOCK)..).unwrap_or(&[])
         } else {
@@ -452,7 +454,11 @@ mod tests {
             let text = key.encrypt_base64(plain);
             let (v, work) = bytewise(text.as_bytes(), &keys);
             assert_eq!(v, vec![(text.as_bytes().to_vec(), Rule::Decrypts)]);
-            assert!(work <= 6 * text.len() as u64, "work {work} for {}", text.len());
+            assert!(
+                work <= 6 * text.len() as u64,
+                "work {work} for {}",
+                text.len()
+            );
         }
         let mut json = b"{\"a\":\"}{\\\"\",\"b\":[1,{}]}".to_vec();
         json.extend_from_slice(b" \"QUJD\" QUJD\n");

@@ -588,7 +588,11 @@ mod tests {
         assert_eq!(r.open(), MAX_OPEN);
         assert_eq!(r.held(), MAX_OPEN * (2 + PARTIAL_OVERHEAD));
         // 127 announced 64 KiB buffers would reserve 8 MB; a few bytes each do.
-        assert!(r.reserved() < MAX_OPEN * (64 + PARTIAL_OVERHEAD), "{}", r.reserved());
+        assert!(
+            r.reserved() < MAX_OPEN * (64 + PARTIAL_OVERHEAD),
+            "{}",
+            r.reserved()
+        );
         assert_eq!(r.abandon(), (MAX_OPEN, MAX_OPEN * 2));
         assert_eq!((r.open(), r.held()), (0, 0));
     }
