@@ -180,6 +180,16 @@ impl Conn {
         dirs + self.frames.as_ref().map_or(0, FrameLink::held) + self.pending_bytes
     }
 
+    fn text_work(&self) -> u64 {
+        self.dirs
+            .iter()
+            .map(|d| match d {
+                DirState::Text(t) => t.work(),
+                _ => 0,
+            })
+            .sum()
+    }
+
     fn count_reserved(&self) -> usize {
         let dirs: usize = self
             .dirs
@@ -285,6 +295,8 @@ struct State<'s> {
     peak_stream_bytes: usize,
     peak_connections: usize,
     evictions: u64,
+    /// Work of the text framers of connections already closed.
+    text_work_closed: u64,
     /// Limits of shared tables already reported (bits of [`Limit`]).
     limits_reported: u8,
     /// Connections that had a TCP hole during the current packet (a few), to
@@ -364,6 +376,7 @@ impl<'s> Analyzer<'s> {
                 peak_stream_bytes: 0,
                 peak_connections: 0,
                 evictions: 0,
+                text_work_closed: 0,
                 limits_reported: 0,
                 later_drops: BTreeMap::new(),
                 gapped: Vec::new(),
@@ -703,7 +716,9 @@ impl<'s> Analyzer<'s> {
         let mut open_refs = 0;
         let mut pending = 0;
         let mut reserved = 0;
+        let mut text_work = st.text_work_closed;
         for c in st.conns.values() {
+            text_work += c.text_work();
             open_refs += c.frames.as_ref().map_or(0, FrameLink::open_refs);
             pending += c.pending.len();
             reserved += c.count_reserved();
@@ -733,6 +748,7 @@ impl<'s> Analyzer<'s> {
             payment_bytes: st.payment_bytes,
             latency_samples: st.latencies.len(),
             evictions: st.evictions,
+            text_work,
         }
     }
 
@@ -1135,6 +1151,7 @@ impl State<'_> {
             return;
         };
         self.stream_bytes = self.stream_bytes.saturating_sub(c.held);
+        self.text_work_closed += c.text_work();
         let transport = c.transport();
         let (src, dst) = c.addrs(StreamDir::ClientToServer);
         for p in c.pending.drain(..) {

@@ -15,6 +15,7 @@
 #![warn(missing_docs)]
 
 pub mod analyzer;
+pub mod craft;
 pub mod findings;
 pub mod framelink;
 pub mod http;

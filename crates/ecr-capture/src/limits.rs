@@ -142,6 +142,10 @@ pub struct Usage {
     /// Things dropped by a limit so far (connections, datagrams, messages,
     /// requests, payments).
     pub evictions: u64,
+    /// Bytes examined and decrypted by the TCP 9002 text framers so far (see
+    /// [`crate::tcptext::TextFramer::work`]): linear time means a small multiple
+    /// of the bytes they were fed.
+    pub text_work: u64,
 }
 
 #[cfg(test)]
