@@ -84,6 +84,8 @@ struct Scan {
     /// Every byte so far is a Base64 symbol (no white space or escapes), so the
     /// text's tail decodes on its own.
     pure: bool,
+    /// White space at the end of the bytes examined (not part of the Base64 text).
+    trailing_space: usize,
     /// Bytes of Base64 text decoded and decrypted in full for this message: capped
     /// at [`DECRYPT_WORK_FACTOR`] times its length, which keeps the `decrypts` rule
     /// linear even when a crafted text passes the cheap padding test every time.
@@ -232,6 +234,12 @@ impl TextFramer {
                             scan.done = rest.len();
                             scan.b64 = scan.b64 && new.iter().all(|&c| is_base64_text_byte(c));
                             scan.pure = scan.pure && new.iter().all(|&c| is_b64_symbol(c));
+                            let tail = new.iter().rev().take_while(|&&c| is_space(c)).count();
+                            scan.trailing_space = if tail == new.len() {
+                                scan.trailing_space + tail
+                            } else {
+                                tail
+                            };
                             if !keys.is_empty() && decrypts(rest, keys, scan) {
                                 Some((rest.len(), rest.len(), Rule::Decrypts))
                             } else {
@@ -335,7 +343,11 @@ fn is_b64_symbol(c: u8) -> bool {
 /// decoded and tested for padding, so that a long text that is not a message yet
 /// costs O(1) per chunk; a full decryption is tried only within the work budget.
 fn decrypts(text: &[u8], keys: &KeyRing, scan: &mut Scan) -> bool {
-    let t = trim(text);
+    // `text` starts with a non-space byte; its end is trimmed by the count kept
+    // in `scan` (trimming it here would rescan a growing run of spaces).
+    let t = text
+        .get(..text.len().saturating_sub(scan.trailing_space))
+        .unwrap_or(&[]);
     if t.len() < 24 || t.len() % 4 != 0 || !scan.b64 {
         return false;
     }
@@ -478,5 +490,24 @@ mod tests {
         let (v, work) = bytewise(&b64, &keys);
         assert!(v.is_empty());
         assert!(work <= 6 * b64.len() as u64, "work {work}");
+        // A message followed by a long run of spaces (no newline) still ends
+        // with its last symbol, and the spaces are examined once.
+        let text = key.encrypt_base64(b"{a:1}");
+        let mut spaced = text.as_bytes().to_vec();
+        spaced.extend(std::iter::repeat_n(b' ', 20_000));
+        let mut f = TextFramer::new();
+        let mut found = vec![];
+        f.feed(&spaced[..10], Timestamp(0), &KeyRing::new(), |m| {
+            found.push(m.rule)
+        });
+        for c in spaced[10..].chunks(1) {
+            f.feed(c, Timestamp(1), &keys, |m| found.push(m.rule));
+        }
+        assert_eq!(found, [Rule::Decrypts]);
+        assert!(f.work() <= 3 * spaced.len() as u64, "work {}", f.work());
+        let mut tail = vec![b'Q'; 8];
+        tail.extend(std::iter::repeat_n(b' ', 20_000));
+        let (_, work) = bytewise(&tail, &keys);
+        assert!(work <= 6 * tail.len() as u64, "work {work}");
     }
 }
