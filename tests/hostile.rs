@@ -264,3 +264,22 @@ fn memory_limit_option_reaches_the_analyzer() {
     assert!(err.contains("'lots' is not a size"), "{err}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn more_open_refs_than_the_spec_allows_is_one_limit_finding_per_connection() {
+    // 250 split messages opened on each of 3 connections: 123 are dropped per
+    // connection by the spec's 127-ref bound, reported once per connection.
+    let o = run(craft::open_refs(3, 250), 48 << 20, KeySet::new());
+    assert_eq!(o.usage.open_refs, 3 * 127, "{:?}", o.usage);
+    let f = o.with_code(Code::LimitEvicted);
+    assert_eq!(f.len(), 3, "{f:?}");
+    assert!(
+        f[0].detail
+            .contains("more than 127 split messages were open"),
+        "{}",
+        f[0].detail
+    );
+    assert!(o.with_code(Code::ReassemblyTimeout).is_empty());
+    let srcs: std::collections::HashSet<_> = f.iter().map(|f| f.src.clone()).collect();
+    assert_eq!(srcs.len(), 3);
+}

@@ -77,7 +77,7 @@ pub const MAX_DAMAGED_IN_A_ROW: u32 = 1000;
 /// Which bound dropped something, for `limit-evicted` findings (one per limit and
 /// connection, or one per limit for shared tables).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(u8)]
+#[repr(u16)]
 enum Limit {
     Connections = 1,
     StreamBytes = 2,
@@ -87,6 +87,7 @@ enum Limit {
     FragmentBytes = 32,
     Payments = 64,
     Latency = 128,
+    OpenRefs = 256,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -138,7 +139,7 @@ struct Conn {
     /// Bytes counted for `pending` (fields kept plus bookkeeping).
     pending_bytes: usize,
     /// Limits already reported for this connection (bits of [`Limit`]).
-    limits_reported: u8,
+    limits_reported: u16,
 }
 
 impl Conn {
@@ -298,12 +299,12 @@ struct State<'s> {
     /// Work of the text framers of connections already closed.
     text_work_closed: u64,
     /// Limits of shared tables already reported (bits of [`Limit`]).
-    limits_reported: u8,
+    limits_reported: u16,
     /// Connections that had a TCP hole during the current packet (a few), to
     /// report holes skipped for the out-of-order limit.
     gapped: Vec<ConnId>,
     /// Drops by shared-table limits after their first report, told at the end.
-    later_drops: BTreeMap<u8, u64>,
+    later_drops: BTreeMap<u16, u64>,
     max_severity: Option<Severity>,
     last_ts: Timestamp,
     /// Flows (src, dst) with packets cut by the snap length: their holes are
@@ -789,7 +790,7 @@ impl<'s> Analyzer<'s> {
             st.close_conn(id, st.last_ts, CloseReason::EndOfCapture);
         }
         // Drops by shared-table limits after the first one, which was reported.
-        let drops: Vec<(u8, u64)> = std::mem::take(&mut st.later_drops).into_iter().collect();
+        let drops: Vec<(u16, u64)> = std::mem::take(&mut st.later_drops).into_iter().collect();
         for (bit, n) in drops {
             let name = [
                 Limit::Connections,
@@ -800,9 +801,10 @@ impl<'s> Analyzer<'s> {
                 Limit::FragmentBytes,
                 Limit::Payments,
                 Limit::Latency,
+                Limit::OpenRefs,
             ]
             .into_iter()
-            .find(|l| *l as u8 == bit)
+            .find(|l| *l as u16 == bit)
             .map_or("?", Limit::name);
             st.finding(
                 Code::LimitEvicted,
@@ -844,6 +846,7 @@ impl Limit {
             Limit::FragmentBytes => "IP fragment bytes",
             Limit::Payments => "remembered payments",
             Limit::Latency => "latency samples",
+            Limit::OpenRefs => "open refs",
         }
     }
 }
@@ -861,7 +864,7 @@ impl State<'_> {
         detail: impl FnOnce() -> String,
     ) {
         self.evictions += 1;
-        let bit = limit as u8;
+        let bit = limit as u16;
         let (transport, src, dst) = match conn.and_then(|id| self.conns.get_mut(&id)) {
             Some(c) => {
                 if c.limits_reported & bit != 0 {
@@ -881,12 +884,16 @@ impl State<'_> {
                 (None, None, None)
             }
         };
-        let detail = format!(
-            "{} (limit: {}, --memory-limit {} MiB)",
-            detail(),
-            limit.name(),
-            self.cfg.limits.budget >> 20
-        );
+        let detail = match limit {
+            // The spec's bound (refs 1..127), not the memory budget.
+            Limit::OpenRefs => detail(),
+            _ => format!(
+                "{} (limit: {}, --memory-limit {} MiB)",
+                detail(),
+                limit.name(),
+                self.cfg.limits.budget >> 20
+            ),
+        };
         self.finding(
             Code::LimitEvicted,
             ts,
@@ -1277,6 +1284,17 @@ impl State<'_> {
             return;
         };
         match o {
+            OwnedLinkOutput::Finding {
+                code: Code::LimitEvicted,
+                ts,
+                detail,
+                ..
+            } => {
+                // One per connection; later ones are counted.
+                self.limit_finding(Some(conn), Limit::OpenRefs, ts, packet, || {
+                    format!("{detail}; later drops on this connection are not reported one by one")
+                });
+            }
             OwnedLinkOutput::Finding {
                 code,
                 from,

@@ -531,7 +531,16 @@ fn on_reassembly_event<F: FnMut(LinkOutput<'_>)>(
         } => {
             let why = match reason {
                 IncompleteReason::Superseded => "an unsplit frame with the same ref came instead of the next fragment",
-                IncompleteReason::Evicted => "more than 127 split messages were open",
+                IncompleteReason::Evicted => {
+                    // Dropped by the bound on open messages, not by the sender's timing.
+                    out(finding(
+                        Code::LimitEvicted,
+                        from,
+                        last_ts,
+                        format!("split message ref {ref_num} dropped unfinished ({collected} of {declared} bytes in {fragments} fragment(s)): more than {} split messages were open in this direction (limit: open refs)", ecr_proto::reassembly::MAX_OPEN),
+                    ));
+                    return;
+                }
                 IncompleteReason::Ended => return,
             };
             out(finding(
