@@ -44,7 +44,7 @@ fn limit_findings(o: &Outcome, what: &str) -> usize {
 fn announced_lengths_reserve_nothing() {
     // 200 connections x 127 refs, each fragment announcing 65535 bytes: this once
     // reserved 1.6 GB. Now each open ref holds the byte that arrived.
-    let o = run(craft::open_refs(200, 127), 48 << 20, KeySet::new());
+    let o = run(craft::open_refs(200, 127), 32 << 20, KeySet::new());
     let u = o.usage;
     assert_eq!(u.open_refs, 200 * 127, "{u:?}");
     assert!(u.stream_bytes < 200 * 127 * 256, "{u:?}");
@@ -84,7 +84,7 @@ fn text_framing_is_linear_with_and_without_a_key() {
         (TextShape::OpenJson, 10, keyed()),
     ] {
         let total = 300_000;
-        let o = run(craft::text_stream(shape, total, seg), 48 << 20, keys);
+        let o = run(craft::text_stream(shape, total, seg), 32 << 20, keys);
         let work = o.usage.text_work;
         assert!(
             work <= 6 * total as u64,
@@ -101,7 +101,7 @@ fn text_framing_is_linear_with_and_without_a_key() {
 fn unanswered_requests_are_capped_per_connection() {
     let o = run(
         craft::pipelined_unanswered(1500, 40),
-        48 << 20,
+        32 << 20,
         KeySet::new(),
     );
     assert_eq!(o.messages, 1500);
@@ -135,7 +135,7 @@ fn remembered_payments_are_bounded_in_bytes() {
 fn connections_are_bounded_and_evictions_say_what_was_lost() {
     let budget = 4 << 20;
     let l = Limits::from_budget(budget);
-    assert_eq!(l.connections, budget / 4 / CONN_COST);
+    assert_eq!(l.connections, budget / 3 / CONN_COST);
     let conns = l.connections + 200;
     let o = run(craft::unfinished_connections(conns), budget, KeySet::new());
     assert!(o.usage.peak_connections <= l.connections, "{:?}", o.usage);
@@ -157,7 +157,7 @@ fn connections_are_bounded_and_evictions_say_what_was_lost() {
 #[test]
 fn ip_fragments_are_bounded_with_one_finding_per_limit() {
     let l = Limits::default();
-    let o = run(craft::fragment_flood(1000), 48 << 20, KeySet::new());
+    let o = run(craft::fragment_flood(1000), 32 << 20, KeySet::new());
     assert!(o.usage.fragments <= l.fragments, "{:?}", o.usage);
     assert_eq!(limit_findings(&o, "IP datagrams were waiting"), 1);
     assert_eq!(
@@ -189,7 +189,7 @@ fn damaged_record_header_is_skipped_and_the_rest_analysed() {
     let mut bytes = clean[..cut].to_vec();
     bytes.extend(std::iter::repeat_n(0xee, 77));
     bytes.extend_from_slice(&clean[cut..]);
-    let o = run(bytes, 48 << 20, KeySet::new());
+    let o = run(bytes, 32 << 20, KeySet::new());
     assert_eq!(o.transactions, 2, "{:?}", o.findings);
     let d = o.with_code(Code::DamagedPacket);
     assert_eq!(d.len(), 1, "{d:?}");
@@ -217,7 +217,7 @@ fn depth_limit_inside_an_encrypted_body_is_reported_as_such() {
     let mut b = PcapBuilder::new();
     let mut f = Flow::open(&mut b, 40000, 9001);
     f.client(&mut b, req.as_bytes(), 1460);
-    let o = run(b.finish(), 48 << 20, keyed());
+    let o = run(b.finish(), 32 << 20, keyed());
     assert!(
         o.with_code(Code::DecryptFailed).is_empty(),
         "{:?}",
@@ -269,7 +269,7 @@ fn memory_limit_option_reaches_the_analyzer() {
 fn more_open_refs_than_the_spec_allows_is_one_limit_finding_per_connection() {
     // 250 split messages opened on each of 3 connections: 123 are dropped per
     // connection by the spec's 127-ref bound, reported once per connection.
-    let o = run(craft::open_refs(3, 250), 48 << 20, KeySet::new());
+    let o = run(craft::open_refs(3, 250), 32 << 20, KeySet::new());
     assert_eq!(o.usage.open_refs, 3 * 127, "{:?}", o.usage);
     let f = o.with_code(Code::LimitEvicted);
     assert_eq!(f.len(), 3, "{f:?}");

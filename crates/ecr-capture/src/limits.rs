@@ -2,26 +2,33 @@
 //! grow, so that memory is bounded by configuration and never by what a capture
 //! holds or announces.
 //!
-//! | table | share of the budget | default (48 MiB) |
+//! | table | share of the budget | default (32 MiB) |
 //! |---|---|---|
-//! | TCP connections (entries) | 1/4, at [`CONN_COST`] bytes each | 12,288 |
-//! | stream buffers: unfinished HTTP/D6/frame messages, open refs, unanswered requests, over all connections | 3/8 | 18 MiB |
-//! | TCP out-of-order segments | 1/8 | 6 MiB |
-//! | IP fragments | 1/24 | 2 MiB, 128 datagrams |
-//! | remembered payments (partial-refund check) | 1/16 | 3 MiB, 49,152 payments |
-//! | latency samples (percentiles) | 1/32 | 196,608 samples |
+//! | TCP connections (entries) | 1/3, at [`CONN_COST`] bytes each | 2,184 |
+//! | stream buffers: unfinished HTTP/D6/frame messages, open refs, unanswered requests, over all connections | 1/3 | 10.7 MiB |
+//! | TCP out-of-order segments | 1/8 | 4 MiB |
+//! | IP fragments | 1/24 | 1.3 MiB, 85 datagrams |
+//! | remembered payments (partial-refund check) | 1/16 | 2 MiB, 32,768 payments |
+//! | latency samples (percentiles) | 1/32 | 131,072 samples |
+//!
+//! Outside the budget: the process itself (about 5 MB) and the message being
+//! decoded (its body is at most 1 MiB when parsed, [`ecr_proto::value::MAX_INPUT_LEN`],
+//! which can take some 30 MB as a parsed tree while it is decoded).
 //!
 //! Per connection, at most [`MAX_PENDING_PER_CONN`] requests wait for their
 //! response. When a bound drops something, the analyzer reports a `limit-evicted`
 //! finding naming what was dropped and which limit did it, once per limit and
 //! connection (or once per limit for the tables shared by all connections).
 
-/// The default budget: `analyze` stays under 64 MB of resident memory on any input.
-pub const DEFAULT_BUDGET: usize = 48 << 20;
+/// The default budget: with the process and one message being decoded, `analyze`
+/// stays under 64 MB of resident memory on any input.
+pub const DEFAULT_BUDGET: usize = 32 << 20;
 /// The smallest budget accepted (smaller values are raised to it).
 pub const MIN_BUDGET: usize = 4 << 20;
-/// Bytes counted per tracked TCP connection (reassembler and analyzer state).
-pub const CONN_COST: usize = 1024;
+/// Bytes counted per tracked TCP connection: TCP and analyzer state, parsers,
+/// labels, and the tables that remember connections (measured: about 5 KB each
+/// with an unfinished HTTP request).
+pub const CONN_COST: usize = 5 << 10;
 /// Requests waiting for their response on one connection (HTTP pipelining, D2's
 /// results); the oldest is dropped beyond this.
 pub const MAX_PENDING_PER_CONN: usize = 1024;
@@ -68,12 +75,12 @@ impl Limits {
     /// Splits `budget` bytes over the tables (see the module documentation).
     pub fn from_budget(budget: usize) -> Self {
         let b = budget.max(MIN_BUDGET);
-        let stream_bytes = b / 8 * 3;
+        let stream_bytes = b / 3;
         let payment_bytes = b / 16;
         let fragment_bytes = b / 24;
         Limits {
             budget: b,
-            connections: (b / 4 / CONN_COST).max(16),
+            connections: (b / 3 / CONN_COST).max(16),
             stream_bytes,
             ooo_bytes: b / 8,
             ooo_bytes_per_dir: (b / 8).min(1 << 20),
@@ -165,10 +172,11 @@ mod tests {
     #[test]
     fn default_split() {
         let l = Limits::default();
-        assert_eq!(l.connections, 12_288);
-        assert_eq!(l.stream_bytes, 18 << 20);
-        assert_eq!(l.payments, 49_152);
-        assert_eq!(l.latency_samples, 196_608);
+        assert_eq!(l.connections, 2_184);
+        assert_eq!(l.stream_bytes, (32 << 20) / 3);
+        assert_eq!(l.payments, 32_768);
+        assert_eq!(l.latency_samples, 131_072);
+        assert_eq!(l.fragments, 85);
         let sum = l.connections * CONN_COST
             + l.stream_bytes
             + l.ooo_bytes
