@@ -188,6 +188,15 @@ enum State {
 struct Partial {
     msg: HttpMessage,
     trailer_bytes: usize,
+    /// Bytes its header fields take, counted once (see [`HttpParser::held`]).
+    header_bytes: usize,
+}
+
+fn header_cost(msg: &HttpMessage) -> usize {
+    msg.headers
+        .iter()
+        .map(|(n, v)| n.capacity() + v.capacity() + 48)
+        .sum()
 }
 
 /// Incremental HTTP/1.1 parser for one direction of a connection.
@@ -256,27 +265,19 @@ impl HttpParser {
     /// Bytes held: unconsumed input, the message in progress (headers and body)
     /// and the chunk-time log. For a memory budget over many parsers.
     pub fn held(&self) -> usize {
-        let cur = self.cur.as_ref().map_or(0, |p| {
-            p.msg.body.len()
-                + p.msg
-                    .headers
-                    .iter()
-                    .map(|(n, v)| n.len() + v.len() + 48)
-                    .sum::<usize>()
-        });
+        let cur = self
+            .cur
+            .as_ref()
+            .map_or(0, |p| p.msg.body.len() + p.header_bytes + p.trailer_bytes);
         self.buf.len() + cur + self.chunk_times.len() * 16
     }
 
     /// Bytes reserved from the allocator (capacities behind [`HttpParser::held`]).
     pub fn reserved(&self) -> usize {
-        let cur = self.cur.as_ref().map_or(0, |p| {
-            p.msg.body.capacity()
-                + p.msg
-                    .headers
-                    .iter()
-                    .map(|(n, v)| n.capacity() + v.capacity() + 48)
-                    .sum::<usize>()
-        });
+        let cur = self
+            .cur
+            .as_ref()
+            .map_or(0, |p| p.msg.body.capacity() + p.header_bytes + p.trailer_bytes);
         self.buf.capacity() + cur + self.chunk_times.capacity() * 16
     }
 
@@ -557,6 +558,7 @@ impl HttpParser {
             Ok(m) => m,
             Err(e) => {
                 self.cur = Some(Partial {
+                    header_bytes: header_cost(&msg),
                     msg,
                     trailer_bytes: 0,
                 });
@@ -565,6 +567,7 @@ impl HttpParser {
             }
         };
         let mut p = Partial {
+            header_bytes: header_cost(&msg),
             msg,
             trailer_bytes: 0,
         };
