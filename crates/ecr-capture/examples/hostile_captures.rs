@@ -10,6 +10,9 @@ use std::path::PathBuf;
 
 use ecr_capture::craft::{self, TextShape};
 
+/// Builds one capture's bytes.
+type Maker<'a> = Box<dyn Fn() -> Vec<u8> + 'a>;
+
 fn main() {
     let mut args = std::env::args().skip(1);
     let Some(dir) = args.next().map(PathBuf::from) else {
@@ -31,7 +34,7 @@ fn main() {
         std::process::exit(2);
     }
     let n = |full: usize| ((full as f64 * scale).round() as usize).max(1);
-    let files: Vec<(&str, Box<dyn Fn() -> Vec<u8>>)> = vec![
+    let files: Vec<(&str, Maker<'_>)> = vec![
         // Issue 11 item 1: 1000 connections x 127 open refs (1.8 MB).
         (
             "open_refs.pcap",

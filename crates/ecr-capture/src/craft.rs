@@ -38,9 +38,7 @@ impl PcapBuilder {
     /// An empty pcap file (Ethernet, snap length 65535, microseconds).
     pub fn new() -> Self {
         let mut out = Vec::with_capacity(1 << 16);
-        for v in [0xa1b2_c3d4u32] {
-            out.extend_from_slice(&v.to_le_bytes());
-        }
+        out.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
         out.extend_from_slice(&2u16.to_le_bytes());
         out.extend_from_slice(&4u16.to_le_bytes());
         for v in [0u32, 0, 65535, 1] {

@@ -274,10 +274,9 @@ impl HttpParser {
 
     /// Bytes reserved from the allocator (capacities behind [`HttpParser::held`]).
     pub fn reserved(&self) -> usize {
-        let cur = self
-            .cur
-            .as_ref()
-            .map_or(0, |p| p.msg.body.capacity() + p.header_bytes + p.trailer_bytes);
+        let cur = self.cur.as_ref().map_or(0, |p| {
+            p.msg.body.capacity() + p.header_bytes + p.trailer_bytes
+        });
         self.buf.capacity() + cur + self.chunk_times.capacity() * 16
     }
 
