@@ -126,6 +126,13 @@ pub struct PortArgs {
     /// Also look for ECR traffic on every other TCP port (slower).
     #[arg(long)]
     pub probe: bool,
+    /// Memory budget of the analysis (connections, unfinished messages, fragments,
+    /// remembered payments), e.g. 256M or 1G. The default, 32M, keeps the process
+    /// under 64 MB on any input; when a bound drops something a `limit-evicted`
+    /// finding says what and which limit, and a larger budget avoids it.
+    #[arg(long = "memory-limit", value_name = "SIZE", default_value = "32M",
+          value_parser = ecr_capture::limits::parse_size)]
+    pub memory_limit: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -192,6 +192,7 @@ pub fn config(p: &PortArgs) -> Config {
         http_ports: p.http_port.clone(),
         tcp_ports: p.tcp_port.clone(),
         probe: p.probe,
+        limits: ecr_capture::limits::Limits::from_budget(p.memory_limit),
         ..Config::default()
     }
 }

@@ -22,8 +22,9 @@ use ecr_proto::Timestamp;
 use crate::findings::{Code, Severity};
 use crate::framelink::{FrameLink, LinkOutput};
 use crate::http::{HttpConfig, HttpError, HttpEvent, HttpKind, HttpMessage, HttpParser};
-use crate::ip::{self, Defragmenter};
+use crate::ip::{self, DefragConfig, Defragmenter};
 use crate::keys::KeySet;
+use crate::limits::{self, Limits, Usage};
 use crate::linklayer::{self, Network};
 use crate::message::{decode_body, Context, Decoded, Facts};
 use crate::record::{
@@ -53,6 +54,8 @@ pub struct Config {
     /// In USB captures, analyse only this device (BUS:DEV) instead of every device
     /// that carries ECR frames.
     pub usb_device: Option<DeviceId>,
+    /// Bounds of every table, from one memory budget (see [`crate::limits`]).
+    pub limits: Limits,
 }
 
 impl Default for Config {
@@ -63,6 +66,7 @@ impl Default for Config {
             probe: false,
             report_unanswered_at_end: true,
             usb_device: None,
+            limits: Limits::default(),
         }
     }
 }
@@ -70,10 +74,21 @@ impl Default for Config {
 /// Damaged records in a row after which the rest of a file is given up.
 pub const MAX_DAMAGED_IN_A_ROW: u32 = 1000;
 
-/// Most latency samples kept for the percentiles.
-const MAX_LATENCY_SAMPLES: usize = 1 << 20;
-/// Most payments remembered for the partial-refund check.
-const MAX_PAYMENTS: usize = 100_000;
+/// Which bound dropped something, for `limit-evicted` findings (one per limit and
+/// connection, or one per limit for shared tables).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u16)]
+enum Limit {
+    Connections = 1,
+    StreamBytes = 2,
+    Pending = 4,
+    Ooo = 8,
+    FragmentEntries = 16,
+    FragmentBytes = 32,
+    Payments = 64,
+    Latency = 128,
+    OpenRefs = 256,
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum ConnKind {
@@ -125,6 +140,12 @@ struct Conn {
     /// A gap in the cash register's direction may have swallowed a request: the
     /// next response with no request waiting answers it.
     lost_request: bool,
+    /// Bytes this connection holds, as last counted into `State::stream_bytes`.
+    held: usize,
+    /// Bytes counted for `pending` (fields kept plus bookkeeping).
+    pending_bytes: usize,
+    /// Limits already reported for this connection (bits of [`Limit`]).
+    limits_reported: u16,
 }
 
 impl Conn {
@@ -147,7 +168,50 @@ impl Conn {
             last_ts: ts,
             cut: [false; 2],
             lost_request: false,
+            held: 0,
+            pending_bytes: 0,
+            limits_reported: 0,
         }
+    }
+
+    /// Bytes held now: unfinished messages of both directions, open refs and
+    /// unanswered requests.
+    fn count_held(&self) -> usize {
+        let dirs: usize = self
+            .dirs
+            .iter()
+            .map(|d| match d {
+                DirState::Http(p) => p.held(),
+                DirState::Text(t) => t.buffered(),
+                _ => 0,
+            })
+            .sum();
+        dirs + self.frames.as_ref().map_or(0, FrameLink::held) + self.pending_bytes
+    }
+
+    fn text_work(&self) -> u64 {
+        self.dirs
+            .iter()
+            .map(|d| match d {
+                DirState::Text(t) => t.work(),
+                _ => 0,
+            })
+            .sum()
+    }
+
+    fn count_reserved(&self) -> usize {
+        let dirs: usize = self
+            .dirs
+            .iter()
+            .map(|d| match d {
+                DirState::Http(p) => p.reserved(),
+                DirState::Text(t) => t.reserved(),
+                _ => 0,
+            })
+            .sum();
+        dirs + self.frames.as_ref().map_or(0, FrameLink::reserved)
+            + self.pending_bytes
+            + (self.pending.capacity() - self.pending.len()) * std::mem::size_of::<PendingRequest>()
     }
     fn transport(&self) -> Transport {
         match self.kind {
@@ -192,6 +256,25 @@ fn direction_of(d: StreamDir) -> Direction {
     }
 }
 
+fn pending_cost(f: &Facts) -> usize {
+    let strings = [
+        &f.channel,
+        &f.amt,
+        &f.out_trade_no,
+        &f.order_id,
+        &f.refund_amount,
+        &f.respcd,
+        &f.syssn,
+        &f.txamt,
+        &f.sysdtm,
+    ];
+    limits::PENDING_COST
+        + strings
+            .iter()
+            .map(|s| s.as_ref().map_or(0, String::len))
+            .sum::<usize>()
+}
+
 #[derive(Clone, Debug)]
 struct Payment {
     amount_cents: Option<i64>,
@@ -213,6 +296,23 @@ struct State<'s> {
     respcd: BTreeMap<String, u64>,
     latencies: Vec<f64>,
     payments: HashMap<String, Payment>,
+    /// Payment ids in the order they were remembered, for evicting the oldest.
+    payment_order: VecDeque<String>,
+    payment_bytes: usize,
+    /// Bytes held by all connections (sum of their `held`).
+    stream_bytes: usize,
+    peak_stream_bytes: usize,
+    peak_connections: usize,
+    evictions: u64,
+    /// Work of the text framers of connections already closed.
+    text_work_closed: u64,
+    /// Limits of shared tables already reported (bits of [`Limit`]).
+    limits_reported: u16,
+    /// Connections that had a TCP hole during the current packet (a few), to
+    /// report holes skipped for the out-of-order limit.
+    gapped: Vec<ConnId>,
+    /// Drops by shared-table limits after their first report, told at the end.
+    later_drops: BTreeMap<u16, u64>,
     max_severity: Option<Severity>,
     last_ts: Timestamp,
     /// Flows (src, dst) with packets cut by the snap length: their holes are
@@ -303,9 +403,21 @@ impl<'s> Analyzer<'s> {
             .collect();
         let server_ports = ports.clone();
         let cfg_usb_device = cfg.usb_device;
+        let l = cfg.limits;
+        let tcp_cfg = TcpConfig {
+            max_connections: l.connections,
+            max_ooo_bytes_per_dir: l.ooo_bytes_per_dir,
+            max_ooo_bytes_total: l.ooo_bytes,
+            ..TcpConfig::default()
+        };
+        let defrag_cfg = DefragConfig {
+            max_pending: l.fragments,
+            max_bytes: l.fragment_bytes,
+            ..DefragConfig::default()
+        };
         Analyzer {
-            tcp: TcpReassembler::new(TcpConfig::default(), move |p| server_ports.contains(&p)),
-            defrag: Defragmenter::new(Default::default()),
+            tcp: TcpReassembler::new(tcp_cfg, move |p| server_ports.contains(&p)),
+            defrag: Defragmenter::new(defrag_cfg),
             ports,
             st: State {
                 cfg,
@@ -320,6 +432,16 @@ impl<'s> Analyzer<'s> {
                 respcd: BTreeMap::new(),
                 latencies: Vec::new(),
                 payments: HashMap::new(),
+                payment_order: VecDeque::new(),
+                payment_bytes: 0,
+                stream_bytes: 0,
+                peak_stream_bytes: 0,
+                peak_connections: 0,
+                evictions: 0,
+                text_work_closed: 0,
+                limits_reported: 0,
+                later_drops: BTreeMap::new(),
+                gapped: Vec::new(),
                 max_severity: None,
                 last_ts: Timestamp::default(),
                 truncated_flows: HashSet::new(),
@@ -449,7 +571,26 @@ impl<'s> Analyzer<'s> {
         if ipp.protocol != 6 {
             return;
         }
-        let Some(ipp) = self.defrag.process(pkt.ts, ipp) else {
+        let before = self.defrag.stats();
+        let whole = self.defrag.process(pkt.ts, ipp);
+        let after = self.defrag.stats();
+        if after.evicted > before.evicted {
+            let by_bytes = after.evicted_for_bytes > before.evicted_for_bytes;
+            let (limit, detail) = if by_bytes {
+                (
+                    Limit::FragmentBytes,
+                    format!(
+                        "IP fragments reached {} bytes: the oldest incomplete datagram was dropped",
+                        self.st.cfg.limits.fragment_bytes
+                    ),
+                )
+            } else {
+                (Limit::FragmentEntries, format!("{} IP datagrams were waiting for fragments: the oldest incomplete one was dropped", self.st.cfg.limits.fragments))
+            };
+            self.st
+                .limit_finding(None, limit, pkt.ts, Some(pkt.index), || detail);
+        }
+        let Some(ipp) = whole else {
             return;
         };
         let seg = match tcp::parse_tcp(&ipp.payload) {
@@ -487,10 +628,20 @@ impl<'s> Analyzer<'s> {
             );
         }
         let st = &mut self.st;
+        let skips = self.tcp.stats().ooo_limit_skips;
+        st.gapped.clear();
         self.tcp
             .process(pkt.ts, pkt.index, ipp.src, ipp.dst, &seg, &mut |ev| {
                 st.tcp_event(ev)
             });
+        if self.tcp.stats().ooo_limit_skips > skips {
+            let (per_dir, total) = (st.cfg.limits.ooo_bytes_per_dir, st.cfg.limits.ooo_bytes);
+            for conn in std::mem::take(&mut st.gapped) {
+                st.limit_finding(Some(conn), Limit::Ooo, pkt.ts, Some(pkt.index), || {
+                    format!("out-of-order data reached its bound ({per_dir} bytes per direction, {total} over all connections): the analyzer stopped waiting for the missing bytes, so the tcp-gap reported here may be filled by a later retransmission it no longer uses")
+                });
+            }
+        }
     }
 
     /// Gives `hook` every message record together with the body it was decoded from
@@ -619,6 +770,7 @@ impl<'s> Analyzer<'s> {
         for o in outs {
             self.st.link_output(id, o, packet);
         }
+        self.st.account(id, ts, packet);
     }
 
     /// Feeds every packet of a capture file. Damaged records become `damaged-packet`
@@ -672,6 +824,54 @@ impl<'s> Analyzer<'s> {
     /// The most severe finding so far.
     pub fn max_severity(&self) -> Option<Severity> {
         self.st.max_severity
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> &Limits {
+        &self.st.cfg.limits
+    }
+
+    /// What the bounded tables hold now and held at most (see [`Usage`]). Walks
+    /// the connection table: for tests and reports, not for every packet.
+    pub fn usage(&self) -> Usage {
+        let st = &self.st;
+        let mut open_refs = 0;
+        let mut pending = 0;
+        let mut reserved = 0;
+        let mut text_work = st.text_work_closed;
+        for c in st.conns.values() {
+            text_work += c.text_work();
+            open_refs += c.frames.as_ref().map_or(0, FrameLink::open_refs);
+            pending += c.pending.len();
+            reserved += c.count_reserved();
+        }
+        let connections = self.tcp.connections();
+        let conn_bytes = connections * limits::CONN_COST;
+        let latency_bytes = st.latencies.capacity() * std::mem::size_of::<f64>();
+        let ooo = self.tcp.buffered_bytes();
+        let frag = self.defrag.bytes();
+        Usage {
+            held: st.stream_bytes
+                + ooo
+                + frag
+                + st.payment_bytes
+                + st.latencies.len() * std::mem::size_of::<f64>()
+                + conn_bytes,
+            reserved: reserved + ooo + frag + st.payment_bytes + latency_bytes + conn_bytes,
+            stream_bytes: st.stream_bytes,
+            peak_stream_bytes: st.peak_stream_bytes,
+            connections,
+            peak_connections: st.peak_connections.max(connections),
+            open_refs,
+            ooo_bytes: ooo,
+            fragments: self.defrag.pending(),
+            pending,
+            payments: st.payments.len(),
+            payment_bytes: st.payment_bytes,
+            latency_samples: st.latencies.len(),
+            evictions: st.evictions,
+            text_work,
+        }
     }
 
     /// Ends the analysis: flushes every connection, then returns the summary (also
@@ -728,6 +928,34 @@ impl<'s> Analyzer<'s> {
         for id in ids {
             st.close_conn(id, st.last_ts, CloseReason::EndOfCapture);
         }
+        // Drops by shared-table limits after the first one, which was reported.
+        let drops: Vec<(u16, u64)> = std::mem::take(&mut st.later_drops).into_iter().collect();
+        for (bit, n) in drops {
+            let name = [
+                Limit::Connections,
+                Limit::StreamBytes,
+                Limit::Pending,
+                Limit::Ooo,
+                Limit::FragmentEntries,
+                Limit::FragmentBytes,
+                Limit::Payments,
+                Limit::Latency,
+                Limit::OpenRefs,
+            ]
+            .into_iter()
+            .find(|l| *l as u16 == bit)
+            .map_or("?", Limit::name);
+            st.finding(
+                Code::LimitEvicted,
+                st.last_ts,
+                None,
+                None,
+                None,
+                None,
+                None,
+                format!("{n} more drop(s) by the {name} limit after the one reported (--memory-limit {} MiB)", st.cfg.limits.budget >> 20),
+            );
+        }
         let summary = SummaryRecord {
             packets: self.packets,
             bytes,
@@ -753,7 +981,133 @@ impl<'s> Analyzer<'s> {
     }
 }
 
+impl Limit {
+    fn name(self) -> &'static str {
+        match self {
+            Limit::Connections => "connections",
+            Limit::StreamBytes => "stream bytes",
+            Limit::Pending => "unanswered requests per connection",
+            Limit::Ooo => "out-of-order bytes",
+            Limit::FragmentEntries => "IP datagrams in reassembly",
+            Limit::FragmentBytes => "IP fragment bytes",
+            Limit::Payments => "remembered payments",
+            Limit::Latency => "latency samples",
+            Limit::OpenRefs => "open refs",
+        }
+    }
+}
+
 impl State<'_> {
+    /// A `limit-evicted` finding, once per limit and connection (`conn`), or once
+    /// per limit for shared tables (`conn` None; later drops are counted and told
+    /// at the end).
+    fn limit_finding(
+        &mut self,
+        conn: Option<ConnId>,
+        limit: Limit,
+        ts: Timestamp,
+        packet: Option<u64>,
+        detail: impl FnOnce() -> String,
+    ) {
+        self.evictions += 1;
+        let bit = limit as u16;
+        let (transport, src, dst) = match conn.and_then(|id| self.conns.get_mut(&id)) {
+            Some(c) => {
+                if c.limits_reported & bit != 0 {
+                    return;
+                }
+                c.limits_reported |= bit;
+                let (src, dst) = c.addrs(StreamDir::ClientToServer);
+                (Some(c.transport()), Some(src), Some(dst))
+            }
+            None if conn.is_some() => return,
+            None => {
+                if self.limits_reported & bit != 0 {
+                    *self.later_drops.entry(bit).or_default() += 1;
+                    return;
+                }
+                self.limits_reported |= bit;
+                (None, None, None)
+            }
+        };
+        let detail = match limit {
+            // The spec's bound (refs 1..127), not the memory budget.
+            Limit::OpenRefs => detail(),
+            _ => format!(
+                "{} (limit: {}, --memory-limit {} MiB)",
+                detail(),
+                limit.name(),
+                self.cfg.limits.budget >> 20
+            ),
+        };
+        self.finding(
+            Code::LimitEvicted,
+            ts,
+            transport,
+            src,
+            dst,
+            packet,
+            None,
+            detail,
+        );
+    }
+
+    /// Recounts what connection `conn` holds into the stream-byte total and, when
+    /// the total is over [`Limits::stream_bytes`], drops this connection's
+    /// unfinished messages and then its oldest unanswered requests.
+    fn account(&mut self, conn: ConnId, ts: Timestamp, packet: Option<u64>) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        let now = c.count_held();
+        self.stream_bytes = self.stream_bytes.saturating_sub(c.held).saturating_add(now);
+        c.held = now;
+        self.peak_stream_bytes = self.peak_stream_bytes.max(self.stream_bytes);
+        let limit = self.cfg.limits.stream_bytes;
+        if self.stream_bytes <= limit {
+            return;
+        }
+        let (mut messages, mut bytes, mut requests) = (0usize, 0usize, 0usize);
+        for d in &mut c.dirs {
+            match d {
+                DirState::Http(p) if p.held() > 0 => {
+                    messages += 1;
+                    bytes += p.abandon();
+                }
+                DirState::Text(t) if t.buffered() > 0 => {
+                    messages += 1;
+                    bytes += t.buffered();
+                    t.reset();
+                }
+                _ => {}
+            }
+        }
+        if let Some(fl) = c.frames.as_mut() {
+            let (n, b) = fl.abandon();
+            messages += n;
+            bytes += b;
+        }
+        let total_before = self.stream_bytes;
+        let mut now = c.count_held();
+        while self.stream_bytes.saturating_sub(c.held).saturating_add(now) > limit {
+            let Some(p) = c.pending.pop_front() else {
+                break;
+            };
+            c.pending_bytes = c.pending_bytes.saturating_sub(pending_cost(&p.facts));
+            requests += 1;
+            now = c.count_held();
+        }
+        self.stream_bytes = self.stream_bytes.saturating_sub(c.held).saturating_add(now);
+        c.held = now;
+        if messages + requests > 0 {
+            self.limit_finding(Some(conn), Limit::StreamBytes, ts, packet, || {
+                format!(
+                    "{total_before} bytes held by unfinished messages and unanswered requests over all connections, more than {limit}: dropped {messages} unfinished message(s) ({bytes} bytes) and {requests} unanswered request(s) of this connection; decoding resumes with the next message"
+                )
+            });
+        }
+    }
+
     /// A packet that could not be decoded: a finding, and the analysis goes on.
     fn damaged_packet(&mut self, pkt: &Packet<'_>, transport: Option<Transport>, detail: String) {
         self.finding(
@@ -826,6 +1180,7 @@ impl State<'_> {
                         ts,
                     ),
                 );
+                self.peak_connections = self.peak_connections.max(self.conns.len());
             }
             TcpEvent::Data {
                 conn,
@@ -836,6 +1191,7 @@ impl State<'_> {
                 ..
             } => {
                 self.data(conn, dir, ts, packet_index, bytes);
+                self.account(conn, ts, Some(packet_index));
             }
             TcpEvent::Gap {
                 conn,
@@ -904,8 +1260,15 @@ impl State<'_> {
                 for b in http_bodies(evs) {
                     self.body(conn, dir, b, None);
                 }
+                if self.gapped.len() < 64 && !self.gapped.contains(&conn) {
+                    self.gapped.push(conn);
+                }
+                self.account(conn, ts, None);
             }
-            TcpEvent::Fin { conn, dir, ts } => self.end_direction(conn, dir, ts),
+            TcpEvent::Fin { conn, dir, ts } => {
+                self.end_direction(conn, dir, ts);
+                self.account(conn, ts, None);
+            }
             TcpEvent::Closed { conn, ts, reason } => self.close_conn(conn, ts, reason),
         }
     }
@@ -944,9 +1307,27 @@ impl State<'_> {
         for o in outs {
             self.link_output(conn, o, None);
         }
+        if reason == CloseReason::Evicted {
+            let limit = self.cfg.limits.connections;
+            let (held, pending) = self
+                .conns
+                .get(&conn)
+                .map_or((0, 0), |c| (c.held, c.pending.len()));
+            let detail = move || {
+                format!("{limit} connections were tracked: this one, the least recently active, was dropped ({held} bytes of unfinished messages, {pending} request(s) waiting for a response)")
+            };
+            if held > 0 || pending > 0 {
+                self.limit_finding(Some(conn), Limit::Connections, ts, None, detail);
+            } else {
+                // Nothing lost but the connection's state: counted, told once.
+                self.limit_finding(None, Limit::Connections, ts, None, detail);
+            }
+        }
         let Some(mut c) = self.conns.remove(&conn) else {
             return;
         };
+        self.stream_bytes = self.stream_bytes.saturating_sub(c.held);
+        self.text_work_closed += c.text_work();
         let transport = c.transport();
         let (src, dst) = c.addrs(StreamDir::ClientToServer);
         for p in c.pending.drain(..) {
@@ -1021,7 +1402,10 @@ impl State<'_> {
                 k => k,
             };
             c.dirs[i] = match kind {
-                ConnKind::Http => DirState::Http(Box::new(HttpParser::new(HttpConfig::default()))),
+                ConnKind::Http => DirState::Http(Box::new(HttpParser::new(HttpConfig {
+                    max_body_bytes: self.cfg.limits.http_body,
+                    ..HttpConfig::default()
+                }))),
                 _ if bytes.starts_with(&[0x2f, 0x6e, 0x01])
                     || (bytes.len() < 3 && [0x2f, 0x6e].starts_with(bytes)) =>
                 {
@@ -1069,6 +1453,17 @@ impl State<'_> {
             return;
         };
         match o {
+            OwnedLinkOutput::Finding {
+                code: Code::LimitEvicted,
+                ts,
+                detail,
+                ..
+            } => {
+                // One per connection; later ones are counted.
+                self.limit_finding(Some(conn), Limit::OpenRefs, ts, packet, || {
+                    format!("{detail}; later drops on this connection are not reported one by one")
+                });
+            }
             OwnedLinkOutput::Finding {
                 code,
                 from,
@@ -1388,6 +1783,14 @@ impl State<'_> {
         };
         match (dir, role, is_response) {
             (StreamDir::ClientToServer, Role::Request, false) if !tail => {
+                let mut dropped = None;
+                if c.pending.len() >= limits::MAX_PENDING_PER_CONN {
+                    if let Some(old) = c.pending.pop_front() {
+                        c.pending_bytes = c.pending_bytes.saturating_sub(pending_cost(&old.facts));
+                        dropped = Some(old.index);
+                    }
+                }
+                c.pending_bytes = c.pending_bytes.saturating_add(pending_cost(&facts));
                 c.pending.push_back(PendingRequest {
                     index,
                     ref_num,
@@ -1396,15 +1799,25 @@ impl State<'_> {
                     packet,
                     facts,
                 });
+                if let Some(old) = dropped {
+                    self.limit_finding(Some(conn), Limit::Pending, first_ts, packet, || {
+                        format!(
+                            "more than {} requests were waiting for a response on this connection: the oldest (message {old}) and any later overflow are no longer paired or checked for a missing response",
+                            limits::MAX_PENDING_PER_CONN
+                        )
+                    });
+                }
             }
             // An error frame refuses the request at the link level: no business
             // response will come for it.
             (StreamDir::ServerToClient, Role::ErrorFrame, _) => {
                 c.pending
                     .retain(|p| p.ref_num.is_none() || p.ref_num != ref_num);
+                c.pending_bytes = c.pending.iter().map(|p| pending_cost(&p.facts)).sum();
             }
             (StreamDir::ServerToClient, Role::Response, _) => {
                 if let Some(req) = c.pending.pop_front() {
+                    c.pending_bytes = c.pending_bytes.saturating_sub(pending_cost(&req.facts));
                     self.transaction(transport, &src, &dst, req, index, first_ts, &facts);
                 }
             }
@@ -1425,14 +1838,18 @@ impl State<'_> {
     ) {
         self.transactions += 1;
         let latency_ms = resp_ts.millis_since(req.last_ts);
-        if self.latencies.len() < MAX_LATENCY_SAMPLES {
+        let max_samples = self.cfg.limits.latency_samples;
+        if self.latencies.len() < max_samples {
             self.latencies.push(latency_ms);
+        } else {
+            self.limit_finding(None, Limit::Latency, resp_ts, None, || {
+                format!("{max_samples} latency samples kept: the summary's latency percentiles leave out later transactions")
+            });
         }
         let rf = &req.facts;
         // Remember successful payments for the refund check.
         if rf.func_type == Some(FuncType::PAYMENT)
             && crate::message::is_success(resp.respcd.as_deref())
-            && self.payments.len() < MAX_PAYMENTS
         {
             let pay = Payment {
                 amount_cents: resp
@@ -1447,7 +1864,7 @@ impl State<'_> {
                 .into_iter()
                 .flatten()
             {
-                self.payments.insert(id.clone(), pay.clone());
+                self.remember_payment(id, &pay, resp_ts);
             }
         }
         let record = TransactionRecord {
@@ -1470,6 +1887,43 @@ impl State<'_> {
             response: Some(resp_index),
         };
         self.sink.record(Record::Transaction(record));
+    }
+}
+
+impl State<'_> {
+    /// Remembers a payment under `id`; the oldest are forgotten beyond the
+    /// payment limits (entries and bytes).
+    fn remember_payment(&mut self, id: &str, pay: &Payment, ts: Timestamp) {
+        let cost = |id: &str, p: &Payment| 2 * id.len() + p.channel.len() + limits::PAYMENT_COST;
+        match self.payments.insert(id.to_string(), pay.clone()) {
+            Some(old) => {
+                self.payment_bytes = self
+                    .payment_bytes
+                    .saturating_sub(cost(id, &old))
+                    .saturating_add(cost(id, pay));
+            }
+            None => {
+                self.payment_order.push_back(id.to_string());
+                self.payment_bytes = self.payment_bytes.saturating_add(cost(id, pay));
+            }
+        }
+        let (max, max_bytes) = (self.cfg.limits.payments, self.cfg.limits.payment_bytes);
+        while self.payments.len() > max || self.payment_bytes > max_bytes {
+            let Some(oldest) = self.payment_order.pop_front() else {
+                break;
+            };
+            if let Some(p) = self.payments.remove(&oldest) {
+                self.payment_bytes = self.payment_bytes.saturating_sub(cost(&oldest, &p));
+            }
+            let n = self.payments.len();
+            let b = self.payment_bytes;
+            self.limit_finding(None, Limit::Payments, ts, None, || {
+                format!("payments remembered for the partial-refund check reached {max} entries or {max_bytes} bytes (now {n}, {b} bytes): the oldest are forgotten, so refunds of them are not checked")
+            });
+        }
+        if self.payments.is_empty() {
+            self.payment_bytes = 0;
+        }
     }
 }
 

@@ -44,6 +44,8 @@ pub struct LinkMessage<'a> {
 
 /// Most fragment headers remembered per direction while their messages are open.
 const MAX_PARTS: usize = 4096;
+/// Bytes counted per remembered fragment header (see [`FrameLink::held`]).
+const PART_COST: usize = 96;
 
 /// The fragments seen per direction, until their message completes: the reassembler
 /// keeps only data, the text tree shows each fragment's header.
@@ -194,6 +196,45 @@ impl FrameLink {
             s.skipped_bytes += st.skipped_bytes;
         }
         s
+    }
+
+    /// Bytes held by both directions: a frame still arriving, the data of open
+    /// split messages (see [`Reassembler::held`]) and their fragment headers.
+    pub fn held(&self) -> usize {
+        self.halves
+            .iter()
+            .map(|h| h.decoder.buffered() + h.reassembler.held() + h.parts.open.len() * PART_COST)
+            .sum()
+    }
+
+    /// Bytes reserved from the allocator for what [`FrameLink::held`] counts.
+    pub fn reserved(&self) -> usize {
+        self.halves
+            .iter()
+            .map(|h| {
+                h.decoder.buffered()
+                    + h.reassembler.reserved()
+                    + h.parts.open.capacity() * PART_COST
+            })
+            .sum()
+    }
+
+    /// Split messages open in both directions.
+    pub fn open_refs(&self) -> usize {
+        self.halves.iter().map(|h| h.reassembler.open()).sum()
+    }
+
+    /// Gives up every open split message of both directions without reporting
+    /// them (the caller reports why). Returns how many there were and their bytes.
+    pub fn abandon(&mut self) -> (usize, usize) {
+        let mut total = (0, 0);
+        for h in &mut self.halves {
+            let (n, b) = h.reassembler.abandon();
+            h.parts.open = Vec::new();
+            total.0 += n;
+            total.1 += b;
+        }
+        total
     }
 
     /// Bytes of `from`'s stream, seen at `ts`.
@@ -490,7 +531,16 @@ fn on_reassembly_event<F: FnMut(LinkOutput<'_>)>(
         } => {
             let why = match reason {
                 IncompleteReason::Superseded => "an unsplit frame with the same ref came instead of the next fragment",
-                IncompleteReason::Evicted => "more than 127 split messages were open",
+                IncompleteReason::Evicted => {
+                    // Dropped by the bound on open messages, not by the sender's timing.
+                    out(finding(
+                        Code::LimitEvicted,
+                        from,
+                        last_ts,
+                        format!("split message ref {ref_num} dropped unfinished ({collected} of {declared} bytes in {fragments} fragment(s)): more than {} split messages were open in this direction (limit: open refs)", ecr_proto::reassembly::MAX_OPEN),
+                    ));
+                    return;
+                }
                 IncompleteReason::Ended => return,
             };
             out(finding(

@@ -188,6 +188,15 @@ enum State {
 struct Partial {
     msg: HttpMessage,
     trailer_bytes: usize,
+    /// Bytes its header fields take, counted once (see [`HttpParser::held`]).
+    header_bytes: usize,
+}
+
+fn header_cost(msg: &HttpMessage) -> usize {
+    msg.headers
+        .iter()
+        .map(|(n, v)| n.capacity() + v.capacity() + 48)
+        .sum()
 }
 
 /// Incremental HTTP/1.1 parser for one direction of a connection.
@@ -256,6 +265,39 @@ impl HttpParser {
             _ => self.chunk_times.push_back((end, ts)),
         }
         self.run(out);
+    }
+
+    /// Bytes held: unconsumed input, the message in progress (headers and body)
+    /// and the chunk-time log. For a memory budget over many parsers.
+    pub fn held(&self) -> usize {
+        let cur = self
+            .cur
+            .as_ref()
+            .map_or(0, |p| p.msg.body.len() + p.header_bytes + p.trailer_bytes);
+        self.buf.len() + cur + self.chunk_times.len() * 16
+    }
+
+    /// Bytes reserved from the allocator (capacities behind [`HttpParser::held`]).
+    pub fn reserved(&self) -> usize {
+        let cur = self.cur.as_ref().map_or(0, |p| {
+            p.msg.body.capacity() + p.header_bytes + p.trailer_bytes
+        });
+        self.buf.capacity() + cur + self.chunk_times.capacity() * 16
+    }
+
+    /// Gives up the message in progress and everything buffered, silently (the
+    /// caller reports why, e.g. a memory budget), and looks for the next start
+    /// line in the bytes that follow. Returns the bytes released.
+    pub fn abandon(&mut self) -> usize {
+        let held = self.held();
+        self.buf_offset += self.buf.len() as u64;
+        self.buf = Vec::new();
+        self.chunk_times = VecDeque::new();
+        self.cur = None;
+        self.scan_from = 0;
+        self.skipped = 0;
+        self.state = State::Resync;
+        held
     }
 
     /// Reports a hole of `missing` bytes: a message in progress is lost (an
@@ -520,6 +562,7 @@ impl HttpParser {
             Ok(m) => m,
             Err(e) => {
                 self.cur = Some(Partial {
+                    header_bytes: header_cost(&msg),
                     msg,
                     trailer_bytes: 0,
                 });
@@ -528,6 +571,7 @@ impl HttpParser {
             }
         };
         let mut p = Partial {
+            header_bytes: header_cost(&msg),
             msg,
             trailer_bytes: 0,
         };

@@ -352,6 +352,9 @@ pub struct DefragStats {
     pub timed_out: u64,
     /// Datagrams dropped to respect the bounds.
     pub evicted: u64,
+    /// Of those, datagrams dropped for [`DefragConfig::max_bytes`] (the rest were
+    /// dropped for [`DefragConfig::max_pending`]).
+    pub evicted_for_bytes: u64,
     /// Datagrams dropped because fragments contradicted each other or exceeded
     /// the maximum size.
     pub inconsistent: u64,
@@ -401,6 +404,11 @@ impl Defragmenter {
         self.stats
     }
 
+    /// Bytes buffered for datagrams waiting for fragments.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
     /// Datagrams currently waiting for fragments.
     pub fn pending(&self) -> usize {
         self.pending.len()
@@ -446,11 +454,13 @@ impl Defragmenter {
         // Make room for the growth of this datagram's buffer.
         let grow = (end as usize).saturating_sub(self.pending.get(&key).map_or(0, |p| p.buf.len()));
         while self.bytes + grow > self.config.max_bytes && self.pending.len() > 1 {
+            self.stats.evicted_for_bytes += 1;
             self.evict_oldest_except(&key);
         }
         if self.bytes + grow > self.config.max_bytes {
             self.drop_key(&key);
             self.stats.evicted += 1;
+            self.stats.evicted_for_bytes += 1;
             return None;
         }
         let p = self.pending.get_mut(&key)?;

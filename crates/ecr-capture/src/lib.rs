@@ -15,12 +15,14 @@
 #![warn(missing_docs)]
 
 pub mod analyzer;
+pub mod craft;
 pub mod findings;
 pub mod framelink;
 pub mod http;
 pub mod ip;
 pub mod keys;
 pub mod ladder;
+pub mod limits;
 pub mod linklayer;
 pub mod message;
 pub mod output;

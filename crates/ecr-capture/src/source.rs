@@ -291,6 +291,20 @@ pub enum SourceError {
         /// What was wrong.
         detail: &'static str,
     },
+    /// A damaged pcap record header: the bytes up to the next plausible record
+    /// were skipped and reading goes on from there.
+    #[error("damaged pcap record header at {at} ({reason}); skipped {skipped} bytes to {resumed}")]
+    Resynchronised {
+        /// Where the damaged header starts.
+        at: Location,
+        /// What was implausible about it.
+        reason: String,
+        /// Bytes skipped.
+        skipped: u64,
+        /// Where reading resumed ("the next plausible record at offset N" or "the
+        /// end of the file").
+        resumed: String,
+    },
     /// A version this reader does not understand.
     #[error("unsupported {what} version {major}.{minor} at offset {offset}")]
     UnsupportedVersion {
@@ -318,6 +332,7 @@ impl SourceError {
             | SourceError::BadBlockLength { at, .. }
             | SourceError::LengthMismatch { at, .. }
             | SourceError::UnknownInterface { at, .. }
+            | SourceError::Resynchronised { at, .. }
             | SourceError::Malformed { at, .. } => Some(at.offset),
         }
     }
@@ -330,6 +345,7 @@ impl SourceError {
             | SourceError::BadBlockLength { at, .. }
             | SourceError::LengthMismatch { at, .. }
             | SourceError::UnknownInterface { at, .. }
+            | SourceError::Resynchronised { at, .. }
             | SourceError::Malformed { at, .. } => at.packet,
             _ => None,
         }
@@ -428,6 +444,93 @@ struct PacketMeta {
     orig_len: u32,
     interface: u32,
     direction: Option<Direction>,
+}
+
+/// Largest record considered when looking for the next plausible record after a
+/// damaged header.
+const RESYNC_MAX_RECORD: usize = 256 << 10;
+/// Bytes examined at once while resynchronising.
+const RESYNC_WINDOW: usize = 1 << 20;
+/// A record's timestamp may differ from the last good one by at most this much
+/// for it to count as plausible while resynchronising (one day).
+const RESYNC_MAX_JUMP_SECS: i64 = 86_400;
+
+/// What a plausible pcap record header looks like in one file.
+#[derive(Clone, Copy, Debug)]
+struct PcapRules {
+    endian: Endian,
+    /// Fraction of a second must be below this (10^6 or 10^9).
+    frac_limit: u32,
+    /// Largest captured length (the file's snap length).
+    snap: usize,
+    /// Seconds of the last good record, if any.
+    last_secs: Option<i64>,
+}
+
+impl PcapRules {
+    /// Why the header fields are implausible, if they are. `near` also requires
+    /// the time to be within a day of that many seconds.
+    fn damage(
+        &self,
+        secs: u32,
+        frac: u32,
+        incl: u32,
+        orig: u32,
+        near: Option<i64>,
+    ) -> Option<String> {
+        if incl as usize > self.snap {
+            return Some(format!(
+                "captured length {incl} exceeds the snap length {}",
+                self.snap
+            ));
+        }
+        if frac >= self.frac_limit {
+            return Some(format!(
+                "fraction of a second {frac} is not below {}",
+                self.frac_limit
+            ));
+        }
+        if orig < incl {
+            return Some(format!(
+                "original length {orig} is less than the captured length {incl}"
+            ));
+        }
+        if let Some(n) = near {
+            if (i64::from(secs) - n).abs() > RESYNC_MAX_JUMP_SECS {
+                return Some("timestamp more than a day from the last record".into());
+            }
+        }
+        None
+    }
+
+    fn header_ok(&self, b: &[u8], at: usize, near: Option<i64>) -> Option<u32> {
+        let e = self.endian;
+        let secs = e.u32(b, at)?;
+        let frac = e.u32(b, at + 4)?;
+        let incl = e.u32(b, at + 8)?;
+        let orig = e.u32(b, at + 12)?;
+        self.damage(secs, frac, incl, orig, near)
+            .is_none()
+            .then_some(incl)
+    }
+
+    /// Whether a record starts at `b[i]`: its header is plausible and so is the
+    /// header after it (or it ends the input exactly). `None` when that cannot be
+    /// decided without more bytes.
+    fn candidate(&self, b: &[u8], i: usize, eof: bool) -> Option<bool> {
+        let Some(incl) = self.header_ok(b, i, self.last_secs) else {
+            return Some(false);
+        };
+        let secs = self.endian.u32(b, i).map(i64::from);
+        let next = i + PCAP_RECORD_HEADER_LEN + incl as usize;
+        if next + PCAP_RECORD_HEADER_LEN <= b.len() {
+            return Some(self.header_ok(b, next, secs).is_some());
+        }
+        if eof {
+            return Some(next == b.len());
+        }
+        None
+    }
 }
 
 /// Streaming reader for pcap, pcapng and gzip-compressed captures.
@@ -820,15 +923,9 @@ impl CaptureReader {
         let incl = endian.u32(h, 8).unwrap_or(0);
         let orig = endian.u32(h, 12).unwrap_or(0);
         self.packets = index;
-        if incl as usize > self.max_block {
-            // Nothing to resynchronise on in pcap: stop here.
-            self.done = true;
-            return Step::Error(SourceError::TooLarge {
-                what: "pcap record",
-                at,
-                len: u64::from(incl),
-                limit: self.max_block as u64,
-            });
+        let rules = self.pcap_rules();
+        if let Some(reason) = rules.damage(secs, frac, incl, orig, None) {
+            return self.resync_pcap(at, reason, rules);
         }
         let need = PCAP_RECORD_HEADER_LEN + incl as usize;
         let got = match self.fill(need) {
@@ -865,6 +962,93 @@ impl CaptureReader {
                 interface: 0,
                 direction: None,
             },
+        }
+    }
+
+    /// What a plausible record header of this pcap file looks like.
+    fn pcap_rules(&self) -> PcapRules {
+        let (endian, nanos, snaplen) = match &self.state {
+            State::Pcap {
+                endian,
+                nanos,
+                iface,
+            } => (*endian, *nanos, iface.snaplen),
+            _ => (Endian::Little, false, 0),
+        };
+        let snap = if snaplen == 0 {
+            self.max_block
+        } else {
+            (snaplen as usize).min(self.max_block)
+        };
+        PcapRules {
+            endian,
+            frac_limit: if nanos { 1_000_000_000 } else { 1_000_000 },
+            snap,
+            last_secs: (self.last_ts != Timestamp::default())
+                .then(|| self.last_ts.0.div_euclid(1_000_000_000)),
+        }
+    }
+
+    /// After a damaged record header at the current position: skips to the next
+    /// offset where a plausible header starts whose record is followed by another
+    /// plausible header (or ends the file exactly), like pcapfix. Reports the
+    /// skipped bytes as an error item; reading resumes there. Linear: each byte is
+    /// examined once, with two header checks.
+    fn resync_pcap(&mut self, at: Location, reason: String, rules: PcapRules) -> Step {
+        let cand = PcapRules {
+            // A resynchronisation candidate must be an ordinary-sized record.
+            snap: rules.snap.min(RESYNC_MAX_RECORD),
+            ..rules
+        };
+        let window =
+            (2 * (PCAP_RECORD_HEADER_LEN + cand.snap) + PCAP_RECORD_HEADER_LEN).max(RESYNC_WINDOW);
+        let mut skipped = 1u64;
+        self.consume(1);
+        loop {
+            let got = match self.fill(window) {
+                Ok(g) => g,
+                Err(e) => return Step::Error(e),
+            };
+            let eof = got < window;
+            let buf = self.window(got);
+            let mut i = 0usize;
+            let mut found = false;
+            while i + PCAP_RECORD_HEADER_LEN <= got {
+                match cand.candidate(buf, i, eof) {
+                    Some(true) => {
+                        found = true;
+                        break;
+                    }
+                    Some(false) => i += 1,
+                    // Needs bytes beyond the window: look again after refilling.
+                    None if i > 0 => break,
+                    None => i += 1,
+                }
+            }
+            if found {
+                self.consume(i);
+                skipped += i as u64;
+                let resumed = format!("the next plausible record at offset {}", self.offset);
+                return Step::Error(SourceError::Resynchronised {
+                    at,
+                    reason,
+                    skipped,
+                    resumed,
+                });
+            }
+            if eof {
+                skipped += got as u64;
+                self.consume(got);
+                self.done = true;
+                return Step::Error(SourceError::Resynchronised {
+                    at,
+                    reason,
+                    skipped,
+                    resumed: "the end of the file (no plausible record follows)".into(),
+                });
+            }
+            self.consume(i);
+            skipped += i as u64;
         }
     }
 
@@ -1522,16 +1706,44 @@ mod tests {
     }
 
     #[test]
-    fn pcap_oversized_record_stops() {
+    fn pcap_damaged_header_resynchronises() {
         let mut bytes = pcap_bytes(false, false);
         // incl_len of the first record
         bytes[24 + 8..24 + 12].copy_from_slice(&0x7fff_ffffu32.to_le_bytes());
-        let mut r = CaptureReader::from_reader(Cursor::new(bytes)).unwrap();
+        let mut r = CaptureReader::from_reader(Cursor::new(bytes.clone())).unwrap();
         let (p, e) = collect(&mut r);
-        assert!(p.is_empty());
-        assert_eq!(e.len(), 1);
+        assert_eq!(e.len(), 1, "{e:?}");
         assert!(
-            e[0].contains("too large") && e[0].contains("offset 24 (packet 1)"),
+            e[0].contains("damaged pcap record header at offset 24 (packet 1)")
+                && e[0].contains("exceeds the snap length 65535")
+                && e[0].contains("skipped 21 bytes to the next plausible record at offset 45"),
+            "{}",
+            e[0]
+        );
+        // The two records after the damaged one are read.
+        assert_eq!(p.iter().map(|p| p.0).collect::<Vec<_>>(), [2, 3]);
+        assert_eq!(p[1].3.len(), 3000);
+
+        // Garbage inserted between records (a damaged header and 100 bytes).
+        let mut b2 = bytes[..45].to_vec();
+        b2[24 + 8..24 + 12].copy_from_slice(&5u32.to_le_bytes()); // repair record 1
+        b2.extend(std::iter::repeat_n(0xffu8, 100));
+        b2.extend_from_slice(&bytes[45..]);
+        let mut r = CaptureReader::from_reader(Cursor::new(b2)).unwrap();
+        let (p, e) = collect(&mut r);
+        assert_eq!(p.len(), 3, "{e:?}");
+        assert_eq!(e.len(), 1);
+        assert!(e[0].contains("skipped 100 bytes"), "{}", e[0]);
+
+        // Nothing plausible after the damage: the rest is skipped, reading ends.
+        let mut b3 = bytes[..45].to_vec();
+        b3[24 + 8..24 + 12].copy_from_slice(&5u32.to_le_bytes());
+        b3.extend(std::iter::repeat_n(0xffu8, 5000));
+        let mut r = CaptureReader::from_reader(Cursor::new(b3)).unwrap();
+        let (p, e) = collect(&mut r);
+        assert_eq!(p.len(), 1);
+        assert!(
+            e[0].contains("skipped 5000 bytes to the end of the file"),
             "{}",
             e[0]
         );

@@ -363,7 +363,8 @@ pub struct TcpConfig {
     pub max_connections: usize,
     /// Out-of-order bytes buffered per direction before the hole is skipped.
     pub max_ooo_bytes_per_dir: usize,
-    /// Out-of-order bytes buffered over all connections.
+    /// Out-of-order bytes buffered over all connections (with
+    /// [`OOO_SEG_OVERHEAD`] counted per segment).
     pub max_ooo_bytes_total: usize,
     /// A connection without segments for this long (capture time) is closed. ECR
     /// HTTP requests block until the payment ends, so this is generous.
@@ -407,6 +408,9 @@ pub struct TcpStats {
     pub gap_bytes: u64,
     /// Connections closed by eviction.
     pub evicted: u64,
+    /// Holes given up before the end because out-of-order data reached
+    /// [`TcpConfig::max_ooo_bytes_per_dir`] or [`TcpConfig::max_ooo_bytes_total`].
+    pub ooo_limit_skips: u64,
     /// Connections closed by the idle timeout.
     pub timed_out: u64,
     /// Segments ignored (bare ACK/FIN/RST of unknown or just-closed connections).
@@ -533,7 +537,8 @@ impl TcpReassembler {
         self.conns.len()
     }
 
-    /// Out-of-order bytes currently buffered over all connections.
+    /// Out-of-order bytes currently buffered over all connections, with
+    /// [`OOO_SEG_OVERHEAD`] per segment.
     pub fn buffered_bytes(&self) -> usize {
         self.total_ooo
     }
@@ -897,6 +902,15 @@ fn emit_data<F>(
     });
 }
 
+/// Bytes of bookkeeping counted per buffered out-of-order segment on top of its
+/// data (tree node, vector, allocator), so that a flood of one-byte segments is
+/// bounded by [`TcpConfig::max_ooo_bytes_total`] too.
+pub const OOO_SEG_OVERHEAD: usize = 96;
+
+fn seg_cost(len: usize) -> usize {
+    len.saturating_add(OOO_SEG_OVERHEAD)
+}
+
 /// Delivers buffered segments that start at or before `half.pos`.
 fn drain<F>(half: &mut Half, ctx: &mut Ctx<'_>, dir: StreamDir, on_event: &mut F)
 where
@@ -909,7 +923,7 @@ where
         }
         let seg = entry.remove();
         half.ooo_bytes = half.ooo_bytes.saturating_sub(seg.data.len());
-        *ctx.total_ooo = ctx.total_ooo.saturating_sub(seg.data.len());
+        *ctx.total_ooo = ctx.total_ooo.saturating_sub(seg_cost(seg.data.len()));
         let end = start + seg.data.len() as u64;
         if end > half.pos {
             let skip = half.pos.saturating_sub(start) as usize;
@@ -1032,8 +1046,9 @@ fn on_data<F>(
     if off > pos {
         ctx.stats.out_of_order_segments += 1;
         let (off, end) = (off as u64, end as u64);
-        if *ctx.total_ooo + payload.len() > ctx.cfg.max_ooo_bytes_total {
+        if *ctx.total_ooo + seg_cost(payload.len()) > ctx.cfg.max_ooo_bytes_total {
             // Over the global budget: give up on this direction's holes now.
+            ctx.stats.ooo_limit_skips += 1;
             flush_half(half, ctx, dir, on_event);
             if off > half.pos {
                 gap_to(half, ctx, dir, off, on_event);
@@ -1043,6 +1058,7 @@ fn on_data<F>(
         }
         buffer(half, ctx, packet_index, off, payload);
         while half.ooo_bytes > ctx.cfg.max_ooo_bytes_per_dir {
+            ctx.stats.ooo_limit_skips += 1;
             skip_first_hole(half, ctx, dir, on_event);
         }
         return;
@@ -1137,7 +1153,7 @@ fn buffer(half: &mut Half, ctx: &mut Ctx<'_>, packet_index: u64, off: u64, paylo
             .unwrap_or_default()
             .to_vec();
         half.ooo_bytes += data.len();
-        *ctx.total_ooo += data.len();
+        *ctx.total_ooo += seg_cost(data.len());
         half.ooo.insert(
             s,
             OooSeg {

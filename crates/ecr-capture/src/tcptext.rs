@@ -13,7 +13,7 @@
 //! The rule that matched is reported with each message so that real captures can
 //! settle which framing terminals use.
 
-use ecr_proto::cipher::{is_base64_text_byte, KeyRing};
+use ecr_proto::cipher::{decode_base64, is_base64_text_byte, KeyRing, BLOCK};
 use ecr_proto::Timestamp;
 
 /// Most bytes buffered for one message before it is given up as not a message.
@@ -66,47 +66,71 @@ pub struct TextMessage<'a> {
     pub last_ts: Timestamp,
 }
 
-/// The end (exclusive) of the JSON value or string literal at the start of `b`, if
-/// it is complete.
-fn json_end(b: &[u8]) -> Option<usize> {
-    let open = *b.first()?;
-    if open == b'"' {
-        let mut esc = false;
-        for (i, &c) in b.iter().enumerate().skip(1) {
-            match (esc, c) {
-                (true, _) => esc = false,
-                (false, b'\\') => esc = true,
-                (false, b'"') => return Some(i + 1),
-                _ => {}
-            }
-        }
-        return None;
+/// How far the message at the start of the buffer has been examined, so that each
+/// chunk is scanned once: the framer resumes here instead of rescanning the buffer
+/// (a message arriving in 10-byte segments would otherwise cost quadratic time).
+#[derive(Debug, Default, Clone)]
+struct Scan {
+    /// Bytes of the buffer already examined.
+    done: usize,
+    /// JSON: open brackets outside strings.
+    depth: usize,
+    /// JSON: inside a string literal.
+    in_str: bool,
+    /// JSON: the previous byte was a backslash inside a string.
+    esc: bool,
+    /// Every byte so far may appear in Base64 text.
+    b64: bool,
+    /// Every byte so far is a Base64 symbol (no white space or escapes), so the
+    /// text's tail decodes on its own.
+    pure: bool,
+    /// White space at the end of the bytes examined (not part of the Base64 text).
+    trailing_space: usize,
+    /// Bytes of Base64 text decoded and decrypted in full for this message: capped
+    /// at [`DECRYPT_WORK_FACTOR`] times its length, which keeps the `decrypts` rule
+    /// linear even when a crafted text passes the cheap padding test every time.
+    decrypt_work: usize,
+}
+
+/// Full decryption attempts per message may cost at most this many times its length.
+const DECRYPT_WORK_FACTOR: usize = 4;
+
+/// Resumes the scan of the JSON value or string literal at the start of `b`;
+/// returns its end (exclusive) once it is complete.
+fn json_end(b: &[u8], s: &mut Scan) -> Option<usize> {
+    let string_only = b.first() == Some(&b'"');
+    if s.done == 0 && string_only {
+        s.in_str = true;
+        s.done = 1;
     }
-    let mut depth = 0usize;
-    let mut in_str = false;
-    let mut esc = false;
-    for (i, &c) in b.iter().enumerate() {
-        if in_str {
-            match (esc, c) {
-                (true, _) => esc = false,
-                (false, b'\\') => esc = true,
-                (false, b'"') => in_str = false,
+    for (i, &c) in b.iter().enumerate().skip(s.done) {
+        if s.in_str {
+            match (s.esc, c) {
+                (true, _) => s.esc = false,
+                (false, b'\\') => s.esc = true,
+                (false, b'"') => {
+                    s.in_str = false;
+                    if string_only {
+                        return Some(i + 1);
+                    }
+                }
                 _ => {}
             }
             continue;
         }
         match c {
-            b'"' => in_str = true,
-            b'{' | b'[' => depth += 1,
+            b'"' => s.in_str = true,
+            b'{' | b'[' => s.depth += 1,
             b'}' | b']' => {
-                depth = depth.saturating_sub(1);
-                if depth == 0 {
+                s.depth = s.depth.saturating_sub(1);
+                if s.depth == 0 {
                     return Some(i + 1);
                 }
             }
             _ => {}
         }
     }
+    s.done = b.len();
     None
 }
 
@@ -127,6 +151,10 @@ fn trim(b: &[u8]) -> &[u8] {
 #[derive(Debug, Default)]
 pub struct TextFramer {
     buf: Vec<u8>,
+    scan: Scan,
+    /// Bytes examined and decrypted so far, over the whole stream (see
+    /// [`TextFramer::work`]).
+    work: u64,
     first_ts: Option<Timestamp>,
     last_ts: Timestamp,
 }
@@ -178,21 +206,59 @@ impl TextFramer {
                 .iter()
                 .position(|&c| !is_space(c))
                 .unwrap_or(rest.len());
-            pos += skip;
+            if skip > 0 {
+                pos += skip;
+                self.scan = Scan::default();
+            }
             let rest = self.buf.get(pos..).unwrap_or(&[]);
             let Some(&first) = rest.first() else { break };
             let first_ts = self.first_ts.unwrap_or(ts);
+            let scan = &mut self.scan;
+            let (done_before, decrypt_before) = (scan.done, scan.decrypt_work);
+            if scan.done == 0 {
+                *scan = Scan {
+                    b64: true,
+                    pure: true,
+                    ..Scan::default()
+                };
+            }
             let found = match first {
-                b'{' | b'[' => json_end(rest).map(|e| (e, e, Rule::JsonValue)),
-                b'"' => json_end(rest).map(|e| (e, e, Rule::JsonString)),
-                _ => match memchr::memchr(b'\n', rest) {
-                    Some(nl) => Some((nl, nl + 1, Rule::Newline)),
-                    None if !keys.is_empty() && decrypts(rest, keys) => {
-                        Some((rest.len(), rest.len(), Rule::Decrypts))
+                b'{' | b'[' => json_end(rest, scan).map(|e| (e, e, Rule::JsonValue)),
+                b'"' => json_end(rest, scan).map(|e| (e, e, Rule::JsonString)),
+                _ => {
+                    let from = scan.done.min(rest.len());
+                    let new = rest.get(from..).unwrap_or(&[]);
+                    match memchr::memchr(b'\n', new) {
+                        Some(nl) => Some((from + nl, from + nl + 1, Rule::Newline)),
+                        None => {
+                            scan.done = rest.len();
+                            scan.b64 = scan.b64 && new.iter().all(|&c| is_base64_text_byte(c));
+                            scan.pure = scan.pure && new.iter().all(|&c| is_b64_symbol(c));
+                            let tail = new.iter().rev().take_while(|&&c| is_space(c)).count();
+                            scan.trailing_space = if tail == new.len() {
+                                scan.trailing_space + tail
+                            } else {
+                                tail
+                            };
+                            if !keys.is_empty() && decrypts(rest, keys, scan) {
+                                Some((rest.len(), rest.len(), Rule::Decrypts))
+                            } else {
+                                None
+                            }
+                        }
                     }
-                    None => None,
-                },
+                }
             };
+            let examined = match found {
+                Some((_, consumed, _)) => consumed.saturating_sub(done_before),
+                None => scan.done.saturating_sub(done_before),
+            };
+            let decrypted = scan.decrypt_work.saturating_sub(decrypt_before);
+            self.work = self
+                .work
+                .saturating_add(examined as u64)
+                .saturating_add(decrypted as u64)
+                .saturating_add(skip as u64);
             match found {
                 Some((end, consumed, rule)) => {
                     let body = trim(rest.get(..end).unwrap_or(&[]));
@@ -205,6 +271,7 @@ impl TextFramer {
                         });
                     }
                     pos += consumed;
+                    self.scan = Scan::default();
                     // Later messages in the buffer arrived with this chunk.
                     self.first_ts = Some(ts);
                 }
@@ -216,13 +283,17 @@ impl TextFramer {
                         last_ts: ts,
                     });
                     pos = self.buf.len();
+                    self.scan = Scan::default();
                 }
                 None => break,
             }
         }
+        // What is left (one unfinished message) moves to the front: at most the
+        // bytes of this chunk, since a message completed in it whenever pos > 0.
         self.buf.drain(..pos.min(self.buf.len()));
         if self.buf.is_empty() {
             self.first_ts = None;
+            self.scan = Scan::default();
         }
     }
 
@@ -237,24 +308,75 @@ impl TextFramer {
                 last_ts: self.last_ts,
             });
         }
-        self.buf.clear();
+        self.buf = Vec::new();
         self.first_ts = None;
+        self.scan = Scan::default();
     }
 
     /// Bytes were lost: whatever was buffered cannot be completed.
     pub fn reset(&mut self) {
-        self.buf.clear();
+        self.buf = Vec::new();
         self.first_ts = None;
+        self.scan = Scan::default();
+    }
+
+    /// Bytes examined by the boundary scans plus bytes decoded for decryption
+    /// attempts, over the whole stream: at most a small multiple of the bytes fed,
+    /// whatever their shape (tests assert linear time through this).
+    pub fn work(&self) -> u64 {
+        self.work
+    }
+
+    /// Bytes reserved from the allocator (the buffer's capacity).
+    pub fn reserved(&self) -> usize {
+        self.buf.capacity()
     }
 }
 
+fn is_b64_symbol(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, b'+' | b'/' | b'=')
+}
+
 /// Whether `text` is Base64 whose decoded bytes decrypt with valid padding under
-/// one of the keys.
-fn decrypts(text: &[u8], keys: &KeyRing) -> bool {
-    let t = trim(text);
-    if t.len() < 24 || t.len() % 4 != 0 || !t.iter().all(|&c| is_base64_text_byte(c)) {
+/// one of the keys. The byte checks come from `scan` (kept up to date by the
+/// caller); a text of pure Base64 symbols first has only its last two blocks
+/// decoded and tested for padding, so that a long text that is not a message yet
+/// costs O(1) per chunk; a full decryption is tried only within the work budget.
+fn decrypts(text: &[u8], keys: &KeyRing, scan: &mut Scan) -> bool {
+    // `text` starts with a non-space byte; its end is trimmed by the count kept
+    // in `scan` (trimming it here would rescan a growing run of spaces).
+    let t = text
+        .get(..text.len().saturating_sub(scan.trailing_space))
+        .unwrap_or(&[]);
+    if t.len() < 24 || t.len() % 4 != 0 || !scan.b64 {
         return false;
     }
+    if scan.pure {
+        let pad = t.iter().rev().take_while(|&&c| c == b'=').count();
+        let ct_len = (t.len() / 4 * 3).saturating_sub(pad);
+        if pad > 2 || ct_len % BLOCK != 0 {
+            return false;
+        }
+        let tail_text = t.get(t.len().saturating_sub(48)..).unwrap_or(t);
+        let Ok(tail) = decode_base64(tail_text) else {
+            return false;
+        };
+        let tail = tail
+            .get(tail.len().saturating_sub(2 * BLOCK)..)
+            .unwrap_or(&[]);
+        let tail = if ct_len == BLOCK {
+            tail.get(tail.len().saturating_sub(BLOCK)..).unwrap_or(&[])
+        } else {
+            tail
+        };
+        if !keys.tail_plausible(tail) {
+            return false;
+        }
+    }
+    if scan.decrypt_work > DECRYPT_WORK_FACTOR.saturating_mul(t.len()) {
+        return false;
+    }
+    scan.decrypt_work = scan.decrypt_work.saturating_add(t.len());
     keys.decrypt_base64_with(t, |plain| std::str::from_utf8(plain).is_ok())
         .is_ok()
 }
@@ -322,5 +444,70 @@ mod tests {
         // Without the key the framer waits for a newline or the half-close.
         let v = run(&[text.as_bytes()], &KeyRing::new(), false);
         assert!(v.is_empty());
+    }
+
+    fn bytewise(text: &[u8], keys: &KeyRing) -> (Vec<(Vec<u8>, Rule)>, u64) {
+        let mut f = TextFramer::new();
+        let mut v = vec![];
+        for (i, c) in text.chunks(1).enumerate() {
+            f.feed(c, Timestamp(i as i64), keys, |m| {
+                v.push((m.body.to_vec(), m.rule))
+            });
+        }
+        (v, f.work())
+    }
+
+    #[test]
+    fn one_byte_segments_find_the_same_messages_in_linear_work() {
+        let key = ecr_proto::cipher::PosKey::new("my_qfpay_pos_key").unwrap();
+        let keys = KeyRing::single(key.clone());
+        // The shortest ciphertext (one block) and a long one.
+        for plain in [&b"{a:1}"[..], &[b'x'; 5000][..]] {
+            let text = key.encrypt_base64(plain);
+            let (v, work) = bytewise(text.as_bytes(), &keys);
+            assert_eq!(v, vec![(text.as_bytes().to_vec(), Rule::Decrypts)]);
+            assert!(
+                work <= 6 * text.len() as u64,
+                "work {work} for {}",
+                text.len()
+            );
+        }
+        let mut json = b"{\"a\":\"}{\\\"\",\"b\":[1,{}]}".to_vec();
+        json.extend_from_slice(b" \"QUJD\" QUJD\n");
+        let (v, work) = bytewise(&json, &keys);
+        assert_eq!(
+            v.iter().map(|(_, r)| *r).collect::<Vec<_>>(),
+            [Rule::JsonValue, Rule::JsonString, Rule::Newline]
+        );
+        assert!(work <= json.len() as u64, "work {work} for {}", json.len());
+        // Unterminated JSON and Base64 that never decrypts: still one pass.
+        let mut open = vec![b'['; 1];
+        open.extend(std::iter::repeat_n(b'1', 50_000));
+        let (v, work) = bytewise(&open, &keys);
+        assert!(v.is_empty());
+        assert!(work <= open.len() as u64, "work {work}");
+        let b64 = vec![b'Q'; 50_000];
+        let (v, work) = bytewise(&b64, &keys);
+        assert!(v.is_empty());
+        assert!(work <= 6 * b64.len() as u64, "work {work}");
+        // A message followed by a long run of spaces (no newline) still ends
+        // with its last symbol, and the spaces are examined once.
+        let text = key.encrypt_base64(b"{a:1}");
+        let mut spaced = text.as_bytes().to_vec();
+        spaced.extend(std::iter::repeat_n(b' ', 20_000));
+        let mut f = TextFramer::new();
+        let mut found = vec![];
+        f.feed(&spaced[..10], Timestamp(0), &KeyRing::new(), |m| {
+            found.push(m.rule)
+        });
+        for c in spaced[10..].chunks(1) {
+            f.feed(c, Timestamp(1), &keys, |m| found.push(m.rule));
+        }
+        assert_eq!(found, [Rule::Decrypts]);
+        assert!(f.work() <= 3 * spaced.len() as u64, "work {}", f.work());
+        let mut tail = vec![b'Q'; 8];
+        tail.extend(std::iter::repeat_n(b' ', 20_000));
+        let (_, work) = bytewise(&tail, &keys);
+        assert!(work <= 6 * tail.len() as u64, "work {work}");
     }
 }

@@ -199,6 +199,16 @@ pub enum EnvelopeError {
         /// Key readings tried.
         attempts: usize,
     },
+    /// The text decrypts with valid padding to UTF-8 that starts like JSON, but
+    /// nests deeper than the parser's limit: the key is right, the content is not
+    /// readable (reported as such, not as a wrong key).
+    #[error("the {part} decrypts, but its JSON {source}")]
+    DecryptedTooDeep {
+        /// What was encrypted.
+        part: EncryptedPart,
+        /// The depth error.
+        source: ValueError,
+    },
     /// The ciphertext text is not Base64.
     #[error("the {part} is not valid Base64: {source}")]
     BadBase64 {
@@ -509,15 +519,25 @@ fn decrypt_value(
     }
     let ct = decode_base64(text).map_err(|source| EnvelopeError::BadBase64 { part, source })?;
     let mut parsed = None;
+    let mut too_deep = None;
     let d = keys
         .decrypt_owned_with(ct, |plain| match parse_lenient(plain) {
             Ok(v) if want(&v) => {
                 parsed = Some(v);
                 true
             }
+            Err(e @ ValueError::TooDeep { .. }) => {
+                too_deep = Some(e);
+                false
+            }
             _ => false,
         })
-        .map_err(|e| map_cipher_error(part, e))?;
+        .map_err(|e| match (e, too_deep.take()) {
+            (CipherError::WrongKey { .. }, Some(source)) => {
+                EnvelopeError::DecryptedTooDeep { part, source }
+            }
+            (e, _) => map_cipher_error(part, e),
+        })?;
     let value = parsed.ok_or(EnvelopeError::DecryptFailed { part, attempts: 0 })?;
     let plaintext = String::from_utf8(d.plaintext).unwrap_or_default();
     Ok((
@@ -869,6 +889,34 @@ mod tests {
         assert_eq!(data.len(), 17);
         assert!(r.data_raw.unwrap().starts_with("{\"batchNo\""));
         assert_eq!(r.data_problem, None);
+    }
+
+    #[test]
+    fn depth_limit_inside_an_encrypted_body_is_not_a_wrong_key() {
+        let key = PosKey::new(KEY).unwrap();
+        let keys = KeyRing::single(key.clone());
+        let deep = format!("{}1{}", "[".repeat(200), "]".repeat(200));
+        let plain = format!("{{\"content\":{deep},\"digest\":\"x\"}}");
+        let body = key.encrypt_base64(plain.as_bytes());
+        let e = parse(body.as_bytes(), &keys).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                EnvelopeError::DecryptedTooDeep {
+                    source: ValueError::TooDeep { .. },
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        assert!(
+            e.to_string()
+                .contains("decrypts, but its JSON nesting deeper than"),
+            "{e}"
+        );
+        // A wrong key is still a wrong key.
+        let e = parse(body.as_bytes(), &ring(&["0000000000000000"])).unwrap_err();
+        assert!(matches!(e, EnvelopeError::DecryptFailed { .. }), "{e:?}");
     }
 
     #[test]

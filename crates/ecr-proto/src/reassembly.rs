@@ -9,7 +9,11 @@
 //!
 //! Memory is bounded: at most [`MAX_OPEN`] messages are open per direction and each
 //! holds at most its declared data length (a 16-bit number, so at most 65535 bytes).
-//! An unsplit frame is passed through without copying.
+//! Buffers grow with the bytes that actually arrive, never by what a frame announces:
+//! a 12-byte fragment that declares 65535 bytes holds 12 bytes (plus
+//! [`PARTIAL_OVERHEAD`] of bookkeeping). [`Reassembler::held`] and
+//! [`Reassembler::reserved`] report what is kept, for callers that enforce a memory
+//! budget over many reassemblers. An unsplit frame is passed through without copying.
 
 use std::borrow::Cow;
 
@@ -19,6 +23,9 @@ use crate::time::Timestamp;
 
 /// Most messages open at once per direction (the number of valid refs).
 pub const MAX_OPEN: usize = 127;
+/// Bytes of bookkeeping counted per open message on top of its data (the struct and
+/// the allocator's share), for [`Reassembler::held`].
+pub const PARTIAL_OVERHEAD: usize = 96;
 /// The spec's limit between fragments, in milliseconds.
 pub const FRAGMENT_TIMEOUT_MS: i64 = 500;
 
@@ -163,6 +170,33 @@ impl Reassembler {
         self.open.len()
     }
 
+    /// Bytes held: the data collected so far by open messages plus
+    /// [`PARTIAL_OVERHEAD`] per open message. Grows only with bytes that arrived.
+    pub fn held(&self) -> usize {
+        self.open
+            .iter()
+            .map(|p| p.data.len() + PARTIAL_OVERHEAD)
+            .sum()
+    }
+
+    /// Bytes reserved from the allocator by open messages (capacity of their
+    /// buffers, which may exceed [`Reassembler::held`] by the growth factor).
+    pub fn reserved(&self) -> usize {
+        self.open
+            .iter()
+            .map(|p| p.data.capacity() + PARTIAL_OVERHEAD)
+            .sum()
+    }
+
+    /// Gives up every open message without reporting them (the caller reports why,
+    /// e.g. a memory budget). Returns how many there were and the bytes they held.
+    pub fn abandon(&mut self) -> (usize, usize) {
+        let n = self.open.len();
+        let bytes = self.open.iter().map(|p| p.data.len()).sum();
+        self.open = Vec::new();
+        (n, bytes)
+    }
+
     /// Takes the next frame of this direction.
     pub fn push<'a, F: FnMut(ReassemblyEvent<'a>)>(&mut self, f: &StreamFrame<'a>, mut emit: F) {
         let frame = f.frame;
@@ -270,8 +304,8 @@ impl Reassembler {
             emit(oldest.incomplete(IncompleteReason::Evicted));
         }
         let declared = f.frame.data_len();
-        let mut buf = Vec::with_capacity(usize::from(declared));
-        buf.extend_from_slice(data);
+        // Only what arrived: the declared length is the sender's claim.
+        let buf = data.to_vec();
         self.open.push(Partial {
             frame_type: f.frame.frame_type(),
             ref_num: f.frame.ref_num(),
@@ -530,5 +564,36 @@ mod tests {
             ended += 1;
         });
         assert_eq!(ended, MAX_OPEN);
+    }
+
+    #[test]
+    fn buffers_grow_with_arriving_bytes_not_the_declared_length() {
+        let mut owned = vec![];
+        for r in 0..MAX_OPEN as u8 {
+            owned.push(
+                FrameRepr {
+                    frame_type: FrameType::REQUEST,
+                    ref_num: r,
+                    data_len: u16::MAX,
+                    data: &[7; 2],
+                }
+                .to_bytes()
+                .unwrap(),
+            );
+        }
+        let fs: Vec<_> = owned.iter().map(|b| sf(b, 0, 0)).collect();
+        let mut r = Reassembler::new();
+        let ev = push_all(&mut r, &fs);
+        assert!(ev.is_empty());
+        assert_eq!(r.open(), MAX_OPEN);
+        assert_eq!(r.held(), MAX_OPEN * (2 + PARTIAL_OVERHEAD));
+        // 127 announced 64 KiB buffers would reserve 8 MB; a few bytes each do.
+        assert!(
+            r.reserved() < MAX_OPEN * (64 + PARTIAL_OVERHEAD),
+            "{}",
+            r.reserved()
+        );
+        assert_eq!(r.abandon(), (MAX_OPEN, MAX_OPEN * 2));
+        assert_eq!((r.open(), r.held()), (0, 0));
     }
 }
