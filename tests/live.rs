@@ -3,6 +3,8 @@
 //! against the offline analysis of the file it saved. Capturing needs root (or
 //! CAP_NET_RAW); without it the capture test says SKIP and passes.
 
+#![cfg(feature = "live")]
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
