@@ -2,9 +2,8 @@
 //! standard input, completions and the man page, colour conventions, the `check`
 //! example of `--help`, the protocol document's anchors and the Wireshark install.
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::PathBuf;
+use std::process::{Command, Output};
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

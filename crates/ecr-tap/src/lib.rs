@@ -75,21 +75,22 @@ mod build_tests {
     #[test]
     fn pkg_config_then_usual_folders() {
         let empty = temp_dir("none");
+        let dirs = vec![empty.clone()];
         assert_eq!(
-            detect(None, || true, &[empty.clone()], "linux"),
+            detect(None, || true, &dirs, "linux"),
             Some(Found::PkgConfig)
         );
-        assert_eq!(detect(None, || false, &[empty.clone()], "linux"), None);
+        assert_eq!(detect(None, || false, &dirs, "linux"), None);
         // The runtime library alone (libpcap.so.0.8, without the -dev symlink) does not link.
         std::fs::write(empty.join("libpcap.so.0.8"), b"").unwrap();
-        assert_eq!(detect(None, || false, &[empty.clone()], "linux"), None);
+        assert_eq!(detect(None, || false, &dirs, "linux"), None);
         std::fs::write(empty.join("libpcap.so"), b"").unwrap();
         assert_eq!(
-            detect(None, || false, &[empty.clone()], "linux"),
+            detect(None, || false, &dirs, "linux"),
             Some(Found::System(empty.clone()))
         );
         assert_eq!(
-            find_in(&[empty], library_names("macos")),
+            find_in(&dirs, library_names("macos")),
             None,
             "macOS names differ"
         );
