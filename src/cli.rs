@@ -84,6 +84,28 @@ Examples:
     Emulate(crate::emulate::EmulateArgs),
     /// List the finding codes with their severity and the rule each stands for.
     Codes,
+    /// Print a shell completion script (bash, zsh, fish, powershell, elvish).
+    #[command(after_help = "\
+Install (per user):
+  bash:  ecr-sniff completions bash > ~/.local/share/bash-completion/completions/ecr-sniff
+  zsh:   ecr-sniff completions zsh > ~/.zfunc/_ecr-sniff   (with fpath+=(~/.zfunc) before compinit)
+  fish:  ecr-sniff completions fish > ~/.config/fish/completions/ecr-sniff.fish
+  powershell:  ecr-sniff completions powershell >> $PROFILE")]
+    Completions {
+        /// The shell to complete for.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), or write one page per command into a folder.
+    #[command(after_help = "\
+Examples:
+  ecr-sniff man | man -l -
+  sudo ecr-sniff man --dir /usr/local/share/man/man1     (then: man ecr-sniff-analyze)")]
+    Man {
+        /// Write ecr-sniff.1 and one ecr-sniff-COMMAND.1 per command into this folder.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -164,7 +186,7 @@ impl OutputArgs {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ColorChoice {
-    /// Colour when stdout is a terminal and NO_COLOR is not set.
+    /// Colour when stdout is a terminal, NO_COLOR is not set and TERM is not `dumb`.
     Auto,
     /// Always colour.
     Always,
@@ -186,7 +208,8 @@ pub enum FailOn {
 
 #[derive(Debug, Args)]
 pub struct AnalyzeArgs {
-    /// Capture files: pcap or pcapng, optionally gzip-compressed.
+    /// Capture files: pcap or pcapng, optionally gzip-compressed; `-` reads one from
+    /// standard input (`tcpdump -w - ... | ecr-sniff analyze -`).
     #[arg(required = true, value_name = "CAPTURE")]
     pub files: Vec<PathBuf>,
     #[command(flatten)]
@@ -207,7 +230,7 @@ pub struct AnalyzeArgs {
 
 #[derive(Debug, Args)]
 pub struct CheckArgs {
-    /// Capture files to check, each on its own.
+    /// Capture files to check, each on its own; `-` reads one from standard input.
     #[arg(required = true, value_name = "CAPTURE")]
     pub files: Vec<PathBuf>,
     /// Expectation file (JSON) with one entry per capture file name.

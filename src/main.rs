@@ -49,6 +49,18 @@ fn main() -> ExitCode {
             print!("{}", ecr_capture::findings::markdown_table());
             Ok(ExitCode::SUCCESS)
         }
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            // Into memory first: clap_complete panics when its writer fails (`| head`).
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "ecr-sniff", &mut script);
+            io::stdout()
+                .write_all(&script)
+                .and_then(|()| io::stdout().flush())
+                .map(|()| ExitCode::SUCCESS)
+                .map_err(anyhow::Error::from)
+        }
+        Command::Man { dir } => man(dir.as_deref()),
     };
     match result {
         Ok(code) => code,
@@ -64,6 +76,26 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// `ecr-sniff man`: the man page on stdout, or every command's page in `dir`.
+fn man(dir: Option<&Path>) -> Result<ExitCode> {
+    let cmd = <Cli as clap::CommandFactory>::command();
+    match dir {
+        Some(dir) => {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+            clap_mangen::generate_to(cmd, dir)
+                .with_context(|| format!("writing man pages into {}", dir.display()))?;
+            eprintln!("ecr-sniff: man pages written to {}", dir.display());
+        }
+        None => {
+            let mut out = io::stdout().lock();
+            clap_mangen::Man::new(cmd).render(&mut out)?;
+            out.flush()?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Builds the key set from `--key`, `--key-file` and `ECR_POS_KEY`. Errors never
@@ -107,8 +139,18 @@ pub fn use_color(c: ColorChoice) -> bool {
     match c {
         ColorChoice::Always => true,
         ColorChoice::Never => false,
-        ColorChoice::Auto => io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
+        ColorChoice::Auto => {
+            io::stdout().is_terminal() && color_allowed_by_env(|k| std::env::var_os(k))
+        }
     }
+}
+
+/// The environment's say on automatic colour: none when `NO_COLOR` is set to
+/// anything non-empty (no-color.org) or when `TERM` is `dumb`.
+pub fn color_allowed_by_env(var: impl Fn(&str) -> Option<std::ffi::OsString>) -> bool {
+    let no_color = var("NO_COLOR").is_some_and(|v| !v.is_empty());
+    let dumb = var("TERM").is_some_and(|t| t == "dumb");
+    !no_color && !dumb
 }
 
 /// Analyses `files` in order (as one capture) into `sink`; returns the summary and
@@ -120,6 +162,9 @@ pub fn analyze_files(
     sink: &mut dyn ecr_capture::record::Sink,
     progress: bool,
 ) -> Result<(SummaryRecord, Option<Severity>)> {
+    if files.iter().filter(|f| is_stdin(f)).count() > 1 {
+        bail!("standard input (-) can be given only once");
+    }
     let mut analyzer = Analyzer::new(cfg, keys, sink);
     let mut bytes = 0u64;
     let mut names = vec![];
@@ -130,13 +175,32 @@ pub fn analyze_files(
     Ok(analyzer.finish(bytes, names))
 }
 
-fn analyze_one(path: &Path, analyzer: &mut Analyzer<'_>, progress: bool) -> Result<u64> {
-    // One line naming the file and the reason (the error's own chain would repeat it).
-    let mut reader = CaptureReader::open(path).map_err(|e| match e {
+/// Whether `path` is `-`, standard input.
+pub fn is_stdin(path: &Path) -> bool {
+    path.as_os_str() == "-"
+}
+
+/// Opens a capture file, or standard input for `-` (so that `tcpdump -w - | ecr-sniff
+/// analyze -` works; gzip is detected there too). The error is one line naming the
+/// file and the reason (the error's own chain would repeat it).
+pub fn open_capture(path: &Path) -> Result<CaptureReader> {
+    if is_stdin(path) {
+        return CaptureReader::from_reader(io::stdin())
+            .map_err(|e| anyhow::anyhow!("standard input (-): {e}"));
+    }
+    CaptureReader::open(path).map_err(|e| match e {
         SourceError::Open { .. } => anyhow::anyhow!("{e}"),
         e => anyhow::anyhow!("{}: {e}", path.display()),
-    })?;
-    let total = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    })
+}
+
+fn analyze_one(path: &Path, analyzer: &mut Analyzer<'_>, progress: bool) -> Result<u64> {
+    let mut reader = open_capture(path)?;
+    let total = if is_stdin(path) {
+        0
+    } else {
+        std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
+    };
     let mut bar = Progress::new(progress && total > 32 << 20, total);
     let bytes = analyzer.read_capture(&mut reader, &path.display().to_string(), |r| {
         bar.update(r.file_bytes_read());
@@ -244,4 +308,32 @@ fn analyze(a: AnalyzeArgs) -> Result<ExitCode> {
     sink.finish().context("writing output")?;
     io::stdout().flush().ok();
     Ok(exit_for(max, a.fail_on))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::color_allowed_by_env;
+    use std::ffi::OsString;
+
+    fn env(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<OsString> {
+        move |k| {
+            pairs
+                .iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| OsString::from(v))
+        }
+    }
+
+    #[test]
+    fn colour_follows_term_and_no_color() {
+        assert!(color_allowed_by_env(env(&[("TERM", "xterm-256color")])));
+        assert!(color_allowed_by_env(env(&[])));
+        assert!(!color_allowed_by_env(env(&[("TERM", "dumb")])));
+        assert!(!color_allowed_by_env(env(&[
+            ("NO_COLOR", "1"),
+            ("TERM", "xterm")
+        ])));
+        // no-color.org: an empty NO_COLOR does not switch colour off.
+        assert!(color_allowed_by_env(env(&[("NO_COLOR", "")])));
+    }
 }
