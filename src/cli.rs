@@ -172,6 +172,10 @@ pub struct OutputArgs {
     /// When to colour the text output.
     #[arg(long, value_enum, default_value = "auto")]
     pub color: ColorChoice,
+    /// Show times in UTC instead of local time (the TZ variable sets the local zone;
+    /// jsonl always has `ts`, epoch seconds, and `time`, ISO 8601 in UTC).
+    #[arg(long)]
+    pub utc: bool,
 }
 
 impl OutputArgs {
@@ -180,8 +184,25 @@ impl OutputArgs {
         &self,
         out: W,
     ) -> Box<dyn ecr_capture::output::RecordWriter + 'a> {
-        ecr_capture::output::writer(self.format.into(), out, crate::use_color(self.color))
+        use ecr_capture::output::{Clock, TextOptions};
+        let clock = if self.utc {
+            Clock::Utc
+        } else {
+            Clock::Local(local_offset)
+        };
+        let color = crate::use_color(self.color);
+        ecr_capture::output::writer_with(self.format.into(), out, TextOptions { color, clock })
     }
+}
+
+/// The local zone's offset from UTC, in seconds, at `secs` since the epoch (TZ, else
+/// /etc/localtime; UTC when neither says).
+pub fn local_offset(secs: i64) -> i32 {
+    use chrono::{Offset, TimeZone};
+    chrono::Local
+        .timestamp_opt(secs, 0)
+        .earliest()
+        .map_or(0, |t| t.offset().fix().local_minus_utc())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -222,3 +222,150 @@ fn man_page_renders_and_writes_one_page_per_command() {
     }
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Every `rule:` names an anchor of docs/protocol.md, and the document's own links
+/// resolve.
+#[test]
+fn every_rule_anchor_exists_in_the_protocol_doc() {
+    let doc = std::fs::read_to_string(root().join("docs/protocol.md")).unwrap();
+    let ids: Vec<&str> = doc
+        .split("<a id=\"")
+        .skip(1)
+        .filter_map(|s| s.split('"').next())
+        .collect();
+    for want in [
+        "d1",
+        "d2",
+        "d3",
+        "d4",
+        "d5",
+        "d6",
+        "d7",
+        "d8",
+        "d9",
+        "spec-10-7",
+    ] {
+        assert!(ids.contains(&want), "#{want} missing");
+    }
+    let out = run(&["codes"]);
+    assert_eq!(out.status.code(), Some(0));
+    let table = text(&out.stdout);
+    let mut rows = 0;
+    for line in table.lines().filter(|l| l.starts_with("| `")) {
+        rows += 1;
+        let link = line
+            .split("(docs/protocol.md#")
+            .nth(1)
+            .and_then(|s| s.split(')').next())
+            .unwrap_or_else(|| panic!("no link in {line}"));
+        assert!(
+            ids.contains(&link),
+            "#{link} of {line} is not in docs/protocol.md"
+        );
+    }
+    assert!(rows >= 30, "{table}");
+    for link in doc.split("](#").skip(1) {
+        let id = link.split(')').next().unwrap();
+        assert!(
+            ids.contains(&id),
+            "docs/protocol.md links to #{id}, which is missing"
+        );
+    }
+    // The text output's rule lines carry the link too.
+    let out = run(&[
+        "analyze",
+        "captures/http-digest-mismatch-double-quotes.pcap",
+        "--key",
+        "a1b2c3d4e5f6a7b8",
+        "--utc",
+    ]);
+    let shown = text(&out.stdout);
+    assert!(
+        shown.contains("numbers as sent (docs/protocol.md#spec-4)"),
+        "{shown}"
+    );
+}
+
+/// Text times are local with the offset in force at that moment (TZ set explicitly),
+/// `--utc` switches to UTC, and jsonl has `ts` plus `time` in ISO 8601 UTC.
+#[test]
+fn text_times_are_local_with_offset_and_utc_on_request() {
+    let first_message = |tz: &str, extra: &[&str]| -> String {
+        let mut args = vec!["analyze", SLOW];
+        args.extend_from_slice(extra);
+        let out = bin().args(&args).env("TZ", tz).output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        text(&out.stdout)
+            .lines()
+            .find(|l| l.starts_with("Message 1 "))
+            .unwrap_or_default()
+            .to_string()
+    };
+    // The capture is from 2026-11-25 22:06:38.864961 UTC (winter time in Berlin).
+    assert!(
+        first_message("Europe/Berlin", &[]).contains("2026-11-25 23:06:38.864961 +01:00"),
+        "{}",
+        first_message("Europe/Berlin", &[])
+    );
+    assert!(first_message("America/New_York", &[]).contains("2026-11-25 17:06:38.864961 -05:00"));
+    // A POSIX TZ string needs no zone database.
+    assert!(first_message("XST-05:30", &[]).contains("2026-11-26 03:36:38.864961 +05:30"));
+    assert!(first_message("Europe/Berlin", &["--utc"]).contains("2026-11-25 22:06:38.864961 UTC"));
+    // jsonl does not depend on the zone.
+    let jsonl = |tz: &str| {
+        let out = bin()
+            .args(["analyze", SLOW, "--format", "jsonl"])
+            .env("TZ", tz)
+            .output()
+            .unwrap();
+        text(&out.stdout)
+    };
+    let berlin = jsonl("Europe/Berlin");
+    assert_eq!(berlin, jsonl("UTC"));
+    let first: serde_json::Value = serde_json::from_str(berlin.lines().next().unwrap()).unwrap();
+    assert_eq!(first["ts"].as_f64(), Some(1_795_644_398.864_961));
+    assert_eq!(first["time"], "2026-11-25T22:06:38.864961Z");
+}
+
+/// Daylight saving: the offset is the one in force at each timestamp, not today's.
+#[test]
+fn summer_time_offset_comes_from_the_timestamp() {
+    // The sample capture moved back 140 days, to July (classic little-endian pcap:
+    // a 24-byte file header, then 16-byte record headers starting with ts_sec).
+    let mut pcap = std::fs::read(root().join(SLOW)).unwrap();
+    assert_eq!(&pcap[..4], &[0xd4, 0xc3, 0xb2, 0xa1]);
+    let mut at = 24;
+    while at + 16 <= pcap.len() {
+        let sec = u32::from_le_bytes(pcap[at..at + 4].try_into().unwrap()) - 140 * 86_400;
+        pcap[at..at + 4].copy_from_slice(&sec.to_le_bytes());
+        let incl = u32::from_le_bytes(pcap[at + 8..at + 12].try_into().unwrap()) as usize;
+        at += 16 + incl;
+    }
+    assert_eq!(at, pcap.len());
+    for (tz, want) in [
+        ("Europe/Berlin", "2026-07-09 00:06:38.864961 +02:00"),
+        (
+            "CET-1CEST,M3.5.0,M10.5.0/3",
+            "2026-07-09 00:06:38.864961 +02:00",
+        ),
+        ("UTC", "2026-07-08 22:06:38.864961 +00:00"),
+    ] {
+        let mut child = bin()
+            .args(["analyze", "-"])
+            .env("TZ", tz)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        {
+            use std::io::Write;
+            child.stdin.take().unwrap().write_all(&pcap).unwrap();
+        }
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            text(&out.stdout).contains(want),
+            "{tz}: {}",
+            text(&out.stdout)
+        );
+    }
+}
