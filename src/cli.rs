@@ -13,7 +13,7 @@ const AFTER: &str = "\
 Examples:
   ecr-sniff analyze shop.pcapng --key f46b1f08bec1f39104792cc79ec9aacd
   ecr-sniff analyze shop.pcap.gz --key-file keys.txt --format jsonl | jq 'select(.kind==\"finding\")'
-  ECR_POS_KEY=... ecr-sniff check captures/*.pcap --expect expected.json
+  ECR_POS_KEY=f46b1f08bec1f39104792cc79ec9aacd ecr-sniff check captures/*.pcap --expect captures/expected.json
   ecr-sniff decode 2f6e012005000b00002f6e
   ecr-sniff --key f46b1f08bec1f39104792cc79ec9aacd -i eth0     (live; same as `live -i eth0`)
   ecr-sniff codes
@@ -56,8 +56,11 @@ Examples:
 Without --expect, a capture fails when it has findings at or above --fail-on (default: error).
 With --expect, any difference from the file fails; --update rewrites the file instead.
 
+Keys come from --key, --key-file or the environment variable ECR_POS_KEY (in CI, from the
+secret store: the process list then shows no key).
+
 Examples:
-  ecr-sniff check captures/*.pcap --expect captures/expected.json
+  ECR_POS_KEY=f46b1f08bec1f39104792cc79ec9aacd ecr-sniff check captures/*.pcap --expect captures/expected.json
   ecr-sniff check captures/*.pcap --expect captures/expected.json --update
   ecr-sniff check nightly/*.pcapng --key-file keys.txt --junit report.xml")]
     Check(CheckArgs),

@@ -369,3 +369,49 @@ fn summer_time_offset_comes_from_the_timestamp() {
         );
     }
 }
+
+/// The `check` example of `--help` and README, run exactly as written by a shell in
+/// the repository root: every sample capture has an expectation, and all pass.
+#[test]
+fn check_example_from_help_passes_as_written() {
+    const EXAMPLE: &str = "ECR_POS_KEY=f46b1f08bec1f39104792cc79ec9aacd ecr-sniff check captures/*.pcap --expect captures/expected.json";
+    // Help text is wrapped to the terminal: compare with whitespace collapsed.
+    let flat = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ");
+    let help = flat(&text(&run(&["--help"]).stdout));
+    assert!(help.contains(EXAMPLE), "--help lost the example:\n{help}");
+    let check_help = flat(&text(&run(&["check", "--help"]).stdout));
+    assert!(check_help.contains(EXAMPLE), "{check_help}");
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    assert!(readme.contains(EXAMPLE), "README lost the example");
+    let bin_dir = PathBuf::from(env!("CARGO_BIN_EXE_ecr-sniff"))
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(EXAMPLE)
+        .current_dir(root())
+        .env("PATH", path)
+        .env_remove("ECR_POS_KEY")
+        .output()
+        .unwrap();
+    let shown = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{shown}{}", text(&out.stderr));
+    let pcaps = std::fs::read_dir(root().join("captures"))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".pcap"))
+        })
+        .count();
+    assert!(pcaps >= 45, "{pcaps}");
+    assert!(
+        shown.contains(&format!("checked {pcaps} capture(s): {pcaps} ok, 0 failed")),
+        "{shown}"
+    );
+}

@@ -13,7 +13,7 @@ use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
 
 const KEY: &str = "f46b1f08bec1f39104792cc79ec9aacd";
-/// `{"func_type":5001}` signed with KEY (decisions.md test vectors).
+/// `{"func_type":5001}` signed with KEY (docs/protocol.md test vectors).
 const CANCEL: &str =
     r#"{"content":{"func_type":5001},"digest":"77760cafee81dc33c720c90b75787b5f"}"#;
 /// `{func_type=4001,orderId='12345678'}` signed with KEY.
