@@ -87,6 +87,8 @@ Examples:
     Emulate(crate::emulate::EmulateArgs),
     /// List the finding codes with their severity and the rule each stands for.
     Codes,
+    /// Install the Wireshark dissector (ecr.lua) into your personal Lua plugins folder.
+    Wireshark(crate::wireshark::WiresharkArgs),
     /// Print a shell completion script (bash, zsh, fish, powershell, elvish).
     #[command(after_help = "\
 Install (per user):

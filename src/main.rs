@@ -11,6 +11,7 @@ mod extcap;
 mod live;
 mod send;
 mod serialtap;
+mod wireshark;
 
 use std::io::{self, IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -61,6 +62,7 @@ fn main() -> ExitCode {
                 .map_err(anyhow::Error::from)
         }
         Command::Man { dir } => man(dir.as_deref()),
+        Command::Wireshark(a) => wireshark::run(a),
     };
     match result {
         Ok(code) => code,
