@@ -507,3 +507,43 @@ fn wireshark_install_is_found_by_tshark() {
     assert!(!installed.exists());
     let _ = std::fs::remove_dir_all(&home);
 }
+
+/// README's Quick start: the first command installs and runs (its output is printed
+/// below it, exactly), the second is CI's test command.
+#[test]
+fn readme_quick_start_matches_ci_and_real_output() {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let quick = readme
+        .split("## Quick start")
+        .nth(1)
+        .and_then(|s| s.split("\n## ").next())
+        .unwrap();
+    let blocks: Vec<&str> = quick
+        .split("```")
+        .skip(1)
+        .step_by(2)
+        .map(|b| b.split_once('\n').map_or("", |(_, body)| body))
+        .collect();
+    let first = blocks[0].trim();
+    assert!(first.contains("apt-get install -y libpcap-dev"), "{first}");
+    assert!(first.contains("cargo install --path . --locked"), "{first}");
+    let test_cmd = blocks[1].trim();
+    let ci = std::fs::read_to_string(root().join(".ci/run")).unwrap();
+    assert!(
+        ci.lines().any(|l| l.trim() == test_cmd),
+        ".ci/run does not run README's test command `{test_cmd}`"
+    );
+    // The printed output is the real output of the command (run with TZ=Europe/Berlin).
+    let analyze = first.rsplit(" && ").next().unwrap();
+    let args: Vec<&str> = analyze.split_whitespace().skip(1).collect();
+    let out = bin()
+        .args(&args)
+        .env("TZ", "Europe/Berlin")
+        .output()
+        .unwrap();
+    let shown = blocks
+        .iter()
+        .find(|b| b.trim_start().starts_with("Message 1 "))
+        .expect("README shows the first command's output");
+    assert_eq!(text(&out.stdout).trim(), shown.trim());
+}
