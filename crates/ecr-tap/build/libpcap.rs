@@ -37,6 +37,7 @@ pub fn system_dirs(target_arch: &str) -> Vec<PathBuf> {
         "/usr/lib64",
         "/lib64",
         "/usr/lib/arm-linux-gnueabihf",
+        "/usr/lib/i386-linux-gnu",
         "/opt/homebrew/opt/libpcap/lib",
         "/usr/local/opt/libpcap/lib",
         "/opt/homebrew/lib",
