@@ -14,7 +14,7 @@ Examples:
   ecr-sniff analyze shop.pcapng --key f46b1f08bec1f39104792cc79ec9aacd
   ecr-sniff analyze shop.pcap.gz --key-file keys.txt --format jsonl | jq 'select(.kind==\"finding\")'
   ECR_POS_KEY=f46b1f08bec1f39104792cc79ec9aacd ecr-sniff check captures/*.pcap --expect captures/expected.json
-  sudo tcpdump -i eth0 -w - port 9001 or port 9002 | ecr-sniff analyze -
+  sudo tcpdump -i eth0 -U -w - port 9001 or port 9002 | ecr-sniff analyze -
   ecr-sniff decode 2f6e012005000b00002f6e
   ecr-sniff --key f46b1f08bec1f39104792cc79ec9aacd -i eth0     (live; same as `live -i eth0`)
   ecr-sniff codes                  (finding codes; each rule links docs/protocol.md)

@@ -299,8 +299,16 @@ impl ecr_capture::record::Sink for WriterSink<'_> {
 
 fn analyze(a: AnalyzeArgs) -> Result<ExitCode> {
     let keys = load_keys(&a.keys)?;
-    let stdout = io::stdout();
-    let out = io::BufWriter::with_capacity(1 << 16, stdout.lock());
+    let from_stdin = a.files.iter().any(|f| is_stdin(f));
+    let out: Box<dyn Write> = if from_stdin {
+        // A pipe from a live capture (`tcpdump -w - | ecr-sniff analyze -`): each
+        // record shows as it completes, and Ctrl-C, which also stops tcpdump, lets
+        // this end at the pipe's end with the summary (a second Ctrl-C exits at once).
+        ecr_tap::stop::on_signals().context("installing the Ctrl-C handler")?;
+        Box::new(io::stdout())
+    } else {
+        Box::new(io::BufWriter::with_capacity(1 << 16, io::stdout().lock()))
+    };
     let mut sink = WriterSink::new(a.output.writer(out));
     let cfg = Config {
         usb_device: a.usb_device,

@@ -547,3 +547,61 @@ fn readme_quick_start_matches_ci_and_real_output() {
         .expect("README shows the first command's output");
     assert_eq!(text(&out.stdout).trim(), shown.trim());
 }
+
+/// `tcpdump -w - | ecr-sniff analyze -`: records show while the pipe is still open,
+/// and Ctrl-C (which the shell sends to the whole pipeline) does not end the analysis
+/// early: it ends with the summary when the pipe closes.
+#[test]
+fn stdin_streams_records_and_survives_ctrl_c_until_the_pipe_closes() {
+    use std::io::{BufRead, Write};
+    let mut child = bin()
+        .args(["analyze", "-", "--format", "jsonl"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin
+        .write_all(&std::fs::read(root().join(SLOW)).unwrap())
+        .unwrap();
+    stdin.flush().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    // The first message arrives while stdin is still open.
+    let first = rx
+        .recv_timeout(std::time::Duration::from_secs(20))
+        .expect("no record while the pipe is open");
+    assert!(first.contains("\"kind\":\"message\""), "{first}");
+    // Ctrl-C: still running.
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap()
+        .success());
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "ended by the first Ctrl-C"
+    );
+    // The pipe closes (tcpdump ended): the rest and the summary, exit 0.
+    drop(stdin);
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+    let rest: Vec<String> = rx.iter().collect();
+    assert!(
+        rest.last()
+            .is_some_and(|l| l.contains("\"kind\":\"summary\"")),
+        "{rest:?}"
+    );
+}
