@@ -13,11 +13,13 @@ const AFTER: &str = "\
 Examples:
   ecr-sniff analyze shop.pcapng --key f46b1f08bec1f39104792cc79ec9aacd
   ecr-sniff analyze shop.pcap.gz --key-file keys.txt --format jsonl | jq 'select(.kind==\"finding\")'
-  ECR_POS_KEY=... ecr-sniff check captures/*.pcap --expect expected.json
+  ECR_POS_KEY=f46b1f08bec1f39104792cc79ec9aacd ecr-sniff check captures/*.pcap --expect captures/expected.json
+  sudo tcpdump -i eth0 -U -w - port 9001 or port 9002 | ecr-sniff analyze -
   ecr-sniff report shop.pcapng --key-file keys.txt -o shop.html   (HTML with ladder diagrams)
   ecr-sniff decode 2f6e012005000b00002f6e
   ecr-sniff --key f46b1f08bec1f39104792cc79ec9aacd -i eth0     (live; same as `live -i eth0`)
-  ecr-sniff codes
+  ecr-sniff codes                  (finding codes; each rule links docs/protocol.md)
+  ecr-sniff wireshark install      (the Wireshark dissector)
 
 Exit status: 0 = nothing at or above --fail-on, 1 = findings at that level (or a check
 difference), 2 = bad usage or an unreadable file.";
@@ -57,8 +59,11 @@ Examples:
 Without --expect, a capture fails when it has findings at or above --fail-on (default: error).
 With --expect, any difference from the file fails; --update rewrites the file instead.
 
+Keys come from --key, --key-file or the environment variable ECR_POS_KEY (in CI, from the
+secret store: the process list then shows no key).
+
 Examples:
-  ecr-sniff check captures/*.pcap --expect captures/expected.json
+  ECR_POS_KEY=f46b1f08bec1f39104792cc79ec9aacd ecr-sniff check captures/*.pcap --expect captures/expected.json
   ecr-sniff check captures/*.pcap --expect captures/expected.json --update
   ecr-sniff check nightly/*.pcapng --key-file keys.txt --junit report.xml")]
     Check(CheckArgs),
@@ -89,6 +94,30 @@ Examples:
     Report(crate::report::ReportArgs),
     /// List the finding codes with their severity and the rule each stands for.
     Codes,
+    /// Install the Wireshark dissector (ecr.lua) into your personal Lua plugins folder.
+    Wireshark(crate::wireshark::WiresharkArgs),
+    /// Print a shell completion script (bash, zsh, fish, powershell, elvish).
+    #[command(after_help = "\
+Install (per user):
+  bash:  ecr-sniff completions bash > ~/.local/share/bash-completion/completions/ecr-sniff
+  zsh:   ecr-sniff completions zsh > ~/.zfunc/_ecr-sniff   (with fpath+=(~/.zfunc) before compinit)
+  fish:  ecr-sniff completions fish > ~/.config/fish/completions/ecr-sniff.fish
+  powershell:  ecr-sniff completions powershell >> $PROFILE")]
+    Completions {
+        /// The shell to complete for.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), or write one page per command into a folder.
+    #[command(after_help = "\
+Examples:
+  ecr-sniff man | man -l -
+  sudo ecr-sniff man --dir /usr/local/share/man/man1     (then: man ecr-sniff-analyze)")]
+    Man {
+        /// Write ecr-sniff.1 and one ecr-sniff-COMMAND.1 per command into this folder.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
 }
 
 /// The key options. `global` so that under a command with subcommands (`send pay`)
@@ -169,6 +198,10 @@ pub struct OutputArgs {
     /// When to colour the text output.
     #[arg(long, value_enum, default_value = "auto")]
     pub color: ColorChoice,
+    /// Show times in UTC instead of local time (the TZ variable sets the local zone;
+    /// jsonl always has `ts`, epoch seconds, and `time`, ISO 8601 in UTC).
+    #[arg(long)]
+    pub utc: bool,
 }
 
 impl OutputArgs {
@@ -177,13 +210,30 @@ impl OutputArgs {
         &self,
         out: W,
     ) -> Box<dyn ecr_capture::output::RecordWriter + 'a> {
-        ecr_capture::output::writer(self.format.into(), out, crate::use_color(self.color))
+        use ecr_capture::output::{Clock, TextOptions};
+        let clock = if self.utc {
+            Clock::Utc
+        } else {
+            Clock::Local(local_offset)
+        };
+        let color = crate::use_color(self.color);
+        ecr_capture::output::writer_with(self.format.into(), out, TextOptions { color, clock })
     }
+}
+
+/// The local zone's offset from UTC, in seconds, at `secs` since the epoch (TZ, else
+/// /etc/localtime; UTC when neither says).
+pub fn local_offset(secs: i64) -> i32 {
+    use chrono::{Offset, TimeZone};
+    chrono::Local
+        .timestamp_opt(secs, 0)
+        .earliest()
+        .map_or(0, |t| t.offset().fix().local_minus_utc())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ColorChoice {
-    /// Colour when stdout is a terminal and NO_COLOR is not set.
+    /// Colour when stdout is a terminal, NO_COLOR is not set and TERM is not `dumb`.
     Auto,
     /// Always colour.
     Always,
@@ -205,7 +255,8 @@ pub enum FailOn {
 
 #[derive(Debug, Args)]
 pub struct AnalyzeArgs {
-    /// Capture files: pcap or pcapng, optionally gzip-compressed.
+    /// Capture files: pcap or pcapng, optionally gzip-compressed; `-` reads one from
+    /// standard input (`tcpdump -w - ... | ecr-sniff analyze -`).
     #[arg(required = true, value_name = "CAPTURE")]
     pub files: Vec<PathBuf>,
     #[command(flatten)]
@@ -226,7 +277,7 @@ pub struct AnalyzeArgs {
 
 #[derive(Debug, Args)]
 pub struct CheckArgs {
-    /// Capture files to check, each on its own.
+    /// Capture files to check, each on its own; `-` reads one from standard input.
     #[arg(required = true, value_name = "CAPTURE")]
     pub files: Vec<PathBuf>,
     /// Expectation file (JSON) with one entry per capture file name.

@@ -1,6 +1,6 @@
 //! `ecr-sniff export`: any capture (USB, serial D9, TCP, HTTP) rewritten as one
 //! packet per reassembled message in the project's serial capture format
-//! (decisions.md D9), so it can be browsed message by message in Wireshark with the
+//! (docs/protocol.md D9), so it can be browsed message by message in Wireshark with the
 //! project's dissector.
 //!
 //! What each message becomes:
@@ -44,7 +44,7 @@ use crate::cli::{KeyArgs, PortArgs};
 
 const AFTER: &str = "\
 Every reassembled message becomes one packet in the serial capture format (pcapng,
-link type 147, decisions.md D9), one interface per link or connection. Messages that
+link type 147, docs/protocol.md D9), one interface per link or connection. Messages that
 came over HTTP or TCP text are wrapped in a 0x10 frame. Open the result in Wireshark
 with the project's dissector (dissector/ecr.lua).
 
@@ -58,7 +58,7 @@ Examples:
 #[command(after_help = AFTER)]
 pub struct ExportArgs {
     /// The capture to read: pcap or pcapng (USB, serial D9, Ethernet/SLL with TCP and
-    /// HTTP), optionally gzip-compressed.
+    /// HTTP), optionally gzip-compressed; `-` reads it from standard input.
     #[arg(value_name = "IN")]
     pub input: PathBuf,
     /// The pcapng file to write (overwritten).

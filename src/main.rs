@@ -13,6 +13,7 @@ mod report;
 mod send;
 mod serialtap;
 mod tapout;
+mod wireshark;
 
 use std::io::{self, IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -53,6 +54,19 @@ fn main() -> ExitCode {
             print!("{}", ecr_capture::findings::markdown_table());
             Ok(ExitCode::SUCCESS)
         }
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            // Into memory first: clap_complete panics when its writer fails (`| head`).
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "ecr-sniff", &mut script);
+            io::stdout()
+                .write_all(&script)
+                .and_then(|()| io::stdout().flush())
+                .map(|()| ExitCode::SUCCESS)
+                .map_err(anyhow::Error::from)
+        }
+        Command::Man { dir } => man(dir.as_deref()),
+        Command::Wireshark(a) => wireshark::run(a),
     };
     match result {
         Ok(code) => code,
@@ -127,7 +141,13 @@ pub fn os_error_text(e: &io::Error) -> String {
 
 /// Opens a capture file, with one-line errors naming the file and the reason:
 /// "is a directory", "empty file", "cannot open ...: No such file or directory".
+/// `-` is standard input (so that `tcpdump -w - | ecr-sniff analyze -` works; gzip is
+/// detected there too).
 pub fn open_capture(path: &Path) -> Result<CaptureReader> {
+    if is_stdin(path) {
+        return CaptureReader::from_reader(io::stdin())
+            .map_err(|e| anyhow::anyhow!("standard input (-): {e}"));
+    }
     if let Ok(m) = std::fs::metadata(path) {
         if m.is_dir() {
             bail!("{}: is a directory, not a capture file", path.display());
@@ -150,6 +170,26 @@ pub fn open_capture(path: &Path) -> Result<CaptureReader> {
         ),
         e => anyhow::anyhow!("{}: {e}", path.display()),
     })
+}
+
+/// `ecr-sniff man`: the man page on stdout, or every command's page in `dir`.
+fn man(dir: Option<&Path>) -> Result<ExitCode> {
+    let cmd = <Cli as clap::CommandFactory>::command();
+    match dir {
+        Some(dir) => {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+            clap_mangen::generate_to(cmd, dir)
+                .with_context(|| format!("writing man pages into {}", dir.display()))?;
+            eprintln!("ecr-sniff: man pages written to {}", dir.display());
+        }
+        None => {
+            let mut out = io::stdout().lock();
+            clap_mangen::Man::new(cmd).render(&mut out)?;
+            out.flush()?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Builds the key set from `--key`, `--key-file` and `ECR_POS_KEY`. Errors never
@@ -202,8 +242,18 @@ pub fn use_color(c: ColorChoice) -> bool {
     match c {
         ColorChoice::Always => true,
         ColorChoice::Never => false,
-        ColorChoice::Auto => io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
+        ColorChoice::Auto => {
+            io::stdout().is_terminal() && color_allowed_by_env(|k| std::env::var_os(k))
+        }
     }
+}
+
+/// The environment's say on automatic colour: none when `NO_COLOR` is set to
+/// anything non-empty (no-color.org) or when `TERM` is `dumb`.
+pub fn color_allowed_by_env(var: impl Fn(&str) -> Option<std::ffi::OsString>) -> bool {
+    let no_color = var("NO_COLOR").is_some_and(|v| !v.is_empty());
+    let dumb = var("TERM").is_some_and(|t| t == "dumb");
+    !no_color && !dumb
 }
 
 /// Analyses `files` in order (as one capture) into `sink`; returns the summary and
@@ -215,6 +265,9 @@ pub fn analyze_files(
     sink: &mut dyn ecr_capture::record::Sink,
     progress: bool,
 ) -> Result<(SummaryRecord, Option<Severity>)> {
+    if files.iter().filter(|f| is_stdin(f)).count() > 1 {
+        bail!("standard input (-) can be given only once");
+    }
     let mut analyzer = Analyzer::new(cfg, keys, sink);
     let mut bytes = 0u64;
     let mut names = vec![];
@@ -225,10 +278,19 @@ pub fn analyze_files(
     Ok(analyzer.finish(bytes, names))
 }
 
+/// Whether `path` is `-`, standard input.
+pub fn is_stdin(path: &Path) -> bool {
+    path.as_os_str() == "-"
+}
+
 fn analyze_one(path: &Path, analyzer: &mut Analyzer<'_>, progress: bool) -> Result<u64> {
     // One line naming the file and the reason (the error's own chain would repeat it).
     let mut reader = open_capture(path)?;
-    let total = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    let total = if is_stdin(path) {
+        0
+    } else {
+        std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
+    };
     let mut bar = Progress::new(progress && total > 32 << 20, total);
     let bytes = analyzer.read_capture(&mut reader, &path.display().to_string(), |r| {
         bar.update(r.file_bytes_read());
@@ -325,8 +387,16 @@ impl ecr_capture::record::Sink for WriterSink<'_> {
 
 fn analyze(a: AnalyzeArgs) -> Result<ExitCode> {
     let keys = load_keys(&a.keys)?;
-    let stdout = io::stdout();
-    let out = io::BufWriter::with_capacity(1 << 16, stdout.lock());
+    let from_stdin = a.files.iter().any(|f| is_stdin(f));
+    let out: Box<dyn Write> = if from_stdin {
+        // A pipe from a live capture (`tcpdump -w - | ecr-sniff analyze -`): each
+        // record shows as it completes, and Ctrl-C, which also stops tcpdump, lets
+        // this end at the pipe's end with the summary (a second Ctrl-C exits at once).
+        ecr_tap::stop::on_signals().context("installing the Ctrl-C handler")?;
+        Box::new(io::stdout())
+    } else {
+        Box::new(io::BufWriter::with_capacity(1 << 16, io::stdout().lock()))
+    };
     let mut sink = WriterSink::new(a.output.writer(out));
     let cfg = Config {
         usb_device: a.usb_device,
@@ -336,4 +406,32 @@ fn analyze(a: AnalyzeArgs) -> Result<ExitCode> {
     sink.finish().context("writing output")?;
     io::stdout().flush().ok();
     Ok(exit_for(max, a.fail_on))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::color_allowed_by_env;
+    use std::ffi::OsString;
+
+    fn env(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<OsString> {
+        move |k| {
+            pairs
+                .iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| OsString::from(v))
+        }
+    }
+
+    #[test]
+    fn colour_follows_term_and_no_color() {
+        assert!(color_allowed_by_env(env(&[("TERM", "xterm-256color")])));
+        assert!(color_allowed_by_env(env(&[])));
+        assert!(!color_allowed_by_env(env(&[("TERM", "dumb")])));
+        assert!(!color_allowed_by_env(env(&[
+            ("NO_COLOR", "1"),
+            ("TERM", "xterm")
+        ])));
+        // no-color.org: an empty NO_COLOR does not switch colour off.
+        assert!(color_allowed_by_env(env(&[("NO_COLOR", "")])));
+    }
 }

@@ -284,7 +284,15 @@ pub fn run(a: SendArgs) -> Result<ExitCode> {
     let stdout = io::stdout();
     let out = io::BufWriter::new(stdout.lock());
     let mut sink = Collect {
-        writer: output::writer(a.format.into(), out, crate::use_color(a.color)),
+        // Times in local time with the offset, as `analyze` shows them.
+        writer: output::writer_with(
+            a.format.into(),
+            out,
+            output::TextOptions {
+                color: crate::use_color(a.color),
+                clock: output::Clock::Local(crate::cli::local_offset),
+            },
+        ),
         error: None,
     };
     if x.frames {

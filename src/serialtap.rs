@@ -1,7 +1,7 @@
 //! `ecr-sniff serial --ecr PORT --pos PORT`: the serial man-in-the-middle tap. Every
 //! byte from one port is written to the other at once and unchanged; the bytes are
 //! decoded live by the analyzer and can be saved in the project's serial capture
-//! format (decisions.md D9).
+//! format (docs/protocol.md D9).
 
 use std::fs::File;
 use std::io::BufWriter;

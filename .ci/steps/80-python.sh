@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Python bindings (issue 8): clippy for crates/ecr-py, then build it with maturin into
-# a throwaway virtual environment and run the pytest suite in python/tests.
+# a throwaway virtual environment and run the pytest suite in python/tests; then the
+# conventional route, `pip install ./python`, into a second, clean environment, which
+# imports the package and runs README's example.
 # The crate is not a default workspace member, so nothing else here needs Python.
 # Exits non-zero on any failure.
 set -euo pipefail
@@ -40,3 +42,16 @@ fi
 echo "== pytest python/tests"
 cd "$root/python"
 "$venv/bin/python" -m pytest -q -p no:cacheprovider tests
+
+# The conventional install, as README shows it: `pip install ./python` into a fresh
+# environment with nothing else in it (pip fetches maturin into an isolated build
+# environment). A debug build in the same target dir, so it reuses the one above.
+echo "== pip install ./python (second venv)"
+venv2="${ECR_PY_VENV2:-/tmp/ecr-sniff-py-venv-pip}"
+"$python" -m venv --clear "$venv2"
+cd "$root"
+MATURIN_PEP517_ARGS="--profile dev" \
+    "$venv2/bin/python" -m pip install -q --disable-pip-version-check ./python
+"$venv2/bin/python" -c 'import ecr_sniff; print("imported", ecr_sniff.__name__, "from", ecr_sniff.__file__)'
+"$venv2/bin/python" -m pip install -q --disable-pip-version-check "pytest>=7"
+"$venv2/bin/python" -m pytest -q -p no:cacheprovider python/tests/test_readme.py

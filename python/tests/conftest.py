@@ -1,7 +1,7 @@
 """Shared fixtures: the repository root, the Rust test vectors and the capture manifest.
 
 The suite uses the same data as the Rust tests: crates/ecr-proto/tests/data/vectors.json,
-the vectors of /work/shared/spec/decisions.md (repeated in test_crypto.py) and the sample
+the test vectors of docs/protocol.md#vectors (repeated in test_crypto.py) and the sample
 captures with their keys and expectations from captures/manifest.json.
 """
 

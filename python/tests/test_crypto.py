@@ -1,5 +1,5 @@
 """decrypt, encrypt, format_content, digest and verify, against the vectors of
-decisions.md and crates/ecr-proto/tests/data/vectors.json."""
+docs/protocol.md#vectors and crates/ecr-proto/tests/data/vectors.json."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import ecr_sniff
 DEFAULT_KEY = "f46b1f08bec1f39104792cc79ec9aacd"
 AES128_KEY = "my_qfpay_pos_key"
 
-# decisions.md, "Test vectors".
+# docs/protocol.md, "Test vectors".
 DECISION_DIGESTS = [
     ({"func_type": 4001, "orderId": "12345678"}, DEFAULT_KEY, "99ce8bf9c7304ac964522d10f51660b4"),
     ({"func_type": 5001}, DEFAULT_KEY, "77760cafee81dc33c720c90b75787b5f"),

@@ -75,8 +75,9 @@ macro_rules! codes {
                 match self { $(Code::$variant => Severity::$sev,)* }
             }
 
-            /// The rule of the spec (or of decisions.md) that the finding stands for.
-            pub const fn rule(self) -> &'static str {
+            /// The rule of the spec (or of a decision in docs/protocol.md) that the
+            /// finding stands for, without its link; [`Code::rule`] adds the link.
+            pub const fn spec_rule(self) -> &'static str {
                 match self { $(Code::$variant => $rule,)* }
             }
         }
@@ -160,6 +161,73 @@ codes! {
         "analyzer: a memory limit (--memory-limit) dropped state held for this traffic; findings and messages that depended on it may be missing";
 }
 
+/// The project's protocol document, which every rule links into.
+pub const PROTOCOL_DOC: &str = "docs/protocol.md";
+
+impl Code {
+    /// The anchor in docs/protocol.md that explains the rule (`d1`..`d9` for the
+    /// decisions, `spec-N-M` for spec section N.M, `capture` for capture problems).
+    /// A new code must add its line here (the match has no catch-all on purpose).
+    pub const fn anchor(self) -> &'static str {
+        match self {
+            Code::GarbageBytes => "spec-10-3",
+            Code::BadEndMarker => "d1",
+            Code::UnsupportedVersion => "spec-10-3",
+            Code::UnknownFrameType => "spec-10-4",
+            Code::BadRef => "d2",
+            Code::BadLength => "d1",
+            Code::OversizeFrame => "spec-10-7",
+            Code::ReassemblyTimeout => "d1",
+            Code::AckTimeout => "d2",
+            Code::UnexpectedAck => "spec-10-5",
+            Code::ErrorFrame => "spec-10-4",
+            Code::BadEnvelope => "d4",
+            Code::DecryptFailed => "d3",
+            Code::NoKey => "d3",
+            Code::DigestMismatch => "spec-4",
+            Code::UnknownFuncType => "spec-5-1",
+            Code::UnknownChannel => "spec-5-2",
+            Code::MissingField => "spec-3",
+            Code::HttpMethod => "d7",
+            Code::HttpPathMismatch => "spec-8",
+            Code::ErrorResponse => "spec-6",
+            Code::NoResponse => "spec-8",
+            Code::UnansweredAtEnd => "capture",
+            Code::TcpGap => "capture",
+            Code::TruncatedPacket => "capture",
+            Code::TlsEncrypted => "d7",
+            Code::PartialCardRefund => "spec-3-2",
+            Code::PaymeTimeout => "spec-3-1",
+            Code::LineSettings => "spec-10-9",
+            Code::DamagedPacket => "capture",
+            Code::EcrOnOtherPort => "capture",
+            Code::LimitEvicted => "limits",
+        }
+    }
+
+    /// Where the rule is explained: `docs/protocol.md#<anchor>`.
+    pub fn doc_link(self) -> String {
+        format!("{PROTOCOL_DOC}#{}", self.anchor())
+    }
+
+    /// The rule as output shows it: the spec rule followed by its link into
+    /// docs/protocol.md, e.g. `spec 4, D4: ... (docs/protocol.md#spec-4)`.
+    pub fn rule(self) -> &'static str {
+        static TEXTS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+        let texts = TEXTS.get_or_init(|| {
+            Code::ALL
+                .iter()
+                .map(|c| format!("{} ({})", c.spec_rule(), c.doc_link()))
+                .collect()
+        });
+        Code::ALL
+            .iter()
+            .position(|c| *c == self)
+            .and_then(|i| texts.get(i))
+            .map_or(self.spec_rule(), String::as_str)
+    }
+}
+
 impl fmt::Display for Code {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -198,6 +266,22 @@ mod tests {
             assert_eq!(c.as_str().parse::<Code>().unwrap(), *c);
         }
         assert!("nope".parse::<Code>().is_err());
+    }
+
+    #[test]
+    fn every_rule_links_its_anchor() {
+        for c in Code::ALL {
+            let r = c.rule();
+            assert!(r.starts_with(c.spec_rule()), "{c}");
+            assert!(
+                r.ends_with(&format!(" (docs/protocol.md#{})", c.anchor())),
+                "{c}: {r}"
+            );
+        }
+        assert_eq!(
+            Code::DigestMismatch.rule(),
+            "spec 4, D4: digest = md5(format_content + POS-KEY), keys sorted, strings in single quotes, numbers as sent (docs/protocol.md#spec-4)"
+        );
     }
 
     #[test]

@@ -143,7 +143,7 @@ pub fn decode_body(body: &[u8], keys: &KeyRing, key_numbers: &[usize], ctx: &Con
             if matches!(code, Code::NoKey | Code::DecryptFailed) && decrypts_with_default_key(body)
             {
                 detail.push_str(
-                    "; it decrypts with the default POS-KEY published in the spec (decisions.md D3): the sender still uses the factory key",
+                    "; it decrypts with the default POS-KEY published in the spec (docs/protocol.md#d3): the sender still uses the factory key",
                 );
             }
             findings.push((code, detail));
@@ -347,7 +347,7 @@ fn check_response(resp: &Response, findings: &mut Vec<(Code, String)>, facts: &m
     }
 }
 
-/// The POS-KEY printed in the spec and decisions.md (not a secret): shops that never
+/// The POS-KEY printed in the spec and in docs/protocol.md#spec-1 (not a secret): shops that never
 /// generated their own key still use it, which explains many "wrong key" cases.
 /// Output names it only as "the default key published in the spec".
 pub const PUBLISHED_DEFAULT_KEY: &str = "f46b1f08bec1f39104792cc79ec9aacd";

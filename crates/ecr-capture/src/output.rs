@@ -39,17 +39,54 @@ pub trait RecordWriter {
     fn finish(&mut self) -> io::Result<()>;
 }
 
-/// Makes the writer for `format`.
+/// How the text output shows capture times.
+#[derive(Clone, Copy, Debug, Default)]
+pub enum Clock {
+    /// UTC, labelled `UTC`.
+    #[default]
+    Utc,
+    /// Local time with its UTC offset (`+01:00`): the function gives the offset in
+    /// seconds east of UTC at a time (epoch seconds), from the caller's time zone
+    /// database, so that daylight saving is right for every timestamp.
+    Local(fn(i64) -> i32),
+}
+
+/// Options of the text output.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TextOptions {
+    /// ANSI colours.
+    pub color: bool,
+    /// How times are shown.
+    pub clock: Clock,
+}
+
+/// Makes the writer for `format` (text times in UTC).
 pub fn writer<'a, W: Write + 'a>(
     format: Format,
     out: W,
     color: bool,
 ) -> Box<dyn RecordWriter + 'a> {
+    writer_with(
+        format,
+        out,
+        TextOptions {
+            color,
+            clock: Clock::Utc,
+        },
+    )
+}
+
+/// Makes the writer for `format` with text options.
+pub fn writer_with<'a, W: Write + 'a>(
+    format: Format,
+    out: W,
+    opts: TextOptions,
+) -> Box<dyn RecordWriter + 'a> {
     match format {
-        Format::Text => Box::new(TextWriter::new(out, color)),
+        Format::Text => Box::new(TextWriter::new(out, opts.color).with_clock(opts.clock)),
         Format::Jsonl => Box::new(JsonlWriter { out }),
         Format::Json => Box::new(JsonWriter { out, first: true }),
-        Format::Ladder => Box::new(crate::ladder::LadderWriter::new(out, color)),
+        Format::Ladder => Box::new(crate::ladder::LadderWriter::new(out, opts.color)),
     }
 }
 
@@ -130,11 +167,64 @@ pub struct TextWriter<W: Write> {
     /// The message whose block was printed last, while nothing else followed it:
     /// only its findings are indented under it.
     open_message: Option<u64>,
+    clock: Clock,
 }
 
 /// A string from a capture, made safe for a terminal.
 fn esc(s: &str) -> Cow<'_, str> {
     escape_terminal(s)
+}
+
+/// Splits capture time into whole seconds and microseconds.
+fn split_ts(ts: f64) -> (i64, i64) {
+    let secs = ts.floor() as i64;
+    let micros = ((ts - secs as f64) * 1e6).round().min(999_999.0) as i64;
+    (secs, micros)
+}
+
+/// `YYYY-MM-DD`, `HH:MM:SS` of seconds since the epoch.
+fn civil(secs: i64) -> ((i64, u32, u32), (i64, i64, i64)) {
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    (
+        civil_from_days(days),
+        (rem / 3600, rem % 3600 / 60, rem % 60),
+    )
+}
+
+/// Formats capture time with its zone: `2026-11-25 23:06:58.516736 +01:00` in local
+/// time, `2026-11-25 22:06:58.516736 UTC` in UTC.
+pub fn format_time(ts: f64, clock: Clock) -> String {
+    if ts == 0.0 || !ts.is_finite() {
+        return "-".to_string();
+    }
+    let (secs, micros) = split_ts(ts);
+    let (offset, label) = match clock {
+        Clock::Utc => (0, "UTC".to_string()),
+        Clock::Local(f) => {
+            // Offsets beyond a day are nonsense from a broken zone file: use UTC.
+            let off = f(secs);
+            let off = if off.abs() < 86_400 { off } else { 0 };
+            let sign = if off < 0 { '-' } else { '+' };
+            let a = off.unsigned_abs();
+            (off, format!("{sign}{:02}:{:02}", a / 3600, a % 3600 / 60))
+        }
+    };
+    let ((y, m, d), (hh, mm, ss)) = civil(secs.saturating_add(i64::from(offset)));
+    format!("{y:04}-{m:02}-{d:02} {hh:02}:{mm:02}:{ss:02}.{micros:06} {label}")
+}
+
+/// Capture time as ISO 8601 in UTC with microseconds (`2026-11-25T22:06:58.516736Z`),
+/// the `time` field of jsonl records; none for an unknown (zero) time.
+pub fn iso_utc(ts: f64) -> Option<String> {
+    if ts == 0.0 || !ts.is_finite() {
+        return None;
+    }
+    let (secs, micros) = split_ts(ts);
+    let ((y, m, d), (hh, mm, ss)) = civil(secs);
+    Some(format!(
+        "{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}.{micros:06}Z"
+    ))
 }
 
 /// Formats capture time as UTC date and time with microseconds.
@@ -191,7 +281,14 @@ impl<W: Write> TextWriter<W> {
             out,
             style: Style { on: color },
             open_message: None,
+            clock: Clock::Utc,
         }
+    }
+
+    /// Shows times by `clock` (UTC unless set).
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
     }
 
     fn message(&mut self, m: &MessageRecord) -> io::Result<()> {
@@ -224,7 +321,7 @@ impl<W: Write> TextWriter<W> {
             "{} {}  {}  {} {}{}",
             s.bold(&format!("Message {}", m.index)),
             s.bold(&what),
-            format_ts(m.ts),
+            format_time(m.ts, self.clock),
             m.transport.as_str().to_uppercase(),
             route,
             m.packet
@@ -347,7 +444,7 @@ impl<W: Write> TextWriter<W> {
                 p.data_len,
                 p.carried,
                 p.offset,
-                format_ts(p.ts),
+                format_time(p.ts, self.clock),
                 p.gap_ms
                     .map(|g| format!(" (+{g:.1} ms after the previous fragment)"))
                     .unwrap_or_default()
@@ -463,7 +560,7 @@ impl<W: Write> TextWriter<W> {
             };
             format!(
                 "  {}{}{}{}",
-                format_ts(f.ts),
+                format_time(f.ts, self.clock),
                 addr,
                 f.packet
                     .map(|p| format!("  (packet {p})"))
@@ -703,6 +800,33 @@ mod tests {
     fn timestamps_format_as_utc() {
         assert_eq!(format_ts(1_751_553_202.5), "2025-07-03 14:33:22.500000");
         assert_eq!(format_ts(951_782_400.0), "2000-02-29 00:00:00.000000");
+    }
+
+    fn plus_one_hour(_: i64) -> i32 {
+        3600
+    }
+    fn minus_three_thirty(_: i64) -> i32 {
+        -(3 * 3600 + 30 * 60)
+    }
+
+    #[test]
+    fn times_with_their_zone() {
+        let ts = 1_795_644_418.516_736;
+        assert_eq!(
+            format_time(ts, Clock::Utc),
+            "2026-11-25 22:06:58.516736 UTC"
+        );
+        assert_eq!(
+            format_time(ts, Clock::Local(plus_one_hour)),
+            "2026-11-25 23:06:58.516736 +01:00"
+        );
+        assert_eq!(
+            format_time(ts, Clock::Local(minus_three_thirty)),
+            "2026-11-25 18:36:58.516736 -03:30"
+        );
+        assert_eq!(format_time(0.0, Clock::Utc), "-");
+        assert_eq!(iso_utc(ts).unwrap(), "2026-11-25T22:06:58.516736Z");
+        assert_eq!(iso_utc(0.0), None);
     }
 
     #[test]

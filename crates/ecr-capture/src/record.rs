@@ -163,6 +163,8 @@ pub struct MessageRecord {
     /// The message's number in the output (1-based); findings refer to it.
     pub index: u64,
     /// Capture time of its first byte, seconds since the epoch.
+    /// In jsonl also as `time`, ISO 8601 in UTC.
+    #[serde(flatten, serialize_with = "ser_ts_and_time")]
     pub ts: f64,
     /// Transport.
     pub transport: Transport,
@@ -245,6 +247,8 @@ pub struct KeyUse {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct TransactionRecord {
     /// Time of the request's first byte.
+    /// In jsonl also as `time`, ISO 8601 in UTC.
+    #[serde(flatten, serialize_with = "ser_ts_and_time")]
     pub ts: f64,
     /// Transport.
     pub transport: Transport,
@@ -284,6 +288,8 @@ pub struct TransactionRecord {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct FindingRecord {
     /// When it happened (capture time).
+    /// In jsonl also as `time`, ISO 8601 in UTC.
+    #[serde(flatten, serialize_with = "ser_ts_and_time")]
     pub ts: f64,
     /// The stable code.
     pub code: Code,
@@ -421,6 +427,16 @@ fn ser_code_map<S: Serializer>(m: &BTreeMap<Code, u64>, s: S) -> Result<S::Ok, S
         map.serialize_entry(k.as_str(), v)?;
     }
     map.end()
+}
+
+/// Writes `ts` (epoch seconds) and `time` (ISO 8601 UTC, `2026-11-25T22:06:58.516736Z`)
+/// for a record's capture time.
+fn ser_ts_and_time<S: Serializer>(ts: &f64, s: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeStruct;
+    let mut st = s.serialize_struct("Time", 2)?;
+    st.serialize_field("ts", ts)?;
+    st.serialize_field("time", &crate::output::iso_utc(*ts))?;
+    st.end()
 }
 
 /// Any record.

@@ -1,4 +1,4 @@
-//! The project's serial capture format (decisions.md D9).
+//! The project's serial capture format (docs/protocol.md D9).
 //!
 //! pcapng, link type 147 (USER0). Each packet's data begins with one direction byte
 //! (0x00 cash register to POS, 0x01 POS to cash register), followed by the bytes seen

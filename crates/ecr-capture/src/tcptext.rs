@@ -1,5 +1,5 @@
 //! Message boundaries on raw TCP port 9002 when the stream does not carry frames
-//! (decisions.md D6, which the vendor spec leaves undocumented).
+//! (docs/protocol.md D6, which the vendor spec leaves undocumented).
 //!
 //! Per direction, a message is:
 //! - a complete JSON value (`{...}` or `[...]`), found by counting brackets outside

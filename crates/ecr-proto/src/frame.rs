@@ -1,4 +1,4 @@
-//! The serial frame (spec section 10.3, decisions.md D1).
+//! The serial frame (spec section 10.3, docs/protocol.md D1).
 //!
 //! ```text
 //! offset  size  field

@@ -1,4 +1,4 @@
-//! The serial link layer (spec 10.5, 10.6, decisions.md D2).
+//! The serial link layer (spec 10.5, 10.6, docs/protocol.md D2).
 //!
 //! Every request frame (0x10) must be answered by the other side with a frame of the
 //! same ref: 0x20 when accepted, 0x30..0x35 on error, within 1000 ms from the last byte

@@ -1,4 +1,4 @@
-//! Joining the fragments of a split message (spec 10.7, decisions.md D1).
+//! Joining the fragments of a split message (spec 10.7, docs/protocol.md D1).
 //!
 //! A frame whose data length is larger than the data it carries is a fragment. The
 //! receiver collects same-ref fragments from one direction until the collected data
