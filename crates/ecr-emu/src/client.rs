@@ -1,5 +1,5 @@
-//! The cash register side: sends one request to a terminal over HTTP, raw TCP or a
-//! serial line and collects the answer, with the timing of both and (for frame
+//! The cash register side: sends one request to a terminal over HTTP, HTTPS, raw
+//! TCP or a serial line and collects the answer, with the timing of both and (for frame
 //! links) every chunk seen on the line, for the analyzer to decode.
 
 use std::io;
@@ -21,6 +21,7 @@ use crate::now;
 pub use crate::seriallink::WireChunk;
 use crate::seriallink::{FrameEndpoint, LinkEvent};
 use crate::target::Target;
+use crate::tls::{self, Trust};
 
 /// How a request travels on TCP 9002 (D6 leaves it open).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,6 +55,8 @@ pub struct SendOptions {
     pub method: String,
     /// HTTP path; by default the func_type's (spec section 8).
     pub path: Option<String>,
+    /// Which certificates an `https://` terminal may present.
+    pub tls: Trust,
 }
 
 impl SendOptions {
@@ -70,6 +73,7 @@ impl SendOptions {
             max_fragment: MAX_FRAGMENT_DATA,
             method: "POST".into(),
             path: None,
+            tls: Trust::Refuse,
         }
     }
 }
@@ -177,6 +181,14 @@ pub enum ClientError {
         /// Cause.
         source: io::Error,
     },
+    /// TLS could not be set up with the terminal.
+    #[error("{peer}: {detail}")]
+    Tls {
+        /// The terminal.
+        peer: String,
+        /// What went wrong and what to do.
+        detail: String,
+    },
     /// Reading or writing failed.
     #[error("{peer}: {source}")]
     Io {
@@ -219,7 +231,17 @@ pub fn send(
 ) -> Result<Exchange, ClientError> {
     let body = build_request(opts.dialect, content, &opts.key);
     match target {
-        Target::Http(addr) => http(addr, content, body, opts),
+        Target::Http(addr) => {
+            let stream = connect(addr, opts.connect_timeout)?;
+            let (local, peer) = ends(&stream, addr);
+            http(stream, local, peer, addr, content, body, opts)
+        }
+        Target::Https(addr) => {
+            let stream = connect(addr, opts.connect_timeout)?;
+            let (local, peer) = ends(&stream, addr);
+            let stream = tls_connect(stream, addr, &peer, opts)?;
+            http(stream, local, peer, addr, content, body, opts)
+        }
         Target::Tcp(addr) => {
             let stream = connect(addr, opts.connect_timeout)?;
             let local = stream
@@ -263,19 +285,83 @@ fn exchange(local: String, peer: String, request: Vec<u8>) -> Exchange {
     }
 }
 
-fn http(
-    addr: &str,
-    content: &Object,
-    body: Vec<u8>,
-    opts: &SendOptions,
-) -> Result<Exchange, ClientError> {
-    let mut stream = connect(addr, opts.connect_timeout)?;
+fn ends(stream: &TcpStream, addr: &str) -> (String, String) {
     let local = stream
         .local_addr()
         .map_or_else(|_| "?".into(), |a| a.to_string());
     let peer = stream
         .peer_addr()
         .map_or_else(|_| addr.to_string(), |a| a.to_string());
+    (local, peer)
+}
+
+/// The TLS handshake with an `https://` terminal, within the connect timeout.
+fn tls_connect(
+    stream: TcpStream,
+    addr: &str,
+    peer: &str,
+    opts: &SendOptions,
+) -> Result<tls::ClientStream, ClientError> {
+    let fail = |detail: String| ClientError::Tls {
+        peer: peer.to_string(),
+        detail,
+    };
+    let seen = tls::Seen::default();
+    let cfg = tls::client_config(&opts.tls, seen.clone()).map_err(|e| fail(e.to_string()))?;
+    let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+    let name = tls::server_name(host).map_err(|e| fail(e.to_string()))?;
+    let conn = rustls::ClientConnection::new(cfg, name).map_err(|e| fail(e.to_string()))?;
+    let mut s = tls::ClientStream::new(conn, stream);
+    match tls::handshake(&mut s, Instant::now() + opts.connect_timeout) {
+        Ok(()) => Ok(s),
+        Err(e) => {
+            let cert = seen.lock().unwrap_or_else(|p| p.into_inner()).take();
+            Err(fail(refusal(&e, cert.as_deref(), &opts.tls, addr)))
+        }
+    }
+}
+
+/// What a failed handshake means and, for a refused certificate, what to do.
+fn refusal(e: &io::Error, cert: Option<&[u8]>, trust: &Trust, addr: &str) -> String {
+    let refused = matches!(
+        tls::rustls_error(e),
+        Some(rustls::Error::InvalidCertificate(
+            rustls::CertificateError::ApplicationVerificationFailure
+        ))
+    );
+    let Some(cert) = cert.filter(|_| refused) else {
+        return format!("TLS handshake failed: {e}");
+    };
+    let fp = tls::fingerprint(cert);
+    match trust {
+        Trust::Pinned { file, certs } => format!(
+            "the terminal's certificate (SHA-256 {fp}) is not the one pinned with --cert {file} ({}): \
+             the terminal has a new certificate, or this is not the terminal",
+            certs
+                .iter()
+                .map(|c| format!("SHA-256 {}", tls::fingerprint(c)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        _ => format!(
+            "refused the terminal's certificate (SHA-256 {fp}): it is not one you trust. \
+             Terminals serve self-signed certificates; compare this fingerprint with the terminal's \
+             (or the one `emulate --tls` printed), then pin it with --cert FILE \
+             (save it with: openssl s_client -connect {addr} </dev/null | openssl x509 -out terminal.pem), \
+             or accept any certificate with --insecure"
+        ),
+    }
+}
+
+fn http<S: Line>(
+    mut stream: S,
+    local: String,
+    peer: String,
+    addr: &str,
+    content: &Object,
+    body: Vec<u8>,
+    opts: &SendOptions,
+) -> Result<Exchange, ClientError> {
     let path = opts.path.clone().unwrap_or_else(|| {
         FuncType::from_content(content)
             .and_then(FuncType::http_path)

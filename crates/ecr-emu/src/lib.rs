@@ -10,6 +10,7 @@
 #![warn(missing_docs)]
 
 pub mod client;
+pub mod cors;
 pub mod faults;
 pub mod line;
 pub mod request;
@@ -18,6 +19,7 @@ pub mod server;
 pub mod signals;
 pub mod target;
 pub mod terminal;
+pub mod tls;
 
 pub use client::{Exchange, SendOptions, TcpFraming, WireChunk};
 pub use faults::{Fault, Faults};

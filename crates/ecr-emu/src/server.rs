@@ -21,9 +21,11 @@ use ecr_proto::envelope::{self, EnvelopeError};
 use ecr_proto::frame::{ErrorCode, MARKER, MAX_FRAGMENT_DATA, VERSION};
 use ecr_proto::link::Side;
 
+use crate::cors;
 use crate::line::{Line, PtyLine, ReadOutcome, SerialLine};
 use crate::seriallink::{FrameEndpoint, LinkEvent, Tap};
 use crate::terminal::{Reply, Terminal};
+use crate::tls::Close;
 
 /// How often loops look at the stop flag.
 const TICK: Duration = Duration::from_millis(100);
@@ -50,6 +52,8 @@ pub struct ServeConfig {
     pub serial: Option<SerialSpec>,
     /// Write the serial traffic to this file (D9 serial capture format).
     pub serial_capture: Option<PathBuf>,
+    /// Serve HTTPS instead of HTTP on the `http` address (see [`crate::tls`]).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// Where the emulator's log lines go.
@@ -106,6 +110,7 @@ struct Shared {
     stop: Arc<AtomicBool>,
     log: Log,
     connections: Arc<Mutex<usize>>,
+    tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Clone for Shared {
@@ -115,6 +120,7 @@ impl Clone for Shared {
             stop: self.stop.clone(),
             log: self.log.clone(),
             connections: self.connections.clone(),
+            tls: self.tls.clone(),
         }
     }
 }
@@ -132,6 +138,7 @@ impl Emulator {
             stop: stop.clone(),
             log,
             connections: Arc::new(Mutex::new(0)),
+            tls: cfg.tls.clone(),
         };
         let mut em = Emulator {
             http_addr: None,
@@ -156,8 +163,13 @@ impl Emulator {
         if let Some(l) = http {
             em.http_addr = l.local_addr().ok();
             let sh = shared.clone();
+            let serve = if sh.tls.is_some() {
+                https_conn
+            } else {
+                http_conn::<TcpStream>
+            };
             em.threads
-                .push(std::thread::spawn(move || accept_loop(l, sh, http_conn)));
+                .push(std::thread::spawn(move || accept_loop(l, sh, serve)));
         }
         if let Some(l) = tcp {
             em.tcp_addr = l.local_addr().ok();
@@ -273,7 +285,7 @@ fn accept_loop(l: TcpListener, sh: Shared, serve: fn(TcpStream, &Shared, &str)) 
 
 /// Writes an answer, applying the split and corrupt faults.
 fn write_answer(
-    stream: &mut TcpStream,
+    stream: &mut impl Line,
     head: &[u8],
     body: &[u8],
     tail: &[u8],
@@ -301,7 +313,33 @@ fn write_answer(
     }
 }
 
-fn http_conn(mut stream: TcpStream, sh: &Shared, peer: &str) {
+/// One HTTPS connection: the TLS handshake (10 s at most), then HTTP as on 9001.
+fn https_conn(stream: TcpStream, sh: &Shared, peer: &str) {
+    let Some(cfg) = sh.tls.clone() else { return };
+    let conn = match rustls::ServerConnection::new(cfg) {
+        Ok(c) => c,
+        Err(e) => {
+            (sh.log)(format!("[https {peer}] TLS: {e}"));
+            return;
+        }
+    };
+    let mut tls = crate::tls::ServerStream::new(conn, stream);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    match crate::tls::handshake(&mut tls, deadline) {
+        Ok(()) => (sh.log)(format!(
+            "[https {peer}] {}",
+            crate::tls::describe(&tls.conn)
+        )),
+        Err(e) => {
+            (sh.log)(format!("[https {peer}] TLS handshake failed: {e}"));
+            return;
+        }
+    }
+    http_conn(tls, sh, peer);
+}
+
+fn http_conn<S: Line + Close>(mut stream: S, sh: &Shared, peer: &str) {
+    let scheme = S::SCHEME;
     let mut parser = HttpParser::default();
     let mut events = vec![];
     let mut buf = [0u8; 8192];
@@ -321,9 +359,9 @@ fn http_conn(mut stream: TcpStream, sh: &Shared, peer: &str) {
                 HttpEvent::Message(m) => m,
                 HttpEvent::Error { error, .. } => {
                     (sh.log)(format!(
-                        "[http {peer}] bad request: {error}; connection closed"
+                        "[{scheme} {peer}] bad request: {error}; connection closed"
                     ));
-                    let _ = stream.send(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                    let _ = stream.send(b"HTTP/1.1 400 Bad Request\r\nAccess-Control-Allow-Origin: *\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
                     return;
                 }
                 HttpEvent::Skipped { .. } => continue,
@@ -331,27 +369,38 @@ fn http_conn(mut stream: TcpStream, sh: &Shared, peer: &str) {
             let HttpKind::Request { method, path } = &m.kind else {
                 continue;
             };
-            if sh.terminal.faults().close_early() {
-                (sh.log)(format!(
-                    "[http {peer}] {method} {path}: closing without an answer (fault close-early)"
-                ));
-                let _ = stream.shutdown(Shutdown::Both);
-                return;
-            }
-            let reply = sh.terminal.handle(Some(method), &m.body);
-            (sh.log)(format!("[http {peer}] {method} {path} {}", reply.log));
             let close = m
                 .header("connection")
                 .is_some_and(|v| v.eq_ignore_ascii_case("close"));
+            if cors::is_preflight(&m) {
+                (sh.log)(format!(
+                    "[{scheme} {peer}] {method} {path}: CORS preflight, 204"
+                ));
+                if stream.send(&cors::preflight_answer(&m, close)).is_err() || close {
+                    let _ = stream.close(Shutdown::Write);
+                    return;
+                }
+                continue;
+            }
+            if sh.terminal.faults().close_early() {
+                (sh.log)(format!(
+                    "[{scheme} {peer}] {method} {path}: closing without an answer (fault close-early)"
+                ));
+                let _ = stream.close(Shutdown::Both);
+                return;
+            }
+            let reply = sh.terminal.handle(Some(method), &m.body);
+            (sh.log)(format!("[{scheme} {peer}] {method} {path} {}", reply.log));
             let head = format!(
-                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{}\r\n",
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n{}Content-Length: {}\r\n{}\r\n",
+                cors::allow_origin(&m),
                 reply.body.len(),
                 if close { "Connection: close\r\n" } else { "" }
             );
             if write_answer(&mut stream, head.as_bytes(), &reply.body, b"", &sh.terminal).is_err()
                 || close
             {
-                let _ = stream.shutdown(Shutdown::Write);
+                let _ = stream.close(Shutdown::Write);
                 // Let the client read the answer and close first.
                 let _ = stream.read_within(&mut buf, Duration::from_secs(2));
                 return;
