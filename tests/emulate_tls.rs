@@ -657,3 +657,107 @@ fn emulate_tls_usage_errors() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("--cert-key"), "{err}");
 }
+
+/// The captures made by captures/tls/make.sh: every TLS capture has its key log,
+/// and tshark, decrypting with it, sees the same HTTP requests as in the
+/// capture's plain-HTTP twin; without the key log, `analyze` sees TLS only.
+#[test]
+fn emu_tls_captures_decrypt_with_their_key_logs() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("captures/tls");
+    let mut tls: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            let n = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            n.starts_with("emu-") && !n.starts_with("emu-http-") && n.ends_with(".pcap")
+        })
+        .collect();
+    tls.sort();
+    assert!(tls.len() >= 14, "captures/tls/emu-*.pcap missing: {tls:?}");
+    for f in &tls {
+        let keys = f.with_extension("keys");
+        let text =
+            std::fs::read_to_string(&keys).unwrap_or_else(|e| panic!("{}: {e}", keys.display()));
+        assert!(
+            text.lines()
+                .all(|l| l.split(' ').count() == 3 && !l.starts_with('#')),
+            "{}: not an NSS key log",
+            keys.display()
+        );
+        // Without the key log: TLS, reported, and nothing else.
+        let (code, out, err) = run(
+            Command::new(BIN)
+                .args(["analyze", "--format", "jsonl", "--key", KEY])
+                .arg(f),
+            Duration::from_secs(30),
+        );
+        assert!(code <= 1, "{}: {err}", f.display());
+        let recs: Vec<Value> = out
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert!(
+            recs.iter()
+                .any(|r| r["kind"] == "finding" && r["code"] == "tls-encrypted"),
+            "{}: {out}",
+            f.display()
+        );
+        assert!(
+            !recs.iter().any(|r| r["kind"] == "message"),
+            "{}",
+            f.display()
+        );
+    }
+    if !have_tshark() {
+        println!("SKIP: tshark not found; the decryption of the captures was not checked");
+        return;
+    }
+    let requests = |f: &Path, keys: Option<&Path>| -> String {
+        let mut cmd = Command::new("tshark");
+        cmd.arg("-r").arg(f);
+        match keys {
+            Some(k) => {
+                cmd.args(["-d", "tcp.port==9001,tls", "-o"])
+                    .arg(format!("tls.keylog_file:{}", k.display()));
+            }
+            None => {
+                cmd.args(["-d", "tcp.port==9001,http"]);
+            }
+        }
+        cmd.args([
+            "-Y",
+            "http.request",
+            "-T",
+            "fields",
+            "-e",
+            "http.request.method",
+            "-e",
+            "http.request.uri",
+        ]);
+        run(&mut cmd, Duration::from_secs(60)).1
+    };
+    for f in &tls {
+        let name = f.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        let twin = dir.join(match name {
+            n if n.starts_with("emu-curl-") => "emu-http-curl.pcap",
+            n if n.starts_with("emu-python-") => "emu-http-python.pcap",
+            _ => "emu-http-send.pcap",
+        });
+        let got = requests(f, Some(&f.with_extension("keys")));
+        let want = requests(&twin, None);
+        assert!(want.lines().count() >= 2, "{}: {want}", twin.display());
+        assert_eq!(
+            got, want,
+            "{name}: tshark decrypts other requests than in its twin"
+        );
+    }
+}
+
+fn have_tshark() -> bool {
+    Command::new("tshark")
+        .arg("-v")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}

@@ -422,7 +422,8 @@ pub fn rustls_error(e: &io::Error) -> Option<&rustls::Error> {
     e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>())
 }
 
-/// `TLS 1.3 TLS13_AES_128_GCM_SHA256` for a finished handshake.
+/// `TLS 1.3 TLS13_AES_128_GCM_SHA256` for a finished handshake, `(resumed)` after
+/// it when the session was resumed.
 pub fn describe<S: SideData>(conn: &ConnectionCommon<S>) -> String {
     let version = match conn.protocol_version() {
         Some(rustls::ProtocolVersion::TLSv1_3) => "TLS 1.3".to_string(),
@@ -430,10 +431,14 @@ pub fn describe<S: SideData>(conn: &ConnectionCommon<S>) -> String {
         Some(v) => format!("{v:?}"),
         None => "TLS".to_string(),
     };
-    match conn.negotiated_cipher_suite() {
+    let mut text = match conn.negotiated_cipher_suite() {
         Some(s) => format!("{version} {:?}", s.suite()),
         None => version,
+    };
+    if conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed) {
+        text.push_str(" (resumed)");
     }
+    text
 }
 
 impl<C, S> Line for TlsStream<C>
