@@ -761,3 +761,64 @@ fn have_tshark() -> bool {
         .status()
         .is_ok_and(|s| s.success())
 }
+
+/// A browser POS over plain HTTP (curl and Python posting as Odoo does, a CORS
+/// preflight first): the preflight and its answer are paired and shown as such,
+/// with no finding, and the payment is a transaction of its own.
+#[test]
+fn preflights_are_paired_and_raise_no_finding() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("captures/tls");
+    for name in ["emu-http-curl.pcap", "emu-http-python.pcap"] {
+        let f = dir.join(name);
+        let (code, out, err) = run(
+            Command::new(BIN)
+                .args(["analyze", "--format", "jsonl", "--key", KEY])
+                .arg(&f),
+            Duration::from_secs(30),
+        );
+        assert_eq!(code, 0, "{name}: {err}");
+        let recs: Vec<Value> = out
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let kind = |k: &'static str| recs.iter().filter(move |r| r["kind"] == k);
+        assert_eq!(kind("finding").count(), 0, "{name}: {out}");
+        let pre: Vec<&Value> = kind("message")
+            .filter(|m| m["role"] == "preflight")
+            .collect();
+        assert_eq!(pre.len(), 2, "{name}: {out}");
+        assert_eq!(pre[0]["http"]["method"], "OPTIONS");
+        assert_eq!(pre[0]["direction"], "ecr-to-pos");
+        assert_eq!(pre[1]["http"]["status"], 204);
+        assert_eq!(pre[1]["direction"], "pos-to-ecr");
+        assert!(pre[1]["answer_ms"].as_f64().is_some(), "{}", pre[1]);
+        let tx: Vec<&Value> = kind("transaction").collect();
+        assert_eq!(tx.len(), 1, "{name}: {out}");
+        assert_eq!(tx[0]["func_type"], 1001);
+        assert_eq!(tx[0]["respcd"], "6000");
+        assert_eq!(
+            (tx[0]["request"].clone(), tx[0]["response"].clone()),
+            (3.into(), 4.into())
+        );
+        // Text: one line each.
+        let (_, text, _) = run(
+            Command::new(BIN)
+                .args(["analyze", "--color", "never", "--key", KEY])
+                .arg(&f),
+            Duration::from_secs(30),
+        );
+        let lines: Vec<&str> = text.lines().collect();
+        let i = lines
+            .iter()
+            .position(|l| l.starts_with("Message 1 CORS preflight "))
+            .unwrap_or_else(|| panic!("{text}"));
+        assert!(lines[i].ends_with("OPTIONS /api/pos/trade"), "{}", lines[i]);
+        assert_eq!(lines.get(i + 1), Some(&""), "{text}");
+        let answer = lines
+            .iter()
+            .find(|l| l.starts_with("Message 2 CORS preflight answer "))
+            .unwrap_or_else(|| panic!("{text}"));
+        assert!(answer.contains("204 No Content after "), "{answer}");
+        assert!(text.contains("findings: none"), "{text}");
+    }
+}

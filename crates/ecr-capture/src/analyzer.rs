@@ -98,6 +98,9 @@ enum DirState {
 #[derive(Debug)]
 struct PendingRequest {
     index: u64,
+    /// A CORS preflight: its answer is the next HTTP response, and no
+    /// transaction.
+    preflight: bool,
     ref_num: Option<u8>,
     first_ts: Timestamp,
     last_ts: Timestamp,
@@ -781,11 +784,11 @@ impl State<'_> {
         let transport = c.transport();
         let (src, dst) = c.addrs(StreamDir::ClientToServer);
         for p in c.pending.drain(..) {
-            let name = p
-                .facts
-                .func_type
-                .map(describe_ft)
-                .unwrap_or_else(|| "request".into());
+            let name = match p.facts.func_type {
+                _ if p.preflight => "CORS preflight".to_string(),
+                Some(ft) => describe_ft(ft),
+                None => "request".into(),
+            };
             if reason == CloseReason::EndOfCapture {
                 self.finding(
                     Code::UnansweredAtEnd,
@@ -966,6 +969,24 @@ impl State<'_> {
             ts: first_ts,
             packet,
         };
+        // A browser's CORS preflight, or the answer to the one waiting first.
+        let (preflight, asked_at) = match &body {
+            Body::Http(m) => match &m.kind {
+                HttpKind::Request { method, .. } => (
+                    dir == StreamDir::ClientToServer
+                        && method.eq_ignore_ascii_case("OPTIONS")
+                        && m.header("access-control-request-method").is_some(),
+                    None,
+                ),
+                HttpKind::Response { .. } => match c.pending.front() {
+                    Some(p) if p.preflight && dir == StreamDir::ServerToClient => {
+                        (true, Some(p.last_ts))
+                    }
+                    _ => (false, None),
+                },
+            },
+            _ => (false, None),
+        };
         let (ring, numbers) = self.keys.for_terminal(server);
         let mut extra: Vec<(Code, String)> = vec![];
         let mut decoded: Decoded;
@@ -993,7 +1014,7 @@ impl State<'_> {
             Body::Http(m) => {
                 let info = match &m.kind {
                     HttpKind::Request { method, path } => {
-                        if !method.eq_ignore_ascii_case("POST") {
+                        if !method.eq_ignore_ascii_case("POST") && !preflight {
                             extra.push((Code::HttpMethod, format!("{method} {path}: the ECR API takes POST only (a terminal answers 4004)")));
                         }
                         if let Some(ft) = decoded.facts.func_type {
@@ -1068,6 +1089,15 @@ impl State<'_> {
                 });
             }
         }
+        if preflight {
+            // Shown as what it is, without the findings of an empty ECR message.
+            decoded.findings.clear();
+            extra.clear();
+            decoded.record.role = Role::Preflight;
+            decoded.record.digest = "absent";
+            decoded.record.raw = None;
+            decoded.record.answer_ms = asked_at.map(|t| first_ts.millis_since(t));
+        }
         self.messages += 1;
         let index = self.messages;
         decoded.record.index = index;
@@ -1139,9 +1169,10 @@ impl State<'_> {
             return;
         };
         match (dir, role, is_response) {
-            (StreamDir::ClientToServer, Role::Request, false) => {
+            (StreamDir::ClientToServer, Role::Request | Role::Preflight, false) => {
                 c.pending.push_back(PendingRequest {
                     index,
+                    preflight: role == Role::Preflight,
                     ref_num,
                     first_ts,
                     last_ts,
@@ -1154,6 +1185,9 @@ impl State<'_> {
             (StreamDir::ServerToClient, Role::ErrorFrame, _) => {
                 c.pending
                     .retain(|p| p.ref_num.is_none() || p.ref_num != ref_num);
+            }
+            (StreamDir::ServerToClient, Role::Preflight, _) => {
+                c.pending.pop_front();
             }
             (StreamDir::ServerToClient, Role::Response, _) => {
                 if let Some(req) = c.pending.pop_front() {

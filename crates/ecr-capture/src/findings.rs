@@ -136,6 +136,8 @@ codes! {
         "spec 8: each func_type has its own path (/api/pos/trade, /api/pos/cancel, ...)";
     ErrorResponse = "error-response", Warning,
         "spec 6: respcd 6000 is success; anything else is a failed or refused request";
+    Cancelled = "cancelled", Info,
+        "spec 6: respcd 6001, the trade was cancelled by the cashier or the customer: a normal outcome, not a fault";
     NoResponse = "no-response", Error,
         "spec 8, 9: every request gets a response on its connection";
     UnansweredAtEnd = "unanswered-at-end", Info,
@@ -193,7 +195,7 @@ mod tests {
             assert!(seen.insert(c.as_str()));
             assert_eq!(c.as_str().parse::<Code>().unwrap(), *c);
         }
-        assert_eq!(Code::ALL.len(), 30);
+        assert_eq!(Code::ALL.len(), 31);
         assert!("nope".parse::<Code>().is_err());
     }
 
@@ -202,6 +204,7 @@ mod tests {
         assert_eq!(Code::DigestMismatch.severity(), Severity::Error);
         assert_eq!(Code::NoKey.severity(), Severity::Info);
         assert_eq!(Code::GarbageBytes.severity(), Severity::Warning);
+        assert_eq!(Code::Cancelled.severity(), Severity::Info);
         assert!(Severity::Error > Severity::Warning && Severity::Warning > Severity::Info);
     }
 }
