@@ -357,7 +357,8 @@ fn curl_every_tls_version_and_cipher_family() {
         Duration::from_secs(20),
     );
     assert_ne!(code, 0, "a CBC-only client was served: {err}");
-    rsa.wait_for("TLS handshake failed");
+    let line = rsa.wait_for("TLS handshake failed");
+    assert!(line.contains("CBC suites"), "{line}");
     // The key log holds the secrets of TLS 1.2 (CLIENT_RANDOM) and 1.3 connections.
     let ours = keylog_lines(&emu_keys);
     assert!(ours.iter().any(|l| l.starts_with("CLIENT_RANDOM ")));
@@ -554,7 +555,8 @@ fn send_over_https_insecure_pinned_and_refused() {
         "{err}"
     );
     assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
-    emu.wait_for("TLS handshake failed");
+    let line = emu.wait_for("TLS handshake failed");
+    assert!(line.contains("--save-cert"), "{line}");
 
     // --insecure.
     let (code, out, err) = send(&["--insecure", "summary"], None);

@@ -331,7 +331,10 @@ fn https_conn(stream: TcpStream, sh: &Shared, peer: &str) {
             crate::tls::describe(&tls.conn)
         )),
         Err(e) => {
-            (sh.log)(format!("[https {peer}] TLS handshake failed: {e}"));
+            (sh.log)(format!(
+                "[https {peer}] TLS handshake failed: {e}{}",
+                crate::tls::handshake_hint(&e)
+            ));
             return;
         }
     }

@@ -422,6 +422,27 @@ pub fn rustls_error(e: &io::Error) -> Option<&rustls::Error> {
     e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>())
 }
 
+/// What a failed server handshake most likely means, for the log line.
+pub fn handshake_hint(e: &io::Error) -> &'static str {
+    match rustls_error(e) {
+        Some(rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType)) => {
+            " (the client spoke plain HTTP? it must use https://, or run the emulator without --tls)"
+        }
+        Some(rustls::Error::PeerIncompatible(_)) => {
+            " (the client offers only what rustls lacks: TLS 1.0/1.1, CBC suites or RSA key exchange)"
+        }
+        Some(rustls::Error::AlertReceived(
+            rustls::AlertDescription::BadCertificate
+            | rustls::AlertDescription::UnknownCA
+            | rustls::AlertDescription::AccessDenied,
+        )) => {
+            " (the client does not trust the certificate: write it with --save-cert FILE and give \
+             the client that file: send --cert FILE, curl --cacert FILE, or --insecure)"
+        }
+        _ => "",
+    }
+}
+
 /// `TLS 1.3 TLS13_AES_128_GCM_SHA256` for a finished handshake, `(resumed)` after
 /// it when the session was resumed.
 pub fn describe<S: SideData>(conn: &ConnectionCommon<S>) -> String {
