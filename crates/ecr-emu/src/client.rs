@@ -181,8 +181,9 @@ pub enum ClientError {
         /// Cause.
         source: io::Error,
     },
-    /// TLS could not be set up with the terminal.
-    #[error("{peer}: {detail}")]
+    /// TLS could not be set up with the terminal (the message names the terminal's
+    /// certificate and what to do).
+    #[error("{detail}")]
     Tls {
         /// The terminal.
         peer: String,
