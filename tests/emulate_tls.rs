@@ -824,3 +824,48 @@ fn preflights_are_paired_and_raise_no_finding() {
         assert!(text.contains("findings: none"), "{text}");
     }
 }
+
+/// A terminal without CORS (Python's http.server: the preflight answered 501, the
+/// payment's answer without Access-Control-Allow-Origin), as a browser POS would
+/// meet it: both answers are cors-blocked.
+#[test]
+fn a_terminal_without_cors_is_reported() {
+    let f = Path::new(env!("CARGO_MANIFEST_DIR")).join("captures/tls/emu-http-no-cors.pcap");
+    let (code, out, err) = run(
+        Command::new(BIN)
+            .args(["analyze", "--format", "jsonl", "--key", KEY])
+            .arg(&f),
+        Duration::from_secs(30),
+    );
+    assert_eq!(code, 0, "{err}");
+    let recs: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let findings: Vec<&Value> = recs.iter().filter(|r| r["kind"] == "finding").collect();
+    assert_eq!(findings.len(), 2, "{out}");
+    assert!(findings
+        .iter()
+        .all(|f| f["code"] == "cors-blocked" && f["severity"] == "error"));
+    assert_eq!(findings[0]["message"], 2);
+    assert!(
+        findings[0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("was answered 501"),
+        "{}",
+        findings[0]
+    );
+    assert_eq!(findings[1]["message"], 4);
+    assert!(
+        findings[1]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("has no Access-Control-Allow-Origin"),
+        "{}",
+        findings[1]
+    );
+    let tx: Vec<&Value> = recs.iter().filter(|r| r["kind"] == "transaction").collect();
+    assert_eq!(tx.len(), 1, "{out}");
+    assert_eq!(tx[0]["request"], 3);
+}

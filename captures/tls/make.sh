@@ -21,6 +21,10 @@
 #   emu-http-curl.pcap            plain-HTTP twins of the curl, Python and send
 #   emu-http-python.pcap          sessions (the same requests; syssn and times differ)
 #   emu-http-send.pcap
+#   emu-http-no-cors.pcap         the curl session against a server without CORS
+#                                 (Python's http.server: OPTIONS answered 501, the
+#                                 POST's answer without Access-Control-Allow-Origin),
+#                                 for the analyzer's cors-blocked finding
 #
 # Each TLS capture NAME.pcap has NAME.keys (NSS key log written by the client). The
 # certificates are the fixed test ones in tests/data/tls/. The POS-KEY is
@@ -216,6 +220,37 @@ plain_curl() { curl_session "$1" "$2"; }
 capture emu-http-curl plain http plain_curl
 capture emu-http-python plain http py13
 capture emu-http-send plain http send_session
+
+# A terminal without CORS: Python's http.server answers OPTIONS 501 (no do_OPTIONS)
+# and the POST with a 6000 that lacks Access-Control-Allow-Origin.
+NOCORS='
+import http.server, sys
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        body = b"{\"respcd\":\"6000\",\"respmsg\":\"SUCCESS\",\"resperr\":\"\",\"data\":\"\"}"
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a):
+        pass
+s = http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), H)
+print("http: listening", flush=True)
+s.serve_forever()
+'
+file=$OUT/emu-http-no-cors.pcap
+echo "== $file"
+python3 -c "$NOCORS" $PORT >"$TMP/nocors.log" 2>&1 &
+EMU_PID=$!
+wait_grep listening "$TMP/nocors.log" "the Python server"
+start_dump "$file"
+CERT=$DATA/rsa-cert.pem curl_session http ""
+stop_dump
+kill "$EMU_PID"; wait "$EMU_PID" 2>/dev/null || true
+EMU_PID=
 
 echo "== checks: tshark decrypts every TLS capture with its key log"
 bodies() { # FILE [KEYS]: the HTTP request lines and bodies tshark sees, one per line

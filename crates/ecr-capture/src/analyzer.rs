@@ -101,6 +101,8 @@ struct PendingRequest {
     /// A CORS preflight: its answer is the next HTTP response, and no
     /// transaction.
     preflight: bool,
+    /// The `Origin` of a browser's request (printable ASCII, bounded).
+    origin: Option<String>,
     ref_num: Option<u8>,
     first_ts: Timestamp,
     last_ts: Timestamp,
@@ -987,6 +989,10 @@ impl State<'_> {
             },
             _ => (false, None),
         };
+        let (origin, cors) = match &body {
+            Body::Http(m) => cors_check(m, dir, c.pending.front(), preflight),
+            _ => (None, None),
+        };
         let (ring, numbers) = self.keys.for_terminal(server);
         let mut extra: Vec<(Code, String)> = vec![];
         let mut decoded: Decoded;
@@ -1098,6 +1104,9 @@ impl State<'_> {
             decoded.record.raw = None;
             decoded.record.answer_ms = asked_at.map(|t| first_ts.millis_since(t));
         }
+        if let Some(problem) = cors {
+            extra.push((Code::CorsBlocked, problem));
+        }
         self.messages += 1;
         let index = self.messages;
         decoded.record.index = index;
@@ -1173,6 +1182,7 @@ impl State<'_> {
                 c.pending.push_back(PendingRequest {
                     index,
                     preflight: role == Role::Preflight,
+                    origin,
                     ref_num,
                     first_ts,
                     last_ts,
@@ -1402,4 +1412,49 @@ fn classify_body(data: &[u8], ring: &ecr_proto::cipher::KeyRing) -> Option<Side>
             _ => None,
         },
     }
+}
+
+/// Printable ASCII of a header value, at most 120 characters.
+fn header_text(v: &str) -> String {
+    v.chars()
+        .filter(|c| (' '..='~').contains(c))
+        .take(120)
+        .collect()
+}
+
+/// CORS as a browser enforces it: the `Origin` of a request (to remember it), and
+/// for the answer to a browser's request, what makes the browser hide it.
+fn cors_check(
+    m: &HttpMessage,
+    dir: StreamDir,
+    waiting: Option<&PendingRequest>,
+    preflight: bool,
+) -> (Option<String>, Option<String>) {
+    let status = match &m.kind {
+        HttpKind::Request { .. } => return (m.header("origin").map(header_text), None),
+        HttpKind::Response { status, .. } => *status,
+    };
+    let Some(origin) = waiting
+        .filter(|_| dir == StreamDir::ServerToClient)
+        .and_then(|p| p.origin.as_deref())
+    else {
+        return (None, None);
+    };
+    let acao = m.header("access-control-allow-origin").map(header_text);
+    let problem = match (preflight, acao) {
+        (true, _) if !(200..300).contains(&status) => Some(format!(
+            "the CORS preflight from {origin} was answered {status}: the browser will not send the POST"
+        )),
+        (true, None) => Some(format!(
+            "the answer to the CORS preflight from {origin} has no Access-Control-Allow-Origin: the browser will not send the POST"
+        )),
+        (false, None) => Some(format!(
+            "the answer to a browser's request (Origin {origin}) has no Access-Control-Allow-Origin: the browser hides it from the POS page, so the request looks failed even if it succeeded"
+        )),
+        (_, Some(a)) if a != "*" && a != origin => Some(format!(
+            "Access-Control-Allow-Origin {a} is not the page's origin {origin}: the browser hides the answer"
+        )),
+        _ => None,
+    };
+    (None, problem)
 }

@@ -136,6 +136,8 @@ codes! {
         "spec 8: each func_type has its own path (/api/pos/trade, /api/pos/cancel, ...)";
     ErrorResponse = "error-response", Warning,
         "spec 6: respcd 6000 is success; anything else is a failed or refused request";
+    CorsBlocked = "cors-blocked", Error,
+        "CORS (Fetch standard): a browser POS sees an answer only if it carries Access-Control-Allow-Origin for the page's origin, and sends its POST only after a 2xx answer to its preflight";
     Cancelled = "cancelled", Info,
         "spec 6: respcd 6001, the trade was cancelled by the cashier or the customer: a normal outcome, not a fault";
     NoResponse = "no-response", Error,
@@ -195,7 +197,7 @@ mod tests {
             assert!(seen.insert(c.as_str()));
             assert_eq!(c.as_str().parse::<Code>().unwrap(), *c);
         }
-        assert_eq!(Code::ALL.len(), 31);
+        assert_eq!(Code::ALL.len(), 32);
         assert!("nope".parse::<Code>().is_err());
     }
 
