@@ -313,7 +313,7 @@ fn tls_connect(
     let name = tls::server_name(host).map_err(|e| fail(e.to_string()))?;
     let conn = rustls::ClientConnection::new(cfg, name).map_err(|e| fail(e.to_string()))?;
     let mut s = tls::ClientStream::new(conn, stream);
-    match tls::handshake(&mut s, Instant::now() + opts.connect_timeout) {
+    match tls::handshake(&mut s, Instant::now() + opts.connect_timeout, None) {
         Ok(()) => Ok(s),
         Err(e) => {
             let cert = seen.lock().unwrap_or_else(|p| p.into_inner()).take();

@@ -325,7 +325,7 @@ fn https_conn(stream: TcpStream, sh: &Shared, peer: &str) {
     };
     let mut tls = crate::tls::ServerStream::new(conn, stream);
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    match crate::tls::handshake(&mut tls, deadline) {
+    match crate::tls::handshake(&mut tls, deadline, Some(&sh.stop)) {
         Ok(()) => (sh.log)(format!(
             "[https {peer}] {}",
             crate::tls::describe(&tls.conn)

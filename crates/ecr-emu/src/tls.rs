@@ -16,6 +16,7 @@ use std::net::{IpAddr, Shutdown, TcpStream};
 use std::ops::{Deref, DerefMut};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -381,10 +382,14 @@ pub type ServerStream = TlsStream<ServerConnection>;
 /// `send`'s side of a TLS connection.
 pub type ClientStream = TlsStream<ClientConnection>;
 
-/// Completes the handshake by `deadline`. A rustls error (a refused certificate,
+/// Completes the handshake by `deadline` (or until `stop` is set). A rustls error (a refused certificate,
 /// no common cipher suite) comes back as `InvalidData` carrying the
 /// [`rustls::Error`] (see [`rustls_error`]).
-pub fn handshake<C, S>(stream: &mut TlsStream<C>, deadline: Instant) -> io::Result<()>
+pub fn handshake<C, S>(
+    stream: &mut TlsStream<C>,
+    deadline: Instant,
+    stop: Option<&AtomicBool>,
+) -> io::Result<()>
 where
     C: DerefMut + Deref<Target = ConnectionCommon<S>>,
     S: SideData,
@@ -396,6 +401,9 @@ where
                 io::ErrorKind::TimedOut,
                 "the TLS handshake did not finish in time",
             ));
+        }
+        if stop.is_some_and(|s| s.load(Ordering::SeqCst)) {
+            return Err(io::Error::new(io::ErrorKind::Interrupted, "stopping"));
         }
         stream
             .sock
