@@ -13,6 +13,8 @@
 //!   (rustls has none).
 //! - CORS preflights with curl over HTTPS and plain HTTP.
 //! - Python `ssl` with TLS 1.2 and 1.3: preflight, then the payment.
+//! - headless Chromium posting from a POS page through CORS (HTTPS and HTTP), and
+//!   refused by a server without CORS.
 //! - `send --to https://` with --insecure, with --cert (the certificate saved by
 //!   --save-cert), with the wrong --cert, and without either (the refusal that
 //!   says what to do), and its key log.
@@ -871,4 +873,179 @@ fn a_terminal_without_cors_is_reported() {
     let tx: Vec<&Value> = recs.iter().filter(|r| r["kind"] == "transaction").collect();
     assert_eq!(tx.len(), 1, "{out}");
     assert_eq!(tx[0]["request"], 3);
+}
+
+/// The SHA-256 of the SubjectPublicKeyInfo of tests/data/tls/rsa-cert.pem, Base64,
+/// for Chromium's --ignore-certificate-errors-spki-list (pinning, as a shop would
+/// install the terminal's certificate):
+/// `openssl x509 -in rsa-cert.pem -pubkey -noout | openssl pkey -pubin -outform der |
+/// openssl dgst -sha256 -binary | base64`.
+const RSA_SPKI_SHA256: &str = "YhSdvIsxrNTLDLqKXoHk1jLkIm5KVSEWAHNuOYzrRW4=";
+
+/// A server made by a Python one-liner, killed on drop.
+struct PyServer {
+    child: Child,
+    port: u16,
+}
+
+impl PyServer {
+    /// Runs `python3 -u ARGS` and waits for its first line with "port N".
+    fn start(args: &[&str]) -> PyServer {
+        let mut child = Command::new("python3")
+            .arg("-u")
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let out = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let line = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("the Python server announced its port");
+        let port = line
+            .split_once("port ")
+            .and_then(|(_, p)| p.split(|c: char| !c.is_ascii_digit()).next())
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("no port in {line:?}"));
+        PyServer { child, port }
+    }
+}
+
+impl Drop for PyServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A terminal without CORS: Python's http.server answers OPTIONS 501 and the POST
+/// with a 6000 that lacks Access-Control-Allow-Origin.
+const NO_CORS_SERVER: &str = r#"
+import http.server
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        body = b'{"respcd":"6000","respmsg":"SUCCESS","resperr":"","data":""}'
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a):
+        pass
+s = http.server.HTTPServer(("127.0.0.1", 0), H)
+print("listening on port", s.server_address[1])
+s.serve_forever()
+"#;
+
+fn chromium() -> Option<&'static str> {
+    ["chromium", "chromium-browser", "google-chrome"]
+        .into_iter()
+        .find(|c| have(c))
+}
+
+/// Chromium (headless) loads a POS page from one origin that posts to the
+/// terminal on another, as Odoo's pos_qfpay does: over HTTPS to `emulate --tls`
+/// (the certificate pinned by its key hash) and over plain HTTP to `emulate`, the
+/// browser's preflight passes and the page reads the 6000; against a server without
+/// CORS the browser refuses the answer. Chromium's key log matches the emulator's.
+#[test]
+fn chromium_posts_through_cors_to_emulate_tls() {
+    let Some(browser) = chromium() else {
+        println!("SKIP: chromium not found");
+        return;
+    };
+    if !have("python3") {
+        println!("SKIP: python3 not found (it serves the POS page)");
+        return;
+    }
+    let dir = scratch("chromium");
+    let page_dir = data("");
+    let page = PyServer::start(&[
+        "-m",
+        "http.server",
+        "0",
+        "--bind",
+        "127.0.0.1",
+        "--directory",
+        page_dir.to_str().unwrap(),
+    ]);
+    let emu_keys = dir.join("emu-keys.log");
+    let mut https = Emu::start(
+        &[
+            "--tls",
+            "--cert",
+            data("rsa-cert.pem").to_str().unwrap(),
+            "--cert-key",
+            data("rsa-key.pem").to_str().unwrap(),
+        ],
+        Some(&emu_keys),
+    );
+    let mut http = Emu::start(&[], None);
+    let no_cors = PyServer::start(&["-c", NO_CORS_SERVER]);
+    let mut runs = 0;
+    let mut browse = |to: &str| -> (String, BTreeSet<String>) {
+        runs += 1;
+        let keys = dir.join(format!("chromium-keys-{runs}.log"));
+        let (_, out, err) = run(
+            Command::new(browser)
+                .args([
+                    "--headless",
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--no-first-run",
+                    "--virtual-time-budget=10000",
+                    &format!("--ignore-certificate-errors-spki-list={RSA_SPKI_SHA256}"),
+                ])
+                .arg(format!(
+                    "--user-data-dir={}",
+                    dir.join(format!("profile-{runs}")).display()
+                ))
+                .arg("--dump-dom")
+                .arg(format!(
+                    "http://127.0.0.1:{}/pos-page.html?to={to}",
+                    page.port
+                ))
+                .env("SSLKEYLOGFILE", &keys),
+            Duration::from_secs(60),
+        );
+        let outcome = out
+            .split_once("<pre id=\"out\">")
+            .and_then(|(_, rest)| rest.split_once("</pre>"))
+            .map(|(o, _)| o.replace("&quot;", "\"").replace("&amp;", "&"))
+            .unwrap_or_else(|| panic!("no outcome in the page: {out}\n{err}"));
+        (outcome, keylog_lines(&keys))
+    };
+
+    // HTTPS: preflight, then the POST; the page reads the 6000.
+    let (outcome, theirs) = browse(&format!("https://{}", https.addr));
+    assert!(outcome.starts_with("RESULT "), "{outcome}");
+    let v: Value = serde_json::from_str(&outcome["RESULT ".len()..]).unwrap();
+    assert_eq!(v["respcd"], "6000", "{outcome}");
+    https.wait_for("] TLS 1.3 ");
+    https.wait_for("OPTIONS /api/pos/trade: CORS preflight, 204");
+    https.wait_for("POST /api/pos/trade 1001 (Payment) [envelope-encrypted]");
+    assert!(!theirs.is_empty(), "Chromium wrote no key log");
+    let ours = keylog_lines(&emu_keys);
+    assert!(theirs.iter().all(|l| ours.contains(l)), "key logs differ");
+
+    // Plain HTTP, another origin: the same.
+    let (outcome, _) = browse(&format!("http://{}", http.addr));
+    assert!(outcome.starts_with("RESULT "), "{outcome}");
+    http.wait_for("CORS preflight, 204");
+    http.wait_for("1001 (Payment)");
+
+    // A server without CORS: the browser refuses.
+    let (outcome, _) = browse(&format!("http://127.0.0.1:{}", no_cors.port));
+    assert!(outcome.starts_with("ERROR TypeError"), "{outcome}");
+    let _ = std::fs::remove_dir_all(&dir);
 }
