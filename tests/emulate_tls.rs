@@ -677,7 +677,7 @@ fn emu_tls_captures_decrypt_with_their_key_logs() {
         })
         .collect();
     tls.sort();
-    assert!(tls.len() >= 14, "captures/tls/emu-*.pcap missing: {tls:?}");
+    assert!(tls.len() >= 15, "captures/tls/emu-*.pcap missing: {tls:?}");
     for f in &tls {
         let keys = f.with_extension("keys");
         let text =
@@ -746,6 +746,7 @@ fn emu_tls_captures_decrypt_with_their_key_logs() {
         let twin = dir.join(match name {
             n if n.starts_with("emu-curl-") => "emu-http-curl.pcap",
             n if n.starts_with("emu-python-") => "emu-http-python.pcap",
+            n if n.starts_with("emu-chromium-") => "emu-http-chromium.pcap",
             _ => "emu-http-send.pcap",
         });
         let got = requests(f, Some(&f.with_extension("keys")));
@@ -769,13 +770,17 @@ fn have_tshark() -> bool {
         .is_ok_and(|s| s.success())
 }
 
-/// A browser POS over plain HTTP (curl and Python posting as Odoo does, a CORS
-/// preflight first): the preflight and its answer are paired and shown as such,
+/// A browser POS over plain HTTP (Chromium, and curl and Python posting as Odoo
+/// does, a CORS preflight first): the preflight and its answer are paired and shown as such,
 /// with no finding, and the payment is a transaction of its own.
 #[test]
 fn preflights_are_paired_and_raise_no_finding() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("captures/tls");
-    for name in ["emu-http-curl.pcap", "emu-http-python.pcap"] {
+    for name in [
+        "emu-http-curl.pcap",
+        "emu-http-python.pcap",
+        "emu-http-chromium.pcap",
+    ] {
         let f = dir.join(name);
         let (code, out, err) = run(
             Command::new(BIN)

@@ -16,10 +16,15 @@
 #                                 (TLS 1.2 session id, TLS 1.3 PSK ticket)
 #   emu-python-tls12.pcap         Python http.client + ssl: preflight and payment on
 #   emu-python-tls13.pcap         one connection
+#   emu-chromium-tls13.pcap       headless Chromium: a POS page (tests/data/tls/pos-page.html,
+#                                 served from another port) posts the payment with
+#                                 fetch, so the browser sends its own preflight first
+#                                 (skipped when chromium is not installed)
 #   emu-send-tls13.pcap           ecr-sniff send --to https:// with every func_type
 #                                 (pay, inquiry, receipt, refund, summary, cancel = 6001)
-#   emu-http-curl.pcap            plain-HTTP twins of the curl, Python and send
-#   emu-http-python.pcap          sessions (the same requests; syssn and times differ)
+#   emu-http-curl.pcap            plain-HTTP twins of the curl, Python, Chromium and
+#   emu-http-python.pcap          send sessions (the same requests; syssn, times and
+#   emu-http-chromium.pcap        headers such as Origin differ)
 #   emu-http-send.pcap
 #   emu-http-no-cors.pcap         the curl session against a server without CORS
 #                                 (Python's http.server: OPTIONS answered 501, the
@@ -34,7 +39,8 @@
 # the HTTP bodies tshark shows are compared with the plain-HTTP twin's requests.
 #
 # Usage (root, for tcpdump):  bash captures/tls/make.sh
-# Needs: tcpdump, curl, python3, tshark; port 9001 free on 127.0.0.1.
+# Needs: tcpdump, curl, python3, tshark, openssl (chromium optional); ports 9001 and
+# 9080 free on 127.0.0.1.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 KEY=a1b2c3d4e5f6a7b8
@@ -45,7 +51,7 @@ BIN=${ECR_SNIFF:-target/debug/ecr-sniff}
 if [ -z "${ECR_SNIFF:-}" ]; then
     cargo build -j2 --quiet
 fi
-for tool in tcpdump curl python3 tshark; do
+for tool in tcpdump curl python3 tshark openssl; do
     command -v $tool >/dev/null || { echo "make.sh: $tool is needed" >&2; exit 2; }
 done
 # The spec's envelope-encrypted test vector for KEY: a payment of 10.1, card_payment,
@@ -55,9 +61,11 @@ ORIGIN='https://pos.example.odoo.com'
 
 EMU_PID=
 DUMP_PID=
+PAGE_PID=
 TMP=$(mktemp -d)
 cleanup() {
     [ -n "$EMU_PID" ] && kill "$EMU_PID" 2>/dev/null || true
+    [ -n "$PAGE_PID" ] && kill "$PAGE_PID" 2>/dev/null || true
     [ -n "$DUMP_PID" ] && kill "$DUMP_PID" 2>/dev/null || true
     rm -rf "$TMP"
 }
@@ -159,6 +167,21 @@ python_session() {
     SSLKEYLOGFILE=$keys python3 -c "$PYTHON" "$scheme" $PORT "$CERT" "$version" "$BODY" "$ORIGIN"
 }
 
+CHROMIUM=$(command -v chromium || command -v chromium-browser || true)
+PAGE_PORT=9080
+# chromium_session SCHEME KEYLOG: the POS page posts to the terminal; Chromium
+# trusts the test certificate by its key hash (as if the shop had installed it).
+chromium_session() {
+    local scheme=$1 keys=$2 spki
+    spki=$(openssl x509 -in "$DATA/rsa-cert.pem" -pubkey -noout | openssl pkey -pubin -outform der |
+        openssl dgst -sha256 -binary | base64)
+    SSLKEYLOGFILE=$keys "$CHROMIUM" --headless --no-sandbox --disable-gpu --no-first-run \
+        --user-data-dir="$TMP/chromium-profile-$scheme" --ignore-certificate-errors-spki-list="$spki" \
+        --virtual-time-budget=10000 --dump-dom \
+        "http://127.0.0.1:$PAGE_PORT/pos-page.html?to=$scheme://127.0.0.1:$PORT" 2>/dev/null |
+        grep -o '<pre id="out">.\{0,60\}'
+}
+
 # send_session SCHEME KEYLOG: every func_type with ecr-sniff send.
 send_session() {
     local scheme=$1 keys=$2 to syssn
@@ -215,6 +238,16 @@ py12() { python_session "$1" "$2" 1.2; }
 py13() { python_session "$1" "$2" 1.3; }
 capture emu-python-tls12 rsa https py12
 capture emu-python-tls13 rsa https py13
+if [ -n "$CHROMIUM" ]; then
+    python3 -m http.server $PAGE_PORT --bind 127.0.0.1 --directory "$DATA" >/dev/null 2>&1 &
+    PAGE_PID=$!
+    sleep 1
+    capture emu-chromium-tls13 rsa https chromium_session
+    capture emu-http-chromium plain http chromium_session
+    kill "$PAGE_PID"; wait "$PAGE_PID" 2>/dev/null || true
+else
+    echo "== SKIP emu-chromium-*: chromium not installed"
+fi
 capture emu-send-tls13 rsa https send_session
 plain_curl() { curl_session "$1" "$2"; }
 capture emu-http-curl plain http plain_curl
@@ -260,11 +293,13 @@ bodies() { # FILE [KEYS]: the HTTP request lines and bodies tshark sees, one per
         -T fields -e http.request.method -e http.request.uri -e http.file_data 2>/dev/null
 }
 fail=0
-for f in "$OUT"/emu-curl-*.pcap "$OUT"/emu-python-*.pcap "$OUT"/emu-send-*.pcap; do
+for f in "$OUT"/emu-curl-*.pcap "$OUT"/emu-python-*.pcap "$OUT"/emu-chromium-*.pcap "$OUT"/emu-send-*.pcap; do
+    [ -e "$f" ] || continue
     name=$(basename "$f" .pcap)
     case $name in
         emu-curl-*) twin=$OUT/emu-http-curl.pcap ;;
         emu-python-*) twin=$OUT/emu-http-python.pcap ;;
+        emu-chromium-*) twin=$OUT/emu-http-chromium.pcap ;;
         emu-send-*) twin=$OUT/emu-http-send.pcap ;;
     esac
     got=$(bodies "$f" "$OUT/$name.keys" | cut -f1,2)
@@ -279,7 +314,8 @@ for f in "$OUT"/emu-curl-*.pcap "$OUT"/emu-python-*.pcap "$OUT"/emu-send-*.pcap;
     fi
 done
 # The curl and python bodies are the fixed vector, so they must be byte-equal.
-for f in "$OUT"/emu-curl-*.pcap "$OUT"/emu-python-*.pcap; do
+for f in "$OUT"/emu-curl-*.pcap "$OUT"/emu-python-*.pcap "$OUT"/emu-chromium-*.pcap; do
+    [ -e "$f" ] || continue
     name=$(basename "$f" .pcap)
     if bodies "$f" "$OUT/$name.keys" | cut -f3 | grep -q . &&
         ! bodies "$f" "$OUT/$name.keys" | awk -F'\t' '$1=="POST"' | cut -f3 |
