@@ -150,10 +150,10 @@ pub fn run(a: EmulateArgs) -> Result<ExitCode> {
     if a.no_http && a.no_tcp && serial.is_none() {
         bail!("nothing to serve: --no-http and --no-tcp without --serial");
     }
-    let tls = if a.tls { Some(tls_identity(&a)?) } else { None };
     if a.tls && a.no_http {
         bail!("--tls serves HTTPS on the HTTP port: it cannot go with --no-http");
     }
+    let tls = if a.tls { Some(tls_identity(&a)?) } else { None };
     let cfg = ServeConfig {
         http: (!a.no_http).then_some(SocketAddr::new(a.listen, a.http_port)),
         tcp: (!a.no_tcp).then_some(SocketAddr::new(a.listen, a.tcp_port)),
