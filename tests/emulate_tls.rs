@@ -618,6 +618,41 @@ fn send_over_https_insecure_pinned_and_refused() {
     );
     assert_eq!(code, 2);
     assert!(err.contains("https:// targets only"), "{err}");
+
+    // The wrong scheme either way is named.
+    let (code, _, err) = run(
+        Command::new(BIN).args([
+            "send",
+            "--to",
+            &format!("http://{}", emu.addr),
+            "--key",
+            KEY,
+            "--timeout",
+            "10",
+            "summary",
+        ]),
+        Duration::from_secs(30),
+    );
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("the terminal answered with TLS: it serves HTTPS"),
+        "{err}"
+    );
+    let plain = Emu::start(&[], None);
+    let (code, _, err) = run(
+        Command::new(BIN).args([
+            "send",
+            "--to",
+            &format!("https://{}", plain.addr),
+            "--key",
+            KEY,
+            "--insecure",
+            "summary",
+        ]),
+        Duration::from_secs(30),
+    );
+    assert_eq!(code, 2);
+    assert!(err.contains("answered in plain HTTP"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

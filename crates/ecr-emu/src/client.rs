@@ -92,6 +92,8 @@ pub enum Failure {
     /// The result's fragments came more than 500 ms apart: discarded with 0x35
     /// (spec 10.7).
     LateFragments,
+    /// The terminal answered an `http://` request with TLS: it serves HTTPS.
+    TlsAnswer,
 }
 
 impl std::fmt::Display for Failure {
@@ -116,6 +118,9 @@ impl std::fmt::Display for Failure {
                 )
             }
             Failure::Closed => f.write_str("the terminal closed the connection without answering"),
+            Failure::TlsAnswer => f.write_str(
+                "the terminal answered with TLS: it serves HTTPS (as Haojin 4.34.12 and later can); send to https://HOST:PORT",
+            ),
             Failure::LateFragments => f.write_str(
                 "the fragments of the terminal's result came more than 500 ms apart; discarded with 0x35 (spec 10.7)",
             ),
@@ -331,7 +336,13 @@ fn refusal(e: &io::Error, cert: Option<&[u8]>, trust: &Trust, addr: &str) -> Str
         ))
     );
     let Some(cert) = cert.filter(|_| refused) else {
-        return format!("TLS handshake failed: {e}");
+        let hint = match tls::rustls_error(e) {
+            Some(rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType)) => {
+                " (the terminal answered in plain HTTP: send to http://HOST:PORT)"
+            }
+            _ => "",
+        };
+        return format!("TLS handshake failed: {e}{hint}");
     };
     let fp = tls::fingerprint(cert);
     match trust {
@@ -399,6 +410,15 @@ fn http<S: Line>(
         let ts = now();
         match got {
             ReadOutcome::Data(n) => {
+                // A TLS record (alert or handshake) where an HTTP answer belongs:
+                // the terminal serves HTTPS.
+                if x.response_first.is_none()
+                    && matches!(buf.get(..2), Some([0x15 | 0x16, 0x03]))
+                    && !S::ENCRYPTED
+                {
+                    x.failure = Some(Failure::TlsAnswer);
+                    break;
+                }
                 x.response_first.get_or_insert(ts);
                 parser.feed(ts, buf.get(..n).unwrap_or(&[]), &mut events);
             }

@@ -31,6 +31,8 @@ pub trait Line: Send {
     fn read_within(&mut self, buf: &mut [u8], timeout: Duration) -> io::Result<ReadOutcome>;
     /// Writes all of `bytes`.
     fn send(&mut self, bytes: &[u8]) -> io::Result<()>;
+    /// Whether the line is a TLS connection (what it reads is decrypted).
+    const ENCRYPTED: bool = false;
 }
 
 impl Line for TcpStream {

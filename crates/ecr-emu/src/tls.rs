@@ -509,6 +509,8 @@ where
         self.write_all(bytes)?;
         self.flush()
     }
+
+    const ENCRYPTED: bool = true;
 }
 
 /// Closing a connection, for plain TCP and TLS alike.
