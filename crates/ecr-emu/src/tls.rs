@@ -513,6 +513,66 @@ where
     const ENCRYPTED: bool = true;
 }
 
+/// Plaintext bytes that rustls already holds decrypted, which a `poll` on the
+/// socket will not announce (two HTTP requests in one TLS record, or a record
+/// read together with the previous one). A poll-driven loop must look here before
+/// it waits on the socket. An error is a TLS failure (bad record, alert).
+pub fn plaintext_ready<C, S>(stream: &mut TlsStream<C>) -> io::Result<usize>
+where
+    C: DerefMut + Deref<Target = ConnectionCommon<S>>,
+    S: SideData,
+{
+    let state = stream
+        .conn
+        .process_new_packets()
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+    Ok(state.plaintext_bytes_to_read())
+}
+
+/// One read for a poll-driven loop, after [`plaintext_ready`] or a poll found
+/// something: buffered plaintext first, else one `read` of what the socket has.
+/// `Some(0)` when that was only part of a record (wait again), `None` at the end
+/// (close_notify, EOF, error).
+pub fn read_some<C, S>(stream: &mut TlsStream<C>, buf: &mut [u8]) -> Option<usize>
+where
+    C: DerefMut + Deref<Target = ConnectionCommon<S>>,
+    S: SideData,
+{
+    let plain = |stream: &mut TlsStream<C>, buf: &mut [u8]| match stream.conn.reader().read(buf) {
+        Ok(0) => Some(None),
+        Ok(n) => Some(Some(n)),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => None,
+        Err(_) => Some(None),
+    };
+    if let Some(r) = plain(stream, buf) {
+        return r;
+    }
+    match stream.conn.read_tls(&mut stream.sock) {
+        Ok(0) => return None,
+        Ok(_) => {}
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted | io::ErrorKind::TimedOut
+            ) =>
+        {
+            return Some(0)
+        }
+        Err(_) => return None,
+    }
+    let processed = stream.conn.process_new_packets();
+    // Alerts, key updates, tickets: whatever rustls has to say goes out now.
+    while stream.conn.wants_write() {
+        if stream.conn.write_tls(&mut stream.sock).is_err() {
+            return None;
+        }
+    }
+    if processed.is_err() {
+        return None;
+    }
+    plain(stream, buf).unwrap_or(Some(0))
+}
+
 /// Closing a connection, for plain TCP and TLS alike.
 pub trait Close {
     /// `http` or `https`, for log lines.
@@ -575,6 +635,91 @@ mod tests {
         assert_eq!(fingerprint(&der), id.fingerprint);
         assert_eq!(id.fingerprint.len(), 32 * 3 - 1);
         assert!(id.origin.contains("localhost, 127.0.0.1"));
+    }
+
+    /// A server and a client connected over loopback TCP, handshake done.
+    fn pair() -> (ServerStream, ClientStream) {
+        let id = server_identity(&CertSource::Generate(vec!["localhost".into()])).unwrap();
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let client_sock = TcpStream::connect(addr).unwrap();
+        let (server_sock, _) = l.accept().unwrap();
+        let cfg = client_config(&Trust::Insecure, Seen::default()).unwrap();
+        let mut c = ClientStream::new(
+            ClientConnection::new(cfg, server_name("localhost").unwrap()).unwrap(),
+            client_sock,
+        );
+        let mut s = ServerStream::new(ServerConnection::new(id.config).unwrap(), server_sock);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let t = std::thread::spawn(move || {
+            handshake(&mut c, deadline, None).unwrap();
+            c
+        });
+        handshake(&mut s, deadline, None).unwrap();
+        (s, t.join().unwrap())
+    }
+
+    /// Waits (bounded) until the socket has bytes.
+    fn settle(s: &ServerStream) {
+        let mut b = [0u8; 1];
+        s.sock.set_nonblocking(true).unwrap();
+        for _ in 0..200 {
+            if s.sock.peek(&mut b).is_ok() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        s.sock.set_nonblocking(false).unwrap();
+    }
+
+    #[test]
+    fn poll_style_reads_see_buffered_records_and_partial_ones() {
+        let (mut s, mut c) = pair();
+        // Drain what the server sent after its handshake (TLS 1.3 tickets).
+        let _ = plaintext_ready(&mut s).unwrap();
+        // Two records in one TCP write.
+        c.conn.writer().write_all(b"first").unwrap();
+        c.conn.writer().write_all(b"second").unwrap();
+        let mut wire = vec![];
+        while c.conn.wants_write() {
+            c.conn.write_tls(&mut wire).unwrap();
+        }
+        c.sock.write_all(&wire).unwrap();
+        settle(&s);
+        let mut buf = [0u8; 5];
+        assert_eq!(read_some(&mut s, &mut buf), Some(5));
+        assert_eq!(&buf, b"first");
+        // "second" is decrypted and waiting: a poll on the socket would not say so.
+        assert_eq!(plaintext_ready(&mut s).unwrap(), 6);
+        let mut buf = [0u8; 16];
+        assert_eq!(read_some(&mut s, &mut buf), Some(6));
+        assert_eq!(&buf[..6], b"second");
+        assert_eq!(plaintext_ready(&mut s).unwrap(), 0);
+
+        // Half a record: nothing yet, then the rest.
+        c.conn.writer().write_all(b"split record").unwrap();
+        let mut wire = vec![];
+        while c.conn.wants_write() {
+            c.conn.write_tls(&mut wire).unwrap();
+        }
+        let (a, b) = wire.split_at(wire.len() / 2);
+        c.sock.write_all(a).unwrap();
+        settle(&s);
+        s.sock.set_nonblocking(true).unwrap();
+        assert_eq!(read_some(&mut s, &mut buf), Some(0));
+        s.sock.set_nonblocking(false).unwrap();
+        c.sock.write_all(b).unwrap();
+        settle(&s);
+        assert_eq!(read_some(&mut s, &mut buf), Some(12));
+        assert_eq!(&buf[..12], b"split record");
+
+        // close_notify ends it.
+        c.conn.send_close_notify();
+        while c.conn.wants_write() {
+            c.conn.write_tls(&mut c.sock).unwrap();
+        }
+        settle(&s);
+        assert_eq!(read_some(&mut s, &mut buf), None);
     }
 
     #[test]
