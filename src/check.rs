@@ -1,13 +1,17 @@
 //! `ecr-sniff check`: regression checks of captures for CI.
 //!
-//! The expectation file is JSON, one entry per capture file name:
+//! The expectation file is JSON, one entry per capture, keyed by the capture's path
+//! relative to the expectation file's directory (`/`-separated):
 //! ```json
 //! { "captures": { "shop.pcap": { "messages": 4, "transactions": 2,
 //!     "func_types": { "1001": 1 }, "findings": { "digest-mismatch": 1 } } } }
 //! ```
+//! Files written before this rule are keyed by the capture's file name alone; such a
+//! key is still read when the relative path has no entry, and `--update` replaces it.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -18,6 +22,7 @@ use crate::cli::CheckArgs;
 use crate::{analyze_files, config, load_keys};
 use ecr_capture::findings::Severity;
 use ecr_capture::record::{Record, SummaryRecord};
+use ecr_proto::text::escape_terminal;
 
 /// What is compared for one capture.
 fn expectation(s: &SummaryRecord) -> Value {
@@ -34,10 +39,63 @@ fn expectation(s: &SummaryRecord) -> Value {
     })
 }
 
-fn key_of(path: &Path) -> String {
+/// The capture's file name: the key of expectation files written by older versions.
+fn old_key_of(path: &Path) -> String {
     path.file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| path.display().to_string())
+}
+
+/// The key of `capture` in the expectation file `expect`: the capture's path relative
+/// to the expectation file's directory, with `/` separators (`../` where it lies
+/// outside), so that `a/x.pcap` and `b/x.pcap` get an entry each.
+fn key_of(capture: &Path, expect: &Path) -> String {
+    let base = match expect.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let (Ok(file), Ok(base)) = (capture.canonicalize(), base.canonicalize()) else {
+        return capture.to_string_lossy().replace('\\', "/");
+    };
+    relative(&file, &base)
+}
+
+/// `path` relative to the directory `base` (both absolute and canonical).
+fn relative(path: &Path, base: &Path) -> String {
+    let p: Vec<_> = path.components().collect();
+    let b: Vec<_> = base.components().collect();
+    let common = p.iter().zip(&b).take_while(|(x, y)| x == y).count();
+    let mut parts: Vec<String> = vec!["..".to_string(); b.len() - common];
+    parts.extend(
+        p.iter()
+            .skip(common)
+            .map(|c| c.as_os_str().to_string_lossy().into_owned()),
+    );
+    parts.join("/")
+}
+
+/// Fails early, before any capture is read, when `path` cannot be written: a
+/// directory, a missing directory, no permission. Leaves an existing file as it is.
+fn check_writable(path: &Path, what: &str) -> Result<()> {
+    if path.is_dir() {
+        anyhow::bail!("cannot write {what} {}: is a directory", path.display());
+    }
+    let existed = path.exists();
+    std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(path)
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot write {what} {}: {}",
+                path.display(),
+                crate::os_error_text(&e)
+            )
+        })?;
+    if !existed {
+        std::fs::remove_file(path).ok();
+    }
+    Ok(())
 }
 
 /// Differences between expected and actual, one line each.
@@ -82,16 +140,17 @@ fn junit(results: &[CaseResult]) -> String {
             .replace('"', "&quot;")
     };
     let failures = results.iter().filter(|r| !r.failures.is_empty()).count();
+    let total: f64 = results.iter().map(|r| r.seconds).sum();
     let mut x = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
     let _ = writeln!(
         x,
-        "<testsuite name=\"ecr-sniff check\" tests=\"{}\" failures=\"{failures}\" errors=\"0\">",
+        "<testsuite name=\"ecr-sniff check\" tests=\"{}\" failures=\"{failures}\" errors=\"0\" time=\"{total:.6}\">",
         results.len()
     );
     for r in results {
         let _ = write!(
             x,
-            "  <testcase classname=\"ecr-sniff.check\" name=\"{}\" time=\"{:.3}\"",
+            "  <testcase classname=\"ecr-sniff.check\" name=\"{}\" time=\"{:.6}\"",
             esc(&r.name),
             r.seconds
         );
@@ -111,10 +170,18 @@ fn junit(results: &[CaseResult]) -> String {
 }
 
 pub fn run(a: CheckArgs) -> Result<ExitCode> {
+    // Outputs that cannot be written fail now, not after every capture was read.
+    if let Some(j) = &a.junit {
+        check_writable(j, "the JUnit file")?;
+    }
+    if let Some(p) = a.expect.as_ref().filter(|p| p.is_dir()) {
+        anyhow::bail!("expectation file {}: is a directory", p.display());
+    }
     let mut expected: Map<String, Value> = match &a.expect {
         Some(p) if p.exists() => {
-            let text = std::fs::read_to_string(p)
-                .with_context(|| format!("cannot read {}", p.display()))?;
+            let text = std::fs::read_to_string(p).map_err(|e| {
+                anyhow::anyhow!("cannot read {}: {}", p.display(), crate::os_error_text(&e))
+            })?;
             let v: Value = serde_json::from_str(&text)
                 .with_context(|| format!("{} is not valid JSON", p.display()))?;
             v.get("captures")
@@ -130,8 +197,13 @@ pub fn run(a: CheckArgs) -> Result<ExitCode> {
         }
         _ => Map::new(),
     };
+    if let (Some(p), true) = (&a.expect, a.update) {
+        check_writable(p, "the expectation file")?;
+    }
     let mut results = vec![];
     let mut any_failed = false;
+    // Written with `?`, so that `check ... | head` ends quietly (see main).
+    let mut out = std::io::stdout().lock();
     for file in &a.files {
         let keys = load_keys(&a.keys)?;
         let started = std::time::Instant::now();
@@ -146,13 +218,21 @@ pub fn run(a: CheckArgs) -> Result<ExitCode> {
             &mut sink,
             false,
         )?;
-        let name = key_of(file);
+        let seconds = started.elapsed().as_secs_f64();
+        let name = match &a.expect {
+            Some(p) => key_of(file, p),
+            None => file.display().to_string(),
+        };
+        let old_name = old_key_of(file);
         let actual = expectation(&summary);
         let mut failures = vec![];
         if a.update {
+            if old_name != name {
+                expected.remove(&old_name);
+            }
             expected.insert(name.clone(), actual.clone());
         } else if a.expect.is_some() {
-            match expected.get(&name) {
+            match expected.get(&name).or_else(|| expected.get(&old_name)) {
                 Some(e) => failures = diff(e, &actual),
                 None => failures.push(format!(
                     "no expectation for {name} in the expectation file (add it with --update)"
@@ -177,42 +257,46 @@ pub fn run(a: CheckArgs) -> Result<ExitCode> {
         } else {
             "FAILED"
         };
-        println!(
+        writeln!(
+            out,
             "{status:<7} {}  ({} messages, {} transactions, {} findings)",
-            file.display(),
+            escape_terminal(&file.display().to_string()),
             summary.messages,
             summary.transactions,
             summary.findings.values().sum::<u64>()
-        );
+        )?;
         for f in &failures {
-            println!("        {f}");
+            writeln!(out, "        {}", escape_terminal(f))?;
         }
         any_failed |= !failures.is_empty();
         results.push(CaseResult {
             name,
             failures,
-            seconds: started.elapsed().as_secs_f64(),
+            seconds,
         });
     }
     if a.update {
         if let Some(p) = &a.expect {
             let sorted: BTreeMap<String, Value> = expected.into_iter().collect();
             let text = serde_json::to_string_pretty(&json!({ "captures": sorted }))?;
-            std::fs::write(p, text + "\n")
-                .with_context(|| format!("cannot write {}", p.display()))?;
-            println!("wrote {}", p.display());
+            std::fs::write(p, text + "\n").map_err(|e| {
+                anyhow::anyhow!("cannot write {}: {}", p.display(), crate::os_error_text(&e))
+            })?;
+            writeln!(out, "wrote {}", p.display())?;
         }
     }
     if let Some(j) = &a.junit {
-        std::fs::write(j, junit(&results))
-            .with_context(|| format!("cannot write {}", j.display()))?;
+        std::fs::write(j, junit(&results)).map_err(|e| {
+            anyhow::anyhow!("cannot write {}: {}", j.display(), crate::os_error_text(&e))
+        })?;
     }
     let failed = results.iter().filter(|r| !r.failures.is_empty()).count();
-    println!(
+    writeln!(
+        out,
         "checked {} capture(s): {} ok, {failed} failed",
         results.len(),
         results.len() - failed
-    );
+    )?;
     Ok(if any_failed {
         ExitCode::from(1)
     } else {

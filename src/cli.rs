@@ -14,6 +14,7 @@ Examples:
   ecr-sniff analyze shop.pcapng --key f46b1f08bec1f39104792cc79ec9aacd
   ecr-sniff analyze shop.pcap.gz --key-file keys.txt --format jsonl | jq 'select(.kind==\"finding\")'
   ECR_POS_KEY=... ecr-sniff check captures/*.pcap --expect expected.json
+  ecr-sniff report shop.pcapng --key-file keys.txt -o shop.html   (HTML with ladder diagrams)
   ecr-sniff decode 2f6e012005000b00002f6e
   ecr-sniff --key f46b1f08bec1f39104792cc79ec9aacd -i eth0     (live; same as `live -i eth0`)
   ecr-sniff codes
@@ -82,19 +83,25 @@ Examples:
     Send(crate::send::SendArgs),
     /// Act as the terminal: answer requests over HTTP, TCP or a serial port.
     Emulate(crate::emulate::EmulateArgs),
+    /// Write one self-contained HTML report: a ladder diagram per link, the
+    /// transactions, latency charts and the findings.
+    #[command(after_help = crate::report::AFTER_HELP)]
+    Report(crate::report::ReportArgs),
     /// List the finding codes with their severity and the rule each stands for.
     Codes,
 }
 
+/// The key options. `global` so that under a command with subcommands (`send pay`)
+/// they are accepted before or after the subcommand, like `--to`.
 #[derive(Debug, Args)]
 pub struct KeyArgs {
     /// A POS-KEY to decrypt and verify with (repeat for several; every key is tried).
     /// 16, 24 or 32 characters; 32 hex digits are also tried as 16 bytes.
-    #[arg(long = "key", value_name = "KEY")]
+    #[arg(long = "key", value_name = "KEY", global = true)]
     pub key: Vec<String>,
     /// A file of POS-KEYs, one per line; `ADDRESS=KEY` binds a key to a terminal
     /// (`192.168.1.20=KEY` or `192.168.1.20:9001=KEY`); `#` starts a comment.
-    #[arg(long = "key-file", value_name = "FILE")]
+    #[arg(long = "key-file", value_name = "FILE", global = true)]
     pub key_file: Vec<PathBuf>,
     /// A POS-KEY from the environment (safer than the command line, which others
     /// on the machine can see).
@@ -102,7 +109,8 @@ pub struct KeyArgs {
         long = "env-key",
         env = "ECR_POS_KEY",
         hide_env_values = true,
-        hide = true
+        hide = true,
+        global = true
     )]
     pub env_key: Option<String>,
 }
@@ -128,6 +136,9 @@ pub enum FormatArg {
     Jsonl,
     /// The same records as one JSON document.
     Json,
+    /// A ladder diagram: one line per message between an ECR and a POS lane, with
+    /// times, latencies and findings at the side.
+    Ladder,
 }
 
 impl From<FormatArg> for ecr_capture::output::Format {
@@ -136,6 +147,7 @@ impl From<FormatArg> for ecr_capture::output::Format {
             FormatArg::Text => ecr_capture::output::Format::Text,
             FormatArg::Jsonl => ecr_capture::output::Format::Jsonl,
             FormatArg::Json => ecr_capture::output::Format::Json,
+            FormatArg::Ladder => ecr_capture::output::Format::Ladder,
         }
     }
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context as _, Result};
 use clap::Args;
-use ecr_emu::server::{Emulator, SerialSpec, ServeConfig};
+use ecr_emu::server::{Emulator, Limits, SerialSpec, ServeConfig};
 use ecr_emu::{Fault, Faults, Terminal, TerminalConfig};
 
 use crate::cli::KeyArgs;
@@ -54,6 +54,13 @@ Examples:
   ecr-sniff emulate --key-file pos.key --serial /dev/ttyUSB0 --no-http --no-tcp
   ecr-sniff emulate --key ... --serial pty --serial-capture serial.pcapng
   ecr-sniff emulate --key ... --http-port 0 --tcp-port 0 --delay 3 --fault split=700
+
+Slow or silent clients cannot hold it: a request's headers must arrive within
+--header-timeout and its body (on TCP: the whole message) within --body-timeout, a
+connection without a request in progress is closed after --idle-timeout, and
+writing an answer to a client that does not read gives up after --body-timeout.
+Each listener serves up to --max-connections at once; when full, the connection
+idle longest is closed to make room. Idle, the emulator sleeps (no CPU).
 
 It prints the addresses it serves (`http: 127.0.0.1:9001`, or `https: ...` with --tls),
 then one line per request (and per TLS handshake).
@@ -116,22 +123,51 @@ pub struct EmulateArgs {
     /// Merchant name in the answers.
     #[arg(long, default_value = "ECR Sniff Test Shop")]
     merchant: String,
+    /// HTTP: time allowed from a request's first byte to the end of its headers
+    /// (seconds, or milliseconds with `ms`); a late request is answered 408.
+    #[arg(long = "header-timeout", value_name = "TIME", default_value = "10")]
+    header_timeout: String,
+    /// Time allowed for an HTTP body, or a whole TCP message, and for writing an
+    /// answer to the client.
+    #[arg(long = "body-timeout", value_name = "TIME", default_value = "30")]
+    body_timeout: String,
+    /// A connection without a request in progress is closed after this.
+    #[arg(long = "idle-timeout", value_name = "TIME", default_value = "120")]
+    idle_timeout: String,
+    /// Most connections per listener (HTTP, TCP); when full, the one idle longest
+    /// is closed to make room for a new one.
+    #[arg(long = "max-connections", value_name = "N", default_value_t = 1024,
+          value_parser = clap::value_parser!(u32).range(1..=65_536))]
+    max_connections: u32,
 }
 
 fn parse_delay(text: &str) -> Result<Duration> {
-    let t = text.trim();
-    let d = if let Some(ms) = t.strip_suffix("ms") {
-        ms.trim().parse::<u64>().ok().map(Duration::from_millis)
-    } else {
-        t.trim_end_matches('s')
-            .parse::<f64>()
-            .ok()
-            .filter(|s| s.is_finite() && (0.0..=3600.0).contains(s))
-            .map(Duration::from_secs_f64)
-    };
-    d.with_context(|| {
+    parse_time(text, 0.0).with_context(|| {
         format!("--delay {text:?}: give seconds (2.5) or milliseconds (800ms), at most an hour")
     })
+}
+
+/// A timeout option: more than zero, at most an hour.
+fn parse_timeout(option: &str, text: &str) -> Result<Duration> {
+    parse_time(text, 0.001)
+        .filter(|d| !d.is_zero())
+        .with_context(|| {
+            format!(
+                "{option} {text:?}: give seconds (2.5) or milliseconds (800ms), from 1 ms to an hour"
+            )
+        })
+}
+
+/// Seconds (`2.5`) or milliseconds (`800ms`), from `min` seconds to an hour.
+fn parse_time(text: &str, min: f64) -> Option<Duration> {
+    let t = text.trim();
+    let secs = if let Some(ms) = t.strip_suffix("ms") {
+        ms.trim().parse::<u64>().ok().map(|ms| ms as f64 / 1000.0)
+    } else {
+        t.strip_suffix('s').unwrap_or(t).trim().parse::<f64>().ok()
+    };
+    secs.filter(|s| s.is_finite() && (min..=3600.0).contains(s))
+        .map(Duration::from_secs_f64)
 }
 
 pub fn run(a: EmulateArgs) -> Result<ExitCode> {
@@ -160,6 +196,12 @@ pub fn run(a: EmulateArgs) -> Result<ExitCode> {
         serial,
         serial_capture: a.serial_capture.clone(),
         tls: tls.as_ref().map(|t| t.config.clone()),
+        limits: Limits {
+            header_timeout: parse_timeout("--header-timeout", &a.header_timeout)?,
+            body_timeout: parse_timeout("--body-timeout", &a.body_timeout)?,
+            idle_timeout: parse_timeout("--idle-timeout", &a.idle_timeout)?,
+            max_connections: a.max_connections as usize,
+        },
     };
     let faults = Faults(a.fault.clone());
     let terminal = Arc::new(Terminal::new(TerminalConfig {

@@ -34,7 +34,7 @@ use ecr_capture::analyzer::{Analyzer, Config};
 use ecr_capture::keys::KeySet;
 use ecr_capture::record::{Direction as MsgDirection, MessageRecord, Record, Role};
 use ecr_capture::serialcap::{DIR_ECR_TO_POS, DIR_POS_TO_ECR, LINKTYPE_SERIAL};
-use ecr_capture::source::{CaptureReader, Direction, PcapngWriter, SourceError};
+use ecr_capture::source::{Direction, PcapngWriter};
 use ecr_proto::cipher::KeyRing;
 use ecr_proto::envelope::{self, Message, RequestDialect};
 use ecr_proto::frame::{FrameRepr, FrameType, MAX_FRAGMENT_DATA, OVERHEAD};
@@ -230,10 +230,7 @@ pub fn run(a: ExportArgs) -> Result<ExitCode> {
         bail!("--decrypt needs a POS-KEY (--key, --key-file or ECR_POS_KEY)");
     }
     let ring = keys.for_terminal(None).0.clone();
-    let mut reader = CaptureReader::open(&a.input).map_err(|e| match e {
-        SourceError::Open { .. } => anyhow!("{e}"),
-        e => anyhow!("{}: {e}", a.input.display()),
-    })?;
+    let mut reader = crate::open_capture(&a.input)?;
     let file =
         File::create(&a.output).with_context(|| format!("cannot create {}", a.output.display()))?;
     let exporter = RefCell::new(Exporter {

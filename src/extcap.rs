@@ -221,7 +221,7 @@ fn capture(a: &ExtcapArgs, iface: &str) -> Result<ExitCode> {
                     .and_then(|()| splitter.flush_side(Side::Pos))
             }
             TapEvent::Idle(side) => splitter.flush_side(side),
-            TapEvent::Tick(_) => Ok(()),
+            TapEvent::Tick(_) | TapEvent::Lost { .. } => Ok(()),
         };
         match r {
             Ok(()) => ControlFlow::Continue(()),

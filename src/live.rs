@@ -4,7 +4,7 @@
 
 use std::ffi::OsString;
 use std::fs::File;
-use std::io::{self, BufWriter, Write};
+use std::io::BufWriter;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,7 +18,7 @@ use ecr_tap::netcap::{self, NetTap};
 use ecr_tap::stop;
 
 use crate::cli::{FailOn, KeyArgs, OutputArgs, PortArgs};
-use crate::{config, exit_for, load_keys, WriterSink};
+use crate::{config, exit_for, load_keys};
 
 const AFTER: &str = "\
 Packets are filtered in the kernel to the ECR ports (--http-port, --tcp-port; every TCP
@@ -127,7 +127,8 @@ fn list() -> Result<ExitCode> {
         if let Some(d) = i.description {
             line.push_str(&format!("  ({d})"));
         }
-        println!("{}", line.trim_end());
+        // Names and descriptions come from the system's drivers: escaped.
+        println!("{}", ecr_proto::text::escape_terminal(line.trim_end()));
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -177,9 +178,10 @@ pub fn run(a: LiveArgs) -> Result<ExitCode> {
             .unwrap_or_default()
     );
 
-    // Records go straight to stdout, which is flushed line by line, so each message
-    // shows as soon as the analyzer completes it.
-    let mut sink = WriterSink::new(a.output.writer(io::stdout()));
+    // Records go to stdout as soon as the analyzer completes them, through a
+    // bounded queue: a reader that does not keep up loses records (counted and
+    // reported), never packets or the -w file.
+    let mut sink = crate::tapout::TapOutput::new(|piece| a.output.writer(piece));
     let mut analyzer = Analyzer::new(cfg, keys, &mut sink);
     let limit = a.duration.map(Duration::from_secs_f64);
     // libpcap blocks in its read: a watcher thread ends the read on Ctrl-C or when
@@ -243,7 +245,6 @@ pub fn run(a: LiveArgs) -> Result<ExitCode> {
     }
     let (_, max) = analyzer.finish(bytes, vec![]);
     sink.finish().context("writing output")?;
-    io::stdout().flush().ok();
     if let Some(e) = failure {
         return Err(e);
     }

@@ -9,8 +9,10 @@ mod emulate;
 mod export;
 mod extcap;
 mod live;
+mod report;
 mod send;
 mod serialtap;
+mod tapout;
 
 use std::io::{self, IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -30,6 +32,7 @@ use ecr_proto::cipher::PosKey;
 use cli::{AnalyzeArgs, Cli, ColorChoice, Command, FailOn, KeyArgs, PortArgs};
 
 fn main() -> ExitCode {
+    quiet_on_broken_pipe();
     // `ecr-sniff -i IFACE` means `ecr-sniff live -i IFACE`; under an extcap name the
     // program is `ecr-sniff extcap` (Wireshark runs it directly).
     let cli = Cli::parse_from(live::implicit_live(extcap::argv0_alias(
@@ -45,6 +48,7 @@ fn main() -> ExitCode {
         Command::Extcap(a) => extcap::run(a),
         Command::Send(a) => send::run(a),
         Command::Emulate(a) => emulate::run(a),
+        Command::Report(a) => report::run(a),
         Command::Codes => {
             print!("{}", ecr_capture::findings::markdown_table());
             Ok(ExitCode::SUCCESS)
@@ -60,10 +64,92 @@ fn main() -> ExitCode {
             }) {
                 return ExitCode::SUCCESS;
             }
-            eprintln!("ecr-sniff: error: {e:#}");
+            // Errors may quote capture data (a file name, a header): escaped.
+            eprintln!(
+                "ecr-sniff: error: {}",
+                ecr_proto::text::escape_terminal(&error_text(&e))
+            );
             ExitCode::from(2)
         }
     }
+}
+
+/// `ecr-sniff check ... | head`: when the reader goes away, a `print!` anywhere
+/// (including ones added later) would panic with "failed printing to stdout: Broken
+/// pipe". Like other Unix tools, end quietly instead; every other panic is
+/// reported as usual.
+fn quiet_on_broken_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if payload.starts_with("failed printing to std") && payload.contains("Broken pipe") {
+            std::process::exit(0);
+        }
+        default(info)
+    }));
+}
+
+/// An error and its causes on one line, `: `-separated, skipping a cause whose
+/// text is already part of the line (thiserror messages that embed their source
+/// would otherwise print it twice: "refused (os error 111): refused (os error 111)").
+pub fn error_text(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = match cause.downcast_ref::<io::Error>() {
+            Some(io) => os_error_text(io),
+            None => cause.to_string(),
+        };
+        if text.is_empty() || line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
+}
+
+/// An I/O error as a person reads it: "Permission denied", without the
+/// "(os error 13)" that adds nothing for a user.
+pub fn os_error_text(e: &io::Error) -> String {
+    let text = e.to_string();
+    match (e.raw_os_error(), text.rfind(" (os error ")) {
+        (Some(_), Some(i)) => text[..i].to_string(),
+        _ => text,
+    }
+}
+
+/// Opens a capture file, with one-line errors naming the file and the reason:
+/// "is a directory", "empty file", "cannot open ...: No such file or directory".
+pub fn open_capture(path: &Path) -> Result<CaptureReader> {
+    if let Ok(m) = std::fs::metadata(path) {
+        if m.is_dir() {
+            bail!("{}: is a directory, not a capture file", path.display());
+        }
+        if m.is_file() && m.len() == 0 {
+            bail!(
+                "{}: empty file (0 bytes), not a pcap or pcapng capture",
+                path.display()
+            );
+        }
+    }
+    CaptureReader::open(path).map_err(|e| match e {
+        SourceError::Open { path, source } => {
+            anyhow::anyhow!("cannot open {}: {}", path.display(), os_error_text(&source))
+        }
+        SourceError::Io { offset, source } => anyhow::anyhow!(
+            "{}: read error at offset {offset}: {}",
+            path.display(),
+            os_error_text(&source)
+        ),
+        e => anyhow::anyhow!("{}: {e}", path.display()),
+    })
 }
 
 /// Builds the key set from `--key`, `--key-file` and `ECR_POS_KEY`. Errors never
@@ -75,8 +161,16 @@ pub fn load_keys(k: &KeyArgs) -> Result<KeySet> {
         keys.add(key);
     }
     for path in &k.key_file {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read key file {}", path.display()))?;
+        if path.is_dir() {
+            bail!("key file {}: is a directory", path.display());
+        }
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            anyhow::anyhow!(
+                "cannot read key file {}: {}",
+                path.display(),
+                os_error_text(&e)
+            )
+        })?;
         let n = keys
             .add_file_text(&text)
             .with_context(|| format!("key file {}", path.display()))?;
@@ -132,10 +226,7 @@ pub fn analyze_files(
 
 fn analyze_one(path: &Path, analyzer: &mut Analyzer<'_>, progress: bool) -> Result<u64> {
     // One line naming the file and the reason (the error's own chain would repeat it).
-    let mut reader = CaptureReader::open(path).map_err(|e| match e {
-        SourceError::Open { .. } => anyhow::anyhow!("{e}"),
-        e => anyhow::anyhow!("{}: {e}", path.display()),
-    })?;
+    let mut reader = open_capture(path)?;
     let total = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
     let mut bar = Progress::new(progress && total > 32 << 20, total);
     let bytes = analyzer.read_capture(&mut reader, &path.display().to_string(), |r| {

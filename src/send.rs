@@ -69,15 +69,23 @@ pub struct SendArgs {
         global = true
     )]
     tcp_framing: FramingArg,
-    /// Seconds to wait for the answer (a payment waits for the customer).
-    #[arg(long, default_value = "180", value_name = "SECS", global = true)]
+    /// Seconds to wait for the answer (a payment waits for the customer); more
+    /// than 0, at most 86400.
+    #[arg(
+        long,
+        default_value = "180",
+        value_name = "SECS",
+        global = true,
+        value_parser = parse_timeout
+    )]
     timeout: f64,
-    /// Milliseconds to wait for the link ack of a frame (spec 10.6).
+    /// Milliseconds to wait for the link ack of a frame (spec 10.6); 1 to 600000.
     #[arg(
         long = "ack-timeout",
         default_value = "1000",
         value_name = "MS",
-        global = true
+        global = true,
+        value_parser = parse_ack_timeout
     )]
     ack_timeout: u64,
     /// HTTP method (to see a terminal's 4004 answer to anything but POST).
@@ -105,6 +113,30 @@ pub struct SendArgs {
     color: ColorChoice,
     #[command(subcommand)]
     what: Option<What>,
+}
+
+/// The longest `--timeout`, in seconds (a day).
+const MAX_TIMEOUT_SECS: f64 = 86_400.0;
+
+/// `--timeout`: seconds, more than 0 and at most a day. The error repeats the text
+/// as typed (never a 309-digit rendering of 1e308) and states the range.
+fn parse_timeout(text: &str) -> Result<f64, String> {
+    text.trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|s| s.is_finite() && *s > 0.0 && *s <= MAX_TIMEOUT_SECS)
+        .ok_or_else(|| {
+            format!("give seconds, more than 0 and at most {MAX_TIMEOUT_SECS} (e.g. 180 or 2.5)")
+        })
+}
+
+/// `--ack-timeout`: whole milliseconds from 1 to 600000.
+fn parse_ack_timeout(text: &str) -> Result<u64, String> {
+    text.trim()
+        .parse::<u64>()
+        .ok()
+        .filter(|ms| (1..=600_000).contains(ms))
+        .ok_or_else(|| "give whole milliseconds from 1 to 600000 (spec 10.6: 1000)".to_string())
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -247,9 +279,6 @@ pub fn run(a: SendArgs) -> Result<ExitCode> {
     let key = keys.for_terminal(None).0.get(0).cloned().context(
         "send needs the terminal's POS-KEY to sign and encrypt: --key, --key-file or ECR_POS_KEY",
     )?;
-    if !(a.timeout > 0.0 && a.timeout <= 86_400.0) {
-        bail!("--timeout {} is not between 0 and 86400 seconds", a.timeout);
-    }
     let mut opts = SendOptions::new(key.clone());
     opts.dialect = match a.dialect {
         DialectArg::Plain => RequestDialect::Plain,
@@ -329,7 +358,10 @@ pub fn run(a: SendArgs) -> Result<ExitCode> {
     io::stdout().flush().ok();
     if let Some(f) = &x.failure {
         if let Failure::Rejected(_) = f {
-            eprintln!("ecr-sniff: {target}: {f}");
+            eprintln!(
+                "ecr-sniff: {target}: {}",
+                ecr_proto::text::escape_terminal(&f.to_string())
+            );
             return Ok(ExitCode::from(1));
         }
         bail!("{target}: {f}");

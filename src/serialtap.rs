@@ -4,7 +4,7 @@
 //! format (decisions.md D9).
 
 use std::fs::File;
-use std::io::{self, BufWriter, Write};
+use std::io::BufWriter;
 use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -20,7 +20,8 @@ use ecr_tap::stop;
 use ecr_tap::tty::{LineSettings, Parity, Pty};
 
 use crate::cli::{FailOn, KeyArgs, OutputArgs};
-use crate::{exit_for, load_keys, WriterSink};
+use crate::tapout::TapOutput;
+use crate::{exit_for, load_keys};
 
 const AFTER: &str = "\
 Plug the cash register's cable into one serial port and the terminal's into another;
@@ -125,26 +126,40 @@ pub fn side_name(side: Side) -> &'static str {
     }
 }
 
-/// Says what the relay saw, on stderr (the records go to stdout).
+/// Says what the relay saw, on stderr (the records go to stdout). Device names and
+/// system messages are escaped for the terminal.
 pub fn notice(ev: &RelayEvent) {
-    match ev {
-        RelayEvent::Gone { side, name, reason } => eprintln!(
-            "ecr-sniff: {} port {name} is gone ({reason}); the tap goes on and reopens it when it comes back",
+    let line = match ev {
+        RelayEvent::Gone { side, name, reason } => format!(
+            "{} port {name} is gone ({reason}); the tap goes on and reopens it when it comes back",
             side_name(*side)
         ),
         RelayEvent::Back { side, name } => {
-            eprintln!("ecr-sniff: {} port {name} is back", side_name(*side))
+            format!("{} port {name} is back", side_name(*side))
         }
         RelayEvent::Undelivered {
             from,
             bytes,
             reason,
-        } => eprintln!(
-            "ecr-sniff: {bytes} bytes from the {} could not be passed on: {reason} (they are still decoded and saved)",
+        } => format!(
+            "{bytes} bytes from the {} could not be passed on: {reason} (they are still decoded and saved)",
             side_name(*from)
         ),
-        RelayEvent::Data { .. } => {}
+        RelayEvent::Data { .. } => return,
+    };
+    eprintln!("ecr-sniff: {}", ecr_proto::text::escape_terminal(&line));
+}
+
+/// Says (at most once a second) that the decoder fell so far behind that relayed
+/// bytes were neither decoded nor saved.
+pub fn lost_notice(events: u64, bytes: u64, said: &mut Option<Instant>) {
+    if said.is_some_and(|t| t.elapsed() < Duration::from_secs(1)) {
+        return;
     }
+    *said = Some(Instant::now());
+    eprintln!(
+        "ecr-sniff: warning: the decoder fell behind: {bytes} relayed bytes ({events} reads) so far were passed on but not decoded or saved"
+    );
 }
 
 type Splitter = FrameSplitter<BufWriter<File>>;
@@ -208,7 +223,9 @@ pub fn run(a: SerialArgs) -> Result<ExitCode> {
         eprintln!("ecr-sniff: {n}");
     }
 
-    let mut sink = WriterSink::new(a.output.writer(io::stdout()));
+    // Records reach stdout through a bounded queue: a slow reader loses records
+    // (counted and reported), never relaying or the -w file.
+    let mut sink = TapOutput::new(|piece| a.output.writer(piece));
     let mut analyzer = Analyzer::new(ecr_capture::analyzer::Config::default(), keys, &mut sink);
     let labels = (names.0.as_str(), names.1.as_str());
     let started = Instant::now();
@@ -216,6 +233,8 @@ pub fn run(a: SerialArgs) -> Result<ExitCode> {
     let mut bytes = 0u64;
     let mut seen = false;
     let mut failure: Option<anyhow::Error> = None;
+    let mut lost_said: Option<Instant> = None;
+    let mut lost = 0u64;
     session::run(relay, stop, |ev| {
         let written = match ev {
             TapEvent::Relay(RelayEvent::Data { from, ts, bytes: b }) => {
@@ -233,6 +252,11 @@ pub fn run(a: SerialArgs) -> Result<ExitCode> {
                 })
             }
             TapEvent::Idle(side) => capture.as_mut().map(|(_, c)| c.flush_side(side)),
+            TapEvent::Lost { events, bytes } => {
+                lost_notice(events, bytes, &mut lost_said);
+                lost = bytes;
+                None
+            }
             TapEvent::Tick(ts) => {
                 // Let time-based rules (ack within 1000 ms, fragments within 500 ms)
                 // fire while the line is quiet.
@@ -261,9 +285,13 @@ pub fn run(a: SerialArgs) -> Result<ExitCode> {
         w.flush()
             .with_context(|| format!("writing {}", path.display()))?;
     }
+    if lost > 0 {
+        eprintln!(
+            "ecr-sniff: warning: in all, {lost} relayed bytes were passed on but not decoded or saved (the decoder fell behind)"
+        );
+    }
     let (_, max) = analyzer.finish(bytes, vec![]);
     sink.finish().context("writing output")?;
-    io::stdout().flush().ok();
     if let Some(e) = failure {
         return Err(e);
     }

@@ -386,6 +386,13 @@ fn relays_every_byte_and_decodes_live_and_from_the_file() {
     let summary = live.last().unwrap();
     assert_eq!(summary["kind"], "summary");
     assert_eq!(summary["messages"], 6);
+    // Every chunk the tap read counts as a packet (at least one per message here,
+    // at most one per byte), not "0 packets".
+    let packets = summary["packets"].as_u64().unwrap();
+    assert!(
+        (6..=summary["bytes"].as_u64().unwrap()).contains(&packets),
+        "{summary}"
+    );
     assert_eq!(
         summary["bytes"],
         (pay.len() + split.len() + res.len() + 3 * 11) as u64
@@ -519,5 +526,170 @@ fn pty_mode_gives_the_cash_register_software_a_port() {
     assert_eq!(msgs[0]["src"], app_link.to_str().unwrap());
     // The link is removed when the tap stops.
     assert!(std::fs::symlink_metadata(&app_link).is_err());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Peak and current resident memory of a process, in KiB (VmHWM, VmRSS).
+fn memory_kib(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    (field("VmHWM:"), field("VmRSS:"))
+}
+
+#[test]
+fn a_stdout_nobody_reads_holds_up_neither_relaying_nor_the_file() {
+    let dir = tempdir("blocked");
+    let ecr = Cable::new(&dir.join("ecr"));
+    let mut pos = Cable::new(&dir.join("pos"));
+    let cap = dir.join("tap.pcapng");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ecr-sniff"))
+        .arg("serial")
+        .args(["--ecr", dir.join("ecr").to_str().unwrap()])
+        .args(["--pos", dir.join("pos").to_str().unwrap()])
+        .args([
+            "--key",
+            KEY,
+            "--format",
+            "text",
+            "-w",
+            cap.to_str().unwrap(),
+        ])
+        .env_remove("ECR_POS_KEY")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // stdout is a pipe that nobody reads: it fills after 64 KiB.
+    let _stdout = child.stdout.take().unwrap();
+    let err = lines(child.stderr.take().unwrap());
+    let mut stderr_seen: Vec<String> = vec![];
+    let wait_stderr = |needle: &str, seen: &mut Vec<String>| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !seen.iter().any(|l| l.contains(needle)) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match err.recv_timeout(left) {
+                Ok(l) => seen.push(l),
+                Err(_) => panic!("never said {needle:?}: {seen:?}"),
+            }
+        }
+    };
+    wait_stderr("Ctrl-C to stop", &mut stderr_seen);
+
+    // About 3 MB of requests (3000 frames of ~1 KB) from the cash register.
+    const N: usize = 3000;
+    let remark = "r".repeat(800);
+    let frames: Vec<Vec<u8>> = (0..N)
+        .map(|i| {
+            let body = request(&format!(
+                r#"{{"func_type":4001,"out_trade_no":"T{i}","remark":"{remark}"}}"#
+            ));
+            FrameRepr::new(FrameType::REQUEST, (i % 127) as u8 + 1, &body)
+                .to_bytes()
+                .unwrap()
+        })
+        .collect();
+    let all: Vec<u8> = frames.concat();
+    let total = all.len();
+    assert!(total > 2_500_000, "{total}");
+    let sender = std::thread::spawn(move || {
+        let mut ecr = ecr;
+        for f in &frames {
+            ecr.send(f);
+        }
+        ecr
+    });
+    // Relaying is byte-exact and keeps going although stdout is stuck.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut got = Vec::with_capacity(total);
+    let mut buf = [0u8; 65536];
+    while got.len() < total {
+        match pos.io.read(&mut buf) {
+            Ok(0) => panic!("cable closed after {} of {total} bytes", got.len()),
+            Ok(k) => got.extend_from_slice(&buf[..k]),
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                assert!(
+                    Instant::now() < deadline,
+                    "relayed {} of {total} bytes within 60 s",
+                    got.len()
+                );
+                std::thread::sleep(Duration::from_micros(500));
+            }
+            Err(e) => panic!("read: {e}"),
+        }
+    }
+    assert!(got == all, "bytes changed in the tap");
+    let _ecr = sender.join().unwrap();
+    // Output records are dropped, and it says so as it happens.
+    wait_stderr("output record(s) dropped so far", &mut stderr_seen);
+    // The -w file keeps growing: it gets every frame (written out once the line
+    // has been quiet for 200 ms) while stdout is still stuck.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::fs::metadata(&cap).map_or(0, |m| m.len()) < total as u64 {
+        assert!(Instant::now() < deadline, "the -w file stopped growing");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Memory stays bounded (the output queue holds at most 4 MiB; the relay
+    // queue 8 MiB): the whole 3 MB conversation was formatted into far more text
+    // than that.
+    std::thread::sleep(Duration::from_millis(500));
+    let (peak, now) = memory_kib(child.id());
+    assert!(peak < 96 * 1024, "peak RSS {peak} KiB (now {now} KiB)");
+
+    // Ctrl-C ends it within a second, with the drop count, although stdout is
+    // still blocked.
+    let t0 = Instant::now();
+    assert!(Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "the tap did not stop on SIGINT"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let took = t0.elapsed();
+    assert_eq!(status.code(), Some(0), "{stderr_seen:?}");
+    assert!(took < Duration::from_secs(1), "SIGINT took {took:?}");
+    wait_stderr(
+        "were dropped because stdout was not read fast enough",
+        &mut stderr_seen,
+    );
+    let last = stderr_seen
+        .iter()
+        .find(|l| l.contains("were dropped because"))
+        .unwrap();
+    let dropped: u64 = last
+        .split_whitespace()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{last}"));
+    assert!(dropped > 0, "{last}");
+    assert!(
+        !stderr_seen
+            .iter()
+            .any(|l| l.contains("decoder fell behind")),
+        "{stderr_seen:?}"
+    );
+
+    // The -w file is complete: every request is in it.
+    let offline = analyze(&cap);
+    let reqs = offline
+        .iter()
+        .filter(|r| r["kind"] == "message" && r["role"] == "request")
+        .count();
+    assert_eq!(reqs, N);
     std::fs::remove_dir_all(&dir).unwrap();
 }

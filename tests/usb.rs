@@ -462,3 +462,97 @@ fn export_usage_errors_exit_2() {
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("/nonexistent-dir/x.pcapng"));
 }
+
+/// Capture time of packet `n` (1-based) of a little-endian microsecond pcap file.
+fn pcap_packet_time(file: &Path, n: usize) -> f64 {
+    let b = std::fs::read(file).unwrap();
+    assert_eq!(&b[..4], &[0xd4, 0xc3, 0xb2, 0xa1], "little-endian µs pcap");
+    let mut at = 24;
+    for i in 1.. {
+        let word = |o: usize| u32::from_le_bytes(b[at + o..at + o + 4].try_into().unwrap());
+        let (secs, micros, incl) = (word(0), word(4), word(8) as usize);
+        if i == n {
+            return f64::from(secs) + f64::from(micros) / 1e6;
+        }
+        at += 16 + incl;
+    }
+    unreachable!()
+}
+
+#[test]
+fn line_settings_carry_their_packet_time_and_stand_apart_in_text() {
+    let file = cap("usbmon-two-devices.pcap");
+    let r = records(&file, &[]);
+    let ls: Vec<&Value> = kind(&r, "finding")
+        .into_iter()
+        .filter(|f| f["code"] == "line-settings")
+        .collect();
+    assert_eq!(ls.len(), 1);
+    assert_eq!(ls[0]["packet"], 29);
+    let expected = pcap_packet_time(&file, 29);
+    let last = kind(&r, "message").last().unwrap()["ts"].as_f64().unwrap();
+    assert!(expected < last, "packet 29 is not the end of the capture");
+    assert!(
+        (ls[0]["ts"].as_f64().unwrap() - expected).abs() < 1e-6,
+        "{} vs {expected}",
+        ls[0]["ts"]
+    );
+
+    // Text: neither finding is indented under another block; the unanswered
+    // request's finding names its message.
+    let out = run(&[
+        "analyze",
+        file.to_str().unwrap(),
+        "--key",
+        KEY,
+        "--color",
+        "never",
+    ]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    let ls_line = text.lines().find(|l| l.contains("line-settings")).unwrap();
+    assert!(
+        ls_line.starts_with("! warning line-settings  2026-11-25 10:00:01.500000"),
+        "{text}"
+    );
+    let ua = text
+        .lines()
+        .find(|l| l.contains("unanswered-at-end"))
+        .unwrap();
+    assert!(ua.starts_with("! info unanswered-at-end  "), "{text}");
+    assert!(ua.contains("(packet 107)"), "{ua}");
+    // A finding right after its message's block stays indented under it.
+    let out = run(&[
+        "analyze",
+        "captures/http-digest-mismatch.pcap",
+        "--key",
+        KEY,
+        "--color",
+        "never",
+    ]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("\n    ! error digest-mismatch: "), "{text}");
+}
+
+#[test]
+fn out_transfers_without_completion_stay_in_time_order() {
+    // Every host write lacks its completion: the bytes come from the submissions
+    // alone. They must be read in time order, not held to the end of the capture.
+    let r = records(&cap("usbmon-missing-out-completions.pcap"), &[]);
+    let s = summary(&r);
+    assert_eq!(s["messages"], 8, "{s}");
+    assert_eq!(s["transactions"], 2, "{s}");
+    assert_eq!(s["findings"], serde_json::json!({}), "{s}");
+    let msgs = kind(&r, "message");
+    let ts: Vec<f64> = msgs.iter().map(|m| m["ts"].as_f64().unwrap()).collect();
+    assert!(ts.windows(2).all(|w| w[0] <= w[1]), "{ts:?}");
+    let roles: Vec<&str> = msgs.iter().map(|m| m["role"].as_str().unwrap()).collect();
+    assert_eq!(
+        roles,
+        ["request", "ack", "response", "ack", "request", "ack", "response", "ack"]
+    );
+    // Each ack answers in time (the request is on the line before its ack).
+    for m in msgs.iter().filter(|m| m["role"] == "ack") {
+        let ms = m["answer_ms"].as_f64().unwrap();
+        assert!((0.0..1000.0).contains(&ms), "{m}");
+    }
+}

@@ -168,6 +168,14 @@ impl Cap {
         self.next_urb();
     }
 
+    /// Like [`Cap::out`], but the URB's completion is missing from the capture (the
+    /// capture started or stopped in between, or usbmon dropped the record).
+    fn out_no_completion(&mut self, t_us: i64, dev: (u16, u8), bytes: &[u8]) {
+        let n = bytes.len() as u32;
+        self.rec(t_us, true, 3, EP_OUT, dev, None, n, bytes, None);
+        self.next_urb();
+    }
+
     /// The terminal sends `bytes` starting at `t_us`; the host reads them in IN
     /// transfers of at most `chunk` bytes. Returns when the last byte arrived.
     fn inn(&mut self, t_us: i64, dev: (u16, u8), bytes: &[u8], chunk: usize) -> i64 {
@@ -304,6 +312,55 @@ fn clean(c: &mut Cap, dev: (u16, u8), t_ms: i64) {
     let res2 = frame(FrameType::REQUEST, 2, &result(0));
     let end2 = c.inn(sent2 + 4_000_000, dev, &res2, 32);
     c.out(end2 + 25_000, dev, &ack(2));
+}
+
+/// The clean exchange of [`clean`], but no OUT completion was captured: the
+/// host's bytes are known from the submissions alone.
+fn missing_out_completions(c: &mut Cap) {
+    let t = 1000 * 1000;
+    c.line_coding(t, DEV, 9600);
+    let req = frame(FrameType::REQUEST, 1, &payment(RequestDialect::Plain));
+    c.out_no_completion(t + 50_000, DEV, &req);
+    let sent = t + 50_000 + req.len() as i64 * BYTE_US;
+    c.inn(sent + 40_000, DEV, &ack(1), 11);
+    let res = frame(FrameType::REQUEST, 1, &result(0));
+    let end = c.inn(sent + 3_000_000, DEV, &res, 16);
+    c.out_no_completion(end + 30_000, DEV, &ack(1));
+    let req2 = frame(FrameType::REQUEST, 2, &summary_request());
+    let t2 = end + 2_000_000;
+    c.out_no_completion(t2, DEV, &req2);
+    let sent2 = t2 + req2.len() as i64 * BYTE_US;
+    c.inn(sent2 + 35_000, DEV, &ack(2), 4);
+    let res2 = frame(FrameType::REQUEST, 2, &result(0));
+    let end2 = c.inn(sent2 + 1_500_000, DEV, &res2, 32);
+    c.out_no_completion(end2 + 25_000, DEV, &ack(2));
+    // The line stays up: serial-state interrupts go on after the exchange.
+    for k in 1..=3 {
+        c.rec(
+            end2 + k * 1_000_000,
+            true,
+            1,
+            EP_INT,
+            DEV,
+            None,
+            10,
+            &[],
+            None,
+        );
+        let state = [0xa1, 0x20, 0, 0, 0, 0, 2, 0, 0x03, 0x00];
+        c.rec(
+            end2 + k * 1_000_000 + 500,
+            false,
+            1,
+            EP_INT,
+            DEV,
+            None,
+            10,
+            &state,
+            None,
+        );
+        c.next_urb();
+    }
 }
 
 /// A request and a result both split into 1024-byte fragments; the result comes in
@@ -508,6 +565,9 @@ fn main() {
     let mut c = Cap::new(Fmt::Usbmon);
     two_devices(&mut c);
     c.write(&dir.join("usbmon-two-devices.pcap"));
+    let mut c = Cap::new(Fmt::Usbmon);
+    missing_out_completions(&mut c);
+    c.write(&dir.join("usbmon-missing-out-completions.pcap"));
     let mut c = Cap::new(Fmt::Usbmon);
     garbage(&mut c);
     c.write(&dir.join("usbmon-garbage-bytes.pcap"));

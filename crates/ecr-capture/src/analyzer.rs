@@ -10,7 +10,7 @@
 //! Records go to a [`Sink`] as soon as they are known, so a live tap can print them
 //! while the capture runs; the summary comes last from [`Analyzer::finish`].
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 
 use ecr_proto::catalogue::{is_card_channel, FuncType};
@@ -21,14 +21,14 @@ use ecr_proto::Timestamp;
 
 use crate::findings::{Code, Severity};
 use crate::framelink::{FrameLink, LinkOutput};
-use crate::http::{HttpConfig, HttpEvent, HttpKind, HttpMessage, HttpParser};
+use crate::http::{HttpConfig, HttpError, HttpEvent, HttpKind, HttpMessage, HttpParser};
 use crate::ip::{self, Defragmenter};
 use crate::keys::KeySet;
 use crate::linklayer::{self, Network};
 use crate::message::{decode_body, Context, Decoded, Facts};
 use crate::record::{
     latency_of, Direction, FindingRecord, FrameInfo, HttpInfo, MessageRecord, Record, Role, Sink,
-    SummaryRecord, TransactionRecord, Transport,
+    SummaryRecord, TransactionRecord, Transport, UnusedKey,
 };
 use crate::serialcap;
 use crate::source::{CaptureReader, Packet};
@@ -124,6 +124,12 @@ struct Conn {
     pending: VecDeque<PendingRequest>,
     tls_reported: bool,
     last_ts: Timestamp,
+    /// Per direction: a TCP gap cut the text stream, so the next message that does
+    /// not decode is the tail of a message whose start was lost.
+    cut: [bool; 2],
+    /// A gap in the cash register's direction may have swallowed a request: the
+    /// next response with no request waiting answers it.
+    lost_request: bool,
 }
 
 impl Conn {
@@ -144,6 +150,8 @@ impl Conn {
             pending: VecDeque::new(),
             tls_reported: false,
             last_ts: ts,
+            cut: [false; 2],
+            lost_request: false,
         }
     }
     fn transport(&self) -> Transport {
@@ -220,7 +228,13 @@ struct State<'s> {
     /// The link tracker's latest match of an answer frame with its request
     /// (connection, ref, milliseconds), for the answer's message record.
     last_answer: Option<(ConnId, u8, f64)>,
+    /// Terminals with encrypted messages that no key given applied to (keys were
+    /// given, but bound to other addresses); at most [`MAX_TERMINALS_WITHOUT_KEY`].
+    terminals_without_key: BTreeSet<String>,
 }
+
+/// Most terminals without a key listed in the summary.
+const MAX_TERMINALS_WITHOUT_KEY: usize = 100;
 
 /// A callback given each message record with the body it was decoded from.
 type BodyHook<'s> = Box<dyn FnMut(&MessageRecord, &[u8]) + 's>;
@@ -234,6 +248,53 @@ pub struct Analyzer<'s> {
     packets: u64,
     /// USB captures: URBs to per-device serial streams.
     usb: UsbSerial,
+    /// ECR traffic seen on ports that are not analysed.
+    other: OtherPorts,
+}
+
+/// Most flows whose first data is looked at for ECR traffic on other ports.
+const MAX_OTHER_FLOWS: usize = 1 << 16;
+/// Most other ports reported.
+const MAX_OTHER_PORTS: usize = 16;
+
+/// While no ECR message has been decoded on the configured ports, the first data
+/// segment of each TCP flow on other ports is compared with cheap signatures (a
+/// frame start `2f 6e 01`, `POST /api/pos/`, `{"content"`), so that a capture of a
+/// terminal on a non-standard port says which option to use instead of "0 messages".
+/// Work is bounded: one look per flow, at most [`MAX_OTHER_FLOWS`] flows.
+#[derive(Default)]
+struct OtherPorts {
+    /// Flows (source port, destination port) already looked at.
+    seen: HashSet<(u16, u16)>,
+    /// By the terminal's port: the first sighting.
+    found: BTreeMap<u16, Sighting>,
+    /// Given up (a message was decoded, or the flow table is full).
+    done: bool,
+}
+
+struct Sighting {
+    /// "--tcp-port" or "--http-port".
+    option: &'static str,
+    what: &'static str,
+    ts: Timestamp,
+    packet: u64,
+    src: String,
+    dst: String,
+}
+
+/// What the first data of a flow on another port looks like, if ECR: the option
+/// that names the port, what was seen, and whether the sender is the client (its
+/// destination is the terminal's port).
+fn ecr_signature(payload: &[u8]) -> Option<(&'static str, &'static str, Option<bool>)> {
+    if payload.starts_with(&[0x2f, 0x6e, 0x01]) {
+        Some(("--tcp-port", "0x2f6e frames", None))
+    } else if payload.starts_with(b"POST /api/pos/") {
+        Some(("--http-port", "HTTP requests to /api/pos/", Some(true)))
+    } else if payload.starts_with(b"{\"content\"") {
+        Some(("--tcp-port", "ECR requests ({\"content\":...})", Some(true)))
+    } else {
+        None
+    }
 }
 
 impl<'s> Analyzer<'s> {
@@ -268,10 +329,64 @@ impl<'s> Analyzer<'s> {
                 last_ts: Timestamp::default(),
                 truncated_flows: HashSet::new(),
                 last_answer: None,
+                terminals_without_key: BTreeSet::new(),
                 body_hook: None,
             },
             packets: 0,
             usb: UsbSerial::new(cfg_usb_device),
+            other: OtherPorts::default(),
+        }
+    }
+
+    /// A TCP packet on ports that are not analysed: see [`OtherPorts`].
+    fn look_at_other_port(&mut self, pkt: &Packet<'_>, src: u16, dst: u16) {
+        let o = &mut self.other;
+        if o.done || self.st.cfg.probe {
+            return;
+        }
+        if self.st.messages > 0 || o.seen.len() >= MAX_OTHER_FLOWS {
+            o.done = true;
+            return;
+        }
+        if o.seen.contains(&(src, dst)) {
+            return;
+        }
+        let Ok(Network::Ipv4(net) | Network::Ipv6(net)) =
+            linklayer::network_layer(pkt.linktype, pkt.data)
+        else {
+            return;
+        };
+        let Ok(ipp) = ip::parse(net) else {
+            return;
+        };
+        if ipp.protocol != 6 {
+            return;
+        }
+        let Ok(seg) = tcp::parse_tcp(&ipp.payload) else {
+            return;
+        };
+        if seg.payload.is_empty() {
+            return;
+        }
+        o.seen.insert((src, dst));
+        let Some((option, what, from_client)) = ecr_signature(seg.payload) else {
+            return;
+        };
+        // Frames flow both ways; the terminal's port is taken to be the lower one
+        // (the other end uses an ephemeral port).
+        let port = match from_client {
+            Some(_) => dst,
+            None => src.min(dst),
+        };
+        if o.found.len() < MAX_OTHER_PORTS || o.found.contains_key(&port) {
+            o.found.entry(port).or_insert_with(|| Sighting {
+                option,
+                what,
+                ts: pkt.ts,
+                packet: pkt.index,
+                src: SocketAddr::new(ipp.src, src).to_string(),
+                dst: SocketAddr::new(ipp.dst, dst).to_string(),
+            });
         }
     }
 
@@ -315,7 +430,10 @@ impl<'s> Analyzer<'s> {
         // Fast path: most packets of a shop capture are not ECR traffic.
         match tcp::peek_tcp_ports(pkt.linktype, pkt.data) {
             PortPeek::NotTcp => return,
-            PortPeek::Tcp { src, dst } if !self.relevant(src, dst) => return,
+            PortPeek::Tcp { src, dst } if !self.relevant(src, dst) => {
+                self.look_at_other_port(pkt, src, dst);
+                return;
+            }
             _ => {}
         }
         let net = match linklayer::network_layer(pkt.linktype, pkt.data) {
@@ -349,6 +467,7 @@ impl<'s> Analyzer<'s> {
             }
         };
         if !self.relevant(seg.src_port, seg.dst_port) {
+            self.look_at_other_port(pkt, seg.src_port, seg.dst_port);
             return;
         }
         if pkt.is_truncated() || ipp.truncated {
@@ -481,7 +600,9 @@ impl<'s> Analyzer<'s> {
         ts: Timestamp,
         packet: Option<u64>,
     ) {
-        self.packets += u64::from(packet.is_some());
+        // A chunk read by the caller (`decode`'s input, a serial tap's read) is a
+        // packet too; an empty chunk is only a clock tick.
+        self.packets += u64::from(packet.is_some() || !bytes.is_empty());
         self.st.last_ts = self.st.last_ts.max(ts);
         let id = SERIAL_ID_BASE.saturating_add(link);
         let c = self.st.conns.entry(id).or_insert_with(|| {
@@ -575,7 +696,7 @@ impl<'s> Analyzer<'s> {
             if let Some(line) = d.line.as_ref().filter(|l| !l.spec) {
                 st.finding(
                     Code::LineSettings,
-                    st.last_ts,
+                    line.ts,
                     Some(Transport::Serial),
                     Some(d.link.clone()),
                     None,
@@ -589,6 +710,24 @@ impl<'s> Analyzer<'s> {
             }
         }
         self.tcp.flush_all(&mut |ev| st.tcp_event(ev));
+        // Nothing on the configured ports, but ECR traffic on others: say where.
+        if st.messages == 0 {
+            for (port, s) in std::mem::take(&mut self.other.found) {
+                st.finding(
+                    Code::EcrOnOtherPort,
+                    s.ts,
+                    Some(Transport::Tcp),
+                    Some(s.src.clone()),
+                    Some(s.dst.clone()),
+                    Some(s.packet),
+                    None,
+                    format!(
+                        "{} on TCP port {port}, which is not analysed; run again with {} {port}",
+                        s.what, s.option
+                    ),
+                );
+            }
+        }
         // Connections the reassembler never opened (none expected) are ended too.
         let ids: Vec<ConnId> = st.conns.keys().copied().collect();
         for id in ids {
@@ -606,6 +745,13 @@ impl<'s> Analyzer<'s> {
             latency_ms: latency_of(&mut st.latencies),
             files,
             usb_devices,
+            unused_keys: st
+                .keys
+                .unused_bound()
+                .into_iter()
+                .map(|(key, bound_to)| UnusedKey { key, bound_to })
+                .collect(),
+            terminals_without_key: st.terminals_without_key.iter().cloned().collect(),
         };
         st.sink.record(Record::Summary(summary.clone()));
         (summary, st.max_severity)
@@ -712,8 +858,14 @@ impl State<'_> {
                 let mut evs = vec![];
                 match &mut c.dirs[dir_index(dir)] {
                     DirState::Http(p) => p.gap(ts, missing_bytes, &mut evs),
-                    DirState::Text(t) => t.reset(),
+                    DirState::Text(t) => {
+                        t.reset();
+                        c.cut[dir_index(dir)] = true;
+                    }
                     _ => {}
+                }
+                if dir == StreamDir::ClientToServer && !ignored {
+                    c.lost_request = true;
                 }
                 let mut outs = vec![];
                 if let Some(fl) = c.frames.as_mut() {
@@ -723,6 +875,23 @@ impl State<'_> {
                 }
                 let explained = self.truncated_flows.contains(&(src.clone(), dst.clone()));
                 if !ignored && !explained {
+                    // An HTTP message cut by the hole is the gap's doing, not the
+                    // sender's: said here rather than as a bad-envelope of its own.
+                    let before = evs.len();
+                    evs.retain(|e| {
+                        !matches!(
+                            e,
+                            HttpEvent::Error {
+                                error: HttpError::Interrupted { .. },
+                                ..
+                            }
+                        )
+                    });
+                    let cut = if evs.len() < before {
+                        "; it cut an HTTP message, which is lost with it"
+                    } else {
+                        ""
+                    };
                     self.finding(
                         Code::TcpGap,
                         ts,
@@ -731,7 +900,7 @@ impl State<'_> {
                         Some(dst),
                         None,
                         None,
-                        format!("{missing_bytes} byte(s) missing at stream offset {offset}; decoding resumes after the hole"),
+                        format!("{missing_bytes} byte(s) missing at stream offset {offset}; decoding resumes after the hole{cut}"),
                     );
                 }
                 for o in outs {
@@ -936,7 +1105,34 @@ impl State<'_> {
         }
     }
 
+    /// The terminal answers while the cash register's text stream still holds the
+    /// tail of a message cut by a gap: the tail is complete (the terminal would not
+    /// answer otherwise) and goes first, so that messages stay in time order.
+    fn flush_cut_tail(&mut self, conn: ConnId) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        let i = dir_index(StreamDir::ClientToServer);
+        if !c.cut[i] {
+            return;
+        }
+        let mut bodies = vec![];
+        if let DirState::Text(t) = &mut c.dirs[i] {
+            if t.buffered() > 0 {
+                t.close(|m| {
+                    bodies.push(Body::Text(m.body.to_vec(), m.rule, m.first_ts, m.last_ts))
+                });
+            }
+        }
+        for b in bodies {
+            self.body(conn, StreamDir::ClientToServer, b, None);
+        }
+    }
+
     fn body(&mut self, conn: ConnId, dir: StreamDir, body: Body, packet: Option<u64>) {
+        if dir == StreamDir::ServerToClient {
+            self.flush_cut_tail(conn);
+        }
         let Some(c) = self.conns.get(&conn) else {
             return;
         };
@@ -993,7 +1189,10 @@ impl State<'_> {
             Body::Http(m) => cors_check(m, dir, c.pending.front(), preflight),
             _ => (None, None),
         };
+        let server_label = c.server_label.clone();
+        let have_keys = !self.keys.is_empty();
         let (ring, numbers) = self.keys.for_terminal(server);
+        let no_key_here = ring.is_empty() && have_keys;
         let mut extra: Vec<(Code, String)> = vec![];
         let mut decoded: Decoded;
         match &body {
@@ -1107,6 +1306,38 @@ impl State<'_> {
         if let Some(problem) = cors {
             extra.push((Code::CorsBlocked, problem));
         }
+        // The first text message after a gap: if it does not decode, it is the rest
+        // of a message whose start was lost, not a message of its own.
+        let mut tail = false;
+        if let (Body::Text(..), Some(c)) = (&body, self.conns.get_mut(&conn)) {
+            let i = dir_index(dir);
+            if std::mem::take(&mut c.cut[i])
+                && decoded.record.content.is_none()
+                && decoded.record.response.is_none()
+                && decoded
+                    .findings
+                    .iter()
+                    .any(|(code, _)| matches!(code, Code::BadEnvelope | Code::DecryptFailed))
+            {
+                tail = true;
+                decoded.record.gap = Some("tail");
+                decoded
+                    .findings
+                    .retain(|(code, _)| !matches!(code, Code::BadEnvelope | Code::DecryptFailed));
+                extra.retain(|(code, _)| *code != Code::BadEnvelope);
+            }
+        }
+        // A response with no request waiting, after a gap in the cash register's
+        // stream: it answers the request the capture lost.
+        if let Some(c) = self.conns.get_mut(&conn) {
+            if dir == StreamDir::ServerToClient
+                && decoded.record.role == Role::Response
+                && c.pending.is_empty()
+                && std::mem::take(&mut c.lost_request)
+            {
+                decoded.record.gap = Some("answers-lost-request");
+            }
+        }
         self.messages += 1;
         let index = self.messages;
         decoded.record.index = index;
@@ -1155,7 +1386,24 @@ impl State<'_> {
         let ref_num = record.ref_num;
         let is_response = decoded.facts.is_response;
         let facts = decoded.facts.clone();
-        let findings: Vec<(Code, String)> = decoded.findings.drain(..).chain(extra).collect();
+        let mut findings: Vec<(Code, String)> = decoded.findings.drain(..).chain(extra).collect();
+        if no_key_here {
+            // Keys were given, but all are bound to other terminals: say so rather
+            // than "no POS-KEY was given".
+            for (code, detail) in findings.iter_mut().filter(|(c, _)| *c == Code::NoKey) {
+                *detail = detail.replace(
+                    "no POS-KEY was given",
+                    &format!(
+                        "no POS-KEY given is for terminal {server_label} (the key file binds keys to {} only)",
+                        self.keys.bound_addresses()
+                    ),
+                );
+                let _ = code;
+                if self.terminals_without_key.len() < MAX_TERMINALS_WITHOUT_KEY {
+                    self.terminals_without_key.insert(server_label.clone());
+                }
+            }
+        }
         if let Some(hook) = self.body_hook.as_mut() {
             hook(&decoded.record, bytes);
         }
@@ -1178,7 +1426,7 @@ impl State<'_> {
             return;
         };
         match (dir, role, is_response) {
-            (StreamDir::ClientToServer, Role::Request | Role::Preflight, false) => {
+            (StreamDir::ClientToServer, Role::Request | Role::Preflight, false) if !tail => {
                 c.pending.push_back(PendingRequest {
                     index,
                     preflight: role == Role::Preflight,

@@ -150,6 +150,8 @@ codes! {
         "capture: the packet was cut by the capture's snap length (capture with -s 0)";
     TlsEncrypted = "tls-encrypted", Info,
         "D7: the terminal runs HTTPS on the ECR port; a passive capture cannot read it";
+    EcrOnOtherPort = "ecr-on-other-port", Info,
+        "capture: ECR traffic was seen on a TCP port that is not analysed; name it with --tcp-port or --http-port";
     PartialCardRefund = "partial-card-refund", Warning,
         "spec 3.2: same-day refunds of Visa/Mastercard, UnionPay Card and Amex must be for the full amount";
     PaymeTimeout = "payme-timeout", Warning,
@@ -197,7 +199,7 @@ mod tests {
             assert!(seen.insert(c.as_str()));
             assert_eq!(c.as_str().parse::<Code>().unwrap(), *c);
         }
-        assert_eq!(Code::ALL.len(), 32);
+        assert_eq!(Code::ALL.len(), 33);
         assert!("nope".parse::<Code>().is_err());
     }
 

@@ -238,6 +238,11 @@ impl HttpParser {
         self.state == State::Start && self.buf.is_empty()
     }
 
+    /// True while a message's body is being read (its header block is complete).
+    pub fn in_body(&self) -> bool {
+        matches!(self.state, State::Body(_))
+    }
+
     /// Feeds the next bytes of the stream, captured at `ts`.
     pub fn feed(&mut self, ts: Timestamp, data: &[u8], out: &mut Vec<HttpEvent>) {
         if data.is_empty() {

@@ -3,7 +3,11 @@
 //! A key file holds one key per line; `ADDRESS=KEY` binds a key to a terminal
 //! (`192.168.1.20=...` or `192.168.1.20:9001=...`), so a shop capture with several
 //! terminals decrypts each one with its own key. Blank lines and `#` comments are
-//! skipped. Unbound keys are tried for every terminal, after its bound keys.
+//! skipped, and so is a UTF-8 byte order mark (Notepad writes one). Unbound keys are
+//! tried for every terminal, after its bound keys.
+//!
+//! After an analysis, [`KeySet::unused_bound`] names the bound keys whose address
+//! matched no traffic (a mistyped address is the usual cause of `no-key`).
 //!
 //! Keys are secrets: nothing here prints them, and errors name the line, not the key.
 
@@ -19,6 +23,15 @@ pub enum Binding {
     Ip(IpAddr),
     /// This address and port.
     Socket(SocketAddr),
+}
+
+impl std::fmt::Display for Binding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Binding::Ip(ip) => write!(f, "{ip}"),
+            Binding::Socket(s) => write!(f, "{s}"),
+        }
+    }
 }
 
 impl Binding {
@@ -53,6 +66,8 @@ pub struct KeySet {
     keys: Vec<(Option<Binding>, PosKey)>,
     /// Per terminal address: the ring to try, and each ring position's key number.
     cache: HashMap<Option<SocketAddr>, (KeyRing, Vec<usize>)>,
+    /// Per key: whether its binding matched a terminal seen (unbound keys: unused).
+    matched: Vec<bool>,
 }
 
 impl KeySet {
@@ -76,6 +91,7 @@ impl KeySet {
     /// Adds the keys of a key file's text.
     pub fn add_file_text(&mut self, text: &str) -> Result<usize, KeysError> {
         let mut n = 0;
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         for (i, raw) in text.lines().enumerate() {
             let line = raw.trim();
             if line.is_empty() || line.starts_with('#') {
@@ -113,13 +129,18 @@ impl KeySet {
     /// ring position the key's 1-based number.
     pub fn for_terminal(&mut self, pos: Option<SocketAddr>) -> (&KeyRing, &[usize]) {
         let keys = &self.keys;
+        let matched = &mut self.matched;
         let (ring, numbers) = self.cache.entry(pos).or_insert_with(|| {
             let mut ring = KeyRing::new();
             let mut numbers = vec![];
+            matched.resize(keys.len(), false);
             for (i, (b, k)) in keys.iter().enumerate() {
                 if b.is_some_and(|b| b.matches(pos)) {
                     ring.push(k.clone());
                     numbers.push(i + 1);
+                    if let Some(m) = matched.get_mut(i) {
+                        *m = true;
+                    }
                 }
             }
             for (i, (b, k)) in keys.iter().enumerate() {
@@ -131,6 +152,34 @@ impl KeySet {
             (ring, numbers)
         });
         (ring, numbers)
+    }
+}
+
+impl KeySet {
+    /// Keys bound to an address that no terminal seen so far had: each key's
+    /// 1-based number and its address (never the key).
+    pub fn unused_bound(&self) -> Vec<(usize, String)> {
+        self.keys
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !self.matched.get(*i).copied().unwrap_or(false))
+            .filter_map(|(i, (b, _))| b.map(|b| (i + 1, b.to_string())))
+            .collect()
+    }
+
+    /// Whether some key is bound to an address (then a terminal may have none).
+    pub fn has_bound(&self) -> bool {
+        self.keys.iter().any(|(b, _)| b.is_some())
+    }
+
+    /// The addresses keys are bound to, for messages ("10.0.0.9, 10.0.0.5:9001").
+    pub fn bound_addresses(&self) -> String {
+        let v: Vec<String> = self
+            .keys
+            .iter()
+            .filter_map(|(b, _)| b.map(|b| b.to_string()))
+            .collect();
+        v.join(", ")
     }
 }
 
@@ -165,6 +214,22 @@ mod tests {
         let (ring, nums) = ks.for_terminal(None);
         assert_eq!(nums, &[1]);
         assert_eq!(ring.len(), 1);
+    }
+
+    #[test]
+    fn byte_order_mark_is_skipped_and_unused_bindings_are_named() {
+        let mut ks = KeySet::new();
+        let n = ks
+            .add_file_text("\u{feff}10.0.0.9=f46b1f08bec1f39104792cc79ec9aacd\r\n10.0.0.5:9001=my_qfpay_pos_key\r\n")
+            .unwrap();
+        assert_eq!(n, 2);
+        assert!(ks.has_bound());
+        assert_eq!(ks.bound_addresses(), "10.0.0.9, 10.0.0.5:9001");
+        let (ring, _) = ks.for_terminal(Some("10.0.0.7:9001".parse().unwrap()));
+        assert!(ring.is_empty());
+        let (_, nums) = ks.for_terminal(Some("10.0.0.5:9001".parse().unwrap()));
+        assert_eq!(nums, &[2]);
+        assert_eq!(ks.unused_bound(), vec![(1, "10.0.0.9".to_string())]);
     }
 
     #[test]

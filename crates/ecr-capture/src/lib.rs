@@ -20,6 +20,7 @@ pub mod framelink;
 pub mod http;
 pub mod ip;
 pub mod keys;
+pub mod ladder;
 pub mod linklayer;
 pub mod message;
 pub mod output;

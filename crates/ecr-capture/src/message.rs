@@ -107,6 +107,7 @@ pub fn decode_body(body: &[u8], keys: &KeyRing, key_numbers: &[usize], ctx: &Con
         digest_detail: None,
         bytes: body.len(),
         raw: None,
+        gap: None,
     };
     let mut findings = vec![];
     let mut facts = Facts::default();

@@ -1,10 +1,18 @@
 //! Writing records: the `text` tree (in the style of `tshark -V`), `jsonl` (one
 //! record per line) and `json` (one document). The live taps use the same writers,
 //! so a script reads a live tap exactly as it reads `analyze`.
+//!
+//! The text writer passes every string that came from a capture (addresses and
+//! device names, HTTP lines, content and response values, finding details) through
+//! [`ecr_proto::text::escape_terminal`], so that a value cannot move the cursor,
+//! retitle the window or forge a line; JSON escaping already covers jsonl and json.
 
 use std::io::{self, Write};
 
+use std::borrow::Cow;
+
 use ecr_proto::catalogue::{self, Channel, FuncType, RespCode};
+use ecr_proto::text::escape_terminal;
 use ecr_proto::value::{Object, Value};
 
 use crate::findings::Severity;
@@ -21,6 +29,8 @@ pub enum Format {
     Jsonl,
     /// One JSON document.
     Json,
+    /// A ladder diagram in text, one line per arrow ([`crate::ladder`]).
+    Ladder,
 }
 
 /// Something that writes records.
@@ -41,6 +51,7 @@ pub fn writer<'a, W: Write + 'a>(
         Format::Text => Box::new(TextWriter::new(out, color)),
         Format::Jsonl => Box::new(JsonlWriter { out }),
         Format::Json => Box::new(JsonWriter { out, first: true }),
+        Format::Ladder => Box::new(crate::ladder::LadderWriter::new(out, color)),
     }
 }
 
@@ -86,22 +97,22 @@ impl<W: Write> RecordWriter for JsonWriter<W> {
 
 /// ANSI styles, or none.
 #[derive(Clone, Copy)]
-struct Style {
-    on: bool,
+pub(crate) struct Style {
+    pub(crate) on: bool,
 }
 
 impl Style {
-    fn paint(&self, code: &str, text: &str) -> String {
+    pub(crate) fn paint(&self, code: &str, text: &str) -> String {
         if self.on {
             format!("\x1b[{code}m{text}\x1b[0m")
         } else {
             text.to_string()
         }
     }
-    fn bold(&self, t: &str) -> String {
+    pub(crate) fn bold(&self, t: &str) -> String {
         self.paint("1", t)
     }
-    fn dim(&self, t: &str) -> String {
+    pub(crate) fn dim(&self, t: &str) -> String {
         self.paint("2", t)
     }
     fn severity(&self, s: Severity) -> String {
@@ -118,6 +129,14 @@ impl Style {
 pub struct TextWriter<W: Write> {
     out: W,
     style: Style,
+    /// The message whose block was printed last, while nothing else followed it:
+    /// only its findings are indented under it.
+    open_message: Option<u64>,
+}
+
+/// A string from a capture, made safe for a terminal.
+fn esc(s: &str) -> Cow<'_, str> {
+    escape_terminal(s)
 }
 
 /// Formats capture time as UTC date and time with microseconds.
@@ -187,6 +206,7 @@ impl<W: Write> TextWriter<W> {
         TextWriter {
             out,
             style: Style { on: color },
+            open_message: None,
         }
     }
 
@@ -199,7 +219,7 @@ impl<W: Write> TextWriter<W> {
                 _ => "request".to_string(),
             },
             Role::Response => match &m.respcd {
-                Some(rc) => format!("response {rc}"),
+                Some(rc) => format!("response {}", esc(rc)),
                 None => "response".to_string(),
             },
             Role::Ack => "ack".to_string(),
@@ -210,9 +230,14 @@ impl<W: Write> TextWriter<W> {
             Role::Preflight => "CORS preflight".to_string(),
         };
         let route = if m.transport == crate::record::Transport::Serial {
-            format!("{} -> {}", m.src, m.dst)
+            format!("{} -> {}", esc(&m.src), esc(&m.dst))
         } else {
-            format!("{} -> {}  {}", m.src, m.dst, m.direction.arrow())
+            format!(
+                "{} -> {}  {}",
+                esc(&m.src),
+                esc(&m.dst),
+                m.direction.arrow()
+            )
         };
         if m.role == Role::Preflight {
             // One line: what the browser asked, or the answer and its time.
@@ -263,11 +288,13 @@ impl<W: Write> TextWriter<W> {
         )?;
         if let Some(h) = &m.http {
             match (&h.method, &h.path, h.status) {
-                (Some(meth), Some(path), _) => writeln!(self.out, "    HTTP: {meth} {path}")?,
+                (Some(meth), Some(path), _) => {
+                    writeln!(self.out, "    HTTP: {} {}", esc(meth), esc(path))?
+                }
                 (_, _, Some(st)) => writeln!(
                     self.out,
                     "    HTTP: {st} {}",
-                    h.reason.as_deref().unwrap_or("")
+                    esc(h.reason.as_deref().unwrap_or(""))
                 )?,
                 _ => {}
             }
@@ -306,12 +333,23 @@ impl<W: Write> TextWriter<W> {
                 m.ref_num.unwrap_or(0)
             )?;
         }
+        match m.gap {
+            Some("tail") => writeln!(
+                self.out,
+                "    TCP gap: the tail of a message whose start the capture lost; not a request of its own"
+            )?,
+            Some(_) => writeln!(
+                self.out,
+                "    TCP gap: answers a request the capture lost in a TCP gap"
+            )?,
+            None => {}
+        }
         if matches!(m.role, Role::Ack | Role::ErrorFrame) {
             return Ok(());
         }
         let mut env = vec![];
         if let Some(d) = &m.dialect {
-            env.push(d.clone());
+            env.push(esc(d).into_owned());
         }
         if let Some(k) = &m.key {
             env.push(format!(
@@ -321,7 +359,7 @@ impl<W: Write> TextWriter<W> {
         }
         if m.role == Role::Request {
             let digest = match (&m.digest_value, m.digest) {
-                (Some(v), st) => format!("digest {v} {st}"),
+                (Some(v), st) => format!("digest {} {st}", esc(v)),
                 (None, st) => format!("digest {st}"),
             };
             env.push(digest);
@@ -337,7 +375,7 @@ impl<W: Write> TextWriter<W> {
             self.response(&r.0)?;
         }
         if let Some(raw) = &m.raw {
-            writeln!(self.out, "    Body: {}", s.dim(&format!("{raw:?}")))?;
+            writeln!(self.out, "    Body: {}", s.dim(&esc(&format!("{raw:?}"))))?;
         }
         Ok(())
     }
@@ -376,6 +414,7 @@ impl<W: Write> TextWriter<W> {
     fn content(&mut self, c: &Object) -> io::Result<()> {
         for (k, v) in c.iter() {
             let text = v.to_display_string();
+            let text = esc(&text);
             let note = match k {
                 "func_type" => FuncType::from_value(v)
                     .and_then(FuncType::name)
@@ -401,10 +440,11 @@ impl<W: Write> TextWriter<W> {
             match note {
                 Some(n) => writeln!(
                     self.out,
-                    "        {k}: {text}  {}",
+                    "        {}: {text}  {}",
+                    esc(k),
                     self.style.dim(&format!("({n})"))
                 )?,
-                None => writeln!(self.out, "        {k}: {text}")?,
+                None => writeln!(self.out, "        {}: {text}", esc(k))?,
             }
         }
         Ok(())
@@ -428,6 +468,7 @@ impl<W: Write> TextWriter<W> {
                             }
                         }
                         let text = dv.to_display_string();
+                        let (dk, text) = (esc(dk), esc(&text));
                         match note {
                             Some(n) => writeln!(
                                 self.out,
@@ -440,6 +481,7 @@ impl<W: Write> TextWriter<W> {
                 }
                 ("respcd", v) => {
                     let text = v.to_display_string();
+                    let text = esc(&text);
                     let meaning = RespCode::from_value(v).and_then(RespCode::meaning);
                     match meaning {
                         Some(mn) => writeln!(
@@ -450,7 +492,12 @@ impl<W: Write> TextWriter<W> {
                         None => writeln!(self.out, "        respcd: {text}")?,
                     }
                 }
-                (k, v) => writeln!(self.out, "        {k}: {}", v.to_display_string())?,
+                (k, v) => writeln!(
+                    self.out,
+                    "        {}: {}",
+                    esc(k),
+                    esc(&v.to_display_string())
+                )?,
             }
         }
         Ok(())
@@ -458,20 +505,28 @@ impl<W: Write> TextWriter<W> {
 
     fn finding(&mut self, f: &FindingRecord) -> io::Result<()> {
         let s = self.style;
-        let indent = if f.message.is_some() { "    " } else { "" };
-        let place = if f.message.is_some() {
+        // Under its message's block only when that block was just printed; a finding
+        // about an earlier message (e.g. unanswered-at-end) stands on its own.
+        let under = f.message.is_some() && f.message == self.open_message;
+        let indent = if under { "    " } else { "" };
+        let place = if under {
             String::new()
         } else {
             let addr = match (&f.src, &f.dst) {
-                (Some(a), Some(b)) => format!("  {a} -> {b}"),
+                (Some(a), Some(b)) => format!("  {} -> {}", esc(a), esc(b)),
                 _ => String::new(),
             };
             format!(
-                "  {}{}{}",
+                "  {}{}{}{}",
                 format_ts(f.ts),
                 addr,
                 f.packet
                     .map(|p| format!("  (packet {p})"))
+                    .unwrap_or_default(),
+                f.message
+                    .map(|m| format!("(message {m})"))
+                    .filter(|m| !f.detail.contains(m.as_str()))
+                    .map(|m| format!("  {m}"))
                     .unwrap_or_default()
             )
         };
@@ -488,7 +543,7 @@ impl<W: Write> TextWriter<W> {
             ),
             s.severity(f.severity),
             s.bold(f.code.as_str()),
-            f.detail
+            esc(&f.detail)
         )?;
         writeln!(
             self.out,
@@ -505,16 +560,16 @@ impl<W: Write> TextWriter<W> {
         };
         let mut extra = vec![];
         if let Some(a) = &t.amt {
-            extra.push(a.clone());
+            extra.push(esc(a).into_owned());
         }
         if let Some(c) = &t.channel {
-            extra.push(c.clone());
+            extra.push(esc(c).into_owned());
         }
         if let Some(o) = &t.out_trade_no {
-            extra.push(format!("out_trade_no {o}"));
+            extra.push(format!("out_trade_no {}", esc(o)));
         }
         if let Some(s) = &t.syssn {
-            extra.push(format!("syssn {s}"));
+            extra.push(format!("syssn {}", esc(s)));
         }
         let rc = match t.respcd.as_deref() {
             Some(rc) => {
@@ -523,7 +578,7 @@ impl<W: Write> TextWriter<W> {
                     .ok()
                     .and_then(|c| RespCode(c).meaning())
                     .unwrap_or("");
-                format!("{rc} {meaning}")
+                format!("{} {meaning}", esc(rc))
             }
             None => "no respcd".into(),
         };
@@ -550,7 +605,7 @@ impl<W: Write> TextWriter<W> {
         let st = self.style;
         writeln!(self.out, "{}", st.bold("Summary"))?;
         if !s.files.is_empty() {
-            writeln!(self.out, "    files: {}", s.files.join(", "))?;
+            writeln!(self.out, "    files: {}", esc(&s.files.join(", ")))?;
         }
         writeln!(
             self.out,
@@ -570,7 +625,7 @@ impl<W: Write> TextWriter<W> {
                         .ok()
                         .and_then(|c| FuncType(c).name())
                         .map(|n| format!("{n} ({k})"))
-                        .unwrap_or_else(|| k.clone());
+                        .unwrap_or_else(|| esc(k).into_owned());
                     format!("{name} x{v}")
                 })
                 .collect();
@@ -580,12 +635,16 @@ impl<W: Write> TextWriter<W> {
             let parts: Vec<String> = s
                 .channels
                 .iter()
-                .map(|(k, v)| format!("{k} x{v}"))
+                .map(|(k, v)| format!("{} x{v}", esc(k)))
                 .collect();
             writeln!(self.out, "    payments by channel: {}", parts.join(", "))?;
         }
         if !s.respcd.is_empty() {
-            let parts: Vec<String> = s.respcd.iter().map(|(k, v)| format!("{k} x{v}")).collect();
+            let parts: Vec<String> = s
+                .respcd
+                .iter()
+                .map(|(k, v)| format!("{} x{v}", esc(k)))
+                .collect();
             writeln!(self.out, "    responses by respcd: {}", parts.join(", "))?;
         }
         if let Some(l) = &s.latency_ms {
@@ -601,15 +660,20 @@ impl<W: Write> TextWriter<W> {
                 Some(_) => "cash register = USB device side, terminal = USB host",
                 None => "no ECR frames",
             };
-            writeln!(self.out, "    USB device {} ({}): {who}", d.device, d.link)?;
+            writeln!(
+                self.out,
+                "    USB device {} ({}): {who}",
+                esc(&d.device),
+                esc(&d.link)
+            )?;
             if let Some(why) = &d.oriented_by {
-                writeln!(self.out, "        because {why}")?;
+                writeln!(self.out, "        because {}", esc(why))?;
             }
             if let Some(l) = &d.line {
                 writeln!(
                     self.out,
                     "        line settings: {} (SET_LINE_CODING at packet {}, {} request(s)){}",
-                    l.settings,
+                    esc(&l.settings),
                     l.packet,
                     l.requests,
                     if l.spec {
@@ -623,6 +687,21 @@ impl<W: Write> TextWriter<W> {
                 self.out,
                 "        line bytes: {} host -> device, {} device -> host",
                 d.bytes_from_host, d.bytes_from_device
+            )?;
+        }
+        for k in &s.unused_keys {
+            writeln!(
+                self.out,
+                "    key {} (bound to {}) matched no traffic: check the address in the key file",
+                k.key, k.bound_to
+            )?;
+        }
+        if !s.terminals_without_key.is_empty() {
+            let list: Vec<String> = s.terminals_without_key.to_vec();
+            writeln!(
+                self.out,
+                "    terminals with no key: {} (bind one with ADDRESS=KEY in the key file, or give an unbound key)",
+                list.join(", ")
             )?;
         }
         if s.findings.is_empty() {
@@ -649,11 +728,13 @@ impl<W: Write> RecordWriter for TextWriter<W> {
         match record {
             Record::Message(m) => {
                 writeln!(self.out)?;
+                self.open_message = Some(m.index);
                 self.message(m)
             }
             Record::Finding(f) => {
-                if f.message.is_none() {
+                if f.message.is_none() || f.message != self.open_message {
                     writeln!(self.out)?;
+                    self.open_message = None;
                 }
                 self.finding(f)
             }

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use ecr_proto::value::{Object, Value};
+use ecr_proto::Timestamp;
 use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
 
@@ -227,6 +228,12 @@ pub struct MessageRecord {
     /// The body, when it could not be decoded (lossy UTF-8, at most 200 bytes).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub raw: Option<String>,
+    /// How a TCP gap (bytes missing from the capture) bears on the message:
+    /// `tail` = the rest of a message whose start was lost (not a request of its
+    /// own, and not reported as bad-envelope); `answers-lost-request` = a response
+    /// to a request the capture lost in a gap.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gap: Option<&'static str>,
 }
 
 /// Which key decrypted a message.
@@ -346,6 +353,23 @@ pub struct SummaryRecord {
     /// settings.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub usb_devices: Vec<UsbDeviceInfo>,
+    /// Keys bound to an address (`ADDRESS=KEY` in a key file) that matched no
+    /// terminal of the capture: usually a mistyped address.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unused_keys: Vec<UnusedKey>,
+    /// Terminals whose encrypted messages no key given applied to (the keys given
+    /// are all bound to other addresses).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub terminals_without_key: Vec<String>,
+}
+
+/// A bound key that matched no traffic (never the key itself).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct UnusedKey {
+    /// The key's 1-based number, as in `key.index` of message records.
+    pub key: usize,
+    /// The address it is bound to.
+    pub bound_to: String,
 }
 
 /// A USB-serial adapter seen in a USB capture.
@@ -387,6 +411,10 @@ pub struct LineInfo {
     pub spec: bool,
     /// Packet of the (last) request that set them.
     pub packet: u64,
+    /// That packet's capture time (for the `line-settings` finding; the summary
+    /// names the packet).
+    #[serde(skip)]
+    pub ts: Timestamp,
     /// How many SET_LINE_CODING requests were seen.
     pub requests: u32,
 }

@@ -198,6 +198,14 @@ impl fmt::Display for Location {
     }
 }
 
+fn not_capture_text(first_bytes: &str) -> String {
+    if first_bytes.is_empty() {
+        "empty file: not a pcap or pcapng file".into()
+    } else {
+        format!("not a pcap or pcapng file (first bytes: {first_bytes})")
+    }
+}
+
 /// Everything that can be wrong with a capture file.
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
@@ -210,7 +218,7 @@ pub enum SourceError {
         source: io::Error,
     },
     /// The first bytes are not a pcap or pcapng magic number.
-    #[error("not a pcap or pcapng file (first bytes: {first_bytes})")]
+    #[error("{}", not_capture_text(first_bytes))]
     NotCapture {
         /// Hex of the first bytes seen (empty for an empty file).
         first_bytes: String,

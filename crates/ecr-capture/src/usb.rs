@@ -566,6 +566,8 @@ pub struct DeviceReport {
     pub line: Option<(LineCoding, u64)>,
     /// SET_LINE_CODING requests seen.
     pub line_changes: u32,
+    /// When the last line settings were sent (the capture time of `line`'s packet).
+    pub line_ts: Timestamp,
     /// Line bytes host to device and device to host.
     pub bytes: [u64; 2],
 }
@@ -589,6 +591,7 @@ impl DeviceReport {
                 stop_bits: c.stop_text(),
                 spec: c.matches_spec(),
                 packet,
+                ts: self.line_ts,
                 requests: self.line_changes,
             }),
             bytes_from_host: self.bytes[0],
@@ -634,13 +637,20 @@ struct Device {
 pub struct UsbSerial {
     filter: Option<DeviceId>,
     devices: BTreeMap<DeviceId, Device>,
-    /// OUT data waiting for its completion: (URB id, device, bytes, submission
-    /// time, packet).
-    outs: std::collections::VecDeque<(u64, DeviceId, Vec<u8>, Timestamp, u64)>,
+    /// OUT data waiting for its completion.
+    outs: std::collections::VecDeque<HeldOut>,
 }
+
+/// An OUT transfer waiting for its completion: (URB id, device, bytes, submission
+/// time, packet).
+type HeldOut = (u64, DeviceId, Vec<u8>, Timestamp, u64);
 
 /// Most OUT transfers waiting for their completion.
 const MAX_OUTS: usize = 256;
+
+/// How long after its bytes have gone out (at the line's baud rate) an OUT's
+/// completion may still come before a later event on the device releases it.
+const OUT_COMPLETION_SLACK_MS: i64 = 100;
 
 impl UsbSerial {
     /// A demultiplexer; `filter` restricts it to one device.
@@ -689,8 +699,10 @@ impl UsbSerial {
     /// once, and the adapter completes the URB when the bytes have gone out (a 1 KB
     /// write takes a second at 9600 baud). Timing all of it at submission would make
     /// every long request look unanswered for a second too long, and timing all of it
-    /// at completion would hide the gap before it. An OUT whose completion never
-    /// comes is timed by its submission.
+    /// at completion would hide the gap before it. An OUT whose completion is not in
+    /// the capture is released, in time order, as soon as the device sends data (it
+    /// was on the line before) or a later event on the device makes its completion
+    /// overdue; its last byte is then timed at the line rate.
     pub fn urb(
         &mut self,
         urb: &Urb<'_>,
@@ -700,6 +712,22 @@ impl UsbSerial {
         out: &mut dyn FnMut(UsbOutput<'_>),
     ) {
         let part = serial_part(urb);
+        let completes_held = urb.transfer == TransferType::Bulk
+            && urb.event != UrbEvent::Submission
+            && !urb.is_in()
+            && self.outs.iter().any(|o| o.0 == urb.id && o.1 == urb.device);
+        if !completes_held {
+            // OUTs of this device whose completion is overdue (or that the device
+            // has answered) go first, so that everything stays in time order.
+            let answer = matches!(
+                part,
+                SerialPart::Data {
+                    from_host: false,
+                    ..
+                }
+            );
+            self.release_due(urb.device, ts, answer, classify, out);
+        }
         if let SerialPart::Data {
             device,
             from_host: true,
@@ -710,15 +738,16 @@ impl UsbSerial {
                 return;
             }
             if self.outs.len() >= MAX_OUTS {
-                if let Some((_, d, b, t, p)) = self.outs.pop_front() {
-                    self.release_out(d, &b, t, p, classify, out);
+                if let Some(o) = self.outs.pop_front() {
+                    let done = self.sent_by(&o);
+                    self.release_held(o, done, classify, out);
                 }
             }
             self.outs
                 .push_back((urb.id, device, bytes.to_vec(), ts, packet));
             return;
         }
-        if urb.transfer == TransferType::Bulk && urb.event != UrbEvent::Submission && !urb.is_in() {
+        if completes_held {
             if let Some(i) = self
                 .outs
                 .iter()
@@ -726,19 +755,85 @@ impl UsbSerial {
             {
                 // Earlier OUTs still waiting go first, in order.
                 let done: Vec<_> = self.outs.drain(..=i).collect();
-                for (_, d, b, t, p) in done {
+                for o in done {
                     // The first byte leaves when the host writes it, the last when
                     // the URB completes.
-                    let (first, rest) = b.split_at(b.len().min(1));
-                    self.release_out(d, first, t, p, classify, out);
-                    if !rest.is_empty() {
-                        self.release_out(d, rest, t.max(ts), p, classify, out);
-                    }
+                    self.release_held(o, ts, classify, out);
                 }
             }
             return;
         }
+        if urb.transfer == TransferType::Bulk && urb.event != UrbEvent::Submission && !urb.is_in() {
+            // The completion of an OUT released already (overdue): nothing to add.
+            return;
+        }
         self.part(part, ts, packet, classify, out);
+    }
+
+    /// When the held OUT `o` has gone out at the latest: its submission plus the
+    /// time its bytes take on the line (the device's baud rate, or spec 10.9's
+    /// 9600; 10 bits a byte).
+    fn sent_by(&self, o: &HeldOut) -> Timestamp {
+        let baud = self
+            .devices
+            .get(&o.1)
+            .and_then(|d| d.report.line.as_ref())
+            .map(|(c, _)| c.baud)
+            .filter(|b| *b > 0)
+            .unwrap_or(9600);
+        let bits = (o.2.len() as i64).saturating_mul(10);
+        let nanos = bits.saturating_mul(1_000_000_000) / i64::from(baud);
+        Timestamp(o.3 .0.saturating_add(nanos))
+    }
+
+    /// Releases the held OUTs of `device` whose completion is overdue at `now`
+    /// (sent by then, plus [`OUT_COMPLETION_SLACK_MS`]), in order; with `answer`
+    /// (the device sent data), every held OUT of the device submitted by `now`,
+    /// since the bytes it answers were on the line before its answer.
+    fn release_due(
+        &mut self,
+        device: DeviceId,
+        now: Timestamp,
+        answer: bool,
+        classify: &mut Classifier<'_>,
+        out: &mut dyn FnMut(UsbOutput<'_>),
+    ) {
+        loop {
+            let Some(i) = self.outs.iter().position(|o| o.1 == device) else {
+                return;
+            };
+            let Some(o) = self.outs.get(i) else {
+                return;
+            };
+            let done = self.sent_by(o);
+            let due = if answer {
+                o.3 <= now
+            } else {
+                done.add_millis(OUT_COMPLETION_SLACK_MS) < now
+            };
+            if !due {
+                return;
+            }
+            let Some(o) = self.outs.remove(i) else {
+                return;
+            };
+            self.release_held(o, done.min(now), classify, out);
+        }
+    }
+
+    /// Releases a held OUT: its first byte at its submission, the rest at `done`.
+    fn release_held(
+        &mut self,
+        (_, device, bytes, submitted, packet): HeldOut,
+        done: Timestamp,
+        classify: &mut Classifier<'_>,
+        out: &mut dyn FnMut(UsbOutput<'_>),
+    ) {
+        let (first, rest) = bytes.split_at(bytes.len().min(1));
+        self.release_out(device, first, submitted, packet, classify, out);
+        if !rest.is_empty() {
+            self.release_out(device, rest, submitted.max(done), packet, classify, out);
+        }
     }
 
     fn release_out(
@@ -778,6 +873,7 @@ impl UsbSerial {
             SerialPart::LineCoding { device, coding } => {
                 if let Some(d) = self.device(device) {
                     d.report.line = Some((coding, packet));
+                    d.report.line_ts = ts;
                     d.report.line_changes = d.report.line_changes.saturating_add(1);
                     d.awaiting_line = false;
                 }
@@ -792,6 +888,7 @@ impl UsbSerial {
                     if std::mem::take(&mut d.awaiting_line) {
                         if let Some(coding) = LineCoding::from_bytes(bytes) {
                             d.report.line = Some((coding, packet));
+                            d.report.line_ts = ts;
                             d.report.line_changes = d.report.line_changes.saturating_add(1);
                         }
                     }
@@ -841,8 +938,9 @@ impl UsbSerial {
     /// released.
     pub fn finish(&mut self, classify: &mut Classifier<'_>, out: &mut dyn FnMut(UsbOutput<'_>)) {
         let pending: Vec<_> = self.outs.drain(..).collect();
-        for (_, d, b, t, p) in pending {
-            self.release_out(d, &b, t, p, classify, out);
+        for o in pending {
+            let done = self.sent_by(&o);
+            self.release_held(o, done, classify, out);
         }
         let filtered = self.filter.is_some();
         for (id, d) in self.devices.iter_mut() {

@@ -33,19 +33,40 @@ pub enum Fault {
 
 /// Why a fault text is not understood.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown fault {0:?}: use drop-ack, delay-ack=MS, split=MS, corrupt, wrong-digest, wrong-key or close-early")]
-pub struct FaultError(String);
+pub enum FaultError {
+    /// No such fault.
+    #[error("unknown fault {0:?}: use drop-ack, delay-ack=MS, split=MS, corrupt, wrong-digest, wrong-key or close-early")]
+    Unknown(String),
+    /// A fault that takes no value was given one.
+    #[error("fault {0:?} takes no value (drop the \"=...\")")]
+    NoValue(String),
+    /// The milliseconds of delay-ack or split are not a number in range.
+    #[error("{name}: the delay must be a whole number of milliseconds from 0 to {MAX_FAULT_MS} (e.g. {name}=1500)")]
+    BadMs {
+        /// The fault text.
+        text: String,
+        /// The fault's name.
+        name: String,
+    },
+}
 
-fn ms(text: &str, arg: Option<&str>, default: u64) -> Result<Duration, FaultError> {
+/// The longest delay a fault takes, in milliseconds (10 minutes).
+pub const MAX_FAULT_MS: u64 = 600_000;
+
+fn ms(text: &str, name: &str, arg: Option<&str>, default: u64) -> Result<Duration, FaultError> {
     match arg {
         None => Ok(Duration::from_millis(default)),
         Some(a) => a
+            .trim()
             .trim_end_matches("ms")
             .parse::<u64>()
             .ok()
-            .filter(|&v| v <= 600_000)
+            .filter(|&v| v <= MAX_FAULT_MS)
             .map(Duration::from_millis)
-            .ok_or_else(|| FaultError(text.to_string())),
+            .ok_or_else(|| FaultError::BadMs {
+                text: text.to_string(),
+                name: name.to_string(),
+            }),
     }
 }
 
@@ -58,17 +79,17 @@ impl FromStr for Fault {
         };
         let no_arg = |f: Fault| match arg {
             None => Ok(f),
-            Some(_) => Err(FaultError(text.to_string())),
+            Some(_) => Err(FaultError::NoValue(name.to_string())),
         };
         match name {
             "drop-ack" => no_arg(Fault::DropAck),
-            "delay-ack" => Ok(Fault::DelayAck(ms(text, arg, 1500)?)),
-            "split" => Ok(Fault::Split(ms(text, arg, 600)?)),
+            "delay-ack" => Ok(Fault::DelayAck(ms(text, name, arg, 1500)?)),
+            "split" => Ok(Fault::Split(ms(text, name, arg, 600)?)),
             "corrupt" => no_arg(Fault::Corrupt),
             "wrong-digest" => no_arg(Fault::WrongDigest),
             "wrong-key" => no_arg(Fault::WrongKey),
             "close-early" => no_arg(Fault::CloseEarly),
-            _ => Err(FaultError(text.to_string())),
+            _ => Err(FaultError::Unknown(text.to_string())),
         }
     }
 }
@@ -155,6 +176,20 @@ mod tests {
         for bad in ["drop", "split=x", "corrupt=1", "delay-ack=9999999"] {
             assert!(bad.parse::<Fault>().is_err(), "{bad}");
         }
+        // A number out of range is not an "unknown fault": the error states the range.
+        let e = "delay-ack=99999999999999999999"
+            .parse::<Fault>()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("from 0 to 600000"), "{e}");
+        assert!(!e.contains("unknown fault"), "{e}");
+        let e = "corrupt=1".parse::<Fault>().unwrap_err().to_string();
+        assert!(e.contains("takes no value"), "{e}");
+        assert!("nonsense"
+            .parse::<Fault>()
+            .unwrap_err()
+            .to_string()
+            .contains("unknown fault"));
         let f = Faults(vec![Fault::Split(Duration::from_millis(10))]);
         assert_eq!(f.split(), Some(Duration::from_millis(10)));
         assert!(!f.corrupt());

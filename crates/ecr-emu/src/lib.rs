@@ -19,7 +19,9 @@ pub mod server;
 pub mod signals;
 pub mod target;
 pub mod terminal;
+pub mod textgate;
 pub mod tls;
+pub mod wait;
 
 pub use client::{Exchange, SendOptions, TcpFraming, WireChunk};
 pub use faults::{Fault, Faults};

@@ -5,7 +5,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -31,6 +31,8 @@ pub trait Line: Send {
     fn read_within(&mut self, buf: &mut [u8], timeout: Duration) -> io::Result<ReadOutcome>;
     /// Writes all of `bytes`.
     fn send(&mut self, bytes: &[u8]) -> io::Result<()>;
+    /// The descriptor to wait on for input.
+    fn fd(&self) -> BorrowedFd<'_>;
     /// Whether the line is a TLS connection (what it reads is decrypted).
     const ENCRYPTED: bool = false;
 }
@@ -57,6 +59,9 @@ impl Line for TcpStream {
     fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.write_all(bytes)?;
         self.flush()
+    }
+    fn fd(&self) -> BorrowedFd<'_> {
+        self.as_fd()
     }
 }
 
@@ -139,6 +144,9 @@ impl Line for SerialLine {
         self.file.write_all(bytes)?;
         self.file.flush()
     }
+    fn fd(&self) -> BorrowedFd<'_> {
+        self.file.as_fd()
+    }
 }
 
 /// A pseudo-terminal whose other end (`path`) a cash register program, or `send`,
@@ -185,6 +193,9 @@ impl Line for PtyLine {
     fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.master.write_all(bytes)?;
         self.master.flush()
+    }
+    fn fd(&self) -> BorrowedFd<'_> {
+        self.master.as_fd()
     }
 }
 

@@ -251,6 +251,34 @@ impl<L: Line> FrameEndpoint<L> {
         }
     }
 
+    /// The line (to wait on its descriptor).
+    pub fn line(&self) -> &L {
+        &self.line
+    }
+
+    /// An event already decoded, without reading.
+    pub fn next_event(&mut self) -> Option<LinkEvent> {
+        self.queue.pop_front()
+    }
+
+    /// Reads what the line has (call it when the line is readable) and decodes it;
+    /// false when the other end closed.
+    pub fn pump(&mut self) -> io::Result<bool> {
+        let mut buf = [0u8; 4096];
+        match self.line.read_within(&mut buf, Duration::from_millis(1))? {
+            ReadOutcome::Data(n) => {
+                let chunk = buf.get(..n).unwrap_or(&[]).to_vec();
+                self.feed(&chunk);
+                Ok(true)
+            }
+            ReadOutcome::Timeout => Ok(true),
+            ReadOutcome::Closed => {
+                self.decoder.flush(|_| {});
+                Ok(false)
+            }
+        }
+    }
+
     /// Puts an event back to be returned first by the next [`FrameEndpoint::poll`].
     pub fn unread(&mut self, ev: LinkEvent) {
         self.queue.push_front(ev);

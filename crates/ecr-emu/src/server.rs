@@ -1,36 +1,70 @@
 //! The emulator's front ends: HTTP on 9001, raw TCP on 9002 (text or frames, D6)
-//! and a serial line, each answering through the shared [`Terminal`]. One thread
-//! per listener and per connection, blocking sockets with short timeouts so every
-//! loop notices the stop flag within a fraction of a second.
+//! and a serial line, each answering through the shared [`Terminal`].
+//!
+//! One thread per listener and per connection. Every thread sleeps in one
+//! `poll(2)` on its socket (or line) and the stop [`Bell`], with no timeout unless
+//! a deadline is due, so an idle emulator uses no CPU. Slow or silent peers cannot
+//! hold it ([`Limits`]): a request's headers and body must arrive within their
+//! timeouts, an idle connection is closed after the idle timeout, writes to a
+//! client that does not read time out, and when a listener has its maximum of
+//! connections the one idle longest is closed to make room.
 
+use std::collections::HashMap;
 use std::fs::File;
-use std::io::{self, BufWriter};
+use std::io::{self, BufWriter, Read};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use ecr_capture::http::{HttpEvent, HttpKind, HttpParser};
+use ecr_capture::http::{HttpConfig, HttpEvent, HttpKind, HttpParser};
 use ecr_capture::serialcap::{FrameSplitter, SerialCaptureWriter};
-use ecr_capture::tcptext::TextFramer;
 use ecr_proto::cipher::KeyRing;
 use ecr_proto::envelope::{self, EnvelopeError};
 use ecr_proto::frame::{ErrorCode, MARKER, MAX_FRAGMENT_DATA, VERSION};
 use ecr_proto::link::Side;
 
 use crate::cors;
-use crate::line::{Line, PtyLine, ReadOutcome, SerialLine};
+use crate::line::{Line, PtyLine, SerialLine};
 use crate::seriallink::{FrameEndpoint, LinkEvent, Tap};
 use crate::terminal::{Reply, Terminal};
-use crate::tls::Close;
+use crate::textgate::TextGate;
+use crate::tls::{Close, ServerStream};
+use crate::wait::{wait, Bell, Woke};
 
-/// How often loops look at the stop flag.
-const TICK: Duration = Duration::from_millis(100);
-/// Most connections served at once.
-const MAX_CONNECTIONS: usize = 64;
+/// Most results being prepared at once on one frame link.
+const MAX_PENDING_RESULTS: usize = 64;
+/// Stack of a connection thread (JSON nesting is bounded at 64 levels).
+const CONN_STACK: usize = 512 * 1024;
+
+/// What slow or silent peers are allowed (see the module documentation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// HTTP: from a request's first byte to the end of its header block.
+    pub header_timeout: Duration,
+    /// HTTP: from the end of the headers to the end of the body; TCP: from a
+    /// message's first byte to its end. Also bounds each write to the client.
+    pub body_timeout: Duration,
+    /// A connection with no request in progress is closed after this.
+    pub idle_timeout: Duration,
+    /// Most connections per listener; when full, the one idle longest is closed.
+    pub max_connections: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(120),
+            max_connections: 1024,
+        }
+    }
+}
 
 /// Where the emulator's serial side is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,6 +86,8 @@ pub struct ServeConfig {
     pub serial: Option<SerialSpec>,
     /// Write the serial traffic to this file (D9 serial capture format).
     pub serial_capture: Option<PathBuf>,
+    /// Timeouts and the connection limit.
+    pub limits: Limits,
     /// Serve HTTPS instead of HTTP on the `http` address (see [`crate::tls`]).
     pub tls: Option<Arc<rustls::ServerConfig>>,
 }
@@ -100,28 +136,114 @@ pub struct Emulator {
     pub tcp_addr: Option<SocketAddr>,
     /// The serial line: the device, or the pseudo-terminal to give the cash register.
     pub serial_path: Option<PathBuf>,
-    stop: Arc<AtomicBool>,
+    stop: Arc<Bell>,
+    /// Rung when a serving thread ends (a serial line closed for good).
+    ended: Arc<Bell>,
     threads: Vec<JoinHandle<()>>,
     capture: Capture,
 }
 
+#[derive(Clone)]
 struct Shared {
     terminal: Arc<Terminal>,
-    stop: Arc<AtomicBool>,
+    stop: Arc<Bell>,
     log: Log,
-    connections: Arc<Mutex<usize>>,
+    limits: Limits,
     tls: Option<Arc<rustls::ServerConfig>>,
 }
 
-impl Clone for Shared {
-    fn clone(&self) -> Self {
-        Shared {
-            terminal: self.terminal.clone(),
-            stop: self.stop.clone(),
-            log: self.log.clone(),
-            connections: self.connections.clone(),
-            tls: self.tls.clone(),
+/// The open connections of one listener.
+#[derive(Default)]
+struct Conns {
+    slots: Mutex<HashMap<u64, Slot>>,
+    next: AtomicU64,
+}
+
+struct Slot {
+    /// A handle to shut the connection down when it is evicted.
+    stream: TcpStream,
+    peer: String,
+    /// Since when it has had no request in progress.
+    idle_since: Option<Instant>,
+    evicted: bool,
+}
+
+/// A connection's entry in [`Conns`], removed when the connection ends.
+struct ConnGuard {
+    conns: Arc<Conns>,
+    id: u64,
+}
+
+impl ConnGuard {
+    /// Marks the connection idle (no request in progress) or busy.
+    fn set_idle(&self, idle: bool) {
+        let mut slots = self.conns.slots.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(s) = slots.get_mut(&self.id) {
+            match (idle, s.idle_since) {
+                (true, None) => s.idle_since = Some(Instant::now()),
+                (false, Some(_)) => s.idle_since = None,
+                _ => {}
+            }
         }
+    }
+}
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        let mut slots = self.conns.slots.lock().unwrap_or_else(|e| e.into_inner());
+        slots.remove(&self.id);
+    }
+}
+
+impl Conns {
+    /// Registers a new connection, first closing the one idle longest when the
+    /// listener is full. `Err` with the reason when there is no room.
+    fn admit(
+        self: &Arc<Self>,
+        stream: &TcpStream,
+        peer: &str,
+        max: usize,
+    ) -> Result<(ConnGuard, Option<String>), String> {
+        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        let live = slots.values().filter(|s| !s.evicted).count();
+        let mut evicted = None;
+        if live >= max {
+            let oldest = slots
+                .iter_mut()
+                .filter(|(_, s)| !s.evicted)
+                .filter_map(|(_, s)| s.idle_since.map(|t| (t, s)))
+                .min_by_key(|(t, _)| *t);
+            match oldest {
+                Some((_, s)) => {
+                    let _ = s.stream.shutdown(Shutdown::Both);
+                    s.evicted = true;
+                    evicted = Some(s.peer.clone());
+                }
+                None => {
+                    return Err(format!(
+                        "{max} connections open, none idle: connection refused"
+                    ))
+                }
+            }
+        }
+        let handle = stream.try_clone().map_err(|e| e.to_string())?;
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        slots.insert(
+            id,
+            Slot {
+                stream: handle,
+                peer: peer.to_string(),
+                idle_since: Some(Instant::now()),
+                evicted: false,
+            },
+        );
+        Ok((
+            ConnGuard {
+                conns: Arc::clone(self),
+                id,
+            },
+            evicted,
+        ))
     }
 }
 
@@ -132,12 +254,25 @@ impl Emulator {
         terminal: Arc<Terminal>,
         log: Log,
     ) -> Result<Emulator, ServeError> {
-        let stop = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(Bell::new().map_err(|source| ServeError::Bind {
+            what: "stop bell",
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            source,
+        })?);
+        let ended = Arc::new(Bell::new().map_err(|source| ServeError::Bind {
+            what: "stop bell",
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            source,
+        })?);
+        // Log lines quote requests (paths, out_trade_no, ...): every line is escaped
+        // for the terminal here, once, whatever the caller does with it.
+        let log: Log =
+            Arc::new(move |line: String| log(ecr_proto::text::escape_terminal(&line).into_owned()));
         let shared = Shared {
             terminal,
             stop: stop.clone(),
             log,
-            connections: Arc::new(Mutex::new(0)),
+            limits: cfg.limits,
             tls: cfg.tls.clone(),
         };
         let mut em = Emulator {
@@ -145,6 +280,7 @@ impl Emulator {
             tcp_addr: None,
             serial_path: None,
             stop,
+            ended: ended.clone(),
             threads: vec![],
             capture: Arc::new(Mutex::new(None)),
         };
@@ -162,20 +298,30 @@ impl Emulator {
         let tcp = cfg.tcp.map(|a| bind("tcp", a)).transpose()?;
         if let Some(l) = http {
             em.http_addr = l.local_addr().ok();
-            let sh = shared.clone();
-            let serve = if sh.tls.is_some() {
-                https_conn
+            let (sh, end) = (shared.clone(), ended.clone());
+            let (what, serve) = if sh.tls.is_some() {
+                (
+                    "https",
+                    https_conn as fn(TcpStream, &Shared, &str, &ConnGuard),
+                )
             } else {
-                http_conn::<TcpStream>
+                (
+                    "http",
+                    http_conn::<TcpStream> as fn(TcpStream, &Shared, &str, &ConnGuard),
+                )
             };
-            em.threads
-                .push(std::thread::spawn(move || accept_loop(l, sh, serve)));
+            em.threads.push(std::thread::spawn(move || {
+                accept_loop(l, sh, what, serve);
+                end.ring();
+            }));
         }
         if let Some(l) = tcp {
             em.tcp_addr = l.local_addr().ok();
-            let sh = shared.clone();
-            em.threads
-                .push(std::thread::spawn(move || accept_loop(l, sh, tcp_conn)));
+            let (sh, end) = (shared.clone(), ended.clone());
+            em.threads.push(std::thread::spawn(move || {
+                accept_loop(l, sh, "tcp", tcp_conn);
+                end.ring();
+            }));
         }
         if let Some(spec) = &cfg.serial {
             if let Some(path) = &cfg.serial_capture {
@@ -208,16 +354,22 @@ impl Emulator {
                     let line = SerialLine::open(path).map_err(|e| open_err(path, e))?;
                     em.serial_path = Some(path.clone());
                     let label = path.display().to_string();
+                    let end = ended.clone();
                     em.threads.push(std::thread::spawn(move || {
-                        frame_loop(FrameEndpoint::new(line, Side::Pos, false, tap), &sh, &label)
+                        let ep = FrameEndpoint::new(line, Side::Pos, false, tap);
+                        frame_loop(ep, &sh, &label, None);
+                        end.ring();
                     }));
                 }
                 SerialSpec::Pty => {
                     let line = PtyLine::create().map_err(|e| open_err(Path::new("pty"), e))?;
                     em.serial_path = Some(line.path().to_path_buf());
                     let label = line.path().display().to_string();
+                    let end = ended.clone();
                     em.threads.push(std::thread::spawn(move || {
-                        frame_loop(FrameEndpoint::new(line, Side::Pos, false, tap), &sh, &label)
+                        let ep = FrameEndpoint::new(line, Side::Pos, false, tap);
+                        frame_loop(ep, &sh, &label, None);
+                        end.ring();
                     }));
                 }
             }
@@ -225,18 +377,26 @@ impl Emulator {
         Ok(em)
     }
 
-    /// Serves until `until` is set (e.g. by SIGINT), then stops every thread and
-    /// finishes the serial capture.
-    pub fn run_until(self, until: &AtomicBool) -> io::Result<()> {
-        while !until.load(Ordering::SeqCst) && !self.threads.iter().all(|t| t.is_finished()) {
-            std::thread::sleep(TICK);
+    /// Serves until `until` rings (e.g. on SIGINT: see
+    /// [`crate::signals::stop_on_signals`]) or every serving thread has ended, then
+    /// stops every thread and finishes the serial capture. Sleeps meanwhile.
+    pub fn run_until(self, until: &Bell) -> io::Result<()> {
+        let never = Bell::new()?;
+        loop {
+            if until.is_rung() || self.threads.iter().all(|t| t.is_finished()) {
+                break;
+            }
+            match wait(&[until.fd(), self.ended.fd()], &never, None)? {
+                Woke::Ready(0) => break,
+                _ => self.ended.drain(),
+            }
         }
         self.stop()
     }
 
     /// Stops every thread and finishes the serial capture.
     pub fn stop(self) -> io::Result<()> {
-        self.stop.store(true, Ordering::SeqCst);
+        self.stop.ring();
         for t in self.threads {
             let _ = t.join();
         }
@@ -253,34 +413,173 @@ impl Emulator {
     }
 }
 
-fn accept_loop(l: TcpListener, sh: Shared, serve: fn(TcpStream, &Shared, &str)) {
-    let mut conns: Vec<JoinHandle<()>> = vec![];
-    while !sh.stop.load(Ordering::SeqCst) {
-        conns.retain(|c| !c.is_finished());
-        match l.accept() {
-            Ok((stream, peer)) => {
-                if conns.len() >= MAX_CONNECTIONS {
-                    (sh.log)(format!("{peer}: too many connections, closed"));
-                    continue;
-                }
-                let _ = stream.set_nonblocking(false);
-                stream.set_nodelay(true).ok();
-                let sh2 = sh.clone();
-                let label = peer.to_string();
-                conns.push(std::thread::spawn(move || serve(stream, &sh2, &label)));
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                std::thread::sleep(Duration::from_millis(20))
-            }
+fn accept_loop(
+    l: TcpListener,
+    sh: Shared,
+    what: &'static str,
+    serve: fn(TcpStream, &Shared, &str, &ConnGuard),
+) {
+    let conns = Arc::new(Conns::default());
+    let mut threads: Vec<JoinHandle<()>> = vec![];
+    loop {
+        match wait(&[l.as_fd()], &sh.stop, None) {
+            Ok(Woke::Ready(_)) => {}
+            Ok(Woke::Stop) => break,
+            Ok(Woke::Timeout) => continue,
             Err(e) => {
-                (sh.log)(format!("accept failed: {e}"));
-                std::thread::sleep(TICK);
+                (sh.log)(format!("[{what}] waiting for connections failed: {e}"));
+                break;
             }
         }
+        let (stream, peer) = match l.accept() {
+            Ok(a) => a,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                ) =>
+            {
+                continue
+            }
+            Err(e) => {
+                // Out of descriptors and the like: say so, and give the system a
+                // moment instead of spinning on a listener that stays readable.
+                (sh.log)(format!("[{what}] accept failed: {e}"));
+                std::thread::sleep(Duration::from_millis(100));
+                continue;
+            }
+        };
+        threads.retain(|t| !t.is_finished());
+        let label = peer.to_string();
+        let guard = match conns.admit(&stream, &label, sh.limits.max_connections) {
+            Ok((g, evicted)) => {
+                if let Some(old) = evicted {
+                    (sh.log)(format!(
+                        "[{what} {old}] closed: the connection idle longest, to make room ({} connections open)",
+                        sh.limits.max_connections
+                    ));
+                }
+                g
+            }
+            Err(why) => {
+                (sh.log)(format!("[{what} {label}] {why}"));
+                continue;
+            }
+        };
+        let _ = stream.set_nonblocking(false);
+        stream.set_nodelay(true).ok();
+        // A client that does not read its answer cannot hold the thread forever.
+        let _ =
+            stream.set_write_timeout(Some(sh.limits.body_timeout.max(Duration::from_millis(1))));
+        let sh2 = sh.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("ecr-emu {what}"))
+            .stack_size(CONN_STACK)
+            .spawn(move || serve(stream, &sh2, &label, &guard));
+        match spawned {
+            Ok(t) => threads.push(t),
+            Err(e) => (sh.log)(format!(
+                "[{what} {peer}] cannot start a thread: {e}; closed"
+            )),
+        }
     }
-    for c in conns {
-        let _ = c.join();
+    for t in threads {
+        let _ = t.join();
     }
+}
+
+/// Waits for `stream` to be readable until `deadline`; `None` when the
+/// connection is to end (stop, deadline, error).
+fn readable<S: HttpIo>(stream: &mut S, sh: &Shared, deadline: Instant) -> Option<Woke> {
+    // TLS may hold decrypted bytes that a poll on the socket would not announce.
+    if stream.pending() {
+        return Some(Woke::Ready(0));
+    }
+    match wait(&[stream.fd()], &sh.stop, Some(deadline)) {
+        Ok(w @ (Woke::Ready(_) | Woke::Timeout)) => Some(w),
+        Ok(Woke::Stop) | Err(_) => None,
+    }
+}
+
+/// One read from a socket that `poll` found readable: `None` on EOF or error.
+fn read_some(stream: &mut TcpStream, buf: &mut [u8]) -> Option<usize> {
+    loop {
+        match stream.read(buf) {
+            Ok(0) => return None,
+            Ok(n) => return Some(n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Some(0),
+            Err(_) => return None,
+        }
+    }
+}
+
+fn secs(d: Duration) -> String {
+    let s = d.as_secs_f64();
+    if s.fract() == 0.0 {
+        format!("{s:.0} s")
+    } else {
+        format!("{s} s")
+    }
+}
+
+/// An HTTP connection, plain or TLS, for the poll-driven [`http_conn`].
+trait HttpIo: Line + Close {
+    /// Bytes already read and waiting (decrypted TLS records).
+    fn pending(&mut self) -> bool {
+        false
+    }
+    /// One read after a poll found the connection readable (see [`read_some`]).
+    fn read_some(&mut self, buf: &mut [u8]) -> Option<usize>;
+}
+
+impl HttpIo for TcpStream {
+    fn read_some(&mut self, buf: &mut [u8]) -> Option<usize> {
+        read_some(self, buf)
+    }
+}
+
+impl HttpIo for ServerStream {
+    fn pending(&mut self) -> bool {
+        // An error is reported by the read that follows.
+        crate::tls::plaintext_ready(self).map_or(true, |n| n > 0)
+    }
+    fn read_some(&mut self, buf: &mut [u8]) -> Option<usize> {
+        crate::tls::read_some(self, buf)
+    }
+}
+
+/// One HTTPS connection: the TLS handshake (within the header timeout), then
+/// HTTP as on 9001.
+fn https_conn(stream: TcpStream, sh: &Shared, peer: &str, guard: &ConnGuard) {
+    let Some(cfg) = sh.tls.clone() else { return };
+    let conn = match rustls::ServerConnection::new(cfg) {
+        Ok(c) => c,
+        Err(e) => {
+            (sh.log)(format!("[https {peer}] TLS: {e}"));
+            return;
+        }
+    };
+    let mut tls = ServerStream::new(conn, stream);
+    let deadline = Instant::now() + sh.limits.header_timeout;
+    let stop = sh.stop.clone();
+    let stopped = move || stop.is_rung();
+    match crate::tls::handshake(&mut tls, deadline, Some(&stopped)) {
+        Ok(()) => (sh.log)(format!(
+            "[https {peer}] {}",
+            crate::tls::describe(&tls.conn)
+        )),
+        Err(e) => {
+            (sh.log)(format!(
+                "[https {peer}] TLS handshake failed: {e}{}",
+                crate::tls::handshake_hint(&e)
+            ));
+            return;
+        }
+    }
+    // Reads wait on poll from here on.
+    let _ = tls.sock.set_read_timeout(None);
+    http_conn(tls, sh, peer, guard);
 }
 
 /// Writes an answer, applying the split and corrupt faults.
@@ -313,49 +612,64 @@ fn write_answer(
     }
 }
 
-/// One HTTPS connection: the TLS handshake (10 s at most), then HTTP as on 9001.
-fn https_conn(stream: TcpStream, sh: &Shared, peer: &str) {
-    let Some(cfg) = sh.tls.clone() else { return };
-    let conn = match rustls::ServerConnection::new(cfg) {
-        Ok(c) => c,
-        Err(e) => {
-            (sh.log)(format!("[https {peer}] TLS: {e}"));
-            return;
-        }
-    };
-    let mut tls = crate::tls::ServerStream::new(conn, stream);
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    match crate::tls::handshake(&mut tls, deadline, Some(&sh.stop)) {
-        Ok(()) => (sh.log)(format!(
-            "[https {peer}] {}",
-            crate::tls::describe(&tls.conn)
-        )),
-        Err(e) => {
-            (sh.log)(format!(
-                "[https {peer}] TLS handshake failed: {e}{}",
-                crate::tls::handshake_hint(&e)
-            ));
-            return;
-        }
-    }
-    http_conn(tls, sh, peer);
-}
-
-fn http_conn<S: Line + Close>(mut stream: S, sh: &Shared, peer: &str) {
+fn http_conn<S: HttpIo>(mut stream: S, sh: &Shared, peer: &str, guard: &ConnGuard) {
     let scheme = S::SCHEME;
-    let mut parser = HttpParser::default();
+    let lim = sh.limits;
+    // A request is a few hundred bytes; 1 MiB (as on TCP) bounds what one
+    // connection can make the emulator hold.
+    let mut parser = HttpParser::new(HttpConfig {
+        max_header_bytes: 64 << 10,
+        max_body_bytes: ecr_capture::tcptext::MAX_MESSAGE,
+    });
     let mut events = vec![];
     let mut buf = [0u8; 8192];
-    while !sh.stop.load(Ordering::SeqCst) {
-        let got = match stream.read_within(&mut buf, TICK) {
-            Ok(g) => g,
-            Err(_) => return,
+    let mut last_active = Instant::now();
+    // When the request in progress began, and when its body began.
+    let mut request_at: Option<Instant> = None;
+    let mut body_at: Option<Instant> = None;
+    loop {
+        let idle = parser.is_idle();
+        guard.set_idle(idle);
+        let (deadline, late) = match (idle, body_at) {
+            (true, _) => (last_active + lim.idle_timeout, None),
+            (false, Some(b)) => (b + lim.body_timeout, Some(("body", lim.body_timeout))),
+            (false, None) => (
+                request_at.unwrap_or(last_active) + lim.header_timeout,
+                Some(("headers", lim.header_timeout)),
+            ),
         };
-        let ts = crate::now();
-        match got {
-            ReadOutcome::Data(n) => parser.feed(ts, buf.get(..n).unwrap_or(&[]), &mut events),
-            ReadOutcome::Timeout => continue,
-            ReadOutcome::Closed => return,
+        match readable(&mut stream, sh, deadline) {
+            Some(Woke::Ready(_)) => {}
+            Some(_) => {
+                match late {
+                    Some((part, limit)) => {
+                        (sh.log)(format!(
+                            "[{scheme} {peer}] request {part} not complete within {}: answered 408, connection closed",
+                            secs(limit)
+                        ));
+                        let _ = stream.send(b"HTTP/1.1 408 Request Timeout\r\nAccess-Control-Allow-Origin: *\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                    }
+                    None => (sh.log)(format!(
+                        "[{scheme} {peer}] idle for {}: connection closed",
+                        secs(lim.idle_timeout)
+                    )),
+                }
+                let _ = stream.close(Shutdown::Both);
+                return;
+            }
+            None => return,
+        }
+        let Some(n) = stream.read_some(&mut buf) else {
+            return;
+        };
+        let now = Instant::now();
+        if parser.is_idle() && n > 0 {
+            request_at = Some(now);
+            body_at = None;
+        }
+        parser.feed(crate::now(), buf.get(..n).unwrap_or(&[]), &mut events);
+        if parser.in_body() && body_at.is_none() {
+            body_at = Some(now);
         }
         for ev in events.drain(..) {
             let m = match ev {
@@ -372,77 +686,107 @@ fn http_conn<S: Line + Close>(mut stream: S, sh: &Shared, peer: &str) {
             let HttpKind::Request { method, path } = &m.kind else {
                 continue;
             };
+            guard.set_idle(false);
             let close = m
                 .header("connection")
                 .is_some_and(|v| v.eq_ignore_ascii_case("close"));
-            if cors::is_preflight(&m) {
+            let answered = if cors::is_preflight(&m) {
                 (sh.log)(format!(
                     "[{scheme} {peer}] {method} {path}: CORS preflight, 204"
                 ));
-                if stream.send(&cors::preflight_answer(&m, close)).is_err() || close {
-                    let _ = stream.close(Shutdown::Write);
-                    return;
-                }
-                continue;
-            }
-            if sh.terminal.faults().close_early() {
+                stream.send(&cors::preflight_answer(&m, close))
+            } else if sh.terminal.faults().close_early() {
                 (sh.log)(format!(
                     "[{scheme} {peer}] {method} {path}: closing without an answer (fault close-early)"
                 ));
                 let _ = stream.close(Shutdown::Both);
                 return;
-            }
-            let reply = sh.terminal.handle(Some(method), &m.body);
-            (sh.log)(format!("[{scheme} {peer}] {method} {path} {}", reply.log));
-            let head = format!(
-                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n{}Content-Length: {}\r\n{}\r\n",
-                cors::allow_origin(&m),
-                reply.body.len(),
-                if close { "Connection: close\r\n" } else { "" }
-            );
-            if write_answer(&mut stream, head.as_bytes(), &reply.body, b"", &sh.terminal).is_err()
-                || close
-            {
+            } else {
+                let reply = sh.terminal.handle(Some(method), &m.body);
+                (sh.log)(format!("[{scheme} {peer}] {method} {path} {}", reply.log));
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n{}Content-Length: {}\r\n{}\r\n",
+                    cors::allow_origin(&m),
+                    reply.body.len(),
+                    if close { "Connection: close\r\n" } else { "" }
+                );
+                write_answer(&mut stream, head.as_bytes(), &reply.body, b"", &sh.terminal)
+            };
+            if answered.is_err() || close {
                 let _ = stream.close(Shutdown::Write);
                 // Let the client read the answer and close first.
                 let _ = stream.read_within(&mut buf, Duration::from_secs(2));
                 return;
             }
+            // The next request (pipelined, or to come) starts its clocks now.
+            let now = Instant::now();
+            last_active = now;
+            request_at = (!parser.is_idle()).then_some(now);
+            body_at = parser.in_body().then_some(now);
         }
     }
 }
 
-fn tcp_conn(mut stream: TcpStream, sh: &Shared, peer: &str) {
+fn tcp_conn(mut stream: TcpStream, sh: &Shared, peer: &str, guard: &ConnGuard) {
+    let lim = sh.limits;
     let mut first = vec![];
     let mut buf = [0u8; 8192];
+    let opened = Instant::now();
+    let mut first_at: Option<Instant> = None;
     // Decide text or frames (D6) on the first three bytes: `2f 6e 01` never starts
     // Base64 or JSON text.
-    while first.len() < 3 && !sh.stop.load(Ordering::SeqCst) {
-        match stream.read_within(&mut buf, TICK) {
-            Ok(ReadOutcome::Data(n)) => first.extend_from_slice(buf.get(..n).unwrap_or(&[])),
-            Ok(ReadOutcome::Timeout) => continue,
-            Ok(ReadOutcome::Closed) | Err(_) => break,
+    while first.len() < 3 {
+        let deadline = match first_at {
+            None => opened + lim.idle_timeout,
+            Some(t) => t + lim.body_timeout,
+        };
+        match readable(&mut stream, sh, deadline) {
+            Some(Woke::Ready(_)) => {}
+            Some(_) => {
+                (sh.log)(format!(
+                    "[tcp {peer}] {}: connection closed",
+                    if first.is_empty() {
+                        format!("idle for {}", secs(lim.idle_timeout))
+                    } else {
+                        format!("message not complete within {}", secs(lim.body_timeout))
+                    }
+                ));
+                let _ = stream.shutdown(Shutdown::Both);
+                return;
+            }
+            None => return,
+        }
+        match read_some(&mut stream, &mut buf) {
+            Some(n) => first.extend_from_slice(buf.get(..n).unwrap_or(&[])),
+            None => break,
+        }
+        if !first.is_empty() && first_at.is_none() {
+            first_at = Some(Instant::now());
         }
     }
     if first.starts_with(&[MARKER[0], MARKER[1], VERSION]) {
         let mut ep = FrameEndpoint::new(stream, Side::Pos, false, None);
         ep.feed(&first);
-        frame_loop(ep, sh, &format!("tcp {peer} frames"));
+        frame_loop(ep, sh, &format!("tcp {peer} frames"), Some(guard));
         return;
     }
-    let keys = KeyRing::single(sh.terminal_key());
-    let mut framer = TextFramer::new();
+    let mut gate = TextGate::new(sh.terminal_key());
     let mut pending = first;
-    let mut closed = false;
+    let mut closed = pending.len() < 3;
+    let mut last_active = Instant::now();
+    let mut message_at: Option<Instant> = first_at;
     loop {
         let mut bodies = vec![];
         let ts = crate::now();
         if !pending.is_empty() {
-            framer.feed(&pending, ts, &keys, |m| bodies.push(m.body.to_vec()));
+            gate.feed(&pending, ts, |m| bodies.push(m.body.to_vec()));
             pending.clear();
         }
         if closed {
-            framer.close(|m| bodies.push(m.body.to_vec()));
+            gate.close(ts, |m| bodies.push(m.body.to_vec()));
+        }
+        if !bodies.is_empty() {
+            guard.set_idle(false);
         }
         for b in bodies {
             if sh.terminal.faults().close_early() {
@@ -457,16 +801,46 @@ fn tcp_conn(mut stream: TcpStream, sh: &Shared, peer: &str) {
             if write_answer(&mut stream, b"", &reply.body, b"\n", &sh.terminal).is_err() {
                 return;
             }
+            last_active = Instant::now();
         }
-        if closed || sh.stop.load(Ordering::SeqCst) {
+        if closed {
             let _ = stream.shutdown(Shutdown::Write);
             return;
         }
-        match stream.read_within(&mut buf, TICK) {
-            Ok(ReadOutcome::Data(n)) => pending.extend_from_slice(buf.get(..n).unwrap_or(&[])),
-            Ok(ReadOutcome::Timeout) => {}
-            Ok(ReadOutcome::Closed) => closed = true,
-            Err(_) => return,
+        let busy = gate.in_message();
+        guard.set_idle(!busy);
+        match (busy, message_at) {
+            (true, None) => message_at = Some(Instant::now()),
+            (false, _) => message_at = None,
+            _ => {}
+        }
+        let deadline = match message_at {
+            Some(t) => t + lim.body_timeout,
+            None => last_active + lim.idle_timeout,
+        };
+        match readable(&mut stream, sh, deadline) {
+            Some(Woke::Ready(_)) => {}
+            Some(_) => {
+                (sh.log)(format!(
+                    "[tcp {peer}] {}: connection closed",
+                    if busy {
+                        format!(
+                            "message not complete within {} ({} bytes held)",
+                            secs(lim.body_timeout),
+                            gate.buffered()
+                        )
+                    } else {
+                        format!("idle for {}", secs(lim.idle_timeout))
+                    }
+                ));
+                let _ = stream.shutdown(Shutdown::Both);
+                return;
+            }
+            None => return,
+        }
+        match read_some(&mut stream, &mut buf) {
+            Some(n) => pending.extend_from_slice(buf.get(..n).unwrap_or(&[])),
+            None => closed = true,
         }
     }
 }
@@ -493,14 +867,32 @@ fn link_check(t: &Terminal, data: &[u8]) -> Option<ErrorCode> {
 }
 
 /// The terminal's side of a frame link: ack (or reject) each request frame, then
-/// send the business result as a 0x10 message of its own (D2).
-fn frame_loop<L: Line>(mut ep: FrameEndpoint<L>, sh: &Shared, label: &str) {
+/// send the business result as a 0x10 message of its own (D2). Results are
+/// prepared on worker threads, which ring a bell when one is ready; the loop sleeps
+/// on the line and that bell. On TCP (`conn` given) the idle and body timeouts
+/// apply; a serial line waits for as long as it takes.
+fn frame_loop<L: Line>(
+    mut ep: FrameEndpoint<L>,
+    sh: &Shared,
+    label: &str,
+    conn: Option<&ConnGuard>,
+) {
     let t = &sh.terminal;
+    let lim = sh.limits;
+    let Ok(ready) = Bell::new().map(Arc::new) else {
+        (sh.log)(format!("[{label}] cannot create a wake-up; line closed"));
+        return;
+    };
     let (tx, rx) = mpsc::channel::<Reply>();
-    let mut workers: Vec<JoinHandle<()>> = vec![];
+    let mut pending = 0usize;
+    let mut last_active = Instant::now();
+    let mut partial_at: Option<Instant> = None;
     let log = |s: String| (sh.log)(format!("[{label}] {s}"));
-    while !sh.stop.load(Ordering::SeqCst) {
+    loop {
+        ready.drain();
         while let Ok(reply) = rx.try_recv() {
+            pending = pending.saturating_sub(1);
+            last_active = Instant::now();
             let r = ep.next_ref();
             let (frag, pause) = match t.faults().split() {
                 Some(p) => ((reply.body.len() / 2 + 1).min(MAX_FRAGMENT_DATA), Some(p)),
@@ -514,82 +906,140 @@ fn frame_loop<L: Line>(mut ep: FrameEndpoint<L>, sh: &Shared, label: &str) {
                 return;
             }
         }
-        workers.retain(|w| !w.is_finished());
-        // While a result is being prepared, look for it often.
-        let wait = if workers.is_empty() {
-            TICK
-        } else {
-            Duration::from_millis(5)
-        };
-        let ev = match ep.poll(wait) {
-            Ok(Some(ev)) => ev,
-            Ok(None) => continue,
-            Err(e) => {
-                log(format!("line closed: {e}"));
+        while let Some(ev) = ep.next_event() {
+            last_active = Instant::now();
+            partial_at = None;
+            if let Err(e) = link_event(&mut ep, ev, sh, &log, &tx, &ready, &mut pending) {
+                log(format!("write failed: {e}"));
                 return;
             }
+        }
+        let deadline = match conn {
+            None => None,
+            Some(_) if pending > 0 => None,
+            Some(_) => Some(match partial_at {
+                Some(p) => p + lim.body_timeout,
+                None => last_active + lim.idle_timeout,
+            }),
         };
-        let sent = match ev {
-            LinkEvent::Message {
-                ref_num,
-                late: true,
-                ..
+        if let Some(g) = conn {
+            g.set_idle(pending == 0 && partial_at.is_none());
+        }
+        match wait(&[ep.line().fd(), ready.fd()], &sh.stop, deadline) {
+            Ok(Woke::Ready(0)) => match ep.pump() {
+                Ok(true) => {
+                    if partial_at.is_none() {
+                        partial_at = Some(Instant::now());
+                    }
+                }
+                Ok(false) => {
+                    log("line closed: the other end closed the line".to_string());
+                    return;
+                }
+                Err(e) => {
+                    log(format!("line closed: {e}"));
+                    return;
+                }
+            },
+            Ok(Woke::Ready(_)) => {}
+            Ok(Woke::Timeout) => {
+                log(if partial_at.is_some() {
+                    format!(
+                        "message not complete within {}: connection closed",
+                        secs(lim.body_timeout)
+                    )
+                } else {
+                    format!("idle for {}: connection closed", secs(lim.idle_timeout))
+                });
+                return;
             }
-            | LinkEvent::Concatenation { ref_num } => {
+            Ok(Woke::Stop) => return,
+            Err(e) => {
+                log(format!("waiting failed: {e}"));
+                return;
+            }
+        }
+    }
+}
+
+/// Answers one link event on a frame link.
+fn link_event<L: Line>(
+    ep: &mut FrameEndpoint<L>,
+    ev: LinkEvent,
+    sh: &Shared,
+    log: &dyn Fn(String),
+    tx: &mpsc::Sender<Reply>,
+    ready: &Arc<Bell>,
+    pending: &mut usize,
+) -> io::Result<()> {
+    let t = &sh.terminal;
+    match ev {
+        LinkEvent::Message {
+            ref_num,
+            late: true,
+            ..
+        }
+        | LinkEvent::Concatenation { ref_num } => {
+            log(format!(
+                "ref {ref_num}: fragments more than 500 ms apart, answered 0x35"
+            ));
+            ep.send_error(ErrorCode::CONCATENATION, ref_num)
+        }
+        LinkEvent::BadFrame { ref_num } => {
+            log(format!("ref {ref_num}: malformed frame, answered 0x31"));
+            ep.send_error(ErrorCode::FORMAT, ref_num)
+        }
+        LinkEvent::Ack { ref_num } => {
+            log(format!("ref {ref_num}: result acknowledged"));
+            Ok(())
+        }
+        LinkEvent::ErrorFrame { ref_num, code } => {
+            log(format!(
+                "ref {ref_num}: the cash register answered 0x{:02x} {}",
+                code.0,
+                code.name()
+            ));
+            Ok(())
+        }
+        LinkEvent::Message { ref_num, data, .. } => {
+            if let Some(code) = link_check(t, &data) {
                 log(format!(
-                    "ref {ref_num}: fragments more than 500 ms apart, answered 0x35"
-                ));
-                ep.send_error(ErrorCode::CONCATENATION, ref_num)
-            }
-            LinkEvent::BadFrame { ref_num } => {
-                log(format!("ref {ref_num}: malformed frame, answered 0x31"));
-                ep.send_error(ErrorCode::FORMAT, ref_num)
-            }
-            LinkEvent::Ack { ref_num } => {
-                log(format!("ref {ref_num}: result acknowledged"));
-                Ok(())
-            }
-            LinkEvent::ErrorFrame { ref_num, code } => {
-                log(format!(
-                    "ref {ref_num}: the cash register answered 0x{:02x} {}",
+                    "ref {ref_num}: rejected with 0x{:02x} ({})",
                     code.0,
                     code.name()
                 ));
-                Ok(())
+                return ep.send_error(code, ref_num);
             }
-            LinkEvent::Message { ref_num, data, .. } => {
-                if let Some(code) = link_check(t, &data) {
-                    log(format!(
-                        "ref {ref_num}: rejected with 0x{:02x} ({})",
-                        code.0,
-                        code.name()
-                    ));
-                    ep.send_error(code, ref_num)
-                } else if t.faults().drop_ack() {
-                    log(format!("ref {ref_num}: ack dropped (fault drop-ack)"));
-                    Ok(())
-                } else {
-                    if let Some(d) = t.faults().delay_ack() {
-                        std::thread::sleep(d);
-                    }
-                    let r = ep.send_ack(ref_num);
-                    if t.faults().close_early() {
-                        log(format!(
-                            "ref {ref_num}: acked, no result will follow (fault close-early)"
-                        ));
-                    } else if workers.len() < MAX_CONNECTIONS {
-                        let (t2, tx2) = (t.clone(), tx.clone());
-                        workers.push(std::thread::spawn(move || {
-                            let _ = tx2.send(t2.handle(None, &data));
-                        }));
-                    }
-                    r
+            if t.faults().drop_ack() {
+                log(format!("ref {ref_num}: ack dropped (fault drop-ack)"));
+                return Ok(());
+            }
+            if let Some(d) = t.faults().delay_ack() {
+                std::thread::sleep(d);
+            }
+            let r = ep.send_ack(ref_num);
+            if t.faults().close_early() {
+                log(format!(
+                    "ref {ref_num}: acked, no result will follow (fault close-early)"
+                ));
+            } else if *pending < MAX_PENDING_RESULTS {
+                let (t2, tx2, bell) = (t.clone(), tx.clone(), Arc::clone(ready));
+                let spawned = std::thread::Builder::new()
+                    .stack_size(CONN_STACK)
+                    .spawn(move || {
+                        let _ = tx2.send(t2.handle(None, &data));
+                        bell.ring();
+                    });
+                match spawned {
+                    Ok(_) => *pending += 1,
+                    Err(e) => log(format!("ref {ref_num}: cannot start a thread: {e}")),
                 }
+            } else {
+                log(format!(
+                    "ref {ref_num}: {MAX_PENDING_RESULTS} results already being prepared; no result for this one"
+                ));
             }
-        };
-        if let Err(e) = sent {
-            log(format!("write failed: {e}"));
-            return;
+            r
         }
     }
 }

@@ -16,7 +16,6 @@ use std::net::{IpAddr, Shutdown, TcpStream};
 use std::ops::{Deref, DerefMut};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -388,7 +387,7 @@ pub type ClientStream = TlsStream<ClientConnection>;
 pub fn handshake<C, S>(
     stream: &mut TlsStream<C>,
     deadline: Instant,
-    stop: Option<&AtomicBool>,
+    stop: Option<&dyn Fn() -> bool>,
 ) -> io::Result<()>
 where
     C: DerefMut + Deref<Target = ConnectionCommon<S>>,
@@ -402,7 +401,7 @@ where
                 "the TLS handshake did not finish in time",
             ));
         }
-        if stop.is_some_and(|s| s.load(Ordering::SeqCst)) {
+        if stop.is_some_and(|s| s()) {
             return Err(io::Error::new(io::ErrorKind::Interrupted, "stopping"));
         }
         stream
@@ -511,6 +510,11 @@ where
     }
 
     const ENCRYPTED: bool = true;
+
+    fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        use std::os::fd::AsFd;
+        self.sock.as_fd()
+    }
 }
 
 /// Plaintext bytes that rustls already holds decrypted, which a `poll` on the

@@ -192,15 +192,20 @@ fn last_block_padding_ok<C>(cipher: &C, ct: &[u8]) -> bool
 where
     C: BlockCipher + BlockDecrypt + BlockSizeUser<BlockSize = U16>,
 {
+    last_block_plain(cipher, ct).is_some()
+}
+
+/// The plaintext bytes of the last block of `ct` (padding removed) when its PKCS#7
+/// padding is valid.
+fn last_block_plain<C>(cipher: &C, ct: &[u8]) -> Option<Vec<u8>>
+where
+    C: BlockCipher + BlockDecrypt + BlockSizeUser<BlockSize = U16>,
+{
     let n = ct.len();
-    let (Some(last), Some(prev)) = (
-        n.checked_sub(BLOCK).and_then(|s| ct.get(s..)),
-        match n.checked_sub(2 * BLOCK) {
-            Some(s) => ct.get(s..s + BLOCK),
-            None => Some(&IV[..]),
-        },
-    ) else {
-        return false;
+    let last = n.checked_sub(BLOCK).and_then(|s| ct.get(s..))?;
+    let prev = match n.checked_sub(2 * BLOCK) {
+        Some(s) => ct.get(s..s + BLOCK)?,
+        None => &IV[..],
     };
     let mut block = Block::<C>::default();
     block.copy_from_slice(last);
@@ -209,7 +214,9 @@ where
         *b ^= p;
     }
     let pad = block.last().copied().unwrap_or(0);
-    (1..=BLOCK as u8).contains(&pad) && block.iter().rev().take(pad as usize).all(|&b| b == pad)
+    let ok = (1..=BLOCK as u8).contains(&pad)
+        && block.iter().rev().take(pad as usize).all(|&b| b == pad);
+    ok.then(|| block.get(..BLOCK - pad as usize).unwrap_or(&[]).to_vec())
 }
 
 impl Schedule {
@@ -234,6 +241,14 @@ impl Schedule {
             Schedule::A128(c) => last_block_padding_ok(c, ct),
             Schedule::A192(c) => last_block_padding_ok(c, ct),
             Schedule::A256(c) => last_block_padding_ok(c, ct),
+        }
+    }
+
+    fn last_plain(&self, ct: &[u8]) -> Option<Vec<u8>> {
+        match self {
+            Schedule::A128(c) => last_block_plain(c, ct),
+            Schedule::A192(c) => last_block_plain(c, ct),
+            Schedule::A256(c) => last_block_plain(c, ct),
         }
     }
 }
@@ -387,6 +402,20 @@ impl PosKey {
             ciphertext.to_vec(),
             &mut |_: &[u8]| true,
         )
+    }
+
+    /// Whether a ciphertext ending in `tail` could decrypt with valid PKCS#7
+    /// padding under one of this key's readings to a plaintext whose end `accept`
+    /// approves (it gets the last block's bytes without the padding), decrypting
+    /// one block whatever the ciphertext's length: `tail` is its last two blocks,
+    /// or the whole ciphertext when it is a single block. For framers that must
+    /// not decrypt a growing text again and again.
+    pub fn tail_plausible(&self, tail: &[u8], mut accept: impl FnMut(&[u8]) -> bool) -> bool {
+        (tail.len() == BLOCK || tail.len() == 2 * BLOCK)
+            && self
+                .schedules
+                .iter()
+                .any(|(_, s)| s.last_plain(tail).is_some_and(|p| accept(&p)))
     }
 
     /// Decrypts Base64 text (see [`decode_base64`] for what is tolerated).

@@ -11,6 +11,7 @@
 //! - [`digest`]: `format_content` and the MD5 signature, with known signing mistakes.
 //! - [`envelope`]: the three request dialects and responses (D4, D5).
 //! - [`catalogue`]: func_type, channel, respcd and field tables from the spec.
+//! - [`text`]: strings from captures made safe to print on a terminal.
 //!
 //! Every parser here takes untrusted bytes: none of them panics, allocates without
 //! bound or loops forever on any input.
@@ -26,6 +27,7 @@ pub mod lenient;
 pub mod link;
 pub mod reassembly;
 pub mod stream;
+pub mod text;
 pub mod time;
 pub mod value;
 
