@@ -1647,12 +1647,13 @@ def s_path(ctx):
     c.close()
 
 
-@scenario("http-error-responses", "http-error-responses.pcap", [KEY_DEFAULT], {"error-response": 4},
+@scenario("http-error-responses", "http-error-responses.pcap", [KEY_DEFAULT],
+          {"cancelled": 1, "error-response": 3},
           {"1001": 3, "5001": 1, "1002": 1}, 5,
           "Valid envelope-encrypted requests the terminal refuses: payment -> 4003 (terminal busy); refund -> "
           "4006; payment -> 5001 (terminal-side decrypt error); a payment on connection A kept waiting while a "
           "cancel (5001) on connection B succeeds (6000) and the payment then answers 6001 Request Cancelled. "
-          "error-response x4 (4003, 4006, 5001, 6001).",
+          "error-response x3 (4003, 4006, 5001) and cancelled x1 (6001, info).",
           transport="http", dialect="envelope-encrypted", no_key=5,
           servers=dict(syssn_base=61909000,
                        overrides={0: {"respcd": "4003"}, 1: {"respcd": "4006"}, 2: {"respcd": "5001"},

@@ -35,8 +35,22 @@ Faults (--fault, repeatable):
   wrong-key         use another POS-KEY than the cash register
   close-early       close without answering (serial: ack, then no result)
 
+HTTPS (--tls), as Haojin 4.34.12 and later serve port 9001: with a self-signed
+ECDSA certificate made at start (its SHA-256 fingerprint is printed; --save-cert
+writes it for `send --cert` or a browser), or --cert/--cert-key PEM files (use an RSA
+certificate for the TLS 1.2 ECDHE-RSA suites). TLS 1.2 and 1.3 with AES-GCM and
+ChaCha20-Poly1305 (rustls: no CBC suites). When SSLKEYLOGFILE is set, the TLS
+secrets of every connection are appended to that file, so that a capture of the
+emulator can be decrypted (`analyze --tls-keylog`, Wireshark's tls.keylog_file).
+
+Browser POSes (CORS): a preflight (OPTIONS with Access-Control-Request-Method) is
+answered 204 with Access-Control-Allow-Origin, -Methods, -Headers and -Max-Age;
+every answer carries Access-Control-Allow-Origin, over HTTP and HTTPS.
+
 Examples:
   ecr-sniff emulate --key f46b1f08bec1f39104792cc79ec9aacd
+  SSLKEYLOGFILE=keys.log ecr-sniff emulate --key ... --tls --save-cert emu.pem
+  ecr-sniff emulate --key ... --tls --cert terminal.pem --cert-key terminal.key
   ecr-sniff emulate --key-file pos.key --serial /dev/ttyUSB0 --no-http --no-tcp
   ecr-sniff emulate --key ... --serial pty --serial-capture serial.pcapng
   ecr-sniff emulate --key ... --http-port 0 --tcp-port 0 --delay 3 --fault split=700
@@ -48,7 +62,8 @@ writing an answer to a client that does not read gives up after --body-timeout.
 Each listener serves up to --max-connections at once; when full, the connection
 idle longest is closed to make room. Idle, the emulator sleeps (no CPU).
 
-It prints the addresses it serves (`http: 127.0.0.1:9001`), then one line per request.
+It prints the addresses it serves (`http: 127.0.0.1:9001`, or `https: ...` with --tls),
+then one line per request (and per TLS handshake).
 Stop it with Ctrl-C (SIGINT) or SIGTERM.";
 
 /// Arguments of `ecr-sniff emulate`.
@@ -86,6 +101,25 @@ pub struct EmulateArgs {
     /// Inject a fault (repeat for several); see below.
     #[arg(long = "fault", value_name = "FAULT")]
     fault: Vec<Fault>,
+    /// Serve HTTPS instead of HTTP on the HTTP port.
+    #[arg(long)]
+    tls: bool,
+    /// With --tls: the certificate (PEM, leaf first) instead of a self-signed one
+    /// made at start.
+    #[arg(long, value_name = "FILE", requires_all = ["tls", "cert_key"])]
+    cert: Option<PathBuf>,
+    /// With --cert: its private key (PEM: PKCS#8, PKCS#1 RSA or SEC1 EC).
+    #[arg(long = "cert-key", value_name = "FILE", requires = "cert")]
+    cert_key: Option<PathBuf>,
+    /// With --tls: write the certificate made at start to FILE (PEM), for
+    /// `send --cert FILE` or a browser's trust store.
+    #[arg(
+        long = "save-cert",
+        value_name = "FILE",
+        requires = "tls",
+        conflicts_with = "cert"
+    )]
+    save_cert: Option<PathBuf>,
     /// Merchant name in the answers.
     #[arg(long, default_value = "ECR Sniff Test Shop")]
     merchant: String,
@@ -152,11 +186,16 @@ pub fn run(a: EmulateArgs) -> Result<ExitCode> {
     if a.no_http && a.no_tcp && serial.is_none() {
         bail!("nothing to serve: --no-http and --no-tcp without --serial");
     }
+    if a.tls && a.no_http {
+        bail!("--tls serves HTTPS on the HTTP port: it cannot go with --no-http");
+    }
+    let tls = if a.tls { Some(tls_identity(&a)?) } else { None };
     let cfg = ServeConfig {
         http: (!a.no_http).then_some(SocketAddr::new(a.listen, a.http_port)),
         tcp: (!a.no_tcp).then_some(SocketAddr::new(a.listen, a.tcp_port)),
         serial,
         serial_capture: a.serial_capture.clone(),
+        tls: tls.as_ref().map(|t| t.config.clone()),
         limits: Limits {
             header_timeout: parse_timeout("--header-timeout", &a.header_timeout)?,
             body_timeout: parse_timeout("--body-timeout", &a.body_timeout)?,
@@ -197,7 +236,26 @@ pub fn run(a: EmulateArgs) -> Result<ExitCode> {
         delay.as_millis()
     ));
     if let Some(h) = em.http_addr {
-        log(format!("http: {h}"));
+        if tls.is_some() {
+            log(format!("https: {h}"));
+        } else {
+            log(format!("http: {h}"));
+        }
+    }
+    if let Some(t) = &tls {
+        log(format!(
+            "tls: {}; SHA-256 fingerprint {}",
+            t.origin, t.fingerprint
+        ));
+        if let Some(p) = &a.save_cert {
+            log(format!("tls: certificate written to {}", p.display()));
+        }
+        if let Some(k) = &t.keylog {
+            log(format!(
+                "tls: TLS secrets are appended to {} (SSLKEYLOGFILE); keep that file as secret as the POS-KEY",
+                k.display()
+            ));
+        }
     }
     if let Some(t) = em.tcp_addr {
         log(format!("tcp: {t}"));
@@ -214,4 +272,29 @@ pub fn run(a: EmulateArgs) -> Result<ExitCode> {
     em.run_until(stop).context("stopping (serial capture)")?;
     log("stopped".to_string());
     Ok(ExitCode::SUCCESS)
+}
+
+/// The certificate, its rustls configuration and the key log of `--tls`.
+fn tls_identity(a: &EmulateArgs) -> Result<ecr_emu::tls::ServerIdentity> {
+    use ecr_emu::tls::CertSource;
+    let source = match (&a.cert, &a.cert_key) {
+        (Some(cert), Some(key)) => CertSource::Files {
+            cert: cert.clone(),
+            key: key.clone(),
+        },
+        _ => {
+            let mut names = vec!["localhost".to_string()];
+            if a.listen.is_unspecified() {
+                names.push("127.0.0.1".into());
+            } else {
+                names.push(a.listen.to_string());
+            }
+            CertSource::Generate(names)
+        }
+    };
+    let id = ecr_emu::tls::server_identity(&source).context("--tls")?;
+    if let Some(p) = &a.save_cert {
+        std::fs::write(p, &id.cert_pem).with_context(|| format!("--save-cert {}", p.display()))?;
+    }
+    Ok(id)
 }

@@ -28,12 +28,18 @@ request and the answer are printed decoded, as `ecr-sniff analyze` prints them.
 
 Targets:
   http://HOST[:9001]     HTTP POST to the func_type's path (spec section 8)
+  https://HOST[:9001]    the same over TLS (Haojin 4.34.12 and later). Terminals serve
+                         self-signed certificates, so an unknown one is refused: pin
+                         the terminal's certificate with --cert FILE, or accept any
+                         with --insecure. SSLKEYLOGFILE=FILE appends the TLS secrets
+                         to FILE, for decrypting a capture of the exchange
   tcp://HOST[:9002]      raw TCP; --tcp-framing newline (default), half-close or frames
   serial:/dev/ttyUSB0    0x2f6e frames: waits 1000 ms for the 0x20 ack, then for the
                          terminal's result, which it acknowledges
 
 Examples:
   ecr-sniff send --to http://192.168.1.20:9001 --key-file pos.key pay --amt 10.10 --channel wx --out-trade-no INV-1001
+  ecr-sniff send --to https://192.168.1.20:9001 --cert terminal.pem --key-file pos.key summary
   ecr-sniff send --to tcp://127.0.0.1:9002 --key f46b1f08bec1f39104792cc79ec9aacd inquiry --out-trade-no INV-1001
   ecr-sniff send --to serial:/dev/ttyUSB0 --key ... refund --order-id 20250703155400020061880690
   ecr-sniff send --to http://127.0.0.1:9001 --key ... --dialect plain --json '{\"func_type\":3002}'
@@ -46,7 +52,8 @@ another code or rejected the frame, 2 = bad usage, no connection or no answer in
 #[derive(Debug, Args)]
 #[command(after_help = AFTER)]
 pub struct SendArgs {
-    /// The terminal: http://HOST:9001, tcp://HOST:9002 or serial:/dev/ttyUSB0.
+    /// The terminal: http://HOST:9001, https://HOST:9001, tcp://HOST:9002 or
+    /// serial:/dev/ttyUSB0.
     #[arg(long, value_name = "TARGET", global = true)]
     to: Option<String>,
     /// Envelope dialect (D4). envelope-encrypted is what real terminals accept.
@@ -87,6 +94,14 @@ pub struct SendArgs {
     /// HTTP path instead of the func_type's.
     #[arg(long, value_name = "PATH", global = true)]
     path: Option<String>,
+    /// https://: trust exactly the certificate(s) in FILE (PEM or DER), whatever
+    /// names they carry: pin the terminal's self-signed certificate.
+    #[arg(long, value_name = "FILE", global = true, conflicts_with = "insecure")]
+    cert: Option<std::path::PathBuf>,
+    /// https://: accept any certificate (still encrypted, but anyone in between
+    /// can pose as the terminal), as curl's -k.
+    #[arg(long, global = true)]
+    insecure: bool,
     /// Send this content object (JSON) instead of one built by a subcommand.
     #[arg(long, value_name = "JSON")]
     json: Option<String>,
@@ -253,9 +268,12 @@ impl Sink for Collect<'_> {
 
 pub fn run(a: SendArgs) -> Result<ExitCode> {
     let Some(to) = a.to.as_deref() else {
-        bail!("--to is required: http://HOST:9001, tcp://HOST:9002 or serial:/dev/ttyUSB0");
+        bail!("--to is required: http://HOST:9001, https://HOST:9001, tcp://HOST:9002 or serial:/dev/ttyUSB0");
     };
     let target: Target = to.parse()?;
+    if (a.cert.is_some() || a.insecure) && !matches!(target, Target::Https(_)) {
+        bail!("--cert and --insecure are for https:// targets only");
+    }
     let instr = instruction(&a)?;
     let mut keys = crate::load_keys(&a.keys)?;
     let key = keys.for_terminal(None).0.get(0).cloned().context(
@@ -276,6 +294,11 @@ pub fn run(a: SendArgs) -> Result<ExitCode> {
     opts.ack_timeout = Duration::from_millis(a.ack_timeout);
     opts.method = a.method.clone();
     opts.path = a.path.clone();
+    opts.tls = match (&a.cert, a.insecure) {
+        (Some(file), _) => ecr_emu::tls::Trust::pinned(file).context("--cert")?,
+        (None, true) => ecr_emu::tls::Trust::Insecure,
+        (None, false) => ecr_emu::tls::Trust::Refuse,
+    };
 
     let content = instr.content();
     let x =
@@ -371,7 +394,8 @@ pub fn run(a: SendArgs) -> Result<ExitCode> {
 
 fn transport(target: &Target) -> Transport {
     match target {
-        Target::Http(_) => Transport::Http,
+        // The records of an https:// exchange are those of the HTTP inside.
+        Target::Http(_) | Target::Https(_) => Transport::Http,
         Target::Tcp(_) => Transport::Tcp,
         _ => Transport::Serial,
     }

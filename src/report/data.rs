@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use ecr_capture::findings::{Code, Severity};
 use ecr_capture::ladder::{self, LinkKey, ACK_LIMIT_MS, FRAGMENT_LIMIT_MS};
 use ecr_capture::record::{
-    FindingRecord, MessageRecord, Record, Sink, SummaryRecord, TransactionRecord, Transport,
+    FindingRecord, MessageRecord, Record, Role, Sink, SummaryRecord, TransactionRecord, Transport,
 };
 use serde::Serialize;
 
@@ -307,7 +307,10 @@ impl Collector {
                 continue;
             };
             let Some(rs) = rules.get_mut(l) else { continue };
-            if let Some(a) = m.answer_ms.filter(|a| *a > ACK_LIMIT_MS) {
+            if let Some(a) = m
+                .answer_ms
+                .filter(|a| *a > ACK_LIMIT_MS && m.role != Role::Preflight)
+            {
                 rs.push(RuleMark {
                     kind: "ack-late",
                     message: Some(m.index),

@@ -424,12 +424,13 @@ fn arrow(
         (None, Some(a)) => Some(format!("answer {a:.1} ms")),
         _ => None,
     };
-    let late = m.answer_ms.is_some_and(|a| a > ladder::ACK_LIMIT_MS);
+    let late = m.role != Role::Preflight && m.answer_ms.is_some_and(|a| a > ladder::ACK_LIMIT_MS);
     let role = match m.role {
         Role::Request => "request",
         Role::Response => "response",
         Role::Ack => "ack",
         Role::ErrorFrame => "error-frame",
+        Role::Preflight => "preflight",
     };
     html! {
         g.arrow.(sev).(role) id=(format!("m-{}", m.index)) data-msg=(m.index) tabindex="0" {

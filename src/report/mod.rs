@@ -195,6 +195,7 @@ mod tests {
             frame: None,
             http: None,
             answer_ms: None,
+            gap: None,
             framing: None,
             key: None,
             digest_value: None,

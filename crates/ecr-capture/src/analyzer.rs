@@ -113,6 +113,11 @@ enum DirState {
 #[derive(Debug)]
 struct PendingRequest {
     index: u64,
+    /// A CORS preflight: its answer is the next HTTP response, and no
+    /// transaction.
+    preflight: bool,
+    /// The `Origin` of a browser's request (printable ASCII, bounded).
+    origin: Option<String>,
     ref_num: Option<u8>,
     first_ts: Timestamp,
     last_ts: Timestamp,
@@ -1331,11 +1336,11 @@ impl State<'_> {
         let transport = c.transport();
         let (src, dst) = c.addrs(StreamDir::ClientToServer);
         for p in c.pending.drain(..) {
-            let name = p
-                .facts
-                .func_type
-                .map(describe_ft)
-                .unwrap_or_else(|| "request".into());
+            let name = match p.facts.func_type {
+                _ if p.preflight => "CORS preflight".to_string(),
+                Some(ft) => describe_ft(ft),
+                None => "request".into(),
+            };
             if reason == CloseReason::EndOfCapture {
                 self.finding(
                     Code::UnansweredAtEnd,
@@ -1557,6 +1562,28 @@ impl State<'_> {
             ts: first_ts,
             packet,
         };
+        // A browser's CORS preflight, or the answer to the one waiting first.
+        let (preflight, asked_at) = match &body {
+            Body::Http(m) => match &m.kind {
+                HttpKind::Request { method, .. } => (
+                    dir == StreamDir::ClientToServer
+                        && method.eq_ignore_ascii_case("OPTIONS")
+                        && m.header("access-control-request-method").is_some(),
+                    None,
+                ),
+                HttpKind::Response { .. } => match c.pending.front() {
+                    Some(p) if p.preflight && dir == StreamDir::ServerToClient => {
+                        (true, Some(p.last_ts))
+                    }
+                    _ => (false, None),
+                },
+            },
+            _ => (false, None),
+        };
+        let (origin, cors) = match &body {
+            Body::Http(m) => cors_check(m, dir, c.pending.front(), preflight),
+            _ => (None, None),
+        };
         let server_label = c.server_label.clone();
         let have_keys = !self.keys.is_empty();
         let (ring, numbers) = self.keys.for_terminal(server);
@@ -1587,7 +1614,7 @@ impl State<'_> {
             Body::Http(m) => {
                 let info = match &m.kind {
                     HttpKind::Request { method, path } => {
-                        if !method.eq_ignore_ascii_case("POST") {
+                        if !method.eq_ignore_ascii_case("POST") && !preflight {
                             extra.push((Code::HttpMethod, format!("{method} {path}: the ECR API takes POST only (a terminal answers 4004)")));
                         }
                         if let Some(ft) = decoded.facts.func_type {
@@ -1661,6 +1688,18 @@ impl State<'_> {
                     },
                 });
             }
+        }
+        if preflight {
+            // Shown as what it is, without the findings of an empty ECR message.
+            decoded.findings.clear();
+            extra.clear();
+            decoded.record.role = Role::Preflight;
+            decoded.record.digest = "absent";
+            decoded.record.raw = None;
+            decoded.record.answer_ms = asked_at.map(|t| first_ts.millis_since(t));
+        }
+        if let Some(problem) = cors {
+            extra.push((Code::CorsBlocked, problem));
         }
         // The first text message after a gap: if it does not decode, it is the rest
         // of a message whose start was lost, not a message of its own.
@@ -1782,7 +1821,7 @@ impl State<'_> {
             return;
         };
         match (dir, role, is_response) {
-            (StreamDir::ClientToServer, Role::Request, false) if !tail => {
+            (StreamDir::ClientToServer, Role::Request | Role::Preflight, false) if !tail => {
                 let mut dropped = None;
                 if c.pending.len() >= limits::MAX_PENDING_PER_CONN {
                     if let Some(old) = c.pending.pop_front() {
@@ -1793,6 +1832,8 @@ impl State<'_> {
                 c.pending_bytes = c.pending_bytes.saturating_add(pending_cost(&facts));
                 c.pending.push_back(PendingRequest {
                     index,
+                    preflight: role == Role::Preflight,
+                    origin,
                     ref_num,
                     first_ts,
                     last_ts,
@@ -1814,6 +1855,11 @@ impl State<'_> {
                 c.pending
                     .retain(|p| p.ref_num.is_none() || p.ref_num != ref_num);
                 c.pending_bytes = c.pending.iter().map(|p| pending_cost(&p.facts)).sum();
+            }
+            (StreamDir::ServerToClient, Role::Preflight, _) => {
+                if let Some(req) = c.pending.pop_front() {
+                    c.pending_bytes = c.pending_bytes.saturating_sub(pending_cost(&req.facts));
+                }
             }
             (StreamDir::ServerToClient, Role::Response, _) => {
                 if let Some(req) = c.pending.pop_front() {
@@ -2070,4 +2116,49 @@ fn classify_body(data: &[u8], ring: &ecr_proto::cipher::KeyRing) -> Option<Side>
             _ => None,
         },
     }
+}
+
+/// Printable ASCII of a header value, at most 120 characters.
+fn header_text(v: &str) -> String {
+    v.chars()
+        .filter(|c| (' '..='~').contains(c))
+        .take(120)
+        .collect()
+}
+
+/// CORS as a browser enforces it: the `Origin` of a request (to remember it), and
+/// for the answer to a browser's request, what makes the browser hide it.
+fn cors_check(
+    m: &HttpMessage,
+    dir: StreamDir,
+    waiting: Option<&PendingRequest>,
+    preflight: bool,
+) -> (Option<String>, Option<String>) {
+    let status = match &m.kind {
+        HttpKind::Request { .. } => return (m.header("origin").map(header_text), None),
+        HttpKind::Response { status, .. } => *status,
+    };
+    let Some(origin) = waiting
+        .filter(|_| dir == StreamDir::ServerToClient)
+        .and_then(|p| p.origin.as_deref())
+    else {
+        return (None, None);
+    };
+    let acao = m.header("access-control-allow-origin").map(header_text);
+    let problem = match (preflight, acao) {
+        (true, _) if !(200..300).contains(&status) => Some(format!(
+            "the CORS preflight from {origin} was answered {status}: the browser will not send the POST"
+        )),
+        (true, None) => Some(format!(
+            "the answer to the CORS preflight from {origin} has no Access-Control-Allow-Origin: the browser will not send the POST"
+        )),
+        (false, None) => Some(format!(
+            "the answer to a browser's request (Origin {origin}) has no Access-Control-Allow-Origin: the browser hides it from the POS page, so the request looks failed even if it succeeded"
+        )),
+        (_, Some(a)) if a != "*" && a != origin => Some(format!(
+            "Access-Control-Allow-Origin {a} is not the page's origin {origin}: the browser hides the answer"
+        )),
+        _ => None,
+    };
+    (None, problem)
 }

@@ -137,6 +137,10 @@ codes! {
         "spec 8: each func_type has its own path (/api/pos/trade, /api/pos/cancel, ...)";
     ErrorResponse = "error-response", Warning,
         "spec 6: respcd 6000 is success; anything else is a failed or refused request";
+    CorsBlocked = "cors-blocked", Error,
+        "CORS (Fetch standard): a browser POS sees an answer only if it carries Access-Control-Allow-Origin for the page's origin, and sends its POST only after a 2xx answer to its preflight";
+    Cancelled = "cancelled", Info,
+        "spec 6: respcd 6001, the trade was cancelled by the cashier or the customer: a normal outcome, not a fault";
     NoResponse = "no-response", Error,
         "spec 8, 9: every request gets a response on its connection";
     UnansweredAtEnd = "unanswered-at-end", Info,
@@ -202,6 +206,8 @@ impl Code {
             Code::DamagedPacket => "capture",
             Code::EcrOnOtherPort => "capture",
             Code::LimitEvicted => "limits",
+            Code::CorsBlocked => "cors",
+            Code::Cancelled => "spec-6",
         }
     }
 
@@ -289,6 +295,7 @@ mod tests {
         assert_eq!(Code::DigestMismatch.severity(), Severity::Error);
         assert_eq!(Code::NoKey.severity(), Severity::Info);
         assert_eq!(Code::GarbageBytes.severity(), Severity::Warning);
+        assert_eq!(Code::Cancelled.severity(), Severity::Info);
         assert!(Severity::Error > Severity::Warning && Severity::Warning > Severity::Info);
     }
 }

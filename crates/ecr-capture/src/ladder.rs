@@ -161,6 +161,13 @@ pub fn arrow_label(m: &MessageRecord) -> String {
             ),
             None => "error frame".to_string(),
         },
+        Role::Preflight => match &m.http {
+            Some(h) if h.status.is_some() => format!(
+                "CORS preflight answer {}",
+                h.status.map(|s| s.to_string()).unwrap_or_default()
+            ),
+            _ => "CORS preflight".to_string(),
+        },
     };
     escape_controls(&text)
 }
@@ -385,7 +392,8 @@ impl<W: Write> LadderWriter<W> {
             notes.push((None, format!("{l:.1} ms")));
         }
         if let Some(a) = m.answer_ms {
-            if a > ACK_LIMIT_MS {
+            // The 1000 ms rule is the link's (acks, error frames), not a preflight's.
+            if a > ACK_LIMIT_MS && m.role != Role::Preflight {
                 notes.push((Some("1;31"), format!("late {a:.0} ms > {ACK_LIMIT_MS:.0}")));
             } else {
                 notes.push((None, format!("answer {a:.1} ms")));

@@ -308,6 +308,11 @@ fn check_response(resp: &Response, findings: &mut Vec<(Code, String)>, facts: &m
     match resp.resp_code() {
         Some(rc) if rc.is_success() => {}
         Some(rc) => {
+            let code = if rc.0 == 6001 {
+                Code::Cancelled
+            } else {
+                Code::ErrorResponse
+            };
             let meaning = rc.meaning().unwrap_or("not in the spec");
             let msg = [resp.respmsg.as_deref(), resp.resperr.as_deref()]
                 .into_iter()
@@ -317,7 +322,7 @@ fn check_response(resp: &Response, findings: &mut Vec<(Code, String)>, facts: &m
                 .join(" / ");
             let note = rc.note().map(|n| format!(" ({n})")).unwrap_or_default();
             findings.push((
-                Code::ErrorResponse,
+                code,
                 format!(
                     "respcd {} {meaning}{note}{}",
                     rc.0,
@@ -488,6 +493,17 @@ mod tests {
         assert_eq!(d.findings[0].0, Code::ErrorResponse);
         assert!(
             d.findings[0].1.starts_with("respcd 4003 Request denied"),
+            "{}",
+            d.findings[0].1
+        );
+        // A cancel by the cashier or the customer is a normal outcome: info.
+        let body = br#"{"respcd":"6001","respmsg":"Request Cancelled","resperr":"","data":"{}"}"#;
+        let d = decode_body(body, &KeyRing::new(), &[], &ctx(Direction::PosToEcr));
+        assert_eq!(d.findings.len(), 1);
+        assert_eq!(d.findings[0].0, Code::Cancelled);
+        assert_eq!(Code::Cancelled.severity(), crate::findings::Severity::Info);
+        assert!(
+            d.findings[0].1.starts_with("respcd 6001 "),
             "{}",
             d.findings[0].1
         );

@@ -16,7 +16,9 @@ use ecr_proto::text::escape_terminal;
 use ecr_proto::value::{Object, Value};
 
 use crate::findings::Severity;
-use crate::record::{FindingRecord, MessageRecord, Record, Role, SummaryRecord, TransactionRecord};
+use crate::record::{
+    FindingRecord, HttpInfo, MessageRecord, Record, Role, SummaryRecord, TransactionRecord,
+};
 
 /// Output formats.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -274,6 +276,20 @@ fn human_bytes(n: u64) -> String {
     }
 }
 
+/// Text from a capture with its control characters escaped (`\u{1b}`), for a
+/// terminal.
+fn escape_controls(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_unicode().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
 impl<W: Write> TextWriter<W> {
     /// A text writer; `color` turns on ANSI colours.
     pub fn new(out: W, color: bool) -> Self {
@@ -305,6 +321,10 @@ impl<W: Write> TextWriter<W> {
             },
             Role::Ack => "ack".to_string(),
             Role::ErrorFrame => "error frame".to_string(),
+            Role::Preflight if m.http.as_ref().is_some_and(|h| h.status.is_some()) => {
+                "CORS preflight answer".to_string()
+            }
+            Role::Preflight => "CORS preflight".to_string(),
         };
         let route = if m.transport == crate::record::Transport::Serial {
             format!("{} -> {}", esc(&m.src), esc(&m.dst))
@@ -316,6 +336,41 @@ impl<W: Write> TextWriter<W> {
                 m.direction.arrow()
             )
         };
+        if m.role == Role::Preflight {
+            // One line: what the browser asked, or the answer and its time.
+            let detail = match &m.http {
+                Some(HttpInfo {
+                    method: Some(meth),
+                    path: Some(path),
+                    ..
+                }) => format!("{meth} {path}"),
+                Some(HttpInfo {
+                    status: Some(st),
+                    reason,
+                    ..
+                }) => format!(
+                    "{st} {}{}",
+                    reason.as_deref().unwrap_or(""),
+                    m.answer_ms
+                        .map(|ms| format!(" after {ms:.1} ms"))
+                        .unwrap_or_default()
+                ),
+                _ => String::new(),
+            };
+            return writeln!(
+                self.out,
+                "{} {}  {}  {} {}{}  {}",
+                s.bold(&format!("Message {}", m.index)),
+                what,
+                format_ts(m.ts),
+                m.transport.as_str().to_uppercase(),
+                route,
+                m.packet
+                    .map(|p| format!("  (packet {p})"))
+                    .unwrap_or_default(),
+                escape_controls(&detail)
+            );
+        }
         writeln!(
             self.out,
             "{} {}  {}  {} {}{}",

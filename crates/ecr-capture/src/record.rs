@@ -82,6 +82,10 @@ pub enum Role {
     Ack,
     /// A link-level error frame (0x30..0x35).
     ErrorFrame,
+    /// A browser's CORS preflight (`OPTIONS` with `Access-Control-Request-Method`)
+    /// or the terminal's answer to it (which carries `answer_ms`): how a POS that
+    /// runs in a browser asks before each POST. Not an ECR message.
+    Preflight,
 }
 
 /// A content object serialised with its number tokens as they were on the wire.

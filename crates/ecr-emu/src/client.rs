@@ -1,5 +1,5 @@
-//! The cash register side: sends one request to a terminal over HTTP, raw TCP or a
-//! serial line and collects the answer, with the timing of both and (for frame
+//! The cash register side: sends one request to a terminal over HTTP, HTTPS, raw
+//! TCP or a serial line and collects the answer, with the timing of both and (for frame
 //! links) every chunk seen on the line, for the analyzer to decode.
 
 use std::io;
@@ -21,6 +21,7 @@ use crate::now;
 pub use crate::seriallink::WireChunk;
 use crate::seriallink::{FrameEndpoint, LinkEvent};
 use crate::target::Target;
+use crate::tls::{self, Trust};
 
 /// How a request travels on TCP 9002 (D6 leaves it open).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,6 +55,8 @@ pub struct SendOptions {
     pub method: String,
     /// HTTP path; by default the func_type's (spec section 8).
     pub path: Option<String>,
+    /// Which certificates an `https://` terminal may present.
+    pub tls: Trust,
 }
 
 impl SendOptions {
@@ -70,6 +73,7 @@ impl SendOptions {
             max_fragment: MAX_FRAGMENT_DATA,
             method: "POST".into(),
             path: None,
+            tls: Trust::Refuse,
         }
     }
 }
@@ -88,6 +92,8 @@ pub enum Failure {
     /// The result's fragments came more than 500 ms apart: discarded with 0x35
     /// (spec 10.7).
     LateFragments,
+    /// The terminal answered an `http://` request with TLS: it serves HTTPS.
+    TlsAnswer,
 }
 
 impl std::fmt::Display for Failure {
@@ -112,6 +118,9 @@ impl std::fmt::Display for Failure {
                 )
             }
             Failure::Closed => f.write_str("the terminal closed the connection without answering"),
+            Failure::TlsAnswer => f.write_str(
+                "the terminal answered with TLS: it serves HTTPS (as Haojin 4.34.12 and later can); send to https://HOST:PORT",
+            ),
             Failure::LateFragments => f.write_str(
                 "the fragments of the terminal's result came more than 500 ms apart; discarded with 0x35 (spec 10.7)",
             ),
@@ -177,6 +186,15 @@ pub enum ClientError {
         /// Cause.
         source: io::Error,
     },
+    /// TLS could not be set up with the terminal (the message names the terminal's
+    /// certificate and what to do).
+    #[error("{detail}")]
+    Tls {
+        /// The terminal.
+        peer: String,
+        /// What went wrong and what to do.
+        detail: String,
+    },
     /// Reading or writing failed.
     #[error("{peer}: {source}")]
     Io {
@@ -219,7 +237,17 @@ pub fn send(
 ) -> Result<Exchange, ClientError> {
     let body = build_request(opts.dialect, content, &opts.key);
     match target {
-        Target::Http(addr) => http(addr, content, body, opts),
+        Target::Http(addr) => {
+            let stream = connect(addr, opts.connect_timeout)?;
+            let (local, peer) = ends(&stream, addr);
+            http(stream, local, peer, addr, content, body, opts)
+        }
+        Target::Https(addr) => {
+            let stream = connect(addr, opts.connect_timeout)?;
+            let (local, peer) = ends(&stream, addr);
+            let stream = tls_connect(stream, addr, &peer, opts)?;
+            http(stream, local, peer, addr, content, body, opts)
+        }
         Target::Tcp(addr) => {
             let stream = connect(addr, opts.connect_timeout)?;
             let local = stream
@@ -263,19 +291,89 @@ fn exchange(local: String, peer: String, request: Vec<u8>) -> Exchange {
     }
 }
 
-fn http(
-    addr: &str,
-    content: &Object,
-    body: Vec<u8>,
-    opts: &SendOptions,
-) -> Result<Exchange, ClientError> {
-    let mut stream = connect(addr, opts.connect_timeout)?;
+fn ends(stream: &TcpStream, addr: &str) -> (String, String) {
     let local = stream
         .local_addr()
         .map_or_else(|_| "?".into(), |a| a.to_string());
     let peer = stream
         .peer_addr()
         .map_or_else(|_| addr.to_string(), |a| a.to_string());
+    (local, peer)
+}
+
+/// The TLS handshake with an `https://` terminal, within the connect timeout.
+fn tls_connect(
+    stream: TcpStream,
+    addr: &str,
+    peer: &str,
+    opts: &SendOptions,
+) -> Result<tls::ClientStream, ClientError> {
+    let fail = |detail: String| ClientError::Tls {
+        peer: peer.to_string(),
+        detail,
+    };
+    let seen = tls::Seen::default();
+    let cfg = tls::client_config(&opts.tls, seen.clone()).map_err(|e| fail(e.to_string()))?;
+    let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+    let name = tls::server_name(host).map_err(|e| fail(e.to_string()))?;
+    let conn = rustls::ClientConnection::new(cfg, name).map_err(|e| fail(e.to_string()))?;
+    let mut s = tls::ClientStream::new(conn, stream);
+    match tls::handshake(&mut s, Instant::now() + opts.connect_timeout, None) {
+        Ok(()) => Ok(s),
+        Err(e) => {
+            let cert = seen.lock().unwrap_or_else(|p| p.into_inner()).take();
+            Err(fail(refusal(&e, cert.as_deref(), &opts.tls, addr)))
+        }
+    }
+}
+
+/// What a failed handshake means and, for a refused certificate, what to do.
+fn refusal(e: &io::Error, cert: Option<&[u8]>, trust: &Trust, addr: &str) -> String {
+    let refused = matches!(
+        tls::rustls_error(e),
+        Some(rustls::Error::InvalidCertificate(
+            rustls::CertificateError::ApplicationVerificationFailure
+        ))
+    );
+    let Some(cert) = cert.filter(|_| refused) else {
+        let hint = match tls::rustls_error(e) {
+            Some(rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType)) => {
+                " (the terminal answered in plain HTTP: send to http://HOST:PORT)"
+            }
+            _ => "",
+        };
+        return format!("TLS handshake failed: {e}{hint}");
+    };
+    let fp = tls::fingerprint(cert);
+    match trust {
+        Trust::Pinned { file, certs } => format!(
+            "the terminal's certificate (SHA-256 {fp}) is not the one pinned with --cert {file} ({}): \
+             the terminal has a new certificate, or this is not the terminal",
+            certs
+                .iter()
+                .map(|c| format!("SHA-256 {}", tls::fingerprint(c)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        _ => format!(
+            "refused the terminal's certificate (SHA-256 {fp}): it is not one you trust. \
+             Terminals serve self-signed certificates; compare this fingerprint with the terminal's \
+             (or the one `emulate --tls` printed), then pin it with --cert FILE \
+             (save it with: openssl s_client -connect {addr} </dev/null | openssl x509 -out terminal.pem), \
+             or accept any certificate with --insecure"
+        ),
+    }
+}
+
+fn http<S: Line>(
+    mut stream: S,
+    local: String,
+    peer: String,
+    addr: &str,
+    content: &Object,
+    body: Vec<u8>,
+    opts: &SendOptions,
+) -> Result<Exchange, ClientError> {
     let path = opts.path.clone().unwrap_or_else(|| {
         FuncType::from_content(content)
             .and_then(FuncType::http_path)
@@ -312,6 +410,15 @@ fn http(
         let ts = now();
         match got {
             ReadOutcome::Data(n) => {
+                // A TLS record (alert or handshake) where an HTTP answer belongs:
+                // the terminal serves HTTPS.
+                if x.response_first.is_none()
+                    && matches!(buf.get(..2), Some([0x15 | 0x16, 0x03]))
+                    && !S::ENCRYPTED
+                {
+                    x.failure = Some(Failure::TlsAnswer);
+                    break;
+                }
                 x.response_first.get_or_insert(ts);
                 parser.feed(ts, buf.get(..n).unwrap_or(&[]), &mut events);
             }

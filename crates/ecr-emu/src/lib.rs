@@ -10,6 +10,7 @@
 #![warn(missing_docs)]
 
 pub mod client;
+pub mod cors;
 pub mod faults;
 pub mod line;
 pub mod request;
@@ -19,6 +20,7 @@ pub mod signals;
 pub mod target;
 pub mod terminal;
 pub mod textgate;
+pub mod tls;
 pub mod wait;
 
 pub use client::{Exchange, SendOptions, TcpFraming, WireChunk};

@@ -33,6 +33,8 @@ pub trait Line: Send {
     fn send(&mut self, bytes: &[u8]) -> io::Result<()>;
     /// The descriptor to wait on for input.
     fn fd(&self) -> BorrowedFd<'_>;
+    /// Whether the line is a TLS connection (what it reads is decrypted).
+    const ENCRYPTED: bool = false;
 }
 
 impl Line for TcpStream {

@@ -28,10 +28,12 @@ use ecr_proto::envelope::{self, EnvelopeError};
 use ecr_proto::frame::{ErrorCode, MARKER, MAX_FRAGMENT_DATA, VERSION};
 use ecr_proto::link::Side;
 
+use crate::cors;
 use crate::line::{Line, PtyLine, SerialLine};
 use crate::seriallink::{FrameEndpoint, LinkEvent, Tap};
 use crate::terminal::{Reply, Terminal};
 use crate::textgate::TextGate;
+use crate::tls::{Close, ServerStream};
 use crate::wait::{wait, Bell, Woke};
 
 /// Most results being prepared at once on one frame link.
@@ -86,6 +88,8 @@ pub struct ServeConfig {
     pub serial_capture: Option<PathBuf>,
     /// Timeouts and the connection limit.
     pub limits: Limits,
+    /// Serve HTTPS instead of HTTP on the `http` address (see [`crate::tls`]).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// Where the emulator's log lines go.
@@ -145,6 +149,7 @@ struct Shared {
     stop: Arc<Bell>,
     log: Log,
     limits: Limits,
+    tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// The open connections of one listener.
@@ -268,6 +273,7 @@ impl Emulator {
             stop: stop.clone(),
             log,
             limits: cfg.limits,
+            tls: cfg.tls.clone(),
         };
         let mut em = Emulator {
             http_addr: None,
@@ -293,8 +299,19 @@ impl Emulator {
         if let Some(l) = http {
             em.http_addr = l.local_addr().ok();
             let (sh, end) = (shared.clone(), ended.clone());
+            let (what, serve) = if sh.tls.is_some() {
+                (
+                    "https",
+                    https_conn as fn(TcpStream, &Shared, &str, &ConnGuard),
+                )
+            } else {
+                (
+                    "http",
+                    http_conn::<TcpStream> as fn(TcpStream, &Shared, &str, &ConnGuard),
+                )
+            };
             em.threads.push(std::thread::spawn(move || {
-                accept_loop(l, sh, "http", http_conn);
+                accept_loop(l, sh, what, serve);
                 end.ring();
             }));
         }
@@ -473,8 +490,12 @@ fn accept_loop(
 
 /// Waits for `stream` to be readable until `deadline`; `None` when the
 /// connection is to end (stop, deadline, error).
-fn readable(stream: &TcpStream, sh: &Shared, deadline: Instant) -> Option<Woke> {
-    match wait(&[stream.as_fd()], &sh.stop, Some(deadline)) {
+fn readable<S: HttpIo>(stream: &mut S, sh: &Shared, deadline: Instant) -> Option<Woke> {
+    // TLS may hold decrypted bytes that a poll on the socket would not announce.
+    if stream.pending() {
+        return Some(Woke::Ready(0));
+    }
+    match wait(&[stream.fd()], &sh.stop, Some(deadline)) {
         Ok(w @ (Woke::Ready(_) | Woke::Timeout)) => Some(w),
         Ok(Woke::Stop) | Err(_) => None,
     }
@@ -502,9 +523,68 @@ fn secs(d: Duration) -> String {
     }
 }
 
+/// An HTTP connection, plain or TLS, for the poll-driven [`http_conn`].
+trait HttpIo: Line + Close {
+    /// Bytes already read and waiting (decrypted TLS records).
+    fn pending(&mut self) -> bool {
+        false
+    }
+    /// One read after a poll found the connection readable (see [`read_some`]).
+    fn read_some(&mut self, buf: &mut [u8]) -> Option<usize>;
+}
+
+impl HttpIo for TcpStream {
+    fn read_some(&mut self, buf: &mut [u8]) -> Option<usize> {
+        read_some(self, buf)
+    }
+}
+
+impl HttpIo for ServerStream {
+    fn pending(&mut self) -> bool {
+        // An error is reported by the read that follows.
+        crate::tls::plaintext_ready(self).map_or(true, |n| n > 0)
+    }
+    fn read_some(&mut self, buf: &mut [u8]) -> Option<usize> {
+        crate::tls::read_some(self, buf)
+    }
+}
+
+/// One HTTPS connection: the TLS handshake (within the header timeout), then
+/// HTTP as on 9001.
+fn https_conn(stream: TcpStream, sh: &Shared, peer: &str, guard: &ConnGuard) {
+    let Some(cfg) = sh.tls.clone() else { return };
+    let conn = match rustls::ServerConnection::new(cfg) {
+        Ok(c) => c,
+        Err(e) => {
+            (sh.log)(format!("[https {peer}] TLS: {e}"));
+            return;
+        }
+    };
+    let mut tls = ServerStream::new(conn, stream);
+    let deadline = Instant::now() + sh.limits.header_timeout;
+    let stop = sh.stop.clone();
+    let stopped = move || stop.is_rung();
+    match crate::tls::handshake(&mut tls, deadline, Some(&stopped)) {
+        Ok(()) => (sh.log)(format!(
+            "[https {peer}] {}",
+            crate::tls::describe(&tls.conn)
+        )),
+        Err(e) => {
+            (sh.log)(format!(
+                "[https {peer}] TLS handshake failed: {e}{}",
+                crate::tls::handshake_hint(&e)
+            ));
+            return;
+        }
+    }
+    // Reads wait on poll from here on.
+    let _ = tls.sock.set_read_timeout(None);
+    http_conn(tls, sh, peer, guard);
+}
+
 /// Writes an answer, applying the split and corrupt faults.
 fn write_answer(
-    stream: &mut TcpStream,
+    stream: &mut impl Line,
     head: &[u8],
     body: &[u8],
     tail: &[u8],
@@ -532,7 +612,8 @@ fn write_answer(
     }
 }
 
-fn http_conn(mut stream: TcpStream, sh: &Shared, peer: &str, guard: &ConnGuard) {
+fn http_conn<S: HttpIo>(mut stream: S, sh: &Shared, peer: &str, guard: &ConnGuard) {
+    let scheme = S::SCHEME;
     let lim = sh.limits;
     // A request is a few hundred bytes; 1 MiB (as on TCP) bounds what one
     // connection can make the emulator hold.
@@ -557,28 +638,28 @@ fn http_conn(mut stream: TcpStream, sh: &Shared, peer: &str, guard: &ConnGuard) 
                 Some(("headers", lim.header_timeout)),
             ),
         };
-        match readable(&stream, sh, deadline) {
+        match readable(&mut stream, sh, deadline) {
             Some(Woke::Ready(_)) => {}
             Some(_) => {
                 match late {
                     Some((part, limit)) => {
                         (sh.log)(format!(
-                            "[http {peer}] request {part} not complete within {}: answered 408, connection closed",
+                            "[{scheme} {peer}] request {part} not complete within {}: answered 408, connection closed",
                             secs(limit)
                         ));
-                        let _ = stream.send(b"HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                        let _ = stream.send(b"HTTP/1.1 408 Request Timeout\r\nAccess-Control-Allow-Origin: *\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
                     }
                     None => (sh.log)(format!(
-                        "[http {peer}] idle for {}: connection closed",
+                        "[{scheme} {peer}] idle for {}: connection closed",
                         secs(lim.idle_timeout)
                     )),
                 }
-                let _ = stream.shutdown(Shutdown::Both);
+                let _ = stream.close(Shutdown::Both);
                 return;
             }
             None => return,
         }
-        let Some(n) = read_some(&mut stream, &mut buf) else {
+        let Some(n) = stream.read_some(&mut buf) else {
             return;
         };
         let now = Instant::now();
@@ -595,9 +676,9 @@ fn http_conn(mut stream: TcpStream, sh: &Shared, peer: &str, guard: &ConnGuard) 
                 HttpEvent::Message(m) => m,
                 HttpEvent::Error { error, .. } => {
                     (sh.log)(format!(
-                        "[http {peer}] bad request: {error}; connection closed"
+                        "[{scheme} {peer}] bad request: {error}; connection closed"
                     ));
-                    let _ = stream.send(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                    let _ = stream.send(b"HTTP/1.1 400 Bad Request\r\nAccess-Control-Allow-Origin: *\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
                     return;
                 }
                 HttpEvent::Skipped { .. } => continue,
@@ -606,27 +687,33 @@ fn http_conn(mut stream: TcpStream, sh: &Shared, peer: &str, guard: &ConnGuard) 
                 continue;
             };
             guard.set_idle(false);
-            if sh.terminal.faults().close_early() {
-                (sh.log)(format!(
-                    "[http {peer}] {method} {path}: closing without an answer (fault close-early)"
-                ));
-                let _ = stream.shutdown(Shutdown::Both);
-                return;
-            }
-            let reply = sh.terminal.handle(Some(method), &m.body);
-            (sh.log)(format!("[http {peer}] {method} {path} {}", reply.log));
             let close = m
                 .header("connection")
                 .is_some_and(|v| v.eq_ignore_ascii_case("close"));
-            let head = format!(
-                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{}\r\n",
-                reply.body.len(),
-                if close { "Connection: close\r\n" } else { "" }
-            );
-            if write_answer(&mut stream, head.as_bytes(), &reply.body, b"", &sh.terminal).is_err()
-                || close
-            {
-                let _ = stream.shutdown(Shutdown::Write);
+            let answered = if cors::is_preflight(&m) {
+                (sh.log)(format!(
+                    "[{scheme} {peer}] {method} {path}: CORS preflight, 204"
+                ));
+                stream.send(&cors::preflight_answer(&m, close))
+            } else if sh.terminal.faults().close_early() {
+                (sh.log)(format!(
+                    "[{scheme} {peer}] {method} {path}: closing without an answer (fault close-early)"
+                ));
+                let _ = stream.close(Shutdown::Both);
+                return;
+            } else {
+                let reply = sh.terminal.handle(Some(method), &m.body);
+                (sh.log)(format!("[{scheme} {peer}] {method} {path} {}", reply.log));
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n{}Content-Length: {}\r\n{}\r\n",
+                    cors::allow_origin(&m),
+                    reply.body.len(),
+                    if close { "Connection: close\r\n" } else { "" }
+                );
+                write_answer(&mut stream, head.as_bytes(), &reply.body, b"", &sh.terminal)
+            };
+            if answered.is_err() || close {
+                let _ = stream.close(Shutdown::Write);
                 // Let the client read the answer and close first.
                 let _ = stream.read_within(&mut buf, Duration::from_secs(2));
                 return;
@@ -653,7 +740,7 @@ fn tcp_conn(mut stream: TcpStream, sh: &Shared, peer: &str, guard: &ConnGuard) {
             None => opened + lim.idle_timeout,
             Some(t) => t + lim.body_timeout,
         };
-        match readable(&stream, sh, deadline) {
+        match readable(&mut stream, sh, deadline) {
             Some(Woke::Ready(_)) => {}
             Some(_) => {
                 (sh.log)(format!(
@@ -731,7 +818,7 @@ fn tcp_conn(mut stream: TcpStream, sh: &Shared, peer: &str, guard: &ConnGuard) {
             Some(t) => t + lim.body_timeout,
             None => last_active + lim.idle_timeout,
         };
-        match readable(&stream, sh, deadline) {
+        match readable(&mut stream, sh, deadline) {
             Some(Woke::Ready(_)) => {}
             Some(_) => {
                 (sh.log)(format!(

@@ -1,4 +1,5 @@
-//! Where `send` sends: `http://HOST[:PORT]`, `tcp://HOST[:PORT]` or `serial:DEVICE`.
+//! Where `send` sends: `http://HOST[:PORT]`, `https://HOST[:PORT]`, `tcp://HOST[:PORT]`
+//! or `serial:DEVICE`.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -13,6 +14,8 @@ pub const TCP_PORT: u16 = 9002;
 pub enum Target {
     /// HTTP POST to `host:port`.
     Http(String),
+    /// HTTP POST over TLS to `host:port` (Haojin 4.34.12 and later).
+    Https(String),
     /// Raw TCP to `host:port`.
     Tcp(String),
     /// A serial device (or pseudo-terminal).
@@ -21,7 +24,7 @@ pub enum Target {
 
 /// Why a target text is not understood.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{text:?}: {reason} (expected http://HOST:9001, tcp://HOST:9002 or serial:/dev/ttyUSB0)")]
+#[error("{text:?}: {reason} (expected http://HOST:9001, https://HOST:9001, tcp://HOST:9002 or serial:/dev/ttyUSB0)")]
 pub struct TargetError {
     text: String,
     reason: &'static str,
@@ -78,11 +81,8 @@ impl std::str::FromStr for Target {
                 });
             }
             Ok(Target::Serial(PathBuf::from(rest)))
-        } else if text.starts_with("https://") {
-            Err(TargetError {
-                text: text.into(),
-                reason: "HTTPS is not supported (D7)",
-            })
+        } else if let Some(rest) = text.strip_prefix("https://") {
+            Ok(Target::Https(host_port(text, rest, HTTP_PORT)?))
         } else {
             Err(TargetError {
                 text: text.into(),
@@ -96,6 +96,7 @@ impl fmt::Display for Target {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Target::Http(a) => write!(f, "http://{a}"),
+            Target::Https(a) => write!(f, "https://{a}"),
             Target::Tcp(a) => write!(f, "tcp://{a}"),
             Target::Serial(p) => write!(f, "serial:{}", p.display()),
         }
@@ -114,6 +115,14 @@ mod tests {
             Ok(Target::Http("10.0.0.5:9001".into()))
         );
         assert_eq!(t("http://h:80/"), Ok(Target::Http("h:80".into())));
+        assert_eq!(
+            t("https://10.0.0.5"),
+            Ok(Target::Https("10.0.0.5:9001".into()))
+        );
+        assert_eq!(
+            t("https://[::1]:8443"),
+            Ok(Target::Https("[::1]:8443".into()))
+        );
         assert_eq!(t("tcp://[::1]"), Ok(Target::Tcp("[::1]:9002".into())));
         assert_eq!(t("tcp://[::1]:7"), Ok(Target::Tcp("[::1]:7".into())));
         assert_eq!(
@@ -126,6 +135,7 @@ mod tests {
             "http://h:x",
             "tcp://::1",
             "http://h/api",
+            "https://h/api/pos/trade",
             "serial:",
         ] {
             assert!(t(bad).is_err(), "{bad}");
