@@ -202,7 +202,6 @@ mod tests {
             digest_detail: None,
             bytes: 100,
             raw: None,
-            gap: None,
         }
     }
 
