@@ -83,7 +83,27 @@ Examples:
     /// Act as the terminal: answer requests over HTTP, TCP or a serial port.
     Emulate(crate::emulate::EmulateArgs),
     /// List the finding codes with their severity and the rule each stands for.
-    Codes,
+    Codes(CodesArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Examples:
+  ecr-sniff codes
+  ecr-sniff codes --format json | jq -r '.[] | select(.severity == \"error\") | .code'")]
+pub struct CodesArgs {
+    /// `text`: the Markdown table README shows; `json`: an array of
+    /// {code, severity, rule} objects (what the Wireshark dissector is tested against).
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: CodesFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CodesFormat {
+    /// The Markdown table.
+    Text,
+    /// A JSON array.
+    Json,
 }
 
 #[derive(Debug, Args)]

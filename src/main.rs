@@ -45,10 +45,7 @@ fn main() -> ExitCode {
         Command::Extcap(a) => extcap::run(a),
         Command::Send(a) => send::run(a),
         Command::Emulate(a) => emulate::run(a),
-        Command::Codes => {
-            print!("{}", ecr_capture::findings::markdown_table());
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Codes(a) => codes(&a),
     };
     match result {
         Ok(code) => code,
@@ -64,6 +61,30 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// `ecr-sniff codes`: the finding codes as README's table or as JSON.
+fn codes(a: &cli::CodesArgs) -> Result<ExitCode> {
+    use ecr_capture::findings::Code;
+    let mut out = io::stdout().lock();
+    match a.format {
+        cli::CodesFormat::Text => write!(out, "{}", ecr_capture::findings::markdown_table())?,
+        cli::CodesFormat::Json => {
+            let list: Vec<serde_json::Value> = Code::ALL
+                .iter()
+                .map(|c| {
+                    serde_json::json!({
+                        "code": c.as_str(),
+                        "severity": c.severity().as_str(),
+                        "rule": c.rule(),
+                    })
+                })
+                .collect();
+            serde_json::to_writer_pretty(&mut out, &list)?;
+            writeln!(out)?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Builds the key set from `--key`, `--key-file` and `ECR_POS_KEY`. Errors never

@@ -57,6 +57,22 @@ ST=$(ECR_LUA_SELFTEST=1 "$TSHARK" -n -X "lua_script:$LUA" -X "lua_script:$HERE/s
 echo "$ST"
 case "$ST" in *"SELFTEST PASS"*) ;; *) echo "FAIL selftest"; fail=$((fail + 1));; esac
 
+# Installed in the personal plugins folder and given with -X lua_script: as well, the
+# dissector loads once and quietly (the second copy steps aside).
+mkdir -p "$TMP/home/.local/lib/wireshark/plugins"
+cp "$LUA" "$TMP/home/.local/lib/wireshark/plugins/"
+DOUBLE=$(HOME="$TMP/home" "$TSHARK" -n -X "lua_script:$LUA" -r dissector/test/fixtures/tcp-frames.pcap -Y ecr 2>&1)
+total=$((total + 1))
+if printf '%s\n' "$DOUBLE" | grep -qi "lua.*error\|two protocols"; then
+  echo "FAIL double load: $(printf '%s\n' "$DOUBLE" | grep -i -m 2 'lua.*error\|two protocols')"
+  fail=$((fail + 1))
+elif ! printf '%s\n' "$DOUBLE" | grep -q " ECR "; then
+  echo "FAIL double load: no ECR packets decoded"
+  fail=$((fail + 1))
+else
+  echo "ok   double load (plugins folder + -X lua_script:) is quiet"
+fi
+
 CASEFILES="$HERE/cases.txt"
 [ -f "$HERE/cases-captures.txt" ] && CASEFILES="$CASEFILES $HERE/cases-captures.txt"
 [ -n "${CASES:-}" ] && CASEFILES=$CASES
@@ -75,8 +91,12 @@ for cf in $CASEFILES; do
       echo "FAIL $name: capture $cap is missing"
       fail=$((fail + 1)); continue
     fi
-    KEYOPT="-o ecr.pos_key:"
-    [ "$key" != "-" ] && KEYOPT="-o ecr.pos_key:$key"
+    # Keys reach the dissector through a key file (there is no key preference).
+    KEYOPT="-o ecr.key_file:"
+    if [ "$key" != "-" ]; then
+      printf '%s\n' "$key" > "$TMP/keyfile"
+      KEYOPT="-o ecr.key_file:$TMP/keyfile"
+    fi
     # shellcheck disable=SC2086
     ECR_POS_KEY= "$TSHARK" -2 -n -X "lua_script:$LUA" $KEYOPT $extra -r "$cap" -Y ecr \
       -T fields -E header=y -E separator='|' -E occurrence=a -E aggregator=',' $EARGS 2>&1 |
