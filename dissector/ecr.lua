@@ -2137,21 +2137,19 @@ end
 ------------------------------------------------------------------------
 -- Registration
 ------------------------------------------------------------------------
-local http_tcp = Dissector.get("http-over-tcp")
-if not http_tcp then http_tcp = Dissector.get("http") end
 local registered = {}
 
 local function register_ports()
   local tcp_table = DissectorTable.get("tcp.port")
   if registered.tcp then tcp_table:remove(registered.tcp, ecr) end
   if registered.http then
-    pcall(function() tcp_table:remove(registered.http, http_tcp) end)
     pcall(function() DissectorTable.get("http.port"):remove(registered.http, ecr) end)
   end
   registered.tcp = ecr.prefs.tcp_port
   registered.http = ecr.prefs.http_port
   tcp_table:add(registered.tcp, ecr)
-  if http_tcp then tcp_table:add(registered.http, http_tcp) end
+  -- Nothing is bound to the HTTP port: Wireshark's own TCP heuristics find HTTP there,
+  -- and TLS (HTTPS, Haojin 4.34.12+) too, which a binding to HTTP would hide.
   -- bodies without a JSON media type on the HTTP port
   pcall(function() DissectorTable.get("http.port"):add(registered.http, ecr) end)
 end

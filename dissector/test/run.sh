@@ -125,6 +125,32 @@ for cf in $CASEFILES; do
   done < "$cf"
 done
 
+# HTTPS on the HTTP port (issue 13): without keys, Wireshark shows TLS exactly as it
+# does without the dissector; with the key log, the decrypted bodies carry the same
+# ECR fields as the same exchange over plain HTTP (frames 4, 5, 12, 13 of http-a1b2).
+if [ "$REGEN" = 0 ] && [ -z "${CASES:-}" ]; then
+  total=$((total + 2))
+  TLSCAP=dissector/test/fixtures/https-9001.pcap
+  "$TSHARK" -n -r "$TLSCAP" -V 2>&1 | normalise > "$TMP/tls-without.txt"
+  ECR_POS_KEY= "$TSHARK" -n -X "lua_script:$LUA" -r "$TLSCAP" -V 2>&1 | normalise > "$TMP/tls-with.txt"
+  if diff -u "$TMP/tls-without.txt" "$TMP/tls-with.txt" > "$TMP/diff"; then
+    echo "ok   TLS without keys: identical with and without the dissector"
+  else
+    echo "FAIL TLS without keys: the dissector changes what Wireshark shows"
+    head -n 40 "$TMP/diff"
+    fail=$((fail + 1))
+  fi
+  cut -d'|' -f2- "$GOLDEN/https-keylog.fields.txt" | sed 1d > "$TMP/https.f"
+  awk -F'|' 'NR == 1 || $1 == 4 || $1 == 5 || $1 == 12 || $1 == 13' "$GOLDEN/http-a1b2.fields.txt" | cut -d'|' -f2- | sed 1d > "$TMP/http.f"
+  if [ -s "$TMP/https.f" ] && diff -u "$TMP/http.f" "$TMP/https.f" > "$TMP/diff"; then
+    echo "ok   HTTPS with the key log: same ECR fields as plain HTTP"
+  else
+    echo "FAIL HTTPS with the key log: ECR fields differ from plain HTTP"
+    head -n 40 "$TMP/diff"
+    fail=$((fail + 1))
+  fi
+fi
+
 if [ "$REGEN" = 1 ]; then
   echo "regenerated golden files for $total cases with $VERSION; review them with git diff"
   exit 0
