@@ -856,6 +856,10 @@ F.junk = ProtoField.bytes("ecr.junk", "Bytes outside any frame")
 F.ack_in = ProtoField.framenum("ecr.ack_in", "Answered in frame")
 F.ack_to = ProtoField.framenum("ecr.ack_to", "Answers the request in frame")
 F.ack_time = ProtoField.double("ecr.ack_time", "Answer time (ms)")
+local FT = rawget(_G, "frametype")
+F.response_in = ProtoField.framenum("ecr.response_in", "Response in frame", base.NONE, FT and FT.RESPONSE or nil)
+F.request_in = ProtoField.framenum("ecr.request_in", "Request in frame", base.NONE, FT and FT.REQUEST or nil)
+F.latency = ProtoField.double("ecr.latency", "Response time (ms)")
 F.framing = ProtoField.string("ecr.framing", "Framing")
 F.kind = ProtoField.string("ecr.kind", "Message kind")
 F.dialect = ProtoField.string("ecr.dialect", "Dialect")
@@ -1117,6 +1121,7 @@ end
 -- Message (body) dissection
 ------------------------------------------------------------------------
 local dissect_text -- forward
+local message_pairing -- forward
 
 -- ctx: { pinfo, infos (list), key, srctvb }
 local function add_expert(ctx, item, e, text)
@@ -1178,6 +1183,9 @@ local function show_request_content(ctx, tree, tvb, obj)
     add_expert(ctx, ctree, E["payme-timeout"], sformat("PayMe supports payment_timeout up to 120 s, got %s", node_text(obj.vals.payment_timeout)))
   end
   ctx.func_type = ft
+  ctx.msg = { role = "request", ft = ft, channel = node_text(obj.vals.channel), amt = node_text(obj.vals.amt),
+              order_id = node_text(obj.vals.orderId), out_trade_no = node_text(obj.vals.out_trade_no),
+              refund_amount = node_text(obj.vals.refund_amount) }
   -- mandatory fields
   if ft_node == nil then
     add_expert(ctx, ctree, E["missing-field"], "Missing mandatory field func_type")
@@ -1271,6 +1279,8 @@ local function show_response(ctx, tree, tvb, obj, dialect)
   local dit = rtree:add(F.dialect, dialect); dit:set_generated()
   local kit = rtree:add(F.kind, "response"); kit:set_generated()
   local respcd = node_text(obj.vals.respcd) or ""
+  local facts = { role = "response", respcd = respcd }
+  ctx.msg = facts
   local cit = add_item(rtree, F.respcd, node_range(tvb, obj.vals.respcd), respcd)
   local meaning = RESPCD[respcd]
   if meaning then
@@ -1322,6 +1332,7 @@ local function show_response(ctx, tree, tvb, obj, dialect)
         local txt = node_text(v) or format_value(v, { quote = "'", sorted = true })
         local rng = node_range(dtvb, v)
         local fk = RESP_MAP[k]
+        if k == "syssn" or k == "out_trade_no" or k == "txamt" then facts[k] = txt end
         if k == "out_trade_no" then add_item(dtree, F.out_trade_no, rng, txt)
         elseif k == "respcd" then add_item(dtree, F.data_respcd, rng, txt)
         elseif fk and F[fk] then
@@ -1446,9 +1457,11 @@ local function dissect_text_inner(ctx, tree, tvb)
     local it
     if ctx.hint == "request" then
       -- a request body that is only Base64 can only be envelope-encrypted (D4)
+      ctx.msg = { role = "request" }
       it = tree:add(F.kind, "request"); it:set_generated()
       local d = tree:add(F.dialect, "envelope-encrypted"); d:set_generated()
     elseif ctx.hint == "response" then
+      ctx.msg = { role = "response" }
       it = tree:add(F.kind, "response"); it:set_generated()
       local d = tree:add(F.dialect, "encrypted"); d:set_generated()
     else
@@ -1480,12 +1493,117 @@ local function dissect_text_inner(ctx, tree, tvb)
   ctx.infos[#ctx.infos + 1] = "Decrypted, unparsed"
 end
 
+------------------------------------------------------------------------
+-- Request/response pairing of business messages (as the analyzer pairs them):
+-- a request from the cash register waits for the next response on its
+-- connection (HTTP pipelining and D2's result frames alike); an error frame
+-- from the terminal withdraws the request with its ref. First pass only; the
+-- results are memoised per message and shown on every later pass.
+------------------------------------------------------------------------
+local msg_memo = {}      -- message key -> record
+local msg_queue = {}     -- conversation -> list of waiting request records
+local msg_requests = {}  -- every request record (for the end of the capture)
+local payments = {}      -- syssn / out_trade_no -> { cents, channel, day } of successful payments
+local payments_n = 0
+local conv_closed = {}   -- conversation -> { ts, reason } once the terminal side closed
+local capture_last_ts = 0
+local MAX_PAYMENTS = 10000
+
+local CARD_CHANNELS = { card_payment = true, unionpay_card = true, amex_card = true }
+
+local function to_cents(text)
+  local v = tonumber(text or "")
+  if not v or v ~= v or math.abs(v) > 1e12 then return nil end
+  return floor(v * 100 + 0.5)
+end
+local function cents_text(c) return sformat("%d.%02d", floor(c / 100), c % 100) end
+local function day_of(ts) return floor(ts / 86400) end
+
+message_pairing = function(ctx, tree, msg)
+  local pinfo = ctx.pinfo
+  local conv = ctx.conv
+  if not conv or ctx.from_ecr == nil then return end
+  ctx.msg_seq = (ctx.msg_seq or 0) + 1
+  local key = pinfo.number .. ":" .. tostring(ctx.top_len) .. ":" .. ctx.msg_seq
+  local r = msg_memo[key]
+  if not r and not pinfo.visited then
+    local ts = pinfo.abs_ts
+    if msg.role == "request" and ctx.from_ecr then
+      r = { kind = "request", frame = pinfo.number, ts = ts, conv = conv, ref = ctx.frame_ref, facts = msg }
+      local q = msg_queue[conv]
+      if not q then q = {}; msg_queue[conv] = q end
+      q[#q + 1] = r
+      if #msg_requests < 100000 then msg_requests[#msg_requests + 1] = r end
+      -- a same-day partial refund of a card payment seen earlier (spec 3.2)
+      if msg.ft == 1002 and msg.order_id then
+        local p = payments[msg.order_id]
+        local refund = to_cents(msg.refund_amount)
+        if p and refund and p.cents and refund < p.cents and day_of(ts) == p.day and CARD_CHANNELS[p.channel] then
+          r.partial = sformat("refund of %s of a %s payment of %s made the same day (frame %d): card payments can only be refunded in full on the day",
+            msg.refund_amount, p.channel, cents_text(p.cents), p.frame)
+        end
+      end
+    elseif msg.role == "response" and not ctx.from_ecr then
+      local q = msg_queue[conv]
+      local req = q and table.remove(q, 1)
+      if req then
+        req.resp = pinfo.number
+        req.dt = ts - req.ts
+        r = { kind = "response", req = req.frame, dt = ts - req.ts }
+        local f = req.facts
+        if f.ft == 1001 and msg.respcd == "6000" and payments_n < MAX_PAYMENTS then
+          local pay = { cents = tonumber(msg.txamt or "") or to_cents(f.amt), channel = f.channel or "", day = day_of(req.ts), frame = req.frame }
+          for _, id in ipairs({ msg.syssn, f.out_trade_no, msg.out_trade_no }) do
+            if id and id ~= "" then payments[id] = pay; payments_n = payments_n + 1 end
+          end
+        end
+      else
+        r = { kind = "response" }
+      end
+    end
+    if r then msg_memo[key] = r end
+  end
+  if not r then return end
+  if r.kind == "request" then
+    if r.resp then
+      local x = tree:add(F.response_in, r.resp); x:set_generated()
+      local y = tree:add(F.latency, floor(r.dt * 1000000 + 0.5) / 1000); y:set_generated()
+    elseif pinfo.visited then
+      -- the whole capture has been read: say why no response came
+      local name = (r.facts.ft and FUNC_SHORT[r.facts.ft]) or "Request"
+      local c = conv_closed[r.conv]
+      if r.withdrawn then
+        -- refused at the link level by an error frame: no response expected
+      elseif c and c.ts >= r.ts then
+        add_expert(ctx, tree, E["no-response"], sformat("%s got no response: the connection ended (%s) %.0f ms after it was sent", name, c.reason, (c.ts - r.ts) * 1000))
+      else
+        add_expert(ctx, tree, E["unanswered-at-end"], sformat("%s was still waiting for its response when the capture ended (%.0f ms after it was sent)", name, (capture_last_ts - r.ts) * 1000))
+      end
+    end
+    if r.partial then add_expert(ctx, tree, E["partial-card-refund"], r.partial) end
+  elseif r.req then
+    local x = tree:add(F.request_in, r.req); x:set_generated()
+    local y = tree:add(F.latency, floor(r.dt * 1000000 + 0.5) / 1000); y:set_generated()
+  end
+end
+
+-- An error frame from the terminal withdraws the waiting request with its ref.
+local function message_withdrawn(ctx, ref)
+  if ctx.pinfo.visited or not ctx.conv then return end
+  local q = msg_queue[ctx.conv]
+  if not q then return end
+  for i = #q, 1, -1 do
+    if q[i].ref ~= nil and q[i].ref == ref then q[i].withdrawn = true; table.remove(q, i) end
+  end
+end
+
 -- One message: its Info text gets a visible mark when its digest does not match
 -- or it could not be decrypted.
 dissect_text = function(ctx, tree, tvb)
-  ctx.digest_status, ctx.decrypt_failed, ctx.no_key = nil, nil, nil
+  ctx.digest_status, ctx.decrypt_failed, ctx.no_key, ctx.msg = nil, nil, nil, nil
   local before = #ctx.infos
   dissect_text_inner(ctx, tree, tvb)
+  if ctx.msg then message_pairing(ctx, tree, ctx.msg) end
   local n = #ctx.infos
   if n > before then
     local marks = {}
@@ -1598,6 +1716,7 @@ function ecr.init()
   stream_mode = {}
   decrypt_cache, decrypt_cache_n = {}, 0
   reload_keys()
+  msg_memo, msg_queue, msg_requests, payments, payments_n, conv_closed, capture_last_ts = {}, {}, {}, {}, 0, {}, 0
 end
 
 -- Called for a fragment or a single frame; returns result table:
@@ -1651,7 +1770,7 @@ local function link_pairing(ctx, ftree, it, memo_key, is_request)
   local r = pairing[memo_key]
   if not r and not pinfo.visited then
     if is_request then
-      r = { kind = "request" }
+      r = { kind = "request", ts = pinfo.abs_ts }
       outstanding[conv .. ":" .. dir .. ":" .. it.ref] = { frame = pinfo.number, ts = pinfo.abs_ts, rec = r }
     else
       local k = conv .. ":" .. other .. ":" .. it.ref
@@ -1668,7 +1787,17 @@ local function link_pairing(ctx, ftree, it, memo_key, is_request)
   end
   if not r then return end
   if r.kind == "request" then
-    if r.ans then local x = ftree:add(F.ack_in, r.ans); x:set_generated() end
+    if r.ans then
+      local x = ftree:add(F.ack_in, r.ans); x:set_generated()
+    elseif pinfo.visited and r.ts then
+      -- never answered: late if the capture went on past the deadline (D2)
+      local waited = (capture_last_ts - r.ts) * 1000
+      if waited > 1000 then
+        add_expert(ctx, ftree, E["ack-timeout"], sformat("Request frame ref %d not answered within 1000 ms (the capture went on for %.0f ms)", it.ref, waited))
+      else
+        add_expert(ctx, ftree, E["unanswered-at-end"], sformat("Request frame ref %d was still waiting for its answer when the capture ended (%.0f ms)", it.ref, waited))
+      end
+    end
   else
     if r.req then
       local x = ftree:add(F.ack_to, r.req); x:set_generated()
@@ -1718,6 +1847,7 @@ local function show_frame(ctx, tree, ftvb, foff, it, skey, memo_key)
   local err = ERROR_NAMES[it.typ]
   if err or it.typ == 0x20 then link_pairing(ctx, ftree, it, memo_key, false) end
   if err then
+    message_withdrawn(ctx, it.ref)
     add_expert(ctx, tit, E["error-frame"], sformat("Error frame 0x%02x: %s (ref %d)", it.typ, err, it.ref))
     local k = ftree:add(F.kind, "error"); k:set_generated()
     ctx.infos[#ctx.infos + 1] = sformat("Error 0x%02x %s ref %d", it.typ, err, it.ref)
@@ -1788,7 +1918,9 @@ local function show_frame(ctx, tree, ftvb, foff, it, skey, memo_key)
   if it.typ == 0x10 then link_pairing(ctx, ftree, it, memo_key, true) end
   if body_tvb then
     local before = #ctx.infos
+    ctx.frame_ref = it.ref
     dissect_text(ctx, ftree, body_tvb)
+    ctx.frame_ref = nil
     if it.typ == 0x20 and #ctx.infos > before then
       ctx.infos[#ctx.infos] = "Ack ref " .. it.ref .. ": " .. ctx.infos[#ctx.infos]
     end
@@ -1882,6 +2014,8 @@ local function dissect_serial(tvb, pinfo, tree)
   -- business results travel POS -> ECR as 0x10 frames too (D2): a hint only
   ctx.hint = (dir == 0) and "request" or ((dir == 1) and "response" or nil)
   ctx.conv, ctx.dirkey, ctx.otherdir = "serial", tostring(dir), tostring(1 - dir)
+  if dir == 0 or dir == 1 then ctx.from_ecr = (dir == 0) end
+  ctx.top_len = len
   set_serial_endpoints(pinfo, dir)
   local fr = root:add(F.framing, "serial"); fr:set_generated()
   root:append_text(", " .. (DIRECTIONS[dir] or "?"))
@@ -1968,6 +2102,9 @@ local function dissect_tcp(tvb, pinfo, tree)
   local skey = "tcp:" .. tostring(st and st.value or "?") .. ":" .. tostring(pinfo.src_port)
   ctx.conv = "tcp:" .. tostring(st and st.value or "?")
   ctx.dirkey, ctx.otherdir = tostring(pinfo.src_port), tostring(pinfo.dst_port)
+  ctx.top_len = n
+  if pinfo.dst_port == ecr.prefs.tcp_port then ctx.from_ecr = true
+  elseif pinfo.src_port == ecr.prefs.tcp_port then ctx.from_ecr = false end
   local p = 1
   local pdu = 0
   if not pinfo.visited and stream_mode[skey] == nil then
@@ -2071,6 +2208,10 @@ end
 local function dissect_http_body(tvb, pinfo, tree)
   local ctx = new_ctx(pinfo, terminal_side(pinfo, ecr.prefs.http_port))
   ctx.hint = f_http_req() and "request" or "response"
+  local st = f_tcp_stream()
+  if st then ctx.conv = "tcp:" .. tostring(st.value) end
+  ctx.from_ecr = (ctx.hint == "request")
+  ctx.top_len = tvb:len()
   local root = tree:add(ecr, tvb(), "QFPay ECR (HTTP body)")
   local fr = root:add(F.framing, "http"); fr:set_generated()
   dissect_text(ctx, root, tvb)
@@ -2160,6 +2301,33 @@ function ecr.prefs_changed()
   decrypt_cache, decrypt_cache_n = {}, 0
   register_ports()
 end
+
+-- A tracker that sees every packet (adds nothing to the tree): the capture's last
+-- time, and TCP connections the terminal closed (FIN) or that were reset while a
+-- request was waiting, for no-response versus unanswered-at-end.
+local ecr_track = Proto("ecr_track", "QFPay ECR request tracker")
+local f_tcp_fin = Field.new("tcp.flags.fin")
+local f_tcp_rst = Field.new("tcp.flags.reset")
+local f_tcp_srcport = Field.new("tcp.srcport")
+function ecr_track.dissector(tvb, pinfo, tree)
+  if pinfo.visited then return end
+  local ts = pinfo.abs_ts
+  if ts > capture_last_ts then capture_last_ts = ts end
+  if next(msg_queue) == nil then return end
+  local st = f_tcp_stream()
+  if not st then return end
+  local conv = "tcp:" .. tostring(st.value)
+  local q = msg_queue[conv]
+  if not q or #q == 0 or conv_closed[conv] then return end
+  local rst, fin, sp = f_tcp_rst(), f_tcp_fin(), f_tcp_srcport()
+  local from_terminal = sp and (sp.value == ecr.prefs.http_port or sp.value == ecr.prefs.tcp_port)
+  if rst and rst.value then
+    conv_closed[conv] = { ts = ts, reason = "RST" }
+  elseif fin and fin.value and from_terminal then
+    conv_closed[conv] = { ts = ts, reason = "FIN from the terminal" }
+  end
+end
+register_postdissector(ecr_track)
 
 register_ports()
 -- application/json bodies: the media type table wins over http.port, so we
