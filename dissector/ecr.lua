@@ -861,6 +861,8 @@ F.response_in = ProtoField.framenum("ecr.response_in", "Response in frame", base
 F.request_in = ProtoField.framenum("ecr.request_in", "Request in frame", base.NONE, FT and FT.REQUEST or nil)
 F.latency = ProtoField.double("ecr.latency", "Response time (ms)")
 F.framing = ProtoField.string("ecr.framing", "Framing")
+F.usb_device = ProtoField.string("ecr.usb.device", "USB device (bus.address)")
+F.usb_oriented = ProtoField.string("ecr.usb.oriented_by", "Cash register side chosen because")
 F.kind = ProtoField.string("ecr.kind", "Message kind")
 F.dialect = ProtoField.string("ecr.dialect", "Dialect")
 F.envelope_form = ProtoField.string("ecr.envelope_form", "Envelope form")
@@ -1020,6 +1022,7 @@ ecr.prefs.key_file = Pref.string("POS-KEY file", "",
   .. "The ECR_POS_KEY environment variable adds one more key. Keys are never shown.")
 ecr.prefs.tcp_port = Pref.uint("TCP port", 9002, "TCP port of the ECR socket protocol")
 ecr.prefs.http_port = Pref.uint("HTTP port", 9001, "TCP port of the ECR HTTP protocol (plain HTTP, or HTTPS decrypted by Wireshark's TLS)")
+ecr.prefs.usb_heuristic = Pref.bool("Find ECR traffic in USB captures", true, "Look for ECR frames in the bulk transfers of USB-serial adapters (usbmon, USBPcap). Off: only devices chosen with Decode As (USB device) are decoded")
 ecr.prefs.reasm_timeout = Pref.uint("Reassembly timeout (ms)", 500, "Maximum gap between fragments of a split message (D1)")
 
 -- Keys read from the key file and the environment: { { key = text, bind = nil | "ip" | "ip:port" } }
@@ -1122,6 +1125,7 @@ end
 ------------------------------------------------------------------------
 local dissect_text -- forward
 local message_pairing -- forward
+local usb_reset -- forward
 
 -- ctx: { pinfo, infos (list), key, srctvb }
 local function add_expert(ctx, item, e, text)
@@ -1603,6 +1607,7 @@ dissect_text = function(ctx, tree, tvb)
   ctx.digest_status, ctx.decrypt_failed, ctx.no_key, ctx.msg = nil, nil, nil, nil
   local before = #ctx.infos
   dissect_text_inner(ctx, tree, tvb)
+  if ctx.orient then ctx.orient(ctx) end
   if ctx.msg then message_pairing(ctx, tree, ctx.msg) end
   local n = #ctx.infos
   if n > before then
@@ -1717,6 +1722,7 @@ function ecr.init()
   decrypt_cache, decrypt_cache_n = {}, 0
   reload_keys()
   msg_memo, msg_queue, msg_requests, payments, payments_n, conv_closed, capture_last_ts = {}, {}, {}, {}, 0, {}, 0
+  usb_reset()
 end
 
 -- Called for a fragment or a single frame; returns result table:
@@ -1918,9 +1924,9 @@ local function show_frame(ctx, tree, ftvb, foff, it, skey, memo_key)
   if it.typ == 0x10 then link_pairing(ctx, ftree, it, memo_key, true) end
   if body_tvb then
     local before = #ctx.infos
-    ctx.frame_ref = it.ref
+    ctx.frame_ref, ctx.frame_type = it.ref, it.typ
     dissect_text(ctx, ftree, body_tvb)
-    ctx.frame_ref = nil
+    ctx.frame_ref, ctx.frame_type = nil, nil
     if it.typ == 0x20 and #ctx.infos > before then
       ctx.infos[#ctx.infos] = "Ack ref " .. it.ref .. ": " .. ctx.infos[#ctx.infos]
     end
@@ -2003,6 +2009,69 @@ local function set_serial_endpoints(pinfo, dir)
   pinfo.cols.dst = ecr_is_src and p or e
 end
 
+-- Line bytes (a serial capture packet or a USB bulk transfer), from offset off of
+-- tvb, sent in direction linkdir ("serial:0", "usb:1.5:h"): frames may span packets,
+-- so each direction carries its unfinished bytes to its next packet.
+local function dissect_line(ctx, tvb, off, pinfo, root, linkdir)
+  local len = tvb:len()
+  local rec = serial_pkts[pinfo.number]
+  if not rec then
+    local data = tvb:raw(off, len - off)
+    local carry = serial_carry[linkdir] or ""
+    local last = serial_last[linkdir]
+    if carry ~= "" and last then last.continued_in = pinfo.number end
+    if carry ~= "" and sbyte(data, 1) == 0x2f and sbyte(data, 2) == 0x6e then
+      -- packet starts on a frame boundary: drop an unfinished carried frame
+      local v, t = sbyte(data, 3, 4)
+      if v == 1 and KNOWN_TYPES[t] then
+        rec = { dropped = #carry }
+        carry = ""
+      end
+    end
+    rec = rec or {}
+    rec.buf = carry .. data
+    rec.carry_len = #carry
+    local items, rest = parse_frames(rec.buf, 1, { aligned_start = 1 })
+    rec.items, rec.rest = items, rest
+    serial_carry[linkdir] = ssub(rec.buf, rest)
+    serial_pkts[pinfo.number] = rec
+    serial_last[linkdir] = rec
+  end
+  if rec.dropped then
+    add_expert(ctx, root, E.truncated, sformat("%d bytes of an unfinished frame from earlier packets discarded", rec.dropped))
+  end
+  local xtvb -- tvb for frames starting in earlier packets
+  for idx, it in ipairs(rec.items) do
+    local ftvb, foff
+    if it.off > rec.carry_len then
+      ftvb, foff = tvb, it.off - rec.carry_len - 1 + off
+    else
+      xtvb = xtvb or ByteArray.new(rec.buf, true):tvb("Serial bytes incl. earlier packets")
+      ftvb, foff = xtvb, it.off - 1
+    end
+    if it.kind == "junk" then
+      show_junk(ctx, root, ftvb, foff, it.len)
+    else
+      show_frame(ctx, root, ftvb, foff, it, linkdir, pinfo.number .. ":" .. idx)
+    end
+  end
+  if rec.rest <= #rec.buf then
+    local n = #rec.buf - rec.rest + 1
+    local shown = math.min(n, len - off)
+    local it = root:add(ecr, tvb(len - shown, shown), sformat("Incomplete frame: %d bytes", n))
+    if rec.continued_in then
+      it:append_text(sformat(", continued in frame %d", rec.continued_in))
+      if #ctx.infos == 0 then ctx.infos[1] = "Frame start (continued)" end
+    elseif pinfo.visited then
+      it:append_text(", never completed")
+      add_expert(ctx, it, E.truncated, sformat("Incomplete frame at the end of the capture (%d bytes)", n))
+      if #ctx.infos == 0 then ctx.infos[1] = "Truncated frame" end
+    else
+      if #ctx.infos == 0 then ctx.infos[1] = "Frame start (more bytes expected)" end
+    end
+  end
+end
+
 -- Serial capture (D9): USER0, direction byte then line bytes.
 local function dissect_serial(tvb, pinfo, tree)
   local ctx = new_ctx(pinfo)
@@ -2019,63 +2088,132 @@ local function dissect_serial(tvb, pinfo, tree)
   set_serial_endpoints(pinfo, dir)
   local fr = root:add(F.framing, "serial"); fr:set_generated()
   root:append_text(", " .. (DIRECTIONS[dir] or "?"))
-  local rec = serial_pkts[pinfo.number]
-  if not rec then
-    local data = tvb:raw(1, len - 1)
-    local carry = serial_carry[dir] or ""
-    local last = serial_last[dir]
-    if carry ~= "" and last then last.continued_in = pinfo.number end
-    if carry ~= "" and sbyte(data, 1) == 0x2f and sbyte(data, 2) == 0x6e then
-      -- packet starts on a frame boundary: drop an unfinished carried frame
-      local v, t = sbyte(data, 3, 4)
-      if v == 1 and KNOWN_TYPES[t] then
-        rec = { dropped = #carry }
-        carry = ""
-      end
-    end
-    rec = rec or {}
-    rec.buf = carry .. data
-    rec.carry_len = #carry
-    local items, rest, need = parse_frames(rec.buf, 1, { aligned_start = 1 })
-    rec.items, rec.rest = items, rest
-    serial_carry[dir] = ssub(rec.buf, rest)
-    serial_pkts[pinfo.number] = rec
-    serial_last[dir] = rec
-  end
-  if rec.dropped then
-    add_expert(ctx, root, E.truncated, sformat("%d bytes of an unfinished frame from earlier packets discarded", rec.dropped))
-  end
-  local xtvb -- tvb for frames starting in earlier packets
-  for idx, it in ipairs(rec.items) do
-    local ftvb, foff
-    if it.off > rec.carry_len then
-      ftvb, foff = tvb, it.off - rec.carry_len -- +1 direction byte, -1 for 1-based
-    else
-      xtvb = xtvb or ByteArray.new(rec.buf, true):tvb("Serial bytes incl. earlier packets")
-      ftvb, foff = xtvb, it.off - 1
-    end
-    if it.kind == "junk" then
-      show_junk(ctx, root, ftvb, foff, it.len)
-    else
-      show_frame(ctx, root, ftvb, foff, it, "serial:" .. dir, pinfo.number .. ":" .. idx)
-    end
-  end
-  if rec.rest <= #rec.buf then
-    local n = #rec.buf - rec.rest + 1
-    local it = root:add(ecr, tvb(len - math.min(n, len - 1), math.min(n, len - 1)), sformat("Incomplete frame: %d bytes", n))
-    if rec.continued_in then
-      it:append_text(sformat(", continued in frame %d", rec.continued_in))
-      if #ctx.infos == 0 then ctx.infos[1] = "Frame start (continued)" end
-    elseif pinfo.visited then
-      it:append_text(", never completed")
-      add_expert(ctx, it, E.truncated, sformat("Incomplete frame at the end of the capture (%d bytes)", n))
-      if #ctx.infos == 0 then ctx.infos[1] = "Truncated frame" end
-    else
-      if #ctx.infos == 0 then ctx.infos[1] = "Frame start (more bytes expected)" end
-    end
-  end
+  dissect_line(ctx, tvb, 1, pinfo, root, "serial:" .. dir)
   finish(ctx, pinfo)
   return len
+end
+
+------------------------------------------------------------------------
+-- USB-serial adapters (usbmon 189/220, USBPcap 249): the bulk transfers of a
+-- device carry the serial line, host-to-device data in the submission and
+-- device-to-host data in the completion (Wireshark hands over exactly those).
+-- A device is recognised by an ECR frame start in its data (heuristic on
+-- usb.bulk) or chosen with Decode As (USB device). Which end is the cash
+-- register follows the analyzer's rule: the sender of the first request frame
+-- with data is the cash register if it is a business request (func_type), the
+-- terminal if it is a business result (respcd), the cash register if it cannot
+-- be read; without such a frame, the sender of the first request frame, else
+-- the USB host.
+------------------------------------------------------------------------
+local f_usb_tt = Field.new("usb.transfer_type")
+local f_usb_bus = Field.new("usb.bus_id")
+local f_usb_dev = Field.new("usb.device_address")
+local f_usb_epdir = Field.new("usb.endpoint_address.direction")
+local usb_devices, usb_devices_n = {}, 0 -- "bus.dev" -> device record
+local usb_claimed = {}                  -- packet number -> claimed by the heuristic
+local MAX_USB_DEVICES = 256
+usb_reset = function()
+  usb_devices, usb_devices_n, usb_claimed = {}, 0, {}
+end
+
+local function usb_device_key()
+  local b, d = f_usb_bus(), f_usb_dev()
+  if not b or not d then return nil end
+  return tostring(b.value) .. "." .. tostring(d.value)
+end
+
+local function usb_device(key, create)
+  local dev = usb_devices[key]
+  if not dev and create and usb_devices_n < MAX_USB_DEVICES then
+    dev = { key = key }
+    usb_devices[key] = dev
+    usb_devices_n = usb_devices_n + 1
+  end
+  return dev
+end
+
+local function has_frame_start(s)
+  local i = 1
+  while true do
+    local j = sfind(s, "/n\1", i, true)
+    if not j then return false end
+    if KNOWN_TYPES[sbyte(s, j + 3) or -1] then return true end
+    i = j + 1
+  end
+end
+
+local function dissect_usb(tvb, pinfo, tree, dev)
+  local len = tvb:len()
+  local dirf = f_usb_epdir()
+  if len == 0 or not dirf then return 0 end
+  local from_host = (dirf.value == 0)
+  local ctx = new_ctx(pinfo)
+  local root = tree:add(ecr, tvb(), "QFPay ECR (USB serial)")
+  ctx.conv = "usb:" .. dev.key
+  ctx.dirkey, ctx.otherdir = from_host and "h" or "d", from_host and "d" or "h"
+  ctx.top_len = len
+  if dev.ecr_is_host == nil and pinfo.visited then
+    -- nothing decided it during the first pass: the analyzer's fallback
+    if dev.first_request_from_host ~= nil then
+      dev.ecr_is_host = dev.first_request_from_host
+      dev.reason = sformat("no complete request message; the first request frame came %s: its sender is taken as the cash register",
+        dev.first_request_from_host and "host to device" or "device to host")
+    else
+      dev.ecr_is_host = true
+      dev.reason = "no request frame seen: the USB host is assumed to be the cash register"
+    end
+  end
+  local function oriented()
+    local from_ecr = (from_host == dev.ecr_is_host)
+    ctx.from_ecr = from_ecr
+    ctx.hint = from_ecr and "request" or "response"
+    local d = root:add(F.direction, from_ecr and 0 or 1); d:set_generated()
+    local o = root:add(F.usb_oriented, dev.reason or ""); o:set_generated()
+    root:append_text(", " .. DIRECTIONS[from_ecr and 0 or 1] .. " (USB " .. (from_host and "host to device" or "device to host") .. ")")
+  end
+  if dev.ecr_is_host ~= nil then
+    oriented()
+  else
+    ctx.orient = function(c)
+      if c.frame_type ~= 0x10 then return end
+      local role = c.msg and c.msg.role
+      local sender_is_ecr = (role ~= "response")
+      dev.ecr_is_host = (sender_is_ecr == from_host)
+      local who = from_host and "host to device" or "device to host"
+      if role == "request" then
+        dev.reason = sformat("the first request frame with data (ref %d, %s) is a business request (func_type): its sender is the cash register", c.frame_ref or 0, who)
+      elseif role == "response" then
+        dev.reason = sformat("the first request frame with data (ref %d, %s) is a business result (respcd): its sender is the terminal", c.frame_ref or 0, who)
+      else
+        dev.reason = sformat("the first request frame with data (ref %d, %s) could not be read (encrypted without a key?): its sender is taken as the cash register, which speaks first", c.frame_ref or 0, who)
+      end
+      c.orient = nil
+      c.from_ecr = (from_host == dev.ecr_is_host)
+    end
+  end
+  local fr = root:add(F.framing, "usb"); fr:set_generated()
+  local dv = root:add(F.usb_device, dev.key); dv:set_generated()
+  dissect_line(ctx, tvb, 0, pinfo, root, "usb:" .. dev.key .. ":" .. ctx.dirkey)
+  finish(ctx, pinfo)
+  return len
+end
+
+local function heur_usb(tvb, pinfo, tree)
+  if not ecr.prefs.usb_heuristic then return false end
+  local claimed = usb_claimed[pinfo.number]
+  local key = usb_device_key()
+  if not key then return false end
+  if claimed == nil then
+    if pinfo.visited then return false end
+    claimed = usb_device(key, false) ~= nil or (tvb:len() > 0 and has_frame_start(tvb:raw()))
+    usb_claimed[pinfo.number] = claimed
+  end
+  if not claimed then return false end
+  local dev = usb_device(key, true)
+  if not dev then return false end
+  local ok, res = pcall(dissect_usb, tvb, pinfo, tree, dev)
+  if not ok then pcall(internal_error, tree, tvb, res) end
+  return true
 end
 
 local function is_frame_start(s, p)
@@ -2244,6 +2382,15 @@ local json_dissector = Dissector.get("json")
 
 local function main_dissector(tvb, pinfo, tree)
   local st = f_tcp_stream()
+  local tt = (not st) and f_usb_tt()
+  if tt then
+    -- Decode As "USB device": only the bulk transfers carry the serial line
+    if tt.value ~= 3 then return 0 end
+    local key = usb_device_key()
+    local dev = key and usb_device(key, true)
+    if not dev then return 0 end
+    return dissect_usb(tvb, pinfo, tree, dev)
+  end
   if not st then
     if pinfo.match_uint == wtap.USER0 then
       return dissect_serial(tvb, pinfo, tree)
@@ -2334,6 +2481,8 @@ register_ports()
 -- take application/json and hand bodies on other ports back to the JSON dissector.
 DissectorTable.get("media_type"):add("application/json", ecr)
 DissectorTable.get("wtap_encap"):add(wtap.USER0, ecr)
+ecr:register_heuristic("usb.bulk", heur_usb)
+pcall(function() DissectorTable.get("usb.device"):add_for_decode_as(ecr) end)
 
 -- Internals for dissector/test/selftest.lua
 if os.getenv("ECR_LUA_SELFTEST") then

@@ -167,6 +167,22 @@ if [ -f captures/manifest.json ] && [ -f "$HERE/cases-captures.txt" ] && [ "$ski
     echo "SKIP manifest cross-check: python3 not found"
   fi
 fi
+# The USB goldens must agree with the analyzer's (captures/usb/expected/*.jsonl):
+# same messages in the same packets, same directions, kinds, func_types, digests.
+if [ -z "${CASES:-}" ] && ls captures/usb/expected/*.jsonl >/dev/null 2>&1; then
+  if command -v python3 >/dev/null 2>&1; then
+    total=$((total + 1))
+    if python3 "$HERE/check_usb.py" > "$TMP/usb.txt"; then
+      echo "ok   USB goldens agree with captures/usb/expected ($(grep -c '^ok' "$TMP/usb.txt") captures)"
+    else
+      grep -v '^ok' "$TMP/usb.txt"
+      echo "FAIL USB goldens disagree with captures/usb/expected"
+      fail=$((fail + 1))
+    fi
+  else
+    echo "SKIP USB cross-check: python3 not found"
+  fi
+fi
 if [ "$fail" -ne 0 ]; then
   echo "dissector tests: $fail failure(s) over $total cases ($VERSION)"
   exit 1
