@@ -862,6 +862,7 @@ F.request_in = ProtoField.framenum("ecr.request_in", "Request in frame", base.NO
 F.latency = ProtoField.double("ecr.latency", "Response time (ms)")
 F.framing = ProtoField.string("ecr.framing", "Framing")
 F.usb_device = ProtoField.string("ecr.usb.device", "USB device (bus.address)")
+F.line_settings = ProtoField.string("ecr.line_settings", "Line settings (baud, data bits, parity, stop bits)")
 F.usb_oriented = ProtoField.string("ecr.usb.oriented_by", "Cash register side chosen because")
 F.kind = ProtoField.string("ecr.kind", "Message kind")
 F.dialect = ProtoField.string("ecr.dialect", "Dialect")
@@ -2198,6 +2199,33 @@ local function dissect_usb(tvb, pinfo, tree, dev)
   return len
 end
 
+-- SET_LINE_CODING (bmRequestType 0x21, bRequest 0x20, 7 data bytes: baud rate,
+-- stop bits, parity, data bits) sent to a device that carries ECR frames: spec
+-- 10.9 wants 9600 8N1. Wireshark hands usb.control heuristics the setup fields
+-- after bmRequestType (7 bytes) and the data. Shown once the whole capture has
+-- been read (the device is recognised by its later bulk data).
+local f_usb_bmrt = Field.new("usb.bmRequestType")
+local STOP_BITS = { [0] = "1", [1] = "1.5", [2] = "2" }
+local PARITY = { [0] = "N", [1] = "O", [2] = "E", [3] = "M", [4] = "S" }
+local function heur_usb_control(tvb, pinfo, tree)
+  if not pinfo.visited or tvb:len() ~= 14 or tvb(0, 1):uint() ~= 0x20 then return false end
+  local rt = f_usb_bmrt()
+  if not rt or rt.value ~= 0x21 then return false end
+  local key = usb_device_key()
+  if not key or not usb_devices[key] then return false end
+  local baud = tvb(7, 4):le_uint()
+  local stop, parity, bits = tvb(11, 1):uint(), tvb(12, 1):uint(), tvb(13, 1):uint()
+  local text = sformat("%d %d%s%s", baud, bits, PARITY[parity] or "?", STOP_BITS[stop] or "?")
+  local root = tree:add(ecr, tvb(7, 7), "QFPay ECR serial line settings: " .. text)
+  local it = root:add(F.line_settings, tvb(7, 7), text)
+  if baud ~= 9600 or bits ~= 8 or parity ~= 0 or stop ~= 0 then
+    it:add_proto_expert_info(E["line-settings"], sformat("USB device %s set to %s; spec 10.9: 9600 8N1", key, text))
+  end
+  pinfo.cols.protocol = "ECR"
+  pinfo.cols.info = "SET_LINE_CODING " .. text
+  return true
+end
+
 local function heur_usb(tvb, pinfo, tree)
   if not ecr.prefs.usb_heuristic then return false end
   local claimed = usb_claimed[pinfo.number]
@@ -2482,6 +2510,7 @@ register_ports()
 DissectorTable.get("media_type"):add("application/json", ecr)
 DissectorTable.get("wtap_encap"):add(wtap.USER0, ecr)
 ecr:register_heuristic("usb.bulk", heur_usb)
+ecr:register_heuristic("usb.control", heur_usb_control)
 pcall(function() DissectorTable.get("usb.device"):add_for_decode_as(ecr) end)
 
 -- Internals for dissector/test/selftest.lua

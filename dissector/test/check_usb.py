@@ -3,7 +3,7 @@
 golden outputs in captures/usb/expected/*.jsonl: every message the analyzer reports
 must appear in the dissector's row for the same packet with the same direction
 (ECR -> POS or POS -> ECR), the same kind and, for requests, the same func_type and
-digest verdict. Prints one line per capture; exit 1 on disagreement."""
+digest verdict; and the same line-settings findings. Prints one line per capture; exit 1 on disagreement."""
 import glob
 import json
 import os
@@ -58,6 +58,10 @@ def main():
                     problems.append("packet %d: func_type %s, want %s" % (p, row["ecr.func_type"], rec["func_type"]))
                 if rec.get("digest") and rec["digest"] not in row["ecr.digest.status"]:
                     problems.append("packet %d: digest %s, want %s" % (p, row["ecr.digest.status"], rec["digest"]))
+        want_ls = sum(1 for l in open(exp) if '"code":"line-settings"' in l)
+        got_ls = open(gold).read().count("spec 10.9: 9600 8N1")
+        if want_ls != got_ls:
+            problems.append("line-settings %d, want %d" % (got_ls, want_ls))
         print("%-5s usb-%-36s %d messages%s" % ("ok" if not problems else "DIFF", name, n,
                                                "" if not problems else ": " + "; ".join(problems[:4])))
         bad += bool(problems)
