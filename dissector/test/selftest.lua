@@ -43,6 +43,20 @@ check("digest variant 10.10", st .. "/" .. tostring(variant), "mismatch/amount-t
 local o3 = I.json_parse('{"amt":10.10,"channel":"card_payment","func_type":1001,"out_trade_no":"456799999999"}')
 st, _, variant = I.verify_object_digest(o3, "38c9c5fb49f7b813086babec07914497", "a1b2c3d4e5f6a7b8")
 check("digest variant shortest", st .. "/" .. tostring(variant), "mismatch/number-shortest-form")
+-- A decryption counts only when it yields a JSON object (issue 12 item 11): this
+-- ciphertext (openssl enc -aes-128-cbc, key a1b2c3d4e5f6a7b8, IV qfpay202306_hjsh)
+-- has valid padding but holds plain text.
+local nj, why = I.decrypt_b64("592EnhrYeSIzQJYS0i+fqGIVJIZhXQZW46vQmS3RpqI=", "a1b2c3d4e5f6a7b8")
+check("valid padding, not JSON: rejected", nj, nil)
+check("valid padding, not JSON: reason", why, "padding valid but the text is not a JSON object (wrong POS-KEY?)")
+local js, interp2, ki = I.decrypt_b64("4gqVENzWjrA+EnJxKMmjSaK2IlX6ib2VOJUnn81+5dQ=", { "my_qfpay_pos_kez", "a1b2c3d4e5f6a7b8" })
+check("second key of a list decrypts", js, '{"respcd":"6000"}')
+check("second key index", ki, 2)
+-- every signing mistake gets its name (issue 12 item 11)
+st, _, variant = I.verify_object_digest(o2, "4c56244027ce9b14d1bcbeeccbd95192", "a1b2c3d4e5f6a7b8")
+check("digest variant key not appended", st .. "/" .. tostring(variant), "mismatch/key-not-appended")
+st, _, variant = I.verify_object_digest(o2, "1ab4d36ac8c425f881d9a860f11eaf1d", "a1b2c3d4e5f6a7b8")
+check("digest variant key prepended", st .. "/" .. tostring(variant), "mismatch/key-prepended")
 check("bytewise sort", I.format_content(I.json_parse('{"orderId":"1","func_type":4001,"Zed":1,"a_b":2,"aB":3}')), "{Zed=1,aB=3,a_b=2,func_type=4001,orderId='1'}")
 check("empty value", I.format_content(I.json_parse('{"a":"","b":null}')), "{a='',b=''}")
 -- the frame parser never throws on garbage
