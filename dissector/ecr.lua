@@ -1513,6 +1513,7 @@ local payments_n = 0
 local conv_closed = {}   -- conversation -> { ts, reason } once the terminal side closed
 local capture_last_ts = 0
 local MAX_PAYMENTS = 10000
+local MAX_WAITING = 1024 -- requests waiting per connection
 
 local CARD_CHANNELS = { card_payment = true, unionpay_card = true, amex_card = true }
 
@@ -1537,6 +1538,8 @@ message_pairing = function(ctx, tree, msg)
       r = { kind = "request", frame = pinfo.number, ts = ts, conv = conv, ref = ctx.frame_ref, facts = msg }
       local q = msg_queue[conv]
       if not q then q = {}; msg_queue[conv] = q end
+      -- bounded: past MAX_WAITING the oldest waiting request stays unanswered
+      if #q >= MAX_WAITING then table.remove(q, 1) end
       q[#q + 1] = r
       if #msg_requests < 100000 then msg_requests[#msg_requests + 1] = r end
       -- a same-day partial refund of a card payment seen earlier (spec 3.2)
