@@ -1440,6 +1440,8 @@ local function dissect_text_inner(ctx, tree, tvb)
       show_request(ctx, tree, tvb, node, "plain", nil)
       return
     end
+    -- still a message of its side: a request waits for its response (as in the analyzer)
+    if ctx.hint then ctx.msg = { role = ctx.hint } end
     local it = tree:add(F.kind, "unknown JSON")
     add_expert(ctx, it, E["bad-envelope"], "JSON object is neither a request (content/digest) nor a response (respcd)")
     ctx.infos[#ctx.infos + 1] = "Unknown JSON"
@@ -1452,6 +1454,7 @@ local function dissect_text_inner(ctx, tree, tvb)
     b64, form = trimmed, "bare"
   end
   if not b64 then
+    if ctx.hint then ctx.msg = { role = ctx.hint } end
     local it = tree:add(F.kind, "unparsed")
     add_expert(ctx, it, E["bad-envelope"], "Not JSON and not Base64" .. ((node == nil) and "" or ""))
     ctx.infos[#ctx.infos + 1] = "Unparsed data"
@@ -1510,7 +1513,7 @@ local msg_queue = {}     -- conversation -> list of waiting request records
 local msg_requests = {}  -- every request record (for the end of the capture)
 local payments = {}      -- syssn / out_trade_no -> { cents, channel, day } of successful payments
 local payments_n = 0
-local conv_closed = {}   -- conversation -> { ts, reason } once the terminal side closed
+local conv_closed = {}   -- conversation -> { ts, reason } of the last close (FIN from the terminal, RST) seen while a request waited
 local capture_last_ts = 0
 local MAX_PAYMENTS = 10000
 local MAX_WAITING = 1024 -- requests waiting per connection
@@ -2496,7 +2499,7 @@ function ecr_track.dissector(tvb, pinfo, tree)
   if not st then return end
   local conv = "tcp:" .. tostring(st.value)
   local q = msg_queue[conv]
-  if not q or #q == 0 or conv_closed[conv] then return end
+  if not q or #q == 0 then return end
   local rst, fin, sp = f_tcp_rst(), f_tcp_fin(), f_tcp_srcport()
   local from_terminal = sp and (sp.value == ecr.prefs.http_port or sp.value == ecr.prefs.tcp_port)
   if rst and rst.value then
