@@ -1053,11 +1053,11 @@ local function load_keys()
           end
           local n = #out[#out].key
           if n ~= 16 and n ~= 24 and n ~= 32 then
-            key_file_error = sformat("POS-KEY file line %d: a key has 16, 24 or 32 characters, this one %d", lineno, n)
+            key_file_error = sformat("POS-KEY file %s line %d: a key has 16, 24 or 32 characters, this one %d", path, lineno, n)
           end
         end
       end
-      if #out == 0 then key_file_error = "POS-KEY file holds no key" end
+      if #out == 0 then key_file_error = "POS-KEY file " .. path .. " holds no key" end
     end
   end
   local env = os.getenv("ECR_POS_KEY")
@@ -1966,7 +1966,7 @@ local function new_ctx(pinfo, terminal_side)
   local keys = keys_for(addr, port)
   if key_file_error and key_error_reported ~= key_file_error then
     key_error_reported = key_file_error
-    pcall(report_failure, "ecr: " .. key_file_error .. " (" .. tostring(ecr.prefs.key_file) .. ")")
+    pcall(report_failure, "ecr: " .. key_file_error)
   end
   return { pinfo = pinfo, infos = {}, keys = keys }
 end

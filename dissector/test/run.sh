@@ -93,10 +93,12 @@ for cf in $CASEFILES; do
     fi
     # Keys reach the dissector through a key file (there is no key preference).
     KEYOPT="-o ecr.key_file:"
-    if [ "$key" != "-" ]; then
-      printf '%s\n' "$key" > "$TMP/keyfile"
-      KEYOPT="-o ecr.key_file:$TMP/keyfile"
-    fi
+    case "$key" in
+      -) ;;
+      @*) KEYOPT="-o ecr.key_file:${key#@}" ;;   # a key file of the repository
+      *) printf '%s\n' "$key" > "$TMP/keyfile"
+         KEYOPT="-o ecr.key_file:$TMP/keyfile" ;;
+    esac
     # shellcheck disable=SC2086
     ECR_POS_KEY= "$TSHARK" -2 -n -X "lua_script:$LUA" $KEYOPT $extra -r "$cap" -Y ecr \
       -T fields -E header=y -E separator='|' -E occurrence=a -E aggregator=',' $EARGS 2>&1 |
@@ -166,6 +168,19 @@ if [ -f captures/manifest.json ] && [ -f "$HERE/cases-captures.txt" ] && [ "$ski
   else
     echo "SKIP manifest cross-check: python3 not found"
   fi
+fi
+# Key files with a BOM and CRLF lines, or with a key bound to the terminal, read the
+# same as the plain key.
+if [ "$REGEN" = 0 ] && [ -z "${CASES:-}" ]; then
+  for k in keyfile-bom-crlf keyfile-bound; do
+    total=$((total + 1))
+    if cmp -s "$GOLDEN/http-a1b2.fields.txt" "$GOLDEN/$k.fields.txt"; then
+      echo "ok   $k decodes as with the plain key"
+    else
+      echo "FAIL $k differs from http-a1b2"
+      fail=$((fail + 1))
+    fi
+  done
 fi
 # The USB goldens must agree with the analyzer's (captures/usb/expected/*.jsonl):
 # same messages in the same packets, same directions, kinds, func_types, digests.
