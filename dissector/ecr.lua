@@ -1974,7 +1974,8 @@ end
 local function finish(ctx, pinfo)
   pinfo.cols.protocol = "ECR"
   if #ctx.infos > 0 then
-    local text = tconcat(ctx.infos, "; ")
+    -- text from the capture reaches the packet list with control characters escaped
+    local text = tconcat(ctx.infos, "; "):gsub("%c", function(c) return sformat("\\x%02x", sbyte(c)) end)
     -- TCP fences the column between PDUs of one packet: continue it then.
     local ok, seen = pcall(function() return pinfo.private.ecr_info end)
     if ok and seen == "1" then
