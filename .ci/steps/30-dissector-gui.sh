@@ -20,7 +20,7 @@ mkdir -p "$tmp/home" target
 cat > "$tmp/run.sh" <<SH
 set -u
 cd "$root"
-HOME="$tmp/home" wireshark -X lua_script:dissector/ecr.lua -o ecr.key_file:$tmp/keys.txt \
+HOME="$tmp/home" wireshark -X lua_script:${ECR_LUA:-dissector/ecr.lua} -o ecr.key_file:$tmp/keys.txt \
     -r captures/usb/usbmon-clean.pcap -Y ecr > "$tmp/wireshark.log" 2>&1 &
 pid=\$!
 for _ in \$(seq 1 60); do
@@ -38,6 +38,12 @@ timeout 120 xvfb-run -a -s "-screen 0 1280x800x24" bash "$tmp/run.sh"
 status=0
 if ! grep -q 'usbmon-clean' "$tmp/windows.txt"; then
     echo "FAIL Wireshark did not show usbmon-clean.pcap"
+    status=1
+fi
+# A Lua error opens a dialog titled "Wireshark" next to the main window.
+if grep -q '"Wireshark": ("wireshark"' "$tmp/windows.txt"; then
+    echo "FAIL Wireshark opened a dialog (a Lua error?); windows:"
+    grep '"' "$tmp/windows.txt" | head -5
     status=1
 fi
 if grep -qi 'lua' "$tmp/windows.txt" || grep -qi 'lua.*error\|error.*lua' "$tmp/wireshark.log"; then
