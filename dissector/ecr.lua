@@ -2003,7 +2003,11 @@ local function serial_names()
   local ok, v = pcall(f_iface_name)
   local name = ok and v and tostring(v.value) or ""
   local a, b = name:match("^(.-)<%->(.+)$")
-  local function short(x) return (x:gsub("^/dev/", ""):gsub("%c", "?")) end
+  -- "/dev/ttyUSB0<->/dev/ttyUSB1" (serial tap, extcap), "usb1:5:ECR <-> usb1:5:POS" (export)
+  local function short(x)
+    x = x:match("^%s*(.-)%s*$"):gsub("^/dev/", ""):gsub(":ECR$", ""):gsub(":POS$", "")
+    return (x:gsub("%c", "?"))
+  end
   if a and a ~= "" then return "ECR (" .. short(a) .. ")", "POS (" .. short(b) .. ")" end
   return "ECR", "POS"
 end

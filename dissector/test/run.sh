@@ -169,6 +169,24 @@ if [ -f captures/manifest.json ] && [ -f "$HERE/cases-captures.txt" ] && [ "$ski
     echo "SKIP manifest cross-check: python3 not found"
   fi
 fi
+# Serial captures name their ends: Source/Destination columns "ECR (port)"/"POS (port)"
+# from the interface name, and two Flow Graph nodes (0.0.0.1 = ECR, 0.0.0.2 = POS).
+if [ "$REGEN" = 0 ] && [ -z "${CASES:-}" ]; then
+  total=$((total + 1))
+  SER=dissector/test/fixtures/export-usbmon-clean.pcapng
+  COLS=$("$TSHARK" -n -X "lua_script:$LUA" -r "$SER" -T fields -e _ws.col.Source -e _ws.col.Destination 2>/dev/null |
+    sort -u | tr '\t\n' '>;')
+  [ -n "$COLS" ] || COLS=$("$TSHARK" -n -X "lua_script:$LUA" -r "$SER" -T fields -e _ws.col.def_src -e _ws.col.def_dst 2>/dev/null |
+    sort -u | tr '\t\n' '>;')
+  NODES=$("$TSHARK" -n -X "lua_script:$LUA" -r "$SER" -q -z flow,any,standard 2>/dev/null | sed -n 1p)
+  if [ "$COLS" = "ECR (usb1:5)>POS (usb1:5);POS (usb1:5)>ECR (usb1:5);" ] &&
+     printf '%s' "$NODES" | grep -q '0\.0\.0\.1'; then
+    echo "ok   serial ends named in the columns and the Flow Graph"
+  else
+    echo "FAIL serial ends: columns '$COLS', flow graph '$NODES'"
+    fail=$((fail + 1))
+  fi
+fi
 # Key files with a BOM and CRLF lines, or with a key bound to the terminal, read the
 # same as the plain key.
 if [ "$REGEN" = 0 ] && [ -z "${CASES:-}" ]; then
