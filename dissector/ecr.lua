@@ -15,9 +15,15 @@
 -- The dissector must never raise a Lua error on malformed input: decoding
 -- runs under pcall and problems become expert info.
 
-local ECR_LUA_VERSION = "1.0"
+local ECR_LUA_VERSION = "1.1"
 
-local ecr = Proto("ecr", "QFPay ECR Protocol")
+-- Loaded twice (installed in the plugins folder and given with -X lua_script:)?
+-- Every Lua plugin shares one global table: the first copy wins and this one
+-- steps aside quietly instead of failing on the duplicate protocol.
+if rawget(_G, "ECR_LUA_LOADED") then return end
+local proto_ok, ecr = pcall(Proto, "ecr", "QFPay ECR Protocol")
+if not proto_ok then return end -- an older copy without the marker got there first
+rawset(_G, "ECR_LUA_LOADED", ECR_LUA_VERSION)
 
 local sbyte, schar, sfind, ssub, sformat, srep = string.byte, string.char, string.find, string.sub, string.format, string.rep
 local tconcat, tinsert, tsort = table.concat, table.insert, table.sort
@@ -353,13 +359,25 @@ local function key_candidates(pos_key)
   return c
 end
 
--- Decrypt Base64 text with the POS-KEY. Returns plaintext, interp or nil, reason.
+local json_parse -- forward (defined with the parser below)
+
+-- A key list from a POS-KEY text or a list of them.
+local function key_list(keys)
+  if type(keys) == "string" then return (keys ~= "") and { keys } or {} end
+  return keys or {}
+end
+
+-- Decrypt Base64 text with the POS-KEYs (each key's D3 readings in turn).
+-- A decryption counts only when it yields a JSON object, as the analyzer
+-- requires: about one wrong key in 256 still ends in valid PKCS#7 padding.
+-- Returns plaintext, interp, key index or nil, reason.
 local decrypt_cache, decrypt_cache_n = {}, 0
-local function decrypt_b64(b64, pos_key)
-  if not pos_key or pos_key == "" then return nil, "no POS-KEY configured" end
-  local ck = pos_key .. "\0" .. b64
+local function decrypt_b64(b64, keys)
+  keys = key_list(keys)
+  if #keys == 0 then return nil, "no POS-KEY configured" end
+  local ck = tconcat(keys, "\0") .. "\1" .. b64
   local hit = decrypt_cache[ck]
-  if hit then return hit[1], hit[2] end
+  if hit then return hit[1], hit[2], hit[3] end
   local raw = b64_decode(b64)
   local res, why
   if not raw then
@@ -367,25 +385,33 @@ local function decrypt_b64(b64, pos_key)
   elseif #raw == 0 or #raw % 16 ~= 0 then
     why = sformat("ciphertext length %d is not a multiple of 16", #raw)
   else
-    local cands = key_candidates(pos_key)
-    if #cands == 0 then
-      why = sformat("POS-KEY has %d characters (need 16, 24 or 32)", #pos_key)
-    else
-      why = "bad padding (wrong POS-KEY?)"
-      for _, cand in ipairs(cands) do
+    local tried, padded = 0, false
+    for ki, pos_key in ipairs(keys) do
+      for _, cand in ipairs(key_candidates(pos_key)) do
+        tried = tried + 1
         local ok, p = pcall(aes_cbc_decrypt, cand.key, IV, raw)
-        if ok and p then
-          local plain = pkcs7_strip(p)
-          if plain then res = { plain, cand.interp }; break end
+        local plain = ok and p and pkcs7_strip(p)
+        if plain then
+          padded = true
+          local obj = json_parse(plain)
+          if obj and obj.t == "obj" then res = { plain, cand.interp, ki }; break end
         end
       end
+      if res then break end
+    end
+    if tried == 0 then
+      why = sformat("POS-KEY has %d characters (need 16, 24 or 32)", #keys[1])
+    elseif padded then
+      why = "padding valid but the text is not a JSON object (wrong POS-KEY?)"
+    else
+      why = "bad padding (wrong POS-KEY?)"
     end
   end
   if not res then res = { nil, why } end
   if decrypt_cache_n > 2000 then decrypt_cache, decrypt_cache_n = {}, 0 end
   decrypt_cache[ck] = res
   decrypt_cache_n = decrypt_cache_n + 1
-  return res[1], res[2]
+  return res[1], res[2], res[3]
 end
 
 ------------------------------------------------------------------------
@@ -540,7 +566,7 @@ parse_value = function(s, p, depth)
 end
 
 -- Parse a whole text; returns node or nil, err ("unexpected end of input" = truncated).
-local function json_parse(s)
+json_parse = function(s)
   local ok, v, ni = pcall(parse_value, s, 1, 0)
   if not ok then return nil, "parser error: " .. tostring(v) end
   if not v then return nil, ni end
@@ -570,23 +596,21 @@ local function bytewise_less(a, b)
   return la < lb
 end
 
--- opts: quote ("'" or '"'), sorted (bool), numfmt (function raw->text or nil)
+-- opts: quote ("'" or '"'), sorted (bool), sep (member separator), numfmt
+-- (function(raw, value, key) -> text or nil)
 local format_content
+local to_json -- forward: nested values are signed as compact JSON, as the analyzer does
 local function format_value(v, opts)
   if v.t == "str" then
     return opts.quote .. v.v .. opts.quote
   elseif v.t == "num" then
-    return opts.numfmt and opts.numfmt(v.raw, v.v) or v.raw
+    return opts.numfmt and opts.numfmt(v.raw, v.v, opts.key) or v.raw
   elseif v.t == "null" then
-    return "''"
+    return opts.quote .. opts.quote
   elseif v.t == "bool" then
     return v.raw
-  elseif v.t == "obj" then
-    return format_content(v, opts)
-  elseif v.t == "arr" then
-    local parts = {}
-    for _, it in ipairs(v.items) do parts[#parts + 1] = format_value(it, opts) end
-    return "[" .. tconcat(parts, ",") .. "]"
+  elseif v.t == "obj" or v.t == "arr" then
+    return to_json(v)
   end
   return "''"
 end
@@ -598,13 +622,15 @@ format_content = function(obj, opts)
   if opts.sorted ~= false then tsort(keys, bytewise_less) end
   local parts = {}
   for _, k in ipairs(keys) do
+    opts.key = k
     parts[#parts + 1] = k .. "=" .. format_value(obj.vals[k], opts)
   end
-  return "{" .. tconcat(parts, ",") .. "}"
+  return "{" .. tconcat(parts, opts.sep or ",") .. "}"
 end
 
+-- A number as Rust's `{}` (shortest round-trip, no exponent) prints it.
 local function shortest_number(raw, v)
-  if not v then return raw end
+  if not v or v ~= v or v == math.huge or v == -math.huge then return raw end
   if v == floor(v) and math.abs(v) < 1e15 then return sformat("%d", v) end
   for d = 1, 17 do
     local t = sformat("%." .. d .. "f", v)
@@ -613,60 +639,144 @@ local function shortest_number(raw, v)
   return raw
 end
 
--- Number spellings a buggy signer may have used instead of the wire token.
--- accept = true: a receiver that parses numbers into doubles computes the same
--- digest (D4 "try the shortest round-trip form, and say so"); the others are
--- signing mistakes a terminal rejects (vectors.json signing_mistakes).
-local NUMBER_VARIANTS = {
-  { name = "shortest round-trip form", f = shortest_number, accept = true },
-  { name = "two decimals", f = function(raw, v)
-      if v and (v ~= floor(v) or raw:find("[.eE]")) then return sformat("%.2f", v) end
-      return raw end },
-  { name = "float with .0", f = function(raw, v)
-      if v and v == floor(v) and math.abs(v) < 1e15 then return sformat("%d.0", v) end
-      return shortest_number(raw, v) end },
+-- Fields holding an amount, whose formatting senders get wrong most often.
+local AMOUNT_FIELDS = { amt = true, refund_amount = true, txamt = true }
+
+-- Number spellings of the signing mistakes the analyzer names (crates/ecr-proto
+-- digest.rs): (name, description, reformat(raw, value, is_amount)).
+local NUMBER_FORMS = {
+  { "number-shortest-form", "numbers were signed in their shortest form, not as sent (e.g. 10.1 for 10.10)",
+    function(raw, v) return shortest_number(raw, v) end },
+  { "amount-two-decimals", "the amount was signed with two decimals, not as sent (e.g. 10.10 for 10.1)",
+    function(raw, v, amount) if amount and v then return sformat("%.2f", v) end return raw end },
+  { "amount-in-cents", "the amount was signed in integer cents (e.g. 1010 for 10.1)",
+    function(raw, v, amount)
+      if amount and v then
+        local c = floor(v * 100 + 0.5)
+        if math.abs(c) < 1e15 then return sformat("%d", c) end
+      end
+      return raw
+    end },
+  { "amount-float-notation", "the amount was signed as a float (e.g. 100.0 for 100)",
+    function(raw, v, amount)
+      if amount and v then
+        local t = shortest_number(raw, v)
+        if not t:find("[.eE]") then t = t .. ".0" end
+        return t
+      end
+      return raw
+    end },
 }
 
-local function has_number(obj)
-  for _, k in ipairs(obj.keys) do
-    local v = obj.vals[k]
-    if v.t == "num" then return true end
-    if v.t == "obj" and has_number(v) then return true end
+-- Compact JSON of a parsed value, in wire order (what a sender that signed the
+-- JSON text instead of format_content hashed).
+local function json_escape(str)
+  return (str:gsub('[%c"\\]', function(c)
+    local m = ({ ['"'] = '\\"', ["\\"] = "\\\\", ["\n"] = "\\n", ["\r"] = "\\r", ["\t"] = "\\t", ["\b"] = "\\b", ["\f"] = "\\f" })[c]
+    return m or sformat("\\u%04x", sbyte(c))
+  end))
+end
+to_json = function(v)
+  if v.t == "str" then return '"' .. json_escape(v.v) .. '"' end
+  if v.t == "num" or v.t == "bool" then return v.raw end
+  if v.t == "null" then return "null" end
+  if v.t == "arr" then
+    local parts = {}
+    for _, it in ipairs(v.items) do parts[#parts + 1] = to_json(it) end
+    return "[" .. tconcat(parts, ",") .. "]"
   end
-  return false
+  if v.t == "obj" then
+    local parts = {}
+    for _, k in ipairs(v.keys) do parts[#parts + 1] = '"' .. json_escape(k) .. '":' .. to_json(v.vals[k]) end
+    return "{" .. tconcat(parts, ",") .. "}"
+  end
+  return "null"
 end
 
--- Verify a digest over a content object. Returns status, computed, variant, hint, format_text
-local function verify_object_digest(obj, digest, pos_key)
-  local fc = format_content(obj)
-  if not pos_key or pos_key == "" then return "unverified", nil, nil, nil, fc end
-  local computed = md5_hex(fc .. pos_key)
-  local d = (digest or ""):lower()
-  if computed == d then return "ok", computed, nil, nil, fc end
-  if has_number(obj) then
-    for _, nv in ipairs(NUMBER_VARIANTS) do
-      local alt = format_content(obj, { quote = "'", sorted = true, numfmt = nv.f })
-      if alt ~= fc and md5_hex(alt .. pos_key) == d then
-        if nv.accept then
-          return "ok", computed, "numbers as " .. nv.name,
-            "digest matches only with numbers in their " .. nv.name .. ", not as sent: signing bug in the sender", alt
-        end
-        return "mismatch", computed, "numbers as " .. nv.name,
-          "digest matches if the sender made this mistake: amount reformatted (numbers as " .. nv.name .. ")", alt
+-- Candidate texts for the signing mistakes, in the analyzer's order:
+-- { name, description, text, placement ("append" | "prepend" | "omit") }.
+-- basis: "plaintext" (format_content) or "ciphertext" (the Base64 text b64).
+local function signing_variants(obj, basis, canonical, b64)
+  local out = {}
+  local function push(name, desc, text, placement)
+    if placement ~= "append" or text ~= canonical then out[#out + 1] = { name, desc, text, placement } end
+  end
+  push("key-not-appended", "the POS-KEY was not appended before hashing", canonical, "omit")
+  push("key-prepended", "the POS-KEY was put before the text instead of after it", canonical, "prepend")
+  if basis == "ciphertext" then
+    if obj then
+      push("digest-over-plaintext", "the digest is over the plaintext format_content, not the Base64 ciphertext", format_content(obj), "append")
+    end
+    return out
+  end
+  for _, nf in ipairs(NUMBER_FORMS) do
+    local f = nf[3]
+    local numfmt = function(raw, v, key) return f(raw, v, AMOUNT_FIELDS[key] == true) end
+    push(nf[1], nf[2], format_content(obj, { quote = "'", sorted = true, numfmt = numfmt }), "append")
+  end
+  push("double-quotes", "strings were signed in double quotes instead of single quotes",
+    format_content(obj, { quote = '"', sorted = true }), "append")
+  push("unsorted-keys", "keys were signed in wire order instead of sorted order",
+    format_content(obj, { quote = "'", sorted = false }), "append")
+  push("space-after-comma", 'members were joined with ", " instead of ","',
+    format_content(obj, { quote = "'", sorted = true, sep = ", " }), "append")
+  push("signed-json", "the JSON text of the content was signed instead of format_content", to_json(obj), "append")
+  if b64 then
+    push("digest-over-ciphertext", "the digest is over the Base64 ciphertext, not the plaintext format_content", b64, "append")
+  end
+  return out
+end
+
+local function find_mistake(given, variants, key)
+  for _, v in ipairs(variants) do
+    local d
+    if v[4] == "append" then d = md5_hex(v[3] .. key)
+    elseif v[4] == "prepend" then d = md5_hex(key .. v[3])
+    else d = md5_hex(v[3]) end
+    if d == given then return v end
+  end
+  return nil
+end
+
+-- Verify a digest (as the analyzer's digest::verify does).
+-- obj: the content object (nil for a content-encrypted request whose plaintext
+-- did not parse); basis "plaintext" or "ciphertext"; b64: the Base64 text (the
+-- signed text for "ciphertext", a mistake candidate for "plaintext");
+-- signer: index of the key that decrypted the message, if any.
+-- Returns status, computed, variant name, hint, format_content text.
+local function verify_digest(obj, digest, keys, basis, b64, signer)
+  keys = key_list(keys)
+  local fc = obj and format_content(obj) or nil
+  if digest == nil then return "absent", nil, nil, nil, fc end
+  if #keys == 0 then return "unverified", nil, nil, nil, fc end
+  local canonical = (basis == "ciphertext") and b64 or fc
+  local d = digest:lower():match("^%s*(.-)%s*$")
+  local order = {}
+  if signer and keys[signer] then order[1] = signer else for i = 1, #keys do order[i] = i end end
+  for _, i in ipairs(order) do
+    local c = md5_hex(canonical .. keys[i])
+    if c == d then return "ok", c, nil, nil, fc end
+  end
+  local computed = md5_hex(canonical .. keys[order[1]])
+  local variants = signing_variants(obj, basis, canonical, (basis == "plaintext") and b64 or nil)
+  for _, i in ipairs(order) do
+    local m = find_mistake(d, variants, keys[i])
+    if m then return "mismatch", computed, m[1], "digest matches if the sender made this mistake: " .. m[2], fc end
+  end
+  if signer then
+    for i, k in ipairs(keys) do
+      if i ~= signer and md5_hex(canonical .. k) == d then
+        return "mismatch", computed, "other-key",
+          sformat("digest matches if the sender made this mistake: signed with key #%d of the key file, not the key that decrypts it", i - 1), fc
       end
     end
   end
-  local mistakes = {
-    { "double quotes instead of single", format_content(obj, { quote = '"', sorted = true }) .. pos_key },
-    { "keys not sorted", format_content(obj, { quote = "'", sorted = false }) .. pos_key },
-    { "key not appended", fc },
-  }
-  for _, m in ipairs(mistakes) do
-    if md5_hex(m[2]) == d then
-      return "mismatch", computed, nil, "digest matches if the sender made this mistake: " .. m[1], fc
-    end
-  end
   return "mismatch", computed, nil, nil, fc
+end
+
+-- Compatibility wrapper (self-test): plain content object, one key text.
+local function verify_object_digest(obj, digest, keys)
+  return verify_digest(obj, digest, keys, "plaintext", nil, nil)
 end
 
 ------------------------------------------------------------------------
@@ -746,7 +856,14 @@ F.junk = ProtoField.bytes("ecr.junk", "Bytes outside any frame")
 F.ack_in = ProtoField.framenum("ecr.ack_in", "Answered in frame")
 F.ack_to = ProtoField.framenum("ecr.ack_to", "Answers the request in frame")
 F.ack_time = ProtoField.double("ecr.ack_time", "Answer time (ms)")
+local FT = rawget(_G, "frametype")
+F.response_in = ProtoField.framenum("ecr.response_in", "Response in frame", base.NONE, FT and FT.RESPONSE or nil)
+F.request_in = ProtoField.framenum("ecr.request_in", "Request in frame", base.NONE, FT and FT.REQUEST or nil)
+F.latency = ProtoField.double("ecr.latency", "Response time (ms)")
 F.framing = ProtoField.string("ecr.framing", "Framing")
+F.usb_device = ProtoField.string("ecr.usb.device", "USB device (bus.address)")
+F.line_settings = ProtoField.string("ecr.usb.line_coding", "Line settings (baud, data bits, parity, stop bits)")
+F.usb_oriented = ProtoField.string("ecr.usb.oriented_by", "Cash register side chosen because")
 F.kind = ProtoField.string("ecr.kind", "Message kind")
 F.dialect = ProtoField.string("ecr.dialect", "Dialect")
 F.envelope_form = ProtoField.string("ecr.envelope_form", "Envelope form")
@@ -770,7 +887,7 @@ F.param = ProtoField.string("ecr.param", "Other parameter")
 F.digest = ProtoField.string("ecr.digest", "Digest")
 F.digest_status = ProtoField.string("ecr.digest.status", "Digest status")
 F.digest_computed = ProtoField.string("ecr.digest.computed", "Computed digest")
-F.digest_variant = ProtoField.string("ecr.digest.variant", "Digest matched variant")
+F.digest_variant = ProtoField.string("ecr.digest.variant", "Signing mistake (the digest matches this variant)")
 F.format_content = ProtoField.string("ecr.format_content", "Digest input (format_content, without key)")
 F.respcd = ProtoField.string("ecr.respcd", "Response code")
 F.respcd_meaning = ProtoField.string("ecr.respcd.meaning", "Response code meaning")
@@ -814,52 +931,166 @@ end
 ------------------------------------------------------------------------
 -- Expert info
 ------------------------------------------------------------------------
-local E = {
-  bad_marker = ProtoExpert.new("ecr.bad_marker", "Bad start/end indicator", expert.group.MALFORMED, expert.severity.ERROR),
-  bad_length = ProtoExpert.new("ecr.bad_length", "Bad length", expert.group.MALFORMED, expert.severity.ERROR),
-  bad_version = ProtoExpert.new("ecr.bad_version", "Unexpected version", expert.group.PROTOCOL, expert.severity.WARN),
-  unknown_type = ProtoExpert.new("ecr.unknown_type", "Unknown payload type", expert.group.PROTOCOL, expert.severity.WARN),
-  error_frame = ProtoExpert.new("ecr.error_frame", "Error frame", expert.group.RESPONSE_CODE, expert.severity.WARN),
-  junk = ProtoExpert.new("ecr.junk_bytes", "Bytes outside any frame", expert.group.MALFORMED, expert.severity.WARN),
-  oversize = ProtoExpert.new("ecr.oversize", "Frame carries more than 1024 data bytes", expert.group.PROTOCOL, expert.severity.NOTE),
-  reassembly = ProtoExpert.new("ecr.reassembly", "Reassembly problem", expert.group.REASSEMBLE, expert.severity.WARN),
-  truncated = ProtoExpert.new("ecr.truncated", "Truncated frame", expert.group.MALFORMED, expert.severity.WARN),
-  digest_mismatch = ProtoExpert.new("ecr.digest_mismatch", "Digest mismatch", expert.group.CHECKSUM, expert.severity.ERROR),
-  digest_variant = ProtoExpert.new("ecr.digest_variant", "Digest signing bug", expert.group.CHECKSUM, expert.severity.WARN),
-  decrypt_failed = ProtoExpert.new("ecr.decrypt_failed", "Decryption failed", expert.group.DECRYPTION, expert.severity.ERROR),
-  no_key = ProtoExpert.new("ecr.no_key", "Encrypted, no POS-KEY configured", expert.group.DECRYPTION, expert.severity.NOTE),
-  key_hex = ProtoExpert.new("ecr.key_hex", "POS-KEY used as hex-decoded bytes", expert.group.DECRYPTION, expert.severity.NOTE),
-  missing_field = ProtoExpert.new("ecr.missing_field", "Missing mandatory field", expert.group.PROTOCOL, expert.severity.WARN),
-  bad_ref = ProtoExpert.new("ecr.bad_ref", "Reference number outside 1..127", expert.group.PROTOCOL, expert.severity.WARN),
-  unknown_channel = ProtoExpert.new("ecr.unknown_channel", "Unknown channel", expert.group.PROTOCOL, expert.severity.WARN),
-  ack_timeout = ProtoExpert.new("ecr.ack_timeout", "Answer later than 1000 ms", expert.group.SEQUENCE, expert.severity.WARN),
-  unexpected_ack = ProtoExpert.new("ecr.unexpected_ack", "Answer without a request", expert.group.SEQUENCE, expert.severity.WARN),
-  http_method = ProtoExpert.new("ecr.http_method", "ECR request not sent with POST", expert.group.PROTOCOL, expert.severity.WARN),
-  http_path = ProtoExpert.new("ecr.http_path", "HTTP path does not match func_type", expert.group.PROTOCOL, expert.severity.NOTE),
-  payme_timeout = ProtoExpert.new("ecr.payme_timeout", "PayMe payment_timeout above 120 s", expert.group.PROTOCOL, expert.severity.WARN),
-  unknown_func = ProtoExpert.new("ecr.unknown_func_type", "Unknown func_type", expert.group.PROTOCOL, expert.severity.WARN),
-  respcd = ProtoExpert.new("ecr.respcd_not_ok", "Response code is not 6000", expert.group.RESPONSE_CODE, expert.severity.WARN),
-  parse = ProtoExpert.new("ecr.parse_error", "Cannot parse message", expert.group.MALFORMED, expert.severity.ERROR),
-  internal = ProtoExpert.new("ecr.internal_error", "Dissector internal error", expert.group.MALFORMED, expert.severity.ERROR),
+-- The analyzer's finding codes with their severities: the same table as
+-- `ecr-sniff codes` (dissector/test/run.sh and tests/dissector_codes.rs compare
+-- them, so a difference fails). Each code is the expert info "ecr.<code>" with
+-- '-' written '_'; severity info = Note, warning = Warning, error = Error.
+-- BEGIN CODES
+local CODES = {
+  { "garbage-bytes", "warning", "MALFORMED" },
+  { "bad-end-marker", "error", "MALFORMED" },
+  { "unsupported-version", "error", "PROTOCOL" },
+  { "unknown-frame-type", "error", "PROTOCOL" },
+  { "bad-ref", "warning", "PROTOCOL" },
+  { "bad-length", "error", "MALFORMED" },
+  { "oversize-frame", "warning", "PROTOCOL" },
+  { "reassembly-timeout", "error", "REASSEMBLE" },
+  { "ack-timeout", "error", "SEQUENCE" },
+  { "unexpected-ack", "warning", "SEQUENCE" },
+  { "error-frame", "error", "RESPONSE_CODE" },
+  { "bad-envelope", "error", "MALFORMED" },
+  { "decrypt-failed", "error", "DECRYPTION" },
+  { "no-key", "info", "DECRYPTION" },
+  { "digest-mismatch", "error", "CHECKSUM" },
+  { "unknown-func-type", "warning", "PROTOCOL" },
+  { "unknown-channel", "warning", "PROTOCOL" },
+  { "missing-field", "error", "PROTOCOL" },
+  { "http-method", "error", "PROTOCOL" },
+  { "http-path-mismatch", "warning", "PROTOCOL" },
+  { "error-response", "warning", "RESPONSE_CODE" },
+  { "cancelled", "info", "RESPONSE_CODE" },
+  { "no-response", "error", "SEQUENCE" },
+  { "unanswered-at-end", "info", "SEQUENCE" },
+  { "partial-card-refund", "warning", "PROTOCOL" },
+  { "payme-timeout", "warning", "PROTOCOL" },
+  { "line-settings", "warning", "PROTOCOL" },
 }
+-- Codes this dissector does not raise, and who reports them in Wireshark instead.
+local CODES_ELSEWHERE = {
+  ["tcp-gap"] = "Wireshark's TCP analysis (tcp.analysis.lost_segment)",
+  ["truncated-packet"] = "Wireshark marks packets cut by the snap length",
+  ["tls-encrypted"] = "Wireshark's TLS dissector (decrypts with tls.keylog_file)",
+  ["damaged-packet"] = "Wireshark reports capture records it cannot read",
+  ["cors-blocked"] = "ecr-sniff analyze (it compares a browser's request headers with the answer's CORS headers)",
+  ["ecr-on-other-port"] = "Decode As (TCP port) in Wireshark; ecr-sniff analyze points at the port",
+  ["limit-evicted"] = "ecr-sniff analyze's memory budget (Wireshark keeps its own state)",
+}
+-- END CODES
+local SEVERITY = { info = expert.severity.NOTE, warning = expert.severity.WARN, error = expert.severity.ERROR }
+local CODE_TITLES = {
+  ["garbage-bytes"] = "Bytes outside any frame", ["bad-end-marker"] = "Bad end indicator",
+  ["unsupported-version"] = "Unsupported version", ["unknown-frame-type"] = "Unknown payload type",
+  ["bad-ref"] = "Reference number outside 1..127", ["bad-length"] = "Bad length",
+  ["oversize-frame"] = "Frame carries more than 1024 data bytes",
+  ["reassembly-timeout"] = "Split message not completed in time", ["ack-timeout"] = "Answer later than 1000 ms",
+  ["unexpected-ack"] = "Answer without a request", ["error-frame"] = "Error frame",
+  ["bad-envelope"] = "Not a request or response envelope", ["decrypt-failed"] = "Decryption failed",
+  ["no-key"] = "Encrypted, no POS-KEY given", ["digest-mismatch"] = "Digest mismatch",
+  ["unknown-func-type"] = "Unknown func_type", ["unknown-channel"] = "Unknown channel",
+  ["missing-field"] = "Missing mandatory field", ["http-method"] = "ECR request not sent with POST",
+  ["http-path-mismatch"] = "HTTP path does not match func_type",
+  ["error-response"] = "Response code is not 6000",
+  ["cancelled"] = "Cancelled by the cashier or customer (respcd 6001)", ["no-response"] = "Request got no response",
+  ["unanswered-at-end"] = "Request unanswered when the capture ended",
+  ["partial-card-refund"] = "Partial same-day refund of a card payment",
+  ["payme-timeout"] = "PayMe payment_timeout above 120 s",
+  ["line-settings"] = "Serial line not set to 9600 8N1",
+}
+local E = {}
 do
   local list = {}
-  for _, e in pairs(E) do list[#list + 1] = e end
+  for _, c in ipairs(CODES) do
+    local e = ProtoExpert.new("ecr." .. c[1]:gsub("-", "_"), CODE_TITLES[c[1]] or c[1], expert.group[c[3]], SEVERITY[c[2]])
+    E[c[1]] = e
+    list[#list + 1] = e
+  end
+  -- Dissector-only notes, not analyzer findings.
+  E.truncated = ProtoExpert.new("ecr.truncated", "Frame cut off (capture ended or bytes dropped)", expert.group.MALFORMED, expert.severity.WARN)
+  E.key_hex = ProtoExpert.new("ecr.key_hex", "POS-KEY used as hex-decoded bytes", expert.group.DECRYPTION, expert.severity.NOTE)
+  E.internal = ProtoExpert.new("ecr.internal_error", "Dissector internal error", expert.group.MALFORMED, expert.severity.ERROR)
+  list[#list + 1] = E.truncated
+  list[#list + 1] = E.key_hex
+  list[#list + 1] = E.internal
   ecr.experts = list
 end
 
 ------------------------------------------------------------------------
 -- Preferences
 ------------------------------------------------------------------------
-ecr.prefs.pos_key = Pref.string("POS-KEY", "", "POS-KEY used to decrypt and verify digests (16/24/32 characters; a 32-hex-digit key is also tried hex-decoded). If empty, the ECR_POS_KEY environment variable is used.")
+-- POS-KEYs are secrets: there is no preference that holds one (Wireshark 4.0's
+-- Lua preferences cannot be masked, are listed in the protocol's context menu and
+-- are written to the preferences file). Keys come from a key file, as Wireshark's
+-- own TLS key log setting works, and from the ECR_POS_KEY environment variable.
+ecr.prefs.key_file = Pref.string("POS-KEY file", "",
+  "File with the POS-KEYs to decrypt and verify with, one per line (as ecr-sniff --key-file reads): "
+  .. "KEY, or ADDRESS=KEY to bind a key to a terminal (192.168.1.20=KEY or 192.168.1.20:9001=KEY); "
+  .. "'#' starts a comment. A key has 16, 24 or 32 characters; 32 hex digits are also tried as 16 bytes. "
+  .. "The ECR_POS_KEY environment variable adds one more key. Keys are never shown.")
 ecr.prefs.tcp_port = Pref.uint("TCP port", 9002, "TCP port of the ECR socket protocol")
-ecr.prefs.http_port = Pref.uint("HTTP port", 9001, "TCP port of the ECR HTTP protocol")
+ecr.prefs.http_port = Pref.uint("HTTP port", 9001, "TCP port of the ECR HTTP protocol (plain HTTP, or HTTPS decrypted by Wireshark's TLS)")
+ecr.prefs.usb_heuristic = Pref.bool("Find ECR traffic in USB captures", true, "Look for ECR frames in the bulk transfers of USB-serial adapters (usbmon, USBPcap). Off: only devices chosen with Decode As (USB device) are decoded")
 ecr.prefs.reasm_timeout = Pref.uint("Reassembly timeout (ms)", 500, "Maximum gap between fragments of a split message (D1)")
 
-local function pos_key()
-  local k = ecr.prefs.pos_key
-  if k == nil or k == "" then k = os.getenv("ECR_POS_KEY") or "" end
-  return k
+-- Keys read from the key file and the environment: { { key = text, bind = nil | "ip" | "ip:port" } }
+local loaded_keys, key_file_error = nil, nil
+local function load_keys()
+  local out = {}
+  key_file_error = nil
+  local path = ecr.prefs.key_file or ""
+  if path ~= "" then
+    local f, err = io.open(path, "rb")
+    if not f then
+      key_file_error = "cannot read POS-KEY file: " .. tostring(err)
+    else
+      local text = f:read("*a") or ""
+      f:close()
+      if ssub(text, 1, 3) == "\239\187\191" then text = ssub(text, 4) end -- UTF-8 BOM
+      local lineno = 0
+      for line in (text .. "\n"):gmatch("([^\n]*)\n") do
+        lineno = lineno + 1
+        line = line:match("^%s*(.-)%s*$")
+        if line ~= "" and ssub(line, 1, 1) ~= "#" then
+          local addr, k = line:match("^([%x%.:%[%]]+)%s*=%s*(.+)$")
+          if addr and (addr:find("%.") or addr:find(":.*:")) then
+            out[#out + 1] = { key = k, bind = addr:gsub("[%[%]]", "") }
+          else
+            out[#out + 1] = { key = line }
+          end
+          local n = #out[#out].key
+          if n ~= 16 and n ~= 24 and n ~= 32 then
+            key_file_error = sformat("POS-KEY file %s line %d: a key has 16, 24 or 32 characters, this one %d", path, lineno, n)
+          end
+        end
+      end
+      if #out == 0 then key_file_error = "POS-KEY file " .. path .. " holds no key" end
+    end
+  end
+  local env = os.getenv("ECR_POS_KEY")
+  if env and env:match("%S") then out[#out + 1] = { key = env:match("^%s*(.-)%s*$") } end
+  loaded_keys = out
+end
+
+-- The keys to try for traffic with the terminal at addr (a string) and port:
+-- its bound keys first, then every unbound key.
+local keys_for_cache = {}
+local function keys_for(addr, port)
+  if not loaded_keys then load_keys() end
+  local ck = tostring(addr) .. "|" .. tostring(port)
+  local r = keys_for_cache[ck]
+  if r then return r end
+  r = {}
+  for _, k in ipairs(loaded_keys) do
+    if k.bind and (k.bind == addr or k.bind == (tostring(addr) .. ":" .. tostring(port))) then r[#r + 1] = k.key end
+  end
+  for _, k in ipairs(loaded_keys) do
+    if not k.bind then r[#r + 1] = k.key end
+  end
+  keys_for_cache[ck] = r
+  return r
+end
+
+local function reload_keys()
+  loaded_keys, keys_for_cache = nil, {}
 end
 
 ------------------------------------------------------------------------
@@ -888,15 +1119,19 @@ local function node_text(v)
   return nil
 end
 
+-- An amount as the tree's double field (ecr.amt) shows it, so that Info and an
+-- Amount column agree ("10.1" for 10.10; the tree adds "sent as 10.10").
 local function fmt_amount(v)
   if v == nil then return "?" end
-  return sformat("%.2f", v)
+  return sformat("%.15g", v)
 end
 
 ------------------------------------------------------------------------
 -- Message (body) dissection
 ------------------------------------------------------------------------
 local dissect_text -- forward
+local message_pairing -- forward
+local usb_reset -- forward
 
 -- ctx: { pinfo, infos (list), key, srctvb }
 local function add_expert(ctx, item, e, text)
@@ -904,7 +1139,6 @@ local function add_expert(ctx, item, e, text)
 end
 
 local function show_request_content(ctx, tree, tvb, obj)
-  local key = ctx.key
   local ft_node = obj.vals.func_type
   local ft
   local ctree = tree:add(ecr, node_range(tvb, obj) or tvb(0, 0), "Content")
@@ -917,10 +1151,10 @@ local function show_request_content(ctx, tree, tvb, obj)
       ft = v.v or tonumber(txt or "")
       if ft and ft == floor(ft) and ft >= 0 and ft < 4294967296 then
         local it = add_item(ctree, F.func_type, rng, ft)
-        if not FUNC_TYPES[ft] then add_expert(ctx, it, E.unknown_func, "Unknown func_type " .. tostring(txt)) end
+        if not FUNC_TYPES[ft] then add_expert(ctx, it, E["unknown-func-type"], "Unknown func_type " .. tostring(txt)) end
       else
         local it = add_item(ctree, F.param, rng, "func_type=" .. tostring(txt))
-        add_expert(ctx, it, E.unknown_func, "func_type is not a number: " .. tostring(txt))
+        add_expert(ctx, it, E["unknown-func-type"], "func_type is not a number: " .. tostring(txt))
         ft = nil
       end
     elseif k == "amt" then
@@ -938,7 +1172,7 @@ local function show_request_content(ctx, tree, tvb, obj)
         it:append_text(" (" .. ch[1] .. ")")
         local pt = ctree:add(F.paytype, ch[2]); pt:set_generated()
       else
-        add_expert(ctx, it, E.unknown_channel, "Unknown channel " .. tostring(txt))
+        add_expert(ctx, it, E["unknown-channel"], "Unknown channel " .. tostring(txt))
       end
     elseif k == "out_trade_no" then add_item(ctree, F.out_trade_no, rng, txt or "")
     elseif k == "orderId" then add_item(ctree, F.order_id, rng, txt or "")
@@ -956,12 +1190,15 @@ local function show_request_content(ctx, tree, tvb, obj)
   end
   local pt = tonumber(node_text(obj.vals.payment_timeout) or "")
   if pt and pt > 120 and node_text(obj.vals.channel) == "payme" then
-    add_expert(ctx, ctree, E.payme_timeout, sformat("PayMe supports payment_timeout up to 120 s, got %s", node_text(obj.vals.payment_timeout)))
+    add_expert(ctx, ctree, E["payme-timeout"], sformat("PayMe supports payment_timeout up to 120 s, got %s", node_text(obj.vals.payment_timeout)))
   end
   ctx.func_type = ft
+  ctx.msg = { role = "request", ft = ft, channel = node_text(obj.vals.channel), amt = node_text(obj.vals.amt),
+              order_id = node_text(obj.vals.orderId), out_trade_no = node_text(obj.vals.out_trade_no),
+              refund_amount = node_text(obj.vals.refund_amount) }
   -- mandatory fields
   if ft_node == nil then
-    add_expert(ctx, ctree, E.missing_field, "Missing mandatory field func_type")
+    add_expert(ctx, ctree, E["missing-field"], "Missing mandatory field func_type")
   end
   local req = MANDATORY[ft or -1]
   if req then
@@ -971,7 +1208,7 @@ local function show_request_content(ctx, tree, tvb, obj)
         if obj.vals[name] ~= nil then found = true end
       end
       if not found then
-        add_expert(ctx, ctree, E.missing_field, "Missing mandatory field " .. alt:gsub("|", " or "))
+        add_expert(ctx, ctree, E["missing-field"], "Missing mandatory field " .. alt:gsub("|", " or "))
       end
     end
   end
@@ -1003,7 +1240,7 @@ local function show_digest(ctx, tree, tvb, digest_node, status, computed, varian
   else
     dit = tree:add(F.digest, "")
     dit:append_text(" (absent)")
-    add_expert(ctx, dit, E.missing_field, "Missing digest")
+    add_expert(ctx, dit, E["missing-field"], "Missing digest")
   end
   local sit = tree:add(F.digest_status, status)
   sit:set_generated()
@@ -1011,16 +1248,28 @@ local function show_digest(ctx, tree, tvb, digest_node, status, computed, varian
   if computed then local it = tree:add(F.digest_computed, computed); it:set_generated() end
   if variant then local it = tree:add(F.digest_variant, variant); it:set_generated() end
   if status == "mismatch" then
-    add_expert(ctx, sit, E.digest_mismatch, "Digest mismatch: got " .. tostring(dtxt) .. ", expected " .. tostring(computed))
-  end
-  if hint then
-    add_expert(ctx, sit, E.digest_variant, hint)
+    local msg = "Digest mismatch: got " .. tostring(dtxt) .. ", expected " .. tostring(computed)
+    if hint then msg = msg .. "; " .. hint end
+    add_expert(ctx, sit, E["digest-mismatch"], msg)
   end
   ctx.digest_status = status
 end
 
 local function new_text_tvb(text, name)
   return ByteArray.new(text, true):tvb(name)
+end
+
+-- A message that could not be decrypted: no-key (info) or decrypt-failed (error).
+local function note_decrypt_failure(ctx, item, why, prefix)
+  if why == "no POS-KEY configured" then
+    if key_file_error then why = why .. "; " .. key_file_error end
+    add_expert(ctx, item, E["no-key"], prefix .. why)
+    ctx.no_key = true
+  else
+    if key_file_error then why = why .. "; " .. key_file_error end
+    add_expert(ctx, item, E["decrypt-failed"], prefix .. why)
+    ctx.decrypt_failed = true
+  end
 end
 
 local function show_key_interp(ctx, tree, interp)
@@ -1040,14 +1289,19 @@ local function show_response(ctx, tree, tvb, obj, dialect)
   local dit = rtree:add(F.dialect, dialect); dit:set_generated()
   local kit = rtree:add(F.kind, "response"); kit:set_generated()
   local respcd = node_text(obj.vals.respcd) or ""
+  local facts = { role = "response", respcd = respcd }
+  ctx.msg = facts
   local cit = add_item(rtree, F.respcd, node_range(tvb, obj.vals.respcd), respcd)
   local meaning = RESPCD[respcd]
   if meaning then
     cit:append_text(" (" .. meaning .. ")")
     local m = rtree:add(F.respcd_meaning, meaning); m:set_generated()
   end
-  if respcd ~= "6000" then
-    add_expert(ctx, cit, E.respcd, "Response code " .. respcd .. (meaning and (" (" .. meaning .. ")") or ""))
+  if respcd == "6001" then
+    -- A cashier's or customer's cancel: a normal outcome (info), as in the CLI.
+    add_expert(ctx, cit, E["cancelled"], "Response code 6001" .. (meaning and (" (" .. meaning .. ")") or ""))
+  elseif respcd ~= "6000" then
+    add_expert(ctx, cit, E["error-response"], "Response code " .. respcd .. (meaning and (" (" .. meaning .. ")") or ""))
   end
   local respmsg = node_text(obj.vals.respmsg)
   if obj.vals.respmsg then add_item(rtree, F.respmsg, node_range(tvb, obj.vals.respmsg), respmsg or "") end
@@ -1070,7 +1324,7 @@ local function show_response(ctx, tree, tvb, obj, dialect)
         dtvb = new_text_tvb(dtext, "Business data")
         dobj = parsed
       elseif looks_base64(dtext) then
-        local plain, why = decrypt_b64(dtext, ctx.key)
+        local plain, why = decrypt_b64(dtext, ctx.keys)
         if plain then
           dtvb = new_text_tvb(plain, "Decrypted business data")
           local p2 = json_parse(plain)
@@ -1078,7 +1332,7 @@ local function show_response(ctx, tree, tvb, obj, dialect)
           show_key_interp(ctx, rtree, why)
         else
           local it = rtree:add(F.resp_data, "(encrypted)")
-          add_expert(ctx, it, (why == "no POS-KEY configured") and E.no_key or E.decrypt_failed, "Business data: " .. why)
+          note_decrypt_failure(ctx, it, why, "Business data: ")
         end
       end
       if dobj then dtree = rtree:add(ecr, dtvb(), "Business data") end
@@ -1091,6 +1345,7 @@ local function show_response(ctx, tree, tvb, obj, dialect)
         local txt = node_text(v) or format_value(v, { quote = "'", sorted = true })
         local rng = node_range(dtvb, v)
         local fk = RESP_MAP[k]
+        if k == "syssn" or k == "out_trade_no" or k == "txamt" then facts[k] = txt end
         if k == "out_trade_no" then add_item(dtree, F.out_trade_no, rng, txt)
         elseif k == "respcd" then add_item(dtree, F.data_respcd, rng, txt)
         elseif fk and F[fk] then
@@ -1128,15 +1383,16 @@ local function show_request(ctx, tree, tvb, obj, dialect, env_form)
   if env_form then local it = rtree:add(F.envelope_form, env_form); it:set_generated() end
   local cnode = obj.vals.content
   local dnode = obj.vals.digest
-  local key = ctx.key
+  local keys = ctx.keys
+  local dtext = dnode and node_text(dnode) or nil
   local info
   if cnode == nil then
-    add_expert(ctx, rtree, E.missing_field, "Missing mandatory field content")
+    add_expert(ctx, rtree, E["missing-field"], "Missing mandatory field content")
     info = "Request (no content)"
   elseif cnode.t == "obj" then
     local _, inf = show_request_content(ctx, rtree, tvb, cnode)
     info = inf
-    local st, comp, var, hint, fc = verify_object_digest(cnode, dnode and node_text(dnode), key)
+    local st, comp, var, hint, fc = verify_digest(cnode, dtext, keys, "plaintext", ctx.env_b64, ctx.signer)
     show_digest(ctx, rtree, tvb, dnode, st, comp, var, hint, fc)
   elseif cnode.t == "str" then
     local ctext = cnode.v
@@ -1147,41 +1403,29 @@ local function show_request(ctx, tree, tvb, obj, dialect, env_form)
       local ctvb = new_text_tvb(ctext, "Content JSON")
       local _, inf = show_request_content(ctx, rtree, ctvb, inner)
       info = inf
-      local st, comp, var, hint, fc = verify_object_digest(inner, dnode and node_text(dnode), key)
+      local st, comp, var, hint, fc = verify_digest(inner, dtext, keys, "plaintext", nil, nil)
       show_digest(ctx, rtree, tvb, dnode, st, comp, var, hint, fc)
     else
       -- content-encrypted: digest = md5(Base64 text + key)
-      local plain, why = decrypt_b64(ctext, key)
-      local status, computed = "unverified", nil
-      if key ~= "" then
-        computed = md5_hex(ctext .. key)
-        status = (computed == (node_text(dnode) or ""):lower()) and "ok" or "mismatch"
-      end
-      local hint
+      local plain, why, ki = decrypt_b64(ctext, keys)
+      local pobj
       if plain then
         show_key_interp(ctx, rtree, why)
         local ptvb = new_text_tvb(plain, "Decrypted content")
         local it = rtree:add(F.decrypted, ptvb(), plain); it:set_generated()
-        local pobj = json_parse(plain)
-        if pobj and pobj.t == "obj" then
-          local _, inf = show_request_content(ctx, rtree, ptvb, pobj)
-          info = inf
-          if status == "mismatch" and md5_hex(format_content(pobj) .. key) == (node_text(dnode) or ""):lower() then
-            hint = "digest matches if the sender made this mistake: digest over the plaintext content instead of the Base64 text"
-          end
-        else
-          add_expert(ctx, it, E.parse, "Decrypted content is not JSON")
-          info = "Request (content not JSON)"
-        end
+        pobj = json_parse(plain)
+        local _, inf = show_request_content(ctx, rtree, ptvb, pobj)
+        info = inf
       else
         local it = rtree:add(F.content, "(encrypted)")
-        add_expert(ctx, it, (why == "no POS-KEY configured") and E.no_key or E.decrypt_failed, "Content: " .. why)
+        note_decrypt_failure(ctx, it, why, "Content: ")
         info = "Request (encrypted)"
       end
-      show_digest(ctx, rtree, tvb, dnode, status, computed, nil, hint, nil)
+      local st, comp, var, hint = verify_digest(pobj, dtext, keys, "ciphertext", ctext, ki)
+      show_digest(ctx, rtree, tvb, dnode, st, comp, var, hint, nil)
     end
   else
-    add_expert(ctx, rtree, E.parse, "content is neither an object nor a string")
+    add_expert(ctx, rtree, E["bad-envelope"], "content is neither an object nor a string")
     info = "Request (bad content)"
   end
   ctx.dialect = dialect
@@ -1191,7 +1435,7 @@ end
 
 -- Decode a message text (a complete HTTP body, TCP message or frame data).
 -- tvb: the text's tvb. hint: "request"/"response"/nil.
-dissect_text = function(ctx, tree, tvb)
+local function dissect_text_inner(ctx, tree, tvb)
   local text = tvb:raw()
   local trimmed = text:match("^%s*(.-)%s*$")
   if trimmed == "" then return end
@@ -1204,8 +1448,10 @@ dissect_text = function(ctx, tree, tvb)
       show_request(ctx, tree, tvb, node, "plain", nil)
       return
     end
+    -- still a message of its side: a request waits for its response (as in the analyzer)
+    if ctx.hint then ctx.msg = { role = ctx.hint } end
     local it = tree:add(F.kind, "unknown JSON")
-    add_expert(ctx, it, E.parse, "JSON object is neither a request (content/digest) nor a response (respcd)")
+    add_expert(ctx, it, E["bad-envelope"], "JSON object is neither a request (content/digest) nor a response (respcd)")
     ctx.infos[#ctx.infos + 1] = "Unknown JSON"
     return
   end
@@ -1216,27 +1462,30 @@ dissect_text = function(ctx, tree, tvb)
     b64, form = trimmed, "bare"
   end
   if not b64 then
+    if ctx.hint then ctx.msg = { role = ctx.hint } end
     local it = tree:add(F.kind, "unparsed")
-    add_expert(ctx, it, E.parse, "Not JSON and not Base64" .. ((node == nil) and "" or ""))
+    add_expert(ctx, it, E["bad-envelope"], "Not JSON and not Base64" .. ((node == nil) and "" or ""))
     ctx.infos[#ctx.infos + 1] = "Unparsed data"
     return
   end
-  local plain, why = decrypt_b64(b64, ctx.key)
+  local plain, why, ki = decrypt_b64(b64, ctx.keys)
   if not plain then
     local it
     if ctx.hint == "request" then
       -- a request body that is only Base64 can only be envelope-encrypted (D4)
+      ctx.msg = { role = "request" }
       it = tree:add(F.kind, "request"); it:set_generated()
       local d = tree:add(F.dialect, "envelope-encrypted"); d:set_generated()
     elseif ctx.hint == "response" then
+      ctx.msg = { role = "response" }
       it = tree:add(F.kind, "response"); it:set_generated()
       local d = tree:add(F.dialect, "encrypted"); d:set_generated()
     else
       it = tree:add(F.kind, "encrypted")
     end
     local fit = tree:add(F.envelope_form, form); fit:set_generated()
-    add_expert(ctx, it, (why == "no POS-KEY configured") and E.no_key or E.decrypt_failed, "Encrypted message: " .. why)
-    ctx.infos[#ctx.infos + 1] = "Encrypted message (" .. why .. ")"
+    note_decrypt_failure(ctx, it, why, "Encrypted message: ")
+    ctx.infos[#ctx.infos + 1] = (ctx.hint == "request" and "Encrypted request") or (ctx.hint == "response" and "Encrypted response") or "Encrypted message"
     ctx.dialect = "encrypted"
     return
   end
@@ -1251,11 +1500,138 @@ dissect_text = function(ctx, tree, tvb)
       show_response(ctx, dtree, ptvb, pnode, "encrypted")
       return
     end
+    ctx.env_b64, ctx.signer = b64, ki
     show_request(ctx, dtree, ptvb, pnode, "envelope-encrypted", form)
+    ctx.env_b64, ctx.signer = nil, nil
     return
   end
-  add_expert(ctx, it, E.parse, "Decrypted text is not a JSON object: " .. tostring(perr))
+  add_expert(ctx, it, E["bad-envelope"], "Decrypted text is not a JSON object: " .. tostring(perr))
   ctx.infos[#ctx.infos + 1] = "Decrypted, unparsed"
+end
+
+------------------------------------------------------------------------
+-- Request/response pairing of business messages (as the analyzer pairs them):
+-- a request from the cash register waits for the next response on its
+-- connection (HTTP pipelining and D2's result frames alike); an error frame
+-- from the terminal withdraws the request with its ref. First pass only; the
+-- results are memoised per message and shown on every later pass.
+------------------------------------------------------------------------
+local msg_memo = {}      -- message key -> record
+local msg_queue = {}     -- conversation -> list of waiting request records
+local msg_requests = {}  -- every request record (for the end of the capture)
+local payments = {}      -- syssn / out_trade_no -> { cents, channel, day } of successful payments
+local payments_n = 0
+local conv_closed = {}   -- conversation -> { ts, reason } of the last close (FIN from the terminal, RST) seen while a request waited
+local capture_last_ts = 0
+local MAX_PAYMENTS = 10000
+local MAX_WAITING = 1024 -- requests waiting per connection
+
+local CARD_CHANNELS = { card_payment = true, unionpay_card = true, amex_card = true }
+
+local function to_cents(text)
+  local v = tonumber(text or "")
+  if not v or v ~= v or math.abs(v) > 1e12 then return nil end
+  return floor(v * 100 + 0.5)
+end
+local function cents_text(c) return sformat("%d.%02d", floor(c / 100), c % 100) end
+local function day_of(ts) return floor(ts / 86400) end
+
+message_pairing = function(ctx, tree, msg)
+  local pinfo = ctx.pinfo
+  local conv = ctx.conv
+  if not conv or ctx.from_ecr == nil then return end
+  ctx.msg_seq = (ctx.msg_seq or 0) + 1
+  local key = pinfo.number .. ":" .. tostring(ctx.top_len) .. ":" .. ctx.msg_seq
+  local r = msg_memo[key]
+  if not r and not pinfo.visited then
+    local ts = pinfo.abs_ts
+    if msg.role == "request" and ctx.from_ecr then
+      r = { kind = "request", frame = pinfo.number, ts = ts, conv = conv, ref = ctx.frame_ref, facts = msg }
+      local q = msg_queue[conv]
+      if not q then q = {}; msg_queue[conv] = q end
+      -- bounded: past MAX_WAITING the oldest waiting request stays unanswered
+      if #q >= MAX_WAITING then table.remove(q, 1) end
+      q[#q + 1] = r
+      if #msg_requests < 100000 then msg_requests[#msg_requests + 1] = r end
+      -- a same-day partial refund of a card payment seen earlier (spec 3.2)
+      if msg.ft == 1002 and msg.order_id then
+        local p = payments[msg.order_id]
+        local refund = to_cents(msg.refund_amount)
+        if p and refund and p.cents and refund < p.cents and day_of(ts) == p.day and CARD_CHANNELS[p.channel] then
+          r.partial = sformat("refund of %s of a %s payment of %s made the same day (frame %d): card payments can only be refunded in full on the day",
+            msg.refund_amount, p.channel, cents_text(p.cents), p.frame)
+        end
+      end
+    elseif msg.role == "response" and not ctx.from_ecr then
+      local q = msg_queue[conv]
+      local req = q and table.remove(q, 1)
+      if req then
+        req.resp = pinfo.number
+        req.dt = ts - req.ts
+        r = { kind = "response", req = req.frame, dt = ts - req.ts }
+        local f = req.facts
+        if f.ft == 1001 and msg.respcd == "6000" and payments_n < MAX_PAYMENTS then
+          local pay = { cents = tonumber(msg.txamt or "") or to_cents(f.amt), channel = f.channel or "", day = day_of(req.ts), frame = req.frame }
+          for _, id in ipairs({ msg.syssn, f.out_trade_no, msg.out_trade_no }) do
+            if id and id ~= "" then payments[id] = pay; payments_n = payments_n + 1 end
+          end
+        end
+      else
+        r = { kind = "response" }
+      end
+    end
+    if r then msg_memo[key] = r end
+  end
+  if not r then return end
+  if r.kind == "request" then
+    if r.resp then
+      local x = tree:add(F.response_in, r.resp); x:set_generated()
+      local y = tree:add(F.latency, floor(r.dt * 1000000 + 0.5) / 1000); y:set_generated()
+    elseif pinfo.visited then
+      -- the whole capture has been read: say why no response came
+      local name = (r.facts.ft and FUNC_SHORT[r.facts.ft]) or "Request"
+      local c = conv_closed[r.conv]
+      if r.withdrawn then
+        -- refused at the link level by an error frame: no response expected
+      elseif c and c.ts >= r.ts then
+        add_expert(ctx, tree, E["no-response"], sformat("%s got no response: the connection ended (%s) %.0f ms after it was sent", name, c.reason, (c.ts - r.ts) * 1000))
+      else
+        add_expert(ctx, tree, E["unanswered-at-end"], sformat("%s was still waiting for its response when the capture ended (%.0f ms after it was sent)", name, (capture_last_ts - r.ts) * 1000))
+      end
+    end
+    if r.partial then add_expert(ctx, tree, E["partial-card-refund"], r.partial) end
+  elseif r.req then
+    local x = tree:add(F.request_in, r.req); x:set_generated()
+    local y = tree:add(F.latency, floor(r.dt * 1000000 + 0.5) / 1000); y:set_generated()
+  end
+end
+
+-- An error frame from the terminal withdraws the waiting request with its ref.
+local function message_withdrawn(ctx, ref)
+  if ctx.pinfo.visited or not ctx.conv then return end
+  local q = msg_queue[ctx.conv]
+  if not q then return end
+  for i = #q, 1, -1 do
+    if q[i].ref ~= nil and q[i].ref == ref then q[i].withdrawn = true; table.remove(q, i) end
+  end
+end
+
+-- One message: its Info text gets a visible mark when its digest does not match
+-- or it could not be decrypted.
+dissect_text = function(ctx, tree, tvb)
+  ctx.digest_status, ctx.decrypt_failed, ctx.no_key, ctx.msg = nil, nil, nil, nil
+  local before = #ctx.infos
+  dissect_text_inner(ctx, tree, tvb)
+  if ctx.orient then ctx.orient(ctx) end
+  if ctx.msg then message_pairing(ctx, tree, ctx.msg) end
+  local n = #ctx.infos
+  if n > before then
+    local marks = {}
+    if ctx.digest_status == "mismatch" then marks[#marks + 1] = "DIGEST MISMATCH" end
+    if ctx.decrypt_failed then marks[#marks + 1] = "DECRYPTION FAILED" end
+    if ctx.no_key then marks[#marks + 1] = "no key" end
+    if #marks > 0 then ctx.infos[n] = ctx.infos[n] .. " [" .. tconcat(marks, ", ") .. "]" end
+  end
 end
 
 ------------------------------------------------------------------------
@@ -1350,6 +1726,7 @@ local serial_carry = {} -- direction -> carried bytes (serial raw-chunk mode)
 local serial_pkts = {} -- pinfo.number -> { buf=, carry_len= }
 local serial_last = {} -- direction -> last packet record (to link continuations)
 
+local stream_mode = {} -- TCP stream+direction -> "frames" once it started with a frame (D6)
 local outstanding = {} -- conversation .. ":" .. direction .. ":" .. ref -> { frame, ts, rec }
 local pairing = {}     -- memo key -> { req = frame, dt = s } | { unexpected = true } | request record
 
@@ -1358,6 +1735,9 @@ function ecr.init()
   pending, reasm, serial_carry, serial_pkts, serial_last = {}, {}, {}, {}, {}
   stream_mode = {}
   decrypt_cache, decrypt_cache_n = {}, 0
+  reload_keys()
+  msg_memo, msg_queue, msg_requests, payments, payments_n, conv_closed, capture_last_ts = {}, {}, {}, {}, 0, {}, 0
+  usb_reset()
 end
 
 -- Called for a fragment or a single frame; returns result table:
@@ -1411,7 +1791,7 @@ local function link_pairing(ctx, ftree, it, memo_key, is_request)
   local r = pairing[memo_key]
   if not r and not pinfo.visited then
     if is_request then
-      r = { kind = "request" }
+      r = { kind = "request", ts = pinfo.abs_ts }
       outstanding[conv .. ":" .. dir .. ":" .. it.ref] = { frame = pinfo.number, ts = pinfo.abs_ts, rec = r }
     else
       local k = conv .. ":" .. other .. ":" .. it.ref
@@ -1428,17 +1808,27 @@ local function link_pairing(ctx, ftree, it, memo_key, is_request)
   end
   if not r then return end
   if r.kind == "request" then
-    if r.ans then local x = ftree:add(F.ack_in, r.ans); x:set_generated() end
+    if r.ans then
+      local x = ftree:add(F.ack_in, r.ans); x:set_generated()
+    elseif pinfo.visited and r.ts then
+      -- never answered: late if the capture went on past the deadline (D2)
+      local waited = (capture_last_ts - r.ts) * 1000
+      if waited > 1000 then
+        add_expert(ctx, ftree, E["ack-timeout"], sformat("Request frame ref %d not answered within 1000 ms (the capture went on for %.0f ms)", it.ref, waited))
+      else
+        add_expert(ctx, ftree, E["unanswered-at-end"], sformat("Request frame ref %d was still waiting for its answer when the capture ended (%.0f ms)", it.ref, waited))
+      end
+    end
   else
     if r.req then
       local x = ftree:add(F.ack_to, r.req); x:set_generated()
       local ms = floor(r.dt * 1000000 + 0.5) / 1000
       local y = ftree:add(F.ack_time, ms); y:set_generated()
       if ms > 1000 then
-        add_expert(ctx, y, E.ack_timeout, sformat("Answer after %.0f ms (> 1000 ms) to the request in frame %d", ms, r.req))
+        add_expert(ctx, y, E["ack-timeout"], sformat("Answer after %.0f ms (> 1000 ms) to the request in frame %d", ms, r.req))
       end
     elseif r.unexpected then
-      add_expert(ctx, ftree, E.unexpected_ack, sformat("Answer with ref %d matches no outstanding request", it.ref))
+      add_expert(ctx, ftree, E["unexpected-ack"], sformat("Answer with ref %d matches no outstanding request", it.ref))
     end
   end
 end
@@ -1452,17 +1842,17 @@ local function show_frame(ctx, tree, ftvb, foff, it, skey, memo_key)
   local tname = FRAME_TYPES[it.typ] or sformat("Unknown (0x%02x)", it.typ)
   ftree:set_text(sformat("ECR frame: %s, ref %d, %d bytes", tname, it.ref, len))
   local sit = ftree:add(F.start, ftvb(foff, 2))
-  if it.bad_start then add_expert(ctx, sit, E.bad_marker, "Bad start indicator (expected 0x2f6e)") end
+  if it.bad_start then add_expert(ctx, sit, E["garbage-bytes"], "Bad start indicator (expected 0x2f6e)") end
   local vit = ftree:add(F.version, ftvb(foff + 2, 1))
-  if it.ver ~= 1 then add_expert(ctx, vit, E.bad_version, sformat("Version 0x%02x (expected 0x01)", it.ver)) end
+  if it.ver ~= 1 then add_expert(ctx, vit, E["unsupported-version"], sformat("Version 0x%02x (expected 0x01)", it.ver)) end
   local tit = ftree:add(F.type, ftvb(foff + 3, 1))
   local rit = ftree:add(F.ref, ftvb(foff + 4, 1))
-  if it.ref == 0 or it.ref > 0x7f then add_expert(ctx, rit, E.bad_ref, sformat("Reference number %d outside 1..127", it.ref)) end
+  if it.ref == 0 or it.ref > 0x7f then add_expert(ctx, rit, E["bad-ref"], sformat("Reference number %d outside 1..127", it.ref)) end
   local tlit = ftree:add(F.total_len, ftvb(foff + 5, 2))
   local dlit = ftree:add(F.data_len, ftvb(foff + 7, 2))
   local info
   if it.bad_tl then
-    add_expert(ctx, tlit, E.bad_length, sformat("Total length %d is less than the 11 bytes of overhead", it.tl))
+    add_expert(ctx, tlit, E["bad-length"], sformat("Total length %d is less than the 11 bytes of overhead", it.tl))
     ctx.infos[#ctx.infos + 1] = sformat("Bad frame ref %d (bad length)", it.ref)
     local k = ftree:add(F.kind, "bad frame"); k:set_generated()
     return
@@ -1470,21 +1860,22 @@ local function show_frame(ctx, tree, ftvb, foff, it, skey, memo_key)
   local carried = it.tl - 11
   if carried > 0 then ftree:add(F.data, ftvb(foff + 9, carried)) end
   local eit = ftree:add(F["end"], ftvb(foff + len - 2, 2))
-  if not it.end_ok then add_expert(ctx, eit, E.bad_marker, "Bad end indicator (expected 0x2f6e)") end
-  if carried > 1024 then add_expert(ctx, dlit, E.oversize, sformat("Frame carries %d data bytes (> 1024 recommended)", carried)) end
+  if not it.end_ok then add_expert(ctx, eit, E["bad-end-marker"], "Bad end indicator (expected 0x2f6e)") end
+  if carried > 1024 then add_expert(ctx, dlit, E["oversize-frame"], sformat("Frame carries %d data bytes (> 1024 recommended)", carried)) end
   if not KNOWN_TYPES[it.typ] then
-    add_expert(ctx, tit, E.unknown_type, sformat("Unknown payload type 0x%02x", it.typ))
+    add_expert(ctx, tit, E["unknown-frame-type"], sformat("Unknown payload type 0x%02x", it.typ))
   end
   local err = ERROR_NAMES[it.typ]
   if err or it.typ == 0x20 then link_pairing(ctx, ftree, it, memo_key, false) end
   if err then
-    add_expert(ctx, tit, E.error_frame, sformat("Error frame 0x%02x: %s (ref %d)", it.typ, err, it.ref))
+    message_withdrawn(ctx, it.ref)
+    add_expert(ctx, tit, E["error-frame"], sformat("Error frame 0x%02x: %s (ref %d)", it.typ, err, it.ref))
     local k = ftree:add(F.kind, "error"); k:set_generated()
     ctx.infos[#ctx.infos + 1] = sformat("Error 0x%02x %s ref %d", it.typ, err, it.ref)
     return
   end
   if it.dl < carried then
-    add_expert(ctx, dlit, E.bad_length, sformat("Data length %d is less than the %d bytes this frame carries", it.dl, carried))
+    add_expert(ctx, dlit, E["bad-length"], sformat("Data length %d is less than the %d bytes this frame carries", it.dl, carried))
   end
   local damage
   if it.bad_start then damage = "bad start indicator"
@@ -1511,7 +1902,7 @@ local function show_frame(ctx, tree, ftvb, foff, it, skey, memo_key)
     local fit = ftree:add(F.is_fragment, true); fit:set_generated()
     local data = ftvb:raw(foff + 9, carried)
     local r = reassemble(pinfo, skey, it, data, memo_key)
-    for _, pr in ipairs(r.problems or {}) do add_expert(ctx, fit, E.reassembly, pr) end
+    for _, pr in ipairs(r.problems or {}) do add_expert(ctx, fit, E["reassembly-timeout"], pr) end
     if r.state == "complete" then
       body_tvb = ByteArray.new(r.data, true):tvb("Reassembled ECR message")
       local fr = ftree:add(F.fragments, body_tvb())
@@ -1525,9 +1916,9 @@ local function show_frame(ctx, tree, ftvb, foff, it, skey, memo_key)
       if r.reassembled_in then
         local x = ftree:add(F.reassembled_in, r.reassembled_in); x:set_generated()
       elseif r.state ~= "unknown" and pinfo.visited then
-        add_expert(ctx, fit, E.reassembly, "Split message never completed")
+        add_expert(ctx, fit, E["reassembly-timeout"], "Split message never completed")
       end
-      if r.state == "overflow" then add_expert(ctx, dlit, E.bad_length, "Collected data exceeds the data length") end
+      if r.state == "overflow" then add_expert(ctx, dlit, E["bad-length"], "Collected data exceeds the data length") end
       ctx.infos[#ctx.infos + 1] = sformat("Fragment ref %d (%d/%d)", it.ref, r.got or carried, it.dl)
       return
     end
@@ -1542,13 +1933,15 @@ local function show_frame(ctx, tree, ftvb, foff, it, skey, memo_key)
       end
     end
     local lost = reasm[memo_key .. ":lost"]
-    if lost then add_expert(ctx, ftree, E.reassembly, lost) end
+    if lost then add_expert(ctx, ftree, E["reassembly-timeout"], lost) end
     if carried > 0 then body_tvb = ftvb(foff + 9, carried):tvb() end
   end
   if it.typ == 0x10 then link_pairing(ctx, ftree, it, memo_key, true) end
   if body_tvb then
     local before = #ctx.infos
+    ctx.frame_ref, ctx.frame_type = it.ref, it.typ
     dissect_text(ctx, ftree, body_tvb)
+    ctx.frame_ref, ctx.frame_type = nil, nil
     if it.typ == 0x20 and #ctx.infos > before then
       ctx.infos[#ctx.infos] = "Ack ref " .. it.ref .. ": " .. ctx.infos[#ctx.infos]
     end
@@ -1557,7 +1950,7 @@ end
 
 local function show_junk(ctx, tree, tvb, off, len)
   local it = tree:add(F.junk, tvb(off, len))
-  add_expert(ctx, it, E.junk, sformat("%d bytes outside any frame", len))
+  add_expert(ctx, it, E["garbage-bytes"], sformat("%d bytes outside any frame", len))
   ctx.infos[#ctx.infos + 1] = sformat("%d bytes outside any frame", len)
 end
 
@@ -1569,15 +1962,28 @@ local f_http_req = Field.new("http.request")
 local f_http_resp = Field.new("http.response")
 local f_http_method = Field.new("http.request.method")
 local f_http_uri = Field.new("http.request.uri")
+local f_http_code = Field.new("http.response.code")
+local f_http_phrase = Field.new("http.response.phrase")
+local f_iface_name = Field.new("frame.interface_name")
 
-local function new_ctx(pinfo)
-  return { pinfo = pinfo, infos = {}, key = pos_key() }
+local key_error_reported = nil
+local function new_ctx(pinfo, terminal_side)
+  local addr, port
+  if terminal_side == "dst" then addr, port = tostring(pinfo.dst), pinfo.dst_port
+  elseif terminal_side == "src" then addr, port = tostring(pinfo.src), pinfo.src_port end
+  local keys = keys_for(addr, port)
+  if key_file_error and key_error_reported ~= key_file_error then
+    key_error_reported = key_file_error
+    pcall(report_failure, "ecr: " .. key_file_error)
+  end
+  return { pinfo = pinfo, infos = {}, keys = keys }
 end
 
 local function finish(ctx, pinfo)
   pinfo.cols.protocol = "ECR"
   if #ctx.infos > 0 then
-    local text = tconcat(ctx.infos, "; ")
+    -- text from the capture reaches the packet list with control characters escaped
+    local text = tconcat(ctx.infos, "; "):gsub("%c", function(c) return sformat("\\x%02x", sbyte(c)) end)
     -- TCP fences the column between PDUs of one packet: continue it then.
     local ok, seen = pcall(function() return pinfo.private.ecr_info end)
     if ok and seen == "1" then
@@ -1595,24 +2001,44 @@ local function internal_error(tree, tvb, msg)
   it:add_proto_expert_info(E.internal, "Dissector error: " .. tostring(msg))
 end
 
--- Serial capture (D9): USER0, direction byte then line bytes.
-local function dissect_serial(tvb, pinfo, tree)
-  local ctx = new_ctx(pinfo)
-  local root = tree:add(ecr, tvb(), "QFPay ECR (serial)")
+-- Serial endpoints: the Source and Destination columns name the two ends ("ECR",
+-- "POS", plus the port when the capture's interface name says "ecrport<->posport",
+-- as the serial tap and the extcap write it). Lua in Wireshark 4.0 has no text
+-- address type, so the network addresses that the Flow Graph and Conversations
+-- use are the stand-ins 0.0.0.1 (ECR) and 0.0.0.2 (POS).
+local ECR_NODE, POS_NODE = Address.ipv4("0.0.0.1"), Address.ipv4("0.0.0.2")
+local function serial_names()
+  local ok, v = pcall(f_iface_name)
+  local name = ok and v and tostring(v.value) or ""
+  local a, b = name:match("^(.-)<%->(.+)$")
+  -- "/dev/ttyUSB0<->/dev/ttyUSB1" (serial tap, extcap), "usb1:5:ECR <-> usb1:5:POS" (export)
+  local function short(x)
+    x = x:match("^%s*(.-)%s*$"):gsub("^/dev/", ""):gsub(":ECR$", ""):gsub(":POS$", "")
+    return (x:gsub("%c", "?"))
+  end
+  if a and a ~= "" then return "ECR (" .. short(a) .. ")", "POS (" .. short(b) .. ")" end
+  return "ECR", "POS"
+end
+local function set_serial_endpoints(pinfo, dir)
+  if dir ~= 0 and dir ~= 1 then return end
+  local e, p = serial_names()
+  local ecr_is_src = (dir == 0)
+  pinfo.net_src = ecr_is_src and ECR_NODE or POS_NODE
+  pinfo.net_dst = ecr_is_src and POS_NODE or ECR_NODE
+  pinfo.cols.src = ecr_is_src and e or p
+  pinfo.cols.dst = ecr_is_src and p or e
+end
+
+-- Line bytes (a serial capture packet or a USB bulk transfer), from offset off of
+-- tvb, sent in direction linkdir ("serial:0", "usb:1.5:h"): frames may span packets,
+-- so each direction carries its unfinished bytes to its next packet.
+local function dissect_line(ctx, tvb, off, pinfo, root, linkdir)
   local len = tvb:len()
-  if len < 1 then return 0 end
-  local dir = tvb(0, 1):uint()
-  root:add(F.direction, tvb(0, 1))
-  -- business results travel POS -> ECR as 0x10 frames too (D2): a hint only
-  ctx.hint = (dir == 0) and "request" or ((dir == 1) and "response" or nil)
-  ctx.conv, ctx.dirkey, ctx.otherdir = "serial", tostring(dir), tostring(1 - dir)
-  local fr = root:add(F.framing, "serial"); fr:set_generated()
-  root:append_text(", " .. (DIRECTIONS[dir] or "?"))
   local rec = serial_pkts[pinfo.number]
   if not rec then
-    local data = tvb:raw(1, len - 1)
-    local carry = serial_carry[dir] or ""
-    local last = serial_last[dir]
+    local data = tvb:raw(off, len - off)
+    local carry = serial_carry[linkdir] or ""
+    local last = serial_last[linkdir]
     if carry ~= "" and last then last.continued_in = pinfo.number end
     if carry ~= "" and sbyte(data, 1) == 0x2f and sbyte(data, 2) == 0x6e then
       -- packet starts on a frame boundary: drop an unfinished carried frame
@@ -1625,11 +2051,11 @@ local function dissect_serial(tvb, pinfo, tree)
     rec = rec or {}
     rec.buf = carry .. data
     rec.carry_len = #carry
-    local items, rest, need = parse_frames(rec.buf, 1, { aligned_start = 1 })
+    local items, rest = parse_frames(rec.buf, 1, { aligned_start = 1 })
     rec.items, rec.rest = items, rest
-    serial_carry[dir] = ssub(rec.buf, rest)
+    serial_carry[linkdir] = ssub(rec.buf, rest)
     serial_pkts[pinfo.number] = rec
-    serial_last[dir] = rec
+    serial_last[linkdir] = rec
   end
   if rec.dropped then
     add_expert(ctx, root, E.truncated, sformat("%d bytes of an unfinished frame from earlier packets discarded", rec.dropped))
@@ -1638,7 +2064,7 @@ local function dissect_serial(tvb, pinfo, tree)
   for idx, it in ipairs(rec.items) do
     local ftvb, foff
     if it.off > rec.carry_len then
-      ftvb, foff = tvb, it.off - rec.carry_len -- +1 direction byte, -1 for 1-based
+      ftvb, foff = tvb, it.off - rec.carry_len - 1 + off
     else
       xtvb = xtvb or ByteArray.new(rec.buf, true):tvb("Serial bytes incl. earlier packets")
       ftvb, foff = xtvb, it.off - 1
@@ -1646,12 +2072,13 @@ local function dissect_serial(tvb, pinfo, tree)
     if it.kind == "junk" then
       show_junk(ctx, root, ftvb, foff, it.len)
     else
-      show_frame(ctx, root, ftvb, foff, it, "serial:" .. dir, pinfo.number .. ":" .. idx)
+      show_frame(ctx, root, ftvb, foff, it, linkdir, pinfo.number .. ":" .. idx)
     end
   end
   if rec.rest <= #rec.buf then
     local n = #rec.buf - rec.rest + 1
-    local it = root:add(ecr, tvb(len - math.min(n, len - 1), math.min(n, len - 1)), sformat("Incomplete frame: %d bytes", n))
+    local shown = math.min(n, len - off)
+    local it = root:add(ecr, tvb(len - shown, shown), sformat("Incomplete frame: %d bytes", n))
     if rec.continued_in then
       it:append_text(sformat(", continued in frame %d", rec.continued_in))
       if #ctx.infos == 0 then ctx.infos[1] = "Frame start (continued)" end
@@ -1663,8 +2090,177 @@ local function dissect_serial(tvb, pinfo, tree)
       if #ctx.infos == 0 then ctx.infos[1] = "Frame start (more bytes expected)" end
     end
   end
+end
+
+-- Serial capture (D9): USER0, direction byte then line bytes.
+local function dissect_serial(tvb, pinfo, tree)
+  local ctx = new_ctx(pinfo)
+  local root = tree:add(ecr, tvb(), "QFPay ECR (serial)")
+  local len = tvb:len()
+  if len < 1 then return 0 end
+  local dir = tvb(0, 1):uint()
+  root:add(F.direction, tvb(0, 1))
+  -- business results travel POS -> ECR as 0x10 frames too (D2): a hint only
+  ctx.hint = (dir == 0) and "request" or ((dir == 1) and "response" or nil)
+  ctx.conv, ctx.dirkey, ctx.otherdir = "serial", tostring(dir), tostring(1 - dir)
+  if dir == 0 or dir == 1 then ctx.from_ecr = (dir == 0) end
+  ctx.top_len = len
+  set_serial_endpoints(pinfo, dir)
+  local fr = root:add(F.framing, "serial"); fr:set_generated()
+  root:append_text(", " .. (DIRECTIONS[dir] or "?"))
+  dissect_line(ctx, tvb, 1, pinfo, root, "serial:" .. dir)
   finish(ctx, pinfo)
   return len
+end
+
+------------------------------------------------------------------------
+-- USB-serial adapters (usbmon 189/220, USBPcap 249): the bulk transfers of a
+-- device carry the serial line, host-to-device data in the submission and
+-- device-to-host data in the completion (Wireshark hands over exactly those).
+-- A device is recognised by an ECR frame start in its data (heuristic on
+-- usb.bulk) or chosen with Decode As (USB device). Which end is the cash
+-- register follows the analyzer's rule: the sender of the first request frame
+-- with data is the cash register if it is a business request (func_type), the
+-- terminal if it is a business result (respcd), the cash register if it cannot
+-- be read; without such a frame, the sender of the first request frame, else
+-- the USB host.
+------------------------------------------------------------------------
+local f_usb_tt = Field.new("usb.transfer_type")
+local f_usb_bus = Field.new("usb.bus_id")
+local f_usb_dev = Field.new("usb.device_address")
+local f_usb_epdir = Field.new("usb.endpoint_address.direction")
+local usb_devices, usb_devices_n = {}, 0 -- "bus.dev" -> device record
+local usb_claimed = {}                  -- packet number -> claimed by the heuristic
+local MAX_USB_DEVICES = 256
+usb_reset = function()
+  usb_devices, usb_devices_n, usb_claimed = {}, 0, {}
+end
+
+local function usb_device_key()
+  local b, d = f_usb_bus(), f_usb_dev()
+  if not b or not d then return nil end
+  return tostring(b.value) .. "." .. tostring(d.value)
+end
+
+local function usb_device(key, create)
+  local dev = usb_devices[key]
+  if not dev and create and usb_devices_n < MAX_USB_DEVICES then
+    dev = { key = key }
+    usb_devices[key] = dev
+    usb_devices_n = usb_devices_n + 1
+  end
+  return dev
+end
+
+local function has_frame_start(s)
+  local i = 1
+  while true do
+    local j = sfind(s, "/n\1", i, true)
+    if not j then return false end
+    if KNOWN_TYPES[sbyte(s, j + 3) or -1] then return true end
+    i = j + 1
+  end
+end
+
+local function dissect_usb(tvb, pinfo, tree, dev)
+  local len = tvb:len()
+  local dirf = f_usb_epdir()
+  if len == 0 or not dirf then return 0 end
+  local from_host = (dirf.value == 0)
+  local ctx = new_ctx(pinfo)
+  local root = tree:add(ecr, tvb(), "QFPay ECR (USB serial)")
+  ctx.conv = "usb:" .. dev.key
+  ctx.dirkey, ctx.otherdir = from_host and "h" or "d", from_host and "d" or "h"
+  ctx.top_len = len
+  if dev.ecr_is_host == nil and pinfo.visited then
+    -- nothing decided it during the first pass: the analyzer's fallback
+    if dev.first_request_from_host ~= nil then
+      dev.ecr_is_host = dev.first_request_from_host
+      dev.reason = sformat("no complete request message; the first request frame came %s: its sender is taken as the cash register",
+        dev.first_request_from_host and "host to device" or "device to host")
+    else
+      dev.ecr_is_host = true
+      dev.reason = "no request frame seen: the USB host is assumed to be the cash register"
+    end
+  end
+  local function oriented()
+    local from_ecr = (from_host == dev.ecr_is_host)
+    ctx.from_ecr = from_ecr
+    ctx.hint = from_ecr and "request" or "response"
+    local d = root:add(F.direction, from_ecr and 0 or 1); d:set_generated()
+    local o = root:add(F.usb_oriented, dev.reason or ""); o:set_generated()
+    root:append_text(", " .. DIRECTIONS[from_ecr and 0 or 1] .. " (USB " .. (from_host and "host to device" or "device to host") .. ")")
+  end
+  if dev.ecr_is_host ~= nil then
+    oriented()
+  else
+    ctx.orient = function(c)
+      if c.frame_type ~= 0x10 then return end
+      local role = c.msg and c.msg.role
+      local sender_is_ecr = (role ~= "response")
+      dev.ecr_is_host = (sender_is_ecr == from_host)
+      local who = from_host and "host to device" or "device to host"
+      if role == "request" then
+        dev.reason = sformat("the first request frame with data (ref %d, %s) is a business request (func_type): its sender is the cash register", c.frame_ref or 0, who)
+      elseif role == "response" then
+        dev.reason = sformat("the first request frame with data (ref %d, %s) is a business result (respcd): its sender is the terminal", c.frame_ref or 0, who)
+      else
+        dev.reason = sformat("the first request frame with data (ref %d, %s) could not be read (encrypted without a key?): its sender is taken as the cash register, which speaks first", c.frame_ref or 0, who)
+      end
+      c.orient = nil
+      c.from_ecr = (from_host == dev.ecr_is_host)
+    end
+  end
+  local fr = root:add(F.framing, "usb"); fr:set_generated()
+  local dv = root:add(F.usb_device, dev.key); dv:set_generated()
+  dissect_line(ctx, tvb, 0, pinfo, root, "usb:" .. dev.key .. ":" .. ctx.dirkey)
+  finish(ctx, pinfo)
+  return len
+end
+
+-- SET_LINE_CODING (bmRequestType 0x21, bRequest 0x20, 7 data bytes: baud rate,
+-- stop bits, parity, data bits) sent to a device that carries ECR frames: spec
+-- 10.9 wants 9600 8N1. Wireshark hands usb.control heuristics the setup fields
+-- after bmRequestType (7 bytes) and the data. Shown once the whole capture has
+-- been read (the device is recognised by its later bulk data).
+local f_usb_bmrt = Field.new("usb.bmRequestType")
+local STOP_BITS = { [0] = "1", [1] = "1.5", [2] = "2" }
+local PARITY = { [0] = "N", [1] = "O", [2] = "E", [3] = "M", [4] = "S" }
+local function heur_usb_control(tvb, pinfo, tree)
+  if not pinfo.visited or tvb:len() ~= 14 or tvb(0, 1):uint() ~= 0x20 then return false end
+  local rt = f_usb_bmrt()
+  if not rt or rt.value ~= 0x21 then return false end
+  local key = usb_device_key()
+  if not key or not usb_devices[key] then return false end
+  local baud = tvb(7, 4):le_uint()
+  local stop, parity, bits = tvb(11, 1):uint(), tvb(12, 1):uint(), tvb(13, 1):uint()
+  local text = sformat("%d %d%s%s", baud, bits, PARITY[parity] or "?", STOP_BITS[stop] or "?")
+  local root = tree:add(ecr, tvb(7, 7), "QFPay ECR serial line settings: " .. text)
+  local it = root:add(F.line_settings, tvb(7, 7), text)
+  if baud ~= 9600 or bits ~= 8 or parity ~= 0 or stop ~= 0 then
+    it:add_proto_expert_info(E["line-settings"], sformat("USB device %s set to %s; spec 10.9: 9600 8N1", key, text))
+  end
+  pinfo.cols.protocol = "ECR"
+  pinfo.cols.info = "SET_LINE_CODING " .. text
+  return true
+end
+
+local function heur_usb(tvb, pinfo, tree)
+  if not ecr.prefs.usb_heuristic then return false end
+  local claimed = usb_claimed[pinfo.number]
+  local key = usb_device_key()
+  if not key then return false end
+  if claimed == nil then
+    if pinfo.visited then return false end
+    claimed = usb_device(key, false) ~= nil or (tvb:len() > 0 and has_frame_start(tvb:raw()))
+    usb_claimed[pinfo.number] = claimed
+  end
+  if not claimed then return false end
+  local dev = usb_device(key, true)
+  if not dev then return false end
+  local ok, res = pcall(dissect_usb, tvb, pinfo, tree, dev)
+  if not ok then pcall(internal_error, tree, tvb, res) end
+  return true
 end
 
 local function is_frame_start(s, p)
@@ -1672,11 +2268,16 @@ local function is_frame_start(s, p)
   if n >= 2 then return ssub(s, p, p + 1) == MARK end
   return ssub(s, p, p) == "/"
 end
-local stream_mode = {} -- TCP stream+direction -> "frames" once it started with a frame (D6)
 
 -- TCP port 9002 (D6)
+local function terminal_side(pinfo, port)
+  if pinfo.dst_port == port then return "dst" end
+  if pinfo.src_port == port then return "src" end
+  return nil
+end
+
 local function dissect_tcp(tvb, pinfo, tree)
-  local ctx = new_ctx(pinfo)
+  local ctx = new_ctx(pinfo, terminal_side(pinfo, ecr.prefs.tcp_port))
   if pinfo.dst_port == ecr.prefs.tcp_port then ctx.hint = "request"
   elseif pinfo.src_port == ecr.prefs.tcp_port then ctx.hint = "response" end
   local s = tvb:raw()
@@ -1686,6 +2287,9 @@ local function dissect_tcp(tvb, pinfo, tree)
   local skey = "tcp:" .. tostring(st and st.value or "?") .. ":" .. tostring(pinfo.src_port)
   ctx.conv = "tcp:" .. tostring(st and st.value or "?")
   ctx.dirkey, ctx.otherdir = tostring(pinfo.src_port), tostring(pinfo.dst_port)
+  ctx.top_len = n
+  if pinfo.dst_port == ecr.prefs.tcp_port then ctx.from_ecr = true
+  elseif pinfo.src_port == ecr.prefs.tcp_port then ctx.from_ecr = false end
   local p = 1
   local pdu = 0
   if not pinfo.visited and stream_mode[skey] == nil then
@@ -1742,8 +2346,8 @@ local function dissect_tcp(tvb, pinfo, tree)
         else
           local rest = ssub(s, p)
           if rest:match("^[A-Za-z0-9+/=\r]+$") then
-            local plain = ctx.key ~= "" and decrypt_b64(rest, ctx.key)
-            if plain or (ctx.key == "" and #rest % 4 == 0) then
+            local plain = #ctx.keys > 0 and decrypt_b64(rest, ctx.keys)
+            if plain or (#ctx.keys == 0 and #rest % 4 == 0) then
               e = n; framing = "base64"
             else
               err = JSON_EOF
@@ -1787,20 +2391,34 @@ local function last_value(field)
 end
 
 local function dissect_http_body(tvb, pinfo, tree)
-  local ctx = new_ctx(pinfo)
+  local ctx = new_ctx(pinfo, terminal_side(pinfo, ecr.prefs.http_port))
   ctx.hint = f_http_req() and "request" or "response"
+  local st = f_tcp_stream()
+  if st then ctx.conv = "tcp:" .. tostring(st.value) end
+  ctx.from_ecr = (ctx.hint == "request")
+  ctx.top_len = tvb:len()
   local root = tree:add(ecr, tvb(), "QFPay ECR (HTTP body)")
   local fr = root:add(F.framing, "http"); fr:set_generated()
   dissect_text(ctx, root, tvb)
+  -- Info keeps HTTP's request line (method and path) or status before the ECR summary.
+  local line
+  if ctx.hint == "request" then
+    local m, u = last_value(f_http_method), last_value(f_http_uri)
+    if m and u then line = m .. " " .. u end
+  else
+    local c, ph = last_value(f_http_code), last_value(f_http_phrase)
+    if c then line = "HTTP " .. c .. ((ph and ph ~= "") and (" " .. ph) or "") end
+  end
+  if line and #ctx.infos > 0 then ctx.infos[1] = line .. "  " .. ctx.infos[1] end
   if ctx.hint == "request" then
     local method = last_value(f_http_method)
     if method and method ~= "POST" then
-      add_expert(ctx, fr, E.http_method, "ECR request sent with " .. method .. " (the terminal answers 4004)")
+      add_expert(ctx, fr, E["http-method"], "ECR request sent with " .. method .. " (the terminal answers 4004)")
     end
     local uri = last_value(f_http_uri)
     local want = HTTP_PATHS[ctx.func_type or -1]
     if uri and want and (uri:match("^[^?]*")) ~= want then
-      add_expert(ctx, fr, E.http_path, sformat("func_type %d sent to %s (spec path %s)", ctx.func_type, uri, want))
+      add_expert(ctx, fr, E["http-path-mismatch"], sformat("func_type %d sent to %s (spec path %s)", ctx.func_type, uri, want))
     end
   end
   finish(ctx, pinfo)
@@ -1811,6 +2429,15 @@ local json_dissector = Dissector.get("json")
 
 local function main_dissector(tvb, pinfo, tree)
   local st = f_tcp_stream()
+  local tt = (not st) and f_usb_tt()
+  if tt then
+    -- Decode As "USB device": only the bulk transfers carry the serial line
+    if tt.value ~= 3 then return 0 end
+    local key = usb_device_key()
+    local dev = key and usb_device(key, true)
+    if not dev then return 0 end
+    return dissect_usb(tvb, pinfo, tree, dev)
+  end
   if not st then
     if pinfo.match_uint == wtap.USER0 then
       return dissect_serial(tvb, pinfo, tree)
@@ -1845,43 +2472,73 @@ end
 ------------------------------------------------------------------------
 -- Registration
 ------------------------------------------------------------------------
-local http_tcp = Dissector.get("http-over-tcp")
-if not http_tcp then http_tcp = Dissector.get("http") end
 local registered = {}
 
 local function register_ports()
   local tcp_table = DissectorTable.get("tcp.port")
   if registered.tcp then tcp_table:remove(registered.tcp, ecr) end
   if registered.http then
-    pcall(function() tcp_table:remove(registered.http, http_tcp) end)
     pcall(function() DissectorTable.get("http.port"):remove(registered.http, ecr) end)
   end
   registered.tcp = ecr.prefs.tcp_port
   registered.http = ecr.prefs.http_port
   tcp_table:add(registered.tcp, ecr)
-  if http_tcp then tcp_table:add(registered.http, http_tcp) end
+  -- Nothing is bound to the HTTP port: Wireshark's own TCP heuristics find HTTP there,
+  -- and TLS (HTTPS, Haojin 4.34.12+) too, which a binding to HTTP would hide.
   -- bodies without a JSON media type on the HTTP port
   pcall(function() DissectorTable.get("http.port"):add(registered.http, ecr) end)
 end
 
 function ecr.prefs_changed()
   key_candidates_cache = {}
+  reload_keys()
   decrypt_cache, decrypt_cache_n = {}, 0
   register_ports()
 end
+
+-- A tracker that sees every packet (adds nothing to the tree): the capture's last
+-- time, and TCP connections the terminal closed (FIN) or that were reset while a
+-- request was waiting, for no-response versus unanswered-at-end.
+local ecr_track = Proto("ecr_track", "QFPay ECR request tracker")
+local f_tcp_fin = Field.new("tcp.flags.fin")
+local f_tcp_rst = Field.new("tcp.flags.reset")
+local f_tcp_srcport = Field.new("tcp.srcport")
+function ecr_track.dissector(tvb, pinfo, tree)
+  if pinfo.visited then return end
+  local ts = pinfo.abs_ts
+  if ts > capture_last_ts then capture_last_ts = ts end
+  if next(msg_queue) == nil then return end
+  local st = f_tcp_stream()
+  if not st then return end
+  local conv = "tcp:" .. tostring(st.value)
+  local q = msg_queue[conv]
+  if not q or #q == 0 then return end
+  local rst, fin, sp = f_tcp_rst(), f_tcp_fin(), f_tcp_srcport()
+  local from_terminal = sp and (sp.value == ecr.prefs.http_port or sp.value == ecr.prefs.tcp_port)
+  if rst and rst.value then
+    conv_closed[conv] = { ts = ts, reason = "RST" }
+  elseif fin and fin.value and from_terminal then
+    conv_closed[conv] = { ts = ts, reason = "FIN from the terminal" }
+  end
+end
+register_postdissector(ecr_track)
 
 register_ports()
 -- application/json bodies: the media type table wins over http.port, so we
 -- take application/json and hand bodies on other ports back to the JSON dissector.
 DissectorTable.get("media_type"):add("application/json", ecr)
 DissectorTable.get("wtap_encap"):add(wtap.USER0, ecr)
+ecr:register_heuristic("usb.bulk", heur_usb)
+ecr:register_heuristic("usb.control", heur_usb_control)
+pcall(function() DissectorTable.get("usb.device"):add_for_decode_as(ecr) end)
 
 -- Internals for dissector/test/selftest.lua
 if os.getenv("ECR_LUA_SELFTEST") then
   rawset(_G, "ECR_INTERNALS", {
     md5_hex = md5_hex, aes_cbc_decrypt_lua = aes_cbc_decrypt_lua, pkcs7_strip = pkcs7_strip,
     b64_decode = b64_decode, decrypt_b64 = decrypt_b64, json_parse = json_parse,
-    format_content = format_content, verify_object_digest = verify_object_digest,
+    format_content = format_content, verify_object_digest = verify_object_digest, verify_digest = verify_digest,
+    codes = CODES, codes_elsewhere = CODES_ELSEWHERE,
     parse_frames = parse_frames, backend = function() return crypto_backend end,
   })
 end

@@ -93,7 +93,7 @@ Examples:
     #[command(after_help = crate::report::AFTER_HELP)]
     Report(crate::report::ReportArgs),
     /// List the finding codes with their severity and the rule each stands for.
-    Codes,
+    Codes(CodesArgs),
     /// Install the Wireshark dissector (ecr.lua) into your personal Lua plugins folder.
     Wireshark(crate::wireshark::WiresharkArgs),
     /// Print a shell completion script (bash, zsh, fish, powershell, elvish).
@@ -118,6 +118,26 @@ Examples:
         #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,
     },
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Examples:
+  ecr-sniff codes
+  ecr-sniff codes --format json | jq -r '.[] | select(.severity == \"error\") | .code'")]
+pub struct CodesArgs {
+    /// `text`: the Markdown table README shows; `json`: an array of
+    /// {code, severity, rule} objects (what the Wireshark dissector is tested against).
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: CodesFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CodesFormat {
+    /// The Markdown table.
+    Text,
+    /// A JSON array.
+    Json,
 }
 
 /// The key options. `global` so that under a command with subcommands (`send pay`)

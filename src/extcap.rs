@@ -172,6 +172,26 @@ fn install(dir: &Path) -> Result<ExitCode> {
 }
 
 fn capture(a: &ExtcapArgs, iface: &str) -> Result<ExitCode> {
+    let Some(fifo) = &a.fifo else {
+        bail!("--capture needs --fifo=PATH");
+    };
+    // Wireshark waits on the fifo until the capture file header arrives. Open it and
+    // write the header first, so that any error below (a port missing, no
+    // permission, busy) ends the capture at once: Wireshark then shows what this
+    // program printed on stderr, as it does for its own extcaps (sshdump).
+    let f = OpenOptions::new()
+        .write(true)
+        .open(fifo)
+        .with_context(|| format!("cannot open the fifo {}", fifo.display()))?;
+    let show = |p: &Option<PathBuf>| {
+        p.as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "?".into())
+    };
+    // Unbuffered: each packet reaches Wireshark as soon as its frame is complete.
+    let w: SerialCaptureWriter<File> =
+        SerialCaptureWriter::new(f, Some(&format!("{}<->{}", show(&a.ecr), show(&a.pos))))
+            .with_context(|| format!("writing {}", fifo.display()))?;
     extcap::dlts(iface)?;
     if a.capture_filter
         .as_deref()
@@ -179,14 +199,12 @@ fn capture(a: &ExtcapArgs, iface: &str) -> Result<ExitCode> {
     {
         bail!("capture filters do not apply to the ECR serial tap; use a display filter");
     }
-    let Some(fifo) = &a.fifo else {
-        bail!("--capture needs --fifo=PATH");
-    };
     let (Some(ecr), Some(pos)) = (&a.ecr, &a.pos) else {
         bail!("set the cash register port (--ecr) and the terminal port (--pos) in the interface options");
     };
     let settings = a.line.settings()?;
     let stop = stop::on_signals().context("installing the SIGTERM handler")?;
+    // The same errors, in the same words, as `ecr-sniff serial`.
     let relay = Relay::new(
         EndSpec::Port {
             path: ecr.clone(),
@@ -197,15 +215,6 @@ fn capture(a: &ExtcapArgs, iface: &str) -> Result<ExitCode> {
             settings,
         },
     )?;
-    let names = relay.names();
-    let f = OpenOptions::new()
-        .write(true)
-        .open(fifo)
-        .with_context(|| format!("cannot open the fifo {}", fifo.display()))?;
-    // Unbuffered: each packet reaches Wireshark as soon as its frame is complete.
-    let w: SerialCaptureWriter<File> =
-        SerialCaptureWriter::new(f, Some(&format!("{}<->{}", names.0, names.1)))
-            .with_context(|| format!("writing {}", fifo.display()))?;
     let mut splitter = FrameSplitter::new(w);
     let mut failure: Option<io::Error> = None;
     session::run(relay, stop, |ev| {

@@ -50,10 +50,7 @@ fn main() -> ExitCode {
         Command::Send(a) => send::run(a),
         Command::Emulate(a) => emulate::run(a),
         Command::Report(a) => report::run(a),
-        Command::Codes => {
-            print!("{}", ecr_capture::findings::markdown_table());
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Codes(a) => codes(&a),
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             // Into memory first: clap_complete panics when its writer fails (`| head`).
@@ -187,6 +184,30 @@ fn man(dir: Option<&Path>) -> Result<ExitCode> {
             let mut out = io::stdout().lock();
             clap_mangen::Man::new(cmd).render(&mut out)?;
             out.flush()?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `ecr-sniff codes`: the finding codes as README's table or as JSON.
+fn codes(a: &cli::CodesArgs) -> Result<ExitCode> {
+    use ecr_capture::findings::Code;
+    let mut out = io::stdout().lock();
+    match a.format {
+        cli::CodesFormat::Text => write!(out, "{}", ecr_capture::findings::markdown_table())?,
+        cli::CodesFormat::Json => {
+            let list: Vec<serde_json::Value> = Code::ALL
+                .iter()
+                .map(|c| {
+                    serde_json::json!({
+                        "code": c.as_str(),
+                        "severity": c.severity().as_str(),
+                        "rule": c.rule(),
+                    })
+                })
+                .collect();
+            serde_json::to_writer_pretty(&mut out, &list)?;
+            writeln!(out)?;
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -370,3 +370,79 @@ fn tshark_captures_through_the_installed_extcap() {
     drop((ecr, pos));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A port that does not exist: the extcap opens Wireshark's fifo first (so Wireshark
+/// is not left waiting), then fails within a second with a non-zero exit and the
+/// same error text as `ecr-sniff serial` on stderr, which Wireshark shows.
+#[test]
+fn missing_port_fails_at_once_through_the_fifo() {
+    let dir = tempdir("missing");
+    let fifo = dir.join("fifo");
+    assert!(Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    let missing = dir.join("no-such-port");
+    let start = Instant::now();
+    let child = bin()
+        .args(["extcap", "--capture", "--extcap-interface=ecr-serial"])
+        .arg(format!("--fifo={}", fifo.display()))
+        .args(["--ecr", missing.to_str().unwrap()])
+        .args(["--pos", missing.to_str().unwrap()])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut child = Killer(child);
+    // Wireshark's side: open the fifo (blocks until the extcap opens it) and read.
+    let (tx, rx) = std::sync::mpsc::channel();
+    {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || {
+            let mut stream = vec![];
+            if let Ok(mut f) = File::open(fifo) {
+                let _ = f.read_to_end(&mut stream);
+            }
+            let _ = tx.send(stream);
+        });
+    }
+    let stream = match rx.recv_timeout(Duration::from_secs(3)) {
+        Ok(s) => s,
+        Err(_) => {
+            // Unblock the reader before failing: the extcap never opened the fifo.
+            let _ = std::fs::OpenOptions::new().write(true).open(&fifo);
+            panic!("the extcap did not open the fifo within 3 s");
+        }
+    };
+    let status = wait_exit(&mut child.0, Duration::from_secs(5));
+    let elapsed = start.elapsed();
+    let mut err = String::new();
+    child
+        .0
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(
+        elapsed < Duration::from_secs(1),
+        "took {elapsed:?} to report: {err}"
+    );
+    assert_ne!(status.code(), Some(0), "{err}");
+    // A pcapng section header went out first, so Wireshark's reader is not stuck.
+    assert_eq!(stream.get(..4), Some(&[0x0a, 0x0d, 0x0d, 0x0a][..]));
+    // The CLI's words for the same mistake.
+    let cli = bin()
+        .args(["serial", "--ecr", missing.to_str().unwrap()])
+        .args(["--pos", missing.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let cli_err = String::from_utf8_lossy(&cli.stderr).into_owned();
+    assert_ne!(cli.status.code(), Some(0));
+    assert!(
+        cli_err.contains(missing.to_str().unwrap()),
+        "CLI error does not name the port: {cli_err}"
+    );
+    assert_eq!(err.trim(), cli_err.trim());
+    std::fs::remove_dir_all(&dir).unwrap();
+}

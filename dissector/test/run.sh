@@ -57,6 +57,22 @@ ST=$(ECR_LUA_SELFTEST=1 "$TSHARK" -n -X "lua_script:$LUA" -X "lua_script:$HERE/s
 echo "$ST"
 case "$ST" in *"SELFTEST PASS"*) ;; *) echo "FAIL selftest"; fail=$((fail + 1));; esac
 
+# Installed in the personal plugins folder and given with -X lua_script: as well, the
+# dissector loads once and quietly (the second copy steps aside).
+mkdir -p "$TMP/home/.local/lib/wireshark/plugins"
+cp "$LUA" "$TMP/home/.local/lib/wireshark/plugins/"
+DOUBLE=$(HOME="$TMP/home" "$TSHARK" -n -X "lua_script:$LUA" -r dissector/test/fixtures/tcp-frames.pcap -Y ecr 2>&1)
+total=$((total + 1))
+if printf '%s\n' "$DOUBLE" | grep -qi "lua.*error\|two protocols"; then
+  echo "FAIL double load: $(printf '%s\n' "$DOUBLE" | grep -i -m 2 'lua.*error\|two protocols')"
+  fail=$((fail + 1))
+elif ! printf '%s\n' "$DOUBLE" | grep -q " ECR "; then
+  echo "FAIL double load: no ECR packets decoded"
+  fail=$((fail + 1))
+else
+  echo "ok   double load (plugins folder + -X lua_script:) is quiet"
+fi
+
 CASEFILES="$HERE/cases.txt"
 [ -f "$HERE/cases-captures.txt" ] && CASEFILES="$CASEFILES $HERE/cases-captures.txt"
 [ -n "${CASES:-}" ] && CASEFILES=$CASES
@@ -75,8 +91,14 @@ for cf in $CASEFILES; do
       echo "FAIL $name: capture $cap is missing"
       fail=$((fail + 1)); continue
     fi
-    KEYOPT="-o ecr.pos_key:"
-    [ "$key" != "-" ] && KEYOPT="-o ecr.pos_key:$key"
+    # Keys reach the dissector through a key file (there is no key preference).
+    KEYOPT="-o ecr.key_file:"
+    case "$key" in
+      -) ;;
+      @*) KEYOPT="-o ecr.key_file:${key#@}" ;;   # a key file of the repository
+      *) printf '%s\n' "$key" > "$TMP/keyfile"
+         KEYOPT="-o ecr.key_file:$TMP/keyfile" ;;
+    esac
     # shellcheck disable=SC2086
     ECR_POS_KEY= "$TSHARK" -2 -n -X "lua_script:$LUA" $KEYOPT $extra -r "$cap" -Y ecr \
       -T fields -E header=y -E separator='|' -E occurrence=a -E aggregator=',' $EARGS 2>&1 |
@@ -105,6 +127,32 @@ for cf in $CASEFILES; do
   done < "$cf"
 done
 
+# HTTPS on the HTTP port (issue 13): without keys, Wireshark shows TLS exactly as it
+# does without the dissector; with the key log, the decrypted bodies carry the same
+# ECR fields as the same exchange over plain HTTP (frames 4, 5, 12, 13 of http-a1b2).
+if [ "$REGEN" = 0 ] && [ -z "${CASES:-}" ]; then
+  total=$((total + 2))
+  TLSCAP=dissector/test/fixtures/https-9001.pcap
+  "$TSHARK" -n -r "$TLSCAP" -V 2>&1 | normalise > "$TMP/tls-without.txt"
+  ECR_POS_KEY= "$TSHARK" -n -X "lua_script:$LUA" -r "$TLSCAP" -V 2>&1 | normalise > "$TMP/tls-with.txt"
+  if diff -u "$TMP/tls-without.txt" "$TMP/tls-with.txt" > "$TMP/diff"; then
+    echo "ok   TLS without keys: identical with and without the dissector"
+  else
+    echo "FAIL TLS without keys: the dissector changes what Wireshark shows"
+    head -n 40 "$TMP/diff"
+    fail=$((fail + 1))
+  fi
+  cut -d'|' -f2- "$GOLDEN/https-keylog.fields.txt" | sed 1d > "$TMP/https.f"
+  awk -F'|' 'NR == 1 || $1 == 4 || $1 == 5 || $1 == 12 || $1 == 13' "$GOLDEN/http-a1b2.fields.txt" | cut -d'|' -f2- | sed 1d > "$TMP/http.f"
+  if [ -s "$TMP/https.f" ] && diff -u "$TMP/http.f" "$TMP/https.f" > "$TMP/diff"; then
+    echo "ok   HTTPS with the key log: same ECR fields as plain HTTP"
+  else
+    echo "FAIL HTTPS with the key log: ECR fields differ from plain HTTP"
+    head -n 40 "$TMP/diff"
+    fail=$((fail + 1))
+  fi
+fi
+
 if [ "$REGEN" = 1 ]; then
   echo "regenerated golden files for $total cases with $VERSION; review them with git diff"
   exit 0
@@ -119,6 +167,53 @@ if [ -f captures/manifest.json ] && [ -f "$HERE/cases-captures.txt" ] && [ "$ski
     fi
   else
     echo "SKIP manifest cross-check: python3 not found"
+  fi
+fi
+# Serial captures name their ends: Source/Destination columns "ECR (port)"/"POS (port)"
+# from the interface name, and two Flow Graph nodes (0.0.0.1 = ECR, 0.0.0.2 = POS).
+if [ "$REGEN" = 0 ] && [ -z "${CASES:-}" ]; then
+  total=$((total + 1))
+  SER=dissector/test/fixtures/export-usbmon-clean.pcapng
+  COLS=$("$TSHARK" -n -X "lua_script:$LUA" -r "$SER" -T fields -e _ws.col.Source -e _ws.col.Destination 2>/dev/null |
+    sort -u | tr '\t\n' '>;')
+  [ -n "$COLS" ] || COLS=$("$TSHARK" -n -X "lua_script:$LUA" -r "$SER" -T fields -e _ws.col.def_src -e _ws.col.def_dst 2>/dev/null |
+    sort -u | tr '\t\n' '>;')
+  NODES=$("$TSHARK" -n -X "lua_script:$LUA" -r "$SER" -q -z flow,any,standard 2>/dev/null | sed -n 1p)
+  if [ "$COLS" = "ECR (usb1:5)>POS (usb1:5);POS (usb1:5)>ECR (usb1:5);" ] &&
+     printf '%s' "$NODES" | grep -q '0\.0\.0\.1'; then
+    echo "ok   serial ends named in the columns and the Flow Graph"
+  else
+    echo "FAIL serial ends: columns '$COLS', flow graph '$NODES'"
+    fail=$((fail + 1))
+  fi
+fi
+# Key files with a BOM and CRLF lines, or with a key bound to the terminal, read the
+# same as the plain key.
+if [ "$REGEN" = 0 ] && [ -z "${CASES:-}" ]; then
+  for k in keyfile-bom-crlf keyfile-bound; do
+    total=$((total + 1))
+    if cmp -s "$GOLDEN/http-a1b2.fields.txt" "$GOLDEN/$k.fields.txt"; then
+      echo "ok   $k decodes as with the plain key"
+    else
+      echo "FAIL $k differs from http-a1b2"
+      fail=$((fail + 1))
+    fi
+  done
+fi
+# The USB goldens must agree with the analyzer's (captures/usb/expected/*.jsonl):
+# same messages in the same packets, same directions, kinds, func_types, digests.
+if [ -z "${CASES:-}" ] && ls captures/usb/expected/*.jsonl >/dev/null 2>&1; then
+  if command -v python3 >/dev/null 2>&1; then
+    total=$((total + 1))
+    if python3 "$HERE/check_usb.py" > "$TMP/usb.txt"; then
+      echo "ok   USB goldens agree with captures/usb/expected ($(grep -c '^ok' "$TMP/usb.txt") captures)"
+    else
+      grep -v '^ok' "$TMP/usb.txt"
+      echo "FAIL USB goldens disagree with captures/usb/expected"
+      fail=$((fail + 1))
+    fi
+  else
+    echo "SKIP USB cross-check: python3 not found"
   fi
 fi
 if [ "$fail" -ne 0 ]; then
