@@ -3,7 +3,7 @@
 --
 -- Decodes:
 --   * TCP port 9002 (preference ecr.tcp_port): 0x2f6e frames or JSON / Base64
---     messages (decisions.md D6), with TCP desegmentation;
+--     messages (docs/protocol.md#d6), with TCP desegmentation;
 --   * HTTP bodies on port 9001 (preference ecr.http_port), see README.md;
 --   * the project's serial capture format (D9): link type USER0 (147), first
 --     byte of each packet = direction (0x00 ECR->POS, 0x01 POS->ECR);
