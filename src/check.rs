@@ -15,7 +15,7 @@ use anyhow::{Context, Result};
 use serde_json::{json, Map, Value};
 
 use crate::cli::CheckArgs;
-use crate::{analyze_files, config, load_keys};
+use crate::{analyze_files, config, load_keys, load_tls_keylog};
 use ecr_capture::findings::Severity;
 use ecr_capture::record::{Record, SummaryRecord};
 
@@ -132,6 +132,7 @@ pub fn run(a: CheckArgs) -> Result<ExitCode> {
     };
     let mut results = vec![];
     let mut any_failed = false;
+    let tls_keylog = load_tls_keylog(&a.tls)?;
     for file in &a.files {
         let keys = load_keys(&a.keys)?;
         let started = std::time::Instant::now();
@@ -140,6 +141,7 @@ pub fn run(a: CheckArgs) -> Result<ExitCode> {
             std::slice::from_ref::<PathBuf>(file),
             ecr_capture::analyzer::Config {
                 usb_device: a.usb_device,
+                tls_keylog: tls_keylog.clone(),
                 ..config(&a.ports)
             },
             keys,

@@ -108,6 +108,16 @@ pub struct KeyArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct TlsArgs {
+    /// A TLS key log (the NSS format that SSLKEYLOGFILE makes browsers, curl and
+    /// Python write) to decrypt HTTPS on the ECR port with; repeat for several.
+    /// Secrets in the capture's own pcapng Decryption Secrets Blocks are used too.
+    /// Secrets are never printed or written out.
+    #[arg(long = "tls-keylog", value_name = "FILE")]
+    pub tls_keylog: Vec<PathBuf>,
+}
+
+#[derive(Debug, Args)]
 pub struct PortArgs {
     /// TCP ports carrying HTTP (repeat for several).
     #[arg(long = "http-port", value_name = "PORT", default_value = "9001")]
@@ -192,6 +202,8 @@ pub struct AnalyzeArgs {
     #[command(flatten)]
     pub keys: KeyArgs,
     #[command(flatten)]
+    pub tls: TlsArgs,
+    #[command(flatten)]
     pub ports: PortArgs,
     #[command(flatten)]
     pub output: OutputArgs,
@@ -224,6 +236,8 @@ pub struct CheckArgs {
     pub fail_on: FailOn,
     #[command(flatten)]
     pub keys: KeyArgs,
+    #[command(flatten)]
+    pub tls: TlsArgs,
     #[command(flatten)]
     pub ports: PortArgs,
     /// USB captures: check only this device (BUS:DEV), as `analyze --usb-device`.

@@ -18,7 +18,7 @@ use ecr_tap::netcap::{self, NetTap};
 use ecr_tap::stop;
 
 use crate::cli::{FailOn, KeyArgs, OutputArgs, PortArgs};
-use crate::{config, exit_for, load_keys, WriterSink};
+use crate::{config, exit_for, load_keys, load_tls_keylog, WriterSink};
 
 const AFTER: &str = "\
 Packets are filtered in the kernel to the ECR ports (--http-port, --tcp-port; every TCP
@@ -67,6 +67,8 @@ pub struct LiveArgs {
     pub duration: Option<f64>,
     #[command(flatten)]
     pub keys: KeyArgs,
+    #[command(flatten)]
+    pub tls: crate::cli::TlsArgs,
     #[command(flatten)]
     pub ports: PortArgs,
     #[command(flatten)]
@@ -143,7 +145,11 @@ pub fn run(a: LiveArgs) -> Result<ExitCode> {
         anyhow::bail!("--duration must be a positive number of seconds");
     }
     let keys = load_keys(&a.keys)?;
-    let cfg = config(&a.ports);
+    let cfg = ecr_capture::analyzer::Config {
+        tls_keylog: load_tls_keylog(&a.tls)?,
+        tls_wait_for_secrets: true,
+        ..config(&a.ports)
+    };
     let filter = a.filter.clone().unwrap_or_else(|| {
         let ports: Vec<u16> = cfg
             .http_ports

@@ -23,6 +23,7 @@ use crate::findings::{Code, Severity};
 use crate::framelink::{FrameLink, LinkOutput};
 use crate::http::{HttpConfig, HttpEvent, HttpKind, HttpMessage, HttpParser};
 use crate::ip::{self, Defragmenter};
+use crate::keylog::{KeyLog, KeyLogWarning};
 use crate::keys::KeySet;
 use crate::linklayer::{self, Network};
 use crate::message::{decode_body, Context, Decoded, Facts};
@@ -36,6 +37,7 @@ use crate::tcp::{
     self, CloseReason, ConnId, PortPeek, StreamDir, TcpConfig, TcpEvent, TcpReassembler,
 };
 use crate::tcptext::{Rule, TextFramer};
+use crate::tls::{SessionCache, TlsConn, TlsKeys, TlsOut};
 use crate::usb::{self, DeviceId, UsbOutput, UsbSerial};
 
 /// What to look at.
@@ -53,6 +55,13 @@ pub struct Config {
     /// In USB captures, analyse only this device (BUS:DEV) instead of every device
     /// that carries ECR frames.
     pub usb_device: Option<DeviceId>,
+    /// TLS secrets for HTTPS connections (key log files; pcapng Decryption Secrets
+    /// Blocks add to them while the capture is read).
+    pub tls_keylog: KeyLog,
+    /// A live capture: a TLS connection whose secrets are not (yet) in the key log
+    /// keeps its encrypted records (bounded) until [`Analyzer::add_tls_keylog`]
+    /// brings them, since browsers write their key log while the handshake runs.
+    pub tls_wait_for_secrets: bool,
 }
 
 impl Default for Config {
@@ -63,6 +72,8 @@ impl Default for Config {
             probe: false,
             report_unanswered_at_end: true,
             usb_device: None,
+            tls_keylog: KeyLog::new(),
+            tls_wait_for_secrets: false,
         }
     }
 }
@@ -117,7 +128,8 @@ struct Conn {
     dirs: [DirState; 2],
     frames: Option<FrameLink>,
     pending: VecDeque<PendingRequest>,
-    tls_reported: bool,
+    /// TLS state, once the connection's first bytes were a TLS record.
+    tls: Option<Box<TlsConn>>,
     last_ts: Timestamp,
 }
 
@@ -137,12 +149,13 @@ impl Conn {
             dirs: [DirState::Undecided, DirState::Undecided],
             frames: None,
             pending: VecDeque::new(),
-            tls_reported: false,
+            tls: None,
             last_ts: ts,
         }
     }
     fn transport(&self) -> Transport {
         match self.kind {
+            ConnKind::Http if self.tls.is_some() => Transport::Https,
             ConnKind::Http => Transport::Http,
             ConnKind::Serial => Transport::Serial,
             _ => Transport::Tcp,
@@ -212,6 +225,10 @@ struct State<'s> {
     truncated_flows: HashSet<(String, String)>,
     /// Sees every message's body as it was received (see [`Analyzer::on_message`]).
     body_hook: Option<BodyHook<'s>>,
+    /// TLS secrets from key log files and pcapng Decryption Secrets Blocks.
+    tls_keylog: KeyLog,
+    /// TLS 1.2 sessions of this capture, for resumed connections.
+    tls_sessions: SessionCache,
     /// The link tracker's latest match of an answer frame with its request
     /// (connection, ref, milliseconds), for the answer's message record.
     last_answer: Option<(ConnId, u8, f64)>,
@@ -233,7 +250,8 @@ pub struct Analyzer<'s> {
 
 impl<'s> Analyzer<'s> {
     /// An analyzer that sends its records to `sink`.
-    pub fn new(cfg: Config, keys: KeySet, sink: &'s mut dyn Sink) -> Self {
+    pub fn new(mut cfg: Config, keys: KeySet, sink: &'s mut dyn Sink) -> Self {
+        let tls_keylog = std::mem::take(&mut cfg.tls_keylog);
         let ports: HashSet<u16> = cfg
             .http_ports
             .iter()
@@ -264,6 +282,8 @@ impl<'s> Analyzer<'s> {
                 truncated_flows: HashSet::new(),
                 last_answer: None,
                 body_hook: None,
+                tls_keylog,
+                tls_sessions: SessionCache::default(),
             },
             packets: 0,
             usb: UsbSerial::new(cfg_usb_device),
@@ -482,7 +502,7 @@ impl<'s> Analyzer<'s> {
         let c = self.st.conns.entry(id).or_insert_with(|| {
             let kind = match transport {
                 Transport::Serial => ConnKind::Serial,
-                Transport::Tcp | Transport::Http => ConnKind::Tcp,
+                Transport::Tcp | Transport::Http | Transport::Https => ConnKind::Tcp,
             };
             let mut c = Conn::new(labels.0.to_string(), labels.1.to_string(), None, kind, ts);
             c.dirs = [DirState::Frames, DirState::Frames];
@@ -526,11 +546,37 @@ impl<'s> Analyzer<'s> {
                     }
                 }
             }
+            for secrets in reader.take_tls_secrets() {
+                for w in self.st.tls_keylog.add_text(&secrets) {
+                    let line = w.line.map(|l| format!(" line {l}:")).unwrap_or_default();
+                    self.damaged(
+                        None,
+                        None,
+                        format!(
+                            "{name}: TLS key log in a decryption secrets block:{line} {}",
+                            w.detail
+                        ),
+                    );
+                }
+            }
             if !keep_going(reader) {
                 break;
             }
         }
         reader.bytes_read()
+    }
+
+    /// Uses the TLS secrets of `keylog` (see [`crate::keylog`]) to decrypt HTTPS
+    /// connections; secrets from pcapng Decryption Secrets Blocks are added to them
+    /// as [`Analyzer::read_capture`] meets them.
+    pub fn set_tls_keylog(&mut self, keylog: KeyLog) {
+        self.st.tls_keylog = keylog;
+    }
+
+    /// Adds key log text (NSS format) to the TLS secrets; returns the lines that
+    /// could not be used.
+    pub fn add_tls_keylog(&mut self, text: &[u8]) -> Vec<KeyLogWarning> {
+        self.st.tls_keylog.add_text(text)
     }
 
     /// Reports a problem with the capture file itself (a damaged record).
@@ -705,10 +751,15 @@ impl State<'_> {
                 let transport = c.transport();
                 let ignored = matches!(c.dirs[dir_index(dir)], DirState::Ignored);
                 let mut evs = vec![];
-                match &mut c.dirs[dir_index(dir)] {
-                    DirState::Http(p) => p.gap(ts, missing_bytes, &mut evs),
-                    DirState::Text(t) => t.reset(),
-                    _ => {}
+                if let Some(t) = c.tls.as_mut() {
+                    // Record boundaries are lost: this direction stays unread.
+                    t.gap(dir);
+                } else {
+                    match &mut c.dirs[dir_index(dir)] {
+                        DirState::Http(p) => p.gap(ts, missing_bytes, &mut evs),
+                        DirState::Text(t) => t.reset(),
+                        _ => {}
+                    }
                 }
                 let mut outs = vec![];
                 if let Some(fl) = c.frames.as_mut() {
@@ -765,6 +816,16 @@ impl State<'_> {
     }
 
     fn close_conn(&mut self, conn: ConnId, ts: Timestamp, reason: CloseReason) {
+        // A TLS connection that never got as far as encryption is still described.
+        let mut tls_outs = vec![];
+        if let Some(t) = self.conns.get_mut(&conn).and_then(|c| c.tls.as_mut()) {
+            let keys = TlsKeys {
+                keylog: &self.tls_keylog,
+                sessions: &mut self.tls_sessions,
+            };
+            t.finish(&keys, &mut tls_outs);
+        }
+        self.tls_outputs(conn, ts, None, tls_outs);
         // Whatever a direction or the frame link still holds ends with the connection.
         self.end_direction(conn, StreamDir::ClientToServer, ts);
         self.end_direction(conn, StreamDir::ServerToClient, ts);
@@ -818,26 +879,73 @@ impl State<'_> {
         };
         c.last_ts = ts;
         let i = dir_index(dir);
-        if matches!(c.dirs[i], DirState::Undecided) {
-            if tcp::looks_like_tls(bytes) {
-                c.dirs = [DirState::Ignored, DirState::Ignored];
-                if !c.tls_reported {
-                    c.tls_reported = true;
+        if c.tls.is_none()
+            && matches!(c.dirs, [DirState::Undecided, DirState::Undecided])
+            && tcp::looks_like_tls(bytes)
+        {
+            c.tls = Some(Box::default());
+        }
+        if c.tls.is_some() {
+            self.tls_data(conn, dir, ts, packet, bytes);
+            return;
+        }
+        self.plain_data(conn, i, dir, ts, packet, bytes);
+    }
+
+    /// Bytes of a TLS connection: records in, decrypted application data on to
+    /// [`State::plain_data`] as if it had come over plain TCP.
+    fn tls_data(&mut self, conn: ConnId, dir: StreamDir, ts: Timestamp, packet: u64, bytes: &[u8]) {
+        let mut outs = vec![];
+        if let Some(t) = self.conns.get_mut(&conn).and_then(|c| c.tls.as_mut()) {
+            let mut keys = TlsKeys {
+                keylog: &self.tls_keylog,
+                sessions: &mut self.tls_sessions,
+            };
+            t.feed(dir, bytes, &mut keys, &mut outs);
+        }
+        self.tls_outputs(conn, ts, Some(packet), outs);
+    }
+
+    fn tls_outputs(&mut self, conn: ConnId, ts: Timestamp, packet: Option<u64>, outs: Vec<TlsOut>) {
+        for o in outs {
+            match o {
+                TlsOut::Plain { dir, data } => {
+                    self.plain_data(conn, dir_index(dir), dir, ts, packet.unwrap_or(0), &data);
+                }
+                TlsOut::Finding { code, dir, detail } => {
+                    let Some(c) = self.conns.get(&conn) else {
+                        return;
+                    };
                     let (src, dst) = c.addrs(dir);
                     let transport = c.transport();
                     self.finding(
-                        Code::TlsEncrypted,
+                        code,
                         ts,
                         Some(transport),
                         Some(src),
                         Some(dst),
-                        Some(packet),
+                        packet,
                         None,
-                        "TLS on the ECR port: the terminal runs HTTPS (Haojin 4.34.12+); this connection cannot be decoded from a passive capture".into(),
+                        detail,
                     );
                 }
-                return;
             }
+        }
+    }
+
+    fn plain_data(
+        &mut self,
+        conn: ConnId,
+        i: usize,
+        dir: StreamDir,
+        ts: Timestamp,
+        packet: u64,
+        bytes: &[u8],
+    ) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        if matches!(c.dirs[i], DirState::Undecided) {
             let kind = match c.kind {
                 ConnKind::Probe => match probe_kind(bytes) {
                     Some(k) => {
@@ -937,10 +1045,11 @@ impl State<'_> {
         };
         if let Body::HttpError(ts, detail) = body {
             let (src, dst) = c.addrs(dir);
+            let transport = c.transport();
             self.finding(
                 Code::BadEnvelope,
                 ts,
-                Some(Transport::Http),
+                Some(transport),
                 Some(src),
                 Some(dst),
                 packet,

@@ -145,7 +145,11 @@ codes! {
     TruncatedPacket = "truncated-packet", Warning,
         "capture: the packet was cut by the capture's snap length (capture with -s 0)";
     TlsEncrypted = "tls-encrypted", Info,
-        "D7: the terminal runs HTTPS on the ECR port; a passive capture cannot read it";
+        "D7: the terminal runs HTTPS on the ECR port; a capture is read only with the TLS secrets (--tls-keylog, SSLKEYLOGFILE)";
+    TlsNoSecret = "tls-no-secret", Warning,
+        "D7: key logs were given, but none has the secrets of this TLS connection (matched by its client random)";
+    TlsDecryptFailed = "tls-decrypt-failed", Error,
+        "D7: a TLS record failed authentication (tag, MAC or padding) with the key log's secrets; nothing after it is shown";
     PartialCardRefund = "partial-card-refund", Warning,
         "spec 3.2: same-day refunds of Visa/Mastercard, UnionPay Card and Amex must be for the full amount";
     PaymeTimeout = "payme-timeout", Warning,
@@ -193,7 +197,7 @@ mod tests {
             assert!(seen.insert(c.as_str()));
             assert_eq!(c.as_str().parse::<Code>().unwrap(), *c);
         }
-        assert_eq!(Code::ALL.len(), 30);
+        assert_eq!(Code::ALL.len(), 32);
         assert!("nope".parse::<Code>().is_err());
     }
 

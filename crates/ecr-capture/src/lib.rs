@@ -19,6 +19,7 @@ pub mod findings;
 pub mod framelink;
 pub mod http;
 pub mod ip;
+pub mod keylog;
 pub mod keys;
 pub mod linklayer;
 pub mod message;
@@ -28,6 +29,7 @@ pub mod serialcap;
 pub mod source;
 pub mod tcp;
 pub mod tcptext;
+pub mod tls;
 pub mod usb;
 
 #[cfg(test)]

@@ -21,6 +21,8 @@ pub enum Transport {
     Tcp,
     /// The USB-serial link (frames).
     Serial,
+    /// HTTP over TLS on port 9001, decrypted with a key log.
+    Https,
 }
 
 impl Transport {
@@ -30,6 +32,7 @@ impl Transport {
             Transport::Http => "http",
             Transport::Tcp => "tcp",
             Transport::Serial => "serial",
+            Transport::Https => "https",
         }
     }
 }

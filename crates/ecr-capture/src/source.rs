@@ -54,6 +54,12 @@ const PCAPNG_IDB: u32 = 1;
 const PCAPNG_OPB: u32 = 2;
 const PCAPNG_SPB: u32 = 3;
 const PCAPNG_EPB: u32 = 6;
+/// Decryption Secrets Block (pcapng 4.7).
+const PCAPNG_DSB: u32 = 0x0a;
+/// DSB secrets type of a TLS key log ("TLSK").
+pub const DSB_TLS_KEYLOG: u32 = 0x544c_534b;
+/// Most bytes of TLS secrets kept from Decryption Secrets Blocks until taken.
+pub const MAX_DSB_BYTES: usize = 16 << 20;
 const PCAPNG_MIN_BLOCK: usize = 12;
 
 const OPT_END: u16 = 0;
@@ -443,6 +449,10 @@ pub struct CaptureReader {
     done: bool,
     packets: u64,
     last_ts: Timestamp,
+    /// TLS key logs from Decryption Secrets Blocks, not yet taken (secrets: never
+    /// shown by `Debug`).
+    tls_secrets: Vec<Vec<u8>>,
+    tls_secret_bytes: usize,
 }
 
 impl fmt::Debug for CaptureReader {
@@ -537,6 +547,8 @@ impl CaptureReader {
             done: false,
             packets: 0,
             last_ts: Timestamp(0),
+            tls_secrets: Vec::new(),
+            tls_secret_bytes: 0,
         };
         reader.read_file_header()?;
         Ok(reader)
@@ -984,8 +996,48 @@ impl CaptureReader {
             PCAPNG_EPB | PCAPNG_OPB | PCAPNG_SPB => {
                 self.packet_block(btype, endian, body_start, body_end, at)
             }
+            PCAPNG_DSB => self.secrets_block(endian, body_start, body_end, at),
             _ => Step::Continue,
         }
+    }
+
+    /// A Decryption Secrets Block: TLS key logs are kept for
+    /// [`CaptureReader::take_tls_secrets`]; other kinds (WireGuard, ZigBee) are skipped.
+    fn secrets_block(&mut self, endian: Endian, bs: usize, be: usize, at: Location) -> Step {
+        let body = self.buf.get(bs..be).unwrap_or_default();
+        let (Some(kind), Some(len)) = (endian.u32(body, 0), endian.u32(body, 4)) else {
+            return Step::Error(SourceError::Malformed {
+                what: "decryption secrets block",
+                at,
+                detail: "too short",
+            });
+        };
+        if kind != DSB_TLS_KEYLOG {
+            return Step::Continue;
+        }
+        let Some(data) = body.get(8..8usize.saturating_add(len as usize)) else {
+            return Step::Error(SourceError::Malformed {
+                what: "decryption secrets block",
+                at,
+                detail: "secrets length beyond the block",
+            });
+        };
+        if self.tls_secret_bytes.saturating_add(data.len()) > MAX_DSB_BYTES {
+            return Step::Error(SourceError::Malformed {
+                what: "decryption secrets block",
+                at,
+                detail: "more than 16 MiB of TLS secrets in the file: the rest is ignored",
+            });
+        }
+        self.tls_secret_bytes += data.len();
+        self.tls_secrets.push(data.to_vec());
+        Step::Continue
+    }
+
+    /// TLS key logs (NSS key log text) read from Decryption Secrets Blocks since
+    /// the last call. A block applies to the packets after it.
+    pub fn take_tls_secrets(&mut self) -> Vec<Vec<u8>> {
+        std::mem::take(&mut self.tls_secrets)
     }
 
     fn section_header(&mut self, endian: Endian, bs: usize, be: usize, at: Location) -> Step {
