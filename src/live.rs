@@ -187,6 +187,9 @@ pub fn run(a: LiveArgs) -> Result<ExitCode> {
     // shows as soon as the analyzer completes it.
     let mut sink = WriterSink::new(a.output.writer(io::stdout()));
     let mut analyzer = Analyzer::new(cfg, keys, &mut sink);
+    // Browsers append to their key log while they connect: new lines are read as
+    // they come, and connections waiting for them are decrypted then.
+    let mut follow = KeylogFollower::new(&a.tls.tls_keylog);
     let limit = a.duration.map(Duration::from_secs_f64);
     // libpcap blocks in its read: a watcher thread ends the read on Ctrl-C or when
     // --duration is up.
@@ -210,6 +213,7 @@ pub fn run(a: LiveArgs) -> Result<ExitCode> {
         match tap.next_packet() {
             Ok(Some(pkt)) => {
                 bytes += pkt.data.len() as u64;
+                follow.poll(&mut analyzer);
                 analyzer.packet(&pkt);
                 // Each packet reaches the file at once, so that it is complete up
                 // to the last packet whenever the tap is stopped (ECR traffic is
@@ -226,7 +230,7 @@ pub fn run(a: LiveArgs) -> Result<ExitCode> {
                     }
                 }
             }
-            Ok(None) => {}
+            Ok(None) => follow.poll(&mut analyzer),
             Err(e) => {
                 failure = Some(e.into());
                 break;
@@ -286,6 +290,68 @@ mod tests {
             &["ecr-sniff", "--key", "K"],
         ] {
             assert_eq!(implicit_live(args(a)), args(a));
+        }
+    }
+}
+
+/// Reads lines appended to the `--tls-keylog` files during a live capture.
+struct KeylogFollower {
+    files: Vec<(PathBuf, u64, Vec<u8>)>,
+    last: Instant,
+}
+
+impl KeylogFollower {
+    fn new(paths: &[PathBuf]) -> Self {
+        let files = paths
+            .iter()
+            .map(|p| {
+                let len = std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+                (p.clone(), len, Vec::new())
+            })
+            .collect();
+        KeylogFollower {
+            files,
+            last: Instant::now(),
+        }
+    }
+
+    /// At most every 100 ms: hands complete new lines to the analyzer.
+    fn poll(&mut self, analyzer: &mut Analyzer<'_>) {
+        use std::io::{Read, Seek, SeekFrom};
+        if self.files.is_empty() || self.last.elapsed() < Duration::from_millis(100) {
+            return;
+        }
+        self.last = Instant::now();
+        for (path, offset, partial) in &mut self.files {
+            let Ok(mut f) = File::open(&*path) else {
+                continue;
+            };
+            let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+            if len < *offset {
+                // Truncated or replaced: read it again from the start.
+                *offset = 0;
+                partial.clear();
+            }
+            if len == *offset || f.seek(SeekFrom::Start(*offset)).is_err() {
+                continue;
+            }
+            let mut new = Vec::new();
+            let limit = ecr_capture::keylog::MAX_FILE_BYTES;
+            if f.take(limit).read_to_end(&mut new).is_err() {
+                continue;
+            }
+            *offset += new.len() as u64;
+            partial.extend_from_slice(&new);
+            let Some(end) = partial.iter().rposition(|&b| b == b'\n') else {
+                if partial.len() > ecr_capture::keylog::MAX_LINE {
+                    partial.clear();
+                }
+                continue;
+            };
+            let lines: Vec<u8> = partial.drain(..=end).collect();
+            for w in analyzer.add_tls_keylog(&lines) {
+                eprintln!("ecr-sniff: warning: {}: {}", path.display(), w.detail);
+            }
         }
     }
 }

@@ -507,3 +507,56 @@ fn check_and_summary_count_https() {
     ]);
     assert_eq!(code, 0, "{err}");
 }
+
+/// Live: secrets that reach the key log after the handshake was captured (a browser
+/// writes them while it connects) still decrypt the held records.
+#[test]
+fn live_analysis_waits_for_secrets_written_later() {
+    use ecr_capture::analyzer::{Analyzer, Config};
+    use ecr_capture::record::Record;
+    for (name, add_after) in [
+        ("tls13-aes128-gcm", Some(8usize)),
+        ("tls12-rsa-aes128-cbc-sha-etm", Some(12)),
+        ("tls13-chacha20-poly1305", Some(24)), // after both exchanges
+        ("tls13-aes256-gcm", None),            // never
+    ] {
+        let text = std::fs::read(root().join(keylog(name))).unwrap();
+        let cfg = Config {
+            http_ports: vec![29001],
+            tls_wait_for_secrets: true,
+            ..Config::default()
+        };
+        let mut recs = vec![];
+        let mut sink = |r: Record| recs.push(serde_json::to_value(&r).unwrap());
+        let mut a = Analyzer::new(cfg, ecr_capture::keys::KeySet::new(), &mut sink);
+        let mut reader = ecr_capture::source::CaptureReader::open(root().join(pcap(name))).unwrap();
+        let mut n = 0;
+        while let Some(p) = reader.next_packet() {
+            a.packet(&p.unwrap());
+            n += 1;
+            if add_after == Some(n) {
+                assert!(a.add_tls_keylog(&text).is_empty());
+            }
+        }
+        a.finish(0, vec![]);
+        let messages = count(&recs, "message");
+        if add_after.is_some() {
+            assert_eq!(messages, 4, "{name}: {recs:?}");
+            assert!(
+                !recs
+                    .iter()
+                    .any(|r| r["code"].as_str().is_some_and(|c| c.starts_with("tls-"))),
+                "{name}: {recs:?}"
+            );
+            // The held records keep their capture times: latency is not zero.
+            let t: Vec<&Value> = recs.iter().filter(|r| r["kind"] == "transaction").collect();
+            assert!(
+                t.iter().all(|t| t["latency_ms"].as_f64().unwrap() > 0.0),
+                "{t:?}"
+            );
+        } else {
+            assert_eq!(messages, 0);
+            assert_eq!(findings(&recs, "tls-encrypted").len(), 1, "{recs:?}");
+        }
+    }
+}

@@ -576,7 +576,29 @@ impl<'s> Analyzer<'s> {
     /// Adds key log text (NSS format) to the TLS secrets; returns the lines that
     /// could not be used.
     pub fn add_tls_keylog(&mut self, text: &[u8]) -> Vec<KeyLogWarning> {
-        self.st.tls_keylog.add_text(text)
+        let warnings = self.st.tls_keylog.add_text(text);
+        // Connections waiting for these secrets (live) go on now.
+        let st = &mut self.st;
+        let ids: Vec<ConnId> = st
+            .conns
+            .iter()
+            .filter(|(_, c)| c.tls.is_some())
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            let mut outs = vec![];
+            if let Some(t) = st.conns.get_mut(&id).and_then(|c| c.tls.as_mut()) {
+                let mut keys = TlsKeys {
+                    keylog: &st.tls_keylog,
+                    sessions: &mut st.tls_sessions,
+                    wait: st.cfg.tls_wait_for_secrets,
+                };
+                t.poll(&mut keys, &mut outs);
+            }
+            let ts = st.last_ts;
+            st.tls_outputs(id, ts, None, outs);
+        }
+        warnings
     }
 
     /// Reports a problem with the capture file itself (a damaged record).
@@ -819,11 +841,12 @@ impl State<'_> {
         // A TLS connection that never got as far as encryption is still described.
         let mut tls_outs = vec![];
         if let Some(t) = self.conns.get_mut(&conn).and_then(|c| c.tls.as_mut()) {
-            let keys = TlsKeys {
+            let mut keys = TlsKeys {
                 keylog: &self.tls_keylog,
                 sessions: &mut self.tls_sessions,
+                wait: self.cfg.tls_wait_for_secrets,
             };
-            t.finish(&keys, &mut tls_outs);
+            t.finish(&mut keys, &mut tls_outs);
         }
         self.tls_outputs(conn, ts, None, tls_outs);
         // Whatever a direction or the frame link still holds ends with the connection.
@@ -889,7 +912,7 @@ impl State<'_> {
             self.tls_data(conn, dir, ts, packet, bytes);
             return;
         }
-        self.plain_data(conn, i, dir, ts, packet, bytes);
+        self.plain_data(conn, i, dir, ts, Some(packet), bytes);
     }
 
     /// Bytes of a TLS connection: records in, decrypted application data on to
@@ -900,8 +923,9 @@ impl State<'_> {
             let mut keys = TlsKeys {
                 keylog: &self.tls_keylog,
                 sessions: &mut self.tls_sessions,
+                wait: self.cfg.tls_wait_for_secrets,
             };
-            t.feed(dir, bytes, &mut keys, &mut outs);
+            t.feed(dir, bytes, ts, &mut keys, &mut outs);
         }
         self.tls_outputs(conn, ts, Some(packet), outs);
     }
@@ -909,8 +933,8 @@ impl State<'_> {
     fn tls_outputs(&mut self, conn: ConnId, ts: Timestamp, packet: Option<u64>, outs: Vec<TlsOut>) {
         for o in outs {
             match o {
-                TlsOut::Plain { dir, data } => {
-                    self.plain_data(conn, dir_index(dir), dir, ts, packet.unwrap_or(0), &data);
+                TlsOut::Plain { dir, data, ts } => {
+                    self.plain_data(conn, dir_index(dir), dir, ts, packet, &data);
                 }
                 TlsOut::Finding { code, dir, detail } => {
                     let Some(c) = self.conns.get(&conn) else {
@@ -939,7 +963,7 @@ impl State<'_> {
         i: usize,
         dir: StreamDir,
         ts: Timestamp,
-        packet: u64,
+        packet: Option<u64>,
         bytes: &[u8],
     ) {
         let Some(c) = self.conns.get_mut(&conn) else {
@@ -996,10 +1020,10 @@ impl State<'_> {
             fl.advance(ts, &mut |o| outs.extend(own_output(o)));
         }
         for b in bodies {
-            self.body(conn, dir, b, Some(packet));
+            self.body(conn, dir, b, packet);
         }
         for o in outs {
-            self.link_output(conn, o, Some(packet));
+            self.link_output(conn, o, packet);
         }
     }
 

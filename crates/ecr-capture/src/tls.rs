@@ -38,6 +38,8 @@ use tls_parser::{
     TlsCipherMac, TlsCipherSuite, TlsExtension, TlsMessage, TlsMessageHandshake, TlsPRF,
 };
 
+use ecr_proto::Timestamp;
+
 use crate::findings::Code;
 use crate::keylog::{KeyLog, Secret, Secrets};
 use crate::tcp::StreamDir;
@@ -60,6 +62,8 @@ pub enum TlsOut {
         dir: StreamDir,
         /// The bytes.
         data: Vec<u8>,
+        /// When the record that completed them was captured.
+        ts: Timestamp,
     },
     /// Something to report (`tls-encrypted`, `tls-no-secret`, `tls-decrypt-failed`).
     Finding {
@@ -105,7 +109,14 @@ pub struct TlsKeys<'a> {
     pub keylog: &'a KeyLog,
     /// Sessions seen earlier in the capture.
     pub sessions: &'a mut SessionCache,
+    /// Live capture: when a connection's secrets are missing, hold its encrypted
+    /// records (up to [`MAX_HELD`] bytes) until the key log has them, instead of
+    /// reporting it at once (a browser writes its key log during the handshake).
+    pub wait: bool,
 }
+
+/// Most bytes of encrypted records held per connection while waiting for secrets.
+pub const MAX_HELD: usize = 256 << 10;
 
 /// The server certificate as shown in findings.
 #[derive(Clone, Debug, Default)]
@@ -195,28 +206,28 @@ impl MacKey {
 
 #[derive(Clone)]
 enum BlockKey {
-    Aes128(aes::Aes128),
-    Aes256(aes::Aes256),
+    Aes128(Box<aes::Aes128>),
+    Aes256(Box<aes::Aes256>),
 }
 
 impl BlockKey {
     fn new(key: &[u8]) -> Option<BlockKey> {
         Some(match key.len() {
-            16 => BlockKey::Aes128(aes::Aes128::new_from_slice(key).ok()?),
-            32 => BlockKey::Aes256(aes::Aes256::new_from_slice(key).ok()?),
+            16 => BlockKey::Aes128(Box::new(aes::Aes128::new_from_slice(key).ok()?)),
+            32 => BlockKey::Aes256(Box::new(aes::Aes256::new_from_slice(key).ok()?)),
             _ => return None,
         })
     }
     fn decrypt(&self, iv: &[u8], buf: &mut [u8]) -> bool {
         match self {
             BlockKey::Aes128(k) => {
-                cbc::Decryptor::<aes::Aes128>::inner_iv_slice_init(k.clone(), iv)
+                cbc::Decryptor::<aes::Aes128>::inner_iv_slice_init((**k).clone(), iv)
                     .ok()
                     .and_then(|d| d.decrypt_padded_mut::<NoPadding>(buf).ok())
                     .is_some()
             }
             BlockKey::Aes256(k) => {
-                cbc::Decryptor::<aes::Aes256>::inner_iv_slice_init(k.clone(), iv)
+                cbc::Decryptor::<aes::Aes256>::inner_iv_slice_init((**k).clone(), iv)
                     .ok()
                     .and_then(|d| d.decrypt_padded_mut::<NoPadding>(buf).ok())
                     .is_some()
@@ -225,6 +236,7 @@ impl BlockKey {
     }
 }
 
+#[allow(clippy::large_enum_variant)] // one per direction of a TLS connection
 enum Protect {
     /// TLS 1.2 AES-GCM: 4-byte salt, 8-byte explicit nonce in each record.
     Gcm12 { aead: Aead, salt: [u8; 4] },
@@ -563,6 +575,8 @@ enum Phase {
     Decrypting,
     /// Encrypted and unreadable: reported, nothing more to do.
     Opaque,
+    /// Live: the secrets are not in the key log yet; records are held.
+    Waiting,
 }
 
 /// The TLS state of one TCP connection.
@@ -585,6 +599,13 @@ pub struct TlsConn {
     secrets13: Option<Secrets>,
     phase: Phase,
     reported: bool,
+    /// Records held while waiting for secrets (live), in arrival order.
+    held: Vec<(StreamDir, Vec<u8>, Timestamp)>,
+    /// Capture time of the bytes being processed.
+    now: Timestamp,
+    held_bytes: usize,
+    /// Waiting at a TLS 1.3 ServerHello (else at a TLS 1.2 ChangeCipherSpec).
+    wait13: bool,
 }
 
 impl std::fmt::Debug for TlsConn {
@@ -636,6 +657,10 @@ impl TlsConn {
             secrets13: None,
             phase: Phase::Handshake,
             reported: false,
+            held: vec![],
+            now: Timestamp::default(),
+            held_bytes: 0,
+            wait13: false,
         }
     }
 
@@ -644,15 +669,18 @@ impl TlsConn {
         self.phase == Phase::Decrypting
     }
 
-    /// Takes bytes of the TCP stream in direction `dir`.
+    /// Takes bytes of the TCP stream in direction `dir`, captured at `ts`.
     pub fn feed(
         &mut self,
         dir: StreamDir,
         bytes: &[u8],
+        ts: Timestamp,
         keys: &mut TlsKeys<'_>,
         out: &mut Vec<TlsOut>,
     ) {
         let i = idx(dir);
+        self.now = ts;
+        self.poll(keys, out);
         if self.phase == Phase::Opaque || self.dirs.get(i).is_none_or(|d| d.dead) {
             return;
         }
@@ -770,10 +798,58 @@ impl TlsConn {
 
     /// The connection ended: a TLS connection that never got far enough to be
     /// described or decrypted is still reported once.
-    pub fn finish(&mut self, keys: &TlsKeys<'_>, out: &mut Vec<TlsOut>) {
+    pub fn finish(&mut self, keys: &mut TlsKeys<'_>, out: &mut Vec<TlsOut>) {
+        self.poll(keys, out);
+        if self.phase == Phase::Waiting {
+            self.held.clear();
+            self.reported = false;
+            self.report_opaque(StreamDir::ClientToServer, keys.keylog, out);
+        }
         if !self.reported && self.phase == Phase::Handshake {
             self.report_opaque(StreamDir::ClientToServer, keys.keylog, out);
         }
+    }
+
+    /// Live: when this connection waits for its secrets and the key log now has
+    /// them, decrypts the records held so far.
+    pub fn poll(&mut self, keys: &mut TlsKeys<'_>, out: &mut Vec<TlsOut>) {
+        if self.phase != Phase::Waiting {
+            return;
+        }
+        let ready = if self.wait13 {
+            self.client_random
+                .and_then(|r| keys.keylog.get(&r))
+                .is_some_and(|s| s.client_hs.is_some() && s.server_hs.is_some())
+        } else {
+            self.find_master(keys).is_some()
+        };
+        if !ready {
+            return;
+        }
+        self.phase = Phase::Handshake;
+        if self.wait13 {
+            self.start13(keys, out);
+        }
+        self.held_bytes = 0;
+        for (dir, rec, ts) in std::mem::take(&mut self.held) {
+            self.now = ts;
+            if self.dirs[idx(dir)].dead {
+                continue;
+            }
+            self.record(dir, &rec, keys, out);
+        }
+    }
+
+    /// Keeps a record while waiting for secrets; gives up past [`MAX_HELD`] bytes.
+    fn hold(&mut self, dir: StreamDir, rec: &[u8], keylog: &KeyLog, out: &mut Vec<TlsOut>) {
+        if self.held_bytes + rec.len() > MAX_HELD {
+            self.held = Vec::new();
+            self.reported = false;
+            self.report_opaque(dir, keylog, out);
+            return;
+        }
+        self.held_bytes += rec.len();
+        self.held.push((dir, rec.to_vec(), self.now));
     }
 
     fn record(
@@ -788,6 +864,10 @@ impl TlsConn {
         else {
             return;
         };
+        if self.phase == Phase::Waiting {
+            self.hold(dir, rec, keys.keylog, out);
+            return;
+        }
         let i = idx(dir);
         let tls13 = self.version == Some(0x0304);
         let encrypted = match &self.dirs[i].keys {
@@ -818,11 +898,11 @@ impl TlsConn {
                 return;
             };
             match o.content_type {
-                23 => {
-                    if !o.data.is_empty() {
-                        out.push(TlsOut::Plain { dir, data: o.data });
-                    }
-                }
+                23 if !o.data.is_empty() => out.push(TlsOut::Plain {
+                    dir,
+                    data: o.data,
+                    ts: self.now,
+                }),
                 22 => self.handshake_bytes(dir, &o.data, keys, out),
                 _ => {}
             }
@@ -831,13 +911,9 @@ impl TlsConn {
         match ctype {
             22 => self.handshake_bytes(dir, frag, keys, out),
             20 if !tls13 => self.change_cipher_spec(dir, keys, out),
-            23 => {
-                // Application data without keys: the handshake was not seen or the
-                // secrets are missing.
-                if !self.reported {
-                    self.report_opaque(dir, keys.keylog, out);
-                }
-            }
+            // Application data without keys: the handshake was not seen or the
+            // secrets are missing.
+            23 if !self.reported => self.report_opaque(dir, keys.keylog, out),
             _ => {}
         }
     }
@@ -968,7 +1044,7 @@ impl TlsConn {
                     }
                 }
                 if self.version == Some(0x0304) {
-                    self.start13(keys.keylog, out);
+                    self.start13(keys, out);
                 }
             }
             TlsMessageHandshake::Certificate(c) => {
@@ -999,8 +1075,17 @@ impl TlsConn {
     }
 
     /// TLS 1.3 after the ServerHello: both directions switch to handshake keys.
-    fn start13(&mut self, keylog: &KeyLog, out: &mut Vec<TlsOut>) {
+    fn start13(&mut self, keys: &TlsKeys<'_>, out: &mut Vec<TlsOut>) {
+        let keylog = keys.keylog;
         let found = self.client_random.and_then(|r| keylog.get(&r)).cloned();
+        let complete = found
+            .as_ref()
+            .is_some_and(|s| s.client_hs.is_some() && s.server_hs.is_some());
+        if !complete && keys.wait && self.client_random.is_some() {
+            self.phase = Phase::Waiting;
+            self.wait13 = true;
+            return;
+        }
         let (Some(suite), Some(sec)) = (self.suite, found) else {
             self.report_opaque(StreamDir::ServerToClient, keylog, out);
             return;
@@ -1104,6 +1189,17 @@ impl TlsConn {
         }
         if self.master.is_none() {
             self.master = self.find_master(keys);
+        }
+        if self.master.is_none()
+            && keys.wait
+            && self.client_random.is_some()
+            && self.server_random.is_some()
+        {
+            // Replayed from the ChangeCipherSpec once the secret is there.
+            self.phase = Phase::Waiting;
+            self.wait13 = false;
+            self.held.push((dir, vec![20, 3, 3, 0, 1, 1], self.now));
+            return;
         }
         let (Some(master), Some(suite), Some(cr), Some(sr)) = (
             self.master.clone(),
