@@ -260,40 +260,6 @@ pub fn run(a: LiveArgs) -> Result<ExitCode> {
     Ok(exit_for(max, a.fail_on))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn args(a: &[&str]) -> Vec<OsString> {
-        a.iter().map(OsString::from).collect()
-    }
-
-    #[test]
-    fn interface_option_implies_live() {
-        assert_eq!(
-            implicit_live(args(&["ecr-sniff", "--key", "K", "-i", "lo"])),
-            args(&["ecr-sniff", "live", "--key", "K", "-i", "lo"])
-        );
-        assert_eq!(
-            implicit_live(args(&["ecr-sniff", "-ilo"])),
-            args(&["ecr-sniff", "live", "-ilo"])
-        );
-        assert_eq!(
-            implicit_live(args(&["ecr-sniff", "--list-interfaces"])),
-            args(&["ecr-sniff", "live", "--list-interfaces"])
-        );
-        // Subcommands, help and version are left alone.
-        for a in [
-            &["ecr-sniff", "analyze", "x.pcap", "-i"][..],
-            &["ecr-sniff", "--help"],
-            &["ecr-sniff", "-i", "lo", "--help"],
-            &["ecr-sniff", "--key", "K"],
-        ] {
-            assert_eq!(implicit_live(args(a)), args(a));
-        }
-    }
-}
-
 /// Reads lines appended to the `--tls-keylog` files during a live capture.
 struct KeylogFollower {
     files: Vec<(PathBuf, u64, Vec<u8>)>,
@@ -352,6 +318,40 @@ impl KeylogFollower {
             for w in analyzer.add_tls_keylog(&lines) {
                 eprintln!("ecr-sniff: warning: {}: {}", path.display(), w.detail);
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(a: &[&str]) -> Vec<OsString> {
+        a.iter().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn interface_option_implies_live() {
+        assert_eq!(
+            implicit_live(args(&["ecr-sniff", "--key", "K", "-i", "lo"])),
+            args(&["ecr-sniff", "live", "--key", "K", "-i", "lo"])
+        );
+        assert_eq!(
+            implicit_live(args(&["ecr-sniff", "-ilo"])),
+            args(&["ecr-sniff", "live", "-ilo"])
+        );
+        assert_eq!(
+            implicit_live(args(&["ecr-sniff", "--list-interfaces"])),
+            args(&["ecr-sniff", "live", "--list-interfaces"])
+        );
+        // Subcommands, help and version are left alone.
+        for a in [
+            &["ecr-sniff", "analyze", "x.pcap", "-i"][..],
+            &["ecr-sniff", "--help"],
+            &["ecr-sniff", "-i", "lo", "--help"],
+            &["ecr-sniff", "--key", "K"],
+        ] {
+            assert_eq!(implicit_live(args(a)), args(a));
         }
     }
 }
