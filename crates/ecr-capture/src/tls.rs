@@ -1408,3 +1408,26 @@ fn cert_info(der: &[u8]) -> Option<CertInfo> {
         self_signed: tbs.subject == tbs.issuer,
     })
 }
+
+/// For benchmarks only: TLS 1.2 AES-128-GCM record decryption as the analyzer does
+/// it (copy out of the stream, open in place, tag check).
+#[doc(hidden)]
+pub mod bench {
+    use super::{Aead, Keys, Protect};
+    use tls_parser::TlsCipherEnc;
+
+    /// A decrypter for records protected with `key` and `salt`; each call opens one
+    /// record fragment (explicit nonce ‖ ciphertext ‖ tag) as sequence number 0 and
+    /// returns the plaintext length, or `None` when it does not authenticate.
+    pub fn aes128gcm_tls12(key: &[u8; 16], salt: [u8; 4]) -> impl FnMut(&[u8]) -> Option<usize> {
+        let mut k = Aead::new(TlsCipherEnc::Aes, key).map(|aead| Keys {
+            protect: Protect::Gcm12 { aead, salt },
+            seq: 0,
+        });
+        move |frag| {
+            let k = k.as_mut()?;
+            k.seq = 0;
+            k.open(23, [3, 3], frag).map(|o| o.data.len())
+        }
+    }
+}
