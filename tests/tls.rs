@@ -560,3 +560,38 @@ fn live_analysis_waits_for_secrets_written_later() {
         }
     }
 }
+
+/// A capture that starts after the handshake: described as TLS, not taken for HTTP.
+#[test]
+fn a_connection_captured_after_its_handshake_is_reported_as_tls() {
+    use ecr_capture::analyzer::{Analyzer, Config};
+    use ecr_capture::record::Record;
+    let name = "tls12-ecdhe-rsa-aes128-gcm";
+    let mut recs = vec![];
+    let mut sink = |r: Record| recs.push(serde_json::to_value(&r).unwrap());
+    let cfg = Config {
+        http_ports: vec![29001],
+        ..Config::default()
+    };
+    let mut a = Analyzer::new(cfg, ecr_capture::keys::KeySet::new(), &mut sink);
+    let mut reader = ecr_capture::source::CaptureReader::open(root().join(pcap(name))).unwrap();
+    let mut n = 0;
+    while let Some(p) = reader.next_packet() {
+        n += 1;
+        if n > 12 {
+            a.packet(&p.unwrap());
+        }
+    }
+    a.finish(0, vec![]);
+    let f = findings(&recs, "tls-encrypted");
+    assert_eq!(f.len(), 1, "{recs:?}");
+    assert!(f[0]["detail"]
+        .as_str()
+        .unwrap()
+        .contains("handshake is not in the capture"));
+    assert_eq!(
+        recs.iter().filter(|r| r["kind"] == "finding").count(),
+        1,
+        "{recs:?}"
+    );
+}

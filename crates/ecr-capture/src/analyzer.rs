@@ -904,7 +904,7 @@ impl State<'_> {
         let i = dir_index(dir);
         if c.tls.is_none()
             && matches!(c.dirs, [DirState::Undecided, DirState::Undecided])
-            && tcp::looks_like_tls(bytes)
+            && (tcp::looks_like_tls(bytes) || crate::tls::looks_like_record(bytes))
         {
             c.tls = Some(Box::default());
         }

@@ -704,9 +704,6 @@ impl TlsConn {
                     Some(len) if buf.len() < HEADER + len => {}
                     _ => return,
                 }
-                if buf.len() >= HEADER && record_len(&buf).is_some_and(|l| buf.len() < l) {
-                    // Still incomplete; a further header fill happens on the next feed.
-                }
             }
             // A header just completed may need more body from `input`.
             if !buf.is_empty() && !input.is_empty() {
@@ -1353,6 +1350,14 @@ impl TlsConn {
     }
 }
 
+/// True when `bytes` start like a TLS record of any content type (change cipher
+/// spec, alert, handshake, application data) with version 3.1-3.4: a connection
+/// captured after its handshake starts with application data records. HTTP never
+/// starts with these bytes.
+pub fn looks_like_record(bytes: &[u8]) -> bool {
+    matches!(bytes, [20..=23, 3, 1..=4, ..])
+}
+
 fn side_name(d: StreamDir) -> &'static str {
     match d {
         StreamDir::ClientToServer => "cash register (client)",
@@ -1429,5 +1434,110 @@ pub mod bench {
             k.seq = 0;
             k.open(23, [3, 3], frag).map(|o| o.data.len())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn feed_all(conn: &mut TlsConn, dir: StreamDir, bytes: &[u8], log: &KeyLog) -> Vec<TlsOut> {
+        let mut sessions = SessionCache::default();
+        let mut keys = TlsKeys {
+            keylog: log,
+            sessions: &mut sessions,
+            wait: false,
+        };
+        let mut out = vec![];
+        conn.feed(dir, bytes, Timestamp(0), &mut keys, &mut out);
+        out
+    }
+
+    #[test]
+    fn an_announced_record_above_the_limit_stops_the_direction_unbuffered() {
+        let log = KeyLog::new();
+        let mut c = TlsConn::new();
+        // A handshake record announcing 65535 bytes: refused at the header.
+        let out = feed_all(
+            &mut c,
+            StreamDir::ClientToServer,
+            &[22, 3, 3, 0xff, 0xff, 1, 2],
+            &log,
+        );
+        assert!(out.is_empty());
+        assert!(c.dirs[0].dead);
+        assert!(c.dirs[0].buf.capacity() < 64, "nothing buffered for it");
+        // The other direction still works (and reports when it ends).
+        let mut sessions = SessionCache::default();
+        let mut keys = TlsKeys {
+            keylog: &log,
+            sessions: &mut sessions,
+            wait: false,
+        };
+        let mut out = vec![];
+        c.finish(&mut keys, &mut out);
+        assert!(matches!(
+            out.as_slice(),
+            [TlsOut::Finding {
+                code: Code::TlsEncrypted,
+                ..
+            }]
+        ));
+    }
+
+    #[test]
+    fn records_in_pieces_equal_records_whole() {
+        // Three empty-bodied alert-like records and a partial one, fed whole and
+        // byte by byte: the same record boundaries (nothing decrypts, nothing fails).
+        let mut stream = vec![];
+        for n in [3usize, 0, 700] {
+            stream.extend_from_slice(&[21, 3, 3]);
+            stream.extend_from_slice(&(n as u16).to_be_bytes());
+            stream.extend(std::iter::repeat_n(0xaa, n));
+        }
+        stream.extend_from_slice(&[21, 3, 3, 0]);
+        let log = KeyLog::new();
+        let mut whole = TlsConn::new();
+        feed_all(&mut whole, StreamDir::ServerToClient, &stream, &log);
+        let mut pieces = TlsConn::new();
+        for b in stream.chunks(1) {
+            feed_all(&mut pieces, StreamDir::ServerToClient, b, &log);
+        }
+        assert_eq!(whole.dirs[1].buf, pieces.dirs[1].buf);
+        assert_eq!(whole.dirs[1].buf, [21, 3, 3, 0]);
+        assert!(!whole.dirs[1].dead && !pieces.dirs[1].dead);
+    }
+
+    #[test]
+    fn garbage_never_panics() {
+        let mut x = 0x1234_5678u32;
+        let log = KeyLog::new();
+        for round in 0..200 {
+            let mut c = TlsConn::new();
+            let mut data = vec![22, 3, 3];
+            for _ in 0..(round * 7 % 3000) {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                data.push(x as u8);
+            }
+            for (i, chunk) in data.chunks(round % 50 + 1).enumerate() {
+                let d = if i % 3 == 0 {
+                    StreamDir::ServerToClient
+                } else {
+                    StreamDir::ClientToServer
+                };
+                feed_all(&mut c, d, chunk, &log);
+            }
+        }
+    }
+
+    #[test]
+    fn unpad_checks_every_padding_byte() {
+        assert_eq!(unpad(&[9, 9, 1, 1]), Some(2));
+        assert_eq!(unpad(&[9, 0]), Some(1));
+        assert_eq!(unpad(&[9, 2, 1, 2]), None);
+        assert_eq!(unpad(&[5]), None);
+        assert_eq!(unpad(&[]), None);
     }
 }
