@@ -145,8 +145,19 @@ pub fn run(a: LiveArgs) -> Result<ExitCode> {
         anyhow::bail!("--duration must be a positive number of seconds");
     }
     let keys = load_keys(&a.keys)?;
+    // A key log the browser has not created yet is read once it appears.
+    let (existing, later): (Vec<PathBuf>, Vec<PathBuf>) =
+        a.tls.tls_keylog.iter().cloned().partition(|p| p.exists());
+    for p in &later {
+        eprintln!(
+            "ecr-sniff: {} does not exist yet; it is read when it appears",
+            p.display()
+        );
+    }
     let cfg = ecr_capture::analyzer::Config {
-        tls_keylog: load_tls_keylog(&a.tls)?,
+        tls_keylog: load_tls_keylog(&crate::cli::TlsArgs {
+            tls_keylog: existing,
+        })?,
         tls_wait_for_secrets: true,
         ..config(&a.ports)
     };
