@@ -26,12 +26,17 @@ port with --probe) unless --filter gives another BPF filter. Each message prints
 as it is complete, findings included; Ctrl-C (or SIGTERM) flushes the -w file, reports
 requests still waiting (unanswered-at-end), prints the summary and exits 0.
 
+HTTPS: --tls-keylog FILE is followed while capturing (it may not exist yet); a TLS
+connection whose secrets the browser has not written yet is held (up to 256 KiB) and
+decrypted when they appear.
+
 Capturing needs root or the capabilities CAP_NET_RAW and CAP_NET_ADMIN:
   sudo setcap cap_net_raw,cap_net_admin=eip \"$(command -v ecr-sniff)\"
 
 Examples:
   ecr-sniff --key f46b1f08bec1f39104792cc79ec9aacd -i eth0
   ecr-sniff live -i any --key-file keys.txt -w shop.pcapng
+  ecr-sniff live -i eth0 --key-file keys.txt --tls-keylog /shared/sslkeys.log
   ecr-sniff live -i eth0 --format jsonl | jq 'select(.kind==\"finding\")'
   ecr-sniff live -i eth0 --filter 'host 192.168.1.20 and tcp port 9001'
   ecr-sniff live --list-interfaces";
