@@ -1685,6 +1685,35 @@ mod tests {
     }
 
     #[test]
+    fn pcapng_decryption_secrets_blocks() {
+        for be in [false, true] {
+            let p32 = |v: u32| if be { v.to_be_bytes() } else { v.to_le_bytes() };
+            let dsb = |kind: u32, text: &[u8], claimed: u32| {
+                let mut body = p32(kind).to_vec();
+                body.extend_from_slice(&p32(claimed));
+                body.extend_from_slice(text);
+                block(be, PCAPNG_DSB, &body)
+            };
+            let text = b"CLIENT_RANDOM aa bb\n";
+            let mut f = shb(be);
+            f.extend(dsb(DSB_TLS_KEYLOG, text, text.len() as u32));
+            f.extend(dsb(0x5747_4b4c, b"wireguard", 9)); // WireGuard: skipped
+            f.extend(dsb(DSB_TLS_KEYLOG, b"short", 999)); // length beyond the block
+            let mut r = CaptureReader::from_reader(Cursor::new(f)).unwrap();
+            let (pkts, errs) = collect(&mut r);
+            assert!(pkts.is_empty());
+            assert_eq!(errs.len(), 1, "{errs:?}");
+            assert!(
+                errs[0].contains("secrets length beyond the block"),
+                "{errs:?}"
+            );
+            assert_eq!(r.take_tls_secrets(), vec![text.to_vec()]);
+            assert!(r.take_tls_secrets().is_empty());
+            assert!(!format!("{r:?}").contains("CLIENT_RANDOM"));
+        }
+    }
+
+    #[test]
     fn pcapng_sections_interfaces_blocks() {
         let bytes = pcapng_sample();
         let mut r = CaptureReader::from_reader(Cursor::new(bytes.clone())).unwrap();
