@@ -19,7 +19,7 @@ use anyhow::{Context, Result};
 use serde_json::{json, Map, Value};
 
 use crate::cli::CheckArgs;
-use crate::{analyze_files, config, load_keys};
+use crate::{analyze_files, config, load_keys, load_tls_keylog};
 use ecr_capture::findings::Severity;
 use ecr_capture::record::{Record, SummaryRecord};
 use ecr_proto::text::escape_terminal;
@@ -204,6 +204,7 @@ pub fn run(a: CheckArgs) -> Result<ExitCode> {
     let mut any_failed = false;
     // Written with `?`, so that `check ... | head` ends quietly (see main).
     let mut out = std::io::stdout().lock();
+    let tls_keylog = load_tls_keylog(&a.tls)?;
     for file in &a.files {
         let keys = load_keys(&a.keys)?;
         let started = std::time::Instant::now();
@@ -212,6 +213,7 @@ pub fn run(a: CheckArgs) -> Result<ExitCode> {
             std::slice::from_ref::<PathBuf>(file),
             ecr_capture::analyzer::Config {
                 usb_device: a.usb_device,
+                tls_keylog: tls_keylog.clone(),
                 ..config(&a.ports)
             },
             keys,

@@ -47,8 +47,14 @@ USB captures (tcpdump -i usbmon1, Wireshark on usbmonN, USBPcap on Windows) are 
 as the serial link of each USB-serial adapter; the summary says which end is the cash
 register and why, and the line settings (baud rate) the host set.
 
+HTTPS on 9001 (Haojin 4.34.12+, browser POSes) is decrypted with the TLS secrets the
+POS PC's browser writes when SSLKEYLOGFILE is set there (--tls-keylog), or with secrets
+embedded in the pcapng (editcap --inject-secrets tls,FILE); without them each TLS
+connection is described (version, SNI, cipher suite, certificate).
+
 Examples:
   ecr-sniff analyze shop.pcapng --key f46b1f08bec1f39104792cc79ec9aacd
+  ecr-sniff analyze https.pcapng --tls-keylog sslkeys.log --key-file keys.txt
   ecr-sniff analyze a.pcap b.pcap --key-file keys.txt --fail-on error
   ecr-sniff analyze dump.pcap --tcp-port 19002 --format jsonl
   ecr-sniff analyze usb.pcapng --usb-device 1:5 --key-file keys.txt")]
@@ -162,6 +168,16 @@ pub struct KeyArgs {
         global = true
     )]
     pub env_key: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct TlsArgs {
+    /// A TLS key log (the NSS format that SSLKEYLOGFILE makes browsers, curl and
+    /// Python write) to decrypt HTTPS on the ECR port with; repeat for several.
+    /// Secrets in the capture's own pcapng Decryption Secrets Blocks are used too.
+    /// Secrets are never printed or written out.
+    #[arg(long = "tls-keylog", value_name = "FILE")]
+    pub tls_keylog: Vec<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -282,6 +298,8 @@ pub struct AnalyzeArgs {
     #[command(flatten)]
     pub keys: KeyArgs,
     #[command(flatten)]
+    pub tls: TlsArgs,
+    #[command(flatten)]
     pub ports: PortArgs,
     #[command(flatten)]
     pub output: OutputArgs,
@@ -314,6 +332,8 @@ pub struct CheckArgs {
     pub fail_on: FailOn,
     #[command(flatten)]
     pub keys: KeyArgs,
+    #[command(flatten)]
+    pub tls: TlsArgs,
     #[command(flatten)]
     pub ports: PortArgs,
     /// USB captures: check only this device (BUS:DEV), as `analyze --usb-device`.

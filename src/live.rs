@@ -13,12 +13,17 @@ port with --probe) unless --filter gives another BPF filter. Each message prints
 as it is complete, findings included; Ctrl-C (or SIGTERM) flushes the -w file, reports
 requests still waiting (unanswered-at-end), prints the summary and exits 0.
 
+HTTPS: --tls-keylog FILE is followed while capturing (it may not exist yet); a TLS
+connection whose secrets the browser has not written yet is held (up to 256 KiB) and
+decrypted when they appear.
+
 Capturing needs root or the capabilities CAP_NET_RAW and CAP_NET_ADMIN:
   sudo setcap cap_net_raw,cap_net_admin=eip \"$(command -v ecr-sniff)\"
 
 Examples:
   ecr-sniff --key f46b1f08bec1f39104792cc79ec9aacd -i eth0
   ecr-sniff live -i any --key-file keys.txt -w shop.pcapng
+  ecr-sniff live -i eth0 --key-file keys.txt --tls-keylog /shared/sslkeys.log
   ecr-sniff live -i eth0 --format jsonl | jq 'select(.kind==\"finding\")'
   ecr-sniff live -i eth0 --filter 'host 192.168.1.20 and tcp port 9001'
   ecr-sniff live --list-interfaces";
@@ -54,6 +59,8 @@ pub struct LiveArgs {
     pub duration: Option<f64>,
     #[command(flatten)]
     pub keys: KeyArgs,
+    #[command(flatten)]
+    pub tls: crate::cli::TlsArgs,
     #[command(flatten)]
     pub ports: PortArgs,
     #[command(flatten)]
@@ -127,8 +134,10 @@ mod imp {
     use ecr_tap::netcap::{self, NetTap};
     use ecr_tap::stop;
 
+    use std::path::PathBuf;
+
     use super::LiveArgs;
-    use crate::{config, exit_for, load_keys};
+    use crate::{config, exit_for, load_keys, load_tls_keylog};
 
     fn list() -> Result<ExitCode> {
         let list = netcap::list_interfaces()?;
@@ -167,7 +176,22 @@ mod imp {
             anyhow::bail!("--duration must be a positive number of seconds");
         }
         let keys = load_keys(&a.keys)?;
-        let cfg = config(&a.ports);
+        // A key log the browser has not created yet is read once it appears.
+        let (existing, later): (Vec<PathBuf>, Vec<PathBuf>) =
+            a.tls.tls_keylog.iter().cloned().partition(|p| p.exists());
+        for p in &later {
+            eprintln!(
+                "ecr-sniff: {} does not exist yet; it is read when it appears",
+                p.display()
+            );
+        }
+        let cfg = ecr_capture::analyzer::Config {
+            tls_keylog: load_tls_keylog(&crate::cli::TlsArgs {
+                tls_keylog: existing,
+            })?,
+            tls_wait_for_secrets: true,
+            ..config(&a.ports)
+        };
         let filter = a.filter.clone().unwrap_or_else(|| {
             let ports: Vec<u16> = cfg
                 .http_ports
@@ -206,6 +230,9 @@ mod imp {
         // reported), never packets or the -w file.
         let mut sink = crate::tapout::TapOutput::new(|piece| a.output.writer(piece));
         let mut analyzer = Analyzer::new(cfg, keys, &mut sink);
+        // Browsers append to their key log while they connect: new lines are read as
+        // they come, and connections waiting for them are decrypted then.
+        let mut follow = KeylogFollower::new(&a.tls.tls_keylog);
         let limit = a.duration.map(Duration::from_secs_f64);
         // libpcap blocks in its read: a watcher thread ends the read on Ctrl-C or when
         // --duration is up.
@@ -229,6 +256,7 @@ mod imp {
             match tap.next_packet() {
                 Ok(Some(pkt)) => {
                     bytes += pkt.data.len() as u64;
+                    follow.poll(&mut analyzer);
                     analyzer.packet(&pkt);
                     // Each packet reaches the file at once, so that it is complete up
                     // to the last packet whenever the tap is stopped (ECR traffic is
@@ -246,7 +274,7 @@ mod imp {
                         }
                     }
                 }
-                Ok(None) => {}
+                Ok(None) => follow.poll(&mut analyzer),
                 Err(e) => {
                     failure = Some(e.into());
                     break;
@@ -273,6 +301,67 @@ mod imp {
             return Err(e);
         }
         Ok(exit_for(max, a.fail_on))
+    }
+    /// Reads lines appended to the `--tls-keylog` files during a live capture.
+    struct KeylogFollower {
+        files: Vec<(PathBuf, u64, Vec<u8>)>,
+        last: Instant,
+    }
+
+    impl KeylogFollower {
+        fn new(paths: &[PathBuf]) -> Self {
+            let files = paths
+                .iter()
+                .map(|p| {
+                    let len = std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+                    (p.clone(), len, Vec::new())
+                })
+                .collect();
+            KeylogFollower {
+                files,
+                last: Instant::now(),
+            }
+        }
+
+        /// At most every 100 ms: hands complete new lines to the analyzer.
+        fn poll(&mut self, analyzer: &mut Analyzer<'_>) {
+            use std::io::{Read, Seek, SeekFrom};
+            if self.files.is_empty() || self.last.elapsed() < Duration::from_millis(100) {
+                return;
+            }
+            self.last = Instant::now();
+            for (path, offset, partial) in &mut self.files {
+                let Ok(mut f) = File::open(&*path) else {
+                    continue;
+                };
+                let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+                if len < *offset {
+                    // Truncated or replaced: read it again from the start.
+                    *offset = 0;
+                    partial.clear();
+                }
+                if len == *offset || f.seek(SeekFrom::Start(*offset)).is_err() {
+                    continue;
+                }
+                let mut new = Vec::new();
+                let limit = ecr_capture::keylog::MAX_FILE_BYTES;
+                if f.take(limit).read_to_end(&mut new).is_err() {
+                    continue;
+                }
+                *offset += new.len() as u64;
+                partial.extend_from_slice(&new);
+                let Some(end) = partial.iter().rposition(|&b| b == b'\n') else {
+                    if partial.len() > ecr_capture::keylog::MAX_LINE {
+                        partial.clear();
+                    }
+                    continue;
+                };
+                let lines: Vec<u8> = partial.drain(..=end).collect();
+                for w in analyzer.add_tls_keylog(&lines) {
+                    eprintln!("ecr-sniff: warning: {}: {}", path.display(), w.detail);
+                }
+            }
+        }
     }
 }
 

@@ -247,6 +247,32 @@ pub fn load_keys(k: &KeyArgs) -> Result<KeySet> {
     Ok(keys)
 }
 
+/// Reads the `--tls-keylog` files. Problems with single lines are warnings on
+/// stderr naming the file and line (never quoting a secret).
+pub fn load_tls_keylog(t: &cli::TlsArgs) -> Result<ecr_capture::keylog::KeyLog> {
+    let mut log = ecr_capture::keylog::KeyLog::new();
+    for path in &t.tls_keylog {
+        let before = log.len();
+        for w in log.load_file(path).map_err(anyhow::Error::msg)? {
+            match w.line {
+                Some(l) => eprintln!(
+                    "ecr-sniff: warning: {} line {l}: {}",
+                    path.display(),
+                    w.detail
+                ),
+                None => eprintln!("ecr-sniff: warning: {}: {}", path.display(), w.detail),
+            }
+        }
+        if log.len() == before {
+            eprintln!(
+                "ecr-sniff: warning: {} adds no TLS secrets (expected lines like CLIENT_RANDOM <64 hex> <96 hex>)",
+                path.display()
+            );
+        }
+    }
+    Ok(log)
+}
+
 /// The analyzer configuration from the port options.
 pub fn config(p: &PortArgs) -> Config {
     Config {
@@ -408,6 +434,7 @@ impl ecr_capture::record::Sink for WriterSink<'_> {
 
 fn analyze(a: AnalyzeArgs) -> Result<ExitCode> {
     let keys = load_keys(&a.keys)?;
+    let tls_keylog = load_tls_keylog(&a.tls)?;
     let from_stdin = a.files.iter().any(|f| is_stdin(f));
     let out: Box<dyn Write> = if from_stdin {
         // A pipe from a live capture (`tcpdump -w - | ecr-sniff analyze -`): each
@@ -421,6 +448,7 @@ fn analyze(a: AnalyzeArgs) -> Result<ExitCode> {
     let mut sink = WriterSink::new(a.output.writer(out));
     let cfg = Config {
         usb_device: a.usb_device,
+        tls_keylog,
         ..config(&a.ports)
     };
     let (_, max) = analyze_files(&a.files, cfg, keys, &mut sink, true)?;

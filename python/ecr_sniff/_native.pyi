@@ -264,9 +264,12 @@ def analyze(
     http_ports: Optional[Sequence[int]] = None,
     tcp_ports: Optional[Sequence[int]] = None,
     probe: bool = False,
+    tls_keylog: Union[StrPath, Sequence[StrPath], None] = None,
 ) -> Records:
     """Analyses pcap/pcapng(.gz) files (several are one capture, in order).
 
     ``keys``: POS-KEYs, each ``"KEY"`` or ``"ADDRESS=KEY"`` (bound to one terminal).
+    ``tls_keylog``: TLS key logs (SSLKEYLOGFILE format) to decrypt HTTPS; records
+    of decrypted connections have transport ``"https"``.
     Raises :class:`CaptureError` (naming the file and the reason) before returning
     if a file cannot be opened; damaged records inside a file are findings."""

@@ -169,3 +169,18 @@ def test_pandas_dataframe_directly(in_root: Path) -> None:
     assert list(df["kind"]) == ["message", "message", "transaction", "message", "message", "transaction", "summary"]
     tx = df[df.kind == "transaction"]
     assert list(tx.latency_ms) == [2500.568, 50.632]
+
+
+def test_https_with_a_tls_key_log(in_root: Path) -> None:
+    name = "captures/tls/tls13-aes128-gcm"
+    key = "f46b1f08bec1f39104792cc79ec9aacd"
+    recs = list(ecr_sniff.analyze(f"{name}.pcap", key, http_ports=[29001],
+                                  tls_keylog=f"{name}.keylog"))
+    with open(f"{name.replace('tls/', 'tls/expected/')}.jsonl", encoding="utf-8") as f:
+        golden = [json.loads(line) for line in f]
+    assert [r for r in recs if r["kind"] != "summary"] == golden[:-1]
+    assert {r["transport"] for r in recs if r["kind"] == "message"} == {"https"}
+    plain = list(ecr_sniff.analyze(f"{name}.pcap", key, http_ports=[29001]))
+    assert plain[-1]["findings"] == {"tls-encrypted": 1}
+    with pytest.raises(ecr_sniff.EcrError, match="cannot read TLS key log"):
+        ecr_sniff.analyze(f"{name}.pcap", tls_keylog="captures/tls/none.keylog")

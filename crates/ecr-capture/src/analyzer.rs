@@ -23,6 +23,7 @@ use crate::findings::{Code, Severity};
 use crate::framelink::{FrameLink, LinkOutput};
 use crate::http::{HttpConfig, HttpError, HttpEvent, HttpKind, HttpMessage, HttpParser};
 use crate::ip::{self, DefragConfig, Defragmenter};
+use crate::keylog::{KeyLog, KeyLogWarning};
 use crate::keys::KeySet;
 use crate::limits::{self, Limits, Usage};
 use crate::linklayer::{self, Network};
@@ -37,6 +38,7 @@ use crate::tcp::{
     self, CloseReason, ConnId, PortPeek, StreamDir, TcpConfig, TcpEvent, TcpReassembler,
 };
 use crate::tcptext::{Rule, TextFramer};
+use crate::tls::{SessionCache, TlsConn, TlsKeys, TlsOut};
 use crate::usb::{self, DeviceId, UsbOutput, UsbSerial};
 
 /// What to look at.
@@ -56,6 +58,13 @@ pub struct Config {
     pub usb_device: Option<DeviceId>,
     /// Bounds of every table, from one memory budget (see [`crate::limits`]).
     pub limits: Limits,
+    /// TLS secrets for HTTPS connections (key log files; pcapng Decryption Secrets
+    /// Blocks add to them while the capture is read).
+    pub tls_keylog: KeyLog,
+    /// A live capture: a TLS connection whose secrets are not (yet) in the key log
+    /// keeps its encrypted records (bounded) until [`Analyzer::add_tls_keylog`]
+    /// brings them, since browsers write their key log while the handshake runs.
+    pub tls_wait_for_secrets: bool,
 }
 
 impl Default for Config {
@@ -67,6 +76,8 @@ impl Default for Config {
             report_unanswered_at_end: true,
             usb_device: None,
             limits: Limits::default(),
+            tls_keylog: KeyLog::new(),
+            tls_wait_for_secrets: false,
         }
     }
 }
@@ -137,7 +148,8 @@ struct Conn {
     dirs: [DirState; 2],
     frames: Option<FrameLink>,
     pending: VecDeque<PendingRequest>,
-    tls_reported: bool,
+    /// TLS state, once the connection's first bytes were a TLS record.
+    tls: Option<Box<TlsConn>>,
     last_ts: Timestamp,
     /// Per direction: a TCP gap cut the text stream, so the next message that does
     /// not decode is the tail of a message whose start was lost.
@@ -169,7 +181,7 @@ impl Conn {
             dirs: [DirState::Undecided, DirState::Undecided],
             frames: None,
             pending: VecDeque::new(),
-            tls_reported: false,
+            tls: None,
             last_ts: ts,
             cut: [false; 2],
             lost_request: false,
@@ -220,6 +232,7 @@ impl Conn {
     }
     fn transport(&self) -> Transport {
         match self.kind {
+            ConnKind::Http if self.tls.is_some() => Transport::Https,
             ConnKind::Http => Transport::Http,
             ConnKind::Serial => Transport::Serial,
             _ => Transport::Tcp,
@@ -325,6 +338,10 @@ struct State<'s> {
     truncated_flows: HashSet<(String, String)>,
     /// Sees every message's body as it was received (see [`Analyzer::on_message`]).
     body_hook: Option<BodyHook<'s>>,
+    /// TLS secrets from key log files and pcapng Decryption Secrets Blocks.
+    tls_keylog: KeyLog,
+    /// TLS 1.2 sessions of this capture, for resumed connections.
+    tls_sessions: SessionCache,
     /// The link tracker's latest match of an answer frame with its request
     /// (connection, ref, milliseconds), for the answer's message record.
     last_answer: Option<(ConnId, u8, f64)>,
@@ -399,7 +416,8 @@ fn ecr_signature(payload: &[u8]) -> Option<(&'static str, &'static str, Option<b
 
 impl<'s> Analyzer<'s> {
     /// An analyzer that sends its records to `sink`.
-    pub fn new(cfg: Config, keys: KeySet, sink: &'s mut dyn Sink) -> Self {
+    pub fn new(mut cfg: Config, keys: KeySet, sink: &'s mut dyn Sink) -> Self {
+        let tls_keylog = std::mem::take(&mut cfg.tls_keylog);
         let ports: HashSet<u16> = cfg
             .http_ports
             .iter()
@@ -453,6 +471,8 @@ impl<'s> Analyzer<'s> {
                 last_answer: None,
                 terminals_without_key: BTreeSet::new(),
                 body_hook: None,
+                tls_keylog,
+                tls_sessions: SessionCache::default(),
             },
             packets: 0,
             usb: UsbSerial::new(cfg_usb_device),
@@ -759,7 +779,7 @@ impl<'s> Analyzer<'s> {
         let c = self.st.conns.entry(id).or_insert_with(|| {
             let kind = match transport {
                 Transport::Serial => ConnKind::Serial,
-                Transport::Tcp | Transport::Http => ConnKind::Tcp,
+                Transport::Tcp | Transport::Http | Transport::Https => ConnKind::Tcp,
             };
             let mut c = Conn::new(labels.0.to_string(), labels.1.to_string(), None, kind, ts);
             c.dirs = [DirState::Frames, DirState::Frames];
@@ -804,11 +824,59 @@ impl<'s> Analyzer<'s> {
                     }
                 }
             }
+            for secrets in reader.take_tls_secrets() {
+                for w in self.st.tls_keylog.add_text(&secrets) {
+                    let line = w.line.map(|l| format!(" line {l}:")).unwrap_or_default();
+                    self.damaged(
+                        None,
+                        None,
+                        format!(
+                            "{name}: TLS key log in a decryption secrets block:{line} {}",
+                            w.detail
+                        ),
+                    );
+                }
+            }
             if !keep_going(reader) {
                 break;
             }
         }
         reader.bytes_read()
+    }
+
+    /// Uses the TLS secrets of `keylog` (see [`crate::keylog`]) to decrypt HTTPS
+    /// connections; secrets from pcapng Decryption Secrets Blocks are added to them
+    /// as [`Analyzer::read_capture`] meets them.
+    pub fn set_tls_keylog(&mut self, keylog: KeyLog) {
+        self.st.tls_keylog = keylog;
+    }
+
+    /// Adds key log text (NSS format) to the TLS secrets; returns the lines that
+    /// could not be used.
+    pub fn add_tls_keylog(&mut self, text: &[u8]) -> Vec<KeyLogWarning> {
+        let warnings = self.st.tls_keylog.add_text(text);
+        // Connections waiting for these secrets (live) go on now.
+        let st = &mut self.st;
+        let ids: Vec<ConnId> = st
+            .conns
+            .iter()
+            .filter(|(_, c)| c.tls.is_some())
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            let mut outs = vec![];
+            if let Some(t) = st.conns.get_mut(&id).and_then(|c| c.tls.as_mut()) {
+                let mut keys = TlsKeys {
+                    keylog: &st.tls_keylog,
+                    sessions: &mut st.tls_sessions,
+                    wait: st.cfg.tls_wait_for_secrets,
+                };
+                t.poll(&mut keys, &mut outs);
+            }
+            let ts = st.last_ts;
+            st.tls_outputs(id, ts, None, outs);
+        }
+        warnings
     }
 
     /// Reports a problem with the capture file itself (a damaged record).
@@ -1212,13 +1280,18 @@ impl State<'_> {
                 let transport = c.transport();
                 let ignored = matches!(c.dirs[dir_index(dir)], DirState::Ignored);
                 let mut evs = vec![];
-                match &mut c.dirs[dir_index(dir)] {
-                    DirState::Http(p) => p.gap(ts, missing_bytes, &mut evs),
-                    DirState::Text(t) => {
-                        t.reset();
-                        c.cut[dir_index(dir)] = true;
+                if let Some(t) = c.tls.as_mut() {
+                    // Record boundaries are lost: this direction stays unread.
+                    t.gap(dir);
+                } else {
+                    match &mut c.dirs[dir_index(dir)] {
+                        DirState::Http(p) => p.gap(ts, missing_bytes, &mut evs),
+                        DirState::Text(t) => {
+                            t.reset();
+                            c.cut[dir_index(dir)] = true;
+                        }
+                        _ => {}
                     }
-                    _ => {}
                 }
                 if dir == StreamDir::ClientToServer && !ignored {
                     c.lost_request = true;
@@ -1302,6 +1375,17 @@ impl State<'_> {
     }
 
     fn close_conn(&mut self, conn: ConnId, ts: Timestamp, reason: CloseReason) {
+        // A TLS connection that never got as far as encryption is still described.
+        let mut tls_outs = vec![];
+        if let Some(t) = self.conns.get_mut(&conn).and_then(|c| c.tls.as_mut()) {
+            let mut keys = TlsKeys {
+                keylog: &self.tls_keylog,
+                sessions: &mut self.tls_sessions,
+                wait: self.cfg.tls_wait_for_secrets,
+            };
+            t.finish(&mut keys, &mut tls_outs);
+        }
+        self.tls_outputs(conn, ts, None, tls_outs);
         // Whatever a direction or the frame link still holds ends with the connection.
         self.end_direction(conn, StreamDir::ClientToServer, ts);
         self.end_direction(conn, StreamDir::ServerToClient, ts);
@@ -1373,26 +1457,74 @@ impl State<'_> {
         };
         c.last_ts = ts;
         let i = dir_index(dir);
-        if matches!(c.dirs[i], DirState::Undecided) {
-            if tcp::looks_like_tls(bytes) {
-                c.dirs = [DirState::Ignored, DirState::Ignored];
-                if !c.tls_reported {
-                    c.tls_reported = true;
+        if c.tls.is_none()
+            && matches!(c.dirs, [DirState::Undecided, DirState::Undecided])
+            && (tcp::looks_like_tls(bytes) || crate::tls::looks_like_record(bytes))
+        {
+            c.tls = Some(Box::default());
+        }
+        if c.tls.is_some() {
+            self.tls_data(conn, dir, ts, packet, bytes);
+            return;
+        }
+        self.plain_data(conn, i, dir, ts, Some(packet), bytes);
+    }
+
+    /// Bytes of a TLS connection: records in, decrypted application data on to
+    /// [`State::plain_data`] as if it had come over plain TCP.
+    fn tls_data(&mut self, conn: ConnId, dir: StreamDir, ts: Timestamp, packet: u64, bytes: &[u8]) {
+        let mut outs = vec![];
+        if let Some(t) = self.conns.get_mut(&conn).and_then(|c| c.tls.as_mut()) {
+            let mut keys = TlsKeys {
+                keylog: &self.tls_keylog,
+                sessions: &mut self.tls_sessions,
+                wait: self.cfg.tls_wait_for_secrets,
+            };
+            t.feed(dir, bytes, ts, &mut keys, &mut outs);
+        }
+        self.tls_outputs(conn, ts, Some(packet), outs);
+    }
+
+    fn tls_outputs(&mut self, conn: ConnId, ts: Timestamp, packet: Option<u64>, outs: Vec<TlsOut>) {
+        for o in outs {
+            match o {
+                TlsOut::Plain { dir, data, ts } => {
+                    self.plain_data(conn, dir_index(dir), dir, ts, packet, &data);
+                }
+                TlsOut::Finding { code, dir, detail } => {
+                    let Some(c) = self.conns.get(&conn) else {
+                        return;
+                    };
                     let (src, dst) = c.addrs(dir);
                     let transport = c.transport();
                     self.finding(
-                        Code::TlsEncrypted,
+                        code,
                         ts,
                         Some(transport),
                         Some(src),
                         Some(dst),
-                        Some(packet),
+                        packet,
                         None,
-                        "TLS on the ECR port: the terminal runs HTTPS (Haojin 4.34.12+); this connection cannot be decoded from a passive capture".into(),
+                        detail,
                     );
                 }
-                return;
             }
+        }
+    }
+
+    fn plain_data(
+        &mut self,
+        conn: ConnId,
+        i: usize,
+        dir: StreamDir,
+        ts: Timestamp,
+        packet: Option<u64>,
+        bytes: &[u8],
+    ) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        if matches!(c.dirs[i], DirState::Undecided) {
             let kind = match c.kind {
                 ConnKind::Probe => match probe_kind(bytes) {
                     Some(k) => {
@@ -1446,10 +1578,10 @@ impl State<'_> {
             fl.advance(ts, &mut |o| outs.extend(own_output(o)));
         }
         for b in bodies {
-            self.body(conn, dir, b, Some(packet));
+            self.body(conn, dir, b, packet);
         }
         for o in outs {
-            self.link_output(conn, o, Some(packet));
+            self.link_output(conn, o, packet);
         }
     }
 
@@ -1533,10 +1665,11 @@ impl State<'_> {
         };
         if let Body::HttpError(ts, detail) = body {
             let (src, dst) = c.addrs(dir);
+            let transport = c.transport();
             self.finding(
                 Code::BadEnvelope,
                 ts,
-                Some(Transport::Http),
+                Some(transport),
                 Some(src),
                 Some(dst),
                 packet,

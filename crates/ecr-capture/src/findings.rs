@@ -150,7 +150,11 @@ codes! {
     TruncatedPacket = "truncated-packet", Warning,
         "capture: the packet was cut by the capture's snap length (capture with -s 0)";
     TlsEncrypted = "tls-encrypted", Info,
-        "D7: the terminal runs HTTPS on the ECR port; a passive capture cannot read it";
+        "D7: the terminal runs HTTPS on the ECR port; a capture is read only with the TLS secrets (--tls-keylog, SSLKEYLOGFILE)";
+    TlsNoSecret = "tls-no-secret", Warning,
+        "D7: key logs were given, but none has the secrets of this TLS connection (matched by its client random)";
+    TlsDecryptFailed = "tls-decrypt-failed", Error,
+        "D7: a TLS record failed authentication (tag, MAC or padding) with the key log's secrets; nothing after it is shown";
     EcrOnOtherPort = "ecr-on-other-port", Info,
         "capture: ECR traffic was seen on a TCP port that is not analysed; name it with --tcp-port or --http-port";
     PartialCardRefund = "partial-card-refund", Warning,
@@ -199,7 +203,9 @@ impl Code {
             Code::UnansweredAtEnd => "capture",
             Code::TcpGap => "capture",
             Code::TruncatedPacket => "capture",
-            Code::TlsEncrypted => "d7",
+            Code::TlsEncrypted => "tls",
+            Code::TlsNoSecret => "tls",
+            Code::TlsDecryptFailed => "tls",
             Code::PartialCardRefund => "spec-3-2",
             Code::PaymeTimeout => "spec-3-1",
             Code::LineSettings => "spec-10-9",

@@ -20,6 +20,7 @@ pub mod findings;
 pub mod framelink;
 pub mod http;
 pub mod ip;
+pub mod keylog;
 pub mod keys;
 pub mod ladder;
 pub mod limits;
@@ -31,6 +32,7 @@ pub mod serialcap;
 pub mod source;
 pub mod tcp;
 pub mod tcptext;
+pub mod tls;
 pub mod usb;
 
 #[cfg(test)]

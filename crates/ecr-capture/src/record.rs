@@ -22,6 +22,8 @@ pub enum Transport {
     Tcp,
     /// The USB-serial link (frames).
     Serial,
+    /// HTTP over TLS on port 9001, decrypted with a key log.
+    Https,
 }
 
 impl Transport {
@@ -31,6 +33,7 @@ impl Transport {
             Transport::Http => "http",
             Transport::Tcp => "tcp",
             Transport::Serial => "serial",
+            Transport::Https => "https",
         }
     }
 }

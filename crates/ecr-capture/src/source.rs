@@ -54,6 +54,12 @@ const PCAPNG_IDB: u32 = 1;
 const PCAPNG_OPB: u32 = 2;
 const PCAPNG_SPB: u32 = 3;
 const PCAPNG_EPB: u32 = 6;
+/// Decryption Secrets Block (pcapng 4.7).
+const PCAPNG_DSB: u32 = 0x0a;
+/// DSB secrets type of a TLS key log ("TLSK").
+pub const DSB_TLS_KEYLOG: u32 = 0x544c_534b;
+/// Most bytes of TLS secrets kept from Decryption Secrets Blocks until taken.
+pub const MAX_DSB_BYTES: usize = 16 << 20;
 const PCAPNG_MIN_BLOCK: usize = 12;
 
 const OPT_END: u16 = 0;
@@ -554,6 +560,10 @@ pub struct CaptureReader {
     done: bool,
     packets: u64,
     last_ts: Timestamp,
+    /// TLS key logs from Decryption Secrets Blocks, not yet taken (secrets: never
+    /// shown by `Debug`).
+    tls_secrets: Vec<Vec<u8>>,
+    tls_secret_bytes: usize,
 }
 
 impl fmt::Debug for CaptureReader {
@@ -648,6 +658,8 @@ impl CaptureReader {
             done: false,
             packets: 0,
             last_ts: Timestamp(0),
+            tls_secrets: Vec::new(),
+            tls_secret_bytes: 0,
         };
         reader.read_file_header()?;
         Ok(reader)
@@ -1176,8 +1188,48 @@ impl CaptureReader {
             PCAPNG_EPB | PCAPNG_OPB | PCAPNG_SPB => {
                 self.packet_block(btype, endian, body_start, body_end, at)
             }
+            PCAPNG_DSB => self.secrets_block(endian, body_start, body_end, at),
             _ => Step::Continue,
         }
+    }
+
+    /// A Decryption Secrets Block: TLS key logs are kept for
+    /// [`CaptureReader::take_tls_secrets`]; other kinds (WireGuard, ZigBee) are skipped.
+    fn secrets_block(&mut self, endian: Endian, bs: usize, be: usize, at: Location) -> Step {
+        let body = self.buf.get(bs..be).unwrap_or_default();
+        let (Some(kind), Some(len)) = (endian.u32(body, 0), endian.u32(body, 4)) else {
+            return Step::Error(SourceError::Malformed {
+                what: "decryption secrets block",
+                at,
+                detail: "too short",
+            });
+        };
+        if kind != DSB_TLS_KEYLOG {
+            return Step::Continue;
+        }
+        let Some(data) = body.get(8..8usize.saturating_add(len as usize)) else {
+            return Step::Error(SourceError::Malformed {
+                what: "decryption secrets block",
+                at,
+                detail: "secrets length beyond the block",
+            });
+        };
+        if self.tls_secret_bytes.saturating_add(data.len()) > MAX_DSB_BYTES {
+            return Step::Error(SourceError::Malformed {
+                what: "decryption secrets block",
+                at,
+                detail: "more than 16 MiB of TLS secrets in the file: the rest is ignored",
+            });
+        }
+        self.tls_secret_bytes += data.len();
+        self.tls_secrets.push(data.to_vec());
+        Step::Continue
+    }
+
+    /// TLS key logs (NSS key log text) read from Decryption Secrets Blocks since
+    /// the last call. A block applies to the packets after it.
+    pub fn take_tls_secrets(&mut self) -> Vec<Vec<u8>> {
+        std::mem::take(&mut self.tls_secrets)
     }
 
     fn section_header(&mut self, endian: Endian, bs: usize, be: usize, at: Location) -> Step {
@@ -1850,6 +1902,35 @@ mod tests {
         f.extend(idb(true, 101, Some(0x80 | 10)));
         f.extend(epb(true, 0, 1024 * 5 + 512, b"raw", None));
         f
+    }
+
+    #[test]
+    fn pcapng_decryption_secrets_blocks() {
+        for be in [false, true] {
+            let p32 = |v: u32| if be { v.to_be_bytes() } else { v.to_le_bytes() };
+            let dsb = |kind: u32, text: &[u8], claimed: u32| {
+                let mut body = p32(kind).to_vec();
+                body.extend_from_slice(&p32(claimed));
+                body.extend_from_slice(text);
+                block(be, PCAPNG_DSB, &body)
+            };
+            let text = b"CLIENT_RANDOM aa bb\n";
+            let mut f = shb(be);
+            f.extend(dsb(DSB_TLS_KEYLOG, text, text.len() as u32));
+            f.extend(dsb(0x5747_4b4c, b"wireguard", 9)); // WireGuard: skipped
+            f.extend(dsb(DSB_TLS_KEYLOG, b"short", 999)); // length beyond the block
+            let mut r = CaptureReader::from_reader(Cursor::new(f)).unwrap();
+            let (pkts, errs) = collect(&mut r);
+            assert!(pkts.is_empty());
+            assert_eq!(errs.len(), 1, "{errs:?}");
+            assert!(
+                errs[0].contains("secrets length beyond the block"),
+                "{errs:?}"
+            );
+            assert_eq!(r.take_tls_secrets(), vec![text.to_vec()]);
+            assert!(r.take_tls_secrets().is_empty());
+            assert!(!format!("{r:?}").contains("CLIENT_RANDOM"));
+        }
     }
 
     #[test]

@@ -290,7 +290,8 @@ impl Records {
 /// are read in order as one capture) and returns an iterator of records shaped
 /// like the lines of `ecr-sniff analyze --format jsonl`.
 #[pyfunction]
-#[pyo3(signature = (path, keys = None, *, key_file = None, http_ports = None, tcp_ports = None, probe = false))]
+#[pyo3(signature = (path, keys = None, *, key_file = None, http_ports = None, tcp_ports = None, probe = false, tls_keylog = None))]
+#[allow(clippy::too_many_arguments)]
 pub fn analyze(
     py: Python<'_>,
     path: &Bound<'_, PyAny>,
@@ -299,6 +300,7 @@ pub fn analyze(
     http_ports: Option<Vec<u16>>,
     tcp_ports: Option<Vec<u16>>,
     probe: bool,
+    tls_keylog: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<Records> {
     let names = paths_of(path)?;
     let key_file = match key_file.filter(|k| !k.is_none()) {
@@ -306,11 +308,20 @@ pub fn analyze(
         None => None,
     };
     let keys = key_set(keys, key_file)?;
+    // TLS key logs (SSLKEYLOGFILE format) for HTTPS; never echoed in errors.
+    let mut log = ecr_capture::keylog::KeyLog::new();
+    if let Some(t) = tls_keylog.filter(|t| !t.is_none()) {
+        for file in paths_of(t)? {
+            log.load_file(std::path::Path::new(&file))
+                .map_err(EcrError::new_err)?;
+        }
+    }
     let defaults = Config::default();
     let cfg = Config {
         http_ports: http_ports.unwrap_or(defaults.http_ports),
         tcp_ports: tcp_ports.unwrap_or(defaults.tcp_ports),
         probe,
+        tls_keylog: log,
         ..Config::default()
     };
     let readers = open_all(py, &names)?;

@@ -1,0 +1,366 @@
+//! TLS secrets: the NSS key log format that `SSLKEYLOGFILE` makes browsers (Chrome,
+//! Edge, Firefox), curl, Python's `ssl` and node write, and that pcapng Decryption
+//! Secrets Blocks carry (`editcap --inject-secrets tls,FILE`).
+//!
+//! Each line is `LABEL <client random, 64 hex> <secret, hex>`; `#` starts a comment.
+//! The labels used here are `CLIENT_RANDOM` (the TLS 1.2 master secret) and the TLS 1.3
+//! `CLIENT_HANDSHAKE_TRAFFIC_SECRET`, `SERVER_HANDSHAKE_TRAFFIC_SECRET`,
+//! `CLIENT_TRAFFIC_SECRET_0` and `SERVER_TRAFFIC_SECRET_0`; other labels
+//! (`EXPORTER_SECRET`, `CLIENT_EARLY_TRAFFIC_SECRET`, ...) are skipped.
+//!
+//! Secrets are as sensitive as the POS-KEY: nothing here prints them, and the
+//! [`fmt::Debug`] forms show counts only.
+//!
+//! Bounded: a key log file is read up to [`MAX_FILE_BYTES`], lines longer than
+//! [`MAX_LINE`] are skipped, and the table holds at most [`MAX_ENTRIES`] client
+//! randoms (later ones are counted as dropped and reported by the caller).
+
+use std::collections::HashMap;
+use std::fmt;
+use std::io::Read;
+use std::path::Path;
+
+/// Largest key log file read (bytes).
+pub const MAX_FILE_BYTES: u64 = 64 << 20;
+/// Longest line considered (a TLS 1.3 line with a SHA-384 secret is 160 bytes).
+pub const MAX_LINE: usize = 1024;
+/// Most client randoms remembered.
+pub const MAX_ENTRIES: usize = 200_000;
+
+/// The secrets of one TLS session, by kind. TLS 1.3 secrets are at most 48 bytes
+/// (SHA-384); the TLS 1.2 master secret is 48 bytes.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secrets {
+    /// TLS 1.2 (and earlier) master secret.
+    pub master: Option<Secret>,
+    /// TLS 1.3 client handshake traffic secret.
+    pub client_hs: Option<Secret>,
+    /// TLS 1.3 server handshake traffic secret.
+    pub server_hs: Option<Secret>,
+    /// TLS 1.3 client application traffic secret 0.
+    pub client_app: Option<Secret>,
+    /// TLS 1.3 server application traffic secret 0.
+    pub server_app: Option<Secret>,
+}
+
+impl fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Secrets")
+            .field("master", &self.master.is_some())
+            .field("client_hs", &self.client_hs.is_some())
+            .field("server_hs", &self.server_hs.is_some())
+            .field("client_app", &self.client_app.is_some())
+            .field("server_app", &self.server_app.is_some())
+            .finish()
+    }
+}
+
+/// One secret (up to 64 bytes), never shown.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret {
+    bytes: [u8; 64],
+    len: u8,
+}
+
+impl Secret {
+    /// A secret from its bytes; `None` when empty or longer than 64 bytes.
+    pub fn new(b: &[u8]) -> Option<Self> {
+        if b.is_empty() || b.len() > 64 {
+            return None;
+        }
+        let mut bytes = [0u8; 64];
+        bytes.get_mut(..b.len())?.copy_from_slice(b);
+        Some(Secret {
+            bytes,
+            len: b.len() as u8,
+        })
+    }
+    /// The secret's bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        self.bytes.get(..usize::from(self.len)).unwrap_or_default()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Secret({} bytes)", self.len)
+    }
+}
+
+/// A problem with one line or file of a key log (never quoting a secret).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyLogWarning {
+    /// 1-based line number, when about a line.
+    pub line: Option<usize>,
+    /// What was wrong.
+    pub detail: String,
+}
+
+/// Secrets by client random, from any number of key logs.
+#[derive(Clone, Default)]
+pub struct KeyLog {
+    by_random: HashMap<[u8; 32], Secrets>,
+    dropped: u64,
+    sources: usize,
+}
+
+impl fmt::Debug for KeyLog {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyLog")
+            .field("sessions", &self.by_random.len())
+            .field("dropped", &self.dropped)
+            .field("sources", &self.sources)
+            .finish()
+    }
+}
+
+impl KeyLog {
+    /// An empty key log.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Number of TLS sessions (client randoms) known.
+    pub fn len(&self) -> usize {
+        self.by_random.len()
+    }
+
+    /// True when no secret is known.
+    pub fn is_empty(&self) -> bool {
+        self.by_random.is_empty()
+    }
+
+    /// True when at least one key log (file or capture block) was given, even an
+    /// empty one: then a connection without secrets is `tls-no-secret`, not just
+    /// `tls-encrypted`.
+    pub fn was_given(&self) -> bool {
+        self.sources > 0
+    }
+
+    /// Client randoms not stored because the table was full.
+    pub fn dropped(&self) -> u64 {
+        self.dropped
+    }
+
+    /// The secrets known for a client random.
+    pub fn get(&self, client_random: &[u8]) -> Option<&Secrets> {
+        let k: [u8; 32] = client_random.try_into().ok()?;
+        self.by_random.get(&k)
+    }
+
+    /// Reads a key log file (at most [`MAX_FILE_BYTES`]). Returns the problems
+    /// found in it, each naming a line; an I/O error is an `Err` naming the file.
+    pub fn load_file(&mut self, path: &Path) -> Result<Vec<KeyLogWarning>, String> {
+        let f = std::fs::File::open(path)
+            .map_err(|e| format!("{}: cannot read TLS key log: {e}", path.display()))?;
+        let mut data = Vec::new();
+        f.take(MAX_FILE_BYTES + 1)
+            .read_to_end(&mut data)
+            .map_err(|e| format!("{}: cannot read TLS key log: {e}", path.display()))?;
+        let mut warnings = vec![];
+        if data.len() as u64 > MAX_FILE_BYTES {
+            data.truncate(MAX_FILE_BYTES as usize);
+            warnings.push(KeyLogWarning {
+                line: None,
+                detail: format!(
+                    "larger than {} MiB: the rest is not read",
+                    MAX_FILE_BYTES >> 20
+                ),
+            });
+        }
+        warnings.extend(self.add_text(&data));
+        Ok(warnings)
+    }
+
+    /// Adds the lines of a key log (a file's content, or a pcapng Decryption Secrets
+    /// Block's). Returns the lines that could not be used and why.
+    pub fn add_text(&mut self, text: &[u8]) -> Vec<KeyLogWarning> {
+        self.sources += 1;
+        let mut warnings = vec![];
+        let mut unknown_labels = 0usize;
+        for (n, raw) in text.split(|&b| b == b'\n').enumerate() {
+            let line_no = n + 1;
+            if raw.len() > MAX_LINE {
+                push_warning(&mut warnings, line_no, "line too long for a key log line");
+                continue;
+            }
+            let line = trim(raw);
+            if line.is_empty() || line.first() == Some(&b'#') {
+                continue;
+            }
+            let mut fields = line
+                .split(|b| b.is_ascii_whitespace())
+                .filter(|f| !f.is_empty());
+            let (Some(label), Some(random), Some(secret), None) =
+                (fields.next(), fields.next(), fields.next(), fields.next())
+            else {
+                push_warning(
+                    &mut warnings,
+                    line_no,
+                    "not a key log line (LABEL CLIENT_RANDOM SECRET)",
+                );
+                continue;
+            };
+            let slot: fn(&mut Secrets) -> &mut Option<Secret> = match label {
+                b"CLIENT_RANDOM" => |s| &mut s.master,
+                b"CLIENT_HANDSHAKE_TRAFFIC_SECRET" => |s| &mut s.client_hs,
+                b"SERVER_HANDSHAKE_TRAFFIC_SECRET" => |s| &mut s.server_hs,
+                b"CLIENT_TRAFFIC_SECRET_0" => |s| &mut s.client_app,
+                b"SERVER_TRAFFIC_SECRET_0" => |s| &mut s.server_app,
+                _ => {
+                    unknown_labels += 1;
+                    continue;
+                }
+            };
+            let mut rnd = [0u8; 32];
+            if random.len() != 64 || !hex_into(random, &mut rnd) {
+                push_warning(
+                    &mut warnings,
+                    line_no,
+                    "the client random is not 64 hex digits",
+                );
+                continue;
+            }
+            let mut buf = [0u8; 64];
+            let len = secret.len() / 2;
+            let ok = secret.len() % 2 == 0
+                && (1..=64).contains(&len)
+                && buf.get_mut(..len).is_some_and(|b| hex_into(secret, b));
+            let Some(sec) = ok.then(|| buf.get(..len).and_then(Secret::new)).flatten() else {
+                push_warning(
+                    &mut warnings,
+                    line_no,
+                    "the secret is not 2 to 128 hex digits",
+                );
+                continue;
+            };
+            if label == b"CLIENT_RANDOM" && len != 48 {
+                push_warning(
+                    &mut warnings,
+                    line_no,
+                    "a CLIENT_RANDOM master secret is 48 bytes",
+                );
+                continue;
+            }
+            if !self.by_random.contains_key(&rnd) && self.by_random.len() >= MAX_ENTRIES {
+                self.dropped += 1;
+                continue;
+            }
+            *slot(self.by_random.entry(rnd).or_default()) = Some(sec);
+        }
+        let _ = unknown_labels; // labels of other protocols (QUIC, exporters) are normal
+        if self.dropped > 0 {
+            warnings.push(KeyLogWarning {
+                line: None,
+                detail: format!(
+                    "more than {MAX_ENTRIES} TLS sessions: {} later ones are ignored",
+                    self.dropped
+                ),
+            });
+        }
+        warnings
+    }
+}
+
+/// At most this many warnings per key log, so that a wrong file is one short message.
+const MAX_WARNINGS: usize = 5;
+
+fn push_warning(w: &mut Vec<KeyLogWarning>, line: usize, detail: &str) {
+    if w.len() < MAX_WARNINGS {
+        w.push(KeyLogWarning {
+            line: Some(line),
+            detail: detail.into(),
+        });
+    }
+}
+
+fn trim(b: &[u8]) -> &[u8] {
+    let start = b
+        .iter()
+        .position(|c| !c.is_ascii_whitespace())
+        .unwrap_or(b.len());
+    let end = b
+        .iter()
+        .rposition(|c| !c.is_ascii_whitespace())
+        .map_or(start, |e| e + 1);
+    b.get(start..end).unwrap_or_default()
+}
+
+fn hex_val(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// Decodes `hex` into `out` (exactly twice as many digits as bytes).
+fn hex_into(hex: &[u8], out: &mut [u8]) -> bool {
+    if hex.len() != out.len() * 2 {
+        return false;
+    }
+    for (o, pair) in out.iter_mut().zip(hex.chunks_exact(2)) {
+        match (
+            pair.first().copied().and_then(hex_val),
+            pair.get(1).copied().and_then(hex_val),
+        ) {
+            (Some(h), Some(l)) => *o = h << 4 | l,
+            _ => return false,
+        }
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const R: &str = "aa01020304050607080910111213141516171819202122232425262728293031";
+
+    #[test]
+    fn parses_nss_lines_and_skips_others() {
+        let text = format!(
+            "# SSL/TLS secrets log file, generated by NSS\n\
+             CLIENT_RANDOM {R} {}\n\
+             SERVER_HANDSHAKE_TRAFFIC_SECRET {R} {}\r\n\
+             EXPORTER_SECRET {R} {}\n\
+             \n",
+            "11".repeat(48),
+            "22".repeat(32),
+            "33".repeat(32)
+        );
+        let mut k = KeyLog::new();
+        let w = k.add_text(text.as_bytes());
+        assert!(w.is_empty(), "{w:?}");
+        assert_eq!(k.len(), 1);
+        let mut r = [0u8; 32];
+        assert!(hex_into(R.as_bytes(), &mut r));
+        let s = k.get(&r).unwrap();
+        assert_eq!(s.master.as_ref().unwrap().as_bytes(), &[0x11; 48][..]);
+        assert_eq!(s.server_hs.as_ref().unwrap().as_bytes(), &[0x22; 32][..]);
+        assert!(s.client_app.is_none());
+        // Debug never shows secret bytes.
+        let dbg = format!("{k:?} {s:?}");
+        assert!(!dbg.contains("11") && !dbg.contains("34"), "{dbg}");
+    }
+
+    #[test]
+    fn bad_lines_are_named_and_bounded() {
+        let long = "A".repeat(MAX_LINE + 1);
+        let text = format!(
+            "CLIENT_RANDOM zz {}\nCLIENT_RANDOM {R} 1234\nCLIENT_RANDOM {R}\n{long}\nCLIENT_RANDOM {R} {}\nX\nY\nZ\n",
+            "11".repeat(48),
+            "1".repeat(97)
+        );
+        let mut k = KeyLog::new();
+        let w = k.add_text(text.as_bytes());
+        assert_eq!(w.len(), MAX_WARNINGS);
+        assert_eq!(w[0].line, Some(1));
+        assert!(w[0].detail.contains("64 hex"));
+        assert!(w[1].detail.contains("48 bytes"));
+        assert!(w[3].detail.contains("too long"));
+        assert!(k.is_empty());
+        assert!(k.was_given());
+    }
+}
