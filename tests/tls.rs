@@ -30,6 +30,11 @@ fn scenarios() -> Vec<String> {
         .unwrap()
         .filter_map(|e| {
             let n = e.unwrap().file_name().into_string().unwrap();
+            // emu-* are the emulator's captures (tests/emulate_tls.rs), with their
+            // own key logs (NAME.keys) and no plain leg in the same file.
+            if n.starts_with("emu-") {
+                return None;
+            }
             n.strip_suffix(".pcap").map(str::to_string)
         })
         .collect();
@@ -91,6 +96,7 @@ fn normalized(recs: &[Value]) -> Vec<Value> {
             let o = r.as_object_mut().unwrap();
             for k in [
                 "ts",
+                "time",
                 "src",
                 "dst",
                 "packet",
@@ -589,8 +595,12 @@ fn a_connection_captured_after_its_handshake_is_reported_as_tls() {
         .as_str()
         .unwrap()
         .contains("handshake is not in the capture"));
+    // The capture's plain-HTTP leg on port 29101 is not analysed here, which
+    // ecr-on-other-port points out; nothing else may be reported.
     assert_eq!(
-        recs.iter().filter(|r| r["kind"] == "finding").count(),
+        recs.iter()
+            .filter(|r| r["kind"] == "finding" && r["code"] != "ecr-on-other-port")
+            .count(),
         1,
         "{recs:?}"
     );
