@@ -390,7 +390,7 @@ pub(crate) fn char_at(s: &[u8], pos: usize) -> char {
 }
 
 /// Whether `tok` is a JSON number token: `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`.
-pub(crate) fn is_json_number(tok: &[u8]) -> bool {
+pub fn is_json_number(tok: &[u8]) -> bool {
     let mut i = 0;
     let at = |i: usize| tok.get(i).copied();
     if at(i) == Some(b'-') {
