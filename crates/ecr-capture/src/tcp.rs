@@ -1170,8 +1170,8 @@ fn buffer(half: &mut Half, ctx: &mut Ctx<'_>, packet_index: u64, off: u64, paylo
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
     use proptest::prelude::*;
+    use std::collections::HashMap;
 
     const C: [u8; 4] = [10, 0, 0, 1];
     const S: [u8; 4] = [10, 0, 0, 2];
