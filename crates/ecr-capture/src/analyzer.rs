@@ -1781,7 +1781,7 @@ impl State<'_> {
         let role = record.role;
         let ref_num = record.ref_num;
         let is_response = decoded.facts.is_response;
-        let facts = decoded.facts.clone();
+        let facts = std::mem::take(&mut decoded.facts);
         let mut findings: Vec<(Code, String)> = decoded.findings.drain(..).chain(extra).collect();
         if no_key_here {
             // Keys were given, but all are bound to other terminals: say so rather
