@@ -541,6 +541,12 @@ impl<'a> JsonParser<'a> {
                 .position(|&c| c == b'"' || c == b'\\' || c < 0x20)
                 .unwrap_or(rest.len());
             self.pos = run_start + run_len;
+            if out.is_empty() && rest.get(run_len) == Some(&b'"') {
+                // The common case, a string without escapes: one exact allocation.
+                let text = self.slice(run_start, self.pos).to_owned();
+                self.pos += 1;
+                return Ok(text);
+            }
             if out.is_empty() && rest.get(run_len) == Some(&b'\\') {
                 // The first escape: size the string once for what is left of it
                 // (an escape never unescapes to more bytes than it takes), rather
