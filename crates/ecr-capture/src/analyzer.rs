@@ -10,7 +10,7 @@
 //! Records go to a [`Sink`] as soon as they are known, so a live tap can print them
 //! while the capture runs; the summary comes last from [`Analyzer::finish`].
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
 use std::net::SocketAddr;
 
 use ecr_proto::catalogue::{is_card_channel, FuncType};
@@ -305,7 +305,8 @@ struct State<'s> {
     cfg: Config,
     keys: KeySet,
     sink: &'s mut dyn Sink,
-    conns: HashMap<ConnId, Conn>,
+    /// foldhash: fast, seeded per process (see tcp.rs).
+    conns: foldhash::HashMap<ConnId, Conn>,
     messages: u64,
     transactions: u64,
     findings: BTreeMap<Code, u64>,
@@ -313,7 +314,7 @@ struct State<'s> {
     channels: BTreeMap<String, u64>,
     respcd: BTreeMap<String, u64>,
     latencies: Vec<f64>,
-    payments: HashMap<String, Payment>,
+    payments: foldhash::HashMap<String, Payment>,
     /// Payment ids in the order they were remembered, for evicting the oldest.
     payment_order: VecDeque<String>,
     payment_bytes: usize,
@@ -446,7 +447,7 @@ impl<'s> Analyzer<'s> {
                 cfg,
                 keys,
                 sink,
-                conns: HashMap::new(),
+                conns: Default::default(),
                 messages: 0,
                 transactions: 0,
                 findings: BTreeMap::new(),
@@ -454,7 +455,7 @@ impl<'s> Analyzer<'s> {
                 channels: BTreeMap::new(),
                 respcd: BTreeMap::new(),
                 latencies: Vec::new(),
-                payments: HashMap::new(),
+                payments: Default::default(),
                 payment_order: VecDeque::new(),
                 payment_bytes: 0,
                 stream_bytes: 0,
@@ -1913,7 +1914,7 @@ impl State<'_> {
         let role = record.role;
         let ref_num = record.ref_num;
         let is_response = decoded.facts.is_response;
-        let facts = decoded.facts.clone();
+        let facts = std::mem::take(&mut decoded.facts);
         let mut findings: Vec<(Code, String)> = decoded.findings.drain(..).chain(extra).collect();
         if no_key_here {
             // Keys were given, but all are bound to other terminals: say so rather

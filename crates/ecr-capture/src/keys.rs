@@ -11,7 +11,6 @@
 //!
 //! Keys are secrets: nothing here prints them, and errors name the line, not the key.
 
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 
 use ecr_proto::cipher::{KeyError, KeyRing, PosKey};
@@ -60,12 +59,15 @@ pub enum KeysError {
     Key(#[from] KeyError),
 }
 
+/// Terminal addresses whose key rings [`KeySet::for_terminal`] keeps at once.
+const MAX_CACHED_TERMINALS: usize = 4096;
+
 /// All keys given, each with its 1-based number (as reported in output).
 #[derive(Debug, Default)]
 pub struct KeySet {
     keys: Vec<(Option<Binding>, PosKey)>,
     /// Per terminal address: the ring to try, and each ring position's key number.
-    cache: HashMap<Option<SocketAddr>, (KeyRing, Vec<usize>)>,
+    cache: foldhash::HashMap<Option<SocketAddr>, (KeyRing, Vec<usize>)>,
     /// Per key: whether its binding matched a terminal seen (unbound keys: unused).
     matched: Vec<bool>,
 }
@@ -128,6 +130,11 @@ impl KeySet {
     /// The keys to try for the terminal at `pos` (its bound keys first), and for each
     /// ring position the key's 1-based number.
     pub fn for_terminal(&mut self, pos: Option<SocketAddr>) -> (&KeyRing, &[usize]) {
+        // Bounded: a capture with very many terminal addresses starts the cache
+        // afresh (the rings are only recomputed, nothing is lost).
+        if self.cache.len() >= MAX_CACHED_TERMINALS && !self.cache.contains_key(&pos) {
+            self.cache.clear();
+        }
         let keys = &self.keys;
         let matched = &mut self.matched;
         let (ring, numbers) = self.cache.entry(pos).or_insert_with(|| {
@@ -197,6 +204,21 @@ fn parse_binding(s: &str) -> Option<Binding> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn terminal_cache_is_bounded() {
+        let mut ks = KeySet::new();
+        ks.add_file_text("10.0.0.5=my_qfpay_pos_key\nf46b1f08bec1f39104792cc79ec9aacd\n")
+            .unwrap();
+        for port in 0..(MAX_CACHED_TERMINALS as u16 + 10) {
+            let (ring, nums) = ks.for_terminal(Some(SocketAddr::from(([10, 0, 0, 6], port))));
+            assert_eq!((ring.len(), nums), (1, &[2][..]));
+            assert!(ks.cache.len() <= MAX_CACHED_TERMINALS);
+        }
+        // Bound keys still come first after the cache started afresh.
+        let (_, nums) = ks.for_terminal(Some("10.0.0.5:9001".parse().unwrap()));
+        assert_eq!(nums, &[1, 2]);
+    }
 
     #[test]
     fn key_file_with_bindings_and_comments() {

@@ -65,7 +65,8 @@ pub struct Decoded {
     pub findings: Vec<(Code, String)>,
     /// Facts for pairing.
     pub facts: Facts,
-    /// The parsed message, for detailed (text) output.
+    /// The parsed message. Its request content or response fields (with `data`)
+    /// are moved into `record` rather than copied: they are empty here.
     pub message: Option<Message>,
 }
 
@@ -121,7 +122,7 @@ pub fn decode_body(body: &[u8], keys: &KeyRing, key_numbers: &[usize], ctx: &Con
             }),
             _ => None,
         };
-    let message = match envelope::parse(body, keys) {
+    let mut message = match envelope::parse(body, keys) {
         Ok(m) => m,
         Err(e) => {
             record.raw = Some(preview(body));
@@ -155,15 +156,15 @@ pub fn decode_body(body: &[u8], keys: &KeyRing, key_numbers: &[usize], ctx: &Con
             };
         }
     };
-    match &message {
+    match &mut message {
         Message::Request(req) => {
             record.role = Role::Request;
             record.dialect = Some(req.dialect.name().to_string());
             record.digest = req.digest_status.name();
             record.digest_value = req.digest.clone();
             record.key = key_use(req.key_index, req.interpretation);
-            record.content = Some(RawObject(req.content.clone()));
             check_request(req, key_numbers, &mut findings, &mut facts);
+            record.content = Some(RawObject(std::mem::take(&mut req.content)));
             record.func_type = facts.func_type.map(|f| f.0);
             record.func_name = facts.func_type.and_then(FuncType::name);
             if let DigestStatus::Mismatch { mistake, .. } = &req.digest_status {
@@ -179,8 +180,8 @@ pub fn decode_body(body: &[u8], keys: &KeyRing, key_numbers: &[usize], ctx: &Con
             record.digest = "absent";
             record.key = key_use(resp.key_index, resp.interpretation);
             record.respcd = resp.respcd.clone();
-            record.response = Some(RawObject(response_object(resp)));
             check_response(resp, &mut findings, &mut facts);
+            record.response = Some(RawObject(response_object(resp)));
         }
     }
     Decoded {
@@ -191,17 +192,27 @@ pub fn decode_body(body: &[u8], keys: &KeyRing, key_numbers: &[usize], ctx: &Con
     }
 }
 
-/// The response's fields with `data` replaced by its parsed value.
-fn response_object(resp: &Response) -> Object {
-    resp.fields
-        .iter()
-        .map(|(k, v)| {
+/// The response's fields with `data` replaced by its parsed value, moved out of
+/// `resp` (no copy unless `data` appears more than once).
+fn response_object(resp: &mut Response) -> Object {
+    let mut data = resp.data.take();
+    let members = std::mem::take(&mut resp.fields).into_vec();
+    let last_data = members.iter().rposition(|(k, _)| k == "data");
+    members
+        .into_iter()
+        .enumerate()
+        .map(|(i, (k, v))| {
             let v = if k == "data" {
-                resp.data.clone().unwrap_or_else(|| v.clone())
+                let parsed = if Some(i) == last_data {
+                    data.take()
+                } else {
+                    data.clone()
+                };
+                parsed.unwrap_or(v)
             } else {
-                v.clone()
+                v
             };
-            (k.to_string(), v)
+            (k, v)
         })
         .collect()
 }

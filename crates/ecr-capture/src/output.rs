@@ -86,8 +86,15 @@ pub fn writer_with<'a, W: Write + 'a>(
 ) -> Box<dyn RecordWriter + 'a> {
     match format {
         Format::Text => Box::new(TextWriter::new(out, opts.color).with_clock(opts.clock)),
-        Format::Jsonl => Box::new(JsonlWriter { out }),
-        Format::Json => Box::new(JsonWriter { out, first: true }),
+        Format::Jsonl => Box::new(JsonlWriter {
+            out,
+            buf: Vec::new(),
+        }),
+        Format::Json => Box::new(JsonWriter {
+            out,
+            first: true,
+            buf: Vec::new(),
+        }),
         Format::Ladder => Box::new(crate::ladder::LadderWriter::new(out, opts.color)),
     }
 }
@@ -95,12 +102,28 @@ pub fn writer_with<'a, W: Write + 'a>(
 /// `--format jsonl`.
 pub struct JsonlWriter<W: Write> {
     out: W,
+    /// One line, serialised here first: serde writes many small pieces, which a
+    /// `Vec` takes inline while `out` (often a `Box<dyn Write>`) would take each
+    /// through a call.
+    buf: Vec<u8>,
+}
+
+/// Serialises `record` into `buf` (cleared first, capacity kept).
+fn render(buf: &mut Vec<u8>, record: &Record) -> io::Result<()> {
+    buf.clear();
+    serde_json::to_writer(&mut *buf, record).map_err(io::Error::from)?;
+    // Keep one line's worth of capacity, not the largest record ever seen.
+    if buf.capacity() > 1 << 20 && buf.len() < 1 << 16 {
+        buf.shrink_to(1 << 16);
+    }
+    Ok(())
 }
 
 impl<W: Write> RecordWriter for JsonlWriter<W> {
     fn write(&mut self, record: &Record) -> io::Result<()> {
-        serde_json::to_writer(&mut self.out, record)?;
-        self.out.write_all(b"\n")
+        render(&mut self.buf, record)?;
+        self.buf.push(b'\n');
+        self.out.write_all(&self.buf)
     }
     fn finish(&mut self) -> io::Result<()> {
         self.out.flush()
@@ -111,6 +134,8 @@ impl<W: Write> RecordWriter for JsonlWriter<W> {
 pub struct JsonWriter<W: Write> {
     out: W,
     first: bool,
+    /// See [`JsonlWriter`].
+    buf: Vec<u8>,
 }
 
 impl<W: Write> RecordWriter for JsonWriter<W> {
@@ -121,7 +146,8 @@ impl<W: Write> RecordWriter for JsonWriter<W> {
             b",\n"
         })?;
         self.first = false;
-        serde_json::to_writer(&mut self.out, record).map_err(io::Error::from)
+        render(&mut self.buf, record)?;
+        self.out.write_all(&self.buf)
     }
     fn finish(&mut self) -> io::Result<()> {
         if self.first {
@@ -890,6 +916,7 @@ mod tests {
         let mut w = JsonWriter {
             out: &mut out,
             first: true,
+            buf: Vec::new(),
         };
         w.finish().unwrap();
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();

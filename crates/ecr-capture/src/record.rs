@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use ecr_proto::value::{Object, Value};
+use ecr_proto::value::{is_json_number, Object, Value};
 use ecr_proto::Timestamp;
 use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
@@ -97,10 +97,42 @@ pub struct RawObject(pub Object);
 
 impl Serialize for RawObject {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let text = Value::Object(self.0.clone()).to_json_string();
-        match serde_json::value::RawValue::from_string(text) {
-            Ok(raw) => raw.serialize(s),
-            Err(_) => s.serialize_none(),
+        serialize_object(&self.0, s)
+    }
+}
+
+/// Serialises an object straight from the parsed value, exactly as
+/// [`Value::to_json_string`] writes it (members in wire order, duplicates kept,
+/// number tokens as on the wire, a token that is not a JSON number as a string),
+/// without rendering it to a string and parsing that again.
+fn serialize_object<S: Serializer>(o: &Object, s: S) -> Result<S::Ok, S::Error> {
+    let mut m = s.serialize_map(Some(o.len()))?;
+    for (k, v) in o.iter() {
+        m.serialize_entry(k, &WireValue(v))?;
+    }
+    m.end()
+}
+
+/// A [`Value`] serialised as [`Value::to_json_string`] writes it.
+struct WireValue<'a>(&'a Value);
+
+impl Serialize for WireValue<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            Value::Null => s.serialize_unit(),
+            Value::Bool(b) => s.serialize_bool(*b),
+            Value::Number(n) if is_json_number(n.as_bytes()) => {
+                // A borrowed RawValue keeps the token as it was on the wire
+                // (`10.10` stays `10.10`); validating a short token is cheap.
+                match serde_json::from_str::<&serde_json::value::RawValue>(n) {
+                    Ok(raw) => raw.serialize(s),
+                    Err(_) => s.serialize_str(n),
+                }
+            }
+            Value::Number(n) => s.serialize_str(n),
+            Value::String(t) => s.serialize_str(t),
+            Value::Array(items) => s.collect_seq(items.iter().map(WireValue)),
+            Value::Object(o) => serialize_object(o, s),
         }
     }
 }

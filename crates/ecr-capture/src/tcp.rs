@@ -29,7 +29,7 @@
 //! Checksums are not verified: captures taken on a sending host with checksum
 //! offload carry wrong checksums on every outgoing segment.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 
@@ -490,11 +490,13 @@ struct Ctx<'c> {
 pub struct TcpReassembler {
     cfg: TcpConfig,
     is_server_port: Box<dyn Fn(u16) -> bool + Send>,
-    conns: HashMap<ConnKey, Conn>,
+    /// foldhash: a fast hasher, seeded per process (addresses and ports come from
+    /// the capture, so not an unseeded one).
+    conns: foldhash::HashMap<ConnKey, Conn>,
     /// CLOCK queue for eviction: (key, id, last_ts when queued).
     clock: VecDeque<(ConnKey, ConnId, Timestamp)>,
     /// Recently closed connections: key -> close time.
-    closed: HashMap<ConnKey, Timestamp>,
+    closed: foldhash::HashMap<ConnKey, Timestamp>,
     next_id: ConnId,
     total_ooo: usize,
     last_sweep: Option<Timestamp>,
@@ -517,9 +519,9 @@ impl TcpReassembler {
         TcpReassembler {
             cfg,
             is_server_port: Box::new(is_server_port),
-            conns: HashMap::new(),
+            conns: Default::default(),
             clock: VecDeque::new(),
-            closed: HashMap::new(),
+            closed: Default::default(),
             next_id: 1,
             total_ooo: 0,
             last_sweep: None,
@@ -1169,6 +1171,7 @@ fn buffer(half: &mut Half, ctx: &mut Ctx<'_>, packet_index: u64, off: u64, paylo
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use std::collections::HashMap;
 
     const C: [u8; 4] = [10, 0, 0, 1];
     const S: [u8; 4] = [10, 0, 0, 2];
