@@ -10,6 +10,7 @@
 #![warn(missing_docs)]
 
 pub mod client;
+pub mod dense;
 pub mod faults;
 pub mod line;
 pub mod request;
