@@ -257,8 +257,16 @@ pub fn run(a: LiveArgs) -> Result<ExitCode> {
             break;
         }
     }
+    // What was captured before the stop is analysed too: first what the capture
+    // thread still brings (while it brings something), then what is left queued.
+    let draining = Instant::now();
+    while failure.is_none() && draining.elapsed() < Duration::from_secs(5) {
+        match drain.recv_timeout(Duration::from_millis(60)) {
+            Some(p) => handle(p, &mut file, &mut failure),
+            None => break,
+        }
+    }
     let stopped = drain.stop();
-    // What was captured before the stop is analysed too.
     while let Some(p) = drain.try_recv() {
         handle(p, &mut file, &mut failure);
     }
@@ -291,12 +299,11 @@ type OutFile = Option<(PathBuf, PcapngWriter<BufWriter<File>>)>;
 /// Says on stderr how many packets were lost so far, and where.
 fn report_drops(d: &NetDrops) {
     eprintln!(
-        "ecr-sniff: warning: {} packet(s) lost so far: {} by the kernel (buffer full; try a larger --buffer-size), {} by the interface, {} by the analyzer's queue ({} received by the filter)",
+        "ecr-sniff: warning: {} packet(s) lost so far: {} by the kernel (buffer full; try a larger --buffer-size), {} by the interface, {} by the analyzer's queue",
         d.total(),
         d.kernel,
         d.interface,
-        d.queue,
-        d.received
+        d.queue
     );
 }
 

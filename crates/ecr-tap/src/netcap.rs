@@ -380,7 +380,8 @@ impl OwnedPacket {
 /// Packets lost so far, by where they were lost.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct NetDrops {
-    /// Packets that passed the filter (libpcap `ps_recv`).
+    /// Packets that passed the filter (libpcap `ps_recv`; on `lo` each packet is
+    /// counted twice, going out and coming in).
     pub received: u64,
     /// Dropped by the kernel: its buffer was full (`ps_drop`).
     pub kernel: u64,
@@ -401,6 +402,7 @@ impl NetDrops {
 
 #[derive(Debug, Default)]
 struct Counters {
+    read: AtomicU64,
     received: AtomicU64,
     kernel: AtomicU64,
     interface: AtomicU64,
@@ -409,6 +411,9 @@ struct Counters {
 
 /// How often the capture thread reads the kernel's counters while packets come.
 const STATS_EVERY: Duration = Duration::from_millis(200);
+
+/// Longest [`Drain::stop`] goes on reading what the kernel holds.
+const STOP_PATIENCE: Duration = Duration::from_secs(5);
 
 /// The capture thread of [`NetTap::spawn`] and its queue.
 pub struct Drain {
@@ -481,15 +486,14 @@ impl NetTap {
     ) -> Result<(), NetError> {
         let mut stats_at = Instant::now();
         let result = loop {
-            if stop.load(Ordering::Relaxed) {
-                break Ok(());
-            }
             let owned = match self.next_packet() {
                 Ok(Some(p)) => OwnedPacket {
                     ts: p.ts,
                     data: p.data.to_vec(),
                     orig_len: p.orig_len,
                 },
+                // A timeout, or the wake-up of Drain::stop once nothing is left.
+                Ok(None) if stop.load(Ordering::Relaxed) => break Ok(()),
                 Ok(None) => {
                     self.update(c);
                     stats_at = Instant::now();
@@ -497,6 +501,7 @@ impl NetTap {
                 }
                 Err(e) => break Err(e),
             };
+            c.read.fetch_add(1, Ordering::Relaxed);
             let len = owned.data.len();
             let room = queued.load(Ordering::Relaxed).saturating_add(len) <= max_bytes;
             let sent = if room {
@@ -572,6 +577,20 @@ impl Drain {
     /// then be taken with [`Drain::try_recv`]. Returns the thread's error, if any.
     pub fn stop(&mut self) -> Result<(), NetError> {
         self.stop.store(true, Ordering::Relaxed);
+        // What the kernel already holds is read first: the thread is woken (which
+        // ends its read even with packets left) only once it has made no progress
+        // for a while, longer than a kernel block waits to be handed over.
+        let started = Instant::now();
+        if self.thread.is_some() {
+            loop {
+                let before = self.counters.read.load(Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(3 * READ_TIMEOUT_MS as u64));
+                let idle = self.counters.read.load(Ordering::Relaxed) == before;
+                if idle || self.ended() || started.elapsed() >= STOP_PATIENCE {
+                    break;
+                }
+            }
+        }
         self.waker.wake();
         match self.thread.take().map(JoinHandle::join) {
             Some(Ok(r)) => r,
