@@ -70,7 +70,7 @@ pub struct LiveArgs {
     #[arg(long)]
     pub promisc: bool,
     /// Kernel buffer for packets not yet read, for bursts: MiB, or a size with K,
-    /// M or G (libpcap's buffer_size; tcpdump's -B). Losses are reported on
+    /// M or G (libpcap's buffer_size; tcpdump's -B counts KiB). Losses are reported on
     /// stderr as they happen and in the summary.
     #[arg(long = "buffer-size", value_name = "SIZE", default_value = "64", value_parser = parse_size)]
     pub buffer_size: usize,
