@@ -412,6 +412,10 @@ struct Counters {
 /// How often the capture thread reads the kernel's counters while packets come.
 const STATS_EVERY: Duration = Duration::from_millis(200);
 
+/// [`Drain::stop`] ends the capture thread's read once it has read nothing for
+/// this long: far longer than a kernel block waits, and long enough for a thread
+/// that waited for a core on a loaded machine to get one.
+const STOP_IDLE: Duration = Duration::from_millis(500);
 /// Longest [`Drain::stop`] goes on reading what the kernel holds.
 const STOP_PATIENCE: Duration = Duration::from_secs(5);
 
@@ -579,12 +583,12 @@ impl Drain {
         self.stop.store(true, Ordering::Relaxed);
         // What the kernel already holds is read first: the thread is woken (which
         // ends its read even with packets left) only once it has made no progress
-        // for a while, longer than a kernel block waits to be handed over.
+        // for STOP_IDLE.
         let started = Instant::now();
         if self.thread.is_some() {
             loop {
                 let before = self.counters.read.load(Ordering::Relaxed);
-                std::thread::sleep(Duration::from_millis(3 * READ_TIMEOUT_MS as u64));
+                std::thread::sleep(STOP_IDLE);
                 let idle = self.counters.read.load(Ordering::Relaxed) == before;
                 if idle || self.ended() || started.elapsed() >= STOP_PATIENCE {
                     break;
