@@ -3,8 +3,11 @@
 //!   traffic, so this measures decoding, decryption and verification);
 //! - `mixed`: 64 MB of non-ECR noise with the sample conversations sprinkled in, as
 //!   in a shop capture (this measures how fast the analyzer skips what is not ours).
+//! - `ecr_dense`: `analyze --format jsonl` (output thrown away) on 12 MB of the dense capture of `ecr_emu::dense` (every packet ECR
+//!   traffic over every transport, 32 terminals with their own keys), the capture
+//!   `benches/dense.sh` times at 256 MB.
 //!
-//! Run: `cargo bench --bench analyze`. Reported in bytes/s and messages/s.
+//! Run: `cargo bench --bench analyze` (`-- ecr_dense` for the dense one only). Reported in bytes/s and messages/s.
 
 use std::io::Cursor;
 use std::sync::Arc;
@@ -12,8 +15,10 @@ use std::sync::Arc;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use ecr_capture::analyzer::{Analyzer, Config};
 use ecr_capture::keys::KeySet;
+use ecr_capture::output::{self, Format};
 use ecr_capture::record::Record;
 use ecr_capture::source::{CaptureReader, PcapWriter};
+use ecr_emu::dense::{self, DenseOptions};
 use ecr_proto::cipher::PosKey;
 use ecr_proto::Timestamp;
 
@@ -117,11 +122,51 @@ fn run(capture: &Shared) -> u64 {
     messages
 }
 
+/// Like `analyze --key-file KEYS --format jsonl` with stdout thrown away.
+fn run_dense(capture: &Shared, opts: &DenseOptions) -> u64 {
+    let mut keys = KeySet::new();
+    keys.add_file_text(&dense::key_file(opts)).unwrap();
+    let mut out = output::writer(Format::Jsonl, std::io::sink(), false);
+    let mut messages = 0u64;
+    let mut sink = |r: Record| {
+        if matches!(r, Record::Message(_)) {
+            messages += 1;
+        }
+        out.write(&r).unwrap();
+    };
+    let mut a = Analyzer::new(Config::default(), keys, &mut sink);
+    let mut r = CaptureReader::from_reader(Cursor::new(capture.clone())).unwrap();
+    while let Some(p) = r.next_packet() {
+        a.packet(&p.unwrap());
+    }
+    a.finish(capture.0.len() as u64, vec![]);
+    messages
+}
+
 fn bench(c: &mut Criterion) {
+    let opts = DenseOptions {
+        size_bytes: 12 << 20,
+        terminals: 32,
+    };
+    let mut dense_capture = Vec::new();
+    let made = dense::write_dense(&mut dense_capture, &opts).unwrap();
+    let dense_capture = Shared(Arc::new(dense_capture));
+    let dense_messages = run_dense(&dense_capture, &opts);
+    // Every request and response decoded (acks of 9002 frames come on top).
+    assert!(
+        dense_messages >= made.messages,
+        "{dense_messages} < {made:?}"
+    );
     let ecr = Shared(Arc::new(build(0)));
     let messages = run(&ecr);
     let mut g = c.benchmark_group("analyze");
     g.sample_size(20);
+    g.throughput(Throughput::Bytes(dense_capture.0.len() as u64));
+    g.bench_function("ecr_dense", |b| b.iter(|| run_dense(&dense_capture, &opts)));
+    g.throughput(Throughput::Elements(dense_messages));
+    g.bench_function("ecr_dense_messages", |b| {
+        b.iter(|| run_dense(&dense_capture, &opts))
+    });
     g.throughput(Throughput::Bytes(ecr.0.len() as u64));
     g.bench_function("ecr_only_bytes", |b| b.iter(|| run(&ecr)));
     g.throughput(Throughput::Elements(messages));

@@ -10,8 +10,13 @@ use crate::cli::{FailOn, KeyArgs, OutputArgs, PortArgs};
 const AFTER: &str = "\
 Packets are filtered in the kernel to the ECR ports (--http-port, --tcp-port; every TCP
 port with --probe) unless --filter gives another BPF filter. Each message prints as soon
-as it is complete, findings included; Ctrl-C (or SIGTERM) flushes the -w file, reports
-requests still waiting (unanswered-at-end), prints the summary and exits 0.
+as it is complete, findings included (stdout is written in blocks, flushed at least every
+100 ms, after every message on a terminal); Ctrl-C (or SIGTERM) flushes the -w file,
+reports requests still waiting (unanswered-at-end), prints the summary and exits 0.
+
+A capture thread only moves packets from the kernel into a bounded queue; packets lost
+in the kernel (--buffer-size too small), by the interface or at the queue are reported on
+stderr as the count grows and in the summary (`drops` in jsonl).
 
 HTTPS: --tls-keylog FILE is followed while capturing (it may not exist yet); a TLS
 connection whose secrets the browser has not written yet is held (up to 256 KiB) and
@@ -68,6 +73,11 @@ pub struct LiveArgs {
     /// Exit with status 1 when a finding of this severity or worse was seen.
     #[arg(long = "fail-on", value_enum, default_value = "never")]
     pub fail_on: FailOn,
+    /// Kernel buffer for packets not yet read, for bursts: MiB, or a size with K,
+    /// M or G (libpcap's buffer_size; tcpdump's -B counts KiB). Losses are reported on
+    /// stderr as they happen and in the summary.
+    #[arg(long = "buffer-size", value_name = "SIZE", default_value = "64", value_parser = parse_size)]
+    pub buffer_size: usize,
 }
 
 /// `ecr-sniff [OPTIONS] -i IFACE` means `ecr-sniff live [OPTIONS] -i IFACE`: when the
@@ -121,22 +131,23 @@ pub use imp::run;
 
 #[cfg(feature = "live")]
 mod imp {
+    use std::cell::Cell;
     use std::fs::File;
     use std::io::BufWriter;
+    use std::path::PathBuf;
     use std::process::ExitCode;
-    use std::sync::atomic::{AtomicBool, Ordering};
-    use std::sync::Arc;
+    use std::rc::Rc;
     use std::time::{Duration, Instant};
 
     use anyhow::{Context as _, Result};
     use ecr_capture::analyzer::Analyzer;
+    use ecr_capture::record::{Drops, Record, Sink};
     use ecr_capture::source::PcapngWriter;
-    use ecr_tap::netcap::{self, NetTap};
+    use ecr_tap::netcap::{self, NetDrops, NetTap, OwnedPacket, QueueLimits, TapOptions};
     use ecr_tap::stop;
 
-    use std::path::PathBuf;
-
     use super::LiveArgs;
+    use crate::tapout::FLUSH_EVERY;
     use crate::{config, exit_for, load_keys, load_tls_keylog};
 
     fn list() -> Result<ExitCode> {
@@ -202,14 +213,20 @@ mod imp {
             netcap::default_filter(&ports, cfg.probe)
         });
         let stop = stop::on_signals().context("installing the Ctrl-C handler")?;
-        let mut tap = NetTap::open(iface, &filter, a.promisc)?;
-        let mut file = match &a.write {
+        let opts = TapOptions {
+            promisc: a.promisc,
+            buffer_size: a.buffer_size,
+            immediate: false,
+        };
+        let tap = NetTap::open_with(iface, &filter, &opts)?;
+        let linktype = tap.linktype();
+        let mut file: OutFile = match &a.write {
             Some(path) => {
-                let f = File::create(path)
-                    .with_context(|| format!("cannot create {}", path.display()))?;
-                let mut w = PcapngWriter::new(BufWriter::new(f))
+                let f =
+                    File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+                let mut w = PcapngWriter::new(BufWriter::with_capacity(1 << 20, f))
                     .with_context(|| format!("writing {}", path.display()))?;
-                w.add_interface(tap.linktype(), netcap::SNAPLEN as u32, Some(iface))
+                w.add_interface(linktype, netcap::SNAPLEN as u32, Some(iface))
                     .with_context(|| format!("writing {}", path.display()))?;
                 w.flush()
                     .with_context(|| format!("writing {}", path.display()))?;
@@ -228,80 +245,136 @@ mod imp {
         // Records go to stdout as soon as the analyzer completes them, through a
         // bounded queue: a reader that does not keep up loses records (counted and
         // reported), never packets or the -w file.
-        let mut sink = crate::tapout::TapOutput::new(|piece| a.output.writer(piece));
+        let mut out = crate::tapout::TapOutput::new(|piece| a.output.writer(piece));
+        let drops: Rc<Cell<Drops>> = Rc::default();
+        let mut sink = WithDrops {
+            out: &mut out,
+            drops: Rc::clone(&drops),
+        };
         let mut analyzer = Analyzer::new(cfg, keys, &mut sink);
         // Browsers append to their key log while they connect: new lines are read as
         // they come, and connections waiting for them are decrypted then.
         let mut follow = KeylogFollower::new(&a.tls.tls_keylog);
-        let limit = a.duration.map(Duration::from_secs_f64);
-        // libpcap blocks in its read: a watcher thread ends the read on Ctrl-C or when
-        // --duration is up.
-        let done = Arc::new(AtomicBool::new(false));
-        let watcher = {
-            let (waker, done, stop) = (tap.waker(), Arc::clone(&done), Arc::clone(&stop));
-            let deadline = limit.map(|l| Instant::now() + l);
-            std::thread::spawn(move || {
-                while !done.load(Ordering::Relaxed) {
-                    if stop::requested(&stop) || deadline.is_some_and(|d| Instant::now() >= d) {
-                        stop.store(true, Ordering::Relaxed);
-                        waker.wake();
-                    }
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-            })
-        };
+        let deadline = a
+            .duration
+            .map(|l| Instant::now() + Duration::from_secs_f64(l));
+        // A thread of its own drains libpcap into a bounded queue; this one decodes.
+        let mut drain = tap
+            .spawn(QueueLimits::default())
+            .context("starting the capture thread")?;
+        let mut index = 0u64;
         let mut bytes = 0u64;
-        let mut failure = None;
-        while !stop::requested(&stop) {
-            match tap.next_packet() {
-                Ok(Some(pkt)) => {
-                    bytes += pkt.data.len() as u64;
-                    follow.poll(&mut analyzer);
-                    analyzer.packet(&pkt);
-                    // Each packet reaches the file at once, so that it is complete up
-                    // to the last packet whenever the tap is stopped (ECR traffic is
-                    // a few packets a second).
-                    if let Some((path, w)) = &mut file {
-                        let written = w
-                            .write_packet(0, pkt.ts, pkt.data, pkt.orig_len, None)
-                            .and_then(|()| w.flush());
-                        if let Err(e) = written {
-                            failure = Some(
-                                anyhow::Error::new(e)
-                                    .context(format!("writing {}", path.display())),
-                            );
-                            break;
-                        }
-                    }
-                }
-                Ok(None) => follow.poll(&mut analyzer),
-                Err(e) => {
-                    failure = Some(e.into());
-                    break;
+        let mut failure: Option<anyhow::Error> = None;
+        let mut handle = |p: OwnedPacket, file: &mut OutFile, failure: &mut Option<anyhow::Error>| {
+            index += 1;
+            bytes += p.data.len() as u64;
+            let pkt = p.as_packet(index, linktype);
+            follow.poll(&mut analyzer);
+            analyzer.packet(&pkt);
+            if let (Some((path, w)), None) = (file, &failure) {
+                if let Err(e) = w.write_packet(0, pkt.ts, pkt.data, pkt.orig_len, None) {
+                    *failure =
+                        Some(anyhow::Error::new(e).context(format!("writing {}", path.display())));
                 }
             }
+        };
+        let mut flushed_at = Instant::now();
+        let mut reported = NetDrops::default();
+        while !stop::requested(&stop) && deadline.is_none_or(|d| Instant::now() < d) {
+            if let Some(p) = drain.recv_timeout(Duration::from_millis(50)) {
+                handle(p, &mut file, &mut failure);
+            }
+            if failure.is_some() {
+                break;
+            }
+            if flushed_at.elapsed() >= FLUSH_EVERY {
+                flushed_at = Instant::now();
+                // The -w file is complete up to 100 ms ago whenever the tap is killed.
+                if let Some((path, w)) = &mut file {
+                    if let Err(e) = w.flush() {
+                        failure =
+                            Some(anyhow::Error::new(e).context(format!("writing {}", path.display())));
+                        break;
+                    }
+                }
+                let now = drain.drops();
+                if now.total() > reported.total() {
+                    report_drops(&now);
+                    reported = now;
+                }
+            }
+            if drain.ended() && !drain.has_queued() {
+                break;
+            }
         }
-        done.store(true, Ordering::Relaxed);
-        let _ = watcher.join();
+        // What was captured before the stop is analysed too: first what the capture
+        // thread still brings (while it brings something), then what is left queued.
+        let draining = Instant::now();
+        while failure.is_none() && draining.elapsed() < Duration::from_secs(5) {
+            match drain.recv_timeout(Duration::from_millis(60)) {
+                Some(p) => handle(p, &mut file, &mut failure),
+                None => break,
+            }
+        }
+        let stopped = drain.stop();
+        while let Some(p) = drain.try_recv() {
+            handle(p, &mut file, &mut failure);
+        }
         if let Some((path, mut w)) = file {
             w.flush()
                 .with_context(|| format!("writing {}", path.display()))?;
         }
-        if let Some(s) = tap.stats() {
-            if s.dropped > 0 {
-                eprintln!(
-                "ecr-sniff: warning: the kernel dropped {} of {} packets (not read fast enough)",
-                s.dropped, s.received
-            );
-            }
+        let lost = drain.drops();
+        if lost.total() > 0 {
+            report_drops(&lost);
         }
+        drops.set(Drops {
+            kernel: lost.kernel,
+            interface: lost.interface,
+            queue: lost.queue,
+            output: 0,
+        });
         let (_, max) = analyzer.finish(bytes, vec![]);
-        sink.finish().context("writing output")?;
+        out.finish().context("writing output")?;
         if let Some(e) = failure {
             return Err(e);
         }
+        stopped?;
         Ok(exit_for(max, a.fail_on))
     }
+
+    /// The `-w` file.
+    type OutFile = Option<(PathBuf, PcapngWriter<BufWriter<File>>)>;
+
+    /// Says on stderr how many packets were lost so far, and where.
+    fn report_drops(d: &NetDrops) {
+        eprintln!(
+            "ecr-sniff: warning: {} packet(s) lost so far: {} by the kernel (buffer full; try a larger --buffer-size), {} by the interface, {} by the analyzer's queue",
+            d.total(),
+            d.kernel,
+            d.interface,
+            d.queue
+        );
+    }
+
+    /// The live sink: records go to the output queue, the summary with the tap's
+    /// losses (`drops` in jsonl and json, a line in text).
+    struct WithDrops<'s, 'a> {
+        out: &'s mut crate::tapout::TapOutput<'a>,
+        drops: Rc<Cell<Drops>>,
+    }
+
+    impl Sink for WithDrops<'_, '_> {
+        fn record(&mut self, mut record: Record) {
+            if let Record::Summary(s) = &mut record {
+                let mut d = self.drops.get();
+                d.output = self.out.dropped;
+                s.drops = Some(d);
+            }
+            self.out.record(record);
+        }
+    }
+
     /// Reads lines appended to the `--tls-keylog` files during a live capture.
     struct KeylogFollower {
         files: Vec<(PathBuf, u64, Vec<u8>)>,
@@ -365,12 +438,53 @@ mod imp {
     }
 }
 
+/// Parses `--buffer-size`: bytes with an optional K, M or G suffix (powers of
+/// 1024); a plain number is MiB.
+fn parse_size(s: &str) -> Result<usize, String> {
+    let t = s.trim();
+    let (num, mult) = match t.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let m: usize = match c.to_ascii_uppercase() {
+                'K' => 1 << 10,
+                'M' => 1 << 20,
+                'G' => 1 << 30,
+                _ => {
+                    return Err(format!(
+                        "{s:?}: the unit must be K, M or G (MiB without one)"
+                    ))
+                }
+            };
+            (t.get(..i).unwrap_or(""), m)
+        }
+        _ => (t, 1 << 20),
+    };
+    let n: usize = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size such as 64 (MiB), 512K or 1G"))?;
+    let bytes = n.saturating_mul(mult);
+    if !(64 << 10..=2047 << 20).contains(&bytes) {
+        return Err(format!("{s:?}: the buffer must be between 64K and 2047M"));
+    }
+    Ok(bytes)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn args(a: &[&str]) -> Vec<OsString> {
         a.iter().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn buffer_sizes() {
+        assert_eq!(parse_size("64"), Ok(64 << 20));
+        assert_eq!(parse_size("512K"), Ok(512 << 10));
+        assert_eq!(parse_size("1g"), Ok(1 << 30));
+        for bad in ["", "x", "10X", "1K", "4096M", "-1"] {
+            assert!(parse_size(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! bounded ([`QUEUE_RECORDS`] records, [`QUEUE_BYTES`] bytes).
 
 use std::cell::RefCell;
-use std::io::{self, Write};
+use std::io::{self, IsTerminal, Write};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, SyncSender, TrySendError};
@@ -26,6 +26,10 @@ pub const QUEUE_BYTES: usize = 4 << 20;
 pub const PATIENCE: Duration = Duration::from_millis(400);
 /// A reader that takes nothing for this long is not waited for.
 pub const STUCK_AFTER: Duration = Duration::from_millis(100);
+/// Output is written in blocks of about this size...
+const BLOCK: usize = 64 << 10;
+/// ...and flushed at least this often while records come.
+pub const FLUSH_EVERY: Duration = Duration::from_millis(100);
 /// The head of a `--format json` document, carried over when the first record
 /// (which begins with it) is dropped.
 const JSON_HEAD: &[u8] = b"{\"records\":[\n";
@@ -76,14 +80,7 @@ impl<'a> TapOutput<'a> {
         let (done_tx, done) = mpsc::channel();
         // Not joined: at exit it may be blocked in a write nobody reads.
         std::thread::spawn(move || {
-            for chunk in rx {
-                q.fetch_sub(chunk.len(), Ordering::Relaxed);
-                let mut out = io::stdout().lock();
-                if out.write_all(&chunk).and_then(|()| out.flush()).is_err() {
-                    // The reader went away (EPIPE): the taps go on without output.
-                    break;
-                }
-            }
+            let _ = write_out(&rx, &q, &mut io::stdout(), io::stdout().is_terminal());
             let _ = done_tx.send(());
         });
         let piece = Piece::default();
@@ -186,6 +183,40 @@ impl<'a> TapOutput<'a> {
     }
 }
 
+/// The stdout thread: writes the queued records to `out` in blocks, flushed
+/// whenever the queue is empty and at least every [`FLUSH_EVERY`] (after each
+/// record when `each` is set: stdout is a terminal). Returns on the first write
+/// error (the reader went away: the taps go on without output) or when the queue
+/// is closed and empty.
+fn write_out(
+    rx: &mpsc::Receiver<Vec<u8>>,
+    queued: &AtomicUsize,
+    out: &mut dyn Write,
+    each: bool,
+) -> io::Result<()> {
+    let mut block: Vec<u8> = Vec::with_capacity(BLOCK);
+    while let Ok(chunk) = rx.recv() {
+        let started = Instant::now();
+        let mut next = Some(chunk);
+        while let Some(chunk) = next.take() {
+            queued.fetch_sub(chunk.len(), Ordering::Relaxed);
+            block.extend_from_slice(&chunk);
+            if each || block.len() >= BLOCK || started.elapsed() >= FLUSH_EVERY {
+                out.write_all(&block)?;
+                out.flush()?;
+                block.clear();
+            }
+            next = rx.try_recv().ok();
+        }
+        if !block.is_empty() {
+            out.write_all(&block)?;
+            out.flush()?;
+            block.clear();
+        }
+    }
+    Ok(())
+}
+
 /// `chunk` (a record after a dropped first one) with the dropped JSON document head
 /// in place of its separator.
 fn with_head(head: &[u8], chunk: &[u8]) -> Vec<u8> {
@@ -243,6 +274,43 @@ mod tests {
     use super::*;
     use ecr_capture::output::{writer, Format};
     use ecr_capture::record::SummaryRecord;
+
+    /// Records are written in blocks, all of them, in order, and the writer ends
+    /// when the queue is closed.
+    #[test]
+    fn stdout_thread_writes_blocks_in_order() {
+        let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(4096);
+        let queued = AtomicUsize::new(0);
+        let mut want = Vec::new();
+        for i in 0..3000u32 {
+            let rec = format!("{{\"n\":{i}}}\n").into_bytes();
+            queued.fetch_add(rec.len(), Ordering::Relaxed);
+            want.extend_from_slice(&rec);
+            tx.send(rec).unwrap();
+        }
+        drop(tx);
+        #[derive(Default)]
+        struct Counting {
+            bytes: Vec<u8>,
+            writes: usize,
+        }
+        impl Write for Counting {
+            fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+                self.writes += 1;
+                self.bytes.extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut out = Counting::default();
+        write_out(&rx, &queued, &mut out, false).unwrap();
+        assert_eq!(out.bytes, want);
+        assert_eq!(queued.load(Ordering::Relaxed), 0);
+        // 3000 records of ~10 bytes: one block, not one write per record.
+        assert!(out.writes < 10, "{} writes", out.writes);
+    }
 
     /// A JSON document stays valid when its first record (with the head) is
     /// dropped: the head moves to the next record that gets through.

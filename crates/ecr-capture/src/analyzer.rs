@@ -1049,6 +1049,7 @@ impl<'s> Analyzer<'s> {
                 .map(|(key, bound_to)| UnusedKey { key, bound_to })
                 .collect(),
             terminals_without_key: st.terminals_without_key.iter().cloned().collect(),
+            drops: None,
         };
         st.sink.record(Record::Summary(summary.clone()));
         (summary, st.max_severity)

@@ -770,6 +770,13 @@ impl<W: Write> TextWriter<W> {
                 .collect();
             writeln!(self.out, "    responses by respcd: {}", parts.join(", "))?;
         }
+        if let Some(d) = &s.drops {
+            writeln!(
+                self.out,
+                "    lost by the tap: {} packet(s) by the kernel, {} by the interface, {} by the analyzer's queue; {} output record(s)",
+                d.kernel, d.interface, d.queue, d.output
+            )?;
+        }
         if let Some(l) = &s.latency_ms {
             writeln!(
                 self.out,

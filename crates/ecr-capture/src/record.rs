@@ -402,6 +402,31 @@ pub struct SummaryRecord {
     /// are all bound to other addresses).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub terminals_without_key: Vec<String>,
+    /// What a live tap lost (absent in offline analysis).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub drops: Option<Drops>,
+}
+
+/// Packets and records a live tap lost, by where they were lost.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Drops {
+    /// Packets the kernel dropped because its buffer was full (libpcap `ps_drop`).
+    pub kernel: u64,
+    /// Packets the interface or its driver dropped (libpcap `ps_ifdrop`).
+    pub interface: u64,
+    /// Packets captured but dropped because the analyzer's queue was full.
+    pub queue: u64,
+    /// Output records dropped because stdout was not read fast enough.
+    pub output: u64,
+}
+
+impl Drops {
+    /// Packets lost before analysis (kernel, interface and queue).
+    pub fn packets(&self) -> u64 {
+        self.kernel
+            .saturating_add(self.interface)
+            .saturating_add(self.queue)
+    }
 }
 
 /// A bound key that matched no traffic (never the key itself).

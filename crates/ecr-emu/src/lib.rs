@@ -11,6 +11,7 @@
 
 pub mod client;
 pub mod cors;
+pub mod dense;
 pub mod faults;
 pub mod line;
 pub mod request;

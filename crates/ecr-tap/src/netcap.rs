@@ -1,26 +1,78 @@
 //! Live capture from a network interface with libpcap.
 //!
-//! The capture runs in immediate mode (each packet is handed over as it arrives,
-//! not when the kernel's buffer block fills). libpcap's read timeout cannot be
-//! relied on to return on a silent interface (on Linux with TPACKET_V3 it waits in
-//! `poll` until a packet comes, even through SIGINT); so reads block, and a
-//! [`Waker`] handed to another thread ends a blocked read when the caller wants to
-//! stop. A BPF filter keeps
-//! everything but the ECR ports in the kernel.
+//! [`NetTap::spawn`] moves the capture to a thread of its own that does nothing but
+//! drain libpcap into a bounded queue ([`QueueLimits`]): decoding and output run on
+//! the caller's thread, so a burst waits in the queue (and, before that, in the
+//! kernel buffer, sized by [`TapOptions::buffer_size`]) instead of being dropped
+//! by the kernel while earlier packets are decoded. What is lost anyway is counted
+//! where it was lost ([`NetDrops`]: the kernel, the interface, the queue).
+//!
+//! The kernel hands packets over in blocks (TPACKET_V3), a block when it is full
+//! or [`READ_TIMEOUT_MS`] after its first packet, so a lone packet waits at most
+//! that long; immediate mode ([`TapOptions::immediate`]) would give each packet a
+//! 64 KiB slot on loopback and hold few of them. libpcap's read timeout does not
+//! return on a silent interface (on Linux it waits in `poll` until a packet
+//! comes), so reads block, and [`Waker`] (used by [`Drain::stop`]) ends a blocked
+//! read. A BPF filter keeps everything but the ECR ports in the kernel.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use ecr_capture::source::Packet;
 use ecr_proto::Timestamp;
 use pcap::{Active, BreakLoop, Capture, Device};
 
-/// libpcap's read timeout (where the platform honours it).
-pub const READ_TIMEOUT_MS: i32 = 100;
-/// Kernel buffer for packets not yet read. libpcap's default (2 MiB) holds only
-/// about 30 loopback-sized packets in immediate mode (one 64 KiB slot each), and a
-/// burst larger than that is dropped while the previous packets are decoded.
-pub const BUFFER_SIZE: i32 = 32 << 20;
+/// libpcap's read timeout: the longest a packet waits in a kernel block.
+pub const READ_TIMEOUT_MS: i32 = 20;
+/// Default kernel buffer for packets not yet read (`--buffer-size`): at 100 MB/s of
+/// ECR traffic it holds more than half a second.
+pub const BUFFER_SIZE: usize = 64 << 20;
 /// Bytes kept per packet: everything (ECR messages span segments; a cut packet
 /// would be a hole in the stream).
 pub const SNAPLEN: i32 = 262_144;
+
+/// How the capture is opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TapOptions {
+    /// Promiscuous mode.
+    pub promisc: bool,
+    /// Kernel buffer in bytes.
+    pub buffer_size: usize,
+    /// Each packet handed over as it arrives (one slot of the interface's MTU per
+    /// packet in the kernel buffer) instead of in blocks.
+    pub immediate: bool,
+}
+
+impl Default for TapOptions {
+    fn default() -> Self {
+        TapOptions {
+            promisc: false,
+            buffer_size: BUFFER_SIZE,
+            immediate: false,
+        }
+    }
+}
+
+/// Bounds of the queue between the capture thread and the analyzer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueLimits {
+    /// Most packets queued.
+    pub packets: usize,
+    /// Most packet bytes queued.
+    pub bytes: usize,
+}
+
+impl Default for QueueLimits {
+    fn default() -> Self {
+        QueueLimits {
+            packets: 131_072,
+            bytes: 64 << 20,
+        }
+    }
+}
 
 /// Errors of the network tap. Each names the interface and what to do.
 #[derive(Debug, thiserror::Error)]
@@ -189,13 +241,29 @@ impl std::fmt::Debug for Waker {
 pub struct NetStats {
     /// Packets that passed the filter.
     pub received: u32,
-    /// Packets the kernel dropped because they were not read fast enough.
+    /// Packets the kernel dropped because they were not read fast enough
+    /// (`ps_drop`).
     pub dropped: u32,
+    /// Packets the interface or its driver dropped (`ps_ifdrop`).
+    pub if_dropped: u32,
 }
 
 impl NetTap {
-    /// Opens `name` with `filter`, in immediate mode, not promiscuous unless asked.
+    /// Opens `name` with `filter` and the default [`TapOptions`], not promiscuous
+    /// unless asked.
     pub fn open(name: &str, filter: &str, promisc: bool) -> Result<NetTap, NetError> {
+        NetTap::open_with(
+            name,
+            filter,
+            &TapOptions {
+                promisc,
+                ..TapOptions::default()
+            },
+        )
+    }
+
+    /// Opens `name` with `filter` and the given options.
+    pub fn open_with(name: &str, filter: &str, o: &TapOptions) -> Result<NetTap, NetError> {
         // Check the name first: libpcap's own messages for a missing interface vary
         // between versions and some only speak of permissions.
         let list = Device::list().map_err(|e| classify(name, e))?;
@@ -207,11 +275,11 @@ impl NetTap {
         }
         let cap = Capture::from_device(name)
             .map_err(|e| classify(name, e))?
-            .immediate_mode(true)
+            .immediate_mode(o.immediate)
             .timeout(READ_TIMEOUT_MS)
             .snaplen(SNAPLEN)
-            .buffer_size(BUFFER_SIZE)
-            .promisc(promisc)
+            .buffer_size(i32::try_from(o.buffer_size).unwrap_or(i32::MAX))
+            .promisc(o.promisc)
             .open()
             .map_err(|e| classify(name, e))?;
         let mut cap = cap;
@@ -276,8 +344,272 @@ impl NetTap {
     pub fn stats(&mut self) -> Option<NetStats> {
         self.cap.stats().ok().map(|s| NetStats {
             received: s.received,
-            dropped: s.dropped.saturating_add(s.if_dropped),
+            dropped: s.dropped,
+            if_dropped: s.if_dropped,
         })
+    }
+}
+
+/// A captured packet, owned, on its way from the capture thread to the analyzer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnedPacket {
+    /// Capture time.
+    pub ts: Timestamp,
+    /// The bytes captured.
+    pub data: Vec<u8>,
+    /// Length on the wire.
+    pub orig_len: u32,
+}
+
+impl OwnedPacket {
+    /// The packet as the analyzer takes it; `index` is its 1-based number among
+    /// the packets analysed (and written with `-w`).
+    pub fn as_packet(&self, index: u64, linktype: u32) -> Packet<'_> {
+        Packet {
+            index,
+            ts: self.ts,
+            linktype,
+            data: &self.data,
+            orig_len: self.orig_len,
+            interface: 0,
+            direction: None,
+        }
+    }
+}
+
+/// Packets lost so far, by where they were lost.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NetDrops {
+    /// Packets that passed the filter (libpcap `ps_recv`; on `lo` each packet is
+    /// counted twice, going out and coming in).
+    pub received: u64,
+    /// Dropped by the kernel: its buffer was full (`ps_drop`).
+    pub kernel: u64,
+    /// Dropped by the interface or its driver (`ps_ifdrop`).
+    pub interface: u64,
+    /// Captured, but the queue to the analyzer was full.
+    pub queue: u64,
+}
+
+impl NetDrops {
+    /// All packets lost.
+    pub fn total(&self) -> u64 {
+        self.kernel
+            .saturating_add(self.interface)
+            .saturating_add(self.queue)
+    }
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    read: AtomicU64,
+    received: AtomicU64,
+    kernel: AtomicU64,
+    interface: AtomicU64,
+    queue: AtomicU64,
+}
+
+/// How often the capture thread reads the kernel's counters while packets come.
+const STATS_EVERY: Duration = Duration::from_millis(200);
+
+/// [`Drain::stop`] ends the capture thread's read once it has read nothing for
+/// this long: far longer than a kernel block waits, and long enough for a thread
+/// that waited for a core on a loaded machine to get one.
+const STOP_IDLE: Duration = Duration::from_millis(500);
+/// Longest [`Drain::stop`] goes on reading what the kernel holds.
+const STOP_PATIENCE: Duration = Duration::from_secs(5);
+
+/// The capture thread of [`NetTap::spawn`] and its queue.
+pub struct Drain {
+    rx: Receiver<OwnedPacket>,
+    queued: Arc<AtomicUsize>,
+    counters: Arc<Counters>,
+    stop: Arc<AtomicBool>,
+    waker: Waker,
+    thread: Option<JoinHandle<Result<(), NetError>>>,
+    linktype: u32,
+}
+
+impl std::fmt::Debug for Drain {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Drain")
+            .field("linktype", &self.linktype)
+            .field("drops", &self.drops())
+            .finish()
+    }
+}
+
+impl NetTap {
+    /// Starts the capture thread: it reads packets and queues them (up to
+    /// `limits`; past that they are dropped and counted) and reads the kernel's
+    /// counters, nothing else.
+    pub fn spawn(mut self, limits: QueueLimits) -> std::io::Result<Drain> {
+        let (tx, rx) = mpsc::sync_channel::<OwnedPacket>(limits.packets.max(1));
+        let queued = Arc::new(AtomicUsize::new(0));
+        let counters = Arc::new(Counters::default());
+        let stop = Arc::new(AtomicBool::new(false));
+        let waker = self.waker();
+        let linktype = self.linktype;
+        let thread = {
+            let (queued, counters, stop) = (
+                Arc::clone(&queued),
+                Arc::clone(&counters),
+                Arc::clone(&stop),
+            );
+            std::thread::Builder::new()
+                .name("ecr-capture".into())
+                .spawn(move || self.drain(&tx, &queued, &counters, &stop, limits.bytes))?
+        };
+        Ok(Drain {
+            rx,
+            queued,
+            counters,
+            stop,
+            waker,
+            thread: Some(thread),
+            linktype,
+        })
+    }
+
+    fn update(&mut self, c: &Counters) {
+        if let Some(s) = self.stats() {
+            c.received.store(u64::from(s.received), Ordering::Relaxed);
+            c.kernel.store(u64::from(s.dropped), Ordering::Relaxed);
+            c.interface
+                .store(u64::from(s.if_dropped), Ordering::Relaxed);
+        }
+    }
+
+    fn drain(
+        &mut self,
+        tx: &SyncSender<OwnedPacket>,
+        queued: &AtomicUsize,
+        c: &Counters,
+        stop: &AtomicBool,
+        max_bytes: usize,
+    ) -> Result<(), NetError> {
+        let mut stats_at = Instant::now();
+        let result = loop {
+            let owned = match self.next_packet() {
+                Ok(Some(p)) => OwnedPacket {
+                    ts: p.ts,
+                    data: p.data.to_vec(),
+                    orig_len: p.orig_len,
+                },
+                // A timeout, or the wake-up of Drain::stop once nothing is left.
+                Ok(None) if stop.load(Ordering::Relaxed) => break Ok(()),
+                Ok(None) => {
+                    self.update(c);
+                    stats_at = Instant::now();
+                    continue;
+                }
+                Err(e) => break Err(e),
+            };
+            c.read.fetch_add(1, Ordering::Relaxed);
+            let len = owned.data.len();
+            let room = queued.load(Ordering::Relaxed).saturating_add(len) <= max_bytes;
+            let sent = if room {
+                queued.fetch_add(len, Ordering::Relaxed);
+                match tx.try_send(owned) {
+                    Ok(()) => true,
+                    Err(TrySendError::Full(_)) => {
+                        queued.fetch_sub(len, Ordering::Relaxed);
+                        false
+                    }
+                    // The analyzer is gone: nothing more to do.
+                    Err(TrySendError::Disconnected(_)) => break Ok(()),
+                }
+            } else {
+                false
+            };
+            if !sent {
+                c.queue.fetch_add(1, Ordering::Relaxed);
+            }
+            if stats_at.elapsed() >= STATS_EVERY {
+                self.update(c);
+                stats_at = Instant::now();
+            }
+        };
+        self.update(c);
+        result
+    }
+}
+
+impl Drain {
+    /// The link type of the packets.
+    pub fn linktype(&self) -> u32 {
+        self.linktype
+    }
+
+    /// The next packet, waiting at most `timeout`.
+    pub fn recv_timeout(&self, timeout: Duration) -> Option<OwnedPacket> {
+        let p = self.rx.recv_timeout(timeout).ok()?;
+        self.queued.fetch_sub(p.data.len(), Ordering::Relaxed);
+        Some(p)
+    }
+
+    /// Whether packets are queued.
+    pub fn has_queued(&self) -> bool {
+        self.queued.load(Ordering::Relaxed) > 0
+    }
+
+    /// The next packet if one is queued.
+    pub fn try_recv(&self) -> Option<OwnedPacket> {
+        let p = self.rx.try_recv().ok()?;
+        self.queued.fetch_sub(p.data.len(), Ordering::Relaxed);
+        Some(p)
+    }
+
+    /// Whether the capture thread has ended (after an error; see [`Drain::stop`]).
+    pub fn ended(&self) -> bool {
+        self.thread.as_ref().is_none_or(JoinHandle::is_finished)
+    }
+
+    /// The losses so far (the kernel's counters as last read, at most
+    /// 200 ms old while packets come).
+    pub fn drops(&self) -> NetDrops {
+        let c = &self.counters;
+        NetDrops {
+            received: c.received.load(Ordering::Relaxed),
+            kernel: c.kernel.load(Ordering::Relaxed),
+            interface: c.interface.load(Ordering::Relaxed),
+            queue: c.queue.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Stops the capture thread and waits for it; the packets still queued can
+    /// then be taken with [`Drain::try_recv`]. Returns the thread's error, if any.
+    pub fn stop(&mut self) -> Result<(), NetError> {
+        self.stop.store(true, Ordering::Relaxed);
+        // What the kernel already holds is read first: the thread is woken (which
+        // ends its read even with packets left) only once it has made no progress
+        // for STOP_IDLE.
+        let started = Instant::now();
+        if self.thread.is_some() {
+            loop {
+                let before = self.counters.read.load(Ordering::Relaxed);
+                std::thread::sleep(STOP_IDLE);
+                let idle = self.counters.read.load(Ordering::Relaxed) == before;
+                if idle || self.ended() || started.elapsed() >= STOP_PATIENCE {
+                    break;
+                }
+            }
+        }
+        self.waker.wake();
+        match self.thread.take().map(JoinHandle::join) {
+            Some(Ok(r)) => r,
+            Some(Err(_)) => Err(NetError::Pcap {
+                name: "capture thread".into(),
+                detail: "the capture thread panicked".into(),
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Drain {
+    fn drop(&mut self) {
+        let _ = self.stop();
     }
 }
 
