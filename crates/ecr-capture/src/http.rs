@@ -935,10 +935,13 @@ fn parse_chunk_size(line: &[u8]) -> Option<u64> {
 /// most `max_header_bytes`, checked before) get a vector sized by their line count.
 const STACK_HEADERS: usize = 32;
 
+/// A parsed head: start line, protocol version ("HTTP/1.1"), header fields.
+type Head = (HttpKind, String, Vec<(String, String)>);
+
 /// Parses a complete head (start line, fields, empty line) with `httparse`: the start
 /// line strictly (HTTP/1.0 or 1.1), header lines leniently (invalid ones are skipped,
 /// obsolete line folding is joined), as a sniffer must read what peers actually send.
-fn parse_head(block: &[u8]) -> Option<(HttpKind, String, Vec<(String, String)>)> {
+fn parse_head(block: &[u8]) -> Option<Head> {
     let lines = memchr::memchr_iter(b'\n', block).count();
     if lines <= STACK_HEADERS {
         let mut fields = [httparse::EMPTY_HEADER; STACK_HEADERS];
@@ -952,7 +955,7 @@ fn parse_head(block: &[u8]) -> Option<(HttpKind, String, Vec<(String, String)>)>
 fn parse_head_into<'b>(
     block: &'b [u8],
     fields: &mut [httparse::Header<'b>],
-) -> Option<(HttpKind, String, Vec<(String, String)>)> {
+) -> Option<Head> {
     let mut cfg = httparse::ParserConfig::default();
     cfg.ignore_invalid_headers_in_requests(true)
         .ignore_invalid_headers_in_responses(true)
