@@ -952,10 +952,7 @@ fn parse_head(block: &[u8]) -> Option<Head> {
     }
 }
 
-fn parse_head_into<'b>(
-    block: &'b [u8],
-    fields: &mut [httparse::Header<'b>],
-) -> Option<Head> {
+fn parse_head_into<'b>(block: &'b [u8], fields: &mut [httparse::Header<'b>]) -> Option<Head> {
     let mut cfg = httparse::ParserConfig::default();
     cfg.ignore_invalid_headers_in_requests(true)
         .ignore_invalid_headers_in_responses(true)
