@@ -541,8 +541,10 @@ impl HttpParser {
         }
         let block = self.buf.get(..end).unwrap_or_default();
         let Some((kind, version, headers)) = parse_head(block) else {
+            // httparse refused a head whose start line the resync heuristics accepted
+            // (e.g. "HTTP/0.1"): skip that line, or resync would find it again forever.
             self.error(0, HttpError::BadStartLine, out);
-            return 0;
+            return memchr::memchr(b'\n', &self.buf).map_or(self.buf.len(), |n| n + 1);
         };
         let ts_first = self.ts_at(self.buf_offset);
         let msg = HttpMessage {
@@ -1318,6 +1320,21 @@ mod tests {
             p.feed(Timestamp(0), b"POSTPOSTPOST", &mut out);
         }
         assert!(p.buf.len() <= 64 + 12);
+    }
+
+    #[test]
+    fn head_refused_by_httparse_does_not_loop() {
+        // Found by the http fuzz target: a start line the resync accepts but httparse
+        // refuses (version 0.1) once made the parser emit errors forever.
+        let ev = parse_all(&[b"POST /api HTTP/0.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\n\r\n"]);
+        let errors = ev
+            .iter()
+            .filter(|e| matches!(e, HttpEvent::Error { .. }))
+            .count();
+        assert_eq!(errors, 1, "{ev:?}");
+        let msgs = messages(&ev);
+        assert_eq!(msgs.len(), 1, "{ev:?}");
+        assert!(matches!(&msgs[0].kind, HttpKind::Request { method, .. } if method == "GET"));
     }
 
     #[test]
