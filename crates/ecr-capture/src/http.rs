@@ -4,7 +4,9 @@
 //! ([`HttpParser::feed`]); tell it about holes ([`HttpParser::gap`]) and about the
 //! end of the stream ([`HttpParser::finish`]). It emits complete messages
 //! (request/status line, headers, body decoded from Content-Length or chunked
-//! encoding, or read until the connection closes) and errors.
+//! encoding, or read until the connection closes) and errors. Heads and chunk-size
+//! lines are parsed by `httparse`; finding them in a stream that arrives in pieces,
+//! resynchronising after damage, bodies, keep-alive and pipelining are done here.
 //!
 //! Untrusted input: header blocks are bounded (64 KiB by default), bodies too
 //! (16 MiB). After an error or a gap the parser resynchronises on the next line that
@@ -538,13 +540,12 @@ impl HttpParser {
             return memchr::memchr(b'\n', &self.buf).map_or(self.buf.len(), |n| n + 1);
         }
         let block = self.buf.get(..end).unwrap_or_default();
-        let mut lines = block.split(|&b| b == b'\n').map(trim_cr);
-        let start = lines.next().unwrap_or_default();
-        let Some((kind, version)) = parse_start_line(start) else {
+        let Some((kind, version, headers)) = parse_head(block) else {
+            // httparse refused a head whose start line the resync heuristics accepted
+            // (e.g. "HTTP/0.1"): skip that line, or resync would find it again forever.
             self.error(0, HttpError::BadStartLine, out);
-            return 0;
+            return memchr::memchr(b'\n', &self.buf).map_or(self.buf.len(), |n| n + 1);
         };
-        let headers = parse_fields(lines);
         let ts_first = self.ts_at(self.buf_offset);
         let msg = HttpMessage {
             kind,
@@ -674,7 +675,7 @@ impl HttpParser {
                     }
                     return i;
                 };
-                let line = trim_cr(rest.get(..n).unwrap_or_default());
+                let line = rest.get(..=n).unwrap_or_default();
                 let Some(size) = parse_chunk_size(line) else {
                     self.error(i, HttpError::BadChunk("invalid chunk size"), out);
                     return i;
@@ -912,17 +913,105 @@ fn parse_fields<'a>(lines: impl Iterator<Item = &'a [u8]>) -> Vec<(String, Strin
     fields
 }
 
+/// Parses a chunk-size line (with its line end) through `httparse`. Leading blanks
+/// and a bare LF line end are tolerated, as they were before `httparse` read them.
 fn parse_chunk_size(line: &[u8]) -> Option<u64> {
-    let size = line
-        .split(|&b| b == b';')
-        .next()
-        .unwrap_or_default()
-        .trim_ascii();
-    if size.is_empty() || size.len() > 15 {
-        return None;
+    let line = line.trim_ascii_start();
+    let parsed = if line.ends_with(b"\r\n") {
+        httparse::parse_chunk_size(line)
+    } else {
+        // A bare LF: hand httparse the same line ending in CRLF (the line is at most
+        // MAX_CHUNK_LINE bytes, so this copy is bounded).
+        let mut crlf = Vec::with_capacity(line.len() + 1);
+        crlf.extend_from_slice(line.strip_suffix(b"\n").unwrap_or(line));
+        crlf.extend_from_slice(b"\r\n");
+        httparse::parse_chunk_size(&crlf)
+    };
+    match parsed {
+        Ok(httparse::Status::Complete((_, size))) => Some(size),
+        _ => None,
     }
-    let s = std::str::from_utf8(size).ok()?;
-    u64::from_str_radix(s, 16).ok()
+}
+
+/// Header fields held on the stack while `httparse` reads a head; longer heads (at
+/// most `max_header_bytes`, checked before) get a vector sized by their line count.
+const STACK_HEADERS: usize = 32;
+
+/// A parsed head: start line, protocol version ("HTTP/1.1"), header fields.
+type Head = (HttpKind, String, Vec<(String, String)>);
+
+/// Parses a complete head (start line, fields, empty line) with `httparse`: the start
+/// line strictly (HTTP/1.0 or 1.1), header lines leniently (invalid ones are skipped,
+/// obsolete line folding is joined), as a sniffer must read what peers actually send.
+fn parse_head(block: &[u8]) -> Option<Head> {
+    let lines = memchr::memchr_iter(b'\n', block).count();
+    if lines <= STACK_HEADERS {
+        let mut fields = [httparse::EMPTY_HEADER; STACK_HEADERS];
+        parse_head_into(block, &mut fields)
+    } else {
+        let mut fields = vec![httparse::EMPTY_HEADER; lines];
+        parse_head_into(block, &mut fields)
+    }
+}
+
+fn parse_head_into<'b>(block: &'b [u8], fields: &mut [httparse::Header<'b>]) -> Option<Head> {
+    let mut cfg = httparse::ParserConfig::default();
+    cfg.ignore_invalid_headers_in_requests(true)
+        .ignore_invalid_headers_in_responses(true)
+        .allow_obsolete_multiline_headers_in_responses(true)
+        .allow_spaces_after_header_name_in_responses(true);
+    let version = |minor: Option<u8>| format!("HTTP/1.{}", minor.unwrap_or(1));
+    if block.starts_with(b"HTTP/") {
+        let mut resp = httparse::Response::new(fields);
+        if !matches!(
+            cfg.parse_response(&mut resp, block),
+            Ok(httparse::Status::Complete(_))
+        ) {
+            return None;
+        }
+        let kind = HttpKind::Response {
+            status: resp.code?,
+            reason: resp.reason.unwrap_or_default().to_owned(),
+        };
+        Some((kind, version(resp.version), collect_fields(resp.headers)))
+    } else {
+        let mut req = httparse::Request::new(fields);
+        if !matches!(
+            cfg.parse_request(&mut req, block),
+            Ok(httparse::Status::Complete(_))
+        ) {
+            return None;
+        }
+        let kind = HttpKind::Request {
+            method: req.method?.to_owned(),
+            path: req.path?.to_owned(),
+        };
+        Some((kind, version(req.version), collect_fields(req.headers)))
+    }
+}
+
+/// The fields `httparse` found, values trimmed; folded continuation lines (which
+/// httparse keeps inside the value) are joined with single spaces.
+fn collect_fields(fields: &[httparse::Header<'_>]) -> Vec<(String, String)> {
+    fields
+        .iter()
+        .filter(|h| !h.name.is_empty())
+        .map(|h| {
+            if memchr::memchr(b'\n', h.value).is_none() {
+                let value = String::from_utf8_lossy(h.value.trim_ascii()).into_owned();
+                return (h.name.to_owned(), value);
+            }
+            let value = h
+                .value
+                .split(|&b| b == b'\n')
+                .map(|l| trim_cr(l).trim_ascii())
+                .filter(|l| !l.is_empty())
+                .map(String::from_utf8_lossy)
+                .collect::<Vec<_>>()
+                .join(" ");
+            (h.name.to_owned(), value)
+        })
+        .collect()
 }
 
 /// Decides how the body is delimited. `Ok(None)` means no body.
@@ -1231,6 +1320,21 @@ mod tests {
             p.feed(Timestamp(0), b"POSTPOSTPOST", &mut out);
         }
         assert!(p.buf.len() <= 64 + 12);
+    }
+
+    #[test]
+    fn head_refused_by_httparse_does_not_loop() {
+        // Found by the http fuzz target: a start line the resync accepts but httparse
+        // refuses (version 0.1) once made the parser emit errors forever.
+        let ev = parse_all(&[b"POST /api HTTP/0.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\n\r\n"]);
+        let errors = ev
+            .iter()
+            .filter(|e| matches!(e, HttpEvent::Error { .. }))
+            .count();
+        assert_eq!(errors, 1, "{ev:?}");
+        let msgs = messages(&ev);
+        assert_eq!(msgs.len(), 1, "{ev:?}");
+        assert!(matches!(&msgs[0].kind, HttpKind::Request { method, .. } if method == "GET"));
     }
 
     #[test]

@@ -5,7 +5,9 @@
 //! payload is what was captured and [`IpPacket::truncated`] says so, because the TCP
 //! layer can still use the part it got. Ethernet padding after the IP total length is
 //! trimmed. IPv6 extension headers (hop-by-hop, routing, destination options, AH,
-//! fragment) are skipped.
+//! fragment) are skipped. The headers themselves are read with `etherparse`'s header
+//! slices; the capture-specific policy above (and why etherparse's whole-packet
+//! slicers and its `IpDefragPool` are not used) is in docs/architecture.md.
 //!
 //! [`Defragmenter`] joins fragments keyed by (src, dst, id, protocol) with bounds on
 //! pending datagrams and bytes and a timeout measured on capture time. Overlapping
@@ -14,9 +16,13 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 
 use ecr_proto::Timestamp;
+use etherparse::{
+    err, IpAuthHeaderSlice, Ipv4HeaderSlice, Ipv6FragmentHeaderSlice, Ipv6HeaderSlice,
+    Ipv6RawExtHeaderSlice,
+};
 
 /// IP protocol number of TCP.
 pub const PROTO_TCP: u8 = 6;
@@ -24,22 +30,8 @@ pub const PROTO_TCP: u8 = 6;
 pub const PROTO_UDP: u8 = 17;
 
 const IPV4_MIN_HEADER: usize = 20;
-const IPV4_TOTAL_LEN: usize = 2;
-const IPV4_ID: usize = 4;
-const IPV4_FLAGS_FRAG: usize = 6;
-const IPV4_TTL: usize = 8;
-const IPV4_PROTO: usize = 9;
-const IPV4_SRC: usize = 12;
-const IPV4_DST: usize = 16;
-const IPV4_MF: u16 = 0x2000;
-const IPV4_OFFSET_MASK: u16 = 0x1fff;
 
 const IPV6_HEADER: usize = 40;
-const IPV6_PAYLOAD_LEN: usize = 4;
-const IPV6_NEXT: usize = 6;
-const IPV6_HOP_LIMIT: usize = 7;
-const IPV6_SRC: usize = 8;
-const IPV6_DST: usize = 24;
 
 const EXT_HOP_BY_HOP: u8 = 0;
 const EXT_ROUTING: u8 = 43;
@@ -114,15 +106,6 @@ pub enum IpError {
     ExtensionHeaders(&'static str),
 }
 
-fn be16(b: &[u8], at: usize) -> Option<u16> {
-    Some(u16::from_be_bytes([*b.get(at)?, *b.get(at + 1)?]))
-}
-
-fn be32(b: &[u8], at: usize) -> Option<u32> {
-    let a: [u8; 4] = b.get(at..at + 4)?.try_into().ok()?;
-    Some(u32::from_be_bytes(a))
-}
-
 /// Parses an IPv4 or IPv6 packet, choosing by the version nibble.
 pub fn parse(data: &[u8]) -> Result<IpPacket<'_>, IpError> {
     match data.first().map(|b| b >> 4) {
@@ -133,7 +116,9 @@ pub fn parse(data: &[u8]) -> Result<IpPacket<'_>, IpError> {
     }
 }
 
-/// Parses an IPv4 packet (header checks, options skipped, total length bounds).
+/// Parses an IPv4 packet (header checks, options skipped, total length bounds). The
+/// header is read with `etherparse`'s [`Ipv4HeaderSlice`]; what a capture needs on top
+/// (snap-length truncation, padding, offload) is decided here.
 ///
 /// A total length of 0 is taken as "the captured length": captures taken on a host
 /// with TCP segmentation offload show outgoing super-segments that way.
@@ -142,46 +127,43 @@ pub fn parse_ipv4(data: &[u8]) -> Result<IpPacket<'_>, IpError> {
         needed: IPV4_MIN_HEADER,
         len: data.len(),
     };
+    // The version first, also for a packet too short for a header: "not IPv4" says
+    // more about such bytes than "too short".
     let first = *data.first().ok_or(short)?;
     if first >> 4 != 4 {
         return Err(IpError::BadVersion(first >> 4));
     }
-    let ihl = usize::from(first & 0x0f) * 4;
-    if data.len() < IPV4_MIN_HEADER {
-        return Err(short);
-    }
-    if ihl < IPV4_MIN_HEADER {
-        return Err(IpError::BadHeaderLen(ihl));
-    }
-    if ihl > data.len() {
-        return Err(IpError::Truncated {
-            needed: ihl,
-            len: data.len(),
-        });
-    }
-    let total = usize::from(be16(data, IPV4_TOTAL_LEN).ok_or(short)?);
+    let header = Ipv4HeaderSlice::from_slice(data).map_err(|e| match e {
+        err::ipv4::HeaderSliceError::Len(l) => IpError::Truncated {
+            needed: l.required_len,
+            len: l.len,
+        },
+        err::ipv4::HeaderSliceError::Content(err::ipv4::HeaderError::UnexpectedVersion {
+            version_number,
+        }) => IpError::BadVersion(version_number),
+        err::ipv4::HeaderSliceError::Content(
+            err::ipv4::HeaderError::HeaderLengthSmallerThanHeader { ihl },
+        ) => IpError::BadHeaderLen(usize::from(ihl) * 4),
+    })?;
+    let ihl = header.slice().len();
+    let total = usize::from(header.total_len());
     let total = if total == 0 { data.len() } else { total };
     if total < ihl {
         return Err(IpError::BadTotalLen { total, header: ihl });
     }
     let end = total.min(data.len());
-    let ff = be16(data, IPV4_FLAGS_FRAG).ok_or(short)?;
-    let offset = u32::from(ff & IPV4_OFFSET_MASK) * 8;
-    let more = ff & IPV4_MF != 0;
+    let offset = u32::from(header.fragments_offset().value()) * 8;
+    let more = header.more_fragments();
     let fragment = (more || offset != 0).then(|| Fragment {
-        id: u32::from(be16(data, IPV4_ID).unwrap_or(0)),
+        id: u32::from(header.identification()),
         offset,
         more,
     });
-    let addr = |at: usize| -> Option<IpAddr> {
-        let a: [u8; 4] = data.get(at..at + 4)?.try_into().ok()?;
-        Some(IpAddr::V4(Ipv4Addr::from(a)))
-    };
     Ok(IpPacket {
-        src: addr(IPV4_SRC).ok_or(short)?,
-        dst: addr(IPV4_DST).ok_or(short)?,
-        protocol: *data.get(IPV4_PROTO).ok_or(short)?,
-        ttl: *data.get(IPV4_TTL).ok_or(short)?,
+        src: IpAddr::V4(header.source_addr()),
+        dst: IpAddr::V4(header.destination_addr()),
+        protocol: header.protocol().0,
+        ttl: header.ttl(),
         payload: Cow::Borrowed(data.get(ihl..end).unwrap_or_default()),
         truncated: total > data.len(),
         fragment,
@@ -191,20 +173,8 @@ pub fn parse_ipv4(data: &[u8]) -> Result<IpPacket<'_>, IpError> {
 /// True when the IPv4 header checksum is right. Not enforced by [`parse`]: hosts
 /// with checksum offload capture their own packets with wrong checksums.
 pub fn ipv4_header_checksum_ok(data: &[u8]) -> bool {
-    let ihl = usize::from(data.first().map_or(0, |b| b & 0x0f)) * 4;
-    let Some(h) = data.get(..ihl) else {
-        return false;
-    };
-    let mut sum: u32 = 0;
-    for c in h.chunks(2) {
-        let hi = u32::from(*c.first().unwrap_or(&0));
-        let lo = u32::from(*c.get(1).unwrap_or(&0));
-        sum += (hi << 8) | lo;
-    }
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    ihl >= IPV4_MIN_HEADER && sum == 0xffff
+    Ipv4HeaderSlice::from_slice(data)
+        .is_ok_and(|h| h.to_header().calc_header_checksum() == h.header_checksum())
 }
 
 /// Result of walking an IPv6 extension-header chain.
@@ -214,47 +184,48 @@ struct ExtWalk {
     fragment: Option<Fragment>,
 }
 
-/// Walks extension headers starting with header type `next` at `data[0]`. Stops at
-/// the upper-layer header or at a (non-atomic) fragment header.
+const EXT_RUNS_PAST: IpError = IpError::ExtensionHeaders("header runs past the packet");
+
+/// Walks extension headers starting with header type `next` at `data[0]`, each read
+/// with `etherparse`'s header slices. Stops at the upper-layer header or at a
+/// (non-atomic) fragment header, and after [`MAX_EXT_HEADERS`] headers. (etherparse's
+/// own chain parser, `Ipv6ExtensionsSlice`, enforces the RFC 8200 order; captures are
+/// read as they are, in any order, with a bound on the count instead.)
 fn walk_ipv6_ext(mut next: u8, data: &[u8]) -> Result<ExtWalk, IpError> {
     let mut off = 0usize;
     for _ in 0..MAX_EXT_HEADERS {
         let rest = data.get(off..).unwrap_or_default();
         match next {
-            EXT_HOP_BY_HOP | EXT_ROUTING | EXT_DEST_OPTS | EXT_AH => {
-                let (Some(&nh), Some(&l)) = (rest.first(), rest.get(1)) else {
-                    return Err(IpError::ExtensionHeaders("header runs past the packet"));
-                };
-                let len = if next == EXT_AH {
-                    (usize::from(l) + 2) * 4
-                } else {
-                    (usize::from(l) + 1) * 8
-                };
-                if len > rest.len() {
-                    return Err(IpError::ExtensionHeaders("header runs past the packet"));
-                }
-                off += len;
-                next = nh;
+            EXT_HOP_BY_HOP | EXT_ROUTING | EXT_DEST_OPTS => {
+                let h = Ipv6RawExtHeaderSlice::from_slice(rest).map_err(|_| EXT_RUNS_PAST)?;
+                off += h.slice().len();
+                next = h.next_header().0;
+            }
+            EXT_AH => {
+                let h = IpAuthHeaderSlice::from_slice(rest).map_err(|e| match e {
+                    err::ip_auth::HeaderSliceError::Len(_) => EXT_RUNS_PAST,
+                    err::ip_auth::HeaderSliceError::Content(_) => {
+                        IpError::ExtensionHeaders("authentication header of zero length")
+                    }
+                })?;
+                off += h.slice().len();
+                next = h.next_header().0;
             }
             EXT_FRAGMENT => {
-                let (Some(&nh), Some(v), Some(id)) = (rest.first(), be16(rest, 2), be32(rest, 4))
-                else {
-                    return Err(IpError::ExtensionHeaders(
-                        "fragment header runs past the packet",
-                    ));
-                };
-                off += 8;
-                let frag = Fragment {
-                    id,
-                    offset: u32::from(v >> 3) * 8,
-                    more: v & 1 != 0,
-                };
-                next = nh;
-                if frag.offset != 0 || frag.more {
+                let h = Ipv6FragmentHeaderSlice::from_slice(rest).map_err(|_| {
+                    IpError::ExtensionHeaders("fragment header runs past the packet")
+                })?;
+                off += h.slice().len();
+                next = h.next_header().0;
+                if h.is_fragmenting_payload() {
                     return Ok(ExtWalk {
-                        protocol: nh,
+                        protocol: next,
                         offset: off,
-                        fragment: Some(frag),
+                        fragment: Some(Fragment {
+                            id: h.identification(),
+                            offset: u32::from(h.fragment_offset().value()) * 8,
+                            more: h.more_fragments(),
+                        }),
                     });
                 }
                 // An atomic fragment (offset 0, no more): just go on.
@@ -271,7 +242,8 @@ fn walk_ipv6_ext(mut next: u8, data: &[u8]) -> Result<ExtWalk, IpError> {
     Err(IpError::ExtensionHeaders("too many extension headers"))
 }
 
-/// Parses an IPv6 packet, skipping extension headers.
+/// Parses an IPv6 packet (fixed header read with `etherparse`'s [`Ipv6HeaderSlice`]),
+/// skipping extension headers.
 ///
 /// A payload length of 0 (jumbogram or segmentation offload) means "the rest of the
 /// captured bytes".
@@ -284,11 +256,14 @@ pub fn parse_ipv6(data: &[u8]) -> Result<IpPacket<'_>, IpError> {
     if first >> 4 != 6 {
         return Err(IpError::BadVersion(first >> 4));
     }
-    if data.len() < IPV6_HEADER {
-        return Err(short);
-    }
-    let plen = usize::from(be16(data, IPV6_PAYLOAD_LEN).ok_or(short)?);
-    let avail = data.len() - IPV6_HEADER;
+    let header = Ipv6HeaderSlice::from_slice(data).map_err(|e| match e {
+        err::ipv6::HeaderSliceError::Len(_) => short,
+        err::ipv6::HeaderSliceError::Content(err::ipv6::HeaderError::UnexpectedVersion {
+            version_number,
+        }) => IpError::BadVersion(version_number),
+    })?;
+    let plen = usize::from(header.payload_length());
+    let avail = data.len().saturating_sub(IPV6_HEADER);
     let (plen, truncated) = if plen == 0 {
         (avail, false)
     } else {
@@ -297,22 +272,17 @@ pub fn parse_ipv6(data: &[u8]) -> Result<IpPacket<'_>, IpError> {
     let body = data
         .get(IPV6_HEADER..IPV6_HEADER + plen.min(avail))
         .unwrap_or_default();
-    let next = *data.get(IPV6_NEXT).ok_or(short)?;
-    let walk = walk_ipv6_ext(next, body)?;
+    let walk = walk_ipv6_ext(header.next_header().0, body)?;
     let payload = if walk.protocol == EXT_NO_NEXT && walk.fragment.is_none() {
         &[][..]
     } else {
         body.get(walk.offset..).unwrap_or_default()
     };
-    let addr = |at: usize| -> Option<IpAddr> {
-        let a: [u8; 16] = data.get(at..at + 16)?.try_into().ok()?;
-        Some(IpAddr::V6(Ipv6Addr::from(a)))
-    };
     Ok(IpPacket {
-        src: addr(IPV6_SRC).ok_or(short)?,
-        dst: addr(IPV6_DST).ok_or(short)?,
+        src: IpAddr::V6(header.source_addr()),
+        dst: IpAddr::V6(header.destination_addr()),
         protocol: walk.protocol,
-        ttl: *data.get(IPV6_HOP_LIMIT).ok_or(short)?,
+        ttl: header.hop_limit(),
         payload: Cow::Borrowed(payload),
         truncated,
         fragment: walk.fragment,
@@ -641,6 +611,9 @@ fn insert_range(have: &mut Vec<(u32, u32)>, buf: &mut [u8], offset: u32, data: &
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// IPv4 "more fragments" flag in the flags/offset field.
+    const IPV4_MF: u16 = 0x2000;
 
     use crate::testutil::ipv4;
 

@@ -38,15 +38,6 @@ use ecr_proto::Timestamp;
 use crate::ip::PROTO_TCP;
 use crate::linklayer::{self, Network};
 
-const TCP_MIN_HEADER: usize = 20;
-const TCP_SRC_PORT: usize = 0;
-const TCP_DST_PORT: usize = 2;
-const TCP_SEQ: usize = 4;
-const TCP_ACK: usize = 8;
-const TCP_DATA_OFFSET: usize = 12;
-const TCP_FLAGS: usize = 13;
-const TCP_WINDOW: usize = 14;
-
 /// TCP flag bits (the low byte of the flags field).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub struct TcpFlags(pub u8);
@@ -128,37 +119,38 @@ fn be16(b: &[u8], at: usize) -> Option<u16> {
     Some(u16::from_be_bytes([*b.get(at)?, *b.get(at + 1)?]))
 }
 
-fn be32(b: &[u8], at: usize) -> Option<u32> {
-    let a: [u8; 4] = b.get(at..at + 4)?.try_into().ok()?;
-    Some(u32::from_be_bytes(a))
-}
-
-/// Parses a TCP header (data offset bounded by the captured bytes).
+/// Parses a TCP header (data offset bounded by the captured bytes) with
+/// `etherparse`'s [`etherparse::TcpHeaderSlice`].
 pub fn parse_tcp(data: &[u8]) -> Result<TcpSegment<'_>, TcpError> {
-    let short = TcpError::Truncated {
-        needed: TCP_MIN_HEADER,
-        len: data.len(),
-    };
-    if data.len() < TCP_MIN_HEADER {
-        return Err(short);
-    }
-    let header_len = usize::from(data.get(TCP_DATA_OFFSET).ok_or(short)? >> 4) * 4;
-    if header_len < TCP_MIN_HEADER {
-        return Err(TcpError::BadDataOffset(header_len));
-    }
-    let payload = data.get(header_len..).ok_or(TcpError::Truncated {
-        needed: header_len,
-        len: data.len(),
+    use etherparse::err::tcp::{HeaderError, HeaderSliceError};
+    let h = etherparse::TcpHeaderSlice::from_slice(data).map_err(|e| match e {
+        HeaderSliceError::Len(l) => TcpError::Truncated {
+            needed: l.required_len,
+            len: l.len,
+        },
+        HeaderSliceError::Content(HeaderError::DataOffsetTooSmall { data_offset }) => {
+            TcpError::BadDataOffset(usize::from(data_offset) * 4)
+        }
     })?;
+    let header_len = h.slice().len();
+    let flag = |set: bool, bit: u8| if set { bit } else { 0 };
+    let flags = flag(h.fin(), TcpFlags::FIN)
+        | flag(h.syn(), TcpFlags::SYN)
+        | flag(h.rst(), TcpFlags::RST)
+        | flag(h.psh(), TcpFlags::PSH)
+        | flag(h.ack(), TcpFlags::ACK)
+        | flag(h.urg(), TcpFlags::URG)
+        | flag(h.ece(), 0x40)
+        | flag(h.cwr(), 0x80);
     Ok(TcpSegment {
-        src_port: be16(data, TCP_SRC_PORT).ok_or(short)?,
-        dst_port: be16(data, TCP_DST_PORT).ok_or(short)?,
-        seq: be32(data, TCP_SEQ).ok_or(short)?,
-        ack: be32(data, TCP_ACK).ok_or(short)?,
-        flags: TcpFlags(*data.get(TCP_FLAGS).ok_or(short)?),
-        window: be16(data, TCP_WINDOW).ok_or(short)?,
+        src_port: h.source_port(),
+        dst_port: h.destination_port(),
+        seq: h.sequence_number(),
+        ack: h.acknowledgment_number(),
+        flags: TcpFlags(flags),
+        window: h.window_size(),
         header_len,
-        payload,
+        payload: data.get(header_len..).unwrap_or_default(),
     })
 }
 
