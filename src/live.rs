@@ -222,8 +222,8 @@ mod imp {
         let linktype = tap.linktype();
         let mut file: OutFile = match &a.write {
             Some(path) => {
-                let f =
-                    File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+                let f = File::create(path)
+                    .with_context(|| format!("cannot create {}", path.display()))?;
                 let mut w = PcapngWriter::new(BufWriter::with_capacity(1 << 20, f))
                     .with_context(|| format!("writing {}", path.display()))?;
                 w.add_interface(linktype, netcap::SNAPLEN as u32, Some(iface))
@@ -265,7 +265,9 @@ mod imp {
         let mut index = 0u64;
         let mut bytes = 0u64;
         let mut failure: Option<anyhow::Error> = None;
-        let mut handle = |p: OwnedPacket, file: &mut OutFile, failure: &mut Option<anyhow::Error>| {
+        let mut handle = |p: OwnedPacket,
+                          file: &mut OutFile,
+                          failure: &mut Option<anyhow::Error>| {
             index += 1;
             bytes += p.data.len() as u64;
             let pkt = p.as_packet(index, linktype);
@@ -292,8 +294,9 @@ mod imp {
                 // The -w file is complete up to 100 ms ago whenever the tap is killed.
                 if let Some((path, w)) = &mut file {
                     if let Err(e) = w.flush() {
-                        failure =
-                            Some(anyhow::Error::new(e).context(format!("writing {}", path.display())));
+                        failure = Some(
+                            anyhow::Error::new(e).context(format!("writing {}", path.display())),
+                        );
                         break;
                     }
                 }
