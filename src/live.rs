@@ -5,7 +5,7 @@
 use std::ffi::OsString;
 use std::path::PathBuf;
 
-use crate::cli::{FailOn, KeyArgs, OutputArgs, PortArgs};
+use crate::options::{FailOn, KeyArgs, OutputArgs, PortArgs};
 
 const AFTER: &str = "\
 Packets are filtered in the kernel to the ECR ports (--http-port, --tcp-port; every TCP
@@ -128,7 +128,7 @@ mod imp {
     use ecr_tap::stop;
 
     use super::LiveArgs;
-    use crate::{config, exit_for, load_keys};
+    use crate::options::{config, exit_for, load_keys};
 
     fn list() -> Result<ExitCode> {
         let list = netcap::list_interfaces()?;

@@ -20,7 +20,7 @@ use ecr_emu::{Instruction, Target};
 use ecr_proto::cipher::KeyRing;
 use ecr_proto::envelope::{self, Message, RequestDialect};
 
-use crate::cli::{ColorChoice, FormatArg, KeyArgs};
+use crate::options::{ColorChoice, FormatArg, KeyArgs};
 
 const AFTER: &str = "\
 The request is signed (md5 digest, D4) and encrypted with the POS-KEY, sent, and the
@@ -275,7 +275,7 @@ pub fn run(a: SendArgs) -> Result<ExitCode> {
         bail!("--cert and --insecure are for https:// targets only");
     }
     let instr = instruction(&a)?;
-    let mut keys = crate::load_keys(&a.keys)?;
+    let mut keys = crate::options::load_keys(&a.keys)?;
     let key = keys.for_terminal(None).0.get(0).cloned().context(
         "send needs the terminal's POS-KEY to sign and encrypt: --key, --key-file or ECR_POS_KEY",
     )?;
@@ -312,8 +312,8 @@ pub fn run(a: SendArgs) -> Result<ExitCode> {
             a.format.into(),
             out,
             output::TextOptions {
-                color: crate::use_color(a.color),
-                clock: output::Clock::Local(crate::cli::local_offset),
+                color: crate::options::use_color(a.color),
+                clock: output::Clock::Local(crate::options::local_offset),
             },
         ),
         error: None,
