@@ -51,7 +51,7 @@ trap cleanup EXIT
 
 # start_emu ARGS...: the terminal on 9001/9002, once it has announced its addresses.
 start_emu() {
-    "$BIN" emulate --key "$KEY" "$@" >"$TMP/emu.log" &
+    "$BIN" emulate --key "${EMU_KEY:-$KEY}" "$@" >"$TMP/emu.log" &
     EMU_PID=$!
     for _ in $(seq 100); do
         grep -q '^tcp: ' "$TMP/emu.log" 2>/dev/null && return
@@ -123,6 +123,29 @@ scenario_http_path_mismatch() {
     stop_dump; stop_emu
 }
 
+# Signing mistakes (the digests of vectors.json signing_mistakes, AES-128 key): the
+# content of the vectors, the digest given with `send --digest`; the terminal answers 4003.
+KEY_128=a1b2c3d4e5f6a7b8
+VECTOR_CONTENT='{"func_type":1001,"amt":10.1,"channel":"card_payment","out_trade_no":"456799999999"}'
+mistake() {
+    EMU_KEY=$KEY_128 start_emu; start_dump "$1"
+    "$BIN" send --to $HTTP --key $KEY_128 --dialect plain --format jsonl --timeout 5 \
+        --digest "$2" --json "$VECTOR_CONTENT" >/dev/null || true
+    stop_dump; stop_emu
+}
+scenario_http_digest_mismatch_double_quotes() { mistake "$1" 4472fcdc61975ab051cabe0cf152ab00; }
+scenario_http_digest_mismatch_unsorted_keys() { mistake "$1" 94653711566c4cd076ecd958f4dce23a; }
+scenario_http_digest_mismatch_amount_reformatted() { mistake "$1" f9c08aa7a68521b7c7a8f55587cea692; }
+scenario_http_digest_mismatch_key_not_appended() { mistake "$1" 4c56244027ce9b14d1bcbeeccbd95192; }
+
+# A digest that matches no known mistake (made with another key).
+scenario_http_digest_mismatch() {
+    start_emu; start_dump "$1"
+    send $HTTP --dialect plain --digest 5d41402abc4b2a76b9719d911017c592 \
+        pay --amt 10.10 --channel wx --out-trade-no ECR-BADSIG >/dev/null
+    stop_dump; stop_emu
+}
+
 scenario_tcp_unknown_func_type() {
     start_emu; start_dump "$1"
     send $TCP --json '{"func_type":9999}' >/dev/null
@@ -184,7 +207,9 @@ scenario_http_tcp_gap() {
     "$DAMAGE" gap "$TMP/live.pcap" "$1" 2
 }
 
-ALL="http-wrong-method.pcap http-unknown-channel.pcap
+ALL="http-digest-mismatch.pcap http-digest-mismatch-double-quotes.pcap
+http-digest-mismatch-unsorted-keys.pcap http-digest-mismatch-amount-reformatted.pcap
+http-digest-mismatch-key-not-appended.pcap http-wrong-method.pcap http-unknown-channel.pcap
 http-missing-field.pcap http-path-mismatch.pcap tcp-unknown-func-type.pcap
 http-decrypt-failed.pcap http-no-response.pcap http-unanswered-at-end.pcap
 https-tls-encrypted.pcap http-truncated-snaplen80.pcap

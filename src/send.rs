@@ -105,6 +105,11 @@ pub struct SendArgs {
     /// Send this content object (JSON) instead of one built by a subcommand.
     #[arg(long, value_name = "JSON")]
     json: Option<String>,
+    /// Send this digest instead of the right one, as a cash register that signs
+    /// wrongly does (the terminal should answer 4003; `analyze` names the mistake
+    /// when it recognises one). The sample captures' signing mistakes are made so.
+    #[arg(long, value_name = "HEX", global = true)]
+    digest: Option<String>,
     /// Output format.
     #[arg(long, value_enum, default_value = "text", global = true)]
     format: FormatArg,
@@ -294,6 +299,7 @@ pub fn run(a: SendArgs) -> Result<ExitCode> {
     opts.ack_timeout = Duration::from_millis(a.ack_timeout);
     opts.method = a.method.clone();
     opts.path = a.path.clone();
+    opts.digest = a.digest.clone();
     opts.tls = match (&a.cert, a.insecure) {
         (Some(file), _) => ecr_emu::tls::Trust::pinned(file).context("--cert")?,
         (None, true) => ecr_emu::tls::Trust::Insecure,
