@@ -146,6 +146,17 @@ scenario_http_digest_mismatch() {
     stop_dump; stop_emu
 }
 
+# Latency: a payment the customer takes 2.5 s over (`emulate --delay 2.5`), then a
+# quick inquiry.
+scenario_http_slow_terminal() {
+    start_emu --delay 2.5; start_dump "$1"
+    local syssn
+    syssn=$(send $HTTP pay --amt 33 --channel card_payment --out-trade-no ECR-SLOW |
+        sed -n 's/.*"syssn":"\([0-9]*\)".*/\1/p' | head -1)
+    send $HTTP inquiry --order-id "$syssn" >/dev/null
+    stop_dump; stop_emu
+}
+
 scenario_tcp_unknown_func_type() {
     start_emu; start_dump "$1"
     send $TCP --json '{"func_type":9999}' >/dev/null
@@ -209,7 +220,7 @@ scenario_http_tcp_gap() {
 
 ALL="http-digest-mismatch.pcap http-digest-mismatch-double-quotes.pcap
 http-digest-mismatch-unsorted-keys.pcap http-digest-mismatch-amount-reformatted.pcap
-http-digest-mismatch-key-not-appended.pcap http-wrong-method.pcap http-unknown-channel.pcap
+http-digest-mismatch-key-not-appended.pcap http-slow-terminal.pcap http-wrong-method.pcap http-unknown-channel.pcap
 http-missing-field.pcap http-path-mismatch.pcap tcp-unknown-func-type.pcap
 http-decrypt-failed.pcap http-no-response.pcap http-unanswered-at-end.pcap
 https-tls-encrypted.pcap http-truncated-snaplen80.pcap
