@@ -157,6 +157,14 @@ scenario_http_slow_terminal() {
     stop_dump; stop_emu
 }
 
+# JSON that is no ECR envelope at all.
+scenario_http_bad_envelope() {
+    start_emu; start_dump "$1"
+    send $HTTP --raw-body '{"amount":"10.10","type":"sale","ref":"456799999999","currency":"HKD"}' \
+        pay --amt 10.10 --channel wx >/dev/null
+    stop_dump; stop_emu
+}
+
 scenario_tcp_unknown_func_type() {
     start_emu; start_dump "$1"
     send $TCP --json '{"func_type":9999}' >/dev/null
@@ -220,7 +228,7 @@ scenario_http_tcp_gap() {
 
 ALL="http-digest-mismatch.pcap http-digest-mismatch-double-quotes.pcap
 http-digest-mismatch-unsorted-keys.pcap http-digest-mismatch-amount-reformatted.pcap
-http-digest-mismatch-key-not-appended.pcap http-slow-terminal.pcap http-wrong-method.pcap http-unknown-channel.pcap
+http-digest-mismatch-key-not-appended.pcap http-slow-terminal.pcap http-bad-envelope.pcap http-wrong-method.pcap http-unknown-channel.pcap
 http-missing-field.pcap http-path-mismatch.pcap tcp-unknown-func-type.pcap
 http-decrypt-failed.pcap http-no-response.pcap http-unanswered-at-end.pcap
 https-tls-encrypted.pcap http-truncated-snaplen80.pcap

@@ -110,6 +110,16 @@ pub struct SendArgs {
     /// when it recognises one). The sample captures' signing mistakes are made so.
     #[arg(long, value_name = "HEX", global = true)]
     digest: Option<String>,
+    /// Send TEXT as the body, as it is, instead of the signed request (a cash
+    /// register that sends no ECR envelope: the terminal should answer 4006); the
+    /// subcommand or --json still chooses the HTTP path.
+    #[arg(
+        long = "raw-body",
+        value_name = "TEXT",
+        global = true,
+        conflicts_with = "digest"
+    )]
+    raw_body: Option<String>,
     /// Output format.
     #[arg(long, value_enum, default_value = "text", global = true)]
     format: FormatArg,
@@ -300,6 +310,7 @@ pub fn run(a: SendArgs) -> Result<ExitCode> {
     opts.method = a.method.clone();
     opts.path = a.path.clone();
     opts.digest = a.digest.clone();
+    opts.raw_body = a.raw_body.as_ref().map(|b| b.as_bytes().to_vec());
     opts.tls = match (&a.cert, a.insecure) {
         (Some(file), _) => ecr_emu::tls::Trust::pinned(file).context("--cert")?,
         (None, true) => ecr_emu::tls::Trust::Insecure,

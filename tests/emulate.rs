@@ -352,6 +352,17 @@ fn refusals_4004_4006_4003() {
             r.records
         );
     }
+    // `--raw-body`: JSON that is no ECR envelope: 4006, and a bad-envelope finding.
+    let raw = send(
+        &t,
+        &[
+            "--raw-body",
+            r#"{"amount":"1.00","type":"sale"}"#,
+            "summary",
+        ],
+    );
+    assert_eq!(raw.respcd().as_deref(), Some("4006"), "{:?}", raw.records);
+    assert!(raw.has_finding("bad-envelope"), "{:?}", raw.records);
 }
 
 #[test]

@@ -60,6 +60,9 @@ pub struct SendOptions {
     /// A digest to send instead of the right one (a cash register that signs
     /// wrongly); `None` signs correctly.
     pub digest: Option<String>,
+    /// A body to send as it is instead of the signed request (a cash register
+    /// that sends no ECR envelope at all); the content still chooses the path.
+    pub raw_body: Option<Vec<u8>>,
 }
 
 impl SendOptions {
@@ -78,6 +81,7 @@ impl SendOptions {
             path: None,
             tls: Trust::Refuse,
             digest: None,
+            raw_body: None,
         }
     }
 }
@@ -239,7 +243,10 @@ pub fn send(
     content: &Object,
     opts: &SendOptions,
 ) -> Result<Exchange, ClientError> {
-    let body = build_request_with_digest(opts.dialect, content, &opts.key, opts.digest.as_deref());
+    let body = match &opts.raw_body {
+        Some(raw) => raw.clone(),
+        None => build_request_with_digest(opts.dialect, content, &opts.key, opts.digest.as_deref()),
+    };
     match target {
         Target::Http(addr) => {
             let stream = connect(addr, opts.connect_timeout)?;
