@@ -8,8 +8,13 @@ dumpcap for the pcapng files) on the loopback interface. Faults that well-behave
 sockets cannot produce (a lost segment, reordering, retransmission, overlap) are made
 by post-processing a real capture; see POSTPROCESS notes in the manifest.
 
+Scenarios marked made_by="regenerate.sh" are made by the project's Rust code instead
+(captures/regenerate.sh: `ecr-sniff emulate` and `send`, and the damaged_captures
+example); only their expectations stay here, for manifest.json and README.md, and this
+program skips them. The rest should move there as the Rust tools learn their faults.
+
 Usage (root is needed for tcpdump/dumpcap):
-    sudo python3 captures/generate.py              # all scenarios
+    sudo python3 captures/generate.py              # all scenarios not made by regenerate.sh
     python3 captures/generate.py --list            # names, files, expectations
     sudo python3 captures/generate.py --only NAME[,NAME...]
     python3 captures/generate.py --selftest        # codec against the test vectors (exit 77 = SKIP)
@@ -1997,9 +2002,11 @@ Two programs make the files (the table's last column says which):
   `damaged_captures` example of ecr-capture for damage no live exchange produces (a
   lost request, reordered and retransmitted segments).
 - `generate.py`: a Python terminal and cash register, for the scenarios the Rust tools
-  cannot produce yet (keep-alive and pipelining, AES-128 and hex keys, encrypted
-  responses, IPv6, the frame faults, signing mistakes, terminal-side overrides). It
-  skips the files `regenerate.sh` makes.
+  cannot produce yet (keep-alive and pipelining, bare Base64 over HTTP, hex keys,
+  encrypted responses, IPv6 with nanosecond timestamps, the 0x2f6e frame faults over
+  TCP, terminal-side overrides such as 4003/5001 refusals and partial card refunds, and
+  a clean cancel: `emulate` answers every cancel 6001). It skips the files
+  `regenerate.sh` makes.
 
 ## Regenerating
 
@@ -2007,7 +2014,7 @@ Two programs make the files (the table's last column says which):
 sudo bash captures/regenerate.sh                   # the Rust-made files (about 20 s)
 sudo bash captures/regenerate.sh http-tcp-gap.pcap # one of them
 ECR_SNIFF_BLESS=1 cargo test --test captures       # then the golden outputs in expected/
-sudo python3 captures/generate.py                  # all scenarios (about 90 s)
+sudo python3 captures/generate.py                  # the other files (about 60 s)
 python3 captures/generate.py --list                # scenario names, files, expected findings
 sudo python3 captures/generate.py --only NAME[,NAME...]   # by scenario name or file name
 python3 captures/generate.py --selftest            # codec vs crates/ecr-proto/tests/data/vectors.json + docs/protocol.md vectors
