@@ -71,7 +71,7 @@ stop_emu() {
 start_dump() {
     local file=$1; shift
     tcpdump -i lo -U --immediate-mode -Z root -n -s 0 "$@" -w "$file" \
-        "tcp port 9001 or tcp port 9002" 2>"$TMP/dump.err" &
+        "tcp port 9001 or tcp port 9002 or tcp port 19002" 2>"$TMP/dump.err" &
     DUMP_PID=$!
     for _ in $(seq 100); do
         grep -q listening "$TMP/dump.err" && return
@@ -165,6 +165,21 @@ scenario_http_bad_envelope() {
     stop_dump; stop_emu
 }
 
+# A PayMe payment allowed 180 s (spec: at most 120).
+scenario_http_payme_timeout() {
+    start_emu; start_dump "$1"
+    send $HTTP pay --amt 18 --channel payme --payment-timeout 180 --out-trade-no ECR-PAYME >/dev/null
+    stop_dump; stop_emu
+}
+
+# 0x2f6e frames on a port the analyzer does not watch by default.
+scenario_tcp_frames_other_port_19002() {
+    start_emu --tcp-port 19002; start_dump "$1"
+    send tcp://127.0.0.1:19002 --tcp-framing frames pay --amt 10.10 --channel wx \
+        --out-trade-no ECR-19002 >/dev/null
+    stop_dump; stop_emu
+}
+
 scenario_tcp_unknown_func_type() {
     start_emu; start_dump "$1"
     send $TCP --json '{"func_type":9999}' >/dev/null
@@ -228,7 +243,8 @@ scenario_http_tcp_gap() {
 
 ALL="http-digest-mismatch.pcap http-digest-mismatch-double-quotes.pcap
 http-digest-mismatch-unsorted-keys.pcap http-digest-mismatch-amount-reformatted.pcap
-http-digest-mismatch-key-not-appended.pcap http-slow-terminal.pcap http-bad-envelope.pcap http-wrong-method.pcap http-unknown-channel.pcap
+http-digest-mismatch-key-not-appended.pcap http-slow-terminal.pcap http-bad-envelope.pcap http-payme-timeout.pcap tcp-frames-other-port-19002.pcap
+http-wrong-method.pcap http-unknown-channel.pcap
 http-missing-field.pcap http-path-mismatch.pcap tcp-unknown-func-type.pcap
 http-decrypt-failed.pcap http-no-response.pcap http-unanswered-at-end.pcap
 https-tls-encrypted.pcap http-truncated-snaplen80.pcap
