@@ -16,10 +16,11 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
+use clap::Args;
 use serde_json::{json, Map, Value};
 
-use crate::cli::CheckArgs;
-use crate::{analyze_files, config, load_keys, load_tls_keylog};
+use crate::analyze_files;
+use crate::options::{config, load_keys, load_tls_keylog, FailOn, KeyArgs, PortArgs, TlsArgs};
 use ecr_capture::findings::Severity;
 use ecr_capture::record::{Record, SummaryRecord};
 use ecr_proto::text::escape_terminal;
@@ -306,12 +307,40 @@ pub fn run(a: CheckArgs) -> Result<ExitCode> {
     })
 }
 
-fn fails(s: Severity, fail_on: crate::cli::FailOn) -> bool {
-    use crate::cli::FailOn::*;
+fn fails(s: Severity, fail_on: FailOn) -> bool {
+    use FailOn::*;
     match fail_on {
         Never => false,
         Info => true,
         Warning => s >= Severity::Warning,
         Error => s >= Severity::Error,
     }
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Capture files to check, each on its own; `-` reads one from standard input.
+    #[arg(required = true, value_name = "CAPTURE")]
+    pub files: Vec<PathBuf>,
+    /// Expectation file (JSON) with one entry per capture file name.
+    #[arg(long, value_name = "FILE")]
+    pub expect: Option<PathBuf>,
+    /// Record the current results as the expectation instead of comparing.
+    #[arg(long, requires = "expect")]
+    pub update: bool,
+    /// Also write the results as JUnit XML, for CI systems.
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
+    /// Without --expect: fail a capture with findings of this severity or worse.
+    #[arg(long = "fail-on", value_enum, default_value = "error")]
+    pub fail_on: FailOn,
+    #[command(flatten)]
+    pub keys: KeyArgs,
+    #[command(flatten)]
+    pub tls: TlsArgs,
+    #[command(flatten)]
+    pub ports: PortArgs,
+    /// USB captures: check only this device (BUS:DEV), as `analyze --usb-device`.
+    #[arg(long = "usb-device", value_name = "BUS:DEV")]
+    pub usb_device: Option<ecr_capture::usb::DeviceId>,
 }

@@ -2,15 +2,17 @@
 //! same frame, reassembly, link and envelope layers as a capture.
 
 use std::io::{self, Read};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
+use clap::{Args, ValueEnum};
 use ecr_capture::analyzer::{Analyzer, Config};
 use ecr_proto::link::Side;
 use ecr_proto::Timestamp;
 
-use crate::cli::{DecodeArgs, SideArg};
-use crate::{load_keys, WriterSink};
+use crate::options::{load_keys, KeyArgs, OutputArgs};
+use crate::WriterSink;
 
 /// Parses hex text: white space, `:`, `-`, `,` and `0x` prefixes are ignored.
 pub fn parse_hex(text: &str) -> Result<Vec<u8>> {
@@ -88,6 +90,32 @@ pub fn run(a: DecodeArgs) -> Result<ExitCode> {
     let (_, _) = analyzer.finish(bytes.len() as u64, vec![]);
     sink.finish().context("writing output")?;
     Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SideArg {
+    /// The bytes were sent by the cash register.
+    Ecr,
+    /// The bytes were sent by the terminal.
+    Pos,
+}
+
+#[derive(Debug, Args)]
+pub struct DecodeArgs {
+    /// Serial bytes as hex (spaces, colons and a 0x prefix are allowed); `-` reads
+    /// hex from standard input.
+    #[arg(value_name = "HEX", required_unless_present = "file")]
+    pub hex: Option<String>,
+    /// Read the bytes from a file instead: raw binary, or hex text.
+    #[arg(long, value_name = "FILE", conflicts_with = "hex")]
+    pub file: Option<PathBuf>,
+    /// Who sent the bytes.
+    #[arg(long, value_enum, default_value = "ecr")]
+    pub from: SideArg,
+    #[command(flatten)]
+    pub keys: KeyArgs,
+    #[command(flatten)]
+    pub output: OutputArgs,
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ use clap::Args;
 use ecr_emu::server::{Emulator, Limits, SerialSpec, ServeConfig};
 use ecr_emu::{Fault, Faults, Terminal, TerminalConfig};
 
-use crate::cli::KeyArgs;
+use crate::options::KeyArgs;
 
 const AFTER: &str = "\
 Answers like a terminal: 6000 with realistic data (syssn, txamt in cents, txcurrcd 344,
@@ -171,7 +171,7 @@ fn parse_time(text: &str, min: f64) -> Option<Duration> {
 }
 
 pub fn run(a: EmulateArgs) -> Result<ExitCode> {
-    let mut keys = crate::load_keys(&a.keys)?;
+    let mut keys = crate::options::load_keys(&a.keys)?;
     let key = keys
         .for_terminal(None)
         .0

@@ -40,7 +40,7 @@ use ecr_proto::envelope::{self, Message, RequestDialect};
 use ecr_proto::frame::{FrameRepr, FrameType, MAX_FRAGMENT_DATA, OVERHEAD};
 use ecr_proto::Timestamp;
 
-use crate::cli::{KeyArgs, PortArgs};
+use crate::options::{KeyArgs, PortArgs};
 
 const AFTER: &str = "\
 Every reassembled message becomes one packet in the serial capture format (pcapng,
@@ -225,7 +225,7 @@ fn seconds_to_ts(s: f64) -> Timestamp {
 }
 
 pub fn run(a: ExportArgs) -> Result<ExitCode> {
-    let mut keys: KeySet = crate::load_keys(&a.keys)?;
+    let mut keys: KeySet = crate::options::load_keys(&a.keys)?;
     if a.decrypt && keys.is_empty() {
         bail!("--decrypt needs a POS-KEY (--key, --key-file or ECR_POS_KEY)");
     }
@@ -246,7 +246,7 @@ pub fn run(a: ExportArgs) -> Result<ExitCode> {
     });
     let cfg = Config {
         usb_device: a.usb_device,
-        ..crate::config(&a.ports)
+        ..crate::options::config(&a.ports)
     };
     let mut findings = 0u64;
     let mut sink = |r: Record| {

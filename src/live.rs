@@ -5,7 +5,7 @@
 use std::ffi::OsString;
 use std::path::PathBuf;
 
-use crate::cli::{FailOn, KeyArgs, OutputArgs, PortArgs};
+use crate::options::{FailOn, KeyArgs, OutputArgs, PortArgs};
 
 const AFTER: &str = "\
 Packets are filtered in the kernel to the ECR ports (--http-port, --tcp-port; every TCP
@@ -65,7 +65,7 @@ pub struct LiveArgs {
     #[command(flatten)]
     pub keys: KeyArgs,
     #[command(flatten)]
-    pub tls: crate::cli::TlsArgs,
+    pub tls: crate::options::TlsArgs,
     #[command(flatten)]
     pub ports: PortArgs,
     #[command(flatten)]
@@ -147,8 +147,8 @@ mod imp {
     use ecr_tap::stop;
 
     use super::LiveArgs;
+    use crate::options::{config, exit_for, load_keys, load_tls_keylog};
     use crate::tapout::FLUSH_EVERY;
-    use crate::{config, exit_for, load_keys, load_tls_keylog};
 
     fn list() -> Result<ExitCode> {
         let list = netcap::list_interfaces()?;
@@ -197,7 +197,7 @@ mod imp {
             );
         }
         let cfg = ecr_capture::analyzer::Config {
-            tls_keylog: load_tls_keylog(&crate::cli::TlsArgs {
+            tls_keylog: load_tls_keylog(&crate::options::TlsArgs {
                 tls_keylog: existing,
             })?,
             tls_wait_for_secrets: true,

@@ -2,13 +2,16 @@
 //! and presentation; the protocol and the analysis live in the `ecr-proto` and
 //! `ecr-capture` crates.
 
+mod analyze;
 mod check;
 mod cli;
+mod codes;
 mod decode;
 mod emulate;
 mod export;
 mod extcap;
 mod live;
+mod options;
 mod report;
 mod send;
 mod serialtap;
@@ -28,9 +31,8 @@ use ecr_capture::keys::KeySet;
 use ecr_capture::output::RecordWriter;
 use ecr_capture::record::{Record, SummaryRecord};
 use ecr_capture::source::{CaptureReader, SourceError};
-use ecr_proto::cipher::PosKey;
 
-use cli::{AnalyzeArgs, Cli, ColorChoice, Command, FailOn, KeyArgs, PortArgs};
+use cli::{Cli, Command};
 
 fn main() -> ExitCode {
     quiet_on_broken_pipe();
@@ -40,7 +42,7 @@ fn main() -> ExitCode {
         std::env::args_os().collect(),
     )));
     let result = match cli.command {
-        Command::Analyze(a) => analyze(a),
+        Command::Analyze(a) => analyze::run(a),
         Command::Check(c) => check::run(c),
         Command::Decode(d) => decode::run(d),
         Command::Export(a) => export::run(a),
@@ -50,7 +52,7 @@ fn main() -> ExitCode {
         Command::Send(a) => send::run(a),
         Command::Emulate(a) => emulate::run(a),
         Command::Report(a) => report::run(a),
-        Command::Codes(a) => codes(&a),
+        Command::Codes(a) => codes::run(&a),
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             // Into memory first: clap_complete panics when its writer fails (`| head`).
@@ -189,120 +191,6 @@ fn man(dir: Option<&Path>) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `ecr-sniff codes`: the finding codes as README's table or as JSON.
-fn codes(a: &cli::CodesArgs) -> Result<ExitCode> {
-    use ecr_capture::findings::Code;
-    let mut out = io::stdout().lock();
-    match a.format {
-        cli::CodesFormat::Text => write!(out, "{}", ecr_capture::findings::markdown_table())?,
-        cli::CodesFormat::Json => {
-            let list: Vec<serde_json::Value> = Code::ALL
-                .iter()
-                .map(|c| {
-                    serde_json::json!({
-                        "code": c.as_str(),
-                        "severity": c.severity().as_str(),
-                        "rule": c.rule(),
-                    })
-                })
-                .collect();
-            serde_json::to_writer_pretty(&mut out, &list)?;
-            writeln!(out)?;
-        }
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-/// Builds the key set from `--key`, `--key-file` and `ECR_POS_KEY`. Errors never
-/// contain the key.
-pub fn load_keys(k: &KeyArgs) -> Result<KeySet> {
-    let mut keys = KeySet::new();
-    for (i, text) in k.key.iter().enumerate() {
-        let key = PosKey::new(text).with_context(|| format!("--key number {}", i + 1))?;
-        keys.add(key);
-    }
-    for path in &k.key_file {
-        if path.is_dir() {
-            bail!("key file {}: is a directory", path.display());
-        }
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            anyhow::anyhow!(
-                "cannot read key file {}: {}",
-                path.display(),
-                os_error_text(&e)
-            )
-        })?;
-        let n = keys
-            .add_file_text(&text)
-            .with_context(|| format!("key file {}", path.display()))?;
-        if n == 0 {
-            bail!("key file {} holds no key", path.display());
-        }
-    }
-    if let Some(text) = &k.env_key {
-        if !text.trim().is_empty() {
-            keys.add(PosKey::new(text).context("ECR_POS_KEY")?);
-        }
-    }
-    Ok(keys)
-}
-
-/// Reads the `--tls-keylog` files. Problems with single lines are warnings on
-/// stderr naming the file and line (never quoting a secret).
-pub fn load_tls_keylog(t: &cli::TlsArgs) -> Result<ecr_capture::keylog::KeyLog> {
-    let mut log = ecr_capture::keylog::KeyLog::new();
-    for path in &t.tls_keylog {
-        let before = log.len();
-        for w in log.load_file(path).map_err(anyhow::Error::msg)? {
-            match w.line {
-                Some(l) => eprintln!(
-                    "ecr-sniff: warning: {} line {l}: {}",
-                    path.display(),
-                    w.detail
-                ),
-                None => eprintln!("ecr-sniff: warning: {}: {}", path.display(), w.detail),
-            }
-        }
-        if log.len() == before {
-            eprintln!(
-                "ecr-sniff: warning: {} adds no TLS secrets (expected lines like CLIENT_RANDOM <64 hex> <96 hex>)",
-                path.display()
-            );
-        }
-    }
-    Ok(log)
-}
-
-/// The analyzer configuration from the port options.
-pub fn config(p: &PortArgs) -> Config {
-    Config {
-        http_ports: p.http_port.clone(),
-        tcp_ports: p.tcp_port.clone(),
-        probe: p.probe,
-        limits: ecr_capture::limits::Limits::from_budget(p.memory_limit),
-        ..Config::default()
-    }
-}
-
-/// Whether to colour stdout.
-pub fn use_color(c: ColorChoice) -> bool {
-    match c {
-        ColorChoice::Always => true,
-        ColorChoice::Never => false,
-        ColorChoice::Auto => {
-            io::stdout().is_terminal() && color_allowed_by_env(|k| std::env::var_os(k))
-        }
-    }
-}
-
-/// The environment's say on automatic colour: none when `NO_COLOR` is set to
-/// anything non-empty (no-color.org) or when `TERM` is `dumb`.
-pub fn color_allowed_by_env(var: impl Fn(&str) -> Option<std::ffi::OsString>) -> bool {
-    let no_color = var("NO_COLOR").is_some_and(|v| !v.is_empty());
-    let dumb = var("TERM").is_some_and(|t| t == "dumb");
-    !no_color && !dumb
-}
-
 /// Analyses `files` in order (as one capture) into `sink`; returns the summary and
 /// the most severe finding.
 pub fn analyze_files(
@@ -384,21 +272,6 @@ impl Progress {
     }
 }
 
-/// Exit status for the most severe finding against `--fail-on`.
-pub fn exit_for(max: Option<Severity>, fail_on: FailOn) -> ExitCode {
-    let threshold = match fail_on {
-        FailOn::Never => return ExitCode::SUCCESS,
-        FailOn::Info => Severity::Info,
-        FailOn::Warning => Severity::Warning,
-        FailOn::Error => Severity::Error,
-    };
-    if max.is_some_and(|m| m >= threshold) {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
-    }
-}
-
 /// A sink that writes records and remembers the first write error.
 pub struct WriterSink<'a> {
     writer: Box<dyn RecordWriter + 'a>,
@@ -429,58 +302,5 @@ impl ecr_capture::record::Sink for WriterSink<'_> {
                 self.error = Some(e);
             }
         }
-    }
-}
-
-fn analyze(a: AnalyzeArgs) -> Result<ExitCode> {
-    let keys = load_keys(&a.keys)?;
-    let tls_keylog = load_tls_keylog(&a.tls)?;
-    let from_stdin = a.files.iter().any(|f| is_stdin(f));
-    let out: Box<dyn Write> = if from_stdin {
-        // A pipe from a live capture (`tcpdump -w - | ecr-sniff analyze -`): each
-        // record shows as it completes, and Ctrl-C, which also stops tcpdump, lets
-        // this end at the pipe's end with the summary (a second Ctrl-C exits at once).
-        ecr_tap::stop::on_signals().context("installing the Ctrl-C handler")?;
-        Box::new(io::stdout())
-    } else {
-        Box::new(io::BufWriter::with_capacity(1 << 16, io::stdout().lock()))
-    };
-    let mut sink = WriterSink::new(a.output.writer(out));
-    let cfg = Config {
-        usb_device: a.usb_device,
-        tls_keylog,
-        ..config(&a.ports)
-    };
-    let (_, max) = analyze_files(&a.files, cfg, keys, &mut sink, true)?;
-    sink.finish().context("writing output")?;
-    io::stdout().flush().ok();
-    Ok(exit_for(max, a.fail_on))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::color_allowed_by_env;
-    use std::ffi::OsString;
-
-    fn env(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<OsString> {
-        move |k| {
-            pairs
-                .iter()
-                .find(|(n, _)| *n == k)
-                .map(|(_, v)| OsString::from(v))
-        }
-    }
-
-    #[test]
-    fn colour_follows_term_and_no_color() {
-        assert!(color_allowed_by_env(env(&[("TERM", "xterm-256color")])));
-        assert!(color_allowed_by_env(env(&[])));
-        assert!(!color_allowed_by_env(env(&[("TERM", "dumb")])));
-        assert!(!color_allowed_by_env(env(&[
-            ("NO_COLOR", "1"),
-            ("TERM", "xterm")
-        ])));
-        // no-color.org: an empty NO_COLOR does not switch colour off.
-        assert!(color_allowed_by_env(env(&[("NO_COLOR", "")])));
     }
 }

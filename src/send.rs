@@ -20,7 +20,7 @@ use ecr_emu::{Instruction, Target};
 use ecr_proto::cipher::KeyRing;
 use ecr_proto::envelope::{self, Message, RequestDialect};
 
-use crate::cli::{ColorChoice, FormatArg, KeyArgs};
+use crate::options::{ColorChoice, FormatArg, KeyArgs};
 
 const AFTER: &str = "\
 The request is signed (md5 digest, D4) and encrypted with the POS-KEY, sent, and the
@@ -105,6 +105,21 @@ pub struct SendArgs {
     /// Send this content object (JSON) instead of one built by a subcommand.
     #[arg(long, value_name = "JSON")]
     json: Option<String>,
+    /// Send this digest instead of the right one, as a cash register that signs
+    /// wrongly does (the terminal should answer 4003; `analyze` names the mistake
+    /// when it recognises one). The sample captures' signing mistakes are made so.
+    #[arg(long, value_name = "HEX", global = true)]
+    digest: Option<String>,
+    /// Send TEXT as the body, as it is, instead of the signed request (a cash
+    /// register that sends no ECR envelope: the terminal should answer 4006); the
+    /// subcommand or --json still chooses the HTTP path.
+    #[arg(
+        long = "raw-body",
+        value_name = "TEXT",
+        global = true,
+        conflicts_with = "digest"
+    )]
+    raw_body: Option<String>,
     /// Output format.
     #[arg(long, value_enum, default_value = "text", global = true)]
     format: FormatArg,
@@ -275,7 +290,7 @@ pub fn run(a: SendArgs) -> Result<ExitCode> {
         bail!("--cert and --insecure are for https:// targets only");
     }
     let instr = instruction(&a)?;
-    let mut keys = crate::load_keys(&a.keys)?;
+    let mut keys = crate::options::load_keys(&a.keys)?;
     let key = keys.for_terminal(None).0.get(0).cloned().context(
         "send needs the terminal's POS-KEY to sign and encrypt: --key, --key-file or ECR_POS_KEY",
     )?;
@@ -294,6 +309,8 @@ pub fn run(a: SendArgs) -> Result<ExitCode> {
     opts.ack_timeout = Duration::from_millis(a.ack_timeout);
     opts.method = a.method.clone();
     opts.path = a.path.clone();
+    opts.digest = a.digest.clone();
+    opts.raw_body = a.raw_body.as_ref().map(|b| b.as_bytes().to_vec());
     opts.tls = match (&a.cert, a.insecure) {
         (Some(file), _) => ecr_emu::tls::Trust::pinned(file).context("--cert")?,
         (None, true) => ecr_emu::tls::Trust::Insecure,
@@ -312,8 +329,8 @@ pub fn run(a: SendArgs) -> Result<ExitCode> {
             a.format.into(),
             out,
             output::TextOptions {
-                color: crate::use_color(a.color),
-                clock: output::Clock::Local(crate::cli::local_offset),
+                color: crate::options::use_color(a.color),
+                clock: output::Clock::Local(crate::options::local_offset),
             },
         ),
         error: None,

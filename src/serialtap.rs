@@ -19,9 +19,9 @@ use ecr_tap::session::{self, TapEvent};
 use ecr_tap::stop;
 use ecr_tap::tty::{LineSettings, Parity, Pty};
 
-use crate::cli::{FailOn, KeyArgs, OutputArgs};
+use crate::options::{exit_for, load_keys};
+use crate::options::{FailOn, KeyArgs, OutputArgs};
 use crate::tapout::TapOutput;
-use crate::{exit_for, load_keys};
 
 const AFTER: &str = "\
 Plug the cash register's cable into one serial port and the terminal's into another;

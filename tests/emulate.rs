@@ -327,6 +327,42 @@ fn refusals_4004_4006_4003() {
     let (code, out, _) = run_bounded(&mut cmd, Duration::from_secs(30));
     assert_eq!(code, 1);
     assert!(out.contains(r#""respcd":"4003""#), "{out}");
+    // `--digest`: the right key, a wrong digest on purpose (every dialect): 4003,
+    // and send's own analysis of the exchange reports the mismatch.
+    for dialect in ["plain", "content-encrypted", "envelope-encrypted"] {
+        let r = send(
+            &t,
+            &[
+                "--dialect",
+                dialect,
+                "--digest",
+                "5d41402abc4b2a76b9719d911017c592",
+                "summary",
+            ],
+        );
+        assert_eq!(
+            r.respcd().as_deref(),
+            Some("4003"),
+            "{dialect}: {:?}",
+            r.records
+        );
+        assert!(
+            r.has_finding("digest-mismatch"),
+            "{dialect}: {:?}",
+            r.records
+        );
+    }
+    // `--raw-body`: JSON that is no ECR envelope: 4006, and a bad-envelope finding.
+    let raw = send(
+        &t,
+        &[
+            "--raw-body",
+            r#"{"amount":"1.00","type":"sale"}"#,
+            "summary",
+        ],
+    );
+    assert_eq!(raw.respcd().as_deref(), Some("4006"), "{:?}", raw.records);
+    assert!(raw.has_finding("bad-envelope"), "{:?}", raw.records);
 }
 
 #[test]

@@ -18,7 +18,7 @@ use ecr_capture::ladder::escape_controls_keep_lines;
 use ecr_capture::output::{RecordWriter, TextWriter};
 use ecr_capture::record::Record;
 
-use crate::cli::{FailOn, KeyArgs, PortArgs};
+use crate::options::{FailOn, KeyArgs, PortArgs};
 use data::{Collector, ReportData, MAX_TEXT_BYTES};
 
 /// `report` arguments: the inputs and keys of `analyze`, and where to write.
@@ -72,11 +72,11 @@ Examples:
 
 /// Runs `report`.
 pub fn run(a: ReportArgs) -> Result<ExitCode> {
-    let keys = crate::load_keys(&a.keys)?;
+    let keys = crate::options::load_keys(&a.keys)?;
     let keys_given = keys.len();
     let cfg = Config {
         usb_device: a.usb_device,
-        ..crate::config(&a.ports)
+        ..crate::options::config(&a.ports)
     };
     let mut collector = Collector::default();
     let (_, max) = crate::analyze_files(&a.files, cfg, keys, &mut collector, true)?;
@@ -111,7 +111,7 @@ pub fn run(a: ReportArgs) -> Result<ExitCode> {
             data.header.findings.values().sum::<u64>()
         );
     }
-    Ok(crate::exit_for(max, a.fail_on))
+    Ok(crate::options::exit_for(max, a.fail_on))
 }
 
 /// The whole page.

@@ -10,7 +10,7 @@ use ecr_capture::http::{HttpEvent, HttpKind, HttpParser};
 use ecr_capture::tcptext::TextFramer;
 use ecr_proto::catalogue::FuncType;
 use ecr_proto::cipher::{KeyRing, PosKey};
-use ecr_proto::envelope::{self, build_request, Message, RequestDialect};
+use ecr_proto::envelope::{self, build_request_with_digest, Message, RequestDialect};
 use ecr_proto::frame::{ErrorCode, MAX_FRAGMENT_DATA};
 use ecr_proto::link::Side;
 use ecr_proto::value::Object;
@@ -57,6 +57,12 @@ pub struct SendOptions {
     pub path: Option<String>,
     /// Which certificates an `https://` terminal may present.
     pub tls: Trust,
+    /// A digest to send instead of the right one (a cash register that signs
+    /// wrongly); `None` signs correctly.
+    pub digest: Option<String>,
+    /// A body to send as it is instead of the signed request (a cash register
+    /// that sends no ECR envelope at all); the content still chooses the path.
+    pub raw_body: Option<Vec<u8>>,
 }
 
 impl SendOptions {
@@ -74,6 +80,8 @@ impl SendOptions {
             method: "POST".into(),
             path: None,
             tls: Trust::Refuse,
+            digest: None,
+            raw_body: None,
         }
     }
 }
@@ -235,7 +243,10 @@ pub fn send(
     content: &Object,
     opts: &SendOptions,
 ) -> Result<Exchange, ClientError> {
-    let body = build_request(opts.dialect, content, &opts.key);
+    let body = match &opts.raw_body {
+        Some(raw) => raw.clone(),
+        None => build_request_with_digest(opts.dialect, content, &opts.key, opts.digest.as_deref()),
+    };
     match target {
         Target::Http(addr) => {
             let stream = connect(addr, opts.connect_timeout)?;

@@ -740,11 +740,27 @@ fn response_from_object(
 /// - envelope-encrypted: the JSON string literal of the Base64 of
 ///   `{content:<format_content>, digest:'<UPPERCASE md5>'}` (Odoo's form).
 pub fn build_request(dialect: RequestDialect, content: &Object, key: &PosKey) -> Vec<u8> {
+    build_request_with_digest(dialect, content, key, None)
+}
+
+/// [`build_request`], but with `digest` (when given) sent in place of the right
+/// one: what a cash register that signs wrongly sends, to test a terminal's 4003
+/// and an analyzer's digest checks.
+pub fn build_request_with_digest(
+    dialect: RequestDialect,
+    content: &Object,
+    key: &PosKey,
+    digest: Option<&str>,
+) -> Vec<u8> {
     let secret = key.expose_secret();
+    let sign = |text: &str| match digest {
+        Some(d) => d.to_string(),
+        None => digest::digest(text, secret),
+    };
     let mut out = String::new();
     match dialect {
         RequestDialect::Plain => {
-            let d = digest::digest(&digest::format_content(content), secret);
+            let d = sign(&digest::format_content(content));
             out.push_str("{\"content\":");
             out.push_str(&Value::Object(content.clone()).to_json_string());
             out.push_str(",\"digest\":");
@@ -754,7 +770,7 @@ pub fn build_request(dialect: RequestDialect, content: &Object, key: &PosKey) ->
         RequestDialect::ContentEncrypted => {
             let json = Value::Object(content.clone()).to_json_string();
             let b64 = key.encrypt_base64(json.as_bytes());
-            let d = digest::digest(&b64, secret);
+            let d = sign(&b64);
             out.push_str("{\"content\":");
             write_json_string(&b64, &mut out);
             out.push_str(",\"digest\":");
@@ -763,7 +779,10 @@ pub fn build_request(dialect: RequestDialect, content: &Object, key: &PosKey) ->
         }
         RequestDialect::EnvelopeEncrypted => {
             let fc = digest::format_content(content);
-            let d = digest::digest(&fc, secret).to_ascii_uppercase();
+            let d = match digest {
+                Some(d) => d.to_string(),
+                None => digest::digest(&fc, secret).to_ascii_uppercase(),
+            };
             let plaintext = format!("{{content:{fc}, digest:'{d}'}}");
             write_json_string(&key.encrypt_base64(plaintext.as_bytes()), &mut out);
         }
@@ -1031,5 +1050,30 @@ mod tests {
         assert_eq!(r.body_form, BodyForm::Lenient);
         assert_eq!(r.dialect, RequestDialect::Plain);
         assert_eq!(r.digest_status, DigestStatus::Ok);
+    }
+    #[test]
+    fn a_given_digest_is_sent_in_every_dialect_and_fails_verification() {
+        let key = PosKey::new(KEY).unwrap();
+        let keys = KeyRing::single(key.clone());
+        let mut content = Object::new();
+        content.push("func_type", Value::Number("3002".into()));
+        for dialect in [
+            RequestDialect::Plain,
+            RequestDialect::ContentEncrypted,
+            RequestDialect::EnvelopeEncrypted,
+        ] {
+            let wrong = "5d41402abc4b2a76b9719d911017c592";
+            let body = build_request_with_digest(dialect, &content, &key, Some(wrong));
+            let r = request(&body, &keys);
+            assert_eq!(r.dialect, dialect);
+            assert_eq!(r.digest.as_deref(), Some(wrong), "{dialect}");
+            assert_eq!(r.digest_status.name(), "mismatch", "{dialect}");
+            // Without one, the same content is signed correctly.
+            let right = request(
+                &build_request_with_digest(dialect, &content, &key, None),
+                &keys,
+            );
+            assert_eq!(right.digest_status, DigestStatus::Ok, "{dialect}");
+        }
     }
 }
