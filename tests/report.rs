@@ -463,3 +463,114 @@ fn readme_ladder_example_is_real_output() {
         "README's ladder differs from `{command}`"
     );
 }
+
+fn run_tz(tz: &str, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_ecr-sniff"))
+        .args(args)
+        .current_dir(root())
+        .env_remove("ECR_POS_KEY")
+        .env("TZ", tz)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+/// The ladder shows local time with the offset in its column head, or UTC with
+/// `--utc`, as the text output does (http-slow-terminal: the payment at 12:41:33 UTC).
+#[test]
+fn ladder_times_are_local_unless_utc() {
+    let cap = "captures/http-slow-terminal.pcap";
+    let args = ["analyze", cap, "--key", KEY, "--format", "ladder"];
+    let (code, local, err) = run_tz("Asia/Hong_Kong", &args);
+    assert_eq!(code, 0, "{err}");
+    assert!(local.contains("local +08:00"), "{local}");
+    assert!(local.contains("20:41:33.501"), "{local}");
+    let mut utc_args = args.to_vec();
+    utc_args.push("--utc");
+    let (code, utc, err) = run_tz("Asia/Hong_Kong", &utc_args);
+    assert_eq!(code, 0, "{err}");
+    assert!(utc.contains("time (UTC)"), "{utc}");
+    assert!(utc.contains("12:41:33.501"), "{utc}");
+    assert!(!utc.contains("20:41:33"), "{utc}");
+}
+
+/// The report's times follow the same clock: each full time carries its zone.
+#[test]
+fn report_times_are_local_unless_utc() {
+    let cap = "captures/http-slow-terminal.pcap";
+    let (code, page, err) = run_tz("Asia/Hong_Kong", &["report", cap, "--key", KEY, "-o", "-"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        page.contains("2026-11-26 20:41:33.501881 +08:00"),
+        "no local time in the page"
+    );
+    let (code, page, err) = run_tz(
+        "Asia/Hong_Kong",
+        &["report", cap, "--key", KEY, "--utc", "-o", "-"],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        page.contains("2026-11-26 12:41:33.501881 UTC"),
+        "no UTC time in the page"
+    );
+    assert!(!page.contains("+08:00"), "local time in a --utc page");
+}
+
+/// `report --tls-keylog` decrypts HTTPS like `analyze` does (a curl TLS 1.3 session of
+/// captures/tls/, the terminal on port 29001): the same message and transaction counts,
+/// and none without the key log.
+#[test]
+fn report_decrypts_https_with_a_key_log() {
+    let name = "captures/tls/tls13-aes128-gcm";
+    let pcap = format!("{name}.pcap");
+    let keylog = format!("{name}.keylog");
+    let common = [
+        "--http-port",
+        "29001",
+        "--key",
+        KEY,
+        "--tls-keylog",
+        &keylog,
+    ];
+    let mut args = vec!["analyze", pcap.as_str(), "--format", "jsonl"];
+    args.extend(common);
+    let (code, out, err) = run(&args);
+    assert_eq!(code, 0, "{err}");
+    let summary: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    let (msgs, txs) = (
+        summary["messages"].as_u64().unwrap(),
+        summary["transactions"].as_u64().unwrap(),
+    );
+    assert!(msgs >= 4 && txs >= 2, "{summary}");
+    let mut args = vec!["report", pcap.as_str(), "-o", "-"];
+    args.extend(common);
+    let (code, page, err) = run(&args);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        page.contains(&format!(r#"<span id="n-messages">{msgs}</span>"#)),
+        "messages not decrypted"
+    );
+    assert!(
+        page.contains(&format!(r#"<span id="n-transactions">{txs}</span>"#)),
+        "no transactions"
+    );
+    let (code, page, err) = run(&[
+        "report",
+        &pcap,
+        "--http-port",
+        "29001",
+        "--key",
+        KEY,
+        "-o",
+        "-",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        page.contains(r#"<span id="n-messages">0</span>"#),
+        "decrypted without a key log"
+    );
+}

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use ecr_capture::findings::Severity;
 use ecr_capture::ladder::{self, arrow_label, fragment_shown, IDLE_GAP_S};
-use ecr_capture::output::{format_ts, RecordWriter, TextWriter};
+use ecr_capture::output::{format_time, Clock, RecordWriter, TextWriter};
 use ecr_capture::record::{Direction, MessageRecord, Record, Role};
 use maud::{html, Markup, PreEscaped, DOCTYPE};
 use serde::Serialize;
@@ -52,8 +52,12 @@ fn sev_class(s: Option<Severity>) -> &'static str {
     }
 }
 
-fn hms(ts: f64) -> String {
-    format_ts(ts).get(11..23).unwrap_or("-").to_string()
+/// Time of day to the millisecond, by `clock`.
+fn hms(ts: f64, clock: Clock) -> String {
+    format_time(ts, clock)
+        .get(11..23)
+        .unwrap_or("-")
+        .to_string()
 }
 
 fn px(v: f64) -> String {
@@ -61,7 +65,10 @@ fn px(v: f64) -> String {
 }
 
 /// The page.
-pub fn page(data: &ReportData, texts: &BTreeMap<u64, String>, title: &str) -> String {
+///
+/// Times are shown by `clock` (local time with its offset, or UTC), each full time
+/// with its zone, as the text output does.
+pub fn page(data: &ReportData, texts: &BTreeMap<u64, String>, title: &str, clock: Clock) -> String {
     let title = ladder::escape_controls(title);
     let mut all_texts: BTreeMap<String, String> = texts
         .iter()
@@ -69,7 +76,7 @@ pub fn page(data: &ReportData, texts: &BTreeMap<u64, String>, title: &str) -> St
         .collect();
     for (i, f) in data.findings.iter().enumerate() {
         if f.arrow.is_none() {
-            all_texts.insert(format!("f-{i}"), finding_text(f));
+            all_texts.insert(format!("f-{i}"), finding_text(f, clock));
         }
     }
     let by_index: HashMap<u64, &MessageRecord> =
@@ -91,7 +98,7 @@ pub fn page(data: &ReportData, texts: &BTreeMap<u64, String>, title: &str) -> St
             }
             body {
                 main {
-                    (header(data, &title))
+                    (header(data, &title, clock))
                     section #ladders {
                         h2 { "Ladders" }
                         @if data.links.is_empty() {
@@ -105,12 +112,12 @@ pub fn page(data: &ReportData, texts: &BTreeMap<u64, String>, title: &str) -> St
                             }
                         }
                         @for link in &data.links {
-                            (ladder_svg(data, link, &by_index, &latency_of))
+                            (ladder_svg(data, link, &by_index, &latency_of, clock))
                         }
                     }
-                    (transactions(data))
-                    (charts(data))
-                    (findings(data))
+                    (transactions(data, clock))
+                    (charts(data, clock))
+                    (findings(data, clock))
                     p #js-status.muted { "The script has not run: sorting, filtering and the message view need JavaScript." }
                 }
                 aside #detail {
@@ -127,22 +134,22 @@ pub fn page(data: &ReportData, texts: &BTreeMap<u64, String>, title: &str) -> St
     markup.into_string()
 }
 
-fn finding_text(f: &FindingRow) -> String {
+fn finding_text(f: &FindingRow, clock: Clock) -> String {
     let mut buf = vec![];
     {
-        let mut w = TextWriter::new(&mut buf, false);
+        let mut w = TextWriter::new(&mut buf, false).with_clock(clock);
         let _ = w.write(&Record::Finding(f.record.clone()));
     }
     ladder::escape_controls_keep_lines(String::from_utf8_lossy(&buf).trim())
 }
 
-fn header(data: &ReportData, title: &str) -> Markup {
+fn header(data: &ReportData, title: &str, clock: Clock) -> Markup {
     let h = &data.header;
     let span = match (h.first_ts, h.last_ts) {
         (Some(a), Some(b)) => format!(
-            "{} – {} UTC ({})",
-            format_ts(a),
-            format_ts(b).get(11..).unwrap_or(""),
+            "{} – {} ({})",
+            format_time(a, clock),
+            format_time(b, clock).get(11..).unwrap_or(""),
             ladder::human_secs(b - a)
         ),
         _ => "-".to_string(),
@@ -278,6 +285,7 @@ fn ladder_svg(
     link: &Link,
     by_index: &HashMap<u64, &MessageRecord>,
     latency_of: &HashMap<u64, f64>,
+    clock: Clock,
 ) -> Markup {
     let msgs: Vec<&MessageRecord> = link
         .drawn
@@ -366,7 +374,7 @@ fn ladder_svg(
                     }
                 }
                 @for m in &msgs {
-                    (arrow(m, &lay, on_msg.get(&m.index).map(Vec::as_slice).unwrap_or(&[]), latency_of.get(&m.index).copied()))
+                    (arrow(m, &lay, on_msg.get(&m.index).map(Vec::as_slice).unwrap_or(&[]), latency_of.get(&m.index).copied(), clock))
                 }
                 @for (i, f) in &markers {
                     @let y = lay.markers.get(i).copied().unwrap_or(TOP);
@@ -375,7 +383,7 @@ fn ladder_svg(
                         line.hit x1=(px(ECR_X)) y1=(px(y)) x2=(px(POS_X)) y2=(px(y)) {}
                         line.mark x1=(px(ECR_X)) y1=(px(y)) x2=(px(POS_X)) y2=(px(y)) {}
                         text.label x=(px((ECR_X + POS_X) / 2.0)) y=(px(y - 5.0)) text-anchor="middle" { "✕ " (f.record.code.as_str()) }
-                        text.time x="8" y=(px(y + 4.0)) { (hms(f.record.ts)) }
+                        text.time x="8" y=(px(y + 4.0)) { (hms(f.record.ts, clock)) }
                     }
                 }
             }
@@ -388,6 +396,7 @@ fn arrow(
     lay: &Layout,
     findings: &[&FindingRow],
     latency: Option<f64>,
+    clock: Clock,
 ) -> Markup {
     let worst = ladder::worst(findings.iter().map(|f| &f.record));
     let sev = sev_class(worst);
@@ -438,7 +447,7 @@ fn arrow(
             @for (k, y, gap) in &ys {
                 line.hit x1=(px(ECR_X)) y1=(px(*y)) x2=(px(POS_X)) y2=(px(*y)) {}
                 line.shaft.frag[*k > 0] x1=(px(x1)) y1=(px(*y)) x2=(px(x2)) y2=(px(*y)) marker-end=(head) {}
-                text.time x="8" y=(px(y + 4.0)) { (hms(m.frame.as_ref().and_then(|f| f.parts.get(*k)).map_or(m.ts, |p| p.ts))) }
+                text.time x="8" y=(px(y + 4.0)) { (hms(m.frame.as_ref().and_then(|f| f.parts.get(*k)).map_or(m.ts, |p| p.ts), clock)) }
                 @if n > 0 {
                     @let over = gap.is_some_and(|g| g > ladder::FRAGMENT_LIMIT_MS);
                     text.small.fragnote.sev-error-text[over] x=(px(NOTE_X)) y=(px(y + 4.0)) {
@@ -461,7 +470,7 @@ fn arrow(
     }
 }
 
-fn transactions(data: &ReportData) -> Markup {
+fn transactions(data: &ReportData, clock: Clock) -> Markup {
     let link_of: HashMap<u64, usize> = data
         .links
         .iter()
@@ -485,7 +494,7 @@ fn transactions(data: &ReportData) -> Markup {
                     tbody {
                         @for t in &data.transactions {
                             tr {
-                                td data-v=(t.ts) { (format_ts(t.ts)) }
+                                td data-v=(t.ts) { (format_time(t.ts, clock)) }
                                 td { (t.func_type.map_or("-".to_string(), |f| f.to_string())) " " span.muted { (t.func_name.unwrap_or("")) } }
                                 td { (ladder::escape_controls(t.amt.as_deref().unwrap_or(""))) }
                                 td { (ladder::escape_controls(t.channel.as_deref().unwrap_or(""))) }
@@ -507,7 +516,7 @@ fn transactions(data: &ReportData) -> Markup {
     }
 }
 
-fn charts(data: &ReportData) -> Markup {
+fn charts(data: &ReportData, clock: Clock) -> Markup {
     const W: f64 = 940.0;
     const H: f64 = 220.0;
     const L: f64 = 60.0;
@@ -543,10 +552,10 @@ fn charts(data: &ReportData) -> Markup {
                         text.axis x=(L - 6.0) y=(px(y(*v) + 4.0)) text-anchor="end" { (format!("{v}")) }
                     }
                     text.axis x="4" y="12" { "ms" }
-                    text.axis x=(L) y=(H - 8.0) { (format_ts(t0)) }
-                    text.axis x=(W - 10.0) y=(H - 8.0) text-anchor="end" { (format_ts(t1)) }
+                    text.axis x=(L) y=(H - 8.0) { (format_time(t0, clock)) }
+                    text.axis x=(W - 10.0) y=(H - 8.0) text-anchor="end" { (format_time(t1, clock)) }
                     @for (t, v) in pts {
-                        circle.pt cx=(px(x(*t))) cy=(px(y(*v))) r="3" { title { (format_ts(*t)) ": " (format!("{v:.1}")) " ms" } }
+                        circle.pt cx=(px(x(*t))) cy=(px(y(*v))) r="3" { title { (format_time(*t, clock)) ": " (format!("{v:.1}")) " ms" } }
                     }
                 }
                 h3 { "Histogram" }
@@ -570,7 +579,7 @@ fn charts(data: &ReportData) -> Markup {
     }
 }
 
-fn findings(data: &ReportData) -> Markup {
+fn findings(data: &ReportData, clock: Clock) -> Markup {
     html! {
         section #findings {
             h2 { "Findings" }
@@ -587,7 +596,7 @@ fn findings(data: &ReportData) -> Markup {
                         @for (i, f) in data.findings.iter().enumerate() {
                             @let r = &f.record;
                             tr.finding.(sev_class(Some(r.severity))) {
-                                td data-v=(r.ts) { (format_ts(r.ts)) }
+                                td data-v=(r.ts) { (format_time(r.ts, clock)) }
                                 td { span.badge.(sev_class(Some(r.severity))) { (r.severity.as_str()) } }
                                 td { code { (r.code.as_str()) } }
                                 td { (ladder::escape_controls(&r.detail)) br; span.muted.small { "rule: " (r.rule) } }

@@ -15,10 +15,10 @@ use anyhow::{Context as _, Result};
 use clap::Args;
 use ecr_capture::analyzer::Config;
 use ecr_capture::ladder::escape_controls_keep_lines;
-use ecr_capture::output::{RecordWriter, TextWriter};
+use ecr_capture::output::{Clock, RecordWriter, TextWriter};
 use ecr_capture::record::Record;
 
-use crate::options::{FailOn, KeyArgs, PortArgs};
+use crate::options::{load_tls_keylog, local_offset, FailOn, KeyArgs, PortArgs, TlsArgs};
 use data::{Collector, ReportData, MAX_TEXT_BYTES};
 
 /// `report` arguments: the inputs and keys of `analyze`, and where to write.
@@ -42,7 +42,12 @@ pub struct ReportArgs {
     #[command(flatten)]
     pub keys: KeyArgs,
     #[command(flatten)]
+    pub tls: TlsArgs,
+    #[command(flatten)]
     pub ports: PortArgs,
+    /// Show times in UTC instead of local time (each time carries its zone either way).
+    #[arg(long)]
+    pub utc: bool,
     /// USB captures: report only this device (BUS:DEV), as `analyze --usb-device`.
     #[arg(long = "usb-device", value_name = "BUS:DEV")]
     pub usb_device: Option<ecr_capture::usb::DeviceId>,
@@ -68,14 +73,17 @@ out. Keys are never written into the report, only their numbers.
 Examples:
   ecr-sniff report shop.pcapng --key-file keys.txt -o shop.html
   ecr-sniff report usb.pcap --usb-device 1:5 -o usb.html
+  ecr-sniff report https.pcapng --tls-keylog sslkeys.log --key-file keys.txt -o https.html
   ecr-sniff report a.pcap b.pcap -o - > both.html";
 
 /// Runs `report`.
 pub fn run(a: ReportArgs) -> Result<ExitCode> {
     let keys = crate::options::load_keys(&a.keys)?;
     let keys_given = keys.len();
+    let tls_keylog = load_tls_keylog(&a.tls)?;
     let cfg = Config {
         usb_device: a.usb_device,
+        tls_keylog,
         ..crate::options::config(&a.ports)
     };
     let mut collector = Collector::default();
@@ -94,7 +102,12 @@ pub fn run(a: ReportArgs) -> Result<ExitCode> {
             .collect();
         format!("ECR report: {}", names.join(", "))
     });
-    let page = render(&data, &title);
+    let clock = if a.utc {
+        Clock::Utc
+    } else {
+        Clock::Local(local_offset)
+    };
+    let page = render(&data, &title, clock);
     if a.output.as_os_str() == "-" {
         let mut out = std::io::stdout().lock();
         out.write_all(page.as_bytes())
@@ -115,13 +128,13 @@ pub fn run(a: ReportArgs) -> Result<ExitCode> {
 }
 
 /// The whole page.
-pub fn render(data: &ReportData, title: &str) -> String {
-    html::page(data, &message_texts(data), title)
+pub fn render(data: &ReportData, title: &str, clock: Clock) -> String {
+    html::page(data, &message_texts(data, clock), title, clock)
 }
 
 /// Each drawn message as the text output prints it (with the findings marked on
 /// it), control characters escaped, at most [`MAX_TEXT_BYTES`] each.
-pub fn message_texts(data: &ReportData) -> BTreeMap<u64, String> {
+pub fn message_texts(data: &ReportData, clock: Clock) -> BTreeMap<u64, String> {
     let mut on: BTreeMap<u64, Vec<&ecr_capture::record::FindingRecord>> = BTreeMap::new();
     for f in &data.findings {
         if let Some(a) = f.arrow {
@@ -132,7 +145,7 @@ pub fn message_texts(data: &ReportData) -> BTreeMap<u64, String> {
     for m in &data.messages {
         let mut buf = vec![];
         {
-            let mut w = TextWriter::new(&mut buf, false);
+            let mut w = TextWriter::new(&mut buf, false).with_clock(clock);
             let _ = w.write(&Record::Message(Box::new(m.clone())));
             for f in on.get(&m.index).into_iter().flatten() {
                 let mut f = (*f).clone();
@@ -255,7 +268,7 @@ mod tests {
             }),
         ];
         let data = collect(records);
-        let page = render(&data, "t <b>x</b>");
+        let page = render(&data, "t <b>x</b>", Clock::Utc);
         assert!(!page.contains("<script>alert"), "raw script in page");
         assert!(!page.contains("<img src=x"), "raw img in page");
         assert!(!page.contains("<b>x</b>"), "title not escaped");
@@ -325,7 +338,7 @@ mod tests {
             "{:?}",
             data.truncated
         );
-        let page = render(&data, "big");
+        let page = render(&data, "big", Clock::Utc);
         assert_eq!(page.matches("<g class=\"arrow").count(), data::MAX_ARROWS);
         assert!(page.contains("Summarised: The ladders show the first 2000 of 10000"));
         assert!(

@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use ecr_proto::catalogue::RespCode;
 
 use crate::findings::Severity;
-use crate::output::{format_ts, Style};
+use crate::output::{format_time, Clock, Style};
 use crate::record::{Direction, FindingRecord, MessageRecord, Record, Role, Transport};
 
 /// Arrows further apart than this (capture time, seconds) have the idle stretch
@@ -215,6 +215,7 @@ struct Pending {
 pub struct LadderWriter<W: Write> {
     out: W,
     style: Style,
+    clock: Clock,
     pending: Option<Pending>,
     loose: Vec<FindingRecord>,
     link: Option<LinkKey>,
@@ -228,12 +229,19 @@ impl<W: Write> LadderWriter<W> {
         LadderWriter {
             out,
             style: Style { on: color },
+            clock: Clock::Utc,
             pending: None,
             loose: vec![],
             link: None,
             day: None,
             last_ts: None,
         }
+    }
+
+    /// Shows times by `clock` (UTC unless set); the column head names the zone.
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
     }
 
     fn sev_code(s: Severity) -> &'static str {
@@ -260,7 +268,10 @@ impl<W: Write> LadderWriter<W> {
 
     fn header(&mut self, link: &LinkKey, ts: f64) -> io::Result<()> {
         let s = self.style;
-        let day = format_ts(ts).get(..10).unwrap_or("").to_string();
+        let full = format_time(ts, self.clock);
+        let day = full.get(..10).unwrap_or("").to_string();
+        // The zone of this link's first time: `UTC` or an offset such as `+08:00`.
+        let zone = full.rsplit(' ').next().unwrap_or("UTC").to_string();
         if self.link.as_ref() != Some(link) {
             writeln!(self.out)?;
             let title = format!("== {}  {} ", link.label(), day);
@@ -276,7 +287,14 @@ impl<W: Write> LadderWriter<W> {
                 "{}",
                 s.dim(&format!(
                     "{:>12} {:>9} {:>5} {lanes} latency, notes",
-                    "time (UTC)", "+ms", "msg"
+                    // 12 columns, as the times below: `time (UTC)` or `local +08:00`.
+                    if zone == "UTC" {
+                        "time (UTC)".to_string()
+                    } else {
+                        format!("local {zone}")
+                    },
+                    "+ms",
+                    "msg"
                 ))
             )?;
             self.link = Some(link.clone());
@@ -330,7 +348,10 @@ impl<W: Write> LadderWriter<W> {
         notes: &[(Option<&str>, String)],
     ) -> io::Result<()> {
         let s = self.style;
-        let time = format_ts(ts).get(11..23).unwrap_or("-").to_string();
+        let time = format_time(ts, self.clock)
+            .get(11..23)
+            .unwrap_or("-")
+            .to_string();
         let delta = match self.last_ts {
             Some(l) => format!("{:+.1}", (ts - l) * 1000.0),
             None => String::new(),

@@ -95,7 +95,9 @@ pub fn writer_with<'a, W: Write + 'a>(
             first: true,
             buf: Vec::new(),
         }),
-        Format::Ladder => Box::new(crate::ladder::LadderWriter::new(out, opts.color)),
+        Format::Ladder => {
+            Box::new(crate::ladder::LadderWriter::new(out, opts.color).with_clock(opts.clock))
+        }
     }
 }
 
@@ -255,24 +257,6 @@ pub fn iso_utc(ts: f64) -> Option<String> {
     ))
 }
 
-/// Formats capture time as UTC date and time with microseconds.
-pub fn format_ts(ts: f64) -> String {
-    if ts == 0.0 {
-        return "-".to_string();
-    }
-    let secs = ts.floor() as i64;
-    let micros = ((ts - secs as f64) * 1e6).round().min(999_999.0) as i64;
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}.{micros:06}",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
 /// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (H. Hinnant).
 fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;
@@ -388,7 +372,7 @@ impl<W: Write> TextWriter<W> {
                 "{} {}  {}  {} {}{}  {}",
                 s.bold(&format!("Message {}", m.index)),
                 what,
-                format_ts(m.ts),
+                format_time(m.ts, self.clock),
                 m.transport.as_str().to_uppercase(),
                 route,
                 m.packet
@@ -886,8 +870,14 @@ mod tests {
 
     #[test]
     fn timestamps_format_as_utc() {
-        assert_eq!(format_ts(1_751_553_202.5), "2025-07-03 14:33:22.500000");
-        assert_eq!(format_ts(951_782_400.0), "2000-02-29 00:00:00.000000");
+        assert_eq!(
+            format_time(1_751_553_202.5, Clock::Utc),
+            "2025-07-03 14:33:22.500000 UTC"
+        );
+        assert_eq!(
+            format_time(951_782_400.0, Clock::Utc),
+            "2000-02-29 00:00:00.000000 UTC"
+        );
     }
 
     fn plus_one_hour(_: i64) -> i32 {
