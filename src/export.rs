@@ -40,7 +40,7 @@ use ecr_proto::envelope::{self, Message, RequestDialect};
 use ecr_proto::frame::{FrameRepr, FrameType, MAX_FRAGMENT_DATA, OVERHEAD};
 use ecr_proto::Timestamp;
 
-use crate::options::{KeyArgs, PortArgs};
+use crate::options::{KeyArgs, PortArgs, TlsArgs};
 
 const AFTER: &str = "\
 Every reassembled message becomes one packet in the serial capture format (pcapng,
@@ -51,6 +51,7 @@ with the project's dissector (dissector/ecr.lua).
 Examples:
   ecr-sniff export usb.pcap messages.pcapng
   ecr-sniff export shop.pcapng clear.pcapng --decrypt --key-file keys.txt
+  ecr-sniff export https.pcapng clear.pcapng --tls-keylog sslkeys.log --key-file keys.txt
   wireshark -X lua_script:dissector/ecr.lua clear.pcapng";
 
 /// Arguments of `ecr-sniff export`.
@@ -70,6 +71,8 @@ pub struct ExportArgs {
     pub decrypt: bool,
     #[command(flatten)]
     pub keys: KeyArgs,
+    #[command(flatten)]
+    pub tls: TlsArgs,
     #[command(flatten)]
     pub ports: PortArgs,
     /// USB captures: export only this device (BUS:DEV, e.g. 1:5).
@@ -246,6 +249,7 @@ pub fn run(a: ExportArgs) -> Result<ExitCode> {
     });
     let cfg = Config {
         usb_device: a.usb_device,
+        tls_keylog: crate::options::load_tls_keylog(&a.tls)?,
         ..crate::options::config(&a.ports)
     };
     let mut findings = 0u64;
