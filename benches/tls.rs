@@ -34,6 +34,11 @@ fn legs(port: u16) -> Vec<Leg> {
         .unwrap()
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|e| e == "pcap"))
+        // emu-* are the emulator's captures on port 9001, without a plain leg.
+        .filter(|p| {
+            !p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("emu-"))
+        })
         .collect();
     names.sort();
     names
