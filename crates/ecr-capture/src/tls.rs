@@ -79,6 +79,8 @@ pub enum TlsOut {
 pub struct SessionCache {
     by_id: HashMap<Vec<u8>, Secret>,
     by_ticket: HashMap<Vec<u8>, Secret>,
+    /// Capture time of the last record held while waiting for secrets (live).
+    waited: Option<Timestamp>,
 }
 
 impl std::fmt::Debug for SessionCache {
@@ -91,6 +93,14 @@ impl std::fmt::Debug for SessionCache {
 }
 
 impl SessionCache {
+    /// Live: when a connection last had to wait for its secrets (capture time of
+    /// its last held record, or of entering the wait). While this is recent, the
+    /// key log is worth reading before every packet: a short connection's FIN
+    /// would otherwise end it before the secrets are read.
+    pub fn last_wait(&self) -> Option<Timestamp> {
+        self.waited
+    }
+
     fn remember(map: &mut HashMap<Vec<u8>, Secret>, k: &[u8], s: &Secret) {
         if k.is_empty() || k.len() > 4096 {
             return;
@@ -860,6 +870,7 @@ impl TlsConn {
             return;
         };
         if self.phase == Phase::Waiting {
+            keys.sessions.waited = Some(self.now);
             self.hold(dir, rec, keys.keylog, out);
             return;
         }
@@ -1070,7 +1081,7 @@ impl TlsConn {
     }
 
     /// TLS 1.3 after the ServerHello: both directions switch to handshake keys.
-    fn start13(&mut self, keys: &TlsKeys<'_>, out: &mut Vec<TlsOut>) {
+    fn start13(&mut self, keys: &mut TlsKeys<'_>, out: &mut Vec<TlsOut>) {
         let keylog = keys.keylog;
         let found = self.client_random.and_then(|r| keylog.get(&r)).cloned();
         let complete = found
@@ -1079,6 +1090,7 @@ impl TlsConn {
         if !complete && keys.wait && self.client_random.is_some() {
             self.phase = Phase::Waiting;
             self.wait13 = true;
+            keys.sessions.waited = Some(self.now);
             return;
         }
         let (Some(suite), Some(sec)) = (self.suite, found) else {
@@ -1193,6 +1205,7 @@ impl TlsConn {
             // Replayed from the ChangeCipherSpec once the secret is there.
             self.phase = Phase::Waiting;
             self.wait13 = false;
+            keys.sessions.waited = Some(self.now);
             self.held.push((dir, vec![20, 3, 3, 0, 1, 1], self.now));
             return;
         }
