@@ -1,5 +1,6 @@
 //! End to end, live HTTPS: `ecr-sniff -i lo --tls-keylog FILE` watches `emulate --tls`
-//! answer `send --to https://` (rustls, TLS 1.3) and curl (OpenSSL, TLS 1.2), while
+//! answer `send --to https://` (rustls, TLS 1.3), curl (OpenSSL, TLS 1.2) and
+//! `openssl s_client` (TLS 1.3 with a KeyUpdate that rustls answers), while
 //! the emulator writes the session secrets to FILE (SSLKEYLOGFILE) only as each
 //! handshake happens: the tap must follow the growing key log, hold the records
 //! that arrive before their secrets and decrypt them when the secrets appear. The
@@ -7,7 +8,8 @@
 //! tap saved.
 //!
 //! Capturing needs root (or CAP_NET_RAW); without it the test says SKIP (and fails
-//! under ECR_SNIFF_NO_SKIP=1, which CI sets). So does a missing curl.
+//! under ECR_SNIFF_NO_SKIP=1, which CI sets). A missing curl, openssl or tshark is a
+//! SKIP too; `.ci/steps/52-live-tls.sh` installs them and fails on any SKIP.
 
 #![cfg(feature = "live")]
 
@@ -52,13 +54,19 @@ impl Drop for Killer {
     }
 }
 
+/// No right to capture: CI (ECR_SNIFF_NO_SKIP) runs as root, so a skip there fails.
 fn skip(why: &str) {
-    // CI (ECR_SNIFF_NO_SKIP) has every tool: a skip there is a failure.
     assert!(
         std::env::var_os("ECR_SNIFF_NO_SKIP").is_none(),
         "SKIP not allowed: {why}"
     );
-    eprintln!("SKIP live TLS test: {why}");
+    println!("SKIP live TLS test: {why}");
+}
+
+/// A client tool is missing: `.ci/steps/52-live-tls.sh` installs them first and
+/// fails on any SKIP (the main CI test run may come before they are installed).
+fn skip_tool(why: &str) {
+    println!("SKIP live TLS test: {why}");
 }
 
 fn jsonl(text: &[String]) -> Vec<Value> {
@@ -122,6 +130,71 @@ fn emulator(keylog: &Path) -> (Killer, Receiver<String>, String) {
     }
 }
 
+/// `openssl s_client -tls1_3` to `addr`: the browser POS's payment, then `K` (a
+/// KeyUpdate with update_requested: s_client reads command letters at the start
+/// of a read from stdin), then the payment again on the same connection.
+fn s_client_key_update(addr: &str) {
+    use std::io::Write;
+    let mut child = Command::new("openssl")
+        .args(["s_client", "-connect", addr, "-tls1_3"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    let mut stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stdout.read(&mut buf) {
+            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = Vec::new();
+    let answers = |want: usize, seen: &mut Vec<u8>| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while String::from_utf8_lossy(seen)
+            .matches("HTTP/1.1 200 OK\r\n")
+            .count()
+            < want
+        {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(b) => seen.extend_from_slice(&b),
+                Err(_) => panic!(
+                    "s_client: no answer {want}: {}",
+                    String::from_utf8_lossy(seen)
+                ),
+            }
+        }
+    };
+    let request = format!(
+        "POST /api/pos/trade HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{ODOO_BODY}",
+        ODOO_BODY.len()
+    );
+    stdin.write_all(request.as_bytes()).unwrap();
+    stdin.flush().unwrap();
+    answers(1, &mut seen);
+    // Each its own read for s_client: the command letter must start one.
+    std::thread::sleep(Duration::from_millis(200));
+    stdin.write_all(b"K\n").unwrap();
+    stdin.flush().unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    stdin.write_all(request.as_bytes()).unwrap();
+    stdin.flush().unwrap();
+    answers(2, &mut seen);
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("KEYUPDATE"),
+        "s_client sent no KeyUpdate: {err}"
+    );
+}
+
 #[test]
 fn live_decrypts_https_as_the_key_log_grows() {
     let dir = std::env::temp_dir().join(format!("ecr-live-tls-{}", std::process::id()));
@@ -129,14 +202,16 @@ fn live_decrypts_https_as_the_key_log_grows() {
     std::fs::create_dir_all(&dir).unwrap();
     let keylog = dir.join("sslkeys.log");
     let file = dir.join("live.pcapng");
-    let have_curl = Command::new("curl")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !have_curl {
-        skip("needs curl");
-        return;
+    for (tool, arg) in [("curl", "--version"), ("openssl", "version")] {
+        let have = Command::new(tool)
+            .arg(arg)
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !have {
+            skip_tool(&format!("{tool} not found"));
+            return;
+        }
     }
 
     let (_emu, _emu_log, addr) = emulator(&keylog);
@@ -212,21 +287,24 @@ fn live_decrypts_https_as_the_key_log_grows() {
     ]));
     assert_eq!(code, 0, "curl: {body}{e}");
     assert!(body.contains("6000"), "curl got {body}");
+    // OpenSSL, TLS 1.3, one connection: a payment, a KeyUpdate asking the
+    // emulator (rustls) to update its keys too, a second payment.
+    s_client_key_update(&addr);
 
-    // Four messages print while capturing, decrypted once the secrets appear.
+    // Eight messages print while capturing, decrypted once the secrets appear.
     let mut live_lines = vec![];
     let deadline = Instant::now() + Duration::from_secs(15);
     while live_lines
         .iter()
         .filter(|l: &&String| l.contains(r#""kind":"message""#))
         .count()
-        < 4
+        < 8
     {
         let left = deadline.checked_duration_since(Instant::now());
         match left.map(|l| out.recv_timeout(l)) {
             Some(Ok(l)) => live_lines.push(l),
             _ => panic!(
-                "not 4 messages within 15 s: {live_lines:#?}; tap: {:?}, stderr: {:?}",
+                "not 8 messages within 15 s: {live_lines:#?}; tap: {:?}, stderr: {:?}",
                 tap.0.try_wait(),
                 err.try_iter().collect::<Vec<_>>()
             ),
@@ -257,8 +335,8 @@ fn live_decrypts_https_as_the_key_log_grows() {
     let live = jsonl(&live_lines);
     let summary = live.last().unwrap();
     assert_eq!(summary["kind"], "summary", "{live:#?}");
-    assert_eq!(summary["messages"], 4, "{summary}");
-    assert_eq!(summary["transactions"], 2, "{summary}");
+    assert_eq!(summary["messages"], 8, "{summary}");
+    assert_eq!(summary["transactions"], 4, "{summary}");
     let findings: Vec<&Value> = live.iter().filter(|r| r["kind"] == "finding").collect();
     for f in &findings {
         let code = f["code"].as_str().unwrap_or_default();
@@ -277,23 +355,26 @@ fn live_decrypts_https_as_the_key_log_grows() {
         .filter(|m| m["role"] == "request")
         .map(|m| m["http"]["path"].as_str().unwrap())
         .collect();
-    assert_eq!(paths, ["/api/pos/trade", "/api/pos/trade"], "{msgs:#?}");
+    assert_eq!(paths, ["/api/pos/trade"; 4], "{msgs:#?}");
     let first = msgs[0];
     assert_eq!(first["func_type"], 1001, "{first}");
     assert_eq!(first["digest"], "ok", "{first}");
     assert_eq!(first["content"]["amt"], 10.1, "{first}");
     assert_eq!(first["content"]["channel"], "card_payment", "{first}");
     // ... and the browser POS's envelope, decrypted with the POS-KEY.
-    let odoo = msgs[2];
-    assert_eq!(odoo["dialect"], "envelope-encrypted", "{odoo}");
-    assert_eq!(odoo["func_type"], 1001, "{odoo}");
-    assert_eq!(odoo["content"]["out_trade_no"], "456799999999", "{odoo}");
+    // (the s_client payments after it are the same body, before and after the
+    // KeyUpdates)
+    for odoo in [msgs[2], msgs[4], msgs[6]] {
+        assert_eq!(odoo["dialect"], "envelope-encrypted", "{odoo}");
+        assert_eq!(odoo["func_type"], 1001, "{odoo}");
+        assert_eq!(odoo["content"]["out_trade_no"], "456799999999", "{odoo}");
+    }
     for resp in msgs.iter().filter(|m| m["role"] == "response") {
         assert_eq!(resp["respcd"], "6000", "{resp}");
         assert_eq!(resp["http"]["status"], 200, "{resp}");
     }
     let tx: Vec<&Value> = live.iter().filter(|r| r["kind"] == "transaction").collect();
-    assert_eq!(tx.len(), 2);
+    assert_eq!(tx.len(), 4);
     assert!(tx
         .iter()
         .all(|t| t["respcd"] == "6000" && t["func_type"] == 1001));
@@ -345,5 +426,27 @@ fn live_decrypts_https_as_the_key_log_grows() {
         live.into_iter().map(strip).collect::<Vec<_>>(),
         offline.into_iter().map(strip).collect::<Vec<_>>()
     );
+
+    // tshark sees the KeyUpdates in the saved file: s_client's, and the one
+    // rustls sent in answer (so the last answer was under the server's new keys).
+    let tshark = Command::new("tshark")
+        .arg("-n")
+        .arg("-r")
+        .arg(&file)
+        .args(["-d", &format!("tcp.port=={port},tls"), "-o"])
+        .arg(format!("tls.keylog_file:{}", keylog.display()))
+        .args(["-Y", "tls.handshake.type == 24", "-T", "fields"])
+        .args(["-e", "tcp.srcport"])
+        .output();
+    match tshark {
+        Ok(o) if o.status.success() => {
+            let senders: Vec<String> = String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .map(|l| if l == port { "server" } else { "client" }.to_string())
+                .collect();
+            assert_eq!(senders, ["client", "server"], "KeyUpdates");
+        }
+        _ => skip_tool("tshark did not run: the KeyUpdates were not located"),
+    }
     std::fs::remove_dir_all(&dir).unwrap();
 }
