@@ -8,8 +8,6 @@
 //!
 //! Run: `cargo bench --bench tls -- --warm-up-time 1 --measurement-time 3`.
 
-use aes_gcm::aead::AeadInPlace;
-use aes_gcm::{Aes128Gcm, KeyInit, Nonce};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use ecr_capture::analyzer::{Analyzer, Config};
 use ecr_capture::keylog::KeyLog;
@@ -19,6 +17,7 @@ use ecr_capture::source::{CaptureReader, Packet};
 use ecr_capture::tcp::{peek_tcp_ports, PortPeek};
 use ecr_proto::cipher::PosKey;
 use ecr_proto::Timestamp;
+use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_128_GCM};
 
 const KEY: &str = "f46b1f08bec1f39104792cc79ec9aacd";
 
@@ -35,6 +34,11 @@ fn legs(port: u16) -> Vec<Leg> {
         .unwrap()
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|e| e == "pcap"))
+        // emu-* are the emulator's captures on port 9001, without a plain leg.
+        .filter(|p| {
+            !p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("emu-"))
+        })
         .collect();
     names.sort();
     names
@@ -129,14 +133,17 @@ fn bench_record(c: &mut Criterion) {
     let mut aad = [0u8; 13];
     aad[8..11].copy_from_slice(&[23, 3, 3]);
     aad[11..].copy_from_slice(&(plain.len() as u16).to_be_bytes());
-    let tag = Aes128Gcm::new_from_slice(&key)
-        .unwrap()
-        .encrypt_in_place_detached(Nonce::from_slice(&nonce), &aad, &mut plain)
+    let tag = LessSafeKey::new(UnboundKey::new(&AES_128_GCM, &key).unwrap())
+        .seal_in_place_separate_tag(
+            Nonce::assume_unique_for_key(nonce),
+            Aad::from(aad),
+            &mut plain,
+        )
         .unwrap();
     let frag: Vec<u8> = explicit
         .iter()
         .chain(&plain)
-        .chain(tag.iter())
+        .chain(tag.as_ref())
         .copied()
         .collect();
     let mut open = ecr_capture::tls::bench::aes128gcm_tls12(&key, salt);

@@ -11,7 +11,8 @@ SRC = os.path.join(ROOT, "captures/tls")
 OUT = os.path.join(ROOT, "fuzz/corpus/tls")
 os.makedirs(OUT, exist_ok=True)
 for name in sorted(os.listdir(SRC)):
-    if not name.endswith(".pcap"):
+    # emu-* captures (port 9001, NAME.keys) are not in this format.
+    if not name.endswith(".pcap") or name.startswith("emu-"):
         continue
     base = name[:-5]
     keylog = open(os.path.join(SRC, base + ".keylog"), "rb").read()

@@ -18,7 +18,7 @@ A capture thread only moves packets from the kernel into a bounded queue; packet
 in the kernel (--buffer-size too small), by the interface or at the queue are reported on
 stderr as the count grows and in the summary (`drops` in jsonl).
 
-HTTPS: --tls-keylog FILE is followed while capturing (it may not exist yet); a TLS
+HTTPS: --tls-keylog FILE is followed while capturing (it may be empty or not exist yet); a TLS
 connection whose secrets the browser has not written yet is held (up to 256 KiB) and
 decrypted when they appear.
 
@@ -187,14 +187,27 @@ mod imp {
             anyhow::bail!("--duration must be a positive number of seconds");
         }
         let keys = load_keys(&a.keys)?;
-        // A key log the browser has not created yet is read once it appears.
-        let (existing, later): (Vec<PathBuf>, Vec<PathBuf>) =
-            a.tls.tls_keylog.iter().cloned().partition(|p| p.exists());
+        // A key log the browser has not created yet is read once it appears; one
+        // that is still empty (SSLKEYLOGFILE set, no TLS connection yet) as it is
+        // written. Neither is worth a warning.
+        let (existing, later): (Vec<PathBuf>, Vec<PathBuf>) = a
+            .tls
+            .tls_keylog
+            .iter()
+            .cloned()
+            .partition(|p| std::fs::metadata(p).is_ok_and(|m| m.len() > 0));
         for p in &later {
-            eprintln!(
-                "ecr-sniff: {} does not exist yet; it is read when it appears",
-                p.display()
-            );
+            if p.exists() {
+                eprintln!(
+                    "ecr-sniff: {} is empty; its secrets are read as they are written",
+                    p.display()
+                );
+            } else {
+                eprintln!(
+                    "ecr-sniff: {} does not exist yet; it is read when it appears",
+                    p.display()
+                );
+            }
         }
         let cfg = ecr_capture::analyzer::Config {
             tls_keylog: load_tls_keylog(&crate::options::TlsArgs {
@@ -271,7 +284,12 @@ mod imp {
             index += 1;
             bytes += p.data.len() as u64;
             let pkt = p.as_packet(index, linktype);
-            follow.poll(&mut analyzer);
+            // While a TLS connection waits for its secrets, the key log is read
+            // before every packet (the next may be its FIN); otherwise every 100 ms.
+            let waiting = analyzer
+                .tls_last_wait()
+                .is_some_and(|t| pkt.ts.millis_since(t) < WAIT_POLL_MS);
+            follow.poll(&mut analyzer, waiting);
             analyzer.packet(&pkt);
             if let (Some((path, w)), None) = (file, &failure) {
                 if let Err(e) = w.write_packet(0, pkt.ts, pkt.data, pkt.orig_len, None) {
@@ -337,6 +355,8 @@ mod imp {
             queue: lost.queue,
             output: 0,
         });
+        // Secrets written since the last packet still decrypt what is held.
+        follow.poll(&mut analyzer, true);
         let (_, max) = analyzer.finish(bytes, vec![]);
         out.finish().context("writing output")?;
         if let Some(e) = failure {
@@ -378,6 +398,10 @@ mod imp {
         }
     }
 
+    /// How long (capture time) after a TLS connection last waited for its secrets
+    /// the key log is read before every packet.
+    const WAIT_POLL_MS: f64 = 5_000.0;
+
     /// Reads lines appended to the `--tls-keylog` files during a live capture.
     struct KeylogFollower {
         files: Vec<(PathBuf, u64, Vec<u8>)>,
@@ -399,10 +423,11 @@ mod imp {
             }
         }
 
-        /// At most every 100 ms: hands complete new lines to the analyzer.
-        fn poll(&mut self, analyzer: &mut Analyzer<'_>) {
+        /// At most every 100 ms, or now when `now`: hands complete new lines to
+        /// the analyzer.
+        fn poll(&mut self, analyzer: &mut Analyzer<'_>, now: bool) {
             use std::io::{Read, Seek, SeekFrom};
-            if self.files.is_empty() || self.last.elapsed() < Duration::from_millis(100) {
+            if self.files.is_empty() || (!now && self.last.elapsed() < Duration::from_millis(100)) {
                 return;
             }
             self.last = Instant::now();

@@ -411,8 +411,9 @@ pub fn run(a: SendArgs) -> Result<ExitCode> {
 
 fn transport(target: &Target) -> Transport {
     match target {
-        // The records of an https:// exchange are those of the HTTP inside.
-        Target::Http(_) | Target::Https(_) => Transport::Http,
+        Target::Http(_) => Transport::Http,
+        // The HTTP inside TLS, labelled as `analyze --tls-keylog` labels it.
+        Target::Https(_) => Transport::Https,
         Target::Tcp(_) => Transport::Tcp,
         _ => Transport::Serial,
     }

@@ -586,6 +586,19 @@ fn send_over_https_insecure_pinned_and_refused() {
         .find(|r| r["kind"] == "message" && r["role"] == "request")
         .unwrap();
     assert_eq!(request["http"]["path"], "/api/pos/trade", "{request}");
+    // Every record of an https:// exchange says https, as analyze --tls-keylog does.
+    let records: Vec<Value> = out
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|r| r.get("transport").is_some())
+        .collect();
+    assert!(
+        records.iter().any(|r| r["kind"] == "transaction"),
+        "no transaction record: {out}"
+    );
+    for r in &records {
+        assert_eq!(r["transport"], "https", "{r}");
+    }
     let theirs = keylog_lines(&send_keys);
     assert!(!theirs.is_empty(), "send wrote no key log");
     let ours = keylog_lines(&emu_keys);

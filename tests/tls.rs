@@ -605,3 +605,67 @@ fn a_connection_captured_after_its_handshake_is_reported_as_tls() {
         "{recs:?}"
     );
 }
+
+/// `tls13-keyupdate`: `openssl s_client` sent a KeyUpdate with update_requested
+/// (`K`), the server (OpenSSL) answered with its own, then the client sent one
+/// without (`k`); a request and its answer follow each. tshark locates the
+/// KeyUpdates independently; every message after them must decrypt, with no finding.
+#[test]
+fn tls13_key_updates_in_both_directions_are_followed() {
+    let name = "tls13-keyupdate";
+    let (_, recs) = analyze(&pcap(name), TLS_PORT, &["--tls-keylog", &keylog(name)]);
+    let s = summary(&recs);
+    assert_eq!(s["messages"], 6, "{s}");
+    assert_eq!(s["transactions"], 3, "{s}");
+    assert_eq!(count(&recs, "finding"), 0, "{recs:#?}");
+    if !have_tshark() {
+        return;
+    }
+    let out = Command::new("tshark")
+        .current_dir(root())
+        .args([
+            "-n",
+            "-r",
+            &pcap(name),
+            "-o",
+            &format!("tls.keylog_file:{}", keylog(name)),
+            "-d",
+            &format!("tcp.port=={TLS_PORT},tls"),
+            "-Y",
+            "tls.handshake.type == 24",
+            "-T",
+            "fields",
+            "-e",
+            "frame.number",
+            "-e",
+            "tcp.srcport",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "tshark failed on {name}");
+    // (frame, sent by the server?)
+    let updates: Vec<(u64, bool)> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            let (frame, port) = l.split_once('\t').unwrap();
+            (frame.parse().unwrap(), port == TLS_PORT)
+        })
+        .collect();
+    assert_eq!(
+        updates.iter().map(|u| u.1).collect::<Vec<_>>(),
+        [false, true, false],
+        "client K, server's answer, client k: {updates:?}"
+    );
+    let messages: Vec<(u64, bool)> = recs
+        .iter()
+        .filter(|r| r["kind"] == "message")
+        .map(|m| (m["packet"].as_u64().unwrap(), m["role"] == "response"))
+        .collect();
+    for (frame, server) in &updates {
+        // The same side speaks again after its KeyUpdate, under the new keys.
+        assert!(
+            messages.iter().any(|(p, resp)| p > frame && resp == server),
+            "nothing decrypted after the KeyUpdate in frame {frame}: {messages:?}"
+        );
+    }
+}

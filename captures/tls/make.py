@@ -3,8 +3,9 @@
 
 The terminal is `ecr-sniff emulate` over plain HTTP on 127.0.0.1:29101, behind a TLS
 terminator written here with Python's `ssl` (OpenSSL) on 127.0.0.1:29001 that relays
-the decrypted bytes unchanged. The clients are curl (OpenSSL) and Python's `ssl`,
-each writing its TLS secrets to a key log (SSLKEYLOGFILE / keylog_filename).
+the decrypted bytes unchanged. The clients are curl (OpenSSL), Python's `ssl` and
+`openssl s_client` (for TLS 1.3 KeyUpdate), each writing its TLS secrets to a key
+log (SSLKEYLOGFILE / keylog_filename / -keylogfile).
 tcpdump captures both legs on the loopback interface, so every capture holds the
 same HTTP session twice: encrypted on port 29001 and in the clear on port 29101.
 tests/tls.rs checks that `analyze --tls-keylog` of the first equals the plain
@@ -243,6 +244,60 @@ def python_resume(keylog, bodies):
         s.close()
 
 
+def s_client_keyupdate(keylog, bodies):
+    """openssl s_client, TLS 1.3, one keep-alive connection: the payment; `K` (a
+    KeyUpdate with update_requested, so the server updates its keys too); the
+    inquiry under the new keys; `k` (a KeyUpdate, not requested: only the client's
+    keys change); the payment again. s_client reads these command letters from
+    stdin at the start of a line (not with -quiet or -ign_eof)."""
+    p = subprocess.Popen(["openssl", "s_client", "-connect", f"127.0.0.1:{TLS_PORT}", "-tls1_3",
+                          "-servername", "terminal.local", "-keylogfile", keylog],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    seen = []
+
+    def read():
+        for line in p.stdout:
+            seen.append(line)
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+
+    def answers():
+        return b"".join(seen).count(b"HTTP/1.1 200 OK\r\n")
+
+    def wait(n):
+        for _ in range(200):
+            if answers() >= n:
+                return
+            time.sleep(0.025)
+        raise RuntimeError(f"s_client: no answer {n}: {b''.join(seen)[-500:]!r}")
+
+    def request(path, body):
+        p.stdin.write((f"POST {path} HTTP/1.1\r\nHost: terminal.local:{TLS_PORT}\r\n"
+                       f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+                       ).encode() + body)
+        p.stdin.flush()
+
+    def command(letter):
+        time.sleep(0.2)  # its own read() from stdin: command letters start a read
+        p.stdin.write(letter + b"\n")
+        p.stdin.flush()
+        time.sleep(0.2)
+
+    request(*bodies[0])
+    wait(1)
+    command(b"K")
+    request(*bodies[1])
+    wait(2)
+    command(b"k")
+    request(*bodies[0])
+    wait(3)
+    p.stdin.close()
+    p.wait(timeout=10)
+    reader.join(timeout=5)
+    err = p.stderr.read()
+    assert err.count(b"KEYUPDATE") == 2, err
+
+
 def curl(keylog, bodies, *opts, close=False):
     args = ["curl", "-sS"]
     for i, (path, body) in enumerate(bodies):
@@ -279,6 +334,7 @@ SCENARIOS = {
     "tls13-resume-psk": ("curl-close", T13 + ["TLS_AES_128_GCM_SHA256"], {}),
     "python-send-tls13": ("bridge", [], {}),
     "python-split-records-tls12": ("split", [], {}),
+    "tls13-keyupdate": ("s_client-keyupdate", [], {}),
 }
 DSB = "tls13-aes128-gcm"
 
@@ -357,6 +413,8 @@ def main():
                 bridge.close()
             elif client == "split":
                 split_client(keylog, [(p, open(b, "rb").read()) for p, b in bodies])
+            elif client == "s_client-keyupdate":
+                s_client_keyupdate(keylog, [(p, open(b, "rb").read()) for p, b in bodies])
             elif client == "python-resume":
                 python_resume(keylog, [(p, open(b, "rb").read()) for p, b in bodies])
             time.sleep(0.3)

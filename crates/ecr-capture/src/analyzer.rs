@@ -895,6 +895,12 @@ impl<'s> Analyzer<'s> {
         );
     }
 
+    /// Live: capture time at which a TLS connection last waited for its secrets
+    /// (see [`crate::tls::SessionCache::last_wait`]).
+    pub fn tls_last_wait(&self) -> Option<Timestamp> {
+        self.st.tls_sessions.last_wait()
+    }
+
     /// The most severe finding so far.
     pub fn max_severity(&self) -> Option<Severity> {
         self.st.max_severity

@@ -1,9 +1,10 @@
 //! TLS on a reassembled TCP connection: records, handshake, and decryption with the
 //! secrets of a key log ([`crate::keylog`]).
 //!
-//! Records and handshake messages are parsed with rusticata's `tls-parser`; the
-//! cryptography is RustCrypto's (`aes-gcm`, `chacha20poly1305`, `aes` + `cbc`,
-//! `hmac`, `sha1`, `sha2`, `hkdf`). What is derived here is only what the RFCs define
+//! Records and handshake messages are parsed with rusticata's `tls-parser`. The AEAD
+//! ciphers (AES-128/256-GCM, ChaCha20-Poly1305) are ring's `aead`, whose stitched
+//! AES-GCM assembly runs at OpenSSL's speed; the rest of the cryptography is
+//! RustCrypto's (`aes` + `cbc`, `hmac`, `sha1`, `sha2`, `hkdf`). What is derived here is only what the RFCs define
 //! on top of those primitives: the TLS 1.2 PRF (P_hash over HMAC, RFC 5246 5) and key
 //! block (6.3), and TLS 1.3's HKDF-Expand-Label (RFC 8446 7.1).
 //!
@@ -25,11 +26,8 @@
 use std::collections::HashMap;
 use std::fmt::Write as _;
 
-use aes_gcm::aead::AeadInPlace;
-use aes_gcm::{Aes128Gcm, Aes256Gcm, KeyInit, Nonce, Tag};
 use cbc::cipher::block_padding::NoPadding;
-use cbc::cipher::{BlockDecryptMut, InnerIvInit};
-use chacha20poly1305::ChaCha20Poly1305;
+use cbc::cipher::{BlockDecryptMut, InnerIvInit, KeyInit};
 use hmac::{Hmac, Mac};
 use sha1::Sha1;
 use sha2::{Sha256, Sha384};
@@ -81,6 +79,8 @@ pub enum TlsOut {
 pub struct SessionCache {
     by_id: HashMap<Vec<u8>, Secret>,
     by_ticket: HashMap<Vec<u8>, Secret>,
+    /// Capture time of the last record held while waiting for secrets (live).
+    waited: Option<Timestamp>,
 }
 
 impl std::fmt::Debug for SessionCache {
@@ -93,6 +93,14 @@ impl std::fmt::Debug for SessionCache {
 }
 
 impl SessionCache {
+    /// Live: when a connection last had to wait for its secrets (capture time of
+    /// its last held record, or of entering the wait). While this is recent, the
+    /// key log is worth reading before every packet: a short connection's FIN
+    /// would otherwise end it before the secrets are read.
+    pub fn last_wait(&self) -> Option<Timestamp> {
+        self.waited
+    }
+
     fn remember(map: &mut HashMap<Vec<u8>, Secret>, k: &[u8], s: &Secret) {
         if k.is_empty() || k.len() > 4096 {
             return;
@@ -127,34 +135,34 @@ struct CertInfo {
     self_signed: bool,
 }
 
-enum Aead {
-    Aes128(Box<Aes128Gcm>),
-    Aes256(Box<Aes256Gcm>),
-    Chacha(Box<ChaCha20Poly1305>),
-}
+/// An AEAD key of one direction: ring's `aead` (BoringSSL's stitched AES-NI/VAES +
+/// CLMUL assembly for AES-GCM, its ChaCha20-Poly1305), see docs/architecture.md.
+struct Aead(ring::aead::LessSafeKey);
 
 impl Aead {
     fn new(enc: TlsCipherEnc, key: &[u8]) -> Option<Aead> {
-        Some(match (enc, key.len()) {
-            (TlsCipherEnc::Aes, 16) => Aead::Aes128(Box::new(Aes128Gcm::new_from_slice(key).ok()?)),
-            (TlsCipherEnc::Aes, 32) => Aead::Aes256(Box::new(Aes256Gcm::new_from_slice(key).ok()?)),
-            (TlsCipherEnc::Chacha20_Poly1305, 32) => {
-                Aead::Chacha(Box::new(ChaCha20Poly1305::new_from_slice(key).ok()?))
-            }
+        use ring::aead::{AES_128_GCM, AES_256_GCM, CHACHA20_POLY1305};
+        let alg = match (enc, key.len()) {
+            (TlsCipherEnc::Aes, 16) => &AES_128_GCM,
+            (TlsCipherEnc::Aes, 32) => &AES_256_GCM,
+            (TlsCipherEnc::Chacha20_Poly1305, 32) => &CHACHA20_POLY1305,
             _ => return None,
-        })
+        };
+        let key = ring::aead::UnboundKey::new(alg, key).ok()?;
+        Some(Aead(ring::aead::LessSafeKey::new(key)))
     }
+    /// Decrypts `buf` in place when `tag` authenticates it with `nonce` and `aad`.
     fn open(&self, nonce: &[u8; 12], aad: &[u8], buf: &mut [u8], tag: &[u8]) -> bool {
-        if tag.len() != 16 {
+        use ring::aead::{Aad, Nonce, Tag};
+        let Ok(tag) = Tag::try_from(tag) else {
             return false;
-        }
-        let n = Nonce::from_slice(nonce);
-        let t = Tag::from_slice(tag);
-        match self {
-            Aead::Aes128(c) => c.decrypt_in_place_detached(n, aad, buf, t).is_ok(),
-            Aead::Aes256(c) => c.decrypt_in_place_detached(n, aad, buf, t).is_ok(),
-            Aead::Chacha(c) => c.decrypt_in_place_detached(n, aad, buf, t).is_ok(),
-        }
+        };
+        // Each record has its own nonce (sequence number or explicit nonce); this
+        // only reads what a peer sealed, so nonce reuse is not ours to prevent.
+        let nonce = Nonce::assume_unique_for_key(*nonce);
+        self.0
+            .open_in_place_separate_tag(nonce, Aad::from(aad), tag, buf, 0..)
+            .is_ok()
     }
 }
 
@@ -862,6 +870,7 @@ impl TlsConn {
             return;
         };
         if self.phase == Phase::Waiting {
+            keys.sessions.waited = Some(self.now);
             self.hold(dir, rec, keys.keylog, out);
             return;
         }
@@ -1072,7 +1081,7 @@ impl TlsConn {
     }
 
     /// TLS 1.3 after the ServerHello: both directions switch to handshake keys.
-    fn start13(&mut self, keys: &TlsKeys<'_>, out: &mut Vec<TlsOut>) {
+    fn start13(&mut self, keys: &mut TlsKeys<'_>, out: &mut Vec<TlsOut>) {
         let keylog = keys.keylog;
         let found = self.client_random.and_then(|r| keylog.get(&r)).cloned();
         let complete = found
@@ -1081,6 +1090,7 @@ impl TlsConn {
         if !complete && keys.wait && self.client_random.is_some() {
             self.phase = Phase::Waiting;
             self.wait13 = true;
+            keys.sessions.waited = Some(self.now);
             return;
         }
         let (Some(suite), Some(sec)) = (self.suite, found) else {
@@ -1195,6 +1205,7 @@ impl TlsConn {
             // Replayed from the ChangeCipherSpec once the secret is there.
             self.phase = Phase::Waiting;
             self.wait13 = false;
+            keys.sessions.waited = Some(self.now);
             self.held.push((dir, vec![20, 3, 3, 0, 1, 1], self.now));
             return;
         }
