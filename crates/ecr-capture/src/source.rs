@@ -1,15 +1,20 @@
-//! Streaming capture reader (pcap, pcapng, gzip) and writers (pcapng, pcap).
+//! Streaming capture reader (pcap, pcapng, gzip) and writers (pcapng, pcap), on
+//! rusticata's `pcap-parser`.
 //!
-//! The reader keeps one reusable buffer (1 MiB at first, grown only when a single
-//! record needs more, up to [`ReaderOptions::max_block_len`]) and hands out packets
-//! as slices borrowed from it, so reading a capture costs a few large `read` calls
-//! and no allocation per packet. Every length taken from the file is bounded before
-//! it is trusted: no input makes the reader allocate without bound, panic or loop.
+//! Reading: pcap-parser's streaming readers (`LegacyPcapReader`, `PcapNGReader`) parse
+//! the file header, records and blocks out of one reusable buffer (16 KiB at first,
+//! doubled at each read up to 1 MiB, grown further only when a single record needs
+//! more, up to [`ReaderOptions::max_block_len`]); packets are handed out as slices
+//! borrowed from it, so reading a capture costs a few large `read` calls and no
+//! allocation per packet. A thin layer here bounds every length taken from the file
+//! before the buffer grows for it: no input makes the reader allocate without bound,
+//! panic or loop.
 //!
 //! Damaged input: a pcapng block carries its own length, so after a damaged block
-//! the reader reports an error and continues with the next block. A classic pcap
-//! record header has nothing to resynchronise on, so a damaged or truncated record
-//! ends the file (with an error naming the offset); packets read so far stay valid.
+//! the reader reports an error and continues with the next block. A damaged classic
+//! pcap record header is resynchronised on the way pcapfix does (pcap-parser stops
+//! there, so that search is done here); a truncated record ends the file (with an
+//! error naming the offset); packets read so far stay valid.
 //!
 //! Offsets in errors are byte offsets in the (decompressed) capture stream.
 
@@ -18,9 +23,15 @@ use std::fs::File;
 use std::io::{self, Cursor, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use ecr_proto::Timestamp;
+use pcap_parser::nom;
+use pcap_parser::traits::{PcapNGPacketBlock, PcapReaderIterator};
+use pcap_parser::{
+    parse_option_be, parse_option_le, Block, LegacyPcapReader, OptionCode, PcapBlockOwned,
+    PcapNGReader,
+};
 
 /// Largest record or block the reader accepts by default (16 MiB). Real packets are
 /// at most a few hundred KiB (USB captures); a larger length is almost always damage,
@@ -30,12 +41,12 @@ pub const DEFAULT_MAX_BLOCK_LEN: usize = 16 << 20;
 /// Hard ceiling for [`ReaderOptions::max_block_len`] (256 MiB).
 pub const MAX_BLOCK_LEN_CEILING: usize = 256 << 20;
 
-/// Initial size of the read buffer; reads are done in chunks of about this size.
+/// Size the read buffer grows to (doubling at each read from [`START_BUF_LEN`]);
+/// reads are then done in chunks of about this size.
 const INITIAL_BUF_LEN: usize = 1 << 20;
 
-/// Compact the buffer before reading when less than this is free at its end, so
-/// reads stay large.
-const MIN_READ_LEN: usize = 64 << 10;
+/// Size of the read buffer at first, so that small captures cost little.
+const START_BUF_LEN: usize = 16 << 10;
 
 /// Interfaces accepted per pcapng section (bounds the interface table).
 const MAX_INTERFACES: usize = 1 << 16;
@@ -62,10 +73,8 @@ pub const DSB_TLS_KEYLOG: u32 = 0x544c_534b;
 pub const MAX_DSB_BYTES: usize = 16 << 20;
 const PCAPNG_MIN_BLOCK: usize = 12;
 
-const OPT_END: u16 = 0;
 const OPT_IF_NAME: u16 = 2;
 const OPT_IF_TSRESOL: u16 = 9;
-const OPT_IF_TSOFFSET: u16 = 14;
 const OPT_EPB_FLAGS: u16 = 2;
 
 /// Direction of a packet relative to the capturing interface (pcapng `epb_flags`).
@@ -435,6 +444,8 @@ enum Step {
     Packet {
         data_start: usize,
         data_end: usize,
+        /// Bytes of the record or block, consumed on the next call.
+        len: usize,
         meta: PacketMeta,
     },
     Continue,
@@ -539,21 +550,86 @@ impl PcapRules {
     }
 }
 
+/// The input as pcap-parser's readers see it. pcap-parser's `refill` only says that
+/// a read failed; the error itself is kept here for the message. Interrupted reads
+/// are retried.
+struct Input {
+    inner: Box<dyn Read + Send>,
+    error: Arc<Mutex<Option<io::Error>>>,
+}
+
+impl Read for Input {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            match self.inner.read(buf) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    let copy = io::Error::new(e.kind(), e.to_string());
+                    if let Ok(mut slot) = self.error.lock() {
+                        *slot = Some(e);
+                    }
+                    return Err(copy);
+                }
+                ok => return ok,
+            }
+        }
+    }
+}
+
+/// Reads into `buf` until it holds `n` bytes or the input ends; grows `buf` only by
+/// what actually arrives.
+fn read_up_to(r: &mut impl Read, buf: &mut Vec<u8>, n: usize) -> io::Result<()> {
+    let mut chunk = [0u8; 8192];
+    while buf.len() < n {
+        let want = (n - buf.len()).min(chunk.len());
+        let dst = chunk.get_mut(..want).unwrap_or_default();
+        let got = r.read(dst)?;
+        if got == 0 {
+            break;
+        }
+        buf.extend_from_slice(dst.get(..got).unwrap_or_default());
+    }
+    Ok(())
+}
+
+/// Where `part` (a slice pcap-parser handed out) lies in the buffer that started at
+/// address `base` with `len` bytes: `(start, end)` offsets, `None` if outside.
+fn span(base: usize, len: usize, part: &[u8]) -> Option<(usize, usize)> {
+    let start = (part.as_ptr() as usize).checked_sub(base)?;
+    let end = start.checked_add(part.len())?;
+    (end <= len).then_some((start, end))
+}
+
 /// Streaming reader for pcap, pcapng and gzip-compressed captures.
 ///
 /// Drive it with [`CaptureReader::next_packet`] until it returns `None`; an `Err`
 /// item is a damaged record, and reading goes on when the format allows.
+///
+/// The records and blocks are parsed by rusticata's `pcap-parser` (its streaming
+/// `LegacyPcapReader` and `PcapNGReader`, whose buffer this reader fills and
+/// drains). What stays here is the part a capture analyzer needs and a parser does
+/// not do: every length is bounded before the buffer is grown for it; a pcapng
+/// block's framing (length, trailer) is checked first so that a damaged block is
+/// one error and reading resumes at the next block; a damaged pcap record header
+/// is resynchronised on (pcap-parser stops there); obsolete Packet Blocks (type 2),
+/// which pcap-parser does not know, are read here.
 pub struct CaptureReader {
-    input: Box<dyn Read + Send>,
+    /// pcap-parser's reader; `None` when the first block already made the file
+    /// unreadable (`pending_error` says why).
+    rd: Option<Box<dyn PcapReaderIterator + Send>>,
+    io_error: Arc<Mutex<Option<io::Error>>>,
     file_bytes: Arc<AtomicU64>,
     gzip: bool,
     format: Format,
-    buf: Vec<u8>,
-    start: usize,
-    end: usize,
+    /// Capacity of pcap-parser's buffer.
+    cap: usize,
     eof: bool,
-    /// Stream offset of `buf[start]`.
+    /// Stream offset of the first byte of the reader's buffer data.
     offset: u64,
+    /// Bytes of the packet handed out last, consumed on the next call.
+    pending: usize,
+    /// An error found while opening, reported as the first item.
+    pending_error: Option<SourceError>,
     max_block: usize,
     state: State,
     /// Set at the end of input or after an error the format cannot recover from.
@@ -583,6 +659,14 @@ fn hex_prefix(b: &[u8]) -> String {
         .map(|x| format!("{x:02x}"))
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+/// The I/O error kept by [`Input`] (the real one), else `fallback`.
+fn take_io_error(slot: &Mutex<Option<io::Error>>, fallback: io::Error) -> io::Error {
+    slot.lock()
+        .ok()
+        .and_then(|mut s| s.take())
+        .unwrap_or(fallback)
 }
 
 impl CaptureReader {
@@ -632,24 +716,30 @@ impl CaptureReader {
         let head = Cursor::new(prefix.get(..got).unwrap_or_default().to_vec());
         let gzip = got == 2 && prefix == [0x1f, 0x8b];
         let chained = head.chain(raw);
-        let input: Box<dyn Read + Send> = if gzip {
+        let inner: Box<dyn Read + Send> = if gzip {
             Box::new(flate2::read::MultiGzDecoder::new(chained))
         } else {
             Box::new(chained)
+        };
+        let io_error = Arc::new(Mutex::new(None));
+        let input = Input {
+            inner,
+            error: Arc::clone(&io_error),
         };
         let max_block = options
             .max_block_len
             .clamp(PCAPNG_MIN_BLOCK, MAX_BLOCK_LEN_CEILING);
         let mut reader = CaptureReader {
-            input,
+            rd: None,
+            io_error,
             file_bytes,
             gzip,
             format: Format::Pcapng,
-            buf: vec![0; INITIAL_BUF_LEN],
-            start: 0,
-            end: 0,
+            cap: START_BUF_LEN,
             eof: false,
             offset: 0,
+            pending: 0,
+            pending_error: None,
             max_block,
             state: State::Pcapng {
                 endian: Endian::Little,
@@ -661,7 +751,7 @@ impl CaptureReader {
             tls_secrets: Vec::new(),
             tls_secret_bytes: 0,
         };
-        reader.read_file_header()?;
+        reader.read_file_header(input)?;
         Ok(reader)
     }
 
@@ -677,7 +767,7 @@ impl CaptureReader {
 
     /// Capture bytes consumed so far (decompressed when the file is gzip).
     pub fn bytes_read(&self) -> u64 {
-        self.offset
+        self.offset + self.pending as u64
     }
 
     /// Bytes read from the underlying file so far (compressed size for gzip):
@@ -704,6 +794,14 @@ impl CaptureReader {
     /// The packet borrows the reader's buffer and is valid until the next call.
     pub fn next_packet(&mut self) -> Option<Result<Packet<'_>, SourceError>> {
         loop {
+            if self.pending > 0 {
+                let n = std::mem::take(&mut self.pending);
+                self.consume(n);
+            }
+            if let Some(e) = self.pending_error.take() {
+                self.done = true;
+                return Some(Err(e));
+            }
             if self.done {
                 return None;
             }
@@ -721,9 +819,15 @@ impl CaptureReader {
                 Step::Packet {
                     data_start,
                     data_end,
+                    len,
                     meta,
                 } => {
-                    let data = self.buf.get(data_start..data_end).unwrap_or_default();
+                    self.pending = len;
+                    let data = self
+                        .rd
+                        .as_deref()
+                        .and_then(|r| r.data().get(data_start..data_end))
+                        .unwrap_or_default();
                     return Some(Ok(Packet {
                         index: meta.index,
                         ts: meta.ts,
@@ -738,151 +842,151 @@ impl CaptureReader {
         }
     }
 
-    fn avail(&self) -> usize {
-        self.end - self.start
+    /// The unconsumed bytes in the reader's buffer.
+    fn data(&self) -> &[u8] {
+        self.rd.as_deref().map(|r| r.data()).unwrap_or_default()
     }
 
     fn window(&self, len: usize) -> &[u8] {
-        let end = self.start.saturating_add(len).min(self.end);
-        self.buf.get(self.start..end).unwrap_or_default()
+        let d = self.data();
+        d.get(..len.min(d.len())).unwrap_or_default()
     }
 
     fn consume(&mut self, n: usize) {
-        let n = n.min(self.avail());
-        self.start += n;
-        self.offset += n as u64;
+        if let Some(rd) = self.rd.as_deref_mut() {
+            let n = n.min(rd.data().len());
+            rd.consume_noshift(n);
+            self.offset += n as u64;
+        }
     }
 
-    /// Makes at least `need` bytes available at `start` unless the input ends first.
+    /// Makes at least `need` bytes available unless the input ends first, growing
+    /// pcap-parser's buffer (up to the block limit) when a record needs more.
     /// Returns the bytes available (less than `need` only at end of input).
     fn fill(&mut self, need: usize) -> Result<usize, SourceError> {
-        if self.avail() >= need || self.eof {
-            return Ok(self.avail());
-        }
-        if self.buf.len() - self.start < need || self.buf.len() - self.end < MIN_READ_LEN {
-            self.buf.copy_within(self.start..self.end, 0);
-            self.end -= self.start;
-            self.start = 0;
-            if self.buf.len() < need {
-                let cap = self.max_block.saturating_add(PCAP_RECORD_HEADER_LEN);
-                let new_len = need
-                    .max(self.buf.len().saturating_mul(2))
-                    .min(cap.max(need));
-                self.buf.resize(new_len, 0);
-            }
-        }
-        while self.avail() < need {
-            let dst = self.buf.get_mut(self.end..).unwrap_or_default();
-            if dst.is_empty() {
-                break;
-            }
-            match self.input.read(dst) {
-                Ok(0) => {
-                    self.eof = true;
-                    break;
-                }
-                Ok(n) => self.end += n.min(self.buf.len() - self.end),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(source) => {
-                    self.done = true;
-                    return Err(SourceError::Io {
-                        offset: self.offset + self.avail() as u64,
-                        source,
-                    });
-                }
-            }
-        }
-        Ok(self.avail())
-    }
-
-    /// Skips `n` bytes without buffering them. Returns false if the input ended first.
-    fn skip(&mut self, n: u64) -> Result<bool, SourceError> {
-        let have = self.avail() as u64;
-        if n <= have {
-            self.consume(n as usize);
-            return Ok(true);
-        }
-        let mut left = n - have;
-        self.consume(have as usize);
-        self.start = 0;
-        self.end = 0;
-        while left > 0 {
-            let chunk = usize::try_from(left)
-                .unwrap_or(usize::MAX)
-                .min(self.buf.len());
-            let dst = self.buf.get_mut(..chunk).unwrap_or_default();
-            match self.input.read(dst) {
-                Ok(0) => {
-                    self.eof = true;
-                    return Ok(false);
-                }
-                Ok(r) => {
-                    left = left.saturating_sub(r as u64);
-                    self.offset += r as u64;
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(source) => {
-                    self.done = true;
-                    return Err(SourceError::Io {
-                        offset: self.offset,
-                        source,
-                    });
-                }
-            }
-        }
-        Ok(true)
-    }
-
-    fn read_file_header(&mut self) -> Result<(), SourceError> {
-        let got = self.fill(PCAP_HEADER_LEN)?;
-        let head = self.window(got);
-        let magic_le = Endian::Little.u32(head, 0);
-        let magic_be = Endian::Big.u32(head, 0);
-        let (endian, nanos) = match (magic_le, magic_be) {
-            (Some(PCAP_MAGIC_US), _) => (Endian::Little, false),
-            (Some(PCAP_MAGIC_NS), _) => (Endian::Little, true),
-            (_, Some(PCAP_MAGIC_US)) => (Endian::Big, false),
-            (_, Some(PCAP_MAGIC_NS)) => (Endian::Big, true),
-            (Some(PCAPNG_SHB), _) => {
-                self.format = Format::Pcapng;
-                self.state = State::Pcapng {
-                    endian: Endian::Little,
-                    ifaces: Vec::new(),
-                };
-                // The first block must be a section header; step_pcapng reads it.
-                return Ok(());
-            }
-            _ => {
-                return Err(SourceError::NotCapture {
-                    first_bytes: hex_prefix(head),
-                })
-            }
+        let Some(rd) = self.rd.as_deref_mut() else {
+            return Ok(0);
         };
-        if got < PCAP_HEADER_LEN {
-            return Err(SourceError::Truncated {
-                what: "pcap file header",
-                at: Location {
-                    offset: 0,
-                    packet: None,
-                },
-                needed: PCAP_HEADER_LEN as u64,
-                available: got as u64,
+        loop {
+            let avail = rd.data().len();
+            if avail >= need || self.eof {
+                return Ok(avail);
+            }
+            if self.cap < INITIAL_BUF_LEN {
+                // Reads grow to INITIAL_BUF_LEN as the input turns out to be large.
+                let new_cap = self.cap.saturating_mul(2).min(INITIAL_BUF_LEN);
+                rd.grow(new_cap);
+                self.cap = new_cap;
+            }
+            if need > self.cap {
+                let limit = self.max_block.saturating_add(PCAP_RECORD_HEADER_LEN);
+                let new_cap = need.max(self.cap.saturating_mul(2)).min(limit.max(need));
+                rd.grow(new_cap);
+                self.cap = new_cap;
+            }
+            if rd.refill().is_err() {
+                self.done = true;
+                let source = take_io_error(&self.io_error, io::Error::other("read failed"));
+                return Err(SourceError::Io {
+                    offset: self.offset + avail as u64,
+                    source,
+                });
+            }
+            if rd.reader_exhausted() {
+                self.eof = true;
+            }
+        }
+    }
+
+    /// Skips `n` bytes without keeping them. Returns false if the input ended first.
+    fn skip(&mut self, n: u64) -> Result<bool, SourceError> {
+        let mut left = n;
+        loop {
+            let have = self.data().len() as u64;
+            let take = left.min(have);
+            self.consume(take as usize);
+            left -= take;
+            if left == 0 {
+                return Ok(true);
+            }
+            if self.fill(1)? == 0 {
+                return Ok(false);
+            }
+        }
+    }
+
+    fn read_file_header(&mut self, mut input: Input) -> Result<(), SourceError> {
+        let mut head = Vec::with_capacity(PCAP_HEADER_LEN);
+        if let Err(e) = read_up_to(&mut input, &mut head, PCAP_HEADER_LEN) {
+            return Err(SourceError::Io {
+                offset: head.len() as u64,
+                source: take_io_error(&self.io_error, e),
             });
         }
-        let major = endian.u16(head, 4).unwrap_or(0);
-        let minor = endian.u16(head, 6).unwrap_or(0);
-        if major != 2 {
+        let magic_le = Endian::Little.u32(&head, 0);
+        let magic_be = Endian::Big.u32(&head, 0);
+        match (magic_le, magic_be) {
+            (Some(PCAP_MAGIC_US | PCAP_MAGIC_NS), _) | (_, Some(PCAP_MAGIC_US | PCAP_MAGIC_NS)) => {
+                self.open_pcap(head, input)
+            }
+            (Some(PCAPNG_SHB), _) => self.open_pcapng(head, input),
+            _ => Err(SourceError::NotCapture {
+                first_bytes: hex_prefix(&head),
+            }),
+        }
+    }
+
+    /// Classic pcap: pcap-parser's `LegacyPcapReader` reads the file header.
+    fn open_pcap(&mut self, head: Vec<u8>, input: Input) -> Result<(), SourceError> {
+        let at = Location {
+            offset: 0,
+            packet: None,
+        };
+        if head.len() < PCAP_HEADER_LEN {
+            return Err(SourceError::Truncated {
+                what: "pcap file header",
+                at,
+                needed: PCAP_HEADER_LEN as u64,
+                available: head.len() as u64,
+            });
+        }
+        self.cap = START_BUF_LEN;
+        let mut rd =
+            LegacyPcapReader::new(self.cap, Cursor::new(head).chain(input)).map_err(|_| {
+                SourceError::Malformed {
+                    what: "pcap file header",
+                    at,
+                    detail: "rejected by the pcap parser",
+                }
+            })?;
+        let header = match rd.next() {
+            Ok((_, PcapBlockOwned::LegacyHeader(h))) => Some(h),
+            _ => None,
+        };
+        let Some(h) = header else {
+            return Err(SourceError::Malformed {
+                what: "pcap file header",
+                at,
+                detail: "rejected by the pcap parser",
+            });
+        };
+        if h.version_major != 2 {
             return Err(SourceError::UnsupportedVersion {
                 what: "pcap",
                 offset: 4,
-                major,
-                minor,
+                major: h.version_major,
+                minor: h.version_minor,
             });
         }
-        let snaplen = endian.u32(head, 16).unwrap_or(0);
+        let endian = if h.is_bigendian() {
+            Endian::Big
+        } else {
+            Endian::Little
+        };
+        let nanos = h.is_nanosecond_precision();
         // Upper bits of the link-type field carry FCS information (LT_LINKTYPE).
-        let linktype = endian.u32(head, 20).unwrap_or(0) & 0x03ff_ffff;
-        let mut iface = InterfaceInfo::new(linktype, snaplen);
+        let linktype = (h.network.0 as u32) & 0x03ff_ffff;
+        let mut iface = InterfaceInfo::new(linktype, h.snaplen);
         iface.tsresol = if nanos { 9 } else { 6 };
         self.format = Format::Pcap {
             nanos,
@@ -893,17 +997,120 @@ impl CaptureReader {
             nanos,
             iface,
         };
+        self.rd = Some(Box::new(rd));
         self.consume(PCAP_HEADER_LEN);
         Ok(())
     }
 
+    /// pcapng: the first block must be a complete section header before
+    /// pcap-parser's `PcapNGReader` accepts the input; when it is not, the file is
+    /// opened anyway and the first item read is the error (as for any later block).
+    fn open_pcapng(&mut self, mut head: Vec<u8>, mut input: Input) -> Result<(), SourceError> {
+        self.format = Format::Pcapng;
+        match self.first_section(&mut head, &mut input) {
+            Ok(len) => {
+                self.cap = START_BUF_LEN.max(len);
+                match PcapNGReader::new(self.cap, Cursor::new(head).chain(input)) {
+                    Ok(rd) => self.rd = Some(Box::new(rd)),
+                    Err(_) => {
+                        self.pending_error = Some(SourceError::Malformed {
+                            what: "pcapng section header",
+                            at: Location {
+                                offset: 0,
+                                packet: None,
+                            },
+                            detail: "too short",
+                        })
+                    }
+                }
+                Ok(())
+            }
+            Err(e @ SourceError::Io { .. }) => Err(e),
+            Err(e) => {
+                self.pending_error = Some(e);
+                Ok(())
+            }
+        }
+    }
+
+    /// Checks the framing of the first section header block and reads all of it
+    /// into `head`; returns its length.
+    fn first_section(&self, head: &mut Vec<u8>, input: &mut Input) -> Result<usize, SourceError> {
+        let at = Location {
+            offset: 0,
+            packet: None,
+        };
+        if head.len() < 8 {
+            return Err(SourceError::Truncated {
+                what: "pcapng block header",
+                at,
+                needed: 8,
+                available: head.len() as u64,
+            });
+        }
+        let endian = match (Endian::Little.u32(head, 8), Endian::Big.u32(head, 8)) {
+            (Some(PCAPNG_BOM), _) => Endian::Little,
+            (_, Some(PCAPNG_BOM)) => Endian::Big,
+            (None, _) => {
+                return Err(SourceError::Truncated {
+                    what: "pcapng section header",
+                    at,
+                    needed: PCAPNG_MIN_BLOCK as u64,
+                    available: head.len() as u64,
+                })
+            }
+            _ => {
+                return Err(SourceError::Malformed {
+                    what: "pcapng section header",
+                    at,
+                    detail: "unknown byte-order magic",
+                })
+            }
+        };
+        let len32 = endian.u32(head, 4).unwrap_or(0);
+        let len = len32 as usize;
+        if len < PCAPNG_MIN_BLOCK || len % 4 != 0 {
+            return Err(SourceError::BadBlockLength {
+                at,
+                len: u64::from(len32),
+            });
+        }
+        if len > self.max_block {
+            return Err(SourceError::TooLarge {
+                what: "pcapng block",
+                at,
+                len: u64::from(len32),
+                limit: self.max_block as u64,
+            });
+        }
+        if let Err(e) = read_up_to(input, head, len) {
+            return Err(SourceError::Io {
+                offset: head.len() as u64,
+                source: take_io_error(&self.io_error, e),
+            });
+        }
+        if head.len() < len {
+            return Err(SourceError::Truncated {
+                what: "pcapng block",
+                at,
+                needed: len as u64,
+                available: head.len() as u64,
+            });
+        }
+        let trailer = endian.u32(head, len - 4).unwrap_or(0);
+        if trailer != len32 {
+            return Err(SourceError::LengthMismatch {
+                at,
+                len: u64::from(len32),
+                trailer: u64::from(trailer),
+            });
+        }
+        Ok(len)
+    }
+
     fn step_pcap(&mut self) -> Step {
-        let (endian, nanos, linktype) = match &self.state {
-            State::Pcap {
-                endian,
-                nanos,
-                iface,
-            } => (*endian, *nanos, iface.linktype),
+        let (nanos, linktype) = match &self.state {
+            State::Pcap { nanos, iface, .. } => (*nanos, iface.linktype),
             _ => return Step::End,
         };
         let rec_off = self.offset;
@@ -919,8 +1126,8 @@ impl CaptureReader {
             offset: rec_off,
             packet: Some(index),
         };
+        self.packets = index;
         if got < PCAP_RECORD_HEADER_LEN {
-            self.packets = index;
             self.done = true;
             return Step::Error(SourceError::Truncated {
                 what: "pcap record header",
@@ -929,13 +1136,12 @@ impl CaptureReader {
                 available: got as u64,
             });
         }
-        let h = self.window(PCAP_RECORD_HEADER_LEN);
-        let secs = endian.u32(h, 0).unwrap_or(0);
-        let frac = endian.u32(h, 4).unwrap_or(0);
-        let incl = endian.u32(h, 8).unwrap_or(0);
-        let orig = endian.u32(h, 12).unwrap_or(0);
-        self.packets = index;
+        // The record header is checked here before pcap-parser trusts its length.
         let rules = self.pcap_rules();
+        let h = self.window(PCAP_RECORD_HEADER_LEN);
+        let e = rules.endian;
+        let fields = (|| Some((e.u32(h, 0)?, e.u32(h, 4)?, e.u32(h, 8)?, e.u32(h, 12)?)))();
+        let (secs, frac, incl, orig) = fields.unwrap_or_default();
         if let Some(reason) = rules.damage(secs, frac, incl, orig, None) {
             return self.resync_pcap(at, reason, rules);
         }
@@ -953,6 +1159,24 @@ impl CaptureReader {
                 available: got as u64,
             });
         }
+        let Some(rd) = self.rd.as_deref_mut() else {
+            return Step::End;
+        };
+        let (base, blen) = (rd.data().as_ptr() as usize, need);
+        let record = match rd.next() {
+            Ok((_, PcapBlockOwned::Legacy(b))) => {
+                span(base, blen, b.data).map(|(s, e)| (b.ts_sec, b.ts_usec, b.origlen, s, e))
+            }
+            _ => None,
+        };
+        let Some((secs, frac, orig, data_start, data_end)) = record else {
+            self.consume(need);
+            return Step::Error(SourceError::Malformed {
+                what: "pcap record",
+                at,
+                detail: "rejected by the pcap parser",
+            });
+        };
         let frac_ns = if nanos {
             i64::from(frac)
         } else {
@@ -960,12 +1184,10 @@ impl CaptureReader {
         };
         let ts = Timestamp(i64::from(secs) * 1_000_000_000 + frac_ns);
         self.last_ts = ts;
-        let data_start = self.start + PCAP_RECORD_HEADER_LEN;
-        let data_end = self.start + need;
-        self.consume(need);
         Step::Packet {
             data_start,
             data_end,
+            len: need,
             meta: PacketMeta {
                 index,
                 ts,
@@ -1064,6 +1286,8 @@ impl CaptureReader {
         }
     }
 
+    /// One pcapng block. Its framing (type, length within the limit, trailer) is
+    /// checked here, then pcap-parser parses it.
     fn step_pcapng(&mut self) -> Step {
         let endian = match &self.state {
             State::Pcapng { endian, .. } => *endian,
@@ -1167,62 +1391,73 @@ impl CaptureReader {
                 available: got as u64,
             });
         }
-        let block_start = self.start;
         let trailer = endian.u32(self.window(len), len - 4).unwrap_or(0);
-        // From here on the block is consumed whatever its content.
-        self.consume(len);
         if trailer != len32 {
+            self.consume(len);
             return Step::Error(SourceError::LengthMismatch {
                 at,
                 len: u64::from(len32),
                 trailer: u64::from(trailer),
             });
         }
-        let body_start = block_start + 8;
-        let body_end = block_start + len - 4;
-        if is_shb {
-            return self.section_header(endian, body_start, body_end, at);
-        }
-        match btype {
-            PCAPNG_IDB => self.interface_block(endian, body_start, body_end, at),
-            PCAPNG_EPB | PCAPNG_OPB | PCAPNG_SPB => {
-                self.packet_block(btype, endian, body_start, body_end, at)
+        let step = if is_shb {
+            self.section_header(endian, at)
+        } else {
+            match btype {
+                PCAPNG_IDB => self.interface_block(endian, len, at),
+                PCAPNG_EPB | PCAPNG_SPB => self.packet_block(btype, endian, len, at),
+                PCAPNG_OPB => self.obsolete_packet_block(endian, len, at),
+                PCAPNG_DSB => self.secrets_block(endian, len, at),
+                _ => Step::Continue,
             }
-            PCAPNG_DSB => self.secrets_block(endian, body_start, body_end, at),
-            _ => Step::Continue,
+        };
+        // Packets are consumed on the next call (their data is handed out).
+        if !matches!(step, Step::Packet { .. }) {
+            self.consume(len);
+        }
+        step
+    }
+
+    /// pcap-parser's parse of the block at the start of the buffer.
+    fn parse_block<T>(&mut self, f: impl FnOnce(usize, Block<'_>) -> Option<T>) -> Option<T> {
+        let rd = self.rd.as_deref_mut()?;
+        let base = rd.data().as_ptr() as usize;
+        match rd.next() {
+            Ok((_, PcapBlockOwned::NG(b))) => f(base, b),
+            _ => None,
         }
     }
 
     /// A Decryption Secrets Block: TLS key logs are kept for
     /// [`CaptureReader::take_tls_secrets`]; other kinds (WireGuard, ZigBee) are skipped.
-    fn secrets_block(&mut self, endian: Endian, bs: usize, be: usize, at: Location) -> Step {
-        let body = self.buf.get(bs..be).unwrap_or_default();
-        let (Some(kind), Some(len)) = (endian.u32(body, 0), endian.u32(body, 4)) else {
-            return Step::Error(SourceError::Malformed {
+    fn secrets_block(&mut self, endian: Endian, len: usize, at: Location) -> Step {
+        let malformed = |detail| {
+            Step::Error(SourceError::Malformed {
                 what: "decryption secrets block",
                 at,
-                detail: "too short",
-            });
+                detail,
+            })
         };
-        if kind != DSB_TLS_KEYLOG {
+        if len < 20 {
+            return malformed("too short");
+        }
+        if endian.u32(self.window(len), 8) != Some(DSB_TLS_KEYLOG) {
             return Step::Continue;
         }
-        let Some(data) = body.get(8..8usize.saturating_add(len as usize)) else {
-            return Step::Error(SourceError::Malformed {
-                what: "decryption secrets block",
-                at,
-                detail: "secrets length beyond the block",
-            });
+        let data = self.parse_block(|_, b| match b {
+            Block::DecryptionSecrets(dsb) => {
+                dsb.data.get(..dsb.secrets_len as usize).map(<[u8]>::to_vec)
+            }
+            _ => None,
+        });
+        let Some(data) = data else {
+            return malformed("secrets length beyond the block");
         };
         if self.tls_secret_bytes.saturating_add(data.len()) > MAX_DSB_BYTES {
-            return Step::Error(SourceError::Malformed {
-                what: "decryption secrets block",
-                at,
-                detail: "more than 16 MiB of TLS secrets in the file: the rest is ignored",
-            });
+            return malformed("more than 16 MiB of TLS secrets in the file: the rest is ignored");
         }
         self.tls_secret_bytes += data.len();
-        self.tls_secrets.push(data.to_vec());
+        self.tls_secrets.push(data);
         Step::Continue
     }
 
@@ -1232,9 +1467,13 @@ impl CaptureReader {
         std::mem::take(&mut self.tls_secrets)
     }
 
-    fn section_header(&mut self, endian: Endian, bs: usize, be: usize, at: Location) -> Step {
-        let body = self.buf.get(bs..be).unwrap_or_default();
-        let (Some(major), Some(minor)) = (endian.u16(body, 4), endian.u16(body, 6)) else {
+    fn section_header(&mut self, endian: Endian, at: Location) -> Step {
+        let version = self.parse_block(|_, b| match b {
+            Block::SectionHeader(shb) => Some((shb.major_version, shb.minor_version)),
+            _ => None,
+        });
+        let Some((major, minor)) = version else {
+            // pcap-parser wants the 16 fixed bytes and the section length.
             self.done = true;
             return Step::Error(SourceError::Malformed {
                 what: "pcapng section header",
@@ -1258,38 +1497,47 @@ impl CaptureReader {
         Step::Continue
     }
 
-    fn interface_block(&mut self, endian: Endian, bs: usize, be: usize, at: Location) -> Step {
-        let body = self.buf.get(bs..be).unwrap_or_default();
-        let (Some(linktype), Some(snaplen)) = (endian.u16(body, 0), endian.u32(body, 4)) else {
+    fn interface_block(&mut self, endian: Endian, len: usize, at: Location) -> Step {
+        let iface = if len < 20 {
+            None
+        } else {
+            self.parse_block(|_, b| match b {
+                Block::InterfaceDescription(idb) => {
+                    let linktype = u32::try_from(idb.linktype.0).unwrap_or(0);
+                    let mut iface = InterfaceInfo::new(linktype, idb.snaplen);
+                    iface.tsresol = idb.if_tsresol;
+                    for opt in &idb.options {
+                        let value = opt.as_bytes().unwrap_or_default();
+                        match opt.code {
+                            // pcap-parser 0.17 decodes if_tsoffset little-endian
+                            // in big-endian sections too: read it here.
+                            OptionCode::IfTsoffset => {
+                                if let Some(v) = endian.u64(value, 0) {
+                                    iface.tsoffset = v as i64;
+                                }
+                            }
+                            OptionCode::IfName => {
+                                let v = value
+                                    .get(..value.len().min(MAX_IF_NAME))
+                                    .unwrap_or_default();
+                                let v = v.split(|&b| b == 0).next().unwrap_or_default();
+                                iface.name = Some(String::from_utf8_lossy(v).into_owned());
+                            }
+                            _ => {}
+                        }
+                    }
+                    Some(iface)
+                }
+                _ => None,
+            })
+        };
+        let Some(iface) = iface else {
             return Step::Error(SourceError::Malformed {
                 what: "interface description block",
                 at,
                 detail: "too short",
             });
         };
-        let mut iface = InterfaceInfo::new(u32::from(linktype), snaplen);
-        for (code, value) in Options::new(endian, body.get(8..).unwrap_or_default()) {
-            match code {
-                OPT_IF_TSRESOL => {
-                    if let Some(&r) = value.first() {
-                        iface.tsresol = r;
-                    }
-                }
-                OPT_IF_TSOFFSET => {
-                    if let Some(v) = endian.u64(value, 0) {
-                        iface.tsoffset = v as i64;
-                    }
-                }
-                OPT_IF_NAME => {
-                    let v = value
-                        .get(..value.len().min(MAX_IF_NAME))
-                        .unwrap_or_default();
-                    let v = v.split(|&b| b == 0).next().unwrap_or_default();
-                    iface.name = Some(String::from_utf8_lossy(v).into_owned());
-                }
-                _ => {}
-            }
-        }
         if let State::Pcapng { ifaces, .. } = &mut self.state {
             if ifaces.len() >= MAX_INTERFACES {
                 return Step::Error(SourceError::Malformed {
@@ -1303,52 +1551,110 @@ impl CaptureReader {
         Step::Continue
     }
 
-    fn packet_block(
+    /// Enhanced and Simple Packet Blocks, parsed by pcap-parser.
+    fn packet_block(&mut self, btype: u32, endian: Endian, len: usize, at: Location) -> Step {
+        let min_len = if btype == PCAPNG_EPB { 32 } else { 16 };
+        if len < min_len {
+            return self.malformed_packet(at, "too short");
+        }
+        // (interface, timestamp units or None for SPB, data span, original length, flags)
+        let fields = self.parse_block(|base, b| match b {
+            Block::EnhancedPacket(epb) => {
+                let flags = epb
+                    .options
+                    .iter()
+                    .find(|o| o.code == OptionCode(OPT_EPB_FLAGS))
+                    .and_then(|o| endian.u32(o.value(), 0));
+                Some((
+                    epb.if_id,
+                    Some(u64::from(epb.ts_high) << 32 | u64::from(epb.ts_low)),
+                    span(base, len, epb.packet_data())?,
+                    epb.origlen,
+                    flags,
+                ))
+            }
+            Block::SimplePacket(spb) => Some((
+                0,
+                None,
+                span(base, len, spb.packet_data())?,
+                spb.origlen,
+                None,
+            )),
+            _ => None,
+        });
+        // Only the captured length can be wrong once the framing was checked.
+        let Some((interface, units, (start, end), orig_len, flags)) = fields else {
+            return self.malformed_packet(at, "captured length exceeds the block");
+        };
+        self.packet_out(at, interface, units, (start, end), orig_len, flags, len)
+    }
+
+    /// The obsolete Packet Block (type 2), which pcap-parser does not parse: the same
+    /// fields as an EPB with a 16-bit interface number.
+    fn obsolete_packet_block(&mut self, endian: Endian, len: usize, at: Location) -> Step {
+        let block = self.window(len);
+        let fields = (|| {
+            Some((
+                u32::from(endian.u16(block, 8)?),
+                u64::from(endian.u32(block, 12)?) << 32 | u64::from(endian.u32(block, 16)?),
+                endian.u32(block, 20)?,
+                endian.u32(block, 24)?,
+            ))
+        })();
+        let Some((interface, units, caplen, orig_len)) = fields.filter(|_| len >= 32) else {
+            return self.malformed_packet(at, "too short");
+        };
+        let start = 28usize;
+        let Some(end) = start.checked_add(caplen as usize).filter(|&e| e <= len - 4) else {
+            return self.malformed_packet(at, "captured length exceeds the block");
+        };
+        let mut flags = None;
+        let mut opts = block.get(pad4(end)..len - 4).unwrap_or_default();
+        loop {
+            let parsed = match endian {
+                Endian::Little => parse_option_le::<nom::error::Error<&[u8]>>(opts),
+                Endian::Big => parse_option_be::<nom::error::Error<&[u8]>>(opts),
+            };
+            let Ok((rest, opt)) = parsed else { break };
+            if opt.code == OptionCode::EndOfOpt {
+                break;
+            }
+            if opt.code == OptionCode(OPT_EPB_FLAGS) {
+                flags = endian.u32(opt.value(), 0);
+            }
+            opts = rest;
+        }
+        self.packet_out(
+            at,
+            interface,
+            Some(units),
+            (start, end),
+            orig_len,
+            flags,
+            len,
+        )
+    }
+
+    fn malformed_packet(&self, at: Location, detail: &'static str) -> Step {
+        Step::Error(SourceError::Malformed {
+            what: "packet block",
+            at,
+            detail,
+        })
+    }
+
+    /// The packet of a parsed EPB/SPB/OPB, once its interface is known.
+    #[allow(clippy::too_many_arguments)]
+    fn packet_out(
         &mut self,
-        btype: u32,
-        endian: Endian,
-        bs: usize,
-        be: usize,
         at: Location,
+        interface: u32,
+        units: Option<u64>,
+        (start, mut end): (usize, usize),
+        orig_len: u32,
+        flags: Option<u32>,
+        len: usize,
     ) -> Step {
-        let body = self.buf.get(bs..be).unwrap_or_default();
-        let index = at.packet.unwrap_or(self.packets);
-        let malformed = |detail| {
-            Step::Error(SourceError::Malformed {
-                what: "packet block",
-                at,
-                detail,
-            })
-        };
-        // (interface, ts units or None for SPB, captured len, orig len, header len)
-        let fields = match btype {
-            PCAPNG_EPB => (|| {
-                Some((
-                    endian.u32(body, 0)?,
-                    Some(u64::from(endian.u32(body, 4)?) << 32 | u64::from(endian.u32(body, 8)?)),
-                    endian.u32(body, 12)?,
-                    endian.u32(body, 16)?,
-                    20usize,
-                ))
-            })(),
-            PCAPNG_OPB => (|| {
-                Some((
-                    u32::from(endian.u16(body, 0)?),
-                    Some(u64::from(endian.u32(body, 4)?) << 32 | u64::from(endian.u32(body, 8)?)),
-                    endian.u32(body, 12)?,
-                    endian.u32(body, 16)?,
-                    20usize,
-                ))
-            })(),
-            _ => (|| {
-                let orig = endian.u32(body, 0)?;
-                let room = u32::try_from(body.len().saturating_sub(4)).unwrap_or(u32::MAX);
-                Some((0, None, orig.min(room), orig, 4usize))
-            })(),
-        };
-        let Some((interface, units, mut caplen, orig_len, hdr)) = fields else {
-            return malformed("too short");
-        };
         let iface = match &self.state {
             State::Pcapng { ifaces, .. } => ifaces.get(interface as usize),
             _ => None,
@@ -1356,14 +1662,10 @@ impl CaptureReader {
         let Some(iface) = iface else {
             return Step::Error(SourceError::UnknownInterface { at, interface });
         };
-        if btype == PCAPNG_SPB && iface.snaplen != 0 {
+        if units.is_none() && iface.snaplen != 0 {
             // SPB data is min(original length, snap length); the rest is padding.
-            caplen = caplen.min(iface.snaplen);
+            end = end.min(start.saturating_add(iface.snaplen as usize));
         }
-        let data_len = caplen as usize;
-        let Some(data_end_rel) = hdr.checked_add(data_len).filter(|&e| e <= body.len()) else {
-            return malformed("captured length exceeds the block");
-        };
         let ts = match units {
             Some(u) => iface.to_timestamp(u),
             // SPB has no timestamp: reuse the previous packet's time so time-based
@@ -1371,59 +1673,20 @@ impl CaptureReader {
             None => self.last_ts,
         };
         let linktype = iface.linktype;
-        let mut direction = None;
-        if btype != PCAPNG_SPB {
-            let opts_start = data_end_rel.saturating_add(3) & !3;
-            for (code, value) in Options::new(endian, body.get(opts_start..).unwrap_or_default()) {
-                if code == OPT_EPB_FLAGS {
-                    if let Some(flags) = endian.u32(value, 0) {
-                        direction = Direction::from_flags(flags);
-                    }
-                }
-            }
-        }
         self.last_ts = ts;
         Step::Packet {
-            data_start: bs + hdr,
-            data_end: bs + data_end_rel,
+            data_start: start,
+            data_end: end,
+            len,
             meta: PacketMeta {
-                index,
+                index: at.packet.unwrap_or(self.packets),
                 ts,
                 linktype,
                 orig_len,
                 interface,
-                direction,
+                direction: flags.and_then(Direction::from_flags),
             },
         }
-    }
-}
-
-/// Iterator over pcapng options (`code u16, len u16, value, pad to 4`), stopping at
-/// `opt_endofopt` or at the first option that does not fit.
-struct Options<'a> {
-    endian: Endian,
-    rest: &'a [u8],
-}
-
-impl<'a> Options<'a> {
-    fn new(endian: Endian, rest: &'a [u8]) -> Self {
-        Options { endian, rest }
-    }
-}
-
-impl<'a> Iterator for Options<'a> {
-    type Item = (u16, &'a [u8]);
-    fn next(&mut self) -> Option<Self::Item> {
-        let code = self.endian.u16(self.rest, 0)?;
-        let len = usize::from(self.endian.u16(self.rest, 2)?);
-        if code == OPT_END {
-            self.rest = &[];
-            return None;
-        }
-        let value = self.rest.get(4..4 + len)?;
-        let padded = (4 + len + 3) & !3;
-        self.rest = self.rest.get(padded..).unwrap_or_default();
-        Some((code, value))
     }
 }
 
