@@ -18,6 +18,7 @@
 //!
 //! Offsets in errors are byte offsets in the (decompressed) capture stream.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::fs::File;
 use std::io::{self, Cursor, Read, Write};
@@ -29,8 +30,10 @@ use ecr_proto::Timestamp;
 use pcap_parser::nom;
 use pcap_parser::traits::{PcapNGPacketBlock, PcapReaderIterator};
 use pcap_parser::{
-    parse_option_be, parse_option_le, Block, LegacyPcapReader, OptionCode, PcapBlockOwned,
-    PcapNGReader,
+    parse_option_be, parse_option_le, Block, DecryptionSecretsBlock, EnhancedPacketBlock,
+    InterfaceDescriptionBlock, LegacyPcapBlock, LegacyPcapReader, Linktype, OptionCode,
+    PcapBlockOwned, PcapHeader, PcapNGOption, PcapNGReader, SecretsType, SectionHeaderBlock,
+    SimplePacketBlock, ToVec, BOM_MAGIC, DSB_MAGIC, EPB_MAGIC, IDB_MAGIC, SHB_MAGIC, SPB_MAGIC,
 };
 
 /// Largest record or block the reader accepts by default (16 MiB). Real packets are
@@ -73,7 +76,7 @@ pub const DSB_TLS_KEYLOG: u32 = 0x544c_534b;
 pub const MAX_DSB_BYTES: usize = 16 << 20;
 const PCAPNG_MIN_BLOCK: usize = 12;
 
-const OPT_IF_NAME: u16 = 2;
+#[cfg(test)]
 const OPT_IF_TSRESOL: u16 = 9;
 const OPT_EPB_FLAGS: u16 = 2;
 
@@ -1691,38 +1694,113 @@ impl CaptureReader {
 }
 
 // ---------------------------------------------------------------------------
-// Writers
+// Writers (blocks and records serialised by pcap-parser's `ToVec`)
 // ---------------------------------------------------------------------------
 
 fn pad4(len: usize) -> usize {
     (len + 3) & !3
 }
 
-/// Writes a pcapng file: one section, one IDB per interface, EPBs with nanosecond
-/// timestamps and optional direction flags. Used for serial captures and exports,
-/// and by tests. Always little-endian.
+fn serialise<E: fmt::Debug>(r: Result<Vec<u8>, E>) -> io::Result<Vec<u8>> {
+    r.map_err(|e| io::Error::other(format!("pcap serialisation: {e:?}")))
+}
+
+fn invalid(what: &'static str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, what)
+}
+
+/// One capture interface of a [`PcapngWriter`] (an Interface Description Block).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InterfaceSpec<'a> {
+    /// LINKTYPE_* value (at most 65535 in pcapng).
+    pub linktype: u32,
+    /// Snap length (0 = unlimited).
+    pub snaplen: u32,
+    /// `if_name`.
+    pub name: Option<&'a str>,
+    /// `if_tsresol`: 10^-n seconds, or 2^-n with the high bit set (9 = nanoseconds).
+    pub tsresol: u8,
+    /// `if_tsoffset`: seconds added to every timestamp of the interface.
+    pub tsoffset: i64,
+}
+
+impl InterfaceSpec<'_> {
+    /// An interface with nanosecond timestamps and no offset.
+    pub fn new(linktype: u32) -> Self {
+        InterfaceSpec {
+            linktype,
+            snaplen: 0,
+            name: None,
+            tsresol: 9,
+            tsoffset: 0,
+        }
+    }
+}
+
+/// Converts a capture time to units of `tsresol` after `tsoffset` (inverse of
+/// [`InterfaceInfo::to_timestamp`], truncating); `None` when it does not fit in 64 bits
+/// (a time before the offset, or too far ahead for the resolution).
+fn to_units(ts: Timestamp, tsresol: u8, tsoffset: i64) -> Option<u64> {
+    let ns = i128::from(ts.0) - i128::from(tsoffset).checked_mul(1_000_000_000)?;
+    let exp = u32::from(tsresol & 0x7f);
+    let units = if tsresol & 0x80 == 0 {
+        if exp <= 9 {
+            ns / 10i128.checked_pow(9 - exp)?
+        } else {
+            ns.checked_mul(10i128.checked_pow(exp - 9)?)?
+        }
+    } else {
+        ns.checked_mul(1i128.checked_shl(exp).filter(|&p| p > 0)?)? / 1_000_000_000
+    };
+    u64::try_from(units).ok()
+}
+
+/// Writes a pcapng file, little-endian: sections ([`PcapngWriter::new_section`]),
+/// interfaces with their link type, `if_tsresol` and `if_tsoffset`, Enhanced and
+/// Simple Packet Blocks, and Decryption Secrets Blocks. Used for serial captures,
+/// exports and `live -w`, and by tests. The blocks are serialised by pcap-parser.
 #[derive(Debug)]
 pub struct PcapngWriter<W: Write> {
     w: W,
-    linktypes: Vec<u32>,
+    /// Interfaces of the current section.
+    ifaces: Vec<WriterIface>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct WriterIface {
+    linktype: u32,
+    snaplen: u32,
+    tsresol: u8,
+    tsoffset: i64,
 }
 
 impl<W: Write> PcapngWriter<W> {
-    /// Writes the section header block.
-    pub fn new(mut w: W) -> io::Result<Self> {
-        let mut b = Vec::with_capacity(28);
-        b.extend_from_slice(&PCAPNG_SHB.to_le_bytes());
-        b.extend_from_slice(&28u32.to_le_bytes());
-        b.extend_from_slice(&PCAPNG_BOM.to_le_bytes());
-        b.extend_from_slice(&1u16.to_le_bytes());
-        b.extend_from_slice(&0u16.to_le_bytes());
-        b.extend_from_slice(&(-1i64).to_le_bytes());
-        b.extend_from_slice(&28u32.to_le_bytes());
-        w.write_all(&b)?;
-        Ok(PcapngWriter {
+    /// Writes the first section header block.
+    pub fn new(w: W) -> io::Result<Self> {
+        let mut out = PcapngWriter {
             w,
-            linktypes: Vec::new(),
-        })
+            ifaces: Vec::new(),
+        };
+        out.new_section()?;
+        Ok(out)
+    }
+
+    /// Starts a new section: a section header block; the interfaces of the previous
+    /// section no longer apply (their numbers start at 0 again).
+    pub fn new_section(&mut self) -> io::Result<()> {
+        let mut shb = SectionHeaderBlock {
+            block_type: SHB_MAGIC,
+            block_len1: 0,
+            bom: BOM_MAGIC,
+            major_version: 1,
+            minor_version: 0,
+            section_len: -1,
+            options: Vec::new(),
+            block_len2: 0,
+        };
+        self.w.write_all(&serialise(shb.to_vec())?)?;
+        self.ifaces.clear();
+        Ok(())
     }
 
     /// Adds an interface (IDB with nanosecond resolution) and returns its number.
@@ -1732,43 +1810,69 @@ impl<W: Write> PcapngWriter<W> {
         snaplen: u32,
         name: Option<&str>,
     ) -> io::Result<u32> {
-        let id = u32::try_from(self.linktypes.len())
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "too many interfaces"))?;
-        let linktype16 = u16::try_from(linktype)
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "link type above 65535"))?;
-        let mut opts = Vec::new();
-        if let Some(name) = name {
+        self.add_interface_with(InterfaceSpec {
+            snaplen,
+            name,
+            ..InterfaceSpec::new(linktype)
+        })
+    }
+
+    /// Adds an interface described by `spec` and returns its number.
+    pub fn add_interface_with(&mut self, spec: InterfaceSpec<'_>) -> io::Result<u32> {
+        let id = u32::try_from(self.ifaces.len()).map_err(|_| invalid("too many interfaces"))?;
+        let linktype16 =
+            u16::try_from(spec.linktype).map_err(|_| invalid("link type above 65535"))?;
+        let mut options = Vec::new();
+        if let Some(name) = spec.name {
             let n = name.as_bytes();
             let n = n
-                .get(..n.len().min(u16::MAX as usize - 3))
+                .get(..n.len().min(usize::from(u16::MAX) - 3))
                 .unwrap_or_default();
-            push_option(&mut opts, OPT_IF_NAME, n);
+            options.push(PcapNGOption {
+                code: OptionCode::IfName,
+                len: n.len() as u16,
+                value: Cow::Borrowed(n),
+            });
         }
-        push_option(&mut opts, OPT_IF_TSRESOL, &[9]);
-        opts.extend_from_slice(&[0, 0, 0, 0]);
-        let total = 8 + 8 + opts.len() + 4;
-        let mut b = Vec::with_capacity(total);
-        b.extend_from_slice(&PCAPNG_IDB.to_le_bytes());
-        b.extend_from_slice(&(total as u32).to_le_bytes());
-        b.extend_from_slice(&linktype16.to_le_bytes());
-        b.extend_from_slice(&0u16.to_le_bytes());
-        b.extend_from_slice(&snaplen.to_le_bytes());
-        b.extend_from_slice(&opts);
-        b.extend_from_slice(&(total as u32).to_le_bytes());
-        self.w.write_all(&b)?;
-        self.linktypes.push(linktype);
+        // pcap-parser's `fix` adds if_tsresol and if_tsoffset (little-endian) from these.
+        let mut idb = InterfaceDescriptionBlock {
+            block_type: IDB_MAGIC,
+            block_len1: 0,
+            linktype: Linktype(i32::from(linktype16)),
+            reserved: 0,
+            snaplen: spec.snaplen,
+            options,
+            block_len2: 0,
+            if_tsresol: spec.tsresol,
+            if_tsoffset: spec.tsoffset,
+        };
+        self.w.write_all(&serialise(idb.to_vec())?)?;
+        self.ifaces.push(WriterIface {
+            linktype: spec.linktype,
+            snaplen: spec.snaplen,
+            tsresol: spec.tsresol,
+            tsoffset: spec.tsoffset,
+        });
         Ok(id)
     }
 
     /// The interface for `linktype`, adding an IDB the first time a link type is used.
     pub fn interface_for(&mut self, linktype: u32) -> io::Result<u32> {
-        match self.linktypes.iter().position(|&l| l == linktype) {
+        match self.ifaces.iter().position(|i| i.linktype == linktype) {
             Some(i) => Ok(i as u32),
             None => self.add_interface(linktype, 0, None),
         }
     }
 
-    /// Writes one enhanced packet block.
+    fn iface(&self, interface: u32) -> io::Result<WriterIface> {
+        self.ifaces
+            .get(interface as usize)
+            .copied()
+            .ok_or_else(|| invalid("unknown interface"))
+    }
+
+    /// Writes one enhanced packet block; the time is written in the interface's
+    /// resolution after its offset.
     pub fn write_packet(
         &mut self,
         interface: u32,
@@ -1777,41 +1881,74 @@ impl<W: Write> PcapngWriter<W> {
         orig_len: u32,
         direction: Option<Direction>,
     ) -> io::Result<()> {
-        if interface as usize >= self.linktypes.len() {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "unknown interface",
-            ));
-        }
+        let iface = self.iface(interface)?;
         let caplen = u32::try_from(data.len())
             .ok()
             .filter(|&l| (l as usize) <= MAX_BLOCK_LEN_CEILING - 64)
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "packet too large"))?;
-        let units = u64::try_from(ts.0).unwrap_or(0);
-        let opts_len = if direction.is_some() { 8 + 4 } else { 0 };
-        let total = 8 + 20 + pad4(data.len()) + opts_len + 4;
-        let mut h = Vec::with_capacity(28);
-        h.extend_from_slice(&PCAPNG_EPB.to_le_bytes());
-        h.extend_from_slice(&(total as u32).to_le_bytes());
-        h.extend_from_slice(&interface.to_le_bytes());
-        h.extend_from_slice(&((units >> 32) as u32).to_le_bytes());
-        h.extend_from_slice(&(units as u32).to_le_bytes());
-        h.extend_from_slice(&caplen.to_le_bytes());
-        h.extend_from_slice(&orig_len.max(caplen).to_le_bytes());
-        self.w.write_all(&h)?;
-        self.w.write_all(data)?;
-        let mut t = Vec::with_capacity(20);
-        t.resize(pad4(data.len()) - data.len(), 0);
+            .ok_or_else(|| invalid("packet too large"))?;
+        let units = to_units(ts, iface.tsresol, iface.tsoffset).unwrap_or(0);
+        let flags = Direction::to_flags(direction).to_le_bytes();
+        let mut options = Vec::new();
         if direction.is_some() {
-            push_option(
-                &mut t,
-                OPT_EPB_FLAGS,
-                &Direction::to_flags(direction).to_le_bytes(),
-            );
-            t.extend_from_slice(&[0, 0, 0, 0]);
+            options.push(PcapNGOption {
+                code: OptionCode(OPT_EPB_FLAGS),
+                len: 4,
+                value: Cow::Borrowed(&flags[..]),
+            });
         }
-        t.extend_from_slice(&(total as u32).to_le_bytes());
-        self.w.write_all(&t)
+        let mut epb = EnhancedPacketBlock {
+            block_type: EPB_MAGIC,
+            block_len1: 0,
+            if_id: interface,
+            ts_high: (units >> 32) as u32,
+            ts_low: units as u32,
+            caplen,
+            origlen: orig_len.max(caplen),
+            data,
+            options,
+            block_len2: 0,
+        };
+        self.w.write_all(&serialise(epb.to_vec())?)
+    }
+
+    /// Writes one simple packet block (interface 0, no timestamp). `data` is what was
+    /// captured: at most the interface's snap length.
+    pub fn write_simple_packet(&mut self, data: &[u8], orig_len: u32) -> io::Result<()> {
+        let iface = self.iface(0)?;
+        let len = u32::try_from(data.len())
+            .ok()
+            .filter(|&l| (l as usize) <= MAX_BLOCK_LEN_CEILING - 64)
+            .ok_or_else(|| invalid("packet too large"))?;
+        if iface.snaplen != 0 && len > iface.snaplen {
+            return Err(invalid("simple packet longer than the snap length"));
+        }
+        let mut spb = SimplePacketBlock {
+            block_type: SPB_MAGIC,
+            block_len1: 0,
+            origlen: orig_len.max(len),
+            data,
+            block_len2: 0,
+        };
+        self.w.write_all(&serialise(spb.to_vec())?)
+    }
+
+    /// Writes a decryption secrets block (`kind` [`DSB_TLS_KEYLOG`] for an NSS key
+    /// log); it applies to the packets written after it.
+    pub fn write_secrets(&mut self, kind: u32, secrets: &[u8]) -> io::Result<()> {
+        let len = u32::try_from(secrets.len())
+            .ok()
+            .filter(|&l| (l as usize) <= MAX_DSB_BYTES)
+            .ok_or_else(|| invalid("secrets too large"))?;
+        let mut dsb = DecryptionSecretsBlock {
+            block_type: DSB_MAGIC,
+            block_len1: 0,
+            secrets_type: SecretsType(kind),
+            secrets_len: len,
+            data: secrets,
+            options: Vec::new(),
+            block_len2: 0,
+        };
+        self.w.write_all(&serialise(dsb.to_vec())?)
     }
 
     /// Flushes the underlying writer.
@@ -1825,15 +1962,18 @@ impl<W: Write> PcapngWriter<W> {
     }
 }
 
-fn push_option(out: &mut Vec<u8>, code: u16, value: &[u8]) {
-    let len = value.len().min(u16::MAX as usize);
-    out.extend_from_slice(&code.to_le_bytes());
-    out.extend_from_slice(&(len as u16).to_le_bytes());
-    out.extend_from_slice(value.get(..len).unwrap_or_default());
-    out.resize(out.len() + pad4(len) - len, 0);
+/// Swaps the 32-bit fields at `at` of a little-endian serialisation to big-endian.
+fn swap32(b: &mut [u8], at: &[usize]) {
+    for &i in at {
+        if let Some(f) = b.get_mut(i..i + 4) {
+            f.reverse();
+        }
+    }
 }
 
-/// Writes a classic pcap file; minimal, mainly for tests and tools that need pcap.
+/// Writes a classic pcap file in either byte order and either timestamp resolution.
+/// The file header and record headers are serialised by pcap-parser (which writes
+/// little-endian; a big-endian file has each field swapped).
 #[derive(Debug)]
 pub struct PcapWriter<W: Write> {
     w: W,
@@ -1851,27 +1991,24 @@ impl<W: Write> PcapWriter<W> {
         nanos: bool,
         big_endian: bool,
     ) -> io::Result<Self> {
-        let magic = if nanos { PCAP_MAGIC_NS } else { PCAP_MAGIC_US };
-        let mut b = Vec::with_capacity(PCAP_HEADER_LEN);
-        let put32 = |b: &mut Vec<u8>, v: u32| {
-            b.extend_from_slice(&if big_endian {
-                v.to_be_bytes()
-            } else {
-                v.to_le_bytes()
-            })
+        let header = PcapHeader {
+            magic_number: if nanos { PCAP_MAGIC_NS } else { PCAP_MAGIC_US },
+            version_major: 2,
+            version_minor: 4,
+            thiszone: 0,
+            sigfigs: 0,
+            snaplen,
+            network: Linktype(linktype as i32),
         };
-        put32(&mut b, magic);
-        let (maj, min) = if big_endian {
-            (2u16.to_be_bytes(), 4u16.to_be_bytes())
-        } else {
-            (2u16.to_le_bytes(), 4u16.to_le_bytes())
-        };
-        b.extend_from_slice(&maj);
-        b.extend_from_slice(&min);
-        put32(&mut b, 0);
-        put32(&mut b, 0);
-        put32(&mut b, snaplen);
-        put32(&mut b, linktype);
+        let mut b = serialise(header.to_vec_raw())?;
+        if big_endian {
+            swap32(&mut b, &[0, 8, 12, 16, 20]);
+            for i in [4, 6] {
+                if let Some(f) = b.get_mut(i..i + 2) {
+                    f.reverse();
+                }
+            }
+        }
         w.write_all(&b)?;
         Ok(PcapWriter {
             w,
@@ -1884,16 +2021,18 @@ impl<W: Write> PcapWriter<W> {
     pub fn write_packet(&mut self, ts: Timestamp, data: &[u8], orig_len: u32) -> io::Result<()> {
         let secs = u32::try_from(ts.0.div_euclid(1_000_000_000)).unwrap_or(0);
         let ns = ts.0.rem_euclid(1_000_000_000) as u32;
-        let frac = if self.nanos { ns } else { ns / 1000 };
-        let caplen = u32::try_from(data.len())
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "packet too large"))?;
-        let mut h = Vec::with_capacity(PCAP_RECORD_HEADER_LEN);
-        for v in [secs, frac, caplen, orig_len.max(caplen)] {
-            h.extend_from_slice(&if self.big_endian {
-                v.to_be_bytes()
-            } else {
-                v.to_le_bytes()
-            });
+        let caplen = u32::try_from(data.len()).map_err(|_| invalid("packet too large"))?;
+        // The header alone (the data follows it unchanged, without a copy).
+        let record = LegacyPcapBlock {
+            ts_sec: secs,
+            ts_usec: if self.nanos { ns } else { ns / 1000 },
+            caplen,
+            origlen: orig_len.max(caplen),
+            data: &[],
+        };
+        let mut h = serialise(record.to_vec_raw())?;
+        if self.big_endian {
+            swap32(&mut h, &[0, 4, 8, 12]);
         }
         self.w.write_all(&h)?;
         self.w.write_all(data)
@@ -2379,6 +2518,183 @@ mod tests {
         let (p, e) = collect(&mut r);
         assert!(e.is_empty());
         assert_eq!(p, expect);
+    }
+
+    /// A file written by [`PcapngWriter`] with two sections, interfaces of three
+    /// resolutions and offsets, EPB, SPB and a DSB.
+    fn written_pcapng() -> Vec<u8> {
+        let mut w = PcapngWriter::new(Vec::new()).unwrap();
+        let us = w
+            .add_interface_with(InterfaceSpec {
+                tsresol: 6,
+                name: Some("eth0"),
+                ..InterfaceSpec::new(1)
+            })
+            .unwrap();
+        let bin = w
+            .add_interface_with(InterfaceSpec {
+                tsresol: 0x80 | 10,
+                tsoffset: 1_700_000_000,
+                ..InterfaceSpec::new(113)
+            })
+            .unwrap();
+        w.write_secrets(DSB_TLS_KEYLOG, b"CLIENT_RANDOM aa bb\n")
+            .unwrap();
+        w.write_packet(
+            us,
+            Timestamp(1_700_000_000_123_456_789),
+            b"eth",
+            60,
+            Some(Direction::Inbound),
+        )
+        .unwrap();
+        w.write_packet(
+            bin,
+            Timestamp(1_700_000_005_500_000_000),
+            b"sll-frame",
+            9,
+            Some(Direction::Outbound),
+        )
+        .unwrap();
+        w.new_section().unwrap();
+        // Interface numbers start again in a new section.
+        assert!(w.write_packet(bin, Timestamp(0), b"x", 1, None).is_err());
+        let raw = w
+            .add_interface_with(InterfaceSpec {
+                snaplen: 4,
+                ..InterfaceSpec::new(101)
+            })
+            .unwrap();
+        assert_eq!(raw, 0);
+        w.write_simple_packet(b"raw!", 10).unwrap();
+        assert!(w.write_simple_packet(b"too long", 8).is_err());
+        w.write_packet(raw, Timestamp(1_700_000_009_000_000_001), b"ns", 2, None)
+            .unwrap();
+        w.into_inner()
+    }
+
+    #[test]
+    fn pcapng_writer_sections_interfaces_blocks_secrets() {
+        let bytes = written_pcapng();
+        let mut r = CaptureReader::from_reader(Cursor::new(bytes.clone())).unwrap();
+        let first = r.next_packet().unwrap().unwrap();
+        assert_eq!(first.data, b"eth");
+        assert_eq!(
+            r.take_tls_secrets(),
+            vec![b"CLIENT_RANDOM aa bb\n".to_vec()]
+        );
+        assert_eq!(r.interfaces()[0].name.as_deref(), Some("eth0"));
+        assert_eq!(
+            (r.interfaces()[1].tsresol, r.interfaces()[1].tsoffset),
+            (0x8a, 1_700_000_000)
+        );
+        let mut r = CaptureReader::from_reader(Cursor::new(bytes.clone())).unwrap();
+        let (p, e) = collect(&mut r);
+        assert!(e.is_empty(), "{e:?}");
+        assert_eq!(
+            p,
+            vec![
+                // microseconds: the nanoseconds are cut
+                (
+                    1,
+                    1_700_000_000_123_456_000,
+                    1,
+                    b"eth".to_vec(),
+                    0,
+                    Some(Direction::Inbound)
+                ),
+                // 2^-10 s after a 1_700_000_000 s offset: exact
+                (
+                    2,
+                    1_700_000_005_500_000_000,
+                    113,
+                    b"sll-frame".to_vec(),
+                    1,
+                    Some(Direction::Outbound)
+                ),
+                // SPB: no timestamp (the previous packet's)
+                (3, 1_700_000_005_500_000_000, 101, b"raw!".to_vec(), 0, None),
+                (4, 1_700_000_009_000_000_001, 101, b"ns".to_vec(), 0, None),
+            ]
+        );
+        assert_eq!(r.interfaces().len(), 1);
+        assert_eq!(r.bytes_read(), bytes.len() as u64);
+    }
+
+    /// Software nobody here wrote reads what the writers write: tshark's frame
+    /// times, interfaces and lengths, and capinfos' count of decryption secrets.
+    #[test]
+    fn tshark_reads_the_written_files() {
+        let have = |tool: &str| {
+            std::process::Command::new(tool)
+                .arg("-v")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        };
+        if !have("tshark") || !have("capinfos") {
+            assert!(
+                std::env::var_os("ECR_SNIFF_NO_SKIP").is_none(),
+                "SKIP not allowed (ECR_SNIFF_NO_SKIP is set): tshark/capinfos missing"
+            );
+            eprintln!("SKIP tshark_reads_the_written_files: tshark or capinfos not installed");
+            return;
+        }
+        let dir = std::env::temp_dir().join(format!("ecr-source-writer-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let fields = |path: &Path| {
+            let o = std::process::Command::new("tshark")
+                .args(["-n", "-r"])
+                .arg(path)
+                .args([
+                    "-T",
+                    "fields",
+                    "-e",
+                    "frame.time_epoch",
+                    "-e",
+                    "frame.interface_id",
+                ])
+                .args(["-e", "frame.cap_len", "-e", "frame.len"])
+                .output()
+                .unwrap();
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+            String::from_utf8(o.stdout).unwrap()
+        };
+        let ng = dir.join("w.pcapng");
+        std::fs::write(&ng, written_pcapng()).unwrap();
+        assert_eq!(
+            fields(&ng),
+            "1700000000.123456000\t0\t3\t60\n\
+             1700000005.500000000\t1\t9\t9\n\
+             \t0\t4\t10\n\
+             1700000009.000000001\t0\t2\t2\n"
+        );
+        let o = std::process::Command::new("capinfos")
+            .arg("-D")
+            .arg(&ng)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            text.lines()
+                .any(|l| l.contains("secrets") && l.trim_end().ends_with(": 1")),
+            "{text}"
+        );
+        for (nanos, be) in [(false, false), (false, true), (true, false), (true, true)] {
+            let path = dir.join(format!("w-{nanos}-{be}.pcap"));
+            std::fs::write(&path, pcap_bytes(nanos, be)).unwrap();
+            let frac = if nanos { "123456789" } else { "123456000" };
+            assert_eq!(
+                fields(&path),
+                format!(
+                    // (no interface id in classic pcap)
+                    "1700000000.{frac}\t\t5\t60\n\
+                     1700000001.000001000\t\t0\t0\n\
+                     1700000002.000000000\t\t3000\t3000\n"
+                ),
+                "nanos {nanos} big-endian {be}"
+            );
+        }
+        std::fs::remove_dir_all(&dir).ok();
     }
 
     #[test]
