@@ -855,9 +855,10 @@ impl CaptureReader {
         d.get(..len.min(d.len())).unwrap_or_default()
     }
 
+    /// Consumes `n` bytes; callers never pass more than are available (the
+    /// buffer would take fewer, and offsets in errors would be off).
     fn consume(&mut self, n: usize) {
         if let Some(rd) = self.rd.as_deref_mut() {
-            let n = n.min(rd.data().len());
             rd.consume_noshift(n);
             self.offset += n as u64;
         }
@@ -1117,10 +1118,14 @@ impl CaptureReader {
             _ => return Step::End,
         };
         let rec_off = self.offset;
-        let got = match self.fill(PCAP_RECORD_HEADER_LEN) {
-            Ok(g) => g,
-            Err(e) => return Step::Error(e),
-        };
+        // Fast path: the record is already in the buffer (one look at it).
+        let mut got = self.data().len();
+        if got < PCAP_RECORD_HEADER_LEN {
+            got = match self.fill(PCAP_RECORD_HEADER_LEN) {
+                Ok(g) => g,
+                Err(e) => return Step::Error(e),
+            };
+        }
         if got == 0 {
             return Step::End;
         }
@@ -1141,31 +1146,37 @@ impl CaptureReader {
         }
         // The record header is checked here before pcap-parser trusts its length.
         let rules = self.pcap_rules();
-        let h = self.window(PCAP_RECORD_HEADER_LEN);
         let e = rules.endian;
-        let fields = (|| Some((e.u32(h, 0)?, e.u32(h, 4)?, e.u32(h, 8)?, e.u32(h, 12)?)))();
+        let (fields, mut base) = {
+            let h = self.data();
+            let f = (|| Some((e.u32(h, 0)?, e.u32(h, 4)?, e.u32(h, 8)?, e.u32(h, 12)?)))();
+            (f, h.as_ptr() as usize)
+        };
         let (secs, frac, incl, orig) = fields.unwrap_or_default();
         if let Some(reason) = rules.damage(secs, frac, incl, orig, None) {
             return self.resync_pcap(at, reason, rules);
         }
         let need = PCAP_RECORD_HEADER_LEN + incl as usize;
-        let got = match self.fill(need) {
-            Ok(g) => g,
-            Err(e) => return Step::Error(e),
-        };
         if got < need {
-            self.done = true;
-            return Step::Error(SourceError::Truncated {
-                what: "pcap record",
-                at,
-                needed: need as u64,
-                available: got as u64,
-            });
+            got = match self.fill(need) {
+                Ok(g) => g,
+                Err(e) => return Step::Error(e),
+            };
+            if got < need {
+                self.done = true;
+                return Step::Error(SourceError::Truncated {
+                    what: "pcap record",
+                    at,
+                    needed: need as u64,
+                    available: got as u64,
+                });
+            }
+            base = self.data().as_ptr() as usize;
         }
         let Some(rd) = self.rd.as_deref_mut() else {
             return Step::End;
         };
-        let (base, blen) = (rd.data().as_ptr() as usize, need);
+        let blen = need;
         let record = match rd.next() {
             Ok((_, PcapBlockOwned::Legacy(b))) => {
                 span(base, blen, b.data).map(|(s, e)| (b.ts_sec, b.ts_usec, b.origlen, s, e))
@@ -1301,10 +1312,13 @@ impl CaptureReader {
             offset: blk_off,
             packet: None,
         };
-        let got = match self.fill(PCAPNG_MIN_BLOCK) {
-            Ok(g) => g,
-            Err(e) => return Step::Error(e),
-        };
+        let mut got = self.data().len();
+        if got < PCAPNG_MIN_BLOCK {
+            got = match self.fill(PCAPNG_MIN_BLOCK) {
+                Ok(g) => g,
+                Err(e) => return Step::Error(e),
+            };
+        }
         if got == 0 {
             return Step::End;
         }
@@ -1381,10 +1395,12 @@ impl CaptureReader {
             }
             return Step::Error(err);
         }
-        let got = match self.fill(len) {
-            Ok(g) => g,
-            Err(e) => return Step::Error(e),
-        };
+        if got < len {
+            got = match self.fill(len) {
+                Ok(g) => g,
+                Err(e) => return Step::Error(e),
+            };
+        }
         if got < len {
             self.done = true;
             return Step::Error(SourceError::Truncated {
