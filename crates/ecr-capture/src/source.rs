@@ -74,6 +74,9 @@ const PCAPNG_DSB: u32 = 0x0a;
 pub const DSB_TLS_KEYLOG: u32 = 0x544c_534b;
 /// Most bytes of TLS secrets kept from Decryption Secrets Blocks until taken.
 pub const MAX_DSB_BYTES: usize = 16 << 20;
+/// Longest options area of a pcapng block handed to pcap-parser (which keeps each
+/// option as a 32-byte entry: at most 8 MiB for this).
+const MAX_OPTIONS_BYTES: usize = 1 << 20;
 const PCAPNG_MIN_BLOCK: usize = 12;
 
 #[cfg(test)]
@@ -1419,7 +1422,23 @@ impl CaptureReader {
                 trailer: u64::from(trailer),
             });
         }
-        let step = if is_shb {
+        // pcap-parser keeps each option as a 32-byte entry in a Vec: bound the
+        // options area first, so that no block costs more than a few MiB.
+        let too_many_options = match btype {
+            _ if is_shb => self.options_len(endian, len, 28, None) > MAX_OPTIONS_BYTES,
+            PCAPNG_IDB => self.options_len(endian, len, 20, None) > MAX_OPTIONS_BYTES,
+            PCAPNG_EPB => self.options_len(endian, len, 32, Some(20)) > MAX_OPTIONS_BYTES,
+            PCAPNG_DSB => self.options_len(endian, len, 20, Some(12)) > MAX_OPTIONS_BYTES,
+            _ => false,
+        };
+        let step = if too_many_options {
+            self.done |= is_shb;
+            Step::Error(SourceError::Malformed {
+                what: "pcapng block",
+                at,
+                detail: "options longer than 1 MiB",
+            })
+        } else if is_shb {
             self.section_header(endian, at)
         } else {
             match btype {
@@ -1435,6 +1454,22 @@ impl CaptureReader {
             self.consume(len);
         }
         step
+    }
+
+    /// Bytes of options in the block of `len` bytes at the start of the buffer: what
+    /// follows `fixed` bytes and, when `data_len_at` says where its length is, the
+    /// (padded) data.
+    fn options_len(
+        &self,
+        endian: Endian,
+        len: usize,
+        fixed: usize,
+        data_len_at: Option<usize>,
+    ) -> usize {
+        let data = data_len_at
+            .and_then(|at| endian.u32(self.data(), at))
+            .map_or(0, |l| pad4(l as usize));
+        len.saturating_sub(fixed.saturating_add(data))
     }
 
     /// pcap-parser's parse of the block at the start of the buffer.
@@ -2460,6 +2495,33 @@ mod tests {
         assert_eq!(p.len(), 1);
         assert_eq!(e.len(), 1);
         assert!(e[0].contains("too large"), "{}", e[0]);
+    }
+
+    #[test]
+    fn pcapng_options_are_bounded() {
+        // An EPB whose 1.5 MiB of options are empty 4-byte options (each would be
+        // a 32-byte entry in pcap-parser's Vec) is one error; reading goes on.
+        let mut bytes = shb(false);
+        bytes.extend(idb(false, 1, None));
+        let mut body = Vec::new();
+        for v in [0u32, 0, 1, 4, 4] {
+            body.extend_from_slice(&v.to_le_bytes());
+        }
+        body.extend_from_slice(b"data");
+        for _ in 0..(3 << 18) {
+            body.extend_from_slice(&[1, 0, 0, 0]); // opt_comment, length 0
+        }
+        bytes.extend(block(false, PCAPNG_EPB, &body));
+        bytes.extend(epb(false, 0, 2, b"good", None));
+        let mut r = CaptureReader::from_reader(Cursor::new(bytes)).unwrap();
+        let (p, e) = collect(&mut r);
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(
+            e[0].contains("options longer than 1 MiB") && e[0].contains("packet 1"),
+            "{}",
+            e[0]
+        );
+        assert_eq!((p.len(), p[0].0, &p[0].3[..]), (1, 2, &b"good"[..]));
     }
 
     #[test]
