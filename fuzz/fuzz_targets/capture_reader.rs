@@ -1,6 +1,9 @@
 //! Capture reader and everything above it, over arbitrary bytes: pcap/pcapng/gzip
-//! reading, link layers, IP (with defragmentation), TCP reassembly and HTTP parsing.
-//! Must never panic, allocate without bound or hang.
+//! reading (pcap-parser's streaming readers under the project's bounds and
+//! resynchronisation), link layers, IP (with defragmentation), TCP reassembly and
+//! HTTP parsing. Must never panic, allocate without bound or hang. The packets read
+//! are also written with the pcapng writer (pcap-parser's serialisation) and read
+//! back: the same data, link types and directions must come out.
 #![no_main]
 
 use std::collections::HashMap;
@@ -9,7 +12,7 @@ use std::io::Cursor;
 use ecr_capture::http::{HttpConfig, HttpParser};
 use ecr_capture::ip::{self, DefragConfig, Defragmenter, PROTO_TCP};
 use ecr_capture::linklayer::{self, Network};
-use ecr_capture::source::{CaptureReader, ReaderOptions};
+use ecr_capture::source::{CaptureReader, Direction, PcapngWriter, ReaderOptions};
 use ecr_capture::tcp::{self, StreamDir, TcpConfig, TcpEvent, TcpReassembler};
 use libfuzzer_sys::fuzz_target;
 
@@ -83,10 +86,19 @@ fuzz_target!(|data: &[u8]| {
         }
     };
     let mut guard = 0u32;
+    let mut writer = PcapngWriter::new(Vec::new()).expect("writing to memory");
+    let mut written: Vec<(u32, Vec<u8>, Option<Direction>)> = Vec::new();
     while let Some(pkt) = reader.next_packet() {
         guard += 1;
         assert!(guard < 1_000_000, "reader does not terminate");
         let Ok(pkt) = pkt else { continue };
+        // Link types above 65535 (classic pcap) have no pcapng interface.
+        if let Ok(iface) = writer.interface_for(pkt.linktype) {
+            writer
+                .write_packet(iface, pkt.ts, pkt.data, pkt.orig_len, pkt.direction)
+                .expect("writing to memory");
+            written.push((pkt.linktype, pkt.data.to_vec(), pkt.direction));
+        }
         let _ = tcp::peek_tcp_ports(pkt.linktype, pkt.data);
         let l3 = match linklayer::network_layer(pkt.linktype, pkt.data) {
             Ok(Network::Ipv4(d) | Network::Ipv6(d)) => d,
@@ -106,4 +118,18 @@ fuzz_target!(|data: &[u8]| {
     }
     reasm.flush_all(&mut on_event);
     assert!(reasm.buffered_bytes() == 0);
+
+    let bytes = writer.into_inner();
+    let mut again = CaptureReader::from_reader(Cursor::new(bytes)).expect("own pcapng");
+    let mut n = 0;
+    while let Some(pkt) = again.next_packet() {
+        let pkt = pkt.expect("own pcapng packet");
+        let (linktype, data, direction) = written.get(n).expect("no extra packets");
+        assert_eq!(
+            (pkt.linktype, pkt.data, pkt.direction),
+            (*linktype, &data[..], *direction)
+        );
+        n += 1;
+    }
+    assert_eq!(n, written.len());
 });

@@ -1,26 +1,40 @@
-//! Streaming capture reader (pcap, pcapng, gzip) and writers (pcapng, pcap).
+//! Streaming capture reader (pcap, pcapng, gzip) and writers (pcapng, pcap), on
+//! rusticata's `pcap-parser`.
 //!
-//! The reader keeps one reusable buffer (1 MiB at first, grown only when a single
-//! record needs more, up to [`ReaderOptions::max_block_len`]) and hands out packets
-//! as slices borrowed from it, so reading a capture costs a few large `read` calls
-//! and no allocation per packet. Every length taken from the file is bounded before
-//! it is trusted: no input makes the reader allocate without bound, panic or loop.
+//! Reading: pcap-parser's streaming readers (`LegacyPcapReader`, `PcapNGReader`) parse
+//! the file header, records and blocks out of one reusable buffer (16 KiB at first,
+//! doubled at each read up to 1 MiB, grown further only when a single record needs
+//! more, up to [`ReaderOptions::max_block_len`]); packets are handed out as slices
+//! borrowed from it, so reading a capture costs a few large `read` calls and no
+//! allocation per packet. A thin layer here bounds every length taken from the file
+//! before the buffer grows for it: no input makes the reader allocate without bound,
+//! panic or loop.
 //!
 //! Damaged input: a pcapng block carries its own length, so after a damaged block
-//! the reader reports an error and continues with the next block. A classic pcap
-//! record header has nothing to resynchronise on, so a damaged or truncated record
-//! ends the file (with an error naming the offset); packets read so far stay valid.
+//! the reader reports an error and continues with the next block. A damaged classic
+//! pcap record header is resynchronised on the way pcapfix does (pcap-parser stops
+//! there, so that search is done here); a truncated record ends the file (with an
+//! error naming the offset); packets read so far stay valid.
 //!
 //! Offsets in errors are byte offsets in the (decompressed) capture stream.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::fs::File;
 use std::io::{self, Cursor, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use ecr_proto::Timestamp;
+use pcap_parser::nom;
+use pcap_parser::traits::{PcapNGPacketBlock, PcapReaderIterator};
+use pcap_parser::{
+    parse_option_be, parse_option_le, Block, DecryptionSecretsBlock, EnhancedPacketBlock,
+    InterfaceDescriptionBlock, LegacyPcapBlock, LegacyPcapReader, Linktype, OptionCode,
+    PcapBlockOwned, PcapHeader, PcapNGOption, PcapNGReader, SecretsType, SectionHeaderBlock,
+    SimplePacketBlock, ToVec, BOM_MAGIC, DSB_MAGIC, EPB_MAGIC, IDB_MAGIC, SHB_MAGIC, SPB_MAGIC,
+};
 
 /// Largest record or block the reader accepts by default (16 MiB). Real packets are
 /// at most a few hundred KiB (USB captures); a larger length is almost always damage,
@@ -30,12 +44,12 @@ pub const DEFAULT_MAX_BLOCK_LEN: usize = 16 << 20;
 /// Hard ceiling for [`ReaderOptions::max_block_len`] (256 MiB).
 pub const MAX_BLOCK_LEN_CEILING: usize = 256 << 20;
 
-/// Initial size of the read buffer; reads are done in chunks of about this size.
+/// Size the read buffer grows to (doubling at each read from [`START_BUF_LEN`]);
+/// reads are then done in chunks of about this size.
 const INITIAL_BUF_LEN: usize = 1 << 20;
 
-/// Compact the buffer before reading when less than this is free at its end, so
-/// reads stay large.
-const MIN_READ_LEN: usize = 64 << 10;
+/// Size of the read buffer at first, so that small captures cost little.
+const START_BUF_LEN: usize = 16 << 10;
 
 /// Interfaces accepted per pcapng section (bounds the interface table).
 const MAX_INTERFACES: usize = 1 << 16;
@@ -60,12 +74,13 @@ const PCAPNG_DSB: u32 = 0x0a;
 pub const DSB_TLS_KEYLOG: u32 = 0x544c_534b;
 /// Most bytes of TLS secrets kept from Decryption Secrets Blocks until taken.
 pub const MAX_DSB_BYTES: usize = 16 << 20;
+/// Longest options area of a pcapng block handed to pcap-parser (which keeps each
+/// option as a 32-byte entry: at most 8 MiB for this).
+const MAX_OPTIONS_BYTES: usize = 1 << 20;
 const PCAPNG_MIN_BLOCK: usize = 12;
 
-const OPT_END: u16 = 0;
-const OPT_IF_NAME: u16 = 2;
+#[cfg(test)]
 const OPT_IF_TSRESOL: u16 = 9;
-const OPT_IF_TSOFFSET: u16 = 14;
 const OPT_EPB_FLAGS: u16 = 2;
 
 /// Direction of a packet relative to the capturing interface (pcapng `epb_flags`).
@@ -435,6 +450,8 @@ enum Step {
     Packet {
         data_start: usize,
         data_end: usize,
+        /// Bytes of the record or block, consumed on the next call.
+        len: usize,
         meta: PacketMeta,
     },
     Continue,
@@ -539,21 +556,86 @@ impl PcapRules {
     }
 }
 
+/// The input as pcap-parser's readers see it. pcap-parser's `refill` only says that
+/// a read failed; the error itself is kept here for the message. Interrupted reads
+/// are retried.
+struct Input {
+    inner: Box<dyn Read + Send>,
+    error: Arc<Mutex<Option<io::Error>>>,
+}
+
+impl Read for Input {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            match self.inner.read(buf) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    let copy = io::Error::new(e.kind(), e.to_string());
+                    if let Ok(mut slot) = self.error.lock() {
+                        *slot = Some(e);
+                    }
+                    return Err(copy);
+                }
+                ok => return ok,
+            }
+        }
+    }
+}
+
+/// Reads into `buf` until it holds `n` bytes or the input ends; grows `buf` only by
+/// what actually arrives.
+fn read_up_to(r: &mut impl Read, buf: &mut Vec<u8>, n: usize) -> io::Result<()> {
+    let mut chunk = [0u8; 8192];
+    while buf.len() < n {
+        let want = (n - buf.len()).min(chunk.len());
+        let dst = chunk.get_mut(..want).unwrap_or_default();
+        let got = r.read(dst)?;
+        if got == 0 {
+            break;
+        }
+        buf.extend_from_slice(dst.get(..got).unwrap_or_default());
+    }
+    Ok(())
+}
+
+/// Where `part` (a slice pcap-parser handed out) lies in the buffer that started at
+/// address `base` with `len` bytes: `(start, end)` offsets, `None` if outside.
+fn span(base: usize, len: usize, part: &[u8]) -> Option<(usize, usize)> {
+    let start = (part.as_ptr() as usize).checked_sub(base)?;
+    let end = start.checked_add(part.len())?;
+    (end <= len).then_some((start, end))
+}
+
 /// Streaming reader for pcap, pcapng and gzip-compressed captures.
 ///
 /// Drive it with [`CaptureReader::next_packet`] until it returns `None`; an `Err`
 /// item is a damaged record, and reading goes on when the format allows.
+///
+/// The records and blocks are parsed by rusticata's `pcap-parser` (its streaming
+/// `LegacyPcapReader` and `PcapNGReader`, whose buffer this reader fills and
+/// drains). What stays here is the part a capture analyzer needs and a parser does
+/// not do: every length is bounded before the buffer is grown for it; a pcapng
+/// block's framing (length, trailer) is checked first so that a damaged block is
+/// one error and reading resumes at the next block; a damaged pcap record header
+/// is resynchronised on (pcap-parser stops there); obsolete Packet Blocks (type 2),
+/// which pcap-parser does not know, are read here.
 pub struct CaptureReader {
-    input: Box<dyn Read + Send>,
+    /// pcap-parser's reader; `None` when the first block already made the file
+    /// unreadable (`pending_error` says why).
+    rd: Option<Box<dyn PcapReaderIterator + Send>>,
+    io_error: Arc<Mutex<Option<io::Error>>>,
     file_bytes: Arc<AtomicU64>,
     gzip: bool,
     format: Format,
-    buf: Vec<u8>,
-    start: usize,
-    end: usize,
+    /// Capacity of pcap-parser's buffer.
+    cap: usize,
     eof: bool,
-    /// Stream offset of `buf[start]`.
+    /// Stream offset of the first byte of the reader's buffer data.
     offset: u64,
+    /// Bytes of the packet handed out last, consumed on the next call.
+    pending: usize,
+    /// An error found while opening, reported as the first item.
+    pending_error: Option<SourceError>,
     max_block: usize,
     state: State,
     /// Set at the end of input or after an error the format cannot recover from.
@@ -583,6 +665,14 @@ fn hex_prefix(b: &[u8]) -> String {
         .map(|x| format!("{x:02x}"))
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+/// The I/O error kept by [`Input`] (the real one), else `fallback`.
+fn take_io_error(slot: &Mutex<Option<io::Error>>, fallback: io::Error) -> io::Error {
+    slot.lock()
+        .ok()
+        .and_then(|mut s| s.take())
+        .unwrap_or(fallback)
 }
 
 impl CaptureReader {
@@ -632,24 +722,30 @@ impl CaptureReader {
         let head = Cursor::new(prefix.get(..got).unwrap_or_default().to_vec());
         let gzip = got == 2 && prefix == [0x1f, 0x8b];
         let chained = head.chain(raw);
-        let input: Box<dyn Read + Send> = if gzip {
+        let inner: Box<dyn Read + Send> = if gzip {
             Box::new(flate2::read::MultiGzDecoder::new(chained))
         } else {
             Box::new(chained)
+        };
+        let io_error = Arc::new(Mutex::new(None));
+        let input = Input {
+            inner,
+            error: Arc::clone(&io_error),
         };
         let max_block = options
             .max_block_len
             .clamp(PCAPNG_MIN_BLOCK, MAX_BLOCK_LEN_CEILING);
         let mut reader = CaptureReader {
-            input,
+            rd: None,
+            io_error,
             file_bytes,
             gzip,
             format: Format::Pcapng,
-            buf: vec![0; INITIAL_BUF_LEN],
-            start: 0,
-            end: 0,
+            cap: START_BUF_LEN,
             eof: false,
             offset: 0,
+            pending: 0,
+            pending_error: None,
             max_block,
             state: State::Pcapng {
                 endian: Endian::Little,
@@ -661,7 +757,7 @@ impl CaptureReader {
             tls_secrets: Vec::new(),
             tls_secret_bytes: 0,
         };
-        reader.read_file_header()?;
+        reader.read_file_header(input)?;
         Ok(reader)
     }
 
@@ -677,7 +773,7 @@ impl CaptureReader {
 
     /// Capture bytes consumed so far (decompressed when the file is gzip).
     pub fn bytes_read(&self) -> u64 {
-        self.offset
+        self.offset + self.pending as u64
     }
 
     /// Bytes read from the underlying file so far (compressed size for gzip):
@@ -704,6 +800,14 @@ impl CaptureReader {
     /// The packet borrows the reader's buffer and is valid until the next call.
     pub fn next_packet(&mut self) -> Option<Result<Packet<'_>, SourceError>> {
         loop {
+            if self.pending > 0 {
+                let n = std::mem::take(&mut self.pending);
+                self.consume(n);
+            }
+            if let Some(e) = self.pending_error.take() {
+                self.done = true;
+                return Some(Err(e));
+            }
             if self.done {
                 return None;
             }
@@ -721,9 +825,15 @@ impl CaptureReader {
                 Step::Packet {
                     data_start,
                     data_end,
+                    len,
                     meta,
                 } => {
-                    let data = self.buf.get(data_start..data_end).unwrap_or_default();
+                    self.pending = len;
+                    let data = self
+                        .rd
+                        .as_deref()
+                        .and_then(|r| r.data().get(data_start..data_end))
+                        .unwrap_or_default();
                     return Some(Ok(Packet {
                         index: meta.index,
                         ts: meta.ts,
@@ -738,151 +848,152 @@ impl CaptureReader {
         }
     }
 
-    fn avail(&self) -> usize {
-        self.end - self.start
+    /// The unconsumed bytes in the reader's buffer.
+    fn data(&self) -> &[u8] {
+        self.rd.as_deref().map(|r| r.data()).unwrap_or_default()
     }
 
     fn window(&self, len: usize) -> &[u8] {
-        let end = self.start.saturating_add(len).min(self.end);
-        self.buf.get(self.start..end).unwrap_or_default()
+        let d = self.data();
+        d.get(..len.min(d.len())).unwrap_or_default()
     }
 
+    /// Consumes `n` bytes; callers never pass more than are available (the
+    /// buffer would take fewer, and offsets in errors would be off).
     fn consume(&mut self, n: usize) {
-        let n = n.min(self.avail());
-        self.start += n;
-        self.offset += n as u64;
+        if let Some(rd) = self.rd.as_deref_mut() {
+            rd.consume_noshift(n);
+            self.offset += n as u64;
+        }
     }
 
-    /// Makes at least `need` bytes available at `start` unless the input ends first.
+    /// Makes at least `need` bytes available unless the input ends first, growing
+    /// pcap-parser's buffer (up to the block limit) when a record needs more.
     /// Returns the bytes available (less than `need` only at end of input).
     fn fill(&mut self, need: usize) -> Result<usize, SourceError> {
-        if self.avail() >= need || self.eof {
-            return Ok(self.avail());
-        }
-        if self.buf.len() - self.start < need || self.buf.len() - self.end < MIN_READ_LEN {
-            self.buf.copy_within(self.start..self.end, 0);
-            self.end -= self.start;
-            self.start = 0;
-            if self.buf.len() < need {
-                let cap = self.max_block.saturating_add(PCAP_RECORD_HEADER_LEN);
-                let new_len = need
-                    .max(self.buf.len().saturating_mul(2))
-                    .min(cap.max(need));
-                self.buf.resize(new_len, 0);
-            }
-        }
-        while self.avail() < need {
-            let dst = self.buf.get_mut(self.end..).unwrap_or_default();
-            if dst.is_empty() {
-                break;
-            }
-            match self.input.read(dst) {
-                Ok(0) => {
-                    self.eof = true;
-                    break;
-                }
-                Ok(n) => self.end += n.min(self.buf.len() - self.end),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(source) => {
-                    self.done = true;
-                    return Err(SourceError::Io {
-                        offset: self.offset + self.avail() as u64,
-                        source,
-                    });
-                }
-            }
-        }
-        Ok(self.avail())
-    }
-
-    /// Skips `n` bytes without buffering them. Returns false if the input ended first.
-    fn skip(&mut self, n: u64) -> Result<bool, SourceError> {
-        let have = self.avail() as u64;
-        if n <= have {
-            self.consume(n as usize);
-            return Ok(true);
-        }
-        let mut left = n - have;
-        self.consume(have as usize);
-        self.start = 0;
-        self.end = 0;
-        while left > 0 {
-            let chunk = usize::try_from(left)
-                .unwrap_or(usize::MAX)
-                .min(self.buf.len());
-            let dst = self.buf.get_mut(..chunk).unwrap_or_default();
-            match self.input.read(dst) {
-                Ok(0) => {
-                    self.eof = true;
-                    return Ok(false);
-                }
-                Ok(r) => {
-                    left = left.saturating_sub(r as u64);
-                    self.offset += r as u64;
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(source) => {
-                    self.done = true;
-                    return Err(SourceError::Io {
-                        offset: self.offset,
-                        source,
-                    });
-                }
-            }
-        }
-        Ok(true)
-    }
-
-    fn read_file_header(&mut self) -> Result<(), SourceError> {
-        let got = self.fill(PCAP_HEADER_LEN)?;
-        let head = self.window(got);
-        let magic_le = Endian::Little.u32(head, 0);
-        let magic_be = Endian::Big.u32(head, 0);
-        let (endian, nanos) = match (magic_le, magic_be) {
-            (Some(PCAP_MAGIC_US), _) => (Endian::Little, false),
-            (Some(PCAP_MAGIC_NS), _) => (Endian::Little, true),
-            (_, Some(PCAP_MAGIC_US)) => (Endian::Big, false),
-            (_, Some(PCAP_MAGIC_NS)) => (Endian::Big, true),
-            (Some(PCAPNG_SHB), _) => {
-                self.format = Format::Pcapng;
-                self.state = State::Pcapng {
-                    endian: Endian::Little,
-                    ifaces: Vec::new(),
-                };
-                // The first block must be a section header; step_pcapng reads it.
-                return Ok(());
-            }
-            _ => {
-                return Err(SourceError::NotCapture {
-                    first_bytes: hex_prefix(head),
-                })
-            }
+        let Some(rd) = self.rd.as_deref_mut() else {
+            return Ok(0);
         };
-        if got < PCAP_HEADER_LEN {
-            return Err(SourceError::Truncated {
-                what: "pcap file header",
-                at: Location {
-                    offset: 0,
-                    packet: None,
-                },
-                needed: PCAP_HEADER_LEN as u64,
-                available: got as u64,
+        loop {
+            let avail = rd.data().len();
+            if avail >= need || self.eof {
+                return Ok(avail);
+            }
+            if self.cap < INITIAL_BUF_LEN {
+                // Reads grow to INITIAL_BUF_LEN as the input turns out to be large.
+                let new_cap = self.cap.saturating_mul(2).min(INITIAL_BUF_LEN);
+                rd.grow(new_cap);
+                self.cap = new_cap;
+            }
+            if need > self.cap {
+                let limit = self.max_block.saturating_add(PCAP_RECORD_HEADER_LEN);
+                let new_cap = need.max(self.cap.saturating_mul(2)).min(limit.max(need));
+                rd.grow(new_cap);
+                self.cap = new_cap;
+            }
+            if rd.refill().is_err() {
+                self.done = true;
+                let source = take_io_error(&self.io_error, io::Error::other("read failed"));
+                return Err(SourceError::Io {
+                    offset: self.offset + avail as u64,
+                    source,
+                });
+            }
+            if rd.reader_exhausted() {
+                self.eof = true;
+            }
+        }
+    }
+
+    /// Skips `n` bytes without keeping them. Returns false if the input ended first.
+    fn skip(&mut self, n: u64) -> Result<bool, SourceError> {
+        let mut left = n;
+        loop {
+            let have = self.data().len() as u64;
+            let take = left.min(have);
+            self.consume(take as usize);
+            left -= take;
+            if left == 0 {
+                return Ok(true);
+            }
+            if self.fill(1)? == 0 {
+                return Ok(false);
+            }
+        }
+    }
+
+    fn read_file_header(&mut self, mut input: Input) -> Result<(), SourceError> {
+        let mut head = Vec::with_capacity(PCAP_HEADER_LEN);
+        if let Err(e) = read_up_to(&mut input, &mut head, PCAP_HEADER_LEN) {
+            return Err(SourceError::Io {
+                offset: head.len() as u64,
+                source: take_io_error(&self.io_error, e),
             });
         }
-        let major = endian.u16(head, 4).unwrap_or(0);
-        let minor = endian.u16(head, 6).unwrap_or(0);
-        if major != 2 {
+        let magic_le = Endian::Little.u32(&head, 0);
+        let magic_be = Endian::Big.u32(&head, 0);
+        match (magic_le, magic_be) {
+            (Some(PCAP_MAGIC_US | PCAP_MAGIC_NS), _) | (_, Some(PCAP_MAGIC_US | PCAP_MAGIC_NS)) => {
+                self.open_pcap(head, input)
+            }
+            (Some(PCAPNG_SHB), _) => self.open_pcapng(head, input),
+            _ => Err(SourceError::NotCapture {
+                first_bytes: hex_prefix(&head),
+            }),
+        }
+    }
+
+    /// Classic pcap: pcap-parser's `LegacyPcapReader` reads the file header.
+    fn open_pcap(&mut self, head: Vec<u8>, input: Input) -> Result<(), SourceError> {
+        let at = Location {
+            offset: 0,
+            packet: None,
+        };
+        if head.len() < PCAP_HEADER_LEN {
+            return Err(SourceError::Truncated {
+                what: "pcap file header",
+                at,
+                needed: PCAP_HEADER_LEN as u64,
+                available: head.len() as u64,
+            });
+        }
+        self.cap = START_BUF_LEN;
+        let mut rd =
+            LegacyPcapReader::new(self.cap, Cursor::new(head).chain(input)).map_err(|_| {
+                SourceError::Malformed {
+                    what: "pcap file header",
+                    at,
+                    detail: "rejected by the pcap parser",
+                }
+            })?;
+        let header = match rd.next() {
+            Ok((_, PcapBlockOwned::LegacyHeader(h))) => Some(h),
+            _ => None,
+        };
+        let Some(h) = header else {
+            return Err(SourceError::Malformed {
+                what: "pcap file header",
+                at,
+                detail: "rejected by the pcap parser",
+            });
+        };
+        if h.version_major != 2 {
             return Err(SourceError::UnsupportedVersion {
                 what: "pcap",
                 offset: 4,
-                major,
-                minor,
+                major: h.version_major,
+                minor: h.version_minor,
             });
         }
-        let snaplen = endian.u32(head, 16).unwrap_or(0);
+        let endian = if h.is_bigendian() {
+            Endian::Big
+        } else {
+            Endian::Little
+        };
+        let nanos = h.is_nanosecond_precision();
         // Upper bits of the link-type field carry FCS information (LT_LINKTYPE).
-        let linktype = endian.u32(head, 20).unwrap_or(0) & 0x03ff_ffff;
-        let mut iface = InterfaceInfo::new(linktype, snaplen);
+        let linktype = (h.network.0 as u32) & 0x03ff_ffff;
+        let mut iface = InterfaceInfo::new(linktype, h.snaplen);
         iface.tsresol = if nanos { 9 } else { 6 };
         self.format = Format::Pcap {
             nanos,
@@ -893,24 +1004,131 @@ impl CaptureReader {
             nanos,
             iface,
         };
+        self.rd = Some(Box::new(rd));
         self.consume(PCAP_HEADER_LEN);
         Ok(())
     }
 
+    /// pcapng: the first block must be a complete section header before
+    /// pcap-parser's `PcapNGReader` accepts the input; when it is not, the file is
+    /// opened anyway and the first item read is the error (as for any later block).
+    fn open_pcapng(&mut self, mut head: Vec<u8>, mut input: Input) -> Result<(), SourceError> {
+        self.format = Format::Pcapng;
+        match self.first_section(&mut head, &mut input) {
+            Ok(len) => {
+                self.cap = START_BUF_LEN.max(len);
+                match PcapNGReader::new(self.cap, Cursor::new(head).chain(input)) {
+                    Ok(rd) => self.rd = Some(Box::new(rd)),
+                    Err(_) => {
+                        self.pending_error = Some(SourceError::Malformed {
+                            what: "pcapng section header",
+                            at: Location {
+                                offset: 0,
+                                packet: None,
+                            },
+                            detail: "too short",
+                        })
+                    }
+                }
+                Ok(())
+            }
+            Err(e @ SourceError::Io { .. }) => Err(e),
+            Err(e) => {
+                self.pending_error = Some(e);
+                Ok(())
+            }
+        }
+    }
+
+    /// Checks the framing of the first section header block and reads all of it
+    /// into `head`; returns its length.
+    fn first_section(&self, head: &mut Vec<u8>, input: &mut Input) -> Result<usize, SourceError> {
+        let at = Location {
+            offset: 0,
+            packet: None,
+        };
+        if head.len() < 8 {
+            return Err(SourceError::Truncated {
+                what: "pcapng block header",
+                at,
+                needed: 8,
+                available: head.len() as u64,
+            });
+        }
+        let endian = match (Endian::Little.u32(head, 8), Endian::Big.u32(head, 8)) {
+            (Some(PCAPNG_BOM), _) => Endian::Little,
+            (_, Some(PCAPNG_BOM)) => Endian::Big,
+            (None, _) => {
+                return Err(SourceError::Truncated {
+                    what: "pcapng section header",
+                    at,
+                    needed: PCAPNG_MIN_BLOCK as u64,
+                    available: head.len() as u64,
+                })
+            }
+            _ => {
+                return Err(SourceError::Malformed {
+                    what: "pcapng section header",
+                    at,
+                    detail: "unknown byte-order magic",
+                })
+            }
+        };
+        let len32 = endian.u32(head, 4).unwrap_or(0);
+        let len = len32 as usize;
+        if len < PCAPNG_MIN_BLOCK || len % 4 != 0 {
+            return Err(SourceError::BadBlockLength {
+                at,
+                len: u64::from(len32),
+            });
+        }
+        if len > self.max_block {
+            return Err(SourceError::TooLarge {
+                what: "pcapng block",
+                at,
+                len: u64::from(len32),
+                limit: self.max_block as u64,
+            });
+        }
+        if let Err(e) = read_up_to(input, head, len) {
+            return Err(SourceError::Io {
+                offset: head.len() as u64,
+                source: take_io_error(&self.io_error, e),
+            });
+        }
+        if head.len() < len {
+            return Err(SourceError::Truncated {
+                what: "pcapng block",
+                at,
+                needed: len as u64,
+                available: head.len() as u64,
+            });
+        }
+        let trailer = endian.u32(head, len - 4).unwrap_or(0);
+        if trailer != len32 {
+            return Err(SourceError::LengthMismatch {
+                at,
+                len: u64::from(len32),
+                trailer: u64::from(trailer),
+            });
+        }
+        Ok(len)
+    }
+
     fn step_pcap(&mut self) -> Step {
-        let (endian, nanos, linktype) = match &self.state {
-            State::Pcap {
-                endian,
-                nanos,
-                iface,
-            } => (*endian, *nanos, iface.linktype),
+        let (nanos, linktype) = match &self.state {
+            State::Pcap { nanos, iface, .. } => (*nanos, iface.linktype),
             _ => return Step::End,
         };
         let rec_off = self.offset;
-        let got = match self.fill(PCAP_RECORD_HEADER_LEN) {
-            Ok(g) => g,
-            Err(e) => return Step::Error(e),
-        };
+        // Fast path: the record is already in the buffer (one look at it).
+        let mut got = self.data().len();
+        if got < PCAP_RECORD_HEADER_LEN {
+            got = match self.fill(PCAP_RECORD_HEADER_LEN) {
+                Ok(g) => g,
+                Err(e) => return Step::Error(e),
+            };
+        }
         if got == 0 {
             return Step::End;
         }
@@ -919,8 +1137,8 @@ impl CaptureReader {
             offset: rec_off,
             packet: Some(index),
         };
+        self.packets = index;
         if got < PCAP_RECORD_HEADER_LEN {
-            self.packets = index;
             self.done = true;
             return Step::Error(SourceError::Truncated {
                 what: "pcap record header",
@@ -929,30 +1147,53 @@ impl CaptureReader {
                 available: got as u64,
             });
         }
-        let h = self.window(PCAP_RECORD_HEADER_LEN);
-        let secs = endian.u32(h, 0).unwrap_or(0);
-        let frac = endian.u32(h, 4).unwrap_or(0);
-        let incl = endian.u32(h, 8).unwrap_or(0);
-        let orig = endian.u32(h, 12).unwrap_or(0);
-        self.packets = index;
+        // The record header is checked here before pcap-parser trusts its length.
         let rules = self.pcap_rules();
+        let e = rules.endian;
+        let (fields, mut base) = {
+            let h = self.data();
+            let f = (|| Some((e.u32(h, 0)?, e.u32(h, 4)?, e.u32(h, 8)?, e.u32(h, 12)?)))();
+            (f, h.as_ptr() as usize)
+        };
+        let (secs, frac, incl, orig) = fields.unwrap_or_default();
         if let Some(reason) = rules.damage(secs, frac, incl, orig, None) {
             return self.resync_pcap(at, reason, rules);
         }
         let need = PCAP_RECORD_HEADER_LEN + incl as usize;
-        let got = match self.fill(need) {
-            Ok(g) => g,
-            Err(e) => return Step::Error(e),
-        };
         if got < need {
-            self.done = true;
-            return Step::Error(SourceError::Truncated {
+            got = match self.fill(need) {
+                Ok(g) => g,
+                Err(e) => return Step::Error(e),
+            };
+            if got < need {
+                self.done = true;
+                return Step::Error(SourceError::Truncated {
+                    what: "pcap record",
+                    at,
+                    needed: need as u64,
+                    available: got as u64,
+                });
+            }
+            base = self.data().as_ptr() as usize;
+        }
+        let Some(rd) = self.rd.as_deref_mut() else {
+            return Step::End;
+        };
+        let blen = need;
+        let record = match rd.next() {
+            Ok((_, PcapBlockOwned::Legacy(b))) => {
+                span(base, blen, b.data).map(|(s, e)| (b.ts_sec, b.ts_usec, b.origlen, s, e))
+            }
+            _ => None,
+        };
+        let Some((secs, frac, orig, data_start, data_end)) = record else {
+            self.consume(need);
+            return Step::Error(SourceError::Malformed {
                 what: "pcap record",
                 at,
-                needed: need as u64,
-                available: got as u64,
+                detail: "rejected by the pcap parser",
             });
-        }
+        };
         let frac_ns = if nanos {
             i64::from(frac)
         } else {
@@ -960,12 +1201,10 @@ impl CaptureReader {
         };
         let ts = Timestamp(i64::from(secs) * 1_000_000_000 + frac_ns);
         self.last_ts = ts;
-        let data_start = self.start + PCAP_RECORD_HEADER_LEN;
-        let data_end = self.start + need;
-        self.consume(need);
         Step::Packet {
             data_start,
             data_end,
+            len: need,
             meta: PacketMeta {
                 index,
                 ts,
@@ -1064,6 +1303,8 @@ impl CaptureReader {
         }
     }
 
+    /// One pcapng block. Its framing (type, length within the limit, trailer) is
+    /// checked here, then pcap-parser parses it.
     fn step_pcapng(&mut self) -> Step {
         let endian = match &self.state {
             State::Pcapng { endian, .. } => *endian,
@@ -1074,10 +1315,13 @@ impl CaptureReader {
             offset: blk_off,
             packet: None,
         };
-        let got = match self.fill(PCAPNG_MIN_BLOCK) {
-            Ok(g) => g,
-            Err(e) => return Step::Error(e),
-        };
+        let mut got = self.data().len();
+        if got < PCAPNG_MIN_BLOCK {
+            got = match self.fill(PCAPNG_MIN_BLOCK) {
+                Ok(g) => g,
+                Err(e) => return Step::Error(e),
+            };
+        }
         if got == 0 {
             return Step::End;
         }
@@ -1154,10 +1398,12 @@ impl CaptureReader {
             }
             return Step::Error(err);
         }
-        let got = match self.fill(len) {
-            Ok(g) => g,
-            Err(e) => return Step::Error(e),
-        };
+        if got < len {
+            got = match self.fill(len) {
+                Ok(g) => g,
+                Err(e) => return Step::Error(e),
+            };
+        }
         if got < len {
             self.done = true;
             return Step::Error(SourceError::Truncated {
@@ -1167,62 +1413,105 @@ impl CaptureReader {
                 available: got as u64,
             });
         }
-        let block_start = self.start;
         let trailer = endian.u32(self.window(len), len - 4).unwrap_or(0);
-        // From here on the block is consumed whatever its content.
-        self.consume(len);
         if trailer != len32 {
+            self.consume(len);
             return Step::Error(SourceError::LengthMismatch {
                 at,
                 len: u64::from(len32),
                 trailer: u64::from(trailer),
             });
         }
-        let body_start = block_start + 8;
-        let body_end = block_start + len - 4;
-        if is_shb {
-            return self.section_header(endian, body_start, body_end, at);
-        }
-        match btype {
-            PCAPNG_IDB => self.interface_block(endian, body_start, body_end, at),
-            PCAPNG_EPB | PCAPNG_OPB | PCAPNG_SPB => {
-                self.packet_block(btype, endian, body_start, body_end, at)
+        // pcap-parser keeps each option as a 32-byte entry in a Vec: bound the
+        // options area first, so that no block costs more than a few MiB.
+        let too_many_options = match btype {
+            _ if is_shb => self.options_len(endian, len, 28, None) > MAX_OPTIONS_BYTES,
+            PCAPNG_IDB => self.options_len(endian, len, 20, None) > MAX_OPTIONS_BYTES,
+            PCAPNG_EPB => self.options_len(endian, len, 32, Some(20)) > MAX_OPTIONS_BYTES,
+            PCAPNG_DSB => self.options_len(endian, len, 20, Some(12)) > MAX_OPTIONS_BYTES,
+            _ => false,
+        };
+        let step = if too_many_options {
+            self.done |= is_shb;
+            Step::Error(SourceError::Malformed {
+                what: "pcapng block",
+                at,
+                detail: "options longer than 1 MiB",
+            })
+        } else if is_shb {
+            self.section_header(endian, at)
+        } else {
+            match btype {
+                PCAPNG_IDB => self.interface_block(endian, len, at),
+                PCAPNG_EPB | PCAPNG_SPB => self.packet_block(btype, endian, len, at),
+                PCAPNG_OPB => self.obsolete_packet_block(endian, len, at),
+                PCAPNG_DSB => self.secrets_block(endian, len, at),
+                _ => Step::Continue,
             }
-            PCAPNG_DSB => self.secrets_block(endian, body_start, body_end, at),
-            _ => Step::Continue,
+        };
+        // Packets are consumed on the next call (their data is handed out).
+        if !matches!(step, Step::Packet { .. }) {
+            self.consume(len);
+        }
+        step
+    }
+
+    /// Bytes of options in the block of `len` bytes at the start of the buffer: what
+    /// follows `fixed` bytes and, when `data_len_at` says where its length is, the
+    /// (padded) data.
+    fn options_len(
+        &self,
+        endian: Endian,
+        len: usize,
+        fixed: usize,
+        data_len_at: Option<usize>,
+    ) -> usize {
+        let data = data_len_at
+            .and_then(|at| endian.u32(self.data(), at))
+            .map_or(0, |l| pad4(l as usize));
+        len.saturating_sub(fixed.saturating_add(data))
+    }
+
+    /// pcap-parser's parse of the block at the start of the buffer.
+    fn parse_block<T>(&mut self, f: impl FnOnce(usize, Block<'_>) -> Option<T>) -> Option<T> {
+        let rd = self.rd.as_deref_mut()?;
+        let base = rd.data().as_ptr() as usize;
+        match rd.next() {
+            Ok((_, PcapBlockOwned::NG(b))) => f(base, b),
+            _ => None,
         }
     }
 
     /// A Decryption Secrets Block: TLS key logs are kept for
     /// [`CaptureReader::take_tls_secrets`]; other kinds (WireGuard, ZigBee) are skipped.
-    fn secrets_block(&mut self, endian: Endian, bs: usize, be: usize, at: Location) -> Step {
-        let body = self.buf.get(bs..be).unwrap_or_default();
-        let (Some(kind), Some(len)) = (endian.u32(body, 0), endian.u32(body, 4)) else {
-            return Step::Error(SourceError::Malformed {
+    fn secrets_block(&mut self, endian: Endian, len: usize, at: Location) -> Step {
+        let malformed = |detail| {
+            Step::Error(SourceError::Malformed {
                 what: "decryption secrets block",
                 at,
-                detail: "too short",
-            });
+                detail,
+            })
         };
-        if kind != DSB_TLS_KEYLOG {
+        if len < 20 {
+            return malformed("too short");
+        }
+        if endian.u32(self.window(len), 8) != Some(DSB_TLS_KEYLOG) {
             return Step::Continue;
         }
-        let Some(data) = body.get(8..8usize.saturating_add(len as usize)) else {
-            return Step::Error(SourceError::Malformed {
-                what: "decryption secrets block",
-                at,
-                detail: "secrets length beyond the block",
-            });
+        let data = self.parse_block(|_, b| match b {
+            Block::DecryptionSecrets(dsb) => {
+                dsb.data.get(..dsb.secrets_len as usize).map(<[u8]>::to_vec)
+            }
+            _ => None,
+        });
+        let Some(data) = data else {
+            return malformed("secrets length beyond the block");
         };
         if self.tls_secret_bytes.saturating_add(data.len()) > MAX_DSB_BYTES {
-            return Step::Error(SourceError::Malformed {
-                what: "decryption secrets block",
-                at,
-                detail: "more than 16 MiB of TLS secrets in the file: the rest is ignored",
-            });
+            return malformed("more than 16 MiB of TLS secrets in the file: the rest is ignored");
         }
         self.tls_secret_bytes += data.len();
-        self.tls_secrets.push(data.to_vec());
+        self.tls_secrets.push(data);
         Step::Continue
     }
 
@@ -1232,9 +1521,13 @@ impl CaptureReader {
         std::mem::take(&mut self.tls_secrets)
     }
 
-    fn section_header(&mut self, endian: Endian, bs: usize, be: usize, at: Location) -> Step {
-        let body = self.buf.get(bs..be).unwrap_or_default();
-        let (Some(major), Some(minor)) = (endian.u16(body, 4), endian.u16(body, 6)) else {
+    fn section_header(&mut self, endian: Endian, at: Location) -> Step {
+        let version = self.parse_block(|_, b| match b {
+            Block::SectionHeader(shb) => Some((shb.major_version, shb.minor_version)),
+            _ => None,
+        });
+        let Some((major, minor)) = version else {
+            // pcap-parser wants the 16 fixed bytes and the section length.
             self.done = true;
             return Step::Error(SourceError::Malformed {
                 what: "pcapng section header",
@@ -1258,38 +1551,47 @@ impl CaptureReader {
         Step::Continue
     }
 
-    fn interface_block(&mut self, endian: Endian, bs: usize, be: usize, at: Location) -> Step {
-        let body = self.buf.get(bs..be).unwrap_or_default();
-        let (Some(linktype), Some(snaplen)) = (endian.u16(body, 0), endian.u32(body, 4)) else {
+    fn interface_block(&mut self, endian: Endian, len: usize, at: Location) -> Step {
+        let iface = if len < 20 {
+            None
+        } else {
+            self.parse_block(|_, b| match b {
+                Block::InterfaceDescription(idb) => {
+                    let linktype = u32::try_from(idb.linktype.0).unwrap_or(0);
+                    let mut iface = InterfaceInfo::new(linktype, idb.snaplen);
+                    iface.tsresol = idb.if_tsresol;
+                    for opt in &idb.options {
+                        let value = opt.as_bytes().unwrap_or_default();
+                        match opt.code {
+                            // pcap-parser 0.17 decodes if_tsoffset little-endian
+                            // in big-endian sections too: read it here.
+                            OptionCode::IfTsoffset => {
+                                if let Some(v) = endian.u64(value, 0) {
+                                    iface.tsoffset = v as i64;
+                                }
+                            }
+                            OptionCode::IfName => {
+                                let v = value
+                                    .get(..value.len().min(MAX_IF_NAME))
+                                    .unwrap_or_default();
+                                let v = v.split(|&b| b == 0).next().unwrap_or_default();
+                                iface.name = Some(String::from_utf8_lossy(v).into_owned());
+                            }
+                            _ => {}
+                        }
+                    }
+                    Some(iface)
+                }
+                _ => None,
+            })
+        };
+        let Some(iface) = iface else {
             return Step::Error(SourceError::Malformed {
                 what: "interface description block",
                 at,
                 detail: "too short",
             });
         };
-        let mut iface = InterfaceInfo::new(u32::from(linktype), snaplen);
-        for (code, value) in Options::new(endian, body.get(8..).unwrap_or_default()) {
-            match code {
-                OPT_IF_TSRESOL => {
-                    if let Some(&r) = value.first() {
-                        iface.tsresol = r;
-                    }
-                }
-                OPT_IF_TSOFFSET => {
-                    if let Some(v) = endian.u64(value, 0) {
-                        iface.tsoffset = v as i64;
-                    }
-                }
-                OPT_IF_NAME => {
-                    let v = value
-                        .get(..value.len().min(MAX_IF_NAME))
-                        .unwrap_or_default();
-                    let v = v.split(|&b| b == 0).next().unwrap_or_default();
-                    iface.name = Some(String::from_utf8_lossy(v).into_owned());
-                }
-                _ => {}
-            }
-        }
         if let State::Pcapng { ifaces, .. } = &mut self.state {
             if ifaces.len() >= MAX_INTERFACES {
                 return Step::Error(SourceError::Malformed {
@@ -1303,52 +1605,110 @@ impl CaptureReader {
         Step::Continue
     }
 
-    fn packet_block(
+    /// Enhanced and Simple Packet Blocks, parsed by pcap-parser.
+    fn packet_block(&mut self, btype: u32, endian: Endian, len: usize, at: Location) -> Step {
+        let min_len = if btype == PCAPNG_EPB { 32 } else { 16 };
+        if len < min_len {
+            return self.malformed_packet(at, "too short");
+        }
+        // (interface, timestamp units or None for SPB, data span, original length, flags)
+        let fields = self.parse_block(|base, b| match b {
+            Block::EnhancedPacket(epb) => {
+                let flags = epb
+                    .options
+                    .iter()
+                    .find(|o| o.code == OptionCode(OPT_EPB_FLAGS))
+                    .and_then(|o| endian.u32(o.value(), 0));
+                Some((
+                    epb.if_id,
+                    Some(u64::from(epb.ts_high) << 32 | u64::from(epb.ts_low)),
+                    span(base, len, epb.packet_data())?,
+                    epb.origlen,
+                    flags,
+                ))
+            }
+            Block::SimplePacket(spb) => Some((
+                0,
+                None,
+                span(base, len, spb.packet_data())?,
+                spb.origlen,
+                None,
+            )),
+            _ => None,
+        });
+        // Only the captured length can be wrong once the framing was checked.
+        let Some((interface, units, (start, end), orig_len, flags)) = fields else {
+            return self.malformed_packet(at, "captured length exceeds the block");
+        };
+        self.packet_out(at, interface, units, (start, end), orig_len, flags, len)
+    }
+
+    /// The obsolete Packet Block (type 2), which pcap-parser does not parse: the same
+    /// fields as an EPB with a 16-bit interface number.
+    fn obsolete_packet_block(&mut self, endian: Endian, len: usize, at: Location) -> Step {
+        let block = self.window(len);
+        let fields = (|| {
+            Some((
+                u32::from(endian.u16(block, 8)?),
+                u64::from(endian.u32(block, 12)?) << 32 | u64::from(endian.u32(block, 16)?),
+                endian.u32(block, 20)?,
+                endian.u32(block, 24)?,
+            ))
+        })();
+        let Some((interface, units, caplen, orig_len)) = fields.filter(|_| len >= 32) else {
+            return self.malformed_packet(at, "too short");
+        };
+        let start = 28usize;
+        let Some(end) = start.checked_add(caplen as usize).filter(|&e| e <= len - 4) else {
+            return self.malformed_packet(at, "captured length exceeds the block");
+        };
+        let mut flags = None;
+        let mut opts = block.get(pad4(end)..len - 4).unwrap_or_default();
+        loop {
+            let parsed = match endian {
+                Endian::Little => parse_option_le::<nom::error::Error<&[u8]>>(opts),
+                Endian::Big => parse_option_be::<nom::error::Error<&[u8]>>(opts),
+            };
+            let Ok((rest, opt)) = parsed else { break };
+            if opt.code == OptionCode::EndOfOpt {
+                break;
+            }
+            if opt.code == OptionCode(OPT_EPB_FLAGS) {
+                flags = endian.u32(opt.value(), 0);
+            }
+            opts = rest;
+        }
+        self.packet_out(
+            at,
+            interface,
+            Some(units),
+            (start, end),
+            orig_len,
+            flags,
+            len,
+        )
+    }
+
+    fn malformed_packet(&self, at: Location, detail: &'static str) -> Step {
+        Step::Error(SourceError::Malformed {
+            what: "packet block",
+            at,
+            detail,
+        })
+    }
+
+    /// The packet of a parsed EPB/SPB/OPB, once its interface is known.
+    #[allow(clippy::too_many_arguments)]
+    fn packet_out(
         &mut self,
-        btype: u32,
-        endian: Endian,
-        bs: usize,
-        be: usize,
         at: Location,
+        interface: u32,
+        units: Option<u64>,
+        (start, mut end): (usize, usize),
+        orig_len: u32,
+        flags: Option<u32>,
+        len: usize,
     ) -> Step {
-        let body = self.buf.get(bs..be).unwrap_or_default();
-        let index = at.packet.unwrap_or(self.packets);
-        let malformed = |detail| {
-            Step::Error(SourceError::Malformed {
-                what: "packet block",
-                at,
-                detail,
-            })
-        };
-        // (interface, ts units or None for SPB, captured len, orig len, header len)
-        let fields = match btype {
-            PCAPNG_EPB => (|| {
-                Some((
-                    endian.u32(body, 0)?,
-                    Some(u64::from(endian.u32(body, 4)?) << 32 | u64::from(endian.u32(body, 8)?)),
-                    endian.u32(body, 12)?,
-                    endian.u32(body, 16)?,
-                    20usize,
-                ))
-            })(),
-            PCAPNG_OPB => (|| {
-                Some((
-                    u32::from(endian.u16(body, 0)?),
-                    Some(u64::from(endian.u32(body, 4)?) << 32 | u64::from(endian.u32(body, 8)?)),
-                    endian.u32(body, 12)?,
-                    endian.u32(body, 16)?,
-                    20usize,
-                ))
-            })(),
-            _ => (|| {
-                let orig = endian.u32(body, 0)?;
-                let room = u32::try_from(body.len().saturating_sub(4)).unwrap_or(u32::MAX);
-                Some((0, None, orig.min(room), orig, 4usize))
-            })(),
-        };
-        let Some((interface, units, mut caplen, orig_len, hdr)) = fields else {
-            return malformed("too short");
-        };
         let iface = match &self.state {
             State::Pcapng { ifaces, .. } => ifaces.get(interface as usize),
             _ => None,
@@ -1356,14 +1716,10 @@ impl CaptureReader {
         let Some(iface) = iface else {
             return Step::Error(SourceError::UnknownInterface { at, interface });
         };
-        if btype == PCAPNG_SPB && iface.snaplen != 0 {
+        if units.is_none() && iface.snaplen != 0 {
             // SPB data is min(original length, snap length); the rest is padding.
-            caplen = caplen.min(iface.snaplen);
+            end = end.min(start.saturating_add(iface.snaplen as usize));
         }
-        let data_len = caplen as usize;
-        let Some(data_end_rel) = hdr.checked_add(data_len).filter(|&e| e <= body.len()) else {
-            return malformed("captured length exceeds the block");
-        };
         let ts = match units {
             Some(u) => iface.to_timestamp(u),
             // SPB has no timestamp: reuse the previous packet's time so time-based
@@ -1371,95 +1727,131 @@ impl CaptureReader {
             None => self.last_ts,
         };
         let linktype = iface.linktype;
-        let mut direction = None;
-        if btype != PCAPNG_SPB {
-            let opts_start = data_end_rel.saturating_add(3) & !3;
-            for (code, value) in Options::new(endian, body.get(opts_start..).unwrap_or_default()) {
-                if code == OPT_EPB_FLAGS {
-                    if let Some(flags) = endian.u32(value, 0) {
-                        direction = Direction::from_flags(flags);
-                    }
-                }
-            }
-        }
         self.last_ts = ts;
         Step::Packet {
-            data_start: bs + hdr,
-            data_end: bs + data_end_rel,
+            data_start: start,
+            data_end: end,
+            len,
             meta: PacketMeta {
-                index,
+                index: at.packet.unwrap_or(self.packets),
                 ts,
                 linktype,
                 orig_len,
                 interface,
-                direction,
+                direction: flags.and_then(Direction::from_flags),
             },
         }
     }
 }
 
-/// Iterator over pcapng options (`code u16, len u16, value, pad to 4`), stopping at
-/// `opt_endofopt` or at the first option that does not fit.
-struct Options<'a> {
-    endian: Endian,
-    rest: &'a [u8],
-}
-
-impl<'a> Options<'a> {
-    fn new(endian: Endian, rest: &'a [u8]) -> Self {
-        Options { endian, rest }
-    }
-}
-
-impl<'a> Iterator for Options<'a> {
-    type Item = (u16, &'a [u8]);
-    fn next(&mut self) -> Option<Self::Item> {
-        let code = self.endian.u16(self.rest, 0)?;
-        let len = usize::from(self.endian.u16(self.rest, 2)?);
-        if code == OPT_END {
-            self.rest = &[];
-            return None;
-        }
-        let value = self.rest.get(4..4 + len)?;
-        let padded = (4 + len + 3) & !3;
-        self.rest = self.rest.get(padded..).unwrap_or_default();
-        Some((code, value))
-    }
-}
-
 // ---------------------------------------------------------------------------
-// Writers
+// Writers (blocks and records serialised by pcap-parser's `ToVec`)
 // ---------------------------------------------------------------------------
 
 fn pad4(len: usize) -> usize {
     (len + 3) & !3
 }
 
-/// Writes a pcapng file: one section, one IDB per interface, EPBs with nanosecond
-/// timestamps and optional direction flags. Used for serial captures and exports,
-/// and by tests. Always little-endian.
+fn serialise<E: fmt::Debug>(r: Result<Vec<u8>, E>) -> io::Result<Vec<u8>> {
+    r.map_err(|e| io::Error::other(format!("pcap serialisation: {e:?}")))
+}
+
+fn invalid(what: &'static str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, what)
+}
+
+/// One capture interface of a [`PcapngWriter`] (an Interface Description Block).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InterfaceSpec<'a> {
+    /// LINKTYPE_* value (at most 65535 in pcapng).
+    pub linktype: u32,
+    /// Snap length (0 = unlimited).
+    pub snaplen: u32,
+    /// `if_name`.
+    pub name: Option<&'a str>,
+    /// `if_tsresol`: 10^-n seconds, or 2^-n with the high bit set (9 = nanoseconds).
+    pub tsresol: u8,
+    /// `if_tsoffset`: seconds added to every timestamp of the interface.
+    pub tsoffset: i64,
+}
+
+impl InterfaceSpec<'_> {
+    /// An interface with nanosecond timestamps and no offset.
+    pub fn new(linktype: u32) -> Self {
+        InterfaceSpec {
+            linktype,
+            snaplen: 0,
+            name: None,
+            tsresol: 9,
+            tsoffset: 0,
+        }
+    }
+}
+
+/// Converts a capture time to units of `tsresol` after `tsoffset` (inverse of
+/// [`InterfaceInfo::to_timestamp`], truncating); `None` when it does not fit in 64 bits
+/// (a time before the offset, or too far ahead for the resolution).
+fn to_units(ts: Timestamp, tsresol: u8, tsoffset: i64) -> Option<u64> {
+    let ns = i128::from(ts.0) - i128::from(tsoffset).checked_mul(1_000_000_000)?;
+    let exp = u32::from(tsresol & 0x7f);
+    let units = if tsresol & 0x80 == 0 {
+        if exp <= 9 {
+            ns / 10i128.checked_pow(9 - exp)?
+        } else {
+            ns.checked_mul(10i128.checked_pow(exp - 9)?)?
+        }
+    } else {
+        ns.checked_mul(1i128.checked_shl(exp).filter(|&p| p > 0)?)? / 1_000_000_000
+    };
+    u64::try_from(units).ok()
+}
+
+/// Writes a pcapng file, little-endian: sections ([`PcapngWriter::new_section`]),
+/// interfaces with their link type, `if_tsresol` and `if_tsoffset`, Enhanced and
+/// Simple Packet Blocks, and Decryption Secrets Blocks. Used for serial captures,
+/// exports and `live -w`, and by tests. The blocks are serialised by pcap-parser.
 #[derive(Debug)]
 pub struct PcapngWriter<W: Write> {
     w: W,
-    linktypes: Vec<u32>,
+    /// Interfaces of the current section.
+    ifaces: Vec<WriterIface>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct WriterIface {
+    linktype: u32,
+    snaplen: u32,
+    tsresol: u8,
+    tsoffset: i64,
 }
 
 impl<W: Write> PcapngWriter<W> {
-    /// Writes the section header block.
-    pub fn new(mut w: W) -> io::Result<Self> {
-        let mut b = Vec::with_capacity(28);
-        b.extend_from_slice(&PCAPNG_SHB.to_le_bytes());
-        b.extend_from_slice(&28u32.to_le_bytes());
-        b.extend_from_slice(&PCAPNG_BOM.to_le_bytes());
-        b.extend_from_slice(&1u16.to_le_bytes());
-        b.extend_from_slice(&0u16.to_le_bytes());
-        b.extend_from_slice(&(-1i64).to_le_bytes());
-        b.extend_from_slice(&28u32.to_le_bytes());
-        w.write_all(&b)?;
-        Ok(PcapngWriter {
+    /// Writes the first section header block.
+    pub fn new(w: W) -> io::Result<Self> {
+        let mut out = PcapngWriter {
             w,
-            linktypes: Vec::new(),
-        })
+            ifaces: Vec::new(),
+        };
+        out.new_section()?;
+        Ok(out)
+    }
+
+    /// Starts a new section: a section header block; the interfaces of the previous
+    /// section no longer apply (their numbers start at 0 again).
+    pub fn new_section(&mut self) -> io::Result<()> {
+        let mut shb = SectionHeaderBlock {
+            block_type: SHB_MAGIC,
+            block_len1: 0,
+            bom: BOM_MAGIC,
+            major_version: 1,
+            minor_version: 0,
+            section_len: -1,
+            options: Vec::new(),
+            block_len2: 0,
+        };
+        self.w.write_all(&serialise(shb.to_vec())?)?;
+        self.ifaces.clear();
+        Ok(())
     }
 
     /// Adds an interface (IDB with nanosecond resolution) and returns its number.
@@ -1469,43 +1861,69 @@ impl<W: Write> PcapngWriter<W> {
         snaplen: u32,
         name: Option<&str>,
     ) -> io::Result<u32> {
-        let id = u32::try_from(self.linktypes.len())
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "too many interfaces"))?;
-        let linktype16 = u16::try_from(linktype)
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "link type above 65535"))?;
-        let mut opts = Vec::new();
-        if let Some(name) = name {
+        self.add_interface_with(InterfaceSpec {
+            snaplen,
+            name,
+            ..InterfaceSpec::new(linktype)
+        })
+    }
+
+    /// Adds an interface described by `spec` and returns its number.
+    pub fn add_interface_with(&mut self, spec: InterfaceSpec<'_>) -> io::Result<u32> {
+        let id = u32::try_from(self.ifaces.len()).map_err(|_| invalid("too many interfaces"))?;
+        let linktype16 =
+            u16::try_from(spec.linktype).map_err(|_| invalid("link type above 65535"))?;
+        let mut options = Vec::new();
+        if let Some(name) = spec.name {
             let n = name.as_bytes();
             let n = n
-                .get(..n.len().min(u16::MAX as usize - 3))
+                .get(..n.len().min(usize::from(u16::MAX) - 3))
                 .unwrap_or_default();
-            push_option(&mut opts, OPT_IF_NAME, n);
+            options.push(PcapNGOption {
+                code: OptionCode::IfName,
+                len: n.len() as u16,
+                value: Cow::Borrowed(n),
+            });
         }
-        push_option(&mut opts, OPT_IF_TSRESOL, &[9]);
-        opts.extend_from_slice(&[0, 0, 0, 0]);
-        let total = 8 + 8 + opts.len() + 4;
-        let mut b = Vec::with_capacity(total);
-        b.extend_from_slice(&PCAPNG_IDB.to_le_bytes());
-        b.extend_from_slice(&(total as u32).to_le_bytes());
-        b.extend_from_slice(&linktype16.to_le_bytes());
-        b.extend_from_slice(&0u16.to_le_bytes());
-        b.extend_from_slice(&snaplen.to_le_bytes());
-        b.extend_from_slice(&opts);
-        b.extend_from_slice(&(total as u32).to_le_bytes());
-        self.w.write_all(&b)?;
-        self.linktypes.push(linktype);
+        // pcap-parser's `fix` adds if_tsresol and if_tsoffset (little-endian) from these.
+        let mut idb = InterfaceDescriptionBlock {
+            block_type: IDB_MAGIC,
+            block_len1: 0,
+            linktype: Linktype(i32::from(linktype16)),
+            reserved: 0,
+            snaplen: spec.snaplen,
+            options,
+            block_len2: 0,
+            if_tsresol: spec.tsresol,
+            if_tsoffset: spec.tsoffset,
+        };
+        self.w.write_all(&serialise(idb.to_vec())?)?;
+        self.ifaces.push(WriterIface {
+            linktype: spec.linktype,
+            snaplen: spec.snaplen,
+            tsresol: spec.tsresol,
+            tsoffset: spec.tsoffset,
+        });
         Ok(id)
     }
 
     /// The interface for `linktype`, adding an IDB the first time a link type is used.
     pub fn interface_for(&mut self, linktype: u32) -> io::Result<u32> {
-        match self.linktypes.iter().position(|&l| l == linktype) {
+        match self.ifaces.iter().position(|i| i.linktype == linktype) {
             Some(i) => Ok(i as u32),
             None => self.add_interface(linktype, 0, None),
         }
     }
 
-    /// Writes one enhanced packet block.
+    fn iface(&self, interface: u32) -> io::Result<WriterIface> {
+        self.ifaces
+            .get(interface as usize)
+            .copied()
+            .ok_or_else(|| invalid("unknown interface"))
+    }
+
+    /// Writes one enhanced packet block; the time is written in the interface's
+    /// resolution after its offset.
     pub fn write_packet(
         &mut self,
         interface: u32,
@@ -1514,41 +1932,74 @@ impl<W: Write> PcapngWriter<W> {
         orig_len: u32,
         direction: Option<Direction>,
     ) -> io::Result<()> {
-        if interface as usize >= self.linktypes.len() {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "unknown interface",
-            ));
-        }
+        let iface = self.iface(interface)?;
         let caplen = u32::try_from(data.len())
             .ok()
             .filter(|&l| (l as usize) <= MAX_BLOCK_LEN_CEILING - 64)
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "packet too large"))?;
-        let units = u64::try_from(ts.0).unwrap_or(0);
-        let opts_len = if direction.is_some() { 8 + 4 } else { 0 };
-        let total = 8 + 20 + pad4(data.len()) + opts_len + 4;
-        let mut h = Vec::with_capacity(28);
-        h.extend_from_slice(&PCAPNG_EPB.to_le_bytes());
-        h.extend_from_slice(&(total as u32).to_le_bytes());
-        h.extend_from_slice(&interface.to_le_bytes());
-        h.extend_from_slice(&((units >> 32) as u32).to_le_bytes());
-        h.extend_from_slice(&(units as u32).to_le_bytes());
-        h.extend_from_slice(&caplen.to_le_bytes());
-        h.extend_from_slice(&orig_len.max(caplen).to_le_bytes());
-        self.w.write_all(&h)?;
-        self.w.write_all(data)?;
-        let mut t = Vec::with_capacity(20);
-        t.resize(pad4(data.len()) - data.len(), 0);
+            .ok_or_else(|| invalid("packet too large"))?;
+        let units = to_units(ts, iface.tsresol, iface.tsoffset).unwrap_or(0);
+        let flags = Direction::to_flags(direction).to_le_bytes();
+        let mut options = Vec::new();
         if direction.is_some() {
-            push_option(
-                &mut t,
-                OPT_EPB_FLAGS,
-                &Direction::to_flags(direction).to_le_bytes(),
-            );
-            t.extend_from_slice(&[0, 0, 0, 0]);
+            options.push(PcapNGOption {
+                code: OptionCode(OPT_EPB_FLAGS),
+                len: 4,
+                value: Cow::Borrowed(&flags[..]),
+            });
         }
-        t.extend_from_slice(&(total as u32).to_le_bytes());
-        self.w.write_all(&t)
+        let mut epb = EnhancedPacketBlock {
+            block_type: EPB_MAGIC,
+            block_len1: 0,
+            if_id: interface,
+            ts_high: (units >> 32) as u32,
+            ts_low: units as u32,
+            caplen,
+            origlen: orig_len.max(caplen),
+            data,
+            options,
+            block_len2: 0,
+        };
+        self.w.write_all(&serialise(epb.to_vec())?)
+    }
+
+    /// Writes one simple packet block (interface 0, no timestamp). `data` is what was
+    /// captured: at most the interface's snap length.
+    pub fn write_simple_packet(&mut self, data: &[u8], orig_len: u32) -> io::Result<()> {
+        let iface = self.iface(0)?;
+        let len = u32::try_from(data.len())
+            .ok()
+            .filter(|&l| (l as usize) <= MAX_BLOCK_LEN_CEILING - 64)
+            .ok_or_else(|| invalid("packet too large"))?;
+        if iface.snaplen != 0 && len > iface.snaplen {
+            return Err(invalid("simple packet longer than the snap length"));
+        }
+        let mut spb = SimplePacketBlock {
+            block_type: SPB_MAGIC,
+            block_len1: 0,
+            origlen: orig_len.max(len),
+            data,
+            block_len2: 0,
+        };
+        self.w.write_all(&serialise(spb.to_vec())?)
+    }
+
+    /// Writes a decryption secrets block (`kind` [`DSB_TLS_KEYLOG`] for an NSS key
+    /// log); it applies to the packets written after it.
+    pub fn write_secrets(&mut self, kind: u32, secrets: &[u8]) -> io::Result<()> {
+        let len = u32::try_from(secrets.len())
+            .ok()
+            .filter(|&l| (l as usize) <= MAX_DSB_BYTES)
+            .ok_or_else(|| invalid("secrets too large"))?;
+        let mut dsb = DecryptionSecretsBlock {
+            block_type: DSB_MAGIC,
+            block_len1: 0,
+            secrets_type: SecretsType(kind),
+            secrets_len: len,
+            data: secrets,
+            options: Vec::new(),
+            block_len2: 0,
+        };
+        self.w.write_all(&serialise(dsb.to_vec())?)
     }
 
     /// Flushes the underlying writer.
@@ -1562,15 +2013,18 @@ impl<W: Write> PcapngWriter<W> {
     }
 }
 
-fn push_option(out: &mut Vec<u8>, code: u16, value: &[u8]) {
-    let len = value.len().min(u16::MAX as usize);
-    out.extend_from_slice(&code.to_le_bytes());
-    out.extend_from_slice(&(len as u16).to_le_bytes());
-    out.extend_from_slice(value.get(..len).unwrap_or_default());
-    out.resize(out.len() + pad4(len) - len, 0);
+/// Swaps the 32-bit fields at `at` of a little-endian serialisation to big-endian.
+fn swap32(b: &mut [u8], at: &[usize]) {
+    for &i in at {
+        if let Some(f) = b.get_mut(i..i + 4) {
+            f.reverse();
+        }
+    }
 }
 
-/// Writes a classic pcap file; minimal, mainly for tests and tools that need pcap.
+/// Writes a classic pcap file in either byte order and either timestamp resolution.
+/// The file header and record headers are serialised by pcap-parser (which writes
+/// little-endian; a big-endian file has each field swapped).
 #[derive(Debug)]
 pub struct PcapWriter<W: Write> {
     w: W,
@@ -1588,27 +2042,24 @@ impl<W: Write> PcapWriter<W> {
         nanos: bool,
         big_endian: bool,
     ) -> io::Result<Self> {
-        let magic = if nanos { PCAP_MAGIC_NS } else { PCAP_MAGIC_US };
-        let mut b = Vec::with_capacity(PCAP_HEADER_LEN);
-        let put32 = |b: &mut Vec<u8>, v: u32| {
-            b.extend_from_slice(&if big_endian {
-                v.to_be_bytes()
-            } else {
-                v.to_le_bytes()
-            })
+        let header = PcapHeader {
+            magic_number: if nanos { PCAP_MAGIC_NS } else { PCAP_MAGIC_US },
+            version_major: 2,
+            version_minor: 4,
+            thiszone: 0,
+            sigfigs: 0,
+            snaplen,
+            network: Linktype(linktype as i32),
         };
-        put32(&mut b, magic);
-        let (maj, min) = if big_endian {
-            (2u16.to_be_bytes(), 4u16.to_be_bytes())
-        } else {
-            (2u16.to_le_bytes(), 4u16.to_le_bytes())
-        };
-        b.extend_from_slice(&maj);
-        b.extend_from_slice(&min);
-        put32(&mut b, 0);
-        put32(&mut b, 0);
-        put32(&mut b, snaplen);
-        put32(&mut b, linktype);
+        let mut b = serialise(header.to_vec_raw())?;
+        if big_endian {
+            swap32(&mut b, &[0, 8, 12, 16, 20]);
+            for i in [4, 6] {
+                if let Some(f) = b.get_mut(i..i + 2) {
+                    f.reverse();
+                }
+            }
+        }
         w.write_all(&b)?;
         Ok(PcapWriter {
             w,
@@ -1621,16 +2072,18 @@ impl<W: Write> PcapWriter<W> {
     pub fn write_packet(&mut self, ts: Timestamp, data: &[u8], orig_len: u32) -> io::Result<()> {
         let secs = u32::try_from(ts.0.div_euclid(1_000_000_000)).unwrap_or(0);
         let ns = ts.0.rem_euclid(1_000_000_000) as u32;
-        let frac = if self.nanos { ns } else { ns / 1000 };
-        let caplen = u32::try_from(data.len())
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "packet too large"))?;
-        let mut h = Vec::with_capacity(PCAP_RECORD_HEADER_LEN);
-        for v in [secs, frac, caplen, orig_len.max(caplen)] {
-            h.extend_from_slice(&if self.big_endian {
-                v.to_be_bytes()
-            } else {
-                v.to_le_bytes()
-            });
+        let caplen = u32::try_from(data.len()).map_err(|_| invalid("packet too large"))?;
+        // The header alone (the data follows it unchanged, without a copy).
+        let record = LegacyPcapBlock {
+            ts_sec: secs,
+            ts_usec: if self.nanos { ns } else { ns / 1000 },
+            caplen,
+            origlen: orig_len.max(caplen),
+            data: &[],
+        };
+        let mut h = serialise(record.to_vec_raw())?;
+        if self.big_endian {
+            swap32(&mut h, &[0, 4, 8, 12]);
         }
         self.w.write_all(&h)?;
         self.w.write_all(data)
@@ -2045,6 +2498,33 @@ mod tests {
     }
 
     #[test]
+    fn pcapng_options_are_bounded() {
+        // An EPB whose 1.5 MiB of options are empty 4-byte options (each would be
+        // a 32-byte entry in pcap-parser's Vec) is one error; reading goes on.
+        let mut bytes = shb(false);
+        bytes.extend(idb(false, 1, None));
+        let mut body = Vec::new();
+        for v in [0u32, 0, 1, 4, 4] {
+            body.extend_from_slice(&v.to_le_bytes());
+        }
+        body.extend_from_slice(b"data");
+        for _ in 0..(3 << 18) {
+            body.extend_from_slice(&[1, 0, 0, 0]); // opt_comment, length 0
+        }
+        bytes.extend(block(false, PCAPNG_EPB, &body));
+        bytes.extend(epb(false, 0, 2, b"good", None));
+        let mut r = CaptureReader::from_reader(Cursor::new(bytes)).unwrap();
+        let (p, e) = collect(&mut r);
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(
+            e[0].contains("options longer than 1 MiB") && e[0].contains("packet 1"),
+            "{}",
+            e[0]
+        );
+        assert_eq!((p.len(), p[0].0, &p[0].3[..]), (1, 2, &b"good"[..]));
+    }
+
+    #[test]
     fn pcapng_bad_block_length_stops() {
         let mut bytes = Vec::new();
         bytes.extend(shb(false));
@@ -2116,6 +2596,183 @@ mod tests {
         let (p, e) = collect(&mut r);
         assert!(e.is_empty());
         assert_eq!(p, expect);
+    }
+
+    /// A file written by [`PcapngWriter`] with two sections, interfaces of three
+    /// resolutions and offsets, EPB, SPB and a DSB.
+    fn written_pcapng() -> Vec<u8> {
+        let mut w = PcapngWriter::new(Vec::new()).unwrap();
+        let us = w
+            .add_interface_with(InterfaceSpec {
+                tsresol: 6,
+                name: Some("eth0"),
+                ..InterfaceSpec::new(1)
+            })
+            .unwrap();
+        let bin = w
+            .add_interface_with(InterfaceSpec {
+                tsresol: 0x80 | 10,
+                tsoffset: 1_700_000_000,
+                ..InterfaceSpec::new(113)
+            })
+            .unwrap();
+        w.write_secrets(DSB_TLS_KEYLOG, b"CLIENT_RANDOM aa bb\n")
+            .unwrap();
+        w.write_packet(
+            us,
+            Timestamp(1_700_000_000_123_456_789),
+            b"eth",
+            60,
+            Some(Direction::Inbound),
+        )
+        .unwrap();
+        w.write_packet(
+            bin,
+            Timestamp(1_700_000_005_500_000_000),
+            b"sll-frame",
+            9,
+            Some(Direction::Outbound),
+        )
+        .unwrap();
+        w.new_section().unwrap();
+        // Interface numbers start again in a new section.
+        assert!(w.write_packet(bin, Timestamp(0), b"x", 1, None).is_err());
+        let raw = w
+            .add_interface_with(InterfaceSpec {
+                snaplen: 4,
+                ..InterfaceSpec::new(101)
+            })
+            .unwrap();
+        assert_eq!(raw, 0);
+        w.write_simple_packet(b"raw!", 10).unwrap();
+        assert!(w.write_simple_packet(b"too long", 8).is_err());
+        w.write_packet(raw, Timestamp(1_700_000_009_000_000_001), b"ns", 2, None)
+            .unwrap();
+        w.into_inner()
+    }
+
+    #[test]
+    fn pcapng_writer_sections_interfaces_blocks_secrets() {
+        let bytes = written_pcapng();
+        let mut r = CaptureReader::from_reader(Cursor::new(bytes.clone())).unwrap();
+        let first = r.next_packet().unwrap().unwrap();
+        assert_eq!(first.data, b"eth");
+        assert_eq!(
+            r.take_tls_secrets(),
+            vec![b"CLIENT_RANDOM aa bb\n".to_vec()]
+        );
+        assert_eq!(r.interfaces()[0].name.as_deref(), Some("eth0"));
+        assert_eq!(
+            (r.interfaces()[1].tsresol, r.interfaces()[1].tsoffset),
+            (0x8a, 1_700_000_000)
+        );
+        let mut r = CaptureReader::from_reader(Cursor::new(bytes.clone())).unwrap();
+        let (p, e) = collect(&mut r);
+        assert!(e.is_empty(), "{e:?}");
+        assert_eq!(
+            p,
+            vec![
+                // microseconds: the nanoseconds are cut
+                (
+                    1,
+                    1_700_000_000_123_456_000,
+                    1,
+                    b"eth".to_vec(),
+                    0,
+                    Some(Direction::Inbound)
+                ),
+                // 2^-10 s after a 1_700_000_000 s offset: exact
+                (
+                    2,
+                    1_700_000_005_500_000_000,
+                    113,
+                    b"sll-frame".to_vec(),
+                    1,
+                    Some(Direction::Outbound)
+                ),
+                // SPB: no timestamp (the previous packet's)
+                (3, 1_700_000_005_500_000_000, 101, b"raw!".to_vec(), 0, None),
+                (4, 1_700_000_009_000_000_001, 101, b"ns".to_vec(), 0, None),
+            ]
+        );
+        assert_eq!(r.interfaces().len(), 1);
+        assert_eq!(r.bytes_read(), bytes.len() as u64);
+    }
+
+    /// Software nobody here wrote reads what the writers write: tshark's frame
+    /// times, interfaces and lengths, and capinfos' count of decryption secrets.
+    #[test]
+    fn tshark_reads_the_written_files() {
+        let have = |tool: &str| {
+            std::process::Command::new(tool)
+                .arg("-v")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        };
+        if !have("tshark") || !have("capinfos") {
+            assert!(
+                std::env::var_os("ECR_SNIFF_NO_SKIP").is_none(),
+                "SKIP not allowed (ECR_SNIFF_NO_SKIP is set): tshark/capinfos missing"
+            );
+            eprintln!("SKIP tshark_reads_the_written_files: tshark or capinfos not installed");
+            return;
+        }
+        let dir = std::env::temp_dir().join(format!("ecr-source-writer-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let fields = |path: &Path| {
+            let o = std::process::Command::new("tshark")
+                .args(["-n", "-r"])
+                .arg(path)
+                .args([
+                    "-T",
+                    "fields",
+                    "-e",
+                    "frame.time_epoch",
+                    "-e",
+                    "frame.interface_id",
+                ])
+                .args(["-e", "frame.cap_len", "-e", "frame.len"])
+                .output()
+                .unwrap();
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+            String::from_utf8(o.stdout).unwrap()
+        };
+        let ng = dir.join("w.pcapng");
+        std::fs::write(&ng, written_pcapng()).unwrap();
+        assert_eq!(
+            fields(&ng),
+            "1700000000.123456000\t0\t3\t60\n\
+             1700000005.500000000\t1\t9\t9\n\
+             \t0\t4\t10\n\
+             1700000009.000000001\t0\t2\t2\n"
+        );
+        let o = std::process::Command::new("capinfos")
+            .arg("-D")
+            .arg(&ng)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            text.lines()
+                .any(|l| l.contains("secrets") && l.trim_end().ends_with(": 1")),
+            "{text}"
+        );
+        for (nanos, be) in [(false, false), (false, true), (true, false), (true, true)] {
+            let path = dir.join(format!("w-{nanos}-{be}.pcap"));
+            std::fs::write(&path, pcap_bytes(nanos, be)).unwrap();
+            let frac = if nanos { "123456789" } else { "123456000" };
+            assert_eq!(
+                fields(&path),
+                format!(
+                    // (no interface id in classic pcap)
+                    "1700000000.{frac}\t\t5\t60\n\
+                     1700000001.000001000\t\t0\t0\n\
+                     1700000002.000000000\t\t3000\t3000\n"
+                ),
+                "nanos {nanos} big-endian {be}"
+            );
+        }
+        std::fs::remove_dir_all(&dir).ok();
     }
 
     #[test]
