@@ -111,7 +111,9 @@ pub struct JsonlWriter<W: Write> {
 /// Serialises `record` into `buf` (cleared first, capacity kept).
 fn render(buf: &mut Vec<u8>, record: &Record) -> io::Result<()> {
     buf.clear();
-    serde_json::to_writer(&mut *buf, record).map_err(io::Error::from)?;
+    if !crate::record::write_json_fast(record, buf) {
+        serde_json::to_writer(&mut *buf, record).map_err(io::Error::from)?;
+    }
     // Keep one line's worth of capacity, not the largest record ever seen.
     if buf.capacity() > 1 << 20 && buf.len() < 1 << 16 {
         buf.shrink_to(1 << 16);
@@ -245,14 +247,52 @@ pub fn format_time(ts: f64, clock: Clock) -> String {
 /// Capture time as ISO 8601 in UTC with microseconds (`2026-11-25T22:06:58.516736Z`),
 /// the `time` field of jsonl records; none for an unknown (zero) time.
 pub fn iso_utc(ts: f64) -> Option<String> {
+    let mut out = Vec::with_capacity(27);
+    write_iso_utc(&mut out, ts, false).then(|| String::from_utf8(out).unwrap_or_default())
+}
+
+/// Appends [`iso_utc`]'s text to `out` (in quotes when `quoted`, as a JSON string);
+/// `false`, and nothing appended, for an unknown (zero) time. Digits are written
+/// by hand: this runs for every jsonl record.
+pub(crate) fn write_iso_utc(out: &mut Vec<u8>, ts: f64, quoted: bool) -> bool {
     if ts == 0.0 || !ts.is_finite() {
-        return None;
+        return false;
     }
     let (secs, micros) = split_ts(ts);
     let ((y, m, d), (hh, mm, ss)) = civil(secs);
-    Some(format!(
-        "{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}.{micros:06}Z"
-    ))
+    if quoted {
+        out.push(b'"');
+    }
+    if (0..=9999).contains(&y) && (0..=999_999).contains(&micros) {
+        fn digits(out: &mut Vec<u8>, n: i64, width: u32) {
+            let mut p = 10i64.pow(width - 1);
+            while p > 0 {
+                out.push(b'0' + (n / p % 10) as u8);
+                p /= 10;
+            }
+        }
+        digits(out, y, 4);
+        out.push(b'-');
+        digits(out, i64::from(m), 2);
+        out.push(b'-');
+        digits(out, i64::from(d), 2);
+        out.push(b'T');
+        digits(out, hh, 2);
+        out.push(b':');
+        digits(out, mm, 2);
+        out.push(b':');
+        digits(out, ss, 2);
+        out.push(b'.');
+        digits(out, micros, 6);
+        out.push(b'Z');
+    } else {
+        let text = format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}.{micros:06}Z");
+        out.extend_from_slice(text.as_bytes());
+    }
+    if quoted {
+        out.push(b'"');
+    }
+    true
 }
 
 /// Formats capture time as UTC date and time with microseconds.
