@@ -264,26 +264,30 @@ pub(crate) fn write_iso_utc(out: &mut Vec<u8>, ts: f64, quoted: bool) -> bool {
         out.push(b'"');
     }
     if (0..=9999).contains(&y) && (0..=999_999).contains(&micros) {
-        fn digits(out: &mut Vec<u8>, n: i64, width: u32) {
-            let mut p = 10i64.pow(width - 1);
-            while p > 0 {
-                out.push(b'0' + (n / p % 10) as u8);
-                p /= 10;
+        // Fixed widths, divisions by the constant 10 (multiplications, not the
+        // slow division by a variable power of ten).
+        fn digits<const W: usize>(out: &mut Vec<u8>, n: i64) {
+            let mut d = [b'0'; W];
+            let mut n = n;
+            for slot in d.iter_mut().rev() {
+                *slot = b'0' + (n % 10) as u8;
+                n /= 10;
             }
+            out.extend_from_slice(&d);
         }
-        digits(out, y, 4);
+        digits::<4>(out, y);
         out.push(b'-');
-        digits(out, i64::from(m), 2);
+        digits::<2>(out, i64::from(m));
         out.push(b'-');
-        digits(out, i64::from(d), 2);
+        digits::<2>(out, i64::from(d));
         out.push(b'T');
-        digits(out, hh, 2);
+        digits::<2>(out, hh);
         out.push(b':');
-        digits(out, mm, 2);
+        digits::<2>(out, mm);
         out.push(b':');
-        digits(out, ss, 2);
+        digits::<2>(out, ss);
         out.push(b'.');
-        digits(out, micros, 6);
+        digits::<6>(out, micros);
         out.push(b'Z');
     } else {
         let text = format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}.{micros:06}Z");

@@ -565,18 +565,27 @@ pub(crate) fn write_json_fast(record: &Record, buf: &mut Vec<u8>) -> bool {
 /// Whether a string needs JSON escaping (a quote, a backslash or a control
 /// character), checked 16 bytes at a time without branches inside a block.
 fn needs_escape(s: &[u8]) -> bool {
-    let flag = |c: u8| u8::from(c < 0x20 || c == b'"' || c == b'\\');
-    let mut chunks = s.chunks_exact(16);
-    for chunk in &mut chunks {
+    fn block(chunk: &[u8; 16]) -> bool {
         let mut m = 0u8;
         for &c in chunk {
-            m |= flag(c);
+            m |= u8::from(c < 0x20 || c == b'"' || c == b'\\');
         }
-        if m != 0 {
+        m != 0
+    }
+    let mut chunks = s.chunks_exact(16);
+    for chunk in &mut chunks {
+        if chunk.try_into().is_ok_and(|c| block(c)) {
             return true;
         }
     }
-    chunks.remainder().iter().any(|&c| flag(c) != 0)
+    // The tail (most member names and values are shorter than 16 bytes), padded
+    // with a byte that needs no escaping, takes the same branch-free path.
+    let rest = chunks.remainder();
+    let mut last = [b'a'; 16];
+    if let Some(dst) = last.get_mut(..rest.len()) {
+        dst.copy_from_slice(rest);
+    }
+    block(&last)
 }
 
 /// A JSON writer into a byte buffer. Member names are written as literals
