@@ -311,6 +311,15 @@ pub struct AnalyzeArgs {
     /// frames. Without it, every device whose bulk data holds 0x2f6e frames is shown.
     #[arg(long = "usb-device", value_name = "BUS:DEV")]
     pub usb_device: Option<ecr_capture::usb::DeviceId>,
+    /// Threads to use (default 1). With 2 or more, records are rendered and written
+    /// by a thread of their own while the capture is analysed, in the same order;
+    /// the output is the same either way. Not yet faster: the records crossing
+    /// between the cores cost about what the second core saves (README,
+    /// Performance). Reading standard input always uses one thread, so that each
+    /// record shows as soon as it is complete.
+    #[arg(short = 'j', long = "jobs", value_name = "N",
+          value_parser = clap::value_parser!(u16).range(1..))]
+    pub jobs: Option<u16>,
 }
 
 #[derive(Debug, Args)]

@@ -934,12 +934,20 @@ mod tests {
         awkward.push("amt", Value::Number("10.10".into()));
         awkward.push("bad", Value::Number("+3".into()));
         awkward.push("big", Value::Number("-1.5e400".into()));
-        awkward.push("q\"uo\\te\u{1}\n", Value::String("tab\there \u{7f} \u{1f} é 你好 \"".into()));
+        awkward.push(
+            "q\"uo\\te\u{1}\n",
+            Value::String("tab\there \u{7f} \u{1f} é 你好 \"".into()),
+        );
         awkward.push("long", Value::String("x".repeat(100) + "\u{0}"));
         awkward.push("clean", Value::String("y".repeat(33)));
         awkward.push(
             "list",
-            Value::Array(vec![Value::Null, Value::Bool(true), Value::Bool(false), Value::Array(vec![])]),
+            Value::Array(vec![
+                Value::Null,
+                Value::Bool(true),
+                Value::Bool(false),
+                Value::Array(vec![]),
+            ]),
         );
         awkward.push("obj", Value::Object(Object::new()));
         awkward.push("amt", Value::Number("1".into()));

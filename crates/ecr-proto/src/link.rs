@@ -239,7 +239,10 @@ impl LinkTracker {
                 self.outstanding += 1;
                 // A new request beside the others: its deadline is the only
                 // candidate for a new minimum, no need to scan every slot.
-                let added = self.slot(from, ref_num).and_then(|s| s.as_ref()).map(Pending::deadline);
+                let added = self
+                    .slot(from, ref_num)
+                    .and_then(|s| s.as_ref())
+                    .map(Pending::deadline);
                 if let Some(d) = added {
                     self.next_deadline = Some(self.next_deadline.map_or(d, |n| n.min(d)));
                     return;
