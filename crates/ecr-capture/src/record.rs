@@ -574,7 +574,7 @@ fn needs_escape(s: &[u8]) -> bool {
     }
     let mut chunks = s.chunks_exact(16);
     for chunk in &mut chunks {
-        if chunk.try_into().is_ok_and(|c| block(c)) {
+        if chunk.try_into().is_ok_and(block) {
             return true;
         }
     }
