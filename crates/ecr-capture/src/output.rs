@@ -113,7 +113,9 @@ pub struct JsonlWriter<W: Write> {
 /// Serialises `record` into `buf` (cleared first, capacity kept).
 fn render(buf: &mut Vec<u8>, record: &Record) -> io::Result<()> {
     buf.clear();
-    serde_json::to_writer(&mut *buf, record).map_err(io::Error::from)?;
+    if !crate::record::write_json_fast(record, buf) {
+        serde_json::to_writer(&mut *buf, record).map_err(io::Error::from)?;
+    }
     // Keep one line's worth of capacity, not the largest record ever seen.
     if buf.capacity() > 1 << 20 && buf.len() < 1 << 16 {
         buf.shrink_to(1 << 16);
@@ -247,14 +249,56 @@ pub fn format_time(ts: f64, clock: Clock) -> String {
 /// Capture time as ISO 8601 in UTC with microseconds (`2026-11-25T22:06:58.516736Z`),
 /// the `time` field of jsonl records; none for an unknown (zero) time.
 pub fn iso_utc(ts: f64) -> Option<String> {
+    let mut out = Vec::with_capacity(27);
+    write_iso_utc(&mut out, ts, false).then(|| String::from_utf8(out).unwrap_or_default())
+}
+
+/// Appends [`iso_utc`]'s text to `out` (in quotes when `quoted`, as a JSON string);
+/// `false`, and nothing appended, for an unknown (zero) time. Digits are written
+/// by hand: this runs for every jsonl record.
+pub(crate) fn write_iso_utc(out: &mut Vec<u8>, ts: f64, quoted: bool) -> bool {
     if ts == 0.0 || !ts.is_finite() {
-        return None;
+        return false;
     }
     let (secs, micros) = split_ts(ts);
     let ((y, m, d), (hh, mm, ss)) = civil(secs);
-    Some(format!(
-        "{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}.{micros:06}Z"
-    ))
+    if quoted {
+        out.push(b'"');
+    }
+    if (0..=9999).contains(&y) && (0..=999_999).contains(&micros) {
+        // Fixed widths, divisions by the constant 10 (multiplications, not the
+        // slow division by a variable power of ten).
+        fn digits<const W: usize>(out: &mut Vec<u8>, n: i64) {
+            let mut d = [b'0'; W];
+            let mut n = n;
+            for slot in d.iter_mut().rev() {
+                *slot = b'0' + (n % 10) as u8;
+                n /= 10;
+            }
+            out.extend_from_slice(&d);
+        }
+        digits::<4>(out, y);
+        out.push(b'-');
+        digits::<2>(out, i64::from(m));
+        out.push(b'-');
+        digits::<2>(out, i64::from(d));
+        out.push(b'T');
+        digits::<2>(out, hh);
+        out.push(b':');
+        digits::<2>(out, mm);
+        out.push(b':');
+        digits::<2>(out, ss);
+        out.push(b'.');
+        digits::<6>(out, micros);
+        out.push(b'Z');
+    } else {
+        let text = format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}.{micros:06}Z");
+        out.extend_from_slice(text.as_bytes());
+    }
+    if quoted {
+        out.push(b'"');
+    }
+    true
 }
 
 /// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (H. Hinnant).

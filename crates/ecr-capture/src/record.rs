@@ -546,3 +546,542 @@ pub fn latency_of(samples: &mut [f64]) -> Option<Latency> {
         max: at(1.0),
     })
 }
+
+/// Writes the JSON of the frequent records (messages and transactions) straight
+/// into `buf`, byte for byte what `serde_json::to_writer` writes for them, without
+/// serde's per-byte escaping; `false` (and nothing written) for other records,
+/// which the caller serialises with serde. Strings with something to escape go
+/// through serde_json, as do floats, so the rare cases stay serde_json's own.
+pub(crate) fn write_json_fast(record: &Record, buf: &mut Vec<u8>) -> bool {
+    let mut j = Json(buf);
+    match record {
+        Record::Message(m) => j.message(m),
+        Record::Transaction(t) => j.transaction(t),
+        Record::Finding(_) | Record::Summary(_) => return false,
+    }
+    true
+}
+
+/// Whether a string needs JSON escaping (a quote, a backslash or a control
+/// character), checked 16 bytes at a time without branches inside a block.
+fn needs_escape(s: &[u8]) -> bool {
+    fn block(chunk: &[u8; 16]) -> bool {
+        let mut m = 0u8;
+        for &c in chunk {
+            m |= u8::from(c < 0x20 || c == b'"' || c == b'\\');
+        }
+        m != 0
+    }
+    let mut chunks = s.chunks_exact(16);
+    for chunk in &mut chunks {
+        if chunk.try_into().is_ok_and(block) {
+            return true;
+        }
+    }
+    // The tail (most member names and values are shorter than 16 bytes), padded
+    // with a byte that needs no escaping, takes the same branch-free path.
+    let rest = chunks.remainder();
+    let mut last = [b'a'; 16];
+    if let Some(dst) = last.get_mut(..rest.len()) {
+        dst.copy_from_slice(rest);
+    }
+    block(&last)
+}
+
+/// A JSON writer into a byte buffer. Member names are written as literals
+/// (`,"name":`): they are ours and need no escaping.
+struct Json<'a>(&'a mut Vec<u8>);
+
+impl Json<'_> {
+    fn lit(&mut self, s: &str) {
+        self.0.extend_from_slice(s.as_bytes());
+    }
+
+    fn str(&mut self, s: &str) {
+        if needs_escape(s.as_bytes()) {
+            // serde_json's escaping (short forms, `\u00XX` in lowercase hex).
+            let _ = serde_json::to_writer(&mut *self.0, s);
+        } else {
+            self.0.reserve(s.len() + 2);
+            self.0.push(b'"');
+            self.0.extend_from_slice(s.as_bytes());
+            self.0.push(b'"');
+        }
+    }
+
+    fn opt_str(&mut self, s: Option<&str>) {
+        match s {
+            Some(s) => self.str(s),
+            None => self.lit("null"),
+        }
+    }
+
+    fn uint(&mut self, n: impl itoa::Integer) {
+        let mut b = itoa::Buffer::new();
+        self.0.extend_from_slice(b.format(n).as_bytes());
+    }
+
+    fn opt_uint(&mut self, n: Option<impl itoa::Integer>) {
+        match n {
+            Some(n) => self.uint(n),
+            None => self.lit("null"),
+        }
+    }
+
+    fn float(&mut self, f: f64) {
+        // serde_json's shortest round-trip form, `null` when not finite.
+        let _ = serde_json::to_writer(&mut *self.0, &f);
+    }
+
+    /// `"ts":…,"time":…` as `ser_ts_and_time` writes them (flattened).
+    fn ts_and_time(&mut self, ts: f64) {
+        self.lit("\"ts\":");
+        self.float(ts);
+        self.lit(",\"time\":");
+        if !crate::output::write_iso_utc(self.0, ts, true) {
+            self.lit("null");
+        }
+    }
+
+    fn value(&mut self, v: &Value) {
+        match v {
+            Value::Null => self.lit("null"),
+            Value::Bool(true) => self.lit("true"),
+            Value::Bool(false) => self.lit("false"),
+            Value::Number(n) if is_json_number(n.as_bytes()) => self.lit(n),
+            Value::Number(n) | Value::String(n) => self.str(n),
+            Value::Array(items) => {
+                self.0.push(b'[');
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        self.0.push(b',');
+                    }
+                    self.value(item);
+                }
+                self.0.push(b']');
+            }
+            Value::Object(o) => self.object(o),
+        }
+    }
+
+    fn object(&mut self, o: &Object) {
+        self.0.push(b'{');
+        for (i, (k, v)) in o.iter().enumerate() {
+            if i > 0 {
+                self.0.push(b',');
+            }
+            self.str(k);
+            self.0.push(b':');
+            self.value(v);
+        }
+        self.0.push(b'}');
+    }
+
+    fn opt_object(&mut self, o: Option<&RawObject>) {
+        match o {
+            Some(o) => self.object(&o.0),
+            None => self.lit("null"),
+        }
+    }
+
+    fn message(&mut self, m: &MessageRecord) {
+        self.lit("{\"kind\":\"message\",\"index\":");
+        self.uint(m.index);
+        self.0.push(b',');
+        self.ts_and_time(m.ts);
+        self.lit(",\"transport\":\"");
+        self.lit(m.transport.as_str());
+        self.lit("\",\"src\":");
+        self.str(&m.src);
+        self.lit(",\"dst\":");
+        self.str(&m.dst);
+        self.lit(",\"direction\":\"");
+        self.lit(m.direction.as_str());
+        self.lit("\",\"role\":\"");
+        self.lit(match m.role {
+            Role::Request => "request",
+            Role::Response => "response",
+            Role::Ack => "ack",
+            Role::ErrorFrame => "error-frame",
+            Role::Preflight => "preflight",
+        });
+        self.lit("\",\"dialect\":");
+        self.opt_str(m.dialect.as_deref());
+        self.lit(",\"func_type\":");
+        self.opt_uint(m.func_type);
+        self.lit(",\"ref\":");
+        self.opt_uint(m.ref_num);
+        self.lit(",\"content\":");
+        self.opt_object(m.content.as_ref());
+        self.lit(",\"response\":");
+        self.opt_object(m.response.as_ref());
+        self.lit(",\"digest\":");
+        self.str(m.digest);
+        if let Some(p) = m.packet {
+            self.lit(",\"packet\":");
+            self.uint(p);
+        }
+        if let Some(n) = m.func_name {
+            self.lit(",\"func_name\":");
+            self.str(n);
+        }
+        if let Some(r) = &m.respcd {
+            self.lit(",\"respcd\":");
+            self.str(r);
+        }
+        if let Some(f) = &m.frame {
+            self.lit(",\"frame\":");
+            self.frame(f);
+        }
+        if let Some(h) = &m.http {
+            self.lit(",\"http\":");
+            self.http(h);
+        }
+        if let Some(a) = m.answer_ms {
+            self.lit(",\"answer_ms\":");
+            self.float(a);
+        }
+        if let Some(f) = m.framing {
+            self.lit(",\"framing\":");
+            self.str(f);
+        }
+        if let Some(k) = &m.key {
+            self.lit(",\"key\":{\"index\":");
+            self.uint(k.index);
+            self.lit(",\"interpretation\":");
+            self.str(k.interpretation);
+            self.0.push(b'}');
+        }
+        if let Some(d) = &m.digest_value {
+            self.lit(",\"digest_value\":");
+            self.str(d);
+        }
+        if let Some(d) = &m.digest_detail {
+            self.lit(",\"digest_detail\":");
+            self.str(d);
+        }
+        self.lit(",\"bytes\":");
+        self.uint(m.bytes);
+        if let Some(r) = &m.raw {
+            self.lit(",\"raw\":");
+            self.str(r);
+        }
+        if let Some(g) = m.gap {
+            self.lit(",\"gap\":");
+            self.str(g);
+        }
+        self.0.push(b'}');
+    }
+
+    fn frame(&mut self, f: &FrameInfo) {
+        self.lit("{\"type\":");
+        self.uint(f.frame_type);
+        self.lit(",\"version\":");
+        self.uint(f.version);
+        self.lit(",\"total_len\":");
+        self.uint(f.total_len);
+        self.lit(",\"data_len\":");
+        self.uint(f.data_len);
+        self.lit(",\"fragments\":");
+        self.uint(f.fragments);
+        self.lit(",\"offset\":");
+        self.uint(f.offset);
+        if !f.parts.is_empty() {
+            self.lit(",\"parts\":[");
+            for (i, p) in f.parts.iter().enumerate() {
+                if i > 0 {
+                    self.0.push(b',');
+                }
+                self.lit("{\"total_len\":");
+                self.uint(p.total_len);
+                self.lit(",\"data_len\":");
+                self.uint(p.data_len);
+                self.lit(",\"carried\":");
+                self.uint(p.carried);
+                self.lit(",\"offset\":");
+                self.uint(p.offset);
+                self.lit(",\"ts\":");
+                self.float(p.ts);
+                if let Some(g) = p.gap_ms {
+                    self.lit(",\"gap_ms\":");
+                    self.float(g);
+                }
+                self.0.push(b'}');
+            }
+            self.0.push(b']');
+        }
+        self.0.push(b'}');
+    }
+
+    fn http(&mut self, h: &HttpInfo) {
+        self.0.push(b'{');
+        let mut first = true;
+        let mut sep = |j: &mut Self, name: &str| {
+            if !first {
+                j.0.push(b',');
+            }
+            first = false;
+            j.0.push(b'"');
+            j.lit(name);
+            j.lit("\":");
+        };
+        if let Some(m) = &h.method {
+            sep(self, "method");
+            self.str(m);
+        }
+        if let Some(p) = &h.path {
+            sep(self, "path");
+            self.str(p);
+        }
+        if let Some(s) = h.status {
+            sep(self, "status");
+            self.uint(s);
+        }
+        if let Some(r) = &h.reason {
+            sep(self, "reason");
+            self.str(r);
+        }
+        self.0.push(b'}');
+    }
+
+    fn transaction(&mut self, t: &TransactionRecord) {
+        self.lit("{\"kind\":\"transaction\",");
+        self.ts_and_time(t.ts);
+        self.lit(",\"transport\":\"");
+        self.lit(t.transport.as_str());
+        self.lit("\",\"func_type\":");
+        self.opt_uint(t.func_type);
+        self.lit(",\"latency_ms\":");
+        self.float(t.latency_ms);
+        self.lit(",\"respcd\":");
+        self.opt_str(t.respcd.as_deref());
+        self.lit(",\"out_trade_no\":");
+        self.opt_str(t.out_trade_no.as_deref());
+        self.lit(",\"src\":");
+        self.str(&t.src);
+        self.lit(",\"dst\":");
+        self.str(&t.dst);
+        for (name, v) in [
+            (",\"func_name\":", t.func_name),
+            (",\"channel\":", t.channel.as_deref()),
+            (",\"amt\":", t.amt.as_deref()),
+            (",\"syssn\":", t.syssn.as_deref()),
+        ] {
+            if let Some(v) = v {
+                self.lit(name);
+                self.str(v);
+            }
+        }
+        if let Some(r) = t.request {
+            self.lit(",\"request\":");
+            self.uint(r);
+        }
+        if let Some(r) = t.response {
+            self.lit(",\"response\":");
+            self.uint(r);
+        }
+        self.0.push(b'}');
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn both(r: &Record) -> (String, String) {
+        let mut fast = Vec::new();
+        assert!(write_json_fast(r, &mut fast));
+        let fast = String::from_utf8(fast).unwrap();
+        // The reference: serde's derive, the writer's only path before.
+        let slow = serde_json::to_string(r).unwrap();
+        (fast, slow)
+    }
+
+    fn message() -> MessageRecord {
+        MessageRecord {
+            index: 7,
+            ts: 1_700_000_000.000_079_9,
+            transport: Transport::Tcp,
+            src: "10.0.0.1:4000".into(),
+            dst: "10.0.0.2:9002".into(),
+            direction: Direction::EcrToPos,
+            role: Role::Request,
+            dialect: None,
+            func_type: None,
+            ref_num: None,
+            content: None,
+            response: None,
+            digest: "absent",
+            packet: None,
+            func_name: None,
+            respcd: None,
+            frame: None,
+            http: None,
+            framing: None,
+            answer_ms: None,
+            key: None,
+            digest_value: None,
+            digest_detail: None,
+            bytes: 0,
+            raw: None,
+            gap: None,
+        }
+    }
+
+    #[test]
+    fn fast_json_is_serde_json_byte_for_byte() {
+        let mut awkward = Object::new();
+        awkward.push("amt", Value::Number("10.10".into()));
+        awkward.push("bad", Value::Number("+3".into()));
+        awkward.push("big", Value::Number("-1.5e400".into()));
+        awkward.push(
+            "q\"uo\\te\u{1}\n",
+            Value::String("tab\there \u{7f} \u{1f} é 你好 \"".into()),
+        );
+        awkward.push("long", Value::String("x".repeat(100) + "\u{0}"));
+        awkward.push("clean", Value::String("y".repeat(33)));
+        awkward.push(
+            "list",
+            Value::Array(vec![
+                Value::Null,
+                Value::Bool(true),
+                Value::Bool(false),
+                Value::Array(vec![]),
+            ]),
+        );
+        awkward.push("obj", Value::Object(Object::new()));
+        awkward.push("amt", Value::Number("1".into()));
+        let mut full = message();
+        full.ts = 0.0;
+        full.role = Role::ErrorFrame;
+        full.direction = Direction::PosToEcr;
+        full.transport = Transport::Serial;
+        full.dialect = Some("plain".into());
+        full.func_type = Some(1001);
+        full.ref_num = Some(255);
+        full.content = Some(RawObject(awkward.clone()));
+        full.response = Some(RawObject(awkward));
+        full.packet = Some(u64::MAX);
+        full.func_name = Some("Payment");
+        full.respcd = Some("6000".into());
+        full.frame = Some(FrameInfo {
+            frame_type: 16,
+            version: 1,
+            total_len: 300,
+            data_len: 289,
+            fragments: 2,
+            offset: 12,
+            parts: vec![
+                FragmentInfo {
+                    total_len: 200,
+                    data_len: 289,
+                    carried: 189,
+                    offset: 12,
+                    ts: 1.5,
+                    gap_ms: None,
+                },
+                FragmentInfo {
+                    total_len: 111,
+                    data_len: 289,
+                    carried: 100,
+                    offset: 212,
+                    ts: 1.75,
+                    gap_ms: Some(f64::NAN),
+                },
+            ],
+        });
+        full.http = Some(HttpInfo {
+            method: None,
+            path: Some("/a\"b".into()),
+            status: Some(200),
+            reason: None,
+        });
+        full.answer_ms = Some(0.1 + 0.2);
+        full.framing = Some("frames");
+        full.key = Some(KeyUse {
+            index: 3,
+            interpretation: "text-128",
+        });
+        full.digest_value = Some("AB".into());
+        full.digest_detail = Some("why\r\n".into());
+        full.bytes = 289;
+        full.raw = Some("\u{8}\u{c}…".into());
+        full.gap = Some("tail");
+        let mut other_http = message();
+        other_http.http = Some(HttpInfo {
+            method: Some("POST".into()),
+            path: None,
+            status: None,
+            reason: Some("OK".into()),
+        });
+        other_http.role = Role::Preflight;
+        other_http.ts = -1.25;
+        let mut empty_http = message();
+        empty_http.http = Some(HttpInfo {
+            method: None,
+            path: None,
+            status: None,
+            reason: None,
+        });
+        empty_http.role = Role::Ack;
+        empty_http.ts = f64::INFINITY;
+        empty_http.transport = Transport::Https;
+        let mut far = message();
+        far.ts = 1e13;
+        far.role = Role::Response;
+        for m in [message(), full, other_http, empty_http, far] {
+            let (fast, slow) = both(&Record::Message(Box::new(m)));
+            assert_eq!(fast, slow);
+        }
+        let t = TransactionRecord {
+            ts: 1_764_194_400.25,
+            transport: Transport::Http,
+            func_type: Some(3001),
+            latency_ms: 12.5,
+            respcd: None,
+            out_trade_no: Some("O\"1".into()),
+            src: "a".into(),
+            dst: "b".into(),
+            func_name: None,
+            channel: Some("alipay".into()),
+            amt: None,
+            syssn: Some("1".into()),
+            request: Some(1),
+            response: None,
+        };
+        let mut t2 = t.clone();
+        t2.func_type = None;
+        t2.respcd = Some("6000".into());
+        t2.out_trade_no = None;
+        t2.func_name = Some("Refund");
+        t2.amt = Some("1.00".into());
+        t2.request = None;
+        t2.response = Some(9);
+        t2.latency_ms = f64::NAN;
+        for t in [t, t2] {
+            let (fast, slow) = both(&Record::Transaction(t));
+            assert_eq!(fast, slow);
+        }
+        let mut buf = Vec::new();
+        assert!(!write_json_fast(
+            &Record::Summary(SummaryRecord::default()),
+            &mut buf
+        ));
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn escape_check_finds_every_position() {
+        for len in 0..40 {
+            for at in 0..len {
+                for bad in [b'"', b'\\', 0u8, 0x1f] {
+                    let mut s = vec![b'a'; len];
+                    s[at] = bad;
+                    assert!(needs_escape(&s), "{len} {at} {bad}");
+                }
+            }
+            assert!(!needs_escape(&vec![b'a'; len]));
+            assert!(!needs_escape("é\u{7f} ~".repeat(len).as_bytes()));
+        }
+    }
+}

@@ -103,28 +103,39 @@ fn json_end(b: &[u8], s: &mut Scan) -> Option<usize> {
         s.in_str = true;
         s.done = 1;
     }
-    for (i, &c) in b.iter().enumerate().skip(s.done) {
+    let mut i = s.done;
+    while let Some(&c) = b.get(i) {
         if s.in_str {
-            match (s.esc, c) {
-                (true, _) => s.esc = false,
-                (false, b'\\') => s.esc = true,
-                (false, b'"') => {
-                    s.in_str = false;
-                    if string_only {
-                        return Some(i + 1);
-                    }
-                }
-                _ => {}
+            if s.esc {
+                s.esc = false;
+                i += 1;
+                continue;
             }
+            // Inside a string only a quote or a backslash matters: jump to the next.
+            let Some(k) = b.get(i..).and_then(|r| memchr::memchr2(b'"', b'\\', r)) else {
+                break;
+            };
+            i += k;
+            if b.get(i) == Some(&b'\\') {
+                s.esc = true;
+            } else {
+                s.in_str = false;
+                if string_only {
+                    return Some(i + 1);
+                }
+            }
+            i += 1;
             continue;
         }
+        i += 1;
         match c {
             b'"' => s.in_str = true,
             b'{' | b'[' => s.depth += 1,
             b'}' | b']' => {
                 s.depth = s.depth.saturating_sub(1);
                 if s.depth == 0 {
-                    return Some(i + 1);
+                    // `i` is already past the closing bracket.
+                    return Some(i);
                 }
             }
             _ => {}
@@ -384,6 +395,72 @@ fn decrypts(text: &[u8], keys: &KeyRing, scan: &mut Scan) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// The byte-at-a-time scan `json_end` replaced, as the reference.
+    fn json_end_reference(b: &[u8], s: &mut Scan) -> Option<usize> {
+        let string_only = b.first() == Some(&b'"');
+        if s.done == 0 && string_only {
+            s.in_str = true;
+            s.done = 1;
+        }
+        for (i, &c) in b.iter().enumerate().skip(s.done) {
+            if s.in_str {
+                match (s.esc, c) {
+                    (true, _) => s.esc = false,
+                    (false, b'\\') => s.esc = true,
+                    (false, b'"') => {
+                        s.in_str = false;
+                        if string_only {
+                            return Some(i + 1);
+                        }
+                    }
+                    _ => {}
+                }
+                continue;
+            }
+            match c {
+                b'"' => s.in_str = true,
+                b'{' | b'[' => s.depth += 1,
+                b'}' | b']' => {
+                    s.depth = s.depth.saturating_sub(1);
+                    if s.depth == 0 {
+                        return Some(i + 1);
+                    }
+                }
+                _ => {}
+            }
+        }
+        s.done = b.len();
+        None
+    }
+
+    proptest! {
+        /// Same end, resumed over the same growing prefixes, as the reference.
+        #[test]
+        fn json_end_matches_the_byte_scan(
+            body in proptest::collection::vec(
+                prop_oneof![Just(b'"'), Just(b'\\'), Just(b'{'), Just(b'}'), Just(b'['),
+                            Just(b']'), Just(b'a'), Just(b' '), any::<u8>()],
+                0..200),
+            cuts in proptest::collection::vec(0usize..200, 0..4),
+        ) {
+            let mut ends: Vec<usize> = cuts.into_iter().filter(|&c| c < body.len()).collect();
+            ends.sort_unstable();
+            ends.push(body.len());
+            let (mut a, mut b) = (Scan::default(), Scan::default());
+            for end in ends {
+                let prefix = &body[..end];
+                let ours = json_end(prefix, &mut a);
+                let theirs = json_end_reference(prefix, &mut b);
+                prop_assert_eq!(ours, theirs);
+                if ours.is_some() {
+                    break;
+                }
+                prop_assert_eq!((a.done, a.depth, a.in_str, a.esc), (b.done, b.depth, b.in_str, b.esc));
+            }
+        }
+    }
 
     fn run(chunks: &[&[u8]], keys: &KeyRing, close: bool) -> Vec<(Vec<u8>, Rule)> {
         let mut f = TextFramer::new();

@@ -589,7 +589,7 @@ pub fn encode_base64(bytes: &[u8]) -> String {
 }
 
 /// Whether `b` may appear in Base64 text as this module tolerates it.
-pub fn is_base64_text_byte(b: u8) -> bool {
+pub const fn is_base64_text_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=' | b'\\') || b.is_ascii_whitespace()
 }
 
@@ -598,6 +598,14 @@ pub fn is_base64_text_byte(b: u8) -> bool {
 /// escapes `\/` (read as `/`) and `\n`, `\r`, `\t` (skipped) are undone, for text
 /// lifted from a JSON string without unescaping it.
 pub fn decode_base64(text: &[u8]) -> Result<Vec<u8>, Base64Error> {
+    if text
+        .iter()
+        .all(|&b| matches!(B64_CLASS[usize::from(b)], SYMBOL_NOT_PAD | PAD))
+    {
+        // The usual case, nothing to drop: decode the text as it is, without the
+        // cleaning copy (same result, same errors: the text is the cleaned text).
+        return decode_clean(text);
+    }
     let mut clean = Vec::with_capacity(text.len());
     let mut i = 0;
     while let Some(&b) = text.get(i) {
@@ -616,10 +624,15 @@ pub fn decode_base64(text: &[u8]) -> Result<Vec<u8>, Base64Error> {
         }
         i += 1;
     }
+    decode_clean(&clean)
+}
+
+/// Decodes Base64 made only of alphabet symbols and `=`.
+fn decode_clean(clean: &[u8]) -> Result<Vec<u8>, Base64Error> {
     if clean.is_empty() {
         return Err(Base64Error::Empty);
     }
-    LENIENT_B64.decode(&clean).map_err(|e| match e {
+    LENIENT_B64.decode(clean).map_err(|e| match e {
         base64::DecodeError::InvalidByte(_, _) | base64::DecodeError::InvalidPadding => {
             Base64Error::InvalidPadding
         }
@@ -634,15 +647,50 @@ pub fn decode_base64(text: &[u8]) -> Result<Vec<u8>, Base64Error> {
 /// a byte is not tolerated by [`decode_base64`]. Cheap, for probing.
 pub fn base64_decoded_len(text: &[u8]) -> Option<usize> {
     let mut symbols = 0usize;
-    for &b in text {
-        if b.is_ascii_alphanumeric() || b == b'+' || b == b'/' {
-            symbols += 1;
-        } else if !is_base64_text_byte(b) {
+    for chunk in text.chunks(64) {
+        // By table, a block at a time (no branch per byte).
+        let mut bad = false;
+        for &b in chunk {
+            let class = B64_CLASS[usize::from(b)];
+            symbols += usize::from(class == SYMBOL_NOT_PAD);
+            bad |= class == INVALID;
+        }
+        if bad {
             return None;
         }
     }
     symbols.checked_mul(3).map(|n| n / 4)
 }
+
+/// Classes of bytes in Base64 text ([`B64_CLASS`]).
+const INVALID: u8 = 0;
+/// An alphabet symbol (`A-Za-z0-9+/`).
+const SYMBOL_NOT_PAD: u8 = 1;
+/// `=`: a symbol for decoding, padding for counting.
+const PAD: u8 = 2;
+/// Other bytes [`is_base64_text_byte`] allows (whitespace, escapes).
+const OTHER: u8 = 3;
+
+/// Each byte's class, from [`is_base64_text_byte`] and the alphabet, so that the
+/// table and the byte test cannot disagree.
+static B64_CLASS: [u8; 256] = {
+    let mut t = [INVALID; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        t[i] = if b.is_ascii_alphanumeric() || b == b'+' || b == b'/' {
+            SYMBOL_NOT_PAD
+        } else if b == b'=' {
+            PAD
+        } else if is_base64_text_byte(b) {
+            OTHER
+        } else {
+            INVALID
+        };
+        i += 1;
+    }
+    t
+};
 
 #[cfg(test)]
 mod tests {

@@ -572,7 +572,7 @@ fn parse_encrypted_body(
 }
 
 fn request_from_object(
-    obj: Object,
+    mut obj: Object,
     form: BodyForm,
     keys: &KeyRing,
     decrypted: Option<Decryption>,
@@ -600,8 +600,9 @@ fn request_from_object(
         req.key_index = Some(d.key_index);
         req.interpretation = Some(d.interpretation);
     }
-    match obj.get("content") {
-        Some(Value::Object(o)) => req.content = o.clone(),
+    // Moved out: `obj` is not used after this.
+    match obj.take("content") {
+        Some(Value::Object(o)) => req.content = o,
         Some(Value::String(s)) => {
             let t = s.trim();
             if t.starts_with('{') {
@@ -638,7 +639,7 @@ fn request_from_object(
                 req.plaintext = Some(d.plaintext);
                 req.key_index = Some(d.key_index);
                 req.interpretation = Some(d.interpretation);
-                req.ciphertext = Some(s.clone());
+                req.ciphertext = Some(s);
             }
         }
         Some(other) => {

@@ -167,6 +167,12 @@ impl LinkTracker {
     }
 
     fn recompute_deadline(&mut self) {
+        if self.outstanding == 0 {
+            // Nothing is pending (the count is of occupied slots): skip the scan of
+            // all 512 slots, which would find nothing.
+            self.next_deadline = None;
+            return;
+        }
         self.next_deadline = self
             .pending
             .iter()
@@ -231,6 +237,16 @@ impl LinkTracker {
                 emit(LinkEvent::Replaced { request });
             } else if new {
                 self.outstanding += 1;
+                // A new request beside the others: its deadline is the only
+                // candidate for a new minimum, no need to scan every slot.
+                let added = self
+                    .slot(from, ref_num)
+                    .and_then(|s| s.as_ref())
+                    .map(Pending::deadline);
+                if let Some(d) = added {
+                    self.next_deadline = Some(self.next_deadline.map_or(d, |n| n.min(d)));
+                    return;
+                }
             }
             self.recompute_deadline();
             return;

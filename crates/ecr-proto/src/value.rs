@@ -131,6 +131,17 @@ impl Object {
         self.0.iter().any(|(k, _)| k == key)
     }
 
+    /// Takes the value of `key` (the last member of that name, as [`Object::get`]
+    /// finds it) out of the object, leaving `null` in its place: for moving a
+    /// member out of an object that is about to be dropped, without a copy.
+    pub fn take(&mut self, key: &str) -> Option<Value> {
+        self.0
+            .iter_mut()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| core::mem::replace(v, Value::Null))
+    }
+
     /// Appends a member (keeps duplicates; see [`Object::get`]).
     pub fn push(&mut self, key: impl Into<String>, value: Value) {
         self.0.push((key.into(), value));
@@ -389,20 +400,6 @@ pub(crate) fn char_at(s: &[u8], pos: usize) -> char {
         .unwrap_or('\0')
 }
 
-/// Bytes of `rest` (a string's body, after its opening quote) before its closing
-/// quote, escapes skipped; all of `rest` when it has none. Linear, no allocation.
-fn escaped_span_len(rest: &[u8]) -> usize {
-    let mut i = 0;
-    while let Some(&c) = rest.get(i) {
-        match c {
-            b'"' => return i,
-            b'\\' => i += 2,
-            _ => i += 1,
-        }
-    }
-    rest.len()
-}
-
 /// Whether `tok` is a JSON number token: `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`.
 pub fn is_json_number(tok: &[u8]) -> bool {
     let mut i = 0;
@@ -443,6 +440,56 @@ pub fn is_json_number(tok: &[u8]) -> bool {
         }
     }
     i == tok.len()
+}
+
+/// The bytes that end a run of string text: quote, backslash, control characters.
+const SPECIAL: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 0x20 {
+        t[i] = true;
+        i += 1;
+    }
+    t[b'"' as usize] = true;
+    t[b'\\' as usize] = true;
+    t
+};
+
+/// Bytes of `rest` before the first quote, backslash or control character (all of
+/// it when there is none). Short runs (member names, codes, the text between
+/// escapes) are scanned by table; past 16 bytes memchr finds the quote or
+/// backslash, then a block-wise check (no branch inside a block of 16) looks for a
+/// control character before it.
+fn string_run_len(rest: &[u8]) -> usize {
+    let head = rest.get(..16).unwrap_or(rest);
+    if let Some(i) = head.iter().position(|&c| SPECIAL[usize::from(c)]) {
+        return i;
+    }
+    let Some(tail) = rest.get(16..) else {
+        return rest.len();
+    };
+    16 + long_run_len(tail)
+}
+
+fn long_run_len(rest: &[u8]) -> usize {
+    let stop = memchr::memchr2(b'"', b'\\', rest).unwrap_or(rest.len());
+    let run = rest.get(..stop).unwrap_or(rest);
+    let mut base = 0;
+    let mut chunks = run.chunks_exact(16);
+    for chunk in &mut chunks {
+        let mut any = false;
+        for &c in chunk {
+            any |= c < 0x20;
+        }
+        if any {
+            return base + chunk.iter().position(|&c| c < 0x20).unwrap_or(0);
+        }
+        base += 16;
+    }
+    match chunks.remainder().iter().position(|&c| c < 0x20) {
+        Some(i) => base + i,
+        None => stop,
+    }
 }
 
 /// Reads four hex digits at `pos`.
@@ -532,42 +579,50 @@ impl<'a> JsonParser<'a> {
     fn string(&mut self) -> Result<String, ValueError> {
         // At the opening quote.
         self.pos += 1;
-        let mut out = String::new();
-        loop {
-            let run_start = self.pos;
-            let rest = self.s.get(run_start..).unwrap_or_default();
-            let run_len = rest
-                .iter()
-                .position(|&c| c == b'"' || c == b'\\' || c < 0x20)
-                .unwrap_or(rest.len());
-            self.pos = run_start + run_len;
-            if out.is_empty() && rest.get(run_len) == Some(&b'"') {
+        let start = self.pos;
+        let rest = self.s.get(start..).unwrap_or_default();
+        let run_len = string_run_len(rest);
+        self.pos = start + run_len;
+        match rest.get(run_len) {
+            Some(b'"') => {
                 // The common case, a string without escapes: one exact allocation.
-                let text = self.slice(run_start, self.pos).to_owned();
+                let text = self.slice(start, self.pos).to_owned();
                 self.pos += 1;
                 return Ok(text);
             }
-            if out.is_empty() && rest.get(run_len) == Some(&b'\\') {
-                // The first escape: size the string once for what is left of it
-                // (an escape never unescapes to more bytes than it takes), rather
-                // than growing it escape by escape.
-                out.reserve(escaped_span_len(rest));
-            }
-            // The run ends on an ASCII byte or the end: a char boundary.
-            out.push_str(self.slice(run_start, self.pos));
+            Some(b'\\') => {}
+            None => return Err(ValueError::UnexpectedEnd { expected: "'\"'" }),
+            Some(_) => return Err(ValueError::ControlCharacter { offset: self.pos }),
+        }
+        // Escapes: runs between escapes are copied whole, the buffer grows by
+        // doubling (measuring the string first cost more than the few regrowths).
+        // Only whole UTF-8 sequences of the (validated) input and encoded chars are
+        // appended, so the bytes stay UTF-8.
+        let mut out: Vec<u8> = Vec::with_capacity(run_len + 64);
+        out.extend_from_slice(rest.get(..run_len).unwrap_or_default());
+        loop {
             match self.peek() {
                 None => return Err(ValueError::UnexpectedEnd { expected: "'\"'" }),
                 Some(b'"') => {
                     self.pos += 1;
-                    return Ok(out);
+                    return String::from_utf8(out)
+                        .map_err(|_| ValueError::InvalidUtf8 { offset: start });
                 }
                 Some(b'\\') => self.escape(&mut out)?,
-                Some(_) => return Err(ValueError::ControlCharacter { offset: self.pos }),
+                Some(c) if c < 0x20 => {
+                    return Err(ValueError::ControlCharacter { offset: self.pos })
+                }
+                Some(_) => {
+                    let run = self.s.get(self.pos..).unwrap_or_default();
+                    let n = string_run_len(run);
+                    out.extend_from_slice(run.get(..n).unwrap_or_default());
+                    self.pos += n;
+                }
             }
         }
     }
 
-    fn escape(&mut self, out: &mut String) -> Result<(), ValueError> {
+    fn escape(&mut self, out: &mut Vec<u8>) -> Result<(), ValueError> {
         let at = self.pos;
         let c = self
             .s
@@ -577,23 +632,23 @@ impl<'a> JsonParser<'a> {
                 expected: "an escape",
             })?;
         self.pos += 2;
-        let ch = match c {
-            b'"' => '"',
-            b'\\' => '\\',
-            b'/' => '/',
-            b'b' => '\u{8}',
-            b'f' => '\u{c}',
-            b'n' => '\n',
-            b'r' => '\r',
-            b't' => '\t',
+        let b = match c {
+            b'"' => b'"',
+            b'\\' => b'\\',
+            b'/' => b'/',
+            b'b' => 0x08,
+            b'f' => 0x0c,
+            b'n' => b'\n',
+            b'r' => b'\r',
+            b't' => b'\t',
             b'u' => return self.unicode_escape(at, out),
             _ => return Err(ValueError::InvalidEscape { offset: at }),
         };
-        out.push(ch);
+        out.push(b);
         Ok(())
     }
 
-    fn unicode_escape(&mut self, at: usize, out: &mut String) -> Result<(), ValueError> {
+    fn unicode_escape(&mut self, at: usize, out: &mut Vec<u8>) -> Result<(), ValueError> {
         let hi = hex4(self.s, self.pos).ok_or(ValueError::InvalidEscape { offset: at })?;
         self.pos += 4;
         let code = match hi {
@@ -613,7 +668,7 @@ impl<'a> JsonParser<'a> {
             _ => u32::from(hi),
         };
         let ch = char::from_u32(code).ok_or(ValueError::LoneSurrogate { offset: at })?;
-        out.push(ch);
+        out.extend_from_slice(ch.encode_utf8(&mut [0u8; 4]).as_bytes());
         Ok(())
     }
 
@@ -749,6 +804,36 @@ fn write_json(v: &Value, out: &mut String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn string_runs_stop_at_the_first_special_byte() {
+        for len in 0..40usize {
+            let plain = vec![b'a'; len];
+            assert_eq!(string_run_len(&plain), len);
+            for at in 0..len {
+                for special in [b'"', b'\\', 0u8, 0x1f, b'\n'] {
+                    let mut s = plain.clone();
+                    s[at] = special;
+                    // A later special byte of the other kind does not matter.
+                    if at + 3 < len {
+                        s[at + 3] = if special == b'"' { 1 } else { b'"' };
+                    }
+                    assert_eq!(string_run_len(&s), at, "{len} {at} {special}");
+                }
+            }
+        }
+        assert_eq!(string_run_len("é\u{7f}x\"".as_bytes()), 4);
+    }
+
+    #[test]
+    fn take_moves_the_last_member_out() {
+        let mut o = Object::new();
+        o.push("a", Value::from("1"));
+        o.push("a", Value::from("2"));
+        assert_eq!(o.take("a"), Some(Value::from("2")));
+        assert_eq!(o.get("a"), Some(&Value::Null));
+        assert_eq!(o.take("b"), None);
+    }
 
     fn p(s: &str) -> Result<Value, ValueError> {
         Value::parse_json(s.as_bytes())
@@ -898,7 +983,5 @@ mod tests {
             let theirs: String = serde_json::from_str(text).unwrap();
             assert_eq!(ours, Value::String(theirs));
         }
-        assert_eq!(escaped_span_len(br#"ab\"c"d"#), 5);
-        assert_eq!(escaped_span_len(br#"ab\"#), 3);
     }
 }

@@ -1,0 +1,120 @@
+//! `analyze -j N`: the output with a writer thread (`-j 2`, `-j 8`) is the output of
+//! one thread (`-j 1`, and the default), byte for byte, in every format, on the sample
+//! captures one by one, on all of them in one run, and on a generated dense capture
+//! (many records, so that the batches and the bounded channel are exercised).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Exit code, stdout and stderr of `ecr-sniff ARGS`.
+fn run(args: &[String]) -> (i32, Vec<u8>, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_ecr-sniff"))
+        .args(args)
+        .current_dir(root())
+        .env_remove("ECR_POS_KEY")
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        out.stdout,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Runs `analyze ARGS --format FORMAT` with `-j 1`, `-j 2` and without `-j`, and
+/// checks that all three agree; returns the `-j 1` output.
+fn same_with_any_jobs(args: &[String], format: &str) -> Vec<u8> {
+    let with = |jobs: Option<&str>| {
+        let mut a: Vec<String> = vec!["analyze".into()];
+        a.extend(args.iter().cloned());
+        a.extend(["--format".into(), format.into()]);
+        if let Some(j) = jobs {
+            a.extend(["-j".into(), j.into()]);
+        }
+        run(&a)
+    };
+    let (code1, out1, err1) = with(Some("1"));
+    assert!(!out1.is_empty(), "{args:?} {format}: no output; {err1}");
+    for jobs in [Some("2"), Some("8"), None] {
+        let (code, out, err) = with(jobs);
+        assert_eq!(code, code1, "{args:?} {format} -j {jobs:?}: {err}");
+        assert!(
+            out == out1,
+            "{args:?} --format {format}: -j {jobs:?} wrote {} bytes, -j 1 wrote {}",
+            out.len(),
+            out1.len()
+        );
+        assert_eq!(err, err1, "{args:?} {format} -j {jobs:?}");
+    }
+    out1
+}
+
+fn manifest() -> Vec<Value> {
+    let text = std::fs::read_to_string(root().join("captures/manifest.json")).unwrap();
+    let v: Value = serde_json::from_str(&text).unwrap();
+    v["captures"].as_array().unwrap().clone()
+}
+
+#[test]
+fn every_sample_capture_gives_the_same_output_with_a_writer_thread() {
+    let mut all_files = vec![];
+    let mut all_keys = vec![];
+    for entry in manifest() {
+        let file = format!("captures/{}", entry["file"].as_str().unwrap());
+        let mut args = vec![file.clone()];
+        for k in entry["keys"].as_array().unwrap() {
+            args.extend(["--key".into(), k.as_str().unwrap().to_string()]);
+            all_keys.extend(["--key".to_string(), k.as_str().unwrap().to_string()]);
+        }
+        if let Some(p) = entry.get("port") {
+            args.extend(["--tcp-port".into(), p.to_string()]);
+        }
+        for format in ["jsonl", "text", "json"] {
+            same_with_any_jobs(&args, format);
+        }
+        all_files.push(file);
+    }
+    assert!(all_files.len() >= 40, "{} captures", all_files.len());
+    // All of them in one run: several files, one analysis.
+    all_keys.dedup();
+    let mut args = all_files;
+    args.extend(all_keys);
+    let out = same_with_any_jobs(&args, "jsonl");
+    let last = out.split(|&b| b == b'\n').rfind(|l| !l.is_empty()).unwrap();
+    let summary: Value = serde_json::from_slice(last).unwrap();
+    assert_eq!(summary["kind"], "summary");
+    assert!(summary["messages"].as_u64().unwrap() > 100, "{summary}");
+}
+
+#[test]
+fn a_dense_capture_gives_the_same_output_with_a_writer_thread() {
+    let dir = std::env::temp_dir().join(format!("ecr-sniff-jobs-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let pcap = dir.join("dense.pcap");
+    let keys = dir.join("dense.keys");
+    let opts = ecr_emu::dense::DenseOptions {
+        size_bytes: 2 << 20,
+        terminals: 32,
+    };
+    let file = std::fs::File::create(&pcap).unwrap();
+    let made = ecr_emu::dense::write_dense(std::io::BufWriter::new(file), &opts).unwrap();
+    std::fs::write(&keys, ecr_emu::dense::key_file(&opts)).unwrap();
+    let path = |p: &Path| p.display().to_string();
+    let args = vec![path(&pcap), "--key-file".into(), path(&keys)];
+    let out = same_with_any_jobs(&args, "jsonl");
+    let records = out.split(|&b| b == b'\n').filter(|l| !l.is_empty());
+    let messages = records
+        .filter(|l| l.starts_with(br#"{"kind":"message""#))
+        .count() as u64;
+    // Far more records than the batches in flight between the threads.
+    assert!(messages >= made.messages, "{messages} < {}", made.messages);
+    assert!(messages > 3_000, "{messages}");
+    std::fs::remove_dir_all(&dir).ok();
+}
