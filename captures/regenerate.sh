@@ -405,6 +405,27 @@ scenario_mixed_http_tcp() {
     stop_dumpcap; stop_emu
 }
 
+# The cash register's damaged request frames (`send --frame-fault`), between two
+# clean payments, one connection each: the terminal answers error frame 0x31.
+frame_fault() {
+    start_emu; start_dump "$1"
+    send $TCP --tcp-framing frames pay --amt 10.1 --channel wx --out-trade-no ECR-F1 >/dev/null
+    send $TCP --tcp-framing frames --frame-fault "$2" pay --amt 10.2 --channel wx --out-trade-no ECR-F2 >/dev/null
+    send $TCP --tcp-framing frames pay --amt 10.3 --channel wx --out-trade-no ECR-F3 >/dev/null
+    stop_dump; stop_emu
+}
+scenario_tcp_frames_unknown_frame_type() { frame_fault "$1" type; }
+scenario_tcp_frames_bad_length() { frame_fault "$1" length; }
+
+# Refs outside 1..127 (`send --frame-fault ref=0`, `ref=0x80`); the terminal echoes them.
+scenario_tcp_frames_bad_ref() {
+    start_emu; start_dump "$1"
+    local syssn
+    syssn=$(send $TCP --tcp-framing frames --frame-fault ref=0 pay --amt 10.1 --channel wx --out-trade-no ECR-REF | syssn_of)
+    send $TCP --tcp-framing frames --frame-fault ref=0x80 inquiry --order-id "$syssn" >/dev/null
+    stop_dump; stop_emu
+}
+
 ALL="http-digest-mismatch.pcap http-digest-mismatch-double-quotes.pcap
 http-digest-mismatch-unsorted-keys.pcap http-digest-mismatch-amount-reformatted.pcap
 http-digest-mismatch-key-not-appended.pcap http-slow-terminal.pcap http-bad-envelope.pcap http-payme-timeout.pcap tcp-frames-other-port-19002.pcap
@@ -418,7 +439,9 @@ tcp-newline-envelope-encrypted.pcap tcp-newline-any-interface-sll2.pcap.gz
 http-error-responses.pcap http-partial-card-refund.pcap
 tcp-frames-envelope-encrypted.pcapng tcp-frames-split-summary.pcap
 tcp-frames-reassembly-timeout.pcap tcp-frames-ack-timeout.pcap
-tcp-frames-error-frame.pcap mixed-http-tcp.pcapng"
+tcp-frames-error-frame.pcap mixed-http-tcp.pcapng
+tcp-frames-unknown-frame-type.pcap tcp-frames-bad-length.pcap
+tcp-frames-bad-ref.pcap"
 
 CRAFTED=$("$CRAFT" --list)
 

@@ -15,7 +15,7 @@ use ecr_capture::output::{self, RecordWriter};
 use ecr_capture::record::{
     Direction, FindingRecord, HttpInfo, Record, Sink, TransactionRecord, Transport,
 };
-use ecr_emu::client::{self, Exchange, Failure, SendOptions, TcpFraming};
+use ecr_emu::client::{self, Exchange, Failure, FrameFault, SendOptions, TcpFraming};
 use ecr_emu::{Instruction, Target};
 use ecr_proto::cipher::KeyRing;
 use ecr_proto::envelope::{self, Message, RequestDialect};
@@ -44,6 +44,7 @@ Examples:
   ecr-sniff send --to serial:/dev/ttyUSB0 --key ... refund --order-id 20250703155400020061880690
   ecr-sniff send --to http://127.0.0.1:9001 --key ... --dialect plain --json '{\"func_type\":3002}'
   ecr-sniff send --to http://127.0.0.1:9001 --key ... --method GET summary     # the terminal should answer 4004
+  ecr-sniff send --to tcp://127.0.0.1:9002 --key ... --tcp-framing frames --frame-fault version summary   # error frame 0x31
 
 Exit status: 0 = the terminal answered 6000 (6001 for cancel), 1 = it answered with
 another code or rejected the frame, 2 = bad usage, no connection or no answer in time.";
@@ -120,6 +121,19 @@ pub struct SendArgs {
         conflicts_with = "digest"
     )]
     raw_body: Option<String>,
+    /// Over 0x2f6e frames (--tcp-framing frames, serial:): damage the request
+    /// frame, as a faulty cash register or line does, to see the terminal's error
+    /// frame 0x31 and the analyzer's framing findings: garbage (junk bytes before
+    /// the frame; the terminal skips them), version (0x02), type (0x40),
+    /// end-marker (0x0d0a), length (data_len off by 10) or ref=N (a ref outside
+    /// 1..127, e.g. ref=0 or ref=0x80; the terminal echoes it).
+    #[arg(
+        long = "frame-fault",
+        value_name = "FAULT",
+        global = true,
+        value_parser = clap::builder::ValueParser::new(|s: &str| s.parse::<FrameFault>())
+    )]
+    frame_fault: Option<FrameFault>,
     /// Output format.
     #[arg(long, value_enum, default_value = "text", global = true)]
     format: FormatArg,
@@ -289,6 +303,11 @@ pub fn run(a: SendArgs) -> Result<ExitCode> {
     if (a.cert.is_some() || a.insecure) && !matches!(target, Target::Https(_)) {
         bail!("--cert and --insecure are for https:// targets only");
     }
+    let framed = matches!(target, Target::Serial(_))
+        || (matches!(target, Target::Tcp(_)) && matches!(a.tcp_framing, FramingArg::Frames));
+    if a.frame_fault.is_some() && !framed {
+        bail!("--frame-fault damages 0x2f6e frames: use it with --tcp-framing frames on tcp:// or with serial:");
+    }
     let instr = instruction(&a)?;
     let mut keys = crate::options::load_keys(&a.keys)?;
     let key = keys.for_terminal(None).0.get(0).cloned().context(
@@ -311,6 +330,7 @@ pub fn run(a: SendArgs) -> Result<ExitCode> {
     opts.path = a.path.clone();
     opts.digest = a.digest.clone();
     opts.raw_body = a.raw_body.as_ref().map(|b| b.as_bytes().to_vec());
+    opts.frame_fault = a.frame_fault;
     opts.tls = match (&a.cert, a.insecure) {
         (Some(file), _) => ecr_emu::tls::Trust::pinned(file).context("--cert")?,
         (None, true) => ecr_emu::tls::Trust::Insecure,

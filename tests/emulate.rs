@@ -423,6 +423,61 @@ fn fault_split_with_pause() {
 }
 
 #[test]
+fn send_frame_faults() {
+    let emu = Emu::start(&[]);
+    let tcp = emu.target("tcp-frames");
+    let frames = |fault: &str, what: &[&str]| {
+        let mut args = vec!["--tcp-framing", "frames", "--frame-fault", fault];
+        args.extend_from_slice(what);
+        send(&tcp, &args)
+    };
+    // A malformed request frame: the terminal answers error frame 0x31 (exit 1),
+    // and the analyzer names the damage.
+    for (fault, code) in [("type", "unknown-frame-type"), ("length", "bad-length")] {
+        let r = frames(fault, &["summary"]);
+        assert_eq!(r.code, 1, "{fault}: {}", r.stderr);
+        assert!(r.stderr.contains("0x31 (format error)"), "{}", r.stderr);
+        assert!(r.has_finding(code), "{fault}: {:?}", r.records);
+        assert!(r.has_finding("error-frame"), "{fault}: {:?}", r.records);
+    }
+    // A ref outside 1..127 is accepted and echoed: a warning on both frames.
+    let r = frames("ref=0x80", &["summary"]);
+    assert_eq!(
+        (r.code, r.respcd().as_deref()),
+        (0, Some("6000")),
+        "{}",
+        r.stderr
+    );
+    let bad_refs = r.kind("finding").filter(|f| f["code"] == "bad-ref").count();
+    assert_eq!(bad_refs, 2, "{:?}", r.records);
+    // Junk before the first frame of a connection: the terminal still sees frames.
+    let r = frames("garbage", &["summary"]);
+    assert_eq!(
+        (r.code, r.respcd().as_deref()),
+        (0, Some("6000")),
+        "{}",
+        r.stderr
+    );
+    assert!(r.has_finding("garbage-bytes"), "{:?}", r.records);
+    // Not over frames, or not a fault: a clear usage error.
+    let r = send(&emu.target("http"), &["--frame-fault", "type", "summary"]);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("--tcp-framing frames"), "{}", r.stderr);
+    let r = send(
+        &tcp,
+        &[
+            "--tcp-framing",
+            "frames",
+            "--frame-fault",
+            "nonsense",
+            "summary",
+        ],
+    );
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("garbage, version, type"), "{}", r.stderr);
+}
+
+#[test]
 fn fault_corrupt() {
     let emu = Emu::start(&["--fault", "corrupt", "--serial", "pty"]);
     let r = send(&emu.target("http"), &["summary"]);

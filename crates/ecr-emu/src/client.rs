@@ -63,6 +63,125 @@ pub struct SendOptions {
     /// A body to send as it is instead of the signed request (a cash register
     /// that sends no ECR envelope at all); the content still chooses the path.
     pub raw_body: Option<Vec<u8>>,
+    /// Over 0x2f6e frames: damage the request frame this way (a cash register
+    /// or a line that breaks the framing), to see the terminal's error frame.
+    pub frame_fault: Option<FrameFault>,
+}
+
+/// A damage to the request frame the cash register sends (`send --frame-fault`),
+/// each one a framing finding of the analyzer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrameFault {
+    /// Junk bytes (`\r\nAT+OK\r\n`, a modem's answer) just before the frame:
+    /// `garbage-bytes`; the terminal skips them.
+    Garbage,
+    /// Version byte 0x02 instead of 0x01: `unsupported-version`.
+    Version,
+    /// Frame type 0x40, which the spec does not define: `unknown-frame-type`.
+    Type,
+    /// The end marker 0x0d0a instead of 0x2f6e: `bad-end-marker`.
+    EndMarker,
+    /// data_len 10 less than total_len - 11 (D1): `bad-length`.
+    Length,
+    /// This ref number instead of the next one; 0 and 0x80..=0xff are outside
+    /// the spec's 0x01..=0x7f: `bad-ref`.
+    Ref(u8),
+}
+
+impl FrameFault {
+    /// The names `--frame-fault` takes.
+    pub const NAMES: &'static str = "garbage, version, type, end-marker, length or ref=N";
+}
+
+impl std::str::FromStr for FrameFault {
+    type Err = String;
+    fn from_str(text: &str) -> Result<FrameFault, String> {
+        Ok(match text {
+            "garbage" => FrameFault::Garbage,
+            "version" => FrameFault::Version,
+            "type" => FrameFault::Type,
+            "end-marker" => FrameFault::EndMarker,
+            "length" => FrameFault::Length,
+            _ => match text.strip_prefix("ref=") {
+                Some(n) => FrameFault::Ref(
+                    match n.strip_prefix("0x") {
+                        Some(hex) => u8::from_str_radix(hex, 16).ok(),
+                        None => n.parse::<u8>().ok(),
+                    }
+                    .ok_or_else(|| {
+                        format!("ref={n}: give a ref from 0 to 255 (decimal or 0x..)")
+                    })?,
+                ),
+                None => {
+                    return Err(format!(
+                        "unknown frame fault {text:?}: use {}",
+                        FrameFault::NAMES
+                    ))
+                }
+            },
+        })
+    }
+}
+
+impl std::fmt::Display for FrameFault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FrameFault::Garbage => f.write_str("garbage"),
+            FrameFault::Version => f.write_str("version"),
+            FrameFault::Type => f.write_str("type"),
+            FrameFault::EndMarker => f.write_str("end-marker"),
+            FrameFault::Length => f.write_str("length"),
+            FrameFault::Ref(r) => write!(f, "ref=0x{r:02x}"),
+        }
+    }
+}
+
+/// The request message's frames with `fault` applied (the header faults to its
+/// first frame, the end marker to its last).
+fn damaged_frames(
+    fault: FrameFault,
+    ref_num: u8,
+    data: &[u8],
+    max_fragment: usize,
+) -> io::Result<Vec<u8>> {
+    use ecr_proto::frame::{split_message, FrameType};
+    // Offsets in a frame (D1): 2f 6e, version, type, ref, total_len, data_len.
+    const VERSION: usize = 2;
+    const TYPE: usize = 3;
+    const DATA_LEN: std::ops::Range<usize> = 7..9;
+    let mut bytes = split_message(FrameType::REQUEST, ref_num, data, max_fragment)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    match fault {
+        FrameFault::Garbage => {
+            let mut out = b"\r\nAT+OK\r\n".to_vec();
+            out.append(&mut bytes);
+            return Ok(out);
+        }
+        FrameFault::Version => {
+            if let Some(v) = bytes.get_mut(VERSION) {
+                *v = 0x02;
+            }
+        }
+        FrameFault::Type => {
+            if let Some(t) = bytes.get_mut(TYPE) {
+                *t = 0x40;
+            }
+        }
+        FrameFault::EndMarker => {
+            let n = bytes.len();
+            if let Some(end) = bytes.get_mut(n.saturating_sub(2)..) {
+                end.copy_from_slice(b"\r\n");
+            }
+        }
+        FrameFault::Length => {
+            if let Some([hi, lo]) = bytes.get_mut(DATA_LEN) {
+                let n = u16::from_be_bytes([*hi, *lo]).saturating_sub(10);
+                [*hi, *lo] = n.to_be_bytes();
+            }
+        }
+        FrameFault::Ref(_) => {}
+    }
+    Ok(bytes)
 }
 
 impl SendOptions {
@@ -82,6 +201,7 @@ impl SendOptions {
             tls: Trust::Refuse,
             digest: None,
             raw_body: None,
+            frame_fault: None,
         }
     }
 }
@@ -538,10 +658,20 @@ fn frames<L: Line>(
     let mut ep = FrameEndpoint::new(line, Side::Ecr, true, None);
     let mut x = exchange(local, peer.clone(), body);
     x.frames = true;
-    let r = ep.next_ref();
+    let r = match opts.frame_fault {
+        Some(FrameFault::Ref(r)) => r,
+        _ => ep.next_ref(),
+    };
     x.request_first = now();
-    ep.send_message(r, &x.request, opts.max_fragment, None, false)
-        .map_err(io_err)?;
+    match opts.frame_fault {
+        None | Some(FrameFault::Ref(_)) => ep
+            .send_message(r, &x.request, opts.max_fragment, None, false)
+            .map_err(io_err)?,
+        Some(f) => {
+            let bytes = damaged_frames(f, r, &x.request, opts.max_fragment).map_err(io_err)?;
+            ep.send_raw(&bytes).map_err(io_err)?;
+        }
+    }
     x.request_last = now();
     let closed = |e: &io::Error| e.kind() == io::ErrorKind::UnexpectedEof;
     // 1. The link ack, within 1000 ms. Results that overtake it are kept.
