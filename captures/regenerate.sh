@@ -426,6 +426,44 @@ scenario_tcp_frames_bad_ref() {
     stop_dump; stop_emu
 }
 
+# Envelope-encrypted Base64 without its JSON string quotes over HTTP (`send
+# --bare`), AES-128 text key.
+scenario_http_envelope_encrypted_aes128_bare() {
+    EMU_KEY=$KEY_128 start_emu; start_dump "$1"
+    local syssn
+    syssn=$("$BIN" send --to $HTTP --key $KEY_128 --bare --format jsonl --timeout 5 \
+        pay --amt 25.5 --channel octopus --out-trade-no ECR-BARE | syssn_of)
+    "$BIN" send --to $HTTP --key $KEY_128 --bare --format jsonl --timeout 5 \
+        inquiry --order-id "$syssn" >/dev/null
+    stop_dump; stop_emu
+}
+
+# Encrypted with the hex-decoded key (D3; `send --key-reading hex-128`).
+scenario_http_envelope_encrypted_hexkey() {
+    start_emu; start_dump "$1"
+    send $HTTP --key-reading hex-128 pay --amt 66.6 --channel wx --out-trade-no ECR-HEXKEY >/dev/null
+    stop_dump; stop_emu
+}
+
+# Encrypted answers (D5): the whole body (`emulate --fault encrypt-response=body`),
+# then only the data field (`encrypt-response=data`); a payment each.
+scenario_http_envelope_encrypted_responses() {
+    start_dump "$1"
+    start_emu --fault encrypt-response=body
+    send $HTTP pay --amt 12.3 --channel union --out-trade-no ECR-ENCRESP-1 >/dev/null
+    stop_emu
+    start_emu --fault encrypt-response=data
+    send $HTTP pay --amt 12.4 --channel union --out-trade-no ECR-ENCRESP-2 >/dev/null
+    stop_dump; stop_emu
+}
+
+# An ack no request asked for, after the result (`emulate --fault stray-ack`).
+scenario_tcp_frames_unexpected_ack() {
+    start_emu --fault stray-ack; start_dump "$1"
+    send $TCP --tcp-framing frames pay --amt 10.1 --channel wx --out-trade-no ECR-UNACK >/dev/null
+    stop_dump; stop_emu
+}
+
 ALL="http-digest-mismatch.pcap http-digest-mismatch-double-quotes.pcap
 http-digest-mismatch-unsorted-keys.pcap http-digest-mismatch-amount-reformatted.pcap
 http-digest-mismatch-key-not-appended.pcap http-slow-terminal.pcap http-bad-envelope.pcap http-payme-timeout.pcap tcp-frames-other-port-19002.pcap
@@ -441,7 +479,9 @@ tcp-frames-envelope-encrypted.pcapng tcp-frames-split-summary.pcap
 tcp-frames-reassembly-timeout.pcap tcp-frames-ack-timeout.pcap
 tcp-frames-error-frame.pcap mixed-http-tcp.pcapng
 tcp-frames-unknown-frame-type.pcap tcp-frames-bad-length.pcap
-tcp-frames-bad-ref.pcap"
+tcp-frames-bad-ref.pcap
+http-envelope-encrypted-aes128-bare.pcap http-envelope-encrypted-hexkey.pcap
+http-envelope-encrypted-responses.pcap tcp-frames-unexpected-ack.pcap"
 
 CRAFTED=$("$CRAFT" --list)
 

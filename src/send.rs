@@ -17,7 +17,7 @@ use ecr_capture::record::{
 };
 use ecr_emu::client::{self, Exchange, Failure, FrameFault, SendOptions, TcpFraming};
 use ecr_emu::{Instruction, Target};
-use ecr_proto::cipher::KeyRing;
+use ecr_proto::cipher::{KeyInterpretation, KeyRing};
 use ecr_proto::envelope::{self, Message, RequestDialect};
 
 use crate::options::{ColorChoice, FormatArg, KeyArgs};
@@ -134,6 +134,23 @@ pub struct SendArgs {
         value_parser = clap::builder::ValueParser::new(|s: &str| s.parse::<FrameFault>())
     )]
     frame_fault: Option<FrameFault>,
+    /// Envelope-encrypted over http(s):// only: send the Base64 bare, without the
+    /// JSON string quotes Odoo puts around it (D4; terminals accept both; TCP
+    /// newline framing always sends it bare).
+    #[arg(long, global = true)]
+    bare: bool,
+    /// Envelope-encrypted only: encrypt with this reading of the key text (D3)
+    /// instead of the primary one: text-128, text-192, text-256 (the key's bytes)
+    /// or hex-128 (a 32-hex-digit key decoded to 16 bytes, which some cash
+    /// registers use). The digest still appends the key text; `analyze` reports
+    /// which reading decrypted.
+    #[arg(
+        long = "key-reading",
+        value_enum,
+        value_name = "READING",
+        global = true
+    )]
+    key_reading: Option<KeyReadingArg>,
     /// Output format.
     #[arg(long, value_enum, default_value = "text", global = true)]
     format: FormatArg,
@@ -176,6 +193,22 @@ enum DialectArg {
     ContentEncrypted,
     /// The whole body is Base64 of AES({content:..., digest:'...'}) (Odoo).
     EnvelopeEncrypted,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum KeyReadingArg {
+    /// The text's 16 bytes (AES-128).
+    #[value(name = "text-128")]
+    Text128,
+    /// The text's 24 bytes (AES-192).
+    #[value(name = "text-192")]
+    Text192,
+    /// The text's 32 bytes (AES-256; the default key, as Odoo reads it).
+    #[value(name = "text-256")]
+    Text256,
+    /// 32 hex digits decoded to 16 bytes (AES-128).
+    #[value(name = "hex-128")]
+    Hex128,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -331,6 +364,18 @@ pub fn run(a: SendArgs) -> Result<ExitCode> {
     opts.digest = a.digest.clone();
     opts.raw_body = a.raw_body.as_ref().map(|b| b.as_bytes().to_vec());
     opts.frame_fault = a.frame_fault;
+    if (a.bare || a.key_reading.is_some())
+        && !matches!(opts.dialect, RequestDialect::EnvelopeEncrypted)
+    {
+        bail!("--bare and --key-reading are for the envelope-encrypted dialect (the default)");
+    }
+    opts.bare = a.bare;
+    opts.key_reading = a.key_reading.map(|k| match k {
+        KeyReadingArg::Text128 => KeyInterpretation::Text128,
+        KeyReadingArg::Text192 => KeyInterpretation::Text192,
+        KeyReadingArg::Text256 => KeyInterpretation::Text256,
+        KeyReadingArg::Hex128 => KeyInterpretation::Hex128,
+    });
     opts.tls = match (&a.cert, a.insecure) {
         (Some(file), _) => ecr_emu::tls::Trust::pinned(file).context("--cert")?,
         (None, true) => ecr_emu::tls::Trust::Insecure,

@@ -423,6 +423,68 @@ fn fault_split_with_pause() {
 }
 
 #[test]
+fn encrypted_responses_stray_ack_bare_body_and_hex_key() {
+    // D5: the whole answer, or its data field, encrypted; send decodes both.
+    for (fault, envelope) in [
+        ("encrypt-response=body", "encrypted"),
+        ("encrypt-response=data", "data-encrypted"),
+    ] {
+        let emu = Emu::start(&["--fault", fault]);
+        let r = send(
+            &emu.target("http"),
+            &["pay", "--amt", "3", "--channel", "wx"],
+        );
+        assert_eq!(
+            (r.code, r.respcd().as_deref()),
+            (0, Some("6000")),
+            "{}",
+            r.stderr
+        );
+        assert!(!r.data("syssn").is_empty(), "{fault}: {:?}", r.records);
+        let resp = r.response().unwrap();
+        assert_eq!(resp["dialect"], envelope, "{fault}: {resp}");
+    }
+    // An ack nobody asked for after each result.
+    let emu = Emu::start(&["--fault", "stray-ack"]);
+    let r = send(
+        &emu.target("tcp-frames"),
+        &["--tcp-framing", "frames", "summary"],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.has_finding("unexpected-ack"), "{:?}", r.records);
+    // --bare: the Base64 without quotes; --key-reading hex-128: the hex-decoded key.
+    let emu = Emu::start(&[]);
+    let bytes = |r: &Out| r.kind("message").next().unwrap()["bytes"].as_u64().unwrap();
+    let quoted = send(&emu.target("http"), &["summary"]);
+    let r = send(&emu.target("http"), &["--bare", "summary"]);
+    assert_eq!(
+        (r.code, r.respcd().as_deref()),
+        (0, Some("6000")),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(bytes(&r) + 2, bytes(&quoted), "{:?}", r.records);
+    let r = send(
+        &emu.target("http"),
+        &["--key-reading", "hex-128", "summary"],
+    );
+    assert_eq!(
+        (r.code, r.respcd().as_deref()),
+        (0, Some("6000")),
+        "{}",
+        r.stderr
+    );
+    let req = r.kind("message").next().unwrap();
+    assert_eq!(req["key"]["interpretation"], "hex-128", "{req}");
+    let r = send(
+        &emu.target("http"),
+        &["--dialect", "plain", "--bare", "summary"],
+    );
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("envelope-encrypted"), "{}", r.stderr);
+}
+
+#[test]
 fn send_frame_faults() {
     let emu = Emu::start(&[]);
     let tcp = emu.target("tcp-frames");

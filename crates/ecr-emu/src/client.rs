@@ -66,6 +66,13 @@ pub struct SendOptions {
     /// Over 0x2f6e frames: damage the request frame this way (a cash register
     /// or a line that breaks the framing), to see the terminal's error frame.
     pub frame_fault: Option<FrameFault>,
+    /// Envelope-encrypted: send the Base64 without its JSON string quotes (as
+    /// on TCP newline framing, D4), whatever the transport.
+    pub bare: bool,
+    /// Envelope-encrypted: encrypt with this reading of the key text (D3), e.g.
+    /// the hex-decoded AES-128 key, instead of the primary one; the digest still
+    /// appends the key text.
+    pub key_reading: Option<ecr_proto::cipher::KeyInterpretation>,
 }
 
 /// A damage to the request frame the cash register sends (`send --frame-fault`),
@@ -136,6 +143,25 @@ impl std::fmt::Display for FrameFault {
     }
 }
 
+/// An envelope-encrypted body (a JSON string of Base64) encrypted again with
+/// another reading of the key (D3): the same envelope, the same digest.
+fn reencrypt(
+    body: &[u8],
+    key: &PosKey,
+    reading: ecr_proto::cipher::KeyInterpretation,
+) -> Result<Vec<u8>, ClientError> {
+    let bad = |why: String| ClientError::KeyReading(why);
+    let b64: Vec<u8> = body.iter().copied().filter(|&b| b != b'"').collect();
+    let plain = key
+        .decrypt_base64(&b64)
+        .map_err(|e| bad(e.to_string()))?
+        .plaintext;
+    let ct = key
+        .encrypt_as(reading, &plain)
+        .map_err(|e| bad(e.to_string()))?;
+    Ok(format!("\"{}\"", ecr_proto::cipher::encode_base64(&ct)).into_bytes())
+}
+
 /// The request message's frames with `fault` applied (the header faults to its
 /// first frame, the end marker to its last).
 fn damaged_frames(
@@ -202,6 +228,8 @@ impl SendOptions {
             digest: None,
             raw_body: None,
             frame_fault: None,
+            bare: false,
+            key_reading: None,
         }
     }
 }
@@ -323,6 +351,9 @@ pub enum ClientError {
         /// What went wrong and what to do.
         detail: String,
     },
+    /// The key has no such reading (`--key-reading`).
+    #[error("--key-reading: {0}")]
+    KeyReading(String),
     /// Reading or writing failed.
     #[error("{peer}: {source}")]
     Io {
@@ -363,10 +394,18 @@ pub fn send(
     content: &Object,
     opts: &SendOptions,
 ) -> Result<Exchange, ClientError> {
-    let body = match &opts.raw_body {
+    let mut body = match &opts.raw_body {
         Some(raw) => raw.clone(),
         None => build_request_with_digest(opts.dialect, content, &opts.key, opts.digest.as_deref()),
     };
+    if opts.raw_body.is_none() && opts.dialect == RequestDialect::EnvelopeEncrypted {
+        if let Some(reading) = opts.key_reading {
+            body = reencrypt(&body, &opts.key, reading)?;
+        }
+        if opts.bare {
+            body.retain(|&b| b != b'"');
+        }
+    }
     match target {
         Target::Http(addr) => {
             let stream = connect(addr, opts.connect_timeout)?;

@@ -911,6 +911,12 @@ fn frame_loop<L: Line>(
             {
                 return;
             }
+            if t.faults().stray_ack() {
+                log("ack with ref 0x55, which no request used (fault stray-ack)".to_string());
+                if ep.send_ack(0x55).is_err() {
+                    return;
+                }
+            }
         }
         while let Some(ev) = ep.next_event() {
             last_active = Instant::now();
