@@ -464,6 +464,30 @@ scenario_tcp_frames_unexpected_ack() {
     stop_dump; stop_emu
 }
 
+# TCP 9002 JSON-value framing (D6; `send --tcp-framing json`): the request is one
+# JSON value with no delimiter, in three dialects.
+scenario_tcp_json_values() {
+    start_emu; start_dump "$1"
+    local syssn
+    syssn=$(send $TCP --tcp-framing json --dialect content-encrypted pay --amt 120.5 --channel fps --out-trade-no ECR-JSONV | syssn_of)
+    send $TCP --tcp-framing json --dialect content-encrypted inquiry --order-id "$syssn" >/dev/null
+    send $TCP --tcp-framing json receipt --order-id "$syssn" >/dev/null
+    send $TCP --tcp-framing json --dialect plain summary >/dev/null
+    stop_dump; stop_emu
+}
+
+# Plain dialect with content as a JSON string (`send --content-string`) over
+# frames, AES-128 text key.
+scenario_tcp_frames_plain_string_content() {
+    EMU_KEY=$KEY_128 start_emu; start_dump "$1"
+    local syssn
+    syssn=$("$BIN" send --to $TCP --key $KEY_128 --tcp-framing frames --dialect plain --content-string \
+        --format jsonl --timeout 5 pay --amt 10.1 --channel amex_card --out-trade-no ECR-STR | syssn_of)
+    "$BIN" send --to $TCP --key $KEY_128 --tcp-framing frames --dialect plain --content-string \
+        --format jsonl --timeout 5 inquiry --order-id "$syssn" >/dev/null
+    stop_dump; stop_emu
+}
+
 ALL="http-digest-mismatch.pcap http-digest-mismatch-double-quotes.pcap
 http-digest-mismatch-unsorted-keys.pcap http-digest-mismatch-amount-reformatted.pcap
 http-digest-mismatch-key-not-appended.pcap http-slow-terminal.pcap http-bad-envelope.pcap http-payme-timeout.pcap tcp-frames-other-port-19002.pcap
@@ -481,7 +505,8 @@ tcp-frames-error-frame.pcap mixed-http-tcp.pcapng
 tcp-frames-unknown-frame-type.pcap tcp-frames-bad-length.pcap
 tcp-frames-bad-ref.pcap
 http-envelope-encrypted-aes128-bare.pcap http-envelope-encrypted-hexkey.pcap
-http-envelope-encrypted-responses.pcap tcp-frames-unexpected-ack.pcap"
+http-envelope-encrypted-responses.pcap tcp-frames-unexpected-ack.pcap
+tcp-json-values.pcap tcp-frames-plain-string-content.pcap"
 
 CRAFTED=$("$CRAFT" --list)
 

@@ -33,7 +33,8 @@ Targets:
                          the terminal's certificate with --cert FILE, or accept any
                          with --insecure. SSLKEYLOGFILE=FILE appends the TLS secrets
                          to FILE, for decrypting a capture of the exchange
-  tcp://HOST[:9002]      raw TCP; --tcp-framing newline (default), half-close or frames
+  tcp://HOST[:9002]      raw TCP; --tcp-framing newline (default), half-close, json
+                         (one JSON value, no delimiter) or frames
   serial:/dev/ttyUSB0    0x2f6e frames: waits 1000 ms for the 0x20 ack, then for the
                          terminal's result, which it acknowledges
 
@@ -151,6 +152,11 @@ pub struct SendArgs {
         global = true
     )]
     key_reading: Option<KeyReadingArg>,
+    /// Plain dialect only: send `content` as a JSON string holding the object
+    /// (`"content":"{\"amt\":10.1,...}"`), as the spec's serial sample does,
+    /// instead of the object itself; the digest is the same.
+    #[arg(long = "content-string", global = true)]
+    content_string: bool,
     /// Output format.
     #[arg(long, value_enum, default_value = "text", global = true)]
     format: FormatArg,
@@ -219,6 +225,9 @@ enum FramingArg {
     HalfClose,
     /// 0x2f6e frames with acks, as on the serial line.
     Frames,
+    /// The body as one JSON value with no delimiter (an envelope-encrypted body
+    /// as a JSON string literal): the value's end is the message's end.
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -356,6 +365,7 @@ pub fn run(a: SendArgs) -> Result<ExitCode> {
         FramingArg::Newline => TcpFraming::Newline,
         FramingArg::HalfClose => TcpFraming::HalfClose,
         FramingArg::Frames => TcpFraming::Frames,
+        FramingArg::Json => TcpFraming::Json,
     };
     opts.timeout = Duration::from_secs_f64(a.timeout);
     opts.ack_timeout = Duration::from_millis(a.ack_timeout);
@@ -370,6 +380,10 @@ pub fn run(a: SendArgs) -> Result<ExitCode> {
         bail!("--bare and --key-reading are for the envelope-encrypted dialect (the default)");
     }
     opts.bare = a.bare;
+    if a.content_string && !matches!(opts.dialect, RequestDialect::Plain) {
+        bail!("--content-string is for the plain dialect (--dialect plain)");
+    }
+    opts.content_string = a.content_string;
     opts.key_reading = a.key_reading.map(|k| match k {
         KeyReadingArg::Text128 => KeyInterpretation::Text128,
         KeyReadingArg::Text192 => KeyInterpretation::Text192,

@@ -485,6 +485,53 @@ fn encrypted_responses_stray_ack_bare_body_and_hex_key() {
 }
 
 #[test]
+fn json_value_framing_and_content_as_string() {
+    let emu = Emu::start(&[]);
+    let tcp = emu.target("tcp");
+    for dialect in ["content-encrypted", "envelope-encrypted", "plain"] {
+        let r = send(
+            &tcp,
+            &["--tcp-framing", "json", "--dialect", dialect, "summary"],
+        );
+        assert_eq!(
+            (r.code, r.respcd().as_deref()),
+            (0, Some("6000")),
+            "{dialect}: {}",
+            r.stderr
+        );
+    }
+    let r = send(
+        &tcp,
+        &[
+            "--tcp-framing",
+            "frames",
+            "--dialect",
+            "plain",
+            "--content-string",
+            "summary",
+        ],
+    );
+    assert_eq!(
+        (r.code, r.respcd().as_deref()),
+        (0, Some("6000")),
+        "{}",
+        r.stderr
+    );
+    let req = r.kind("message").next().unwrap();
+    assert_eq!(req["content"]["func_type"], 3002, "{req}");
+    // The content went as a string: 2 quotes and 2 escaped quotes more than the object.
+    let obj = send(
+        &tcp,
+        &["--tcp-framing", "frames", "--dialect", "plain", "summary"],
+    );
+    let bytes = |r: &Out| r.kind("message").next().unwrap()["bytes"].as_u64().unwrap();
+    assert_eq!(bytes(&r), bytes(&obj) + 4, "{:?}", r.records);
+    let r = send(&tcp, &["--content-string", "summary"]);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("--dialect plain"), "{}", r.stderr);
+}
+
+#[test]
 fn send_frame_faults() {
     let emu = Emu::start(&[]);
     let tcp = emu.target("tcp-frames");

@@ -1,7 +1,7 @@
 //! Crafts the sample captures of `captures/` whose byte-exact shape no live run of
 //! `ecr-sniff send` and `emulate` gives (see `captures/regenerate.sh`, which makes
 //! the others from live traffic): several requests in one TCP segment
-//! (pipelining), keep-alive connections, bodies in the rarer D4/D6 forms, and a few malformed 0x2f6e frames answered on the same connection.
+//! (pipelining), keep-alive connections, a result over 1024 bytes in one frame, and a few malformed 0x2f6e frames answered on the same connection.
 //!
 //! ```sh
 //! cargo run -p ecr-emu --example crafted_captures -- captures            # all
@@ -25,13 +25,11 @@ use ecr_capture::craft::{Flow, PcapBuilder};
 use ecr_emu::{Faults, Instruction, Terminal, TerminalConfig};
 use ecr_proto::catalogue::FuncType;
 use ecr_proto::cipher::PosKey;
-use ecr_proto::digest;
 use ecr_proto::envelope::{build_request, RequestDialect};
 use ecr_proto::frame::{split_message, ErrorCode, FrameRepr, FrameType, MAX_FRAGMENT_DATA};
-use ecr_proto::value::{write_json_string, Object, Value};
+use ecr_proto::value::{Object, Value};
 
 const KEY: &str = "f46b1f08bec1f39104792cc79ec9aacd";
-const KEY_128: &str = "a1b2c3d4e5f6a7b8";
 const MS: i64 = 1_000_000;
 /// Both ends on 127.0.0.1, as in the live captures.
 const LOOPBACK: [u8; 4] = [127, 0, 0, 1];
@@ -232,38 +230,6 @@ fn http_envelope_encrypted_keepalive() -> Res<Vec<u8>> {
     Ok(s.b.finish())
 }
 
-fn tcp_json_values() -> Res<Vec<u8>> {
-    let mut s = Sim::new(KEY)?;
-    // Connection 1: content-encrypted payment and inquiry, no delimiters (D6).
-    let p = pay("120.5", "fps", "ECR-JSONV");
-    let body = s.request(RequestDialect::ContentEncrypted, &p);
-    let ans = s.answer(false, &body);
-    let id = syssn(&ans)?;
-    let mut f = s.open(9002);
-    f.client(&mut s.b, &body, 65000);
-    s.wait(300);
-    f.server(&mut s.b, &ans, 65000);
-    let q = by_syssn(inquiry, &id);
-    let body = s.request(RequestDialect::ContentEncrypted, &q);
-    let ans = s.answer(false, &body);
-    f.client(&mut s.b, &body, 65000);
-    s.wait(50);
-    f.server(&mut s.b, &ans, 65000);
-    // Connection 2: an envelope-encrypted JSON string literal, then plain.
-    let mut f = s.open(9002);
-    for (d, i) in [
-        (RequestDialect::EnvelopeEncrypted, by_syssn(receipt, &id)),
-        (RequestDialect::Plain, Instruction::Summary),
-    ] {
-        let body = s.request(d, &i);
-        let ans = s.answer(false, &body);
-        f.client(&mut s.b, &body, 65000);
-        s.wait(50);
-        f.server(&mut s.b, &ans, 65000);
-    }
-    Ok(s.b.finish())
-}
-
 /// A frame of the cash register or the terminal (never fails for these sizes).
 fn frame(t: FrameType, r: u8, data: &[u8]) -> Vec<u8> {
     FrameRepr::new(t, r, data).to_bytes().unwrap_or_default()
@@ -319,33 +285,6 @@ impl Link {
         s.wait(50);
         ans
     }
-}
-
-fn tcp_frames_plain_string_content() -> Res<Vec<u8>> {
-    let mut s = Sim::new(KEY_128)?;
-    // The plain dialect with content as a JSON string, as the spec's serial sample.
-    let string_content = |i: &Instruction| {
-        let c = i.content();
-        let d = digest::digest(&digest::format_content(&c), KEY_128);
-        let mut out = String::from("{\"content\":");
-        write_json_string(&Value::Object(c).to_json_string(), &mut out);
-        out.push_str(",\"digest\":");
-        write_json_string(&d, &mut out);
-        out.push('}');
-        out.into_bytes()
-    };
-    let mut l = Link::open(&mut s);
-    let r = l.next_ecr();
-    let ans = l.exchange(
-        &mut s,
-        b"",
-        r,
-        &string_content(&pay("10.1", "amex_card", "ECR-STR")),
-    );
-    let id = syssn(&ans)?;
-    let r = l.next_ecr();
-    l.exchange(&mut s, b"", r, &string_content(&by_syssn(inquiry, &id)));
-    Ok(s.b.finish())
 }
 
 /// A clean payment, then `bad` (a damaged frame with ref 2) answered with error
@@ -457,11 +396,6 @@ const ALL: &[(&str, Maker)] = &[
     (
         "http-envelope-encrypted-keepalive.pcap",
         http_envelope_encrypted_keepalive,
-    ),
-    ("tcp-json-values.pcap", tcp_json_values),
-    (
-        "tcp-frames-plain-string-content.pcap",
-        tcp_frames_plain_string_content,
     ),
     ("tcp-frames-garbage-bytes.pcap", tcp_frames_garbage_bytes),
     ("tcp-frames-bad-end-marker.pcap", tcp_frames_bad_end_marker),

@@ -32,6 +32,9 @@ pub enum TcpFraming {
     HalfClose,
     /// `0x2f6e` frames with acks, as on the serial line.
     Frames,
+    /// The body as one JSON value (an object, or a JSON string literal), with no
+    /// delimiter: the value's end is the message's end (D6).
+    Json,
 }
 
 /// Options of one exchange.
@@ -73,6 +76,9 @@ pub struct SendOptions {
     /// the hex-decoded AES-128 key, instead of the primary one; the digest still
     /// appends the key text.
     pub key_reading: Option<ecr_proto::cipher::KeyInterpretation>,
+    /// Plain dialect: send `content` as a JSON string holding the object, as the
+    /// spec's serial sample does, instead of the object itself.
+    pub content_string: bool,
 }
 
 /// A damage to the request frame the cash register sends (`send --frame-fault`),
@@ -141,6 +147,20 @@ impl std::fmt::Display for FrameFault {
             FrameFault::Ref(r) => write!(f, "ref=0x{r:02x}"),
         }
     }
+}
+
+/// A plain-dialect body with its content object replaced by that object's JSON
+/// text as a string (the digest is over the same content, so it stays).
+fn content_as_string(body: &[u8]) -> Vec<u8> {
+    use ecr_proto::value::Value;
+    let Ok(Value::Object(mut o)) = Value::parse_json(body) else {
+        return body.to_vec();
+    };
+    let Some(c @ Value::Object(_)) = o.get("content").cloned() else {
+        return body.to_vec();
+    };
+    o.insert("content", Value::String(c.to_json_string()));
+    Value::Object(o).to_json_string().into_bytes()
 }
 
 /// An envelope-encrypted body (a JSON string of Base64) encrypted again with
@@ -230,6 +250,7 @@ impl SendOptions {
             frame_fault: None,
             bare: false,
             key_reading: None,
+            content_string: false,
         }
     }
 }
@@ -405,6 +426,9 @@ pub fn send(
         if opts.bare {
             body.retain(|&b| b != b'"');
         }
+    }
+    if opts.raw_body.is_none() && opts.dialect == RequestDialect::Plain && opts.content_string {
+        body = content_as_string(&body);
     }
     match target {
         Target::Http(addr) => {
