@@ -385,23 +385,29 @@ scenario_tcp_frames_error_frame() {
 # Clean traffic of four kinds at once, written by dumpcap (pcapng).
 scenario_mixed_http_tcp() {
     start_emu; start_dumpcap "$1"
+    local pids=
     (
         s=$(send $HTTP --dialect plain pay --amt 30.0 --channel fps --out-trade-no ECR-MIX-1 | syssn_of)
         send $HTTP --dialect plain inquiry --order-id "$s" >/dev/null
     ) &
+    pids="$pids $!"
     (
         s=$(send $HTTP pay --amt 15.5 --channel wx --out-trade-no ECR-MIX-2 | syssn_of)
         send $HTTP refund --order-id "$s" --refund-amount 15.50 >/dev/null
     ) &
+    pids="$pids $!"
     (
         s=$(send $TCP pay --amt 8.8 --channel alipay --out-trade-no ECR-MIX-3 | syssn_of)
         send $TCP inquiry --order-id "$s" >/dev/null
     ) &
+    pids="$pids $!"
     (
         send $TCP --tcp-framing frames pay --amt 50.0 --channel octopus --out-trade-no ECR-MIX-4 >/dev/null
         send $TCP --tcp-framing frames summary >/dev/null
     ) &
-    wait
+    pids="$pids $!"
+    # Only these four: a bare `wait` would wait for tcpdump and the emulator too.
+    wait $pids
     stop_dumpcap; stop_emu
 }
 

@@ -1,7 +1,8 @@
 //! Crafts the sample captures of `captures/` whose byte-exact shape no live run of
 //! `ecr-sniff send` and `emulate` gives (see `captures/regenerate.sh`, which makes
 //! the others from live traffic): several requests in one TCP segment
-//! (pipelining), keep-alive connections, a result over 1024 bytes in one frame, and a few malformed 0x2f6e frames answered on the same connection.
+//! (pipelining), a keep-alive connection, a result over 1024 bytes in one frame,
+//! and malformed 0x2f6e frames answered on the same connection.
 //!
 //! ```sh
 //! cargo run -p ecr-emu --example crafted_captures -- captures            # all
@@ -11,7 +12,7 @@
 //!
 //! Nothing here is a second implementation of the protocol: requests are built
 //! with ecr-proto's builders (`envelope::build_request`, `frame::FrameRepr`,
-//! `PosKey::encrypt_as`), every answer comes from the emulator's own terminal
+//! `frame::split_message`), every answer comes from the emulator's own terminal
 //! (`ecr_emu::Terminal`, the one `ecr-sniff emulate` runs), and the packets are
 //! written with ecr-capture's `craft` builders (Ethernet, IPv4 on 127.0.0.1, classic
 //! pcap). Timestamps start at 2025-01-01 and advance by the simulated
