@@ -34,6 +34,11 @@ Faults (--fault, repeatable):
   wrong-digest      answer 4003 to every request
   wrong-key         use another POS-KEY than the cash register
   close-early       close without answering (serial: ack, then no result)
+  encrypt-response=body|data
+                    encrypt the answers with the POS-KEY (D5): the whole body as
+                    Base64 of AES, or only the data field
+  stray-ack         frames: after each result, an ack with ref 0x55 that no
+                    request used (an unexpected-ack)
 
 HTTPS (--tls), as Haojin 4.34.12 and later serve port 9001: with a self-signed
 ECDSA certificate made at start (its SHA-256 fingerprint is printed; --save-cert

@@ -15,9 +15,9 @@ use ecr_capture::output::{self, RecordWriter};
 use ecr_capture::record::{
     Direction, FindingRecord, HttpInfo, Record, Sink, TransactionRecord, Transport,
 };
-use ecr_emu::client::{self, Exchange, Failure, SendOptions, TcpFraming};
+use ecr_emu::client::{self, Exchange, Failure, FrameFault, SendOptions, TcpFraming};
 use ecr_emu::{Instruction, Target};
-use ecr_proto::cipher::KeyRing;
+use ecr_proto::cipher::{KeyInterpretation, KeyRing};
 use ecr_proto::envelope::{self, Message, RequestDialect};
 
 use crate::options::{ColorChoice, FormatArg, KeyArgs};
@@ -33,7 +33,8 @@ Targets:
                          the terminal's certificate with --cert FILE, or accept any
                          with --insecure. SSLKEYLOGFILE=FILE appends the TLS secrets
                          to FILE, for decrypting a capture of the exchange
-  tcp://HOST[:9002]      raw TCP; --tcp-framing newline (default), half-close or frames
+  tcp://HOST[:9002]      raw TCP; --tcp-framing newline (default), half-close, json
+                         (one JSON value, no delimiter) or frames
   serial:/dev/ttyUSB0    0x2f6e frames: waits 1000 ms for the 0x20 ack, then for the
                          terminal's result, which it acknowledges
 
@@ -44,6 +45,7 @@ Examples:
   ecr-sniff send --to serial:/dev/ttyUSB0 --key ... refund --order-id 20250703155400020061880690
   ecr-sniff send --to http://127.0.0.1:9001 --key ... --dialect plain --json '{\"func_type\":3002}'
   ecr-sniff send --to http://127.0.0.1:9001 --key ... --method GET summary     # the terminal should answer 4004
+  ecr-sniff send --to tcp://127.0.0.1:9002 --key ... --tcp-framing frames --frame-fault version summary   # error frame 0x31
 
 Exit status: 0 = the terminal answered 6000 (6001 for cancel), 1 = it answered with
 another code or rejected the frame, 2 = bad usage, no connection or no answer in time.";
@@ -120,6 +122,41 @@ pub struct SendArgs {
         conflicts_with = "digest"
     )]
     raw_body: Option<String>,
+    /// Over 0x2f6e frames (--tcp-framing frames, serial:): damage the request
+    /// frame, as a faulty cash register or line does, to see the terminal's error
+    /// frame 0x31 and the analyzer's framing findings: garbage (junk bytes before
+    /// the frame; the terminal skips them), version (0x02), type (0x40),
+    /// end-marker (0x0d0a), length (data_len off by 10) or ref=N (a ref outside
+    /// 1..127, e.g. ref=0 or ref=0x80; the terminal echoes it).
+    #[arg(
+        long = "frame-fault",
+        value_name = "FAULT",
+        global = true,
+        value_parser = clap::builder::ValueParser::new(|s: &str| s.parse::<FrameFault>())
+    )]
+    frame_fault: Option<FrameFault>,
+    /// Envelope-encrypted over http(s):// only: send the Base64 bare, without the
+    /// JSON string quotes Odoo puts around it (D4; terminals accept both; TCP
+    /// newline framing always sends it bare).
+    #[arg(long, global = true)]
+    bare: bool,
+    /// Envelope-encrypted only: encrypt with this reading of the key text (D3)
+    /// instead of the primary one: text-128, text-192, text-256 (the key's bytes)
+    /// or hex-128 (a 32-hex-digit key decoded to 16 bytes, which some cash
+    /// registers use). The digest still appends the key text; `analyze` reports
+    /// which reading decrypted.
+    #[arg(
+        long = "key-reading",
+        value_enum,
+        value_name = "READING",
+        global = true
+    )]
+    key_reading: Option<KeyReadingArg>,
+    /// Plain dialect only: send `content` as a JSON string holding the object
+    /// (`"content":"{\"amt\":10.1,...}"`), as the spec's serial sample does,
+    /// instead of the object itself; the digest is the same.
+    #[arg(long = "content-string", global = true)]
+    content_string: bool,
     /// Output format.
     #[arg(long, value_enum, default_value = "text", global = true)]
     format: FormatArg,
@@ -165,6 +202,22 @@ enum DialectArg {
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
+enum KeyReadingArg {
+    /// The text's 16 bytes (AES-128).
+    #[value(name = "text-128")]
+    Text128,
+    /// The text's 24 bytes (AES-192).
+    #[value(name = "text-192")]
+    Text192,
+    /// The text's 32 bytes (AES-256; the default key, as Odoo reads it).
+    #[value(name = "text-256")]
+    Text256,
+    /// 32 hex digits decoded to 16 bytes (AES-128).
+    #[value(name = "hex-128")]
+    Hex128,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
 enum FramingArg {
     /// The body and a newline (envelope-encrypted bodies as bare Base64).
     Newline,
@@ -172,6 +225,9 @@ enum FramingArg {
     HalfClose,
     /// 0x2f6e frames with acks, as on the serial line.
     Frames,
+    /// The body as one JSON value with no delimiter (an envelope-encrypted body
+    /// as a JSON string literal): the value's end is the message's end.
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -289,6 +345,11 @@ pub fn run(a: SendArgs) -> Result<ExitCode> {
     if (a.cert.is_some() || a.insecure) && !matches!(target, Target::Https(_)) {
         bail!("--cert and --insecure are for https:// targets only");
     }
+    let framed = matches!(target, Target::Serial(_))
+        || (matches!(target, Target::Tcp(_)) && matches!(a.tcp_framing, FramingArg::Frames));
+    if a.frame_fault.is_some() && !framed {
+        bail!("--frame-fault damages 0x2f6e frames: use it with --tcp-framing frames on tcp:// or with serial:");
+    }
     let instr = instruction(&a)?;
     let mut keys = crate::options::load_keys(&a.keys)?;
     let key = keys.for_terminal(None).0.get(0).cloned().context(
@@ -304,6 +365,7 @@ pub fn run(a: SendArgs) -> Result<ExitCode> {
         FramingArg::Newline => TcpFraming::Newline,
         FramingArg::HalfClose => TcpFraming::HalfClose,
         FramingArg::Frames => TcpFraming::Frames,
+        FramingArg::Json => TcpFraming::Json,
     };
     opts.timeout = Duration::from_secs_f64(a.timeout);
     opts.ack_timeout = Duration::from_millis(a.ack_timeout);
@@ -311,6 +373,23 @@ pub fn run(a: SendArgs) -> Result<ExitCode> {
     opts.path = a.path.clone();
     opts.digest = a.digest.clone();
     opts.raw_body = a.raw_body.as_ref().map(|b| b.as_bytes().to_vec());
+    opts.frame_fault = a.frame_fault;
+    if (a.bare || a.key_reading.is_some())
+        && !matches!(opts.dialect, RequestDialect::EnvelopeEncrypted)
+    {
+        bail!("--bare and --key-reading are for the envelope-encrypted dialect (the default)");
+    }
+    opts.bare = a.bare;
+    if a.content_string && !matches!(opts.dialect, RequestDialect::Plain) {
+        bail!("--content-string is for the plain dialect (--dialect plain)");
+    }
+    opts.content_string = a.content_string;
+    opts.key_reading = a.key_reading.map(|k| match k {
+        KeyReadingArg::Text128 => KeyInterpretation::Text128,
+        KeyReadingArg::Text192 => KeyInterpretation::Text192,
+        KeyReadingArg::Text256 => KeyInterpretation::Text256,
+        KeyReadingArg::Hex128 => KeyInterpretation::Hex128,
+    });
     opts.tls = match (&a.cert, a.insecure) {
         (Some(file), _) => ecr_emu::tls::Trust::pinned(file).context("--cert")?,
         (None, true) => ecr_emu::tls::Trust::Insecure,

@@ -91,7 +91,7 @@ fn fail_on_sets_the_exit_status() {
         run(&["analyze", cap, "--key", KEY, "--fail-on", "error"]).0,
         1
     );
-    let clean = "captures/http-plain-all-functypes.pcap";
+    let clean = "captures/tcp-json-values.pcap";
     assert_eq!(
         run(&["analyze", clean, "--key", KEY, "--fail-on", "info"]).0,
         0

@@ -423,6 +423,170 @@ fn fault_split_with_pause() {
 }
 
 #[test]
+fn encrypted_responses_stray_ack_bare_body_and_hex_key() {
+    // D5: the whole answer, or its data field, encrypted; send decodes both.
+    for (fault, envelope) in [
+        ("encrypt-response=body", "encrypted"),
+        ("encrypt-response=data", "data-encrypted"),
+    ] {
+        let emu = Emu::start(&["--fault", fault]);
+        let r = send(
+            &emu.target("http"),
+            &["pay", "--amt", "3", "--channel", "wx"],
+        );
+        assert_eq!(
+            (r.code, r.respcd().as_deref()),
+            (0, Some("6000")),
+            "{}",
+            r.stderr
+        );
+        assert!(!r.data("syssn").is_empty(), "{fault}: {:?}", r.records);
+        let resp = r.response().unwrap();
+        assert_eq!(resp["dialect"], envelope, "{fault}: {resp}");
+    }
+    // An ack nobody asked for after each result.
+    let emu = Emu::start(&["--fault", "stray-ack"]);
+    let r = send(
+        &emu.target("tcp-frames"),
+        &["--tcp-framing", "frames", "summary"],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.has_finding("unexpected-ack"), "{:?}", r.records);
+    // --bare: the Base64 without quotes; --key-reading hex-128: the hex-decoded key.
+    let emu = Emu::start(&[]);
+    let bytes = |r: &Out| r.kind("message").next().unwrap()["bytes"].as_u64().unwrap();
+    let quoted = send(&emu.target("http"), &["summary"]);
+    let r = send(&emu.target("http"), &["--bare", "summary"]);
+    assert_eq!(
+        (r.code, r.respcd().as_deref()),
+        (0, Some("6000")),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(bytes(&r) + 2, bytes(&quoted), "{:?}", r.records);
+    let r = send(
+        &emu.target("http"),
+        &["--key-reading", "hex-128", "summary"],
+    );
+    assert_eq!(
+        (r.code, r.respcd().as_deref()),
+        (0, Some("6000")),
+        "{}",
+        r.stderr
+    );
+    let req = r.kind("message").next().unwrap();
+    assert_eq!(req["key"]["interpretation"], "hex-128", "{req}");
+    let r = send(
+        &emu.target("http"),
+        &["--dialect", "plain", "--bare", "summary"],
+    );
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("envelope-encrypted"), "{}", r.stderr);
+}
+
+#[test]
+fn json_value_framing_and_content_as_string() {
+    let emu = Emu::start(&[]);
+    let tcp = emu.target("tcp");
+    for dialect in ["content-encrypted", "envelope-encrypted", "plain"] {
+        let r = send(
+            &tcp,
+            &["--tcp-framing", "json", "--dialect", dialect, "summary"],
+        );
+        assert_eq!(
+            (r.code, r.respcd().as_deref()),
+            (0, Some("6000")),
+            "{dialect}: {}",
+            r.stderr
+        );
+    }
+    let r = send(
+        &tcp,
+        &[
+            "--tcp-framing",
+            "frames",
+            "--dialect",
+            "plain",
+            "--content-string",
+            "summary",
+        ],
+    );
+    assert_eq!(
+        (r.code, r.respcd().as_deref()),
+        (0, Some("6000")),
+        "{}",
+        r.stderr
+    );
+    let req = r.kind("message").next().unwrap();
+    assert_eq!(req["content"]["func_type"], 3002, "{req}");
+    // The content went as a string: 2 quotes and 2 escaped quotes more than the object.
+    let obj = send(
+        &tcp,
+        &["--tcp-framing", "frames", "--dialect", "plain", "summary"],
+    );
+    let bytes = |r: &Out| r.kind("message").next().unwrap()["bytes"].as_u64().unwrap();
+    assert_eq!(bytes(&r), bytes(&obj) + 4, "{:?}", r.records);
+    let r = send(&tcp, &["--content-string", "summary"]);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("--dialect plain"), "{}", r.stderr);
+}
+
+#[test]
+fn send_frame_faults() {
+    let emu = Emu::start(&[]);
+    let tcp = emu.target("tcp-frames");
+    let frames = |fault: &str, what: &[&str]| {
+        let mut args = vec!["--tcp-framing", "frames", "--frame-fault", fault];
+        args.extend_from_slice(what);
+        send(&tcp, &args)
+    };
+    // A malformed request frame: the terminal answers error frame 0x31 (exit 1),
+    // and the analyzer names the damage.
+    for (fault, code) in [("type", "unknown-frame-type"), ("length", "bad-length")] {
+        let r = frames(fault, &["summary"]);
+        assert_eq!(r.code, 1, "{fault}: {}", r.stderr);
+        assert!(r.stderr.contains("0x31 (format error)"), "{}", r.stderr);
+        assert!(r.has_finding(code), "{fault}: {:?}", r.records);
+        assert!(r.has_finding("error-frame"), "{fault}: {:?}", r.records);
+    }
+    // A ref outside 1..127 is accepted and echoed: a warning on both frames.
+    let r = frames("ref=0x80", &["summary"]);
+    assert_eq!(
+        (r.code, r.respcd().as_deref()),
+        (0, Some("6000")),
+        "{}",
+        r.stderr
+    );
+    let bad_refs = r.kind("finding").filter(|f| f["code"] == "bad-ref").count();
+    assert_eq!(bad_refs, 2, "{:?}", r.records);
+    // Junk before the first frame of a connection: the terminal still sees frames.
+    let r = frames("garbage", &["summary"]);
+    assert_eq!(
+        (r.code, r.respcd().as_deref()),
+        (0, Some("6000")),
+        "{}",
+        r.stderr
+    );
+    assert!(r.has_finding("garbage-bytes"), "{:?}", r.records);
+    // Not over frames, or not a fault: a clear usage error.
+    let r = send(&emu.target("http"), &["--frame-fault", "type", "summary"]);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("--tcp-framing frames"), "{}", r.stderr);
+    let r = send(
+        &tcp,
+        &[
+            "--tcp-framing",
+            "frames",
+            "--frame-fault",
+            "nonsense",
+            "summary",
+        ],
+    );
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("garbage, version, type"), "{}", r.stderr);
+}
+
+#[test]
 fn fault_corrupt() {
     let emu = Emu::start(&["--fault", "corrupt", "--serial", "pty"]);
     let r = send(&emu.target("http"), &["summary"]);

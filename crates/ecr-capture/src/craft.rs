@@ -122,8 +122,11 @@ pub fn tcp(sport: u16, dport: u16, seq: u32, flags: u8, payload: &[u8]) -> Vec<u
 }
 
 /// One TCP connection from the cash register (10.0.0.1) to the terminal
-/// (10.0.0.2), with both sequence numbers tracked.
+/// (10.0.0.2), or between the addresses given to [`Flow::open_between`], with
+/// both sequence numbers tracked.
 pub struct Flow {
+    ecr: [u8; 4],
+    pos: [u8; 4],
     cport: u16,
     sport: u16,
     cseq: u32,
@@ -133,21 +136,34 @@ pub struct Flow {
 impl Flow {
     /// Opens a connection from client port `cport` to `port` (SYN, SYN-ACK).
     pub fn open(b: &mut PcapBuilder, cport: u16, port: u16) -> Flow {
+        Flow::open_between(b, ECR, POS, cport, port)
+    }
+
+    /// Opens a connection from `ecr`:`cport` to `pos`:`port` (SYN, SYN-ACK).
+    pub fn open_between(
+        b: &mut PcapBuilder,
+        ecr: [u8; 4],
+        pos: [u8; 4],
+        cport: u16,
+        port: u16,
+    ) -> Flow {
         b.ipv4(&ipv4(
-            ECR,
-            POS,
+            ecr,
+            pos,
             1,
             0x4000,
             &tcp(cport, port, 1000, SYN, b""),
         ));
         b.ipv4(&ipv4(
-            POS,
-            ECR,
+            pos,
+            ecr,
             1,
             0x4000,
             &tcp(port, cport, 5000, SYN | ACK, b""),
         ));
         Flow {
+            ecr,
+            pos,
             cport,
             sport: port,
             cseq: 1001,
@@ -159,7 +175,7 @@ impl Flow {
     pub fn client(&mut self, b: &mut PcapBuilder, data: &[u8], seg: usize) {
         for c in data.chunks(seg.clamp(1, 65000)) {
             let t = tcp(self.cport, self.sport, self.cseq, PSH_ACK, c);
-            b.ipv4(&ipv4(ECR, POS, 1, 0x4000, &t));
+            b.ipv4(&ipv4(self.ecr, self.pos, 1, 0x4000, &t));
             self.cseq = self.cseq.wrapping_add(c.len() as u32);
         }
     }
@@ -168,7 +184,7 @@ impl Flow {
     pub fn server(&mut self, b: &mut PcapBuilder, data: &[u8], seg: usize) {
         for c in data.chunks(seg.clamp(1, 65000)) {
             let t = tcp(self.sport, self.cport, self.sseq, PSH_ACK, c);
-            b.ipv4(&ipv4(POS, ECR, 1, 0x4000, &t));
+            b.ipv4(&ipv4(self.pos, self.ecr, 1, 0x4000, &t));
             self.sseq = self.sseq.wrapping_add(c.len() as u32);
         }
     }
@@ -182,7 +198,7 @@ impl Flow {
             PSH_ACK,
             data,
         );
-        b.ipv4(&ipv4(ECR, POS, 1, 0x4000, &t));
+        b.ipv4(&ipv4(self.ecr, self.pos, 1, 0x4000, &t));
     }
 }
 

@@ -32,6 +32,9 @@ pub enum TcpFraming {
     HalfClose,
     /// `0x2f6e` frames with acks, as on the serial line.
     Frames,
+    /// The body as one JSON value (an object, or a JSON string literal), with no
+    /// delimiter: the value's end is the message's end (D6).
+    Json,
 }
 
 /// Options of one exchange.
@@ -63,6 +66,168 @@ pub struct SendOptions {
     /// A body to send as it is instead of the signed request (a cash register
     /// that sends no ECR envelope at all); the content still chooses the path.
     pub raw_body: Option<Vec<u8>>,
+    /// Over 0x2f6e frames: damage the request frame this way (a cash register
+    /// or a line that breaks the framing), to see the terminal's error frame.
+    pub frame_fault: Option<FrameFault>,
+    /// Envelope-encrypted: send the Base64 without its JSON string quotes (as
+    /// on TCP newline framing, D4), whatever the transport.
+    pub bare: bool,
+    /// Envelope-encrypted: encrypt with this reading of the key text (D3), e.g.
+    /// the hex-decoded AES-128 key, instead of the primary one; the digest still
+    /// appends the key text.
+    pub key_reading: Option<ecr_proto::cipher::KeyInterpretation>,
+    /// Plain dialect: send `content` as a JSON string holding the object, as the
+    /// spec's serial sample does, instead of the object itself.
+    pub content_string: bool,
+}
+
+/// A damage to the request frame the cash register sends (`send --frame-fault`),
+/// each one a framing finding of the analyzer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrameFault {
+    /// Junk bytes (`\r\nAT+OK\r\n`, a modem's answer) just before the frame:
+    /// `garbage-bytes`; the terminal skips them.
+    Garbage,
+    /// Version byte 0x02 instead of 0x01: `unsupported-version`.
+    Version,
+    /// Frame type 0x40, which the spec does not define: `unknown-frame-type`.
+    Type,
+    /// The end marker 0x0d0a instead of 0x2f6e: `bad-end-marker`.
+    EndMarker,
+    /// data_len 10 less than total_len - 11 (D1): `bad-length`.
+    Length,
+    /// This ref number instead of the next one; 0 and 0x80..=0xff are outside
+    /// the spec's 0x01..=0x7f: `bad-ref`.
+    Ref(u8),
+}
+
+impl FrameFault {
+    /// The names `--frame-fault` takes.
+    pub const NAMES: &'static str = "garbage, version, type, end-marker, length or ref=N";
+}
+
+impl std::str::FromStr for FrameFault {
+    type Err = String;
+    fn from_str(text: &str) -> Result<FrameFault, String> {
+        Ok(match text {
+            "garbage" => FrameFault::Garbage,
+            "version" => FrameFault::Version,
+            "type" => FrameFault::Type,
+            "end-marker" => FrameFault::EndMarker,
+            "length" => FrameFault::Length,
+            _ => match text.strip_prefix("ref=") {
+                Some(n) => FrameFault::Ref(
+                    match n.strip_prefix("0x") {
+                        Some(hex) => u8::from_str_radix(hex, 16).ok(),
+                        None => n.parse::<u8>().ok(),
+                    }
+                    .ok_or_else(|| {
+                        format!("ref={n}: give a ref from 0 to 255 (decimal or 0x..)")
+                    })?,
+                ),
+                None => {
+                    return Err(format!(
+                        "unknown frame fault {text:?}: use {}",
+                        FrameFault::NAMES
+                    ))
+                }
+            },
+        })
+    }
+}
+
+impl std::fmt::Display for FrameFault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FrameFault::Garbage => f.write_str("garbage"),
+            FrameFault::Version => f.write_str("version"),
+            FrameFault::Type => f.write_str("type"),
+            FrameFault::EndMarker => f.write_str("end-marker"),
+            FrameFault::Length => f.write_str("length"),
+            FrameFault::Ref(r) => write!(f, "ref=0x{r:02x}"),
+        }
+    }
+}
+
+/// A plain-dialect body with its content object replaced by that object's JSON
+/// text as a string (the digest is over the same content, so it stays).
+fn content_as_string(body: &[u8]) -> Vec<u8> {
+    use ecr_proto::value::Value;
+    let Ok(Value::Object(mut o)) = Value::parse_json(body) else {
+        return body.to_vec();
+    };
+    let Some(c @ Value::Object(_)) = o.get("content").cloned() else {
+        return body.to_vec();
+    };
+    o.insert("content", Value::String(c.to_json_string()));
+    Value::Object(o).to_json_string().into_bytes()
+}
+
+/// An envelope-encrypted body (a JSON string of Base64) encrypted again with
+/// another reading of the key (D3): the same envelope, the same digest.
+fn reencrypt(
+    body: &[u8],
+    key: &PosKey,
+    reading: ecr_proto::cipher::KeyInterpretation,
+) -> Result<Vec<u8>, ClientError> {
+    let bad = |why: String| ClientError::KeyReading(why);
+    let b64: Vec<u8> = body.iter().copied().filter(|&b| b != b'"').collect();
+    let plain = key
+        .decrypt_base64(&b64)
+        .map_err(|e| bad(e.to_string()))?
+        .plaintext;
+    let ct = key
+        .encrypt_as(reading, &plain)
+        .map_err(|e| bad(e.to_string()))?;
+    Ok(format!("\"{}\"", ecr_proto::cipher::encode_base64(&ct)).into_bytes())
+}
+
+/// The request message's frames with `fault` applied (the header faults to its
+/// first frame, the end marker to its last).
+fn damaged_frames(
+    fault: FrameFault,
+    ref_num: u8,
+    data: &[u8],
+    max_fragment: usize,
+) -> io::Result<Vec<u8>> {
+    use ecr_proto::frame::{split_message, FrameType};
+    // Offsets in a frame (D1): 2f 6e, version, type, ref, total_len, data_len.
+    const VERSION: usize = 2;
+    const TYPE: usize = 3;
+    const DATA_LEN: std::ops::Range<usize> = 7..9;
+    let mut bytes = split_message(FrameType::REQUEST, ref_num, data, max_fragment)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    match fault {
+        FrameFault::Garbage => {
+            let mut out = b"\r\nAT+OK\r\n".to_vec();
+            out.append(&mut bytes);
+            return Ok(out);
+        }
+        FrameFault::Version => {
+            if let Some(v) = bytes.get_mut(VERSION) {
+                *v = 0x02;
+            }
+        }
+        FrameFault::Type => {
+            if let Some(t) = bytes.get_mut(TYPE) {
+                *t = 0x40;
+            }
+        }
+        FrameFault::EndMarker => {
+            let n = bytes.len();
+            if let Some(end) = bytes.get_mut(n.saturating_sub(2)..) {
+                end.copy_from_slice(b"\r\n");
+            }
+        }
+        FrameFault::Length => {
+            if let Some([hi, lo]) = bytes.get_mut(DATA_LEN) {
+                let n = u16::from_be_bytes([*hi, *lo]).saturating_sub(10);
+                [*hi, *lo] = n.to_be_bytes();
+            }
+        }
+        FrameFault::Ref(_) => {}
+    }
+    Ok(bytes)
 }
 
 impl SendOptions {
@@ -82,6 +247,10 @@ impl SendOptions {
             tls: Trust::Refuse,
             digest: None,
             raw_body: None,
+            frame_fault: None,
+            bare: false,
+            key_reading: None,
+            content_string: false,
         }
     }
 }
@@ -203,6 +372,9 @@ pub enum ClientError {
         /// What went wrong and what to do.
         detail: String,
     },
+    /// The key has no such reading (`--key-reading`).
+    #[error("--key-reading: {0}")]
+    KeyReading(String),
     /// Reading or writing failed.
     #[error("{peer}: {source}")]
     Io {
@@ -243,10 +415,21 @@ pub fn send(
     content: &Object,
     opts: &SendOptions,
 ) -> Result<Exchange, ClientError> {
-    let body = match &opts.raw_body {
+    let mut body = match &opts.raw_body {
         Some(raw) => raw.clone(),
         None => build_request_with_digest(opts.dialect, content, &opts.key, opts.digest.as_deref()),
     };
+    if opts.raw_body.is_none() && opts.dialect == RequestDialect::EnvelopeEncrypted {
+        if let Some(reading) = opts.key_reading {
+            body = reencrypt(&body, &opts.key, reading)?;
+        }
+        if opts.bare {
+            body.retain(|&b| b != b'"');
+        }
+    }
+    if opts.raw_body.is_none() && opts.dialect == RequestDialect::Plain && opts.content_string {
+        body = content_as_string(&body);
+    }
     match target {
         Target::Http(addr) => {
             let stream = connect(addr, opts.connect_timeout)?;
@@ -538,10 +721,20 @@ fn frames<L: Line>(
     let mut ep = FrameEndpoint::new(line, Side::Ecr, true, None);
     let mut x = exchange(local, peer.clone(), body);
     x.frames = true;
-    let r = ep.next_ref();
+    let r = match opts.frame_fault {
+        Some(FrameFault::Ref(r)) => r,
+        _ => ep.next_ref(),
+    };
     x.request_first = now();
-    ep.send_message(r, &x.request, opts.max_fragment, None, false)
-        .map_err(io_err)?;
+    match opts.frame_fault {
+        None | Some(FrameFault::Ref(_)) => ep
+            .send_message(r, &x.request, opts.max_fragment, None, false)
+            .map_err(io_err)?,
+        Some(f) => {
+            let bytes = damaged_frames(f, r, &x.request, opts.max_fragment).map_err(io_err)?;
+            ep.send_raw(&bytes).map_err(io_err)?;
+        }
+    }
     x.request_last = now();
     let closed = |e: &io::Error| e.kind() == io::ErrorKind::UnexpectedEof;
     // 1. The link ack, within 1000 ms. Results that overtake it are kept.

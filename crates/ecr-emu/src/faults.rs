@@ -29,13 +29,28 @@ pub enum Fault {
     /// Close the connection after reading the request, without answering
     /// (serial: ack the request, never send the result).
     CloseEarly,
+    /// Encrypt the answers with the POS-KEY (D5 fallbacks): the whole body as
+    /// Base64 of AES, or only the `data` field.
+    EncryptResponse(ResponseForm),
+    /// Frames: after each result, send an ack (0x20) with ref 0x55, which no
+    /// request used.
+    StrayAck,
+}
+
+/// Which part of an answer `encrypt-response` encrypts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResponseForm {
+    /// The whole body, as bare Base64.
+    Body,
+    /// The `data` field's JSON text, replaced by its Base64.
+    Data,
 }
 
 /// Why a fault text is not understood.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FaultError {
     /// No such fault.
-    #[error("unknown fault {0:?}: use drop-ack, delay-ack=MS, split=MS, corrupt, wrong-digest, wrong-key or close-early")]
+    #[error("unknown fault {0:?}: use drop-ack, delay-ack=MS, split=MS, corrupt, wrong-digest, wrong-key, close-early, encrypt-response=body|data or stray-ack")]
     Unknown(String),
     /// A fault that takes no value was given one.
     #[error("fault {0:?} takes no value (drop the \"=...\")")]
@@ -89,6 +104,12 @@ impl FromStr for Fault {
             "wrong-digest" => no_arg(Fault::WrongDigest),
             "wrong-key" => no_arg(Fault::WrongKey),
             "close-early" => no_arg(Fault::CloseEarly),
+            "stray-ack" => no_arg(Fault::StrayAck),
+            "encrypt-response" => match arg {
+                None | Some("body") => Ok(Fault::EncryptResponse(ResponseForm::Body)),
+                Some("data") => Ok(Fault::EncryptResponse(ResponseForm::Data)),
+                Some(_) => Err(FaultError::Unknown(text.to_string())),
+            },
             _ => Err(FaultError::Unknown(text.to_string())),
         }
     }
@@ -104,6 +125,9 @@ impl fmt::Display for Fault {
             Fault::WrongDigest => f.write_str("wrong-digest"),
             Fault::WrongKey => f.write_str("wrong-key"),
             Fault::CloseEarly => f.write_str("close-early"),
+            Fault::EncryptResponse(ResponseForm::Body) => f.write_str("encrypt-response=body"),
+            Fault::EncryptResponse(ResponseForm::Data) => f.write_str("encrypt-response=data"),
+            Fault::StrayAck => f.write_str("stray-ack"),
         }
     }
 }
@@ -150,6 +174,17 @@ impl Faults {
     pub fn close_early(&self) -> bool {
         self.has(Fault::CloseEarly)
     }
+    /// See [`Fault::EncryptResponse`].
+    pub fn encrypt_response(&self) -> Option<ResponseForm> {
+        self.0.iter().find_map(|f| match f {
+            Fault::EncryptResponse(r) => Some(*r),
+            _ => None,
+        })
+    }
+    /// See [`Fault::StrayAck`].
+    pub fn stray_ack(&self) -> bool {
+        self.has(Fault::StrayAck)
+    }
 }
 
 #[cfg(test)]
@@ -166,6 +201,9 @@ mod tests {
             "wrong-digest",
             "wrong-key",
             "close-early",
+            "encrypt-response=body",
+            "encrypt-response=data",
+            "stray-ack",
         ] {
             assert_eq!(t.parse::<Fault>().unwrap().to_string(), t);
         }

@@ -24,7 +24,7 @@ pub mod textgate;
 pub mod tls;
 pub mod wait;
 
-pub use client::{Exchange, SendOptions, TcpFraming, WireChunk};
+pub use client::{Exchange, FrameFault, SendOptions, TcpFraming, WireChunk};
 pub use faults::{Fault, Faults};
 pub use request::Instruction;
 pub use target::Target;

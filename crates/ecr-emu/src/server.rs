@@ -733,8 +733,8 @@ fn tcp_conn(mut stream: TcpStream, sh: &Shared, peer: &str, guard: &ConnGuard) {
     let mut buf = [0u8; 8192];
     let opened = Instant::now();
     let mut first_at: Option<Instant> = None;
-    // Decide text or frames (D6) on the first three bytes: `2f 6e 01` never starts
-    // Base64 or JSON text.
+    // Decide text or frames (D6) on the first bytes read: `2f 6e 01` never occurs
+    // in Base64 or JSON text.
     while first.len() < 3 {
         let deadline = match first_at {
             None => opened + lim.idle_timeout,
@@ -764,7 +764,13 @@ fn tcp_conn(mut stream: TcpStream, sh: &Shared, peer: &str, guard: &ConnGuard) {
             first_at = Some(Instant::now());
         }
     }
-    if first.starts_with(&[MARKER[0], MARKER[1], VERSION]) {
+    // A frame start after a few junk bytes (a modem's `\r\nAT+OK\r\n`) still means
+    // frames: 0x01 never occurs in Base64 or JSON text.
+    if first
+        .windows(3)
+        .take(64)
+        .any(|w| w == [MARKER[0], MARKER[1], VERSION])
+    {
         let mut ep = FrameEndpoint::new(stream, Side::Pos, false, None);
         ep.feed(&first);
         frame_loop(ep, sh, &format!("tcp {peer} frames"), Some(guard));
@@ -904,6 +910,12 @@ fn frame_loop<L: Line>(
                 .is_err()
             {
                 return;
+            }
+            if t.faults().stray_ack() {
+                log("ack with ref 0x55, which no request used (fault stray-ack)".to_string());
+                if ep.send_ack(0x55).is_err() {
+                    return;
+                }
             }
         }
         while let Some(ev) = ep.next_event() {

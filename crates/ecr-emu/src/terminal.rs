@@ -18,7 +18,7 @@ use ecr_proto::envelope::{self, EnvelopeError, Message, Request};
 use ecr_proto::frame::ErrorCode;
 use ecr_proto::value::{Object, Value};
 
-use crate::faults::Faults;
+use crate::faults::{Faults, ResponseForm};
 use crate::request::{cents_to_dollars, dollars_to_cents};
 
 /// Most transactions remembered (oldest forgotten first).
@@ -200,6 +200,33 @@ impl Terminal {
 
     /// Answers one request body. `method` is the HTTP method (None off HTTP).
     pub fn handle(&self, method: Option<&str>, raw: &[u8]) -> Reply {
+        let mut reply = self.answer(method, raw);
+        if let Some(form) = self.cfg.faults.encrypt_response() {
+            reply.body = self.encrypt_answer(&reply.body, form);
+        }
+        reply
+    }
+
+    /// The `encrypt-response` fault: the answer (or its data field) encrypted
+    /// with the terminal's key, Base64 (D5).
+    fn encrypt_answer(&self, body: &[u8], form: ResponseForm) -> Vec<u8> {
+        match form {
+            ResponseForm::Body => self.key().encrypt_base64(body).into_bytes(),
+            ResponseForm::Data => {
+                let Ok(Value::Object(mut o)) = Value::parse_json(body) else {
+                    return body.to_vec();
+                };
+                let data = match o.get("data") {
+                    Some(Value::String(d)) if !d.is_empty() => d.clone(),
+                    _ => return body.to_vec(),
+                };
+                o.insert("data", s(&self.key().encrypt_base64(data.as_bytes())));
+                Value::Object(o).to_json_string().into_bytes()
+            }
+        }
+    }
+
+    fn answer(&self, method: Option<&str>, raw: &[u8]) -> Reply {
         if let Some(m) = method {
             if !m.eq_ignore_ascii_case("POST") {
                 return self.error(
