@@ -261,44 +261,76 @@ pub(crate) fn write_iso_utc(out: &mut Vec<u8>, ts: f64, quoted: bool) -> bool {
         return false;
     }
     let (secs, micros) = split_ts(ts);
-    let ((y, m, d), (hh, mm, ss)) = civil(secs);
     if quoted {
         out.push(b'"');
     }
-    if (0..=9999).contains(&y) && (0..=999_999).contains(&micros) {
-        // Fixed widths, divisions by the constant 10 (multiplications, not the
-        // slow division by a variable power of ten).
-        fn digits<const W: usize>(out: &mut Vec<u8>, n: i64) {
-            let mut d = [b'0'; W];
-            let mut n = n;
-            for slot in d.iter_mut().rev() {
-                *slot = b'0' + (n % 10) as u8;
-                n /= 10;
-            }
-            out.extend_from_slice(&d);
+    // Fixed widths, divisions by the constant 10 (multiplications, not the slow
+    // division by a variable power of ten).
+    fn digits<const W: usize>(out: &mut [u8], n: i64) {
+        let mut n = n;
+        for slot in out.iter_mut().take(W).rev() {
+            *slot = b'0' + (n % 10) as u8;
+            n /= 10;
         }
-        digits::<4>(out, y);
-        out.push(b'-');
-        digits::<2>(out, i64::from(m));
-        out.push(b'-');
-        digits::<2>(out, i64::from(d));
-        out.push(b'T');
-        digits::<2>(out, hh);
-        out.push(b':');
-        digits::<2>(out, mm);
-        out.push(b':');
-        digits::<2>(out, ss);
-        out.push(b'.');
-        digits::<6>(out, micros);
-        out.push(b'Z');
-    } else {
-        let text = format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}.{micros:06}Z");
-        out.extend_from_slice(text.as_bytes());
     }
+    if (0..=999_999).contains(&micros) {
+        if let Some(head) = second_text(secs) {
+            out.extend_from_slice(&head);
+            let mut tail = *b".000000Z";
+            if let Some(d) = tail.get_mut(1..7) {
+                digits::<6>(d, micros);
+            }
+            out.extend_from_slice(&tail);
+            if quoted {
+                out.push(b'"');
+            }
+            return true;
+        }
+    }
+    let ((y, m, d), (hh, mm, ss)) = civil(secs);
+    let text = format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}.{micros:06}Z");
+    out.extend_from_slice(text.as_bytes());
     if quoted {
         out.push(b'"');
     }
     true
+}
+
+/// `YYYY-MM-DDTHH:MM:SS` of seconds since the epoch for years 0-9999 (`None`
+/// outside them). Records of one capture come many to a second: the last second
+/// formatted is kept (per thread) and reused.
+fn second_text(secs: i64) -> Option<[u8; 19]> {
+    use std::cell::Cell;
+    thread_local! {
+        static LAST: Cell<Option<(i64, [u8; 19])>> = const { Cell::new(None) };
+    }
+    if let Some((s, text)) = LAST.with(Cell::get) {
+        if s == secs {
+            return Some(text);
+        }
+    }
+    let ((y, m, d), (hh, mm, ss)) = civil(secs);
+    if !(0..=9999).contains(&y) {
+        return None;
+    }
+    let mut t = *b"0000-00-00T00:00:00";
+    fn put(t: &mut [u8; 19], at: usize, width: usize, n: i64) {
+        let mut n = n;
+        if let Some(field) = t.get_mut(at..at + width) {
+            for slot in field.iter_mut().rev() {
+                *slot = b'0' + (n % 10) as u8;
+                n /= 10;
+            }
+        }
+    }
+    put(&mut t, 0, 4, y);
+    put(&mut t, 5, 2, i64::from(m));
+    put(&mut t, 8, 2, i64::from(d));
+    put(&mut t, 11, 2, hh);
+    put(&mut t, 14, 2, mm);
+    put(&mut t, 17, 2, ss);
+    LAST.with(|c| c.set(Some((secs, t))));
+    Some(t)
 }
 
 /// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (H. Hinnant).
@@ -949,6 +981,36 @@ mod tests {
         assert_eq!(format_time(0.0, Clock::Utc), "-");
         assert_eq!(iso_utc(ts).unwrap(), "2026-11-25T22:06:58.516736Z");
         assert_eq!(iso_utc(0.0), None);
+    }
+
+    #[test]
+    fn iso_utc_agrees_with_format_time_across_seconds() {
+        // The last second's text is reused: runs within a second, across second,
+        // day and year boundaries, back in time, before 1970 and past year 9999.
+        let mut stamps = vec![];
+        for base in [
+            1_764_108_418.0,
+            1_767_225_599.0,
+            951_782_399.0,
+            -1.0,
+            -86_401.5,
+        ] {
+            for step in 0..40 {
+                stamps.push(base + f64::from(step) * 0.137);
+            }
+        }
+        stamps.extend([
+            1_764_108_418.25,
+            300_000_000_000.5,
+            1_764_108_418.999_999_7,
+            1.0,
+        ]);
+        for ts in stamps {
+            let want = format_time(ts, Clock::Utc)
+                .replacen(' ', "T", 1)
+                .replace(" UTC", "Z");
+            assert_eq!(iso_utc(ts).unwrap(), want, "{ts}");
+        }
     }
 
     #[test]

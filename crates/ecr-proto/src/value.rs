@@ -608,7 +608,20 @@ impl<'a> JsonParser<'a> {
                     return String::from_utf8(out)
                         .map_err(|_| ValueError::InvalidUtf8 { offset: start });
                 }
-                Some(b'\\') => self.escape(&mut out)?,
+                Some(b'\\') => {
+                    // `\"`, `\\` and `\/` stand for the byte after the backslash: it is
+                    // copied with the run that follows it, in one copy (escaped JSON
+                    // such as a response's `data` has one every few bytes).
+                    if let Some(&(b'"' | b'\\' | b'/')) = self.s.get(self.pos + 1) {
+                        let from = self.pos + 1;
+                        let run = self.s.get(from + 1..).unwrap_or_default();
+                        let n = string_run_len(run);
+                        out.extend_from_slice(self.s.get(from..from + 1 + n).unwrap_or_default());
+                        self.pos = from + 1 + n;
+                    } else {
+                        self.escape(&mut out)?;
+                    }
+                }
                 Some(c) if c < 0x20 => {
                     return Err(ValueError::ControlCharacter { offset: self.pos })
                 }
@@ -978,10 +991,19 @@ mod tests {
             r#""\u00e9t\u00e9 \ud83d\ude00 tab\there""#,
             r#""\n""#,
             r#""plain, no escape""#,
+            r#""\\\"\/\\""#,
+            r#""\"\"\"x\\\\""#,
+            r#""a\/b\\n\"é\"\u0022\/""#,
+            r#""{\"k\":\"a long value past sixteen bytes\"}\"""#,
         ] {
             let ours = Value::parse_json(text.as_bytes()).unwrap();
             let theirs: String = serde_json::from_str(text).unwrap();
             assert_eq!(ours, Value::String(theirs));
+        }
+        // Unterminated after an escape that is copied with its run.
+        for text in [r#""\""#, r#""\"abc"#, r#""ab\/"#, r#""\\"#] {
+            assert!(Value::parse_json(text.as_bytes()).is_err(), "{text}");
+            assert!(serde_json::from_str::<String>(text).is_err(), "{text}");
         }
     }
 }
