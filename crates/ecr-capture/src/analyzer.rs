@@ -1552,7 +1552,8 @@ impl State<'_> {
                     ..HttpConfig::default()
                 }))),
                 _ if bytes.starts_with(&[0x2f, 0x6e, 0x01])
-                    || (bytes.len() < 3 && [0x2f, 0x6e].starts_with(bytes)) =>
+                    || (bytes.len() < 3 && [0x2f, 0x6e].starts_with(bytes))
+                    || junk_before_frame(bytes) =>
                 {
                     c.frames.get_or_insert_with(FrameLink::new);
                     DirState::Frames
@@ -2136,6 +2137,20 @@ fn cents_text(c: i64) -> String {
 
 fn day_of(ts: Timestamp) -> i64 {
     ts.as_nanos().div_euclid(86_400 * 1_000_000_000)
+}
+
+/// Whether a TCP 9002 direction that does not start with a frame is still a frame
+/// stream: its first byte cannot begin a text message (JSON, a JSON string or Base64,
+/// after white space) and a frame start `2f 6e 01` follows. Line noise or a stray
+/// byte before the first frame is then reported as `garbage-bytes` by the frame
+/// decoder, instead of the whole direction being read as broken text.
+fn junk_before_frame(bytes: &[u8]) -> bool {
+    let Some(&first) = bytes.iter().find(|b| !b.is_ascii_whitespace()) else {
+        return false;
+    };
+    let text_start =
+        matches!(first, b'{' | b'[' | b'"' | b'+' | b'/' | b'=') || first.is_ascii_alphanumeric();
+    !text_start && memchr::memmem::find(bytes, &[0x2f, 0x6e, 0x01]).is_some()
 }
 
 fn probe_kind(bytes: &[u8]) -> Option<ConnKind> {
