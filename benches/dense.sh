@@ -100,7 +100,8 @@ if [ "$TSHARK" = 1 ] && command -v tshark >/dev/null; then
     key=$(sed -n 's/^[^#=]*=//p' "$work/slice.pcap.keys" | head -n 1)
     : >"$work/ts" >"$work/sl"
     for i in $(seq "$RUNS"); do
-        read -r tw _ < <(timed tshark -n -X lua_script:dissector/ecr.lua -o "ecr.pos_key:$key" \
+        # The dissector takes its key from ECR_POS_KEY (it keeps no key preference).
+        read -r tw _ < <(ECR_POS_KEY="$key" timed tshark -n -X lua_script:dissector/ecr.lua \
             -V -r "$work/slice.pcap")
         read -r sw _ < <(timed "$bin" analyze --key-file "$work/slice.pcap.keys" \
             --format jsonl "$work/slice.pcap")
