@@ -75,8 +75,10 @@ pub struct LiveArgs {
     pub fail_on: FailOn,
     /// Kernel buffer for packets not yet read, for bursts: MiB, or a size with K,
     /// M or G (libpcap's buffer_size; tcpdump's -B counts KiB). Losses are reported on
-    /// stderr as they happen and in the summary.
-    #[arg(long = "buffer-size", value_name = "SIZE", default_value = "64", value_parser = parse_size)]
+    /// stderr as they happen and in the summary. The capture thread empties it into
+    /// a queue of its own at once, so a few MiB hold any burst; larger buffers lost
+    /// the first packets after the start on loopback, counted nowhere (benches/live.sh).
+    #[arg(long = "buffer-size", value_name = "SIZE", default_value = "8", value_parser = parse_size)]
     pub buffer_size: usize,
 }
 
@@ -247,13 +249,6 @@ mod imp {
             }
             None => None,
         };
-        eprintln!(
-            "ecr-sniff: capturing on {iface} (filter: {filter}){}; Ctrl-C to stop",
-            a.write
-                .as_ref()
-                .map(|p| format!(", saving to {}", p.display()))
-                .unwrap_or_default()
-        );
 
         // Records go to stdout as soon as the analyzer completes them, through a
         // bounded queue: a reader that does not keep up loses records (counted and
@@ -275,6 +270,15 @@ mod imp {
         let mut drain = tap
             .spawn(QueueLimits::default())
             .context("starting the capture thread")?;
+        // Said once the capture thread runs: a script that starts its traffic on this
+        // line (benches/live.sh) finds the tap reading.
+        eprintln!(
+            "ecr-sniff: capturing on {iface} (filter: {filter}){}; Ctrl-C to stop",
+            a.write
+                .as_ref()
+                .map(|p| format!(", saving to {}", p.display()))
+                .unwrap_or_default()
+        );
         let mut index = 0u64;
         let mut bytes = 0u64;
         let mut failure: Option<anyhow::Error> = None;
