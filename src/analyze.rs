@@ -11,7 +11,7 @@ use ecr_capture::keys::KeySet;
 use ecr_capture::record::Record;
 
 use crate::options::{
-    config, exit_for, load_keys, load_tls_keylog, FailOn, KeyArgs, OutputArgs, PortArgs, TlsArgs,
+    capture_config, exit_for, load_keys, FailOn, KeyArgs, OutputArgs, PortArgs, TlsArgs,
 };
 use crate::{analyze_files, is_stdin, WriterSink};
 
@@ -51,7 +51,7 @@ pub struct AnalyzeArgs {
 /// Runs `ecr-sniff analyze`.
 pub fn run(a: AnalyzeArgs) -> Result<ExitCode> {
     let keys = load_keys(&a.keys)?;
-    let tls_keylog = load_tls_keylog(&a.tls)?;
+    let cfg = capture_config(&a.ports, &a.tls, a.usb_device)?;
     let from_stdin = a.files.iter().any(|f| is_stdin(f));
     let out: Box<dyn Write> = if from_stdin {
         // A pipe from a live capture (`tcpdump -w - | ecr-sniff analyze -`): each
@@ -61,11 +61,6 @@ pub fn run(a: AnalyzeArgs) -> Result<ExitCode> {
         Box::new(io::stdout())
     } else {
         Box::new(io::BufWriter::with_capacity(1 << 16, io::stdout().lock()))
-    };
-    let cfg = Config {
-        usb_device: a.usb_device,
-        tls_keylog,
-        ..config(&a.ports)
     };
     // One thread unless asked: the writer thread did not pay on the 2-core machine
     // it was measured on (issue 15; README, Performance).

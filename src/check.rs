@@ -20,7 +20,7 @@ use clap::Args;
 use serde_json::{json, Map, Value};
 
 use crate::analyze_files;
-use crate::options::{config, load_keys, load_tls_keylog, FailOn, KeyArgs, PortArgs, TlsArgs};
+use crate::options::{capture_config, load_keys, FailOn, KeyArgs, PortArgs, TlsArgs};
 use ecr_capture::findings::Severity;
 use ecr_capture::record::{Record, SummaryRecord};
 use ecr_proto::text::escape_terminal;
@@ -205,18 +205,14 @@ pub fn run(a: CheckArgs) -> Result<ExitCode> {
     let mut any_failed = false;
     // Written with `?`, so that `check ... | head` ends quietly (see main).
     let mut out = std::io::stdout().lock();
-    let tls_keylog = load_tls_keylog(&a.tls)?;
+    let cfg = capture_config(&a.ports, &a.tls, a.usb_device)?;
     for file in &a.files {
         let keys = load_keys(&a.keys)?;
         let started = std::time::Instant::now();
         let mut sink = |_: Record| {};
         let (summary, max) = analyze_files(
             std::slice::from_ref::<PathBuf>(file),
-            ecr_capture::analyzer::Config {
-                usb_device: a.usb_device,
-                tls_keylog: tls_keylog.clone(),
-                ..config(&a.ports)
-            },
+            cfg.clone(),
             keys,
             &mut sink,
             false,

@@ -30,7 +30,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{anyhow, bail, Context as _, Result};
-use ecr_capture::analyzer::{Analyzer, Config};
+use ecr_capture::analyzer::Analyzer;
 use ecr_capture::keys::KeySet;
 use ecr_capture::record::{Direction as MsgDirection, MessageRecord, Record, Role};
 use ecr_capture::serialcap::{DIR_ECR_TO_POS, DIR_POS_TO_ECR, LINKTYPE_SERIAL};
@@ -247,11 +247,7 @@ pub fn run(a: ExportArgs) -> Result<ExitCode> {
         error: None,
         scratch: Vec::new(),
     });
-    let cfg = Config {
-        usb_device: a.usb_device,
-        tls_keylog: crate::options::load_tls_keylog(&a.tls)?,
-        ..crate::options::config(&a.ports)
-    };
+    let cfg = crate::options::capture_config(&a.ports, &a.tls, a.usb_device)?;
     let mut findings = 0u64;
     let mut sink = |r: Record| {
         if matches!(r, Record::Finding(_)) {

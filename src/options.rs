@@ -229,6 +229,20 @@ pub fn config(p: &PortArgs) -> Config {
     }
 }
 
+/// The analyzer configuration for reading capture files: the port options, the
+/// secrets of `--tls-keylog` and the USB device to keep to (`--usb-device`).
+pub fn capture_config(
+    p: &PortArgs,
+    t: &TlsArgs,
+    usb_device: Option<ecr_capture::usb::DeviceId>,
+) -> Result<Config> {
+    Ok(Config {
+        usb_device,
+        tls_keylog: load_tls_keylog(t)?,
+        ..config(p)
+    })
+}
+
 /// Whether to colour stdout.
 pub fn use_color(c: ColorChoice) -> bool {
     match c {

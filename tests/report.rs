@@ -38,13 +38,21 @@ fn root() -> PathBuf {
 }
 
 fn run(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_ecr-sniff"))
-        .args(args)
+    run_with(args, |c| c)
+}
+
+/// `ecr-sniff ARGS` in the repository root, without `ECR_POS_KEY` and `NO_COLOR`, the
+/// command first shaped by `env` (e.g. a `TZ`).
+fn run_with(
+    args: &[&str],
+    env: impl FnOnce(&mut Command) -> &mut Command,
+) -> (i32, String, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ecr-sniff"));
+    cmd.args(args)
         .current_dir(root())
         .env_remove("ECR_POS_KEY")
-        .env_remove("NO_COLOR")
-        .output()
-        .unwrap();
+        .env_remove("NO_COLOR");
+    let out = env(&mut cmd).output().unwrap();
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8(out.stdout).unwrap(),
@@ -465,18 +473,7 @@ fn readme_ladder_example_is_real_output() {
 }
 
 fn run_tz(tz: &str, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_ecr-sniff"))
-        .args(args)
-        .current_dir(root())
-        .env_remove("ECR_POS_KEY")
-        .env("TZ", tz)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8(out.stdout).unwrap(),
-        String::from_utf8(out.stderr).unwrap(),
-    )
+    run_with(args, |c| c.env("TZ", tz))
 }
 
 /// The ladder shows local time with the offset in its column head, or UTC with

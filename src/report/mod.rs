@@ -13,12 +13,11 @@ use std::process::ExitCode;
 
 use anyhow::{Context as _, Result};
 use clap::Args;
-use ecr_capture::analyzer::Config;
 use ecr_capture::ladder::escape_controls_keep_lines;
 use ecr_capture::output::{Clock, RecordWriter, TextWriter};
 use ecr_capture::record::Record;
 
-use crate::options::{load_tls_keylog, local_offset, FailOn, KeyArgs, PortArgs, TlsArgs};
+use crate::options::{capture_config, local_offset, FailOn, KeyArgs, PortArgs, TlsArgs};
 use data::{Collector, ReportData, MAX_TEXT_BYTES};
 
 /// `report` arguments: the inputs and keys of `analyze`, and where to write.
@@ -80,12 +79,7 @@ Examples:
 pub fn run(a: ReportArgs) -> Result<ExitCode> {
     let keys = crate::options::load_keys(&a.keys)?;
     let keys_given = keys.len();
-    let tls_keylog = load_tls_keylog(&a.tls)?;
-    let cfg = Config {
-        usb_device: a.usb_device,
-        tls_keylog,
-        ..crate::options::config(&a.ports)
-    };
+    let cfg = capture_config(&a.ports, &a.tls, a.usb_device)?;
     let mut collector = Collector::default();
     let (_, max) = crate::analyze_files(&a.files, cfg, keys, &mut collector, true)?;
     let data = collector.finish(keys_given);
