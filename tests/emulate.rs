@@ -7,6 +7,9 @@
 //! Every emulator listens on free ports (port 0) so tests run in parallel; every
 //! child is killed when its guard drops, and every wait is bounded.
 
+mod common;
+use common::run_bounded;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -50,14 +53,7 @@ impl Emu {
             .spawn()
             .unwrap();
         let out = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let rx = common::line_reader(out);
         let mut emu = Emu {
             child,
             http: String::new(),
@@ -133,30 +129,6 @@ impl Out {
     fn has_finding(&self, code: &str) -> bool {
         self.kind("finding").any(|f| f["code"] == code)
     }
-}
-
-/// Runs a command with a hard time limit.
-fn run_bounded(cmd: &mut Command, limit: Duration) -> (i32, String, String) {
-    let mut child = cmd
-        .env_remove("ECR_POS_KEY")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + limit;
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("{cmd:?} did not finish within {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let out = child.wait_with_output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 fn send<S: AsRef<std::ffi::OsStr>>(target: &str, args: &[S]) -> Out {

@@ -21,8 +21,10 @@
 //!
 //! A test whose tool is missing prints SKIP and passes without checking anything.
 
+mod common;
+use common::run_bounded as run;
+
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -89,14 +91,7 @@ impl Emu {
         }
         let mut child = cmd.spawn().unwrap();
         let out = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let rx = common::line_reader(out);
         let mut emu = Emu {
             child,
             addr: String::new(),
@@ -157,30 +152,6 @@ impl Drop for Emu {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// Runs a command with a hard time limit; (exit code, stdout, stderr).
-fn run(cmd: &mut Command, limit: Duration) -> (i32, String, String) {
-    let mut child = cmd
-        .env_remove("ECR_POS_KEY")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + limit;
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("{cmd:?} did not finish within {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let out = child.wait_with_output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 /// The header block and body of a curl `-i` output (the last response).
@@ -952,14 +923,7 @@ impl PyServer {
             .spawn()
             .unwrap();
         let out = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let rx = common::line_reader(out);
         let line = rx
             .recv_timeout(Duration::from_secs(20))
             .expect("the Python server announced its port");

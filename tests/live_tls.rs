@@ -13,7 +13,10 @@
 
 #![cfg(feature = "live")]
 
-use std::io::{BufRead, BufReader, Read};
+mod common;
+use common::line_reader as lines;
+
+use std::io::Read;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{self, Receiver};
@@ -32,18 +35,6 @@ fn bin() -> Command {
     let mut c = Command::new(BIN);
     c.env_remove("ECR_POS_KEY").env_remove("SSLKEYLOGFILE");
     c
-}
-
-fn lines<R: Read + Send + 'static>(r: R) -> Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(r).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    rx
 }
 
 struct Killer(Child);
@@ -77,25 +68,7 @@ fn jsonl(text: &[String]) -> Vec<Value> {
 
 /// Runs a client to completion within 30 s; (exit code, stdout, stderr).
 fn run(cmd: &mut Command) -> (i32, String, String) {
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("{cmd:?} did not finish within 30 s");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let out = child.wait_with_output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    common::run_bounded(cmd, Duration::from_secs(30))
 }
 
 /// Starts `emulate --tls` on a free port with its secrets going to `keylog`;
