@@ -6,14 +6,14 @@ use std::process::ExitCode;
 
 use anyhow::{Context as _, Result};
 use clap::Args;
-use ecr_capture::analyzer::Config;
+use ecr_capture::analyzer::{Analyzer, Config};
 use ecr_capture::keys::KeySet;
 use ecr_capture::record::Record;
 
 use crate::options::{
     capture_config, exit_for, load_keys, FailOn, KeyArgs, OutputArgs, PortArgs, TlsArgs,
 };
-use crate::{analyze_files, is_stdin, WriterSink};
+use crate::{analyze_files, analyze_files_with, is_stdin, open_capture, WriterSink};
 
 #[derive(Debug, Args)]
 pub struct AnalyzeArgs {
@@ -65,15 +65,87 @@ pub fn run(a: AnalyzeArgs) -> Result<ExitCode> {
     // One thread unless asked: the writer thread did not pay on the 2-core machine
     // it was measured on (issue 15; README, Performance).
     let jobs = a.jobs.map_or(1, usize::from);
-    if jobs >= 2 && !from_stdin {
-        drop(out);
-        return analyze_with_writer_thread(&a, cfg, keys);
+    if jobs == 1 || from_stdin {
+        let mut sink = WriterSink::new(a.output.writer(out));
+        let (_, max) = analyze_files(&a.files, cfg, keys, &mut sink, true)?;
+        sink.finish().context("writing output")?;
+        io::stdout().flush().ok();
+        return Ok(exit_for(max, a.fail_on));
     }
-    let mut sink = WriterSink::new(a.output.writer(out));
-    let (_, max) = analyze_files(&a.files, cfg, keys, &mut sink, true)?;
-    sink.finish().context("writing output")?;
-    io::stdout().flush().ok();
-    Ok(exit_for(max, a.fail_on))
+    with_decode_ahead(&a, cfg, keys, out, jobs >= 3)
+}
+
+/// `analyze -j N` (N >= 2) on files: a second analyzer reads the same files on
+/// another thread and decodes the message bodies ahead of this one, which takes
+/// each decoding when it is there and decodes the body itself when it is not (see
+/// `ecr_capture::ahead`: the output is the same as on one thread by construction).
+/// With `writer_thread` (N >= 3), records are also rendered and written on a
+/// third thread.
+fn with_decode_ahead(
+    a: &AnalyzeArgs,
+    cfg: Config,
+    keys: KeySet,
+    out: Box<dyn Write>,
+    writer_thread: bool,
+) -> Result<ExitCode> {
+    let (producer, consumer) = ecr_capture::ahead::channel();
+    let gone = producer.gone_flag();
+    let (helper_cfg, helper_keys) = (cfg.clone(), keys.clone());
+    let files = &a.files;
+    std::thread::scope(|scope| {
+        let helper = std::thread::Builder::new()
+            .name("decode-ahead".into())
+            .spawn_scoped(scope, move || {
+                let mut discard = |_: Record| {};
+                let mut analyzer = Analyzer::new(helper_cfg, helper_keys, &mut discard);
+                analyzer.decode_ahead_for(producer);
+                for path in files {
+                    // A file that does not open is reported by the other analyzer.
+                    let Ok(mut reader) = open_capture(path) else {
+                        continue;
+                    };
+                    analyzer.read_capture(&mut reader, "", |_| !gone.is_set());
+                    if !analyzer.flush_ahead() {
+                        break;
+                    }
+                }
+                if std::env::var_os("ECR_SNIFF_AHEAD_STATS").is_some() {
+                    eprintln!(
+                        "decode-ahead: the helper thread's CPU time {:.3} s",
+                        thread_cpu_seconds()
+                    );
+                }
+            });
+        let setup = |an: &mut Analyzer<'_>| an.decode_ahead(consumer);
+        let at_end = |an: &Analyzer<'_>| {
+            // For benches/dense.sh: how the work was shared.
+            if let (Some(s), Some(_)) =
+                (an.ahead_stats(), std::env::var_os("ECR_SNIFF_AHEAD_STATS"))
+            {
+                eprintln!(
+                    "decode-ahead: {} bodies decoded ahead and taken, {} decoded here, {} decoded ahead in vain; this thread's CPU time {:.3} s",
+                    s.taken, s.own, s.wasted, thread_cpu_seconds()
+                );
+            }
+        };
+        let result = if writer_thread {
+            drop(out);
+            with_writer_thread(a, cfg, keys, setup, at_end)
+        } else {
+            let mut sink = WriterSink::new(a.output.writer(out));
+            let analysed = analyze_files_with(files, cfg, keys, &mut sink, true, setup, at_end);
+            analysed.and_then(|(_, max)| {
+                sink.finish().context("writing output")?;
+                io::stdout().flush().ok();
+                Ok(exit_for(max, a.fail_on))
+            })
+        };
+        // The helper stops once the consumer (in the analyzer) is gone.
+        if let Ok(h) = helper {
+            let _ = h.join();
+        }
+        result
+    })
 }
 
 /// Records go to the writer thread in batches of this many (fewer hand-overs).
@@ -82,12 +154,18 @@ const RECORD_BATCH: usize = 256;
 /// being filled and the one being written, at most about 2,600 records are held.
 const BATCHES_IN_FLIGHT: usize = 8;
 
-/// `analyze -j N` (N >= 2): this thread reads and analyses, a second one renders
+/// `analyze -j N` (N >= 3): this thread reads and analyses, another one renders
 /// and writes the records. One bounded FIFO channel between them keeps the order
 /// of a single thread and bounds the memory; a write error (a closed pipe) ends
 /// the writer, after which records are dropped and the error is returned at the
 /// end, as on one thread.
-fn analyze_with_writer_thread(a: &AnalyzeArgs, cfg: Config, keys: KeySet) -> Result<ExitCode> {
+fn with_writer_thread(
+    a: &AnalyzeArgs,
+    cfg: Config,
+    keys: KeySet,
+    setup: impl FnOnce(&mut Analyzer<'_>),
+    at_end: impl FnOnce(&Analyzer<'_>),
+) -> Result<ExitCode> {
     let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Record>>(BATCHES_IN_FLIGHT);
     // Written batches go back to be dropped where their records were allocated:
     // freeing on the other thread cost more than the writing saved.
@@ -119,7 +197,7 @@ fn analyze_with_writer_thread(a: &AnalyzeArgs, cfg: Config, keys: KeySet) -> Res
             back: back_rx,
             batch: Vec::with_capacity(RECORD_BATCH),
         };
-        let analysed = analyze_files(&a.files, cfg, keys, &mut sink, true);
+        let analysed = analyze_files_with(&a.files, cfg, keys, &mut sink, true, setup, at_end);
         sink.flush();
         // Closing the channel ends the writer's loop.
         drop(sink);
@@ -133,7 +211,7 @@ fn analyze_with_writer_thread(a: &AnalyzeArgs, cfg: Config, keys: KeySet) -> Res
     })
 }
 
-/// The analysis side of [`analyze_with_writer_thread`].
+/// The analysis side of [`with_writer_thread`].
 struct ChannelSink {
     /// `None` once the writer has gone (after a write error).
     tx: Option<std::sync::mpsc::SyncSender<Vec<Record>>>,
@@ -172,4 +250,13 @@ impl ecr_capture::record::Sink for ChannelSink {
             self.flush();
         }
     }
+}
+
+/// The calling thread's CPU time so far (Linux: /proc/thread-self/schedstat), for
+/// the `ECR_SNIFF_AHEAD_STATS` line; 0 where it cannot be read.
+fn thread_cpu_seconds() -> f64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .map_or(0.0, |ns| ns as f64 / 1e9)
 }

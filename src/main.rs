@@ -205,16 +205,32 @@ pub fn analyze_files(
     sink: &mut dyn ecr_capture::record::Sink,
     progress: bool,
 ) -> Result<(SummaryRecord, Option<Severity>)> {
+    analyze_files_with(files, cfg, keys, sink, progress, |_| {}, |_| {})
+}
+
+/// [`analyze_files`], with `setup` given the analyzer before the first file and
+/// `at_end` after the last.
+pub fn analyze_files_with<'s>(
+    files: &[PathBuf],
+    cfg: Config,
+    keys: KeySet,
+    sink: &'s mut dyn ecr_capture::record::Sink,
+    progress: bool,
+    setup: impl FnOnce(&mut Analyzer<'s>),
+    at_end: impl FnOnce(&Analyzer<'s>),
+) -> Result<(SummaryRecord, Option<Severity>)> {
     if files.iter().filter(|f| is_stdin(f)).count() > 1 {
         bail!("standard input (-) can be given only once");
     }
     let mut analyzer = Analyzer::new(cfg, keys, sink);
+    setup(&mut analyzer);
     let mut bytes = 0u64;
     let mut names = vec![];
     for path in files {
         names.push(path.display().to_string());
         bytes += analyze_one(path, &mut analyzer, progress)?;
     }
+    at_end(&analyzer);
     Ok(analyzer.finish(bytes, names))
 }
 

@@ -1,7 +1,8 @@
-//! `analyze -j N`: the output with a writer thread (`-j 2`, `-j 8`) is the output of
-//! one thread (`-j 1`, and the default), byte for byte, in every format, on the sample
-//! captures one by one, on all of them in one run, and on a generated dense capture
-//! (many records, so that the batches and the bounded channel are exercised).
+//! `analyze -j N`: the output with decoding ahead on a second thread (`-j 2`), and
+//! with a writer thread besides (`-j 3`, `-j 8`), is the output of one thread (`-j 1`),
+//! byte for byte, in every format, on the sample captures one by one, on all of them
+//! in one run, and on a generated dense capture (many records, so that the batches
+//! and the bounded channels are exercised). The default (no `-j`) agrees too.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -28,8 +29,8 @@ fn run(args: &[String]) -> (i32, Vec<u8>, String) {
     )
 }
 
-/// Runs `analyze ARGS --format FORMAT` with `-j 1`, `-j 2` and without `-j`, and
-/// checks that all three agree; returns the `-j 1` output.
+/// Runs `analyze ARGS --format FORMAT` with `-j 1`, `-j 2`, `-j 3`, `-j 8` and
+/// without `-j`, and checks that all agree; returns the `-j 1` output.
 fn same_with_any_jobs(args: &[String], format: &str) -> Vec<u8> {
     let with = |jobs: Option<&str>| {
         let mut a: Vec<String> = vec!["analyze".into()];
@@ -42,7 +43,7 @@ fn same_with_any_jobs(args: &[String], format: &str) -> Vec<u8> {
     };
     let (code1, out1, err1) = with(Some("1"));
     assert!(!out1.is_empty(), "{args:?} {format}: no output; {err1}");
-    for jobs in [Some("2"), Some("8"), None] {
+    for jobs in [Some("2"), Some("3"), Some("8"), None] {
         let (code, out, err) = with(jobs);
         assert_eq!(code, code1, "{args:?} {format} -j {jobs:?}: {err}");
         assert!(
@@ -63,7 +64,7 @@ fn manifest() -> Vec<Value> {
 }
 
 #[test]
-fn every_sample_capture_gives_the_same_output_with_a_writer_thread() {
+fn every_sample_capture_gives_the_same_output_with_more_threads() {
     let mut all_files = vec![];
     let mut all_keys = vec![];
     for entry in manifest() {
@@ -94,7 +95,7 @@ fn every_sample_capture_gives_the_same_output_with_a_writer_thread() {
 }
 
 #[test]
-fn a_dense_capture_gives_the_same_output_with_a_writer_thread() {
+fn a_dense_capture_gives_the_same_output_with_more_threads() {
     let dir = std::env::temp_dir().join(format!("ecr-sniff-jobs-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let pcap = dir.join("dense.pcap");

@@ -19,6 +19,7 @@ use ecr_proto::frame::FrameType;
 use ecr_proto::link::Side;
 use ecr_proto::Timestamp;
 
+use crate::ahead::{AheadStats, Check, Consumer, Position, Producer};
 use crate::findings::{Code, Severity};
 use crate::framelink::{FrameLink, LinkOutput};
 use crate::http::{HttpConfig, HttpError, HttpEvent, HttpKind, HttpMessage, HttpParser};
@@ -349,6 +350,19 @@ struct State<'s> {
     /// Terminals with encrypted messages that no key given applied to (keys were
     /// given, but bound to other addresses); at most [`MAX_TERMINALS_WITHOUT_KEY`].
     terminals_without_key: BTreeSet<String>,
+    /// Decoding ahead on another thread (see [`crate::ahead`]).
+    ahead: Ahead,
+    /// Where the next body comes up, for [`crate::ahead`].
+    body_at: Position,
+}
+
+/// This analyzer's part in decoding ahead (see [`crate::ahead`]).
+enum Ahead {
+    Off,
+    /// Decodes bodies for a consumer; writes no records of its own.
+    Producer(Producer),
+    /// Takes decodings from a producer.
+    Consumer(Consumer),
 }
 
 /// Most terminals without a key listed in the summary.
@@ -474,6 +488,11 @@ impl<'s> Analyzer<'s> {
                 body_hook: None,
                 tls_keylog,
                 tls_sessions: SessionCache::default(),
+                ahead: Ahead::Off,
+                body_at: Position {
+                    packet: 0,
+                    ordinal: 0,
+                },
             },
             packets: 0,
             usb: UsbSerial::new(cfg_usb_device),
@@ -540,6 +559,14 @@ impl<'s> Analyzer<'s> {
     /// Takes one packet of the capture.
     pub fn packet(&mut self, pkt: &Packet<'_>) {
         self.packets += 1;
+        let at = self.st.body_at.packet.wrapping_add(1);
+        self.st.body_at = Position {
+            packet: at,
+            ordinal: 0,
+        };
+        if let Ahead::Consumer(c) = &self.st.ahead {
+            c.at_packet(at);
+        }
         self.st.last_ts = self.st.last_ts.max(pkt.ts);
         // The project's own serial capture format (D9): line bytes with a direction.
         if pkt.linktype == serialcap::LINKTYPE_SERIAL {
@@ -667,6 +694,41 @@ impl<'s> Analyzer<'s> {
                     format!("out-of-order data reached its bound ({per_dir} bytes per direction, {total} over all connections): the analyzer stopped waiting for the missing bytes, so the tcp-gap reported here may be filled by a later retransmission it no longer uses")
                 });
             }
+        }
+    }
+
+    /// Takes message decodings from a producer analyzer running over the same
+    /// capture on another thread (see [`crate::ahead`]); the records are the same
+    /// as without it.
+    pub fn decode_ahead(&mut self, consumer: Consumer) {
+        self.st.ahead = Ahead::Consumer(consumer);
+    }
+
+    /// Makes this analyzer a producer for a consumer analyzer (see
+    /// [`crate::ahead`]): it reads and reassembles as usual but only decodes
+    /// message bodies and hands them over; it writes no message or transaction
+    /// records of its own. Call [`Analyzer::flush_ahead`] at the end.
+    pub fn decode_ahead_for(&mut self, producer: Producer) {
+        self.st.ahead = Ahead::Producer(producer);
+    }
+
+    /// A producer: hands over the decodings still batched. Whether the consumer
+    /// is still there (`false`: reading on is of no use).
+    pub fn flush_ahead(&mut self) -> bool {
+        match &mut self.st.ahead {
+            Ahead::Producer(p) => {
+                p.flush();
+                !p.consumer_gone()
+            }
+            _ => true,
+        }
+    }
+
+    /// A consumer: how its bodies were decoded so far.
+    pub fn ahead_stats(&self) -> Option<AheadStats> {
+        match &self.st.ahead {
+            Ahead::Consumer(c) => Some(c.stats()),
+            _ => None,
         }
     }
 
@@ -1734,6 +1796,9 @@ impl State<'_> {
         let mut decoded: Decoded;
         match &body {
             Body::Frame(m) if m.data.is_empty() => {
+                if matches!(self.ahead, Ahead::Producer(_)) {
+                    return;
+                }
                 // A bare ack or error frame.
                 decoded = decode_body(b"", ring, numbers, &ctx);
                 decoded.findings.clear();
@@ -1750,7 +1815,24 @@ impl State<'_> {
                     }
                 }
             }
-            _ => decoded = decode_body(bytes, ring, numbers, &ctx),
+            _ => {
+                let at = self.body_at;
+                self.body_at.ordinal = self.body_at.ordinal.saturating_add(1);
+                decoded = match &mut self.ahead {
+                    Ahead::Off => decode_body(bytes, ring, numbers, &ctx),
+                    Ahead::Consumer(c) => match c.take(at, bytes, &ctx, numbers) {
+                        Some(d) => d,
+                        None => decode_body(bytes, ring, numbers, &ctx),
+                    },
+                    Ahead::Producer(p) => {
+                        if p.wants(at) {
+                            let d = decode_body(bytes, ring, numbers, &ctx);
+                            p.give(at, Check::new(bytes, &ctx, numbers), d);
+                        }
+                        return;
+                    }
+                };
+            }
         }
         match &body {
             Body::Http(m) => {

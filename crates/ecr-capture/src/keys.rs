@@ -63,7 +63,7 @@ pub enum KeysError {
 const MAX_CACHED_TERMINALS: usize = 4096;
 
 /// All keys given, each with its 1-based number (as reported in output).
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct KeySet {
     keys: Vec<(Option<Binding>, PosKey)>,
     /// Per terminal address: the ring to try, and each ring position's key number.
