@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context as _, Result};
 use clap::Args;
+use ecr_capture::ahead::Consumer;
 use ecr_capture::analyzer::{Analyzer, Config};
 use ecr_capture::keys::KeySet;
 use ecr_capture::record::Record;
@@ -37,12 +38,13 @@ pub struct AnalyzeArgs {
     /// frames. Without it, every device whose bulk data holds 0x2f6e frames is shown.
     #[arg(long = "usb-device", value_name = "BUS:DEV")]
     pub usb_device: Option<ecr_capture::usb::DeviceId>,
-    /// Threads to use (default 1). With 2 or more, records are rendered and written
-    /// by a thread of their own while the capture is analysed, in the same order;
-    /// the output is the same either way. Not yet faster: the records crossing
-    /// between the cores cost about what the second core saves (README,
-    /// Performance). Reading standard input always uses one thread, so that each
-    /// record shows as soon as it is complete.
+    /// Threads to use (default 1). With 2, a second thread reads the files too and
+    /// decodes the message bodies ahead of the first, which takes those decodings
+    /// instead of making them (docs/architecture.md); with 3 or more, records are
+    /// also rendered and written on a thread of their own. The output is the same
+    /// with any number (README, Performance, says what each gains). Reading
+    /// standard input always uses one thread, so that each record shows as soon
+    /// as it is complete.
     #[arg(short = 'j', long = "jobs", value_name = "N",
           value_parser = clap::value_parser!(u16).range(1..))]
     pub jobs: Option<u16>,
@@ -88,10 +90,34 @@ fn with_decode_ahead(
     out: Box<dyn Write>,
     writer_thread: bool,
 ) -> Result<ExitCode> {
+    let files = &a.files;
+    decoding_ahead(files, cfg.clone(), keys.clone(), |consumer| {
+        let setup = |an: &mut Analyzer<'_>| an.decode_ahead(consumer);
+        if writer_thread {
+            drop(out);
+            return with_writer_thread(a, cfg, keys, setup, ahead_stats);
+        }
+        let mut sink = WriterSink::new(a.output.writer(out));
+        let (_, max) = analyze_files_with(files, cfg, keys, &mut sink, true, setup, ahead_stats)?;
+        sink.finish().context("writing output")?;
+        io::stdout().flush().ok();
+        Ok(exit_for(max, a.fail_on))
+    })
+}
+
+/// Runs `run` while a helper thread decodes the message bodies of `files` ahead
+/// (see `ecr_capture::ahead`) with the same configuration and keys as `run`'s
+/// analyzer (given here as copies for the helper's own): `run` gives the consumer end to the analyzer it
+/// runs over the same files (`Analyzer::decode_ahead`, before the first packet).
+/// The helper stops when that analyzer is done with the consumer (it is dropped).
+pub(crate) fn decoding_ahead<R>(
+    files: &[PathBuf],
+    helper_cfg: Config,
+    helper_keys: KeySet,
+    run: impl FnOnce(Consumer) -> R,
+) -> R {
     let (producer, consumer) = ecr_capture::ahead::channel();
     let gone = producer.gone_flag();
-    let (helper_cfg, helper_keys) = (cfg.clone(), keys.clone());
-    let files = &a.files;
     std::thread::scope(|scope| {
         let helper = std::thread::Builder::new()
             .name("decode-ahead".into())
@@ -116,36 +142,24 @@ fn with_decode_ahead(
                     );
                 }
             });
-        let setup = |an: &mut Analyzer<'_>| an.decode_ahead(consumer);
-        let at_end = |an: &Analyzer<'_>| {
-            // For benches/dense.sh: how the work was shared.
-            if let (Some(s), Some(_)) =
-                (an.ahead_stats(), std::env::var_os("ECR_SNIFF_AHEAD_STATS"))
-            {
-                eprintln!(
-                    "decode-ahead: {} bodies decoded ahead and taken, {} decoded here, {} decoded ahead in vain; this thread's CPU time {:.3} s",
-                    s.taken, s.own, s.wasted, thread_cpu_seconds()
-                );
-            }
-        };
-        let result = if writer_thread {
-            drop(out);
-            with_writer_thread(a, cfg, keys, setup, at_end)
-        } else {
-            let mut sink = WriterSink::new(a.output.writer(out));
-            let analysed = analyze_files_with(files, cfg, keys, &mut sink, true, setup, at_end);
-            analysed.and_then(|(_, max)| {
-                sink.finish().context("writing output")?;
-                io::stdout().flush().ok();
-                Ok(exit_for(max, a.fail_on))
-            })
-        };
-        // The helper stops once the consumer (in the analyzer) is gone.
+        // Without the helper (no thread could be made), `run` decodes alone.
+        let result = run(consumer);
         if let Ok(h) = helper {
             let _ = h.join();
         }
         result
     })
+}
+
+/// With `ECR_SNIFF_AHEAD_STATS` set (benches/dense.sh): how the work was shared,
+/// on standard error.
+pub(crate) fn ahead_stats(an: &Analyzer<'_>) {
+    if let (Some(s), Some(_)) = (an.ahead_stats(), std::env::var_os("ECR_SNIFF_AHEAD_STATS")) {
+        eprintln!(
+            "decode-ahead: {} bodies decoded ahead and taken, {} decoded here, {} decoded ahead in vain; this thread's CPU time {:.3} s",
+            s.taken, s.own, s.wasted, thread_cpu_seconds()
+        );
+    }
 }
 
 /// Records go to the writer thread in batches of this many (fewer hand-overs).

@@ -14,13 +14,16 @@ use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use anyhow::{Context, Result};
 use clap::Args;
 use serde_json::{json, Map, Value};
 
-use crate::analyze_files;
+use crate::analyze::{ahead_stats, decoding_ahead};
 use crate::options::{capture_config, load_keys, FailOn, KeyArgs, PortArgs, TlsArgs};
+use crate::{analyze_files, analyze_files_with, is_stdin};
+use ecr_capture::analyzer::{Analyzer, Config};
 use ecr_capture::findings::Severity;
 use ecr_capture::record::{Record, SummaryRecord};
 use ecr_proto::text::escape_terminal;
@@ -206,18 +209,15 @@ pub fn run(a: CheckArgs) -> Result<ExitCode> {
     // Written with `?`, so that `check ... | head` ends quietly (see main).
     let mut out = std::io::stdout().lock();
     let cfg = capture_config(&a.ports, &a.tls, a.usb_device)?;
-    for file in &a.files {
-        let keys = load_keys(&a.keys)?;
-        let started = std::time::Instant::now();
-        let mut sink = |_: Record| {};
-        let (summary, max) = analyze_files(
-            std::slice::from_ref::<PathBuf>(file),
-            cfg.clone(),
-            keys,
-            &mut sink,
-            false,
-        )?;
-        let seconds = started.elapsed().as_secs_f64();
+    let jobs = a
+        .jobs
+        .map_or_else(crate::options::default_jobs, usize::from);
+    analyse_each(&a, &cfg, jobs, |file, analysed| {
+        let Analysed {
+            summary,
+            max,
+            seconds,
+        } = analysed?;
         let name = match &a.expect {
             Some(p) => key_of(file, p),
             None => file.display().to_string(),
@@ -273,7 +273,8 @@ pub fn run(a: CheckArgs) -> Result<ExitCode> {
             failures,
             seconds,
         });
-    }
+        Ok(())
+    })?;
     if a.update {
         if let Some(p) = &a.expect {
             let sorted: BTreeMap<String, Value> = expected.into_iter().collect();
@@ -300,6 +301,92 @@ pub fn run(a: CheckArgs) -> Result<ExitCode> {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS
+    })
+}
+
+/// One capture's analysis.
+struct Analysed {
+    summary: SummaryRecord,
+    max: Option<Severity>,
+    /// Wall time of its analysis.
+    seconds: f64,
+}
+
+/// Analyses each capture on its own and gives `each` the results in the order of
+/// the files. With `jobs` >= 2, several captures are analysed at once (at most
+/// `jobs`), or a single capture decodes ahead on a second thread; standard input
+/// is always read on one thread.
+fn analyse_each(
+    a: &CheckArgs,
+    cfg: &Config,
+    jobs: usize,
+    mut each: impl FnMut(&Path, Result<Analysed>) -> Result<()>,
+) -> Result<()> {
+    let one = |file: &PathBuf, ahead: bool| -> Result<Analysed> {
+        let keys = load_keys(&a.keys)?;
+        let started = std::time::Instant::now();
+        let mut sink = |_: Record| {};
+        let files = std::slice::from_ref(file);
+        let (summary, max) = if ahead {
+            decoding_ahead(files, cfg.clone(), keys.clone(), |consumer| {
+                let setup = |an: &mut Analyzer<'_>| an.decode_ahead(consumer);
+                analyze_files_with(
+                    files,
+                    cfg.clone(),
+                    keys,
+                    &mut sink,
+                    false,
+                    setup,
+                    ahead_stats,
+                )
+            })?
+        } else {
+            analyze_files(files, cfg.clone(), keys, &mut sink, false)?
+        };
+        Ok(Analysed {
+            summary,
+            max,
+            seconds: started.elapsed().as_secs_f64(),
+        })
+    };
+    if jobs < 2 || a.files.iter().any(|f| is_stdin(f)) {
+        for f in &a.files {
+            each(f, one(f, false))?;
+        }
+        return Ok(());
+    }
+    if let [f] = a.files.as_slice() {
+        return each(f, one(f, true));
+    }
+    let next = AtomicUsize::new(0);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::scope(|scope| {
+        for _ in 0..jobs.min(a.files.len()) {
+            let (tx, next, one) = (tx.clone(), &next, &one);
+            scope.spawn(move || loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(f) = a.files.get(i) else {
+                    break;
+                };
+                // The receiver has gone after an error: stop.
+                if tx.send((i, one(f, false))).is_err() {
+                    break;
+                }
+            });
+        }
+        drop(tx);
+        // Results come in any order; they are given in the order of the files.
+        let mut waiting = BTreeMap::new();
+        let mut want = 0;
+        for (i, r) in rx {
+            waiting.insert(i, r);
+            while let Some(r) = waiting.remove(&want) {
+                let file = a.files.get(want).map_or(Path::new("-"), PathBuf::as_path);
+                each(file, r)?;
+                want += 1;
+            }
+        }
+        Ok(())
     })
 }
 
@@ -339,4 +426,11 @@ pub struct CheckArgs {
     /// USB captures: check only this device (BUS:DEV), as `analyze --usb-device`.
     #[arg(long = "usb-device", value_name = "BUS:DEV")]
     pub usb_device: Option<ecr_capture::usb::DeviceId>,
+    /// Threads to use (default: the number of cores). Several captures are
+    /// analysed at once, one per thread, and reported in the order given; a single
+    /// capture decodes its messages ahead on a second thread (as `analyze -j 2`).
+    /// The results are the same with any number.
+    #[arg(short = 'j', long = "jobs", value_name = "N",
+          value_parser = clap::value_parser!(u16).range(1..))]
+    pub jobs: Option<u16>,
 }

@@ -304,3 +304,8 @@ mod tests {
         assert!(color_allowed_by_env(env(&[("NO_COLOR", "")])));
     }
 }
+
+/// The default of `-j`: the cores this process may use (1 if unknown).
+pub fn default_jobs() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+}

@@ -226,4 +226,15 @@ fn check_passes_against_the_recorded_expectations() {
         "{out}"
     );
     assert!(Path::new(&root().join("captures/expected.json")).exists());
+    // With one thread, several captures at once (-j 3), and the default (the
+    // machine's cores): the same lines in the same order.
+    for jobs in [Some("1"), Some("3")] {
+        let mut a = args.clone();
+        if let Some(j) = jobs {
+            a.extend(["-j", j]);
+        }
+        let (code_j, out_j, err_j) = run(&a);
+        assert_eq!(code_j, 0, "-j {jobs:?}: {out_j}\n{err_j}");
+        assert_eq!(out_j, out, "-j {jobs:?}");
+    }
 }
