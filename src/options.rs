@@ -277,6 +277,11 @@ pub fn exit_for(max: Option<Severity>, fail_on: FailOn) -> ExitCode {
     }
 }
 
+/// The default of `-j`: the cores this process may use (1 if unknown).
+pub fn default_jobs() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+}
+
 #[cfg(test)]
 mod tests {
     use super::color_allowed_by_env;
@@ -303,9 +308,4 @@ mod tests {
         // no-color.org: an empty NO_COLOR does not switch colour off.
         assert!(color_allowed_by_env(env(&[("NO_COLOR", "")])));
     }
-}
-
-/// The default of `-j`: the cores this process may use (1 if unknown).
-pub fn default_jobs() -> usize {
-    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
 }
