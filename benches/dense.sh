@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Dense-traffic benchmark (issue 15): `analyze --format jsonl` on a capture in which
+# Dense-traffic benchmark (issue 15): `analyze --format jsonl` (one thread and -j 2)
+# on a capture in which
 # every packet is ECR traffic, against `cat` (reading the file), against tshark with
 # the Lua dissector (on a slice) and against the machine's ceiling for the crypto
 # (`openssl speed`, measured in the same run).
@@ -64,6 +65,7 @@ echo "   $bytes bytes, $messages messages decoded, findings: $findings"
 rm -f "$work/out.jsonl"
 
 : >"$work/cat" >"$work/an" >"$work/anm" >"$work/rss" >"$work/ancpu" >"$work/anmcpu"
+: >"$work/j2" >"$work/j2m" >"$work/j2x" >"$work/j2rss"
 for i in $(seq "$RUNS"); do
     read -r cw _ < <(timed cat "$work/dense.pcap")
     read -r aw rss acpu < <(timed "$bin" analyze --key-file "$work/dense.pcap.keys" \
@@ -78,7 +80,22 @@ for i in $(seq "$RUNS"); do
     echo >>"$work/an"
     awk -v m="$messages" -v s="$aw" 'BEGIN{ printf "%.0f\n", m / s / 1e3 }' >>"$work/anm"
     echo $((rss / 1024)) >>"$work/rss"
+    # Both cores (-j 2: decoding ahead on a second thread; docs/architecture.md).
+    read -r jw jrss jcpu < <(timed "$bin" analyze -j 2 --key-file "$work/dense.pcap.keys" \
+        --format jsonl "$work/dense.pcap")
+    echo "   run $i: analyze -j 2 $jw s wall ($(mbps "$bytes" "$jw") MB/s, $(awk -v a="$aw" -v j="$jw" 'BEGIN{printf "%.2f", a / j}')x -j 1), $jcpu s CPU, max RSS $((jrss / 1024)) MB"
+    mbps "$bytes" "$jw" >>"$work/j2"
+    echo >>"$work/j2"
+    awk -v m="$messages" -v s="$jw" 'BEGIN{ printf "%.0f\n", m / s / 1e3 }' >>"$work/j2m"
+    awk -v a="$aw" -v j="$jw" 'BEGIN{ printf "%.2f\n", a / j }' >>"$work/j2x"
+    echo $((jrss / 1024)) >>"$work/j2rss"
 done
+# The same output with both cores (checked once, untimed).
+if ! cmp -s <("$bin" analyze --key-file "$work/dense.pcap.keys" --format jsonl "$work/dense.pcap") \
+    <("$bin" analyze -j 2 --key-file "$work/dense.pcap.keys" --format jsonl "$work/dense.pcap"); then
+    echo "analyze -j 2 wrote other output than -j 1" >&2
+    exit 1
+fi
 
 echo "== openssl speed (the ceiling for AES-CBC decryption and MD5 digests, 1 KiB blocks)"
 : >"$work/aes" >"$work/md5"
@@ -127,6 +144,7 @@ echo "== summary ($RUNS runs each; ranges are min-max; $SIZE_MB MB, $messages me
 echo "cat:                         $cat_r MB/s"
 echo "analyze --format jsonl:      $an_r MB/s, $(range <"$work/anm") K messages/s (wall), max RSS $(range <"$work/rss") MB"
 echo "  by CPU time (user+sys):    $(range <"$work/ancpu") MB/s, $(range <"$work/anmcpu") K messages/s"
+echo "analyze -j 2 (both cores):   $(range <"$work/j2") MB/s, $(range <"$work/j2m") K messages/s (wall), $(range <"$work/j2x")x the -j 1 run beside it, max RSS $(range <"$work/j2rss") MB"
 echo "openssl aes-128-cbc decrypt: $(range <"$work/aes") MB/s"
 echo "openssl md5:                 $(range <"$work/md5") MB/s"
 echo "ceiling (read+AES+MD5 of every byte, best runs): $ceiling MB/s"
