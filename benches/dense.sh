@@ -1,9 +1,8 @@
 #!/usr/bin/env bash
-# Dense-traffic benchmark (issue 15): `analyze --format jsonl` (one thread and -j 2)
-# on a capture in which
-# every packet is ECR traffic, against `cat` (reading the file), against tshark with
-# the Lua dissector (on a slice) and against the machine's ceiling for the crypto
-# (`openssl speed`, measured in the same run).
+# Dense-traffic benchmark (issue 15): `analyze --format jsonl` (one thread, and -j 2
+# beside it) on a capture in which every packet is ECR traffic, against `cat`
+# (reading the file), against tshark with the Lua dissector (on a slice) and against
+# the machine's ceiling for the crypto (`openssl speed`, measured in the same run).
 #
 #   benches/dense.sh                 # 256 MB, 3 runs of each measurement
 #   SIZE_MB=64 RUNS=1 benches/dense.sh
