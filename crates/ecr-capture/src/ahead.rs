@@ -16,9 +16,11 @@
 //!   [`Check`] of its inputs (a hash and the length of the body, the context, the
 //!   terminal's key numbers); the consumer uses it only when both are equal to its
 //!   own, and decodes the body itself otherwise;
-//! - the producer skips bodies the consumer has already passed (it publishes its
-//!   packet count), so neither core decodes what the other did: the work divides
-//!   itself between the cores whichever is faster.
+//! - the producer decodes only bodies well ahead of the consumer (which publishes
+//!   its packet count) and skips the others, which lets it get ahead again (it
+//!   reassembles faster than the consumer does its part); the consumer decodes
+//!   what was skipped. So each body is decoded once, and the work divides itself
+//!   between the cores whichever is faster.
 //!
 //! Both analyzers keep their own tables within the same limits; where a limit
 //! makes their paths part (an eviction in one only), the checks stop matching and
@@ -41,6 +43,14 @@ use crate::record::{Direction, Transport};
 const BATCH: usize = 8;
 /// Batches in flight: bounds the producer's lead and the memory it holds.
 const BATCHES_IN_FLIGHT: usize = 64;
+
+/// Packets the producer keeps between itself and the consumer before it decodes:
+/// closer than that, a decoding would often come too late (the consumer decodes
+/// the body itself meanwhile), so the producer only reassembles, which is faster
+/// than what the consumer does per packet, until it is that far ahead again. The
+/// consumer decodes the bodies the producer skipped: each body is decoded once,
+/// by whichever core has the time.
+const LEAD: u64 = 128;
 
 /// Where a body came up: the analyzer's packet count and the body's ordinal among
 /// the bodies of that packet. Both analyzers see the same packets in the same
@@ -116,13 +126,14 @@ struct Shared {
 
 /// Creates the two ends.
 pub fn channel() -> (Producer, Consumer) {
-    channel_with_capacity(BATCHES_IN_FLIGHT)
+    channel_with(BATCHES_IN_FLIGHT, LEAD)
 }
 
 /// [`channel`] with room for `batches` batches of decodings in flight (the
-/// producer waits when they are all taken): for tests that run the producer to
-/// its end before the consumer starts.
-pub fn channel_with_capacity(batches: usize) -> (Producer, Consumer) {
+/// producer waits when they are all taken) and a `lead` of so many packets (see
+/// [`LEAD`]): for tests that run the producer to its end before the consumer
+/// starts (a lead of 0 decodes every body).
+pub fn channel_with(batches: usize, lead: u64) -> (Producer, Consumer) {
     let (tx, rx) = std::sync::mpsc::sync_channel(batches);
     let shared = Arc::new(Shared::default());
     (
@@ -132,6 +143,7 @@ pub fn channel_with_capacity(batches: usize) -> (Producer, Consumer) {
             shared: Arc::clone(&shared),
             decoded: 0,
             skipped: 0,
+            lead,
         },
         Consumer {
             rx,
@@ -150,13 +162,15 @@ pub struct Producer {
     shared: Arc<Shared>,
     decoded: u64,
     skipped: u64,
+    /// See [`LEAD`].
+    lead: u64,
 }
 
 impl Producer {
     /// Whether a body at `at` is still worth decoding.
     pub(crate) fn wants(&mut self, at: Position) -> bool {
-        let wanted =
-            self.tx.is_some() && at.packet > self.shared.consumer_at.load(Ordering::Relaxed);
+        let consumer_at = self.shared.consumer_at.load(Ordering::Relaxed);
+        let wanted = self.tx.is_some() && at.packet > consumer_at.saturating_add(self.lead);
         if !wanted {
             self.skipped += 1;
         }
@@ -324,7 +338,6 @@ mod tests {
             (at(4, 1), 8),
             (at(5, 0), 9),
         ] {
-            assert!(p.wants(pos));
             let cx = ctx(ts);
             p.give(
                 pos,
@@ -362,11 +375,11 @@ mod tests {
         let (mut p, c) = channel();
         c.at_packet(10);
         assert!(!p.wants(Position {
-            packet: 10,
+            packet: 10 + LEAD,
             ordinal: 0
         }));
         assert!(p.wants(Position {
-            packet: 11,
+            packet: 11 + LEAD,
             ordinal: 0
         }));
         assert!(!p.consumer_gone());
