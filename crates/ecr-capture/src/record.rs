@@ -562,31 +562,204 @@ pub(crate) fn write_json_fast(record: &Record, buf: &mut Vec<u8>) -> bool {
     true
 }
 
-/// Whether a string needs JSON escaping (a quote, a backslash or a control
-/// character), checked 16 bytes at a time without branches inside a block.
-fn needs_escape(s: &[u8]) -> bool {
-    fn block(chunk: &[u8; 16]) -> bool {
-        let mut m = 0u8;
-        for &c in chunk {
-            m |= u8::from(c < 0x20 || c == b'"' || c == b'\\');
-        }
-        m != 0
+/// How [`put_escaped`] writes each byte: 0 = as it is, `u` = `\u00XX`, otherwise
+/// the letter after the backslash. serde_json's table: the short forms `\b`, `\t`,
+/// `\n`, `\f`, `\r`, `\"`, `\\`, the other control characters as `\u00XX` (lowercase
+/// hex), and nothing else escaped (not DEL, not `/`, not non-ASCII).
+const ESCAPE: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut c = 0;
+    while c < 0x20 {
+        t[c] = b'u';
+        c += 1;
     }
+    t[0x08] = b'b';
+    t[0x09] = b't';
+    t[0x0a] = b'n';
+    t[0x0c] = b'f';
+    t[0x0d] = b'r';
+    t[b'"' as usize] = b'"';
+    t[b'\\' as usize] = b'\\';
+    t
+};
+
+/// Bytes of a word.
+const ONES: u64 = 0x0101_0101_0101_0101;
+/// The top bit of each byte of a word.
+const TOPS: u64 = 0x8080_8080_8080_8080;
+
+/// Whether one of the 8 bytes of `w` needs escaping (a control character, a quote
+/// or a backslash), exactly: the lowest such byte always sets its top bit in one of
+/// the three terms (borrows run upwards only from a byte that is itself a hit), and
+/// a byte of 0x80 or more never does (`!w` clears its top bit).
+#[inline(always)]
+fn word_needs_escape(w: u64) -> bool {
+    let control = w.wrapping_sub(ONES * 0x20) & !w;
+    let q = w ^ (ONES * u64::from(b'"'));
+    let quote = q.wrapping_sub(ONES) & !q;
+    let b = w ^ (ONES * u64::from(b'\\'));
+    let backslash = b.wrapping_sub(ONES) & !b;
+    (control | quote | backslash) & TOPS != 0
+}
+
+/// Whether a block of 16 bytes holds a byte that needs escaping, without branches
+/// inside the block (the compiler makes it a few vector instructions).
+#[inline(always)]
+fn block_needs_escape(chunk: &[u8; 16]) -> bool {
+    let mut m = 0u8;
+    for &c in chunk {
+        m |= u8::from(c < 0x20 || c == b'"' || c == b'\\');
+    }
+    m != 0
+}
+
+/// Whether `s` (16 bytes or more) holds a byte that needs escaping: 16 bytes at a
+/// time, the tail as the last 16 bytes (overlapping the block before it).
+fn long_needs_escape(s: &[u8]) -> bool {
     let mut chunks = s.chunks_exact(16);
     for chunk in &mut chunks {
-        if chunk.try_into().is_ok_and(block) {
+        if chunk.try_into().is_ok_and(block_needs_escape) {
             return true;
         }
     }
-    // The tail (most member names and values are shorter than 16 bytes), padded
-    // with a byte that needs no escaping, takes the same branch-free path. Copied
-    // byte by byte: a `copy_from_slice` of a length not known here is a call to
-    // memcpy, which cost more than the check.
-    let mut last = [b'a'; 16];
-    for (d, &c) in last.iter_mut().zip(chunks.remainder()) {
-        *d = c;
+    if chunks.remainder().is_empty() {
+        return false;
     }
-    block(&last)
+    s.len()
+        .checked_sub(16)
+        .and_then(|from| s.get(from..))
+        .and_then(|tail| <&[u8; 16]>::try_from(tail).ok())
+        .is_some_and(block_needs_escape)
+}
+
+/// Eight bytes of `s` from `at` as a little-endian word (zero if out of range,
+/// which the callers' length checks rule out).
+#[inline(always)]
+fn word8(s: &[u8], at: usize) -> [u8; 8] {
+    s.get(at..at.wrapping_add(8))
+        .and_then(|w| w.try_into().ok())
+        .unwrap_or([0; 8])
+}
+
+/// Four bytes of `s` from `at` (zero if out of range, see [`word8`]).
+#[inline(always)]
+fn word4(s: &[u8], at: usize) -> [u8; 4] {
+    s.get(at..at.wrapping_add(4))
+        .and_then(|w| w.try_into().ok())
+        .unwrap_or([0; 4])
+}
+
+/// Appends `s` (fewer than 16 bytes) when it needs no escaping, in quotes when
+/// `QUOTE`, followed by a colon when `COLON` (a member name); `false`, and nothing
+/// appended, when a byte needs escaping. One pass and no call to memcpy: the bytes
+/// are read as two overlapping words (8 or 4 bytes, or three single bytes), checked
+/// as words, and stored into an 18-byte window appended filled with quotes, which
+/// is then cut to length (the quote after the text is already there).
+#[inline(always)]
+fn put_short<const QUOTE: bool, const COLON: bool>(out: &mut Vec<u8>, s: &[u8]) -> bool {
+    let n = s.len();
+    let open = usize::from(QUOTE);
+    let start = out.len();
+    if n >= 8 {
+        let (a, b) = (word8(s, 0), word8(s, n - 8));
+        if word_needs_escape(u64::from_le_bytes(a)) || word_needs_escape(u64::from_le_bytes(b)) {
+            return false;
+        }
+        out.extend_from_slice(&[b'"'; 18]);
+        let win = out.get_mut(start..).unwrap_or_default();
+        if let Some(d) = win.get_mut(open..open + 8) {
+            d.copy_from_slice(&a);
+        }
+        if let Some(d) = win.get_mut(open + n - 8..open + n) {
+            d.copy_from_slice(&b);
+        }
+    } else if n >= 4 {
+        let (a, b) = (word4(s, 0), word4(s, n - 4));
+        // Each word twice in a 64-bit word: the same bytes, checked exactly.
+        let wide = |w: [u8; 4]| u64::from(u32::from_le_bytes(w)) * 0x1_0000_0001;
+        if word_needs_escape(wide(a)) || word_needs_escape(wide(b)) {
+            return false;
+        }
+        out.extend_from_slice(&[b'"'; 18]);
+        let win = out.get_mut(start..).unwrap_or_default();
+        if let Some(d) = win.get_mut(open..open + 4) {
+            d.copy_from_slice(&a);
+        }
+        if let Some(d) = win.get_mut(open + n - 4..open + n) {
+            d.copy_from_slice(&b);
+        }
+    } else if let (Some(&a), Some(&b), Some(&c)) = (s.first(), s.get(n / 2), s.last()) {
+        if ESCAPE[usize::from(a)] | ESCAPE[usize::from(b)] | ESCAPE[usize::from(c)] != 0 {
+            return false;
+        }
+        out.extend_from_slice(&[b'"'; 18]);
+        let win = out.get_mut(start..).unwrap_or_default();
+        for (at, byte) in [(0, a), (n / 2, b), (n - 1, c)] {
+            if let Some(d) = win.get_mut(open + at) {
+                *d = byte;
+            }
+        }
+    } else {
+        out.extend_from_slice(&[b'"'; 18]);
+    }
+    let mut len = n + 2 * open;
+    if COLON {
+        if let Some(d) = out.get_mut(start + len) {
+            *d = b':';
+        }
+        len += 1;
+    }
+    out.truncate(start + len);
+    true
+}
+
+/// Appends `s` as a JSON string, escaped as serde_json escapes it: runs of bytes
+/// that need no escaping are copied whole, each byte that does is written as its
+/// escape.
+fn put_escaped(out: &mut Vec<u8>, s: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.reserve(s.len() + 2);
+    out.push(b'"');
+    let mut run = 0;
+    for (i, &c) in s.iter().enumerate() {
+        let e = ESCAPE[usize::from(c)];
+        if e == 0 {
+            continue;
+        }
+        out.extend_from_slice(s.get(run..i).unwrap_or_default());
+        if e == b'u' {
+            out.extend_from_slice(&[
+                b'\\',
+                b'u',
+                b'0',
+                b'0',
+                HEX[usize::from(c >> 4)],
+                HEX[usize::from(c & 15)],
+            ]);
+        } else {
+            out.extend_from_slice(&[b'\\', e]);
+        }
+        run = i + 1;
+    }
+    out.extend_from_slice(s.get(run..).unwrap_or_default());
+    out.push(b'"');
+}
+
+/// Appends `s` as a JSON string (byte for byte what serde_json writes).
+#[inline]
+fn put_str(out: &mut Vec<u8>, s: &[u8]) {
+    if s.len() < 16 {
+        if !put_short::<true, false>(out, s) {
+            put_escaped(out, s);
+        }
+    } else if long_needs_escape(s) {
+        put_escaped(out, s);
+    } else {
+        out.reserve(s.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(s);
+        out.push(b'"');
+    }
 }
 
 /// A JSON writer into a byte buffer. Member names are written as literals
@@ -599,14 +772,24 @@ impl Json<'_> {
     }
 
     fn str(&mut self, s: &str) {
-        if needs_escape(s.as_bytes()) {
-            // serde_json's escaping (short forms, `\u00XX` in lowercase hex).
-            let _ = serde_json::to_writer(&mut *self.0, s);
-        } else {
-            self.0.reserve(s.len() + 2);
-            self.0.push(b'"');
-            self.0.extend_from_slice(s.as_bytes());
-            self.0.push(b'"');
+        put_str(self.0, s.as_bytes());
+    }
+
+    /// A member name and its colon (`"name":`).
+    fn key(&mut self, k: &str) {
+        let k = k.as_bytes();
+        if k.len() >= 16 || !put_short::<true, true>(self.0, k) {
+            put_str(self.0, k);
+            self.0.push(b':');
+        }
+    }
+
+    /// Text that is valid JSON as it is (a number token).
+    fn raw(&mut self, s: &str) {
+        let s = s.as_bytes();
+        // A number token never needs escaping, so the short path always takes it.
+        if s.len() >= 16 || !put_short::<false, false>(self.0, s) {
+            self.0.extend_from_slice(s);
         }
     }
 
@@ -649,7 +832,7 @@ impl Json<'_> {
             Value::Null => self.lit("null"),
             Value::Bool(true) => self.lit("true"),
             Value::Bool(false) => self.lit("false"),
-            Value::Number(n) if is_json_number(n.as_bytes()) => self.lit(n),
+            Value::Number(n) if is_json_number(n.as_bytes()) => self.raw(n),
             Value::Number(n) | Value::String(n) => self.str(n),
             Value::Array(items) => {
                 self.0.push(b'[');
@@ -671,8 +854,7 @@ impl Json<'_> {
             if i > 0 {
                 self.0.push(b',');
             }
-            self.str(k);
-            self.0.push(b':');
+            self.key(k);
             self.value(v);
         }
         self.0.push(b'}');
@@ -1071,18 +1253,125 @@ mod tests {
         assert!(buf.is_empty());
     }
 
+    /// The oracle: serde_json's own string escaping.
+    fn serde_str(s: &str) -> Vec<u8> {
+        serde_json::to_vec(s).unwrap()
+    }
+
+    fn ours(s: &str) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
+        // Each after some bytes already in the buffer, which must stay.
+        let mut out = [b"[".to_vec(), b"{".to_vec(), b"[".to_vec()];
+        let [plain, key, raw] = &mut out;
+        Json(plain).str(s);
+        Json(key).key(s);
+        Json(raw).raw(s);
+        let [plain, key, raw] = out.map(|mut o| o.split_off(1));
+        (plain, key, raw)
+    }
+
+    fn check(s: &str) {
+        let want = serde_str(s);
+        let (plain, key, raw) = ours(s);
+        assert_eq!(plain, want, "{s:?}");
+        let mut want_key = want.clone();
+        want_key.push(b':');
+        assert_eq!(key, want_key, "{s:?}");
+        // `raw` copies as it is (it is given number tokens only).
+        assert_eq!(raw, s.as_bytes(), "{s:?}");
+    }
+
     #[test]
-    fn escape_check_finds_every_position() {
-        for len in 0..40 {
+    fn escaper_is_serde_json_for_every_byte_at_every_position() {
+        // Every code point below 256 (U+0080..U+00FF are two UTF-8 bytes, 0xC2/0xC3
+        // and a continuation byte), at every position of strings of 0-40 bytes, on
+        // fillers that sit next to the escaped bytes' values.
+        for fill in ['a', ' ', '!', '#', '[', ']', '\u{7f}', 'é', '\u{ff}'] {
+            for len in 0..40 {
+                let base: Vec<char> = std::iter::repeat_n(fill, len).collect();
+                check(&base.iter().collect::<String>());
+                for at in 0..len {
+                    for c in 0u32..=255 {
+                        let mut t = base.clone();
+                        t[at] = char::from_u32(c).unwrap();
+                        check(&t.iter().collect::<String>());
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn escaper_is_serde_json_on_multibyte_and_mixed_text() {
+        let pieces = [
+            "é",
+            "你好",
+            "😀",
+            "\u{7f}",
+            "\u{80}",
+            "\u{2028}",
+            "\u{feff}",
+            "\"",
+            "\\",
+            "/",
+            "\n",
+            "\r\n",
+            "\t",
+            "\u{0}",
+            "\u{1b}[31m",
+            "\u{8}\u{c}",
+            "x",
+            "0123456789",
+        ];
+        for a in pieces {
+            for b in pieces {
+                for c in pieces {
+                    for pad in 0..18 {
+                        let s = format!("{}{a}{b}{}{c}", "p".repeat(pad), "q".repeat(pad / 3));
+                        check(&s);
+                    }
+                }
+            }
+        }
+        // Long runs with escapes far apart, and an escape in the last byte.
+        check(&("z".repeat(100) + "\"" + &"y".repeat(47) + "\u{1}"));
+        check(&"\\".repeat(70));
+    }
+
+    #[test]
+    fn word_check_is_exact() {
+        let naive = |w: [u8; 8]| w.iter().any(|&c| c < 0x20 || c == b'"' || c == b'\\');
+        for fill in [0x20u8, 0x21, 0x23, 0x5b, 0x5d, 0x7f, 0x80, 0xa2, 0xdc, 0xff] {
+            for other in [fill, 0x00, 0x1f, b'"', b'\\', 0xff] {
+                for at in 0..8 {
+                    for c in 0..=255u8 {
+                        // One byte under test and one other at every second place.
+                        let mut w = [fill; 8];
+                        w[(at + 3) % 8] = other;
+                        w[at] = c;
+                        assert_eq!(word_needs_escape(u64::from_le_bytes(w)), naive(w), "{w:?}");
+                    }
+                }
+            }
+        }
+        for len in 16..80 {
             for at in 0..len {
                 for bad in [b'"', b'\\', 0u8, 0x1f] {
                     let mut s = vec![b'a'; len];
                     s[at] = bad;
-                    assert!(needs_escape(&s), "{len} {at} {bad}");
+                    assert!(long_needs_escape(&s), "{len} {at} {bad}");
                 }
             }
-            assert!(!needs_escape(&vec![b'a'; len]));
-            assert!(!needs_escape("é\u{7f} ~".repeat(len).as_bytes()));
+            assert!(!long_needs_escape(&vec![b'a'; len]));
+            assert!(!long_needs_escape("é\u{7f} ~".repeat(len).as_bytes()));
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn escaper_is_serde_json_on_any_string(s in ".{0,80}", t in "[\\x00-\\x7f]{0,40}") {
+            check(&s);
+            check(&t);
+            check(&(s + &t));
         }
     }
 }
