@@ -261,31 +261,33 @@ pub(crate) fn write_iso_utc(out: &mut Vec<u8>, ts: f64, quoted: bool) -> bool {
         return false;
     }
     let (secs, micros) = split_ts(ts);
-    if quoted {
-        out.push(b'"');
-    }
-    // Fixed widths, divisions by the constant 10 (multiplications, not the slow
-    // division by a variable power of ten).
-    fn digits<const W: usize>(out: &mut [u8], n: i64) {
-        let mut n = n;
-        for slot in out.iter_mut().take(W).rev() {
-            *slot = b'0' + (n % 10) as u8;
-            n /= 10;
-        }
-    }
     if (0..=999_999).contains(&micros) {
         if let Some(head) = second_text(secs) {
-            out.extend_from_slice(&head);
-            let mut tail = *b".000000Z";
-            if let Some(d) = tail.get_mut(1..7) {
-                digits::<6>(d, micros);
+            // `"YYYY-MM-DDTHH:MM:SS.ffffffZ"` built on the stack, appended with one
+            // copy of a known length (with or without its quotes).
+            let mut text = *b"\"0000-00-00T00:00:00.000000Z\"";
+            if let Some(d) = text.get_mut(1..20) {
+                d.copy_from_slice(&head);
             }
-            out.extend_from_slice(&tail);
+            // Two digits at a time (micros < 1,000,000).
+            let m = micros as usize;
+            for (at, pair) in [(21, m / 10_000), (23, m / 100 % 100), (25, m % 100)] {
+                if let (Some(d), Some(p)) =
+                    (text.get_mut(at..at + 2), PAIRS.get(2 * pair..2 * pair + 2))
+                {
+                    d.copy_from_slice(p);
+                }
+            }
             if quoted {
-                out.push(b'"');
+                out.extend_from_slice(&text);
+            } else if let Some(t) = text.get(1..28) {
+                out.extend_from_slice(t);
             }
             return true;
         }
+    }
+    if quoted {
+        out.push(b'"');
     }
     let ((y, m, d), (hh, mm, ss)) = civil(secs);
     let text = format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}.{micros:06}Z");
@@ -295,6 +297,13 @@ pub(crate) fn write_iso_utc(out: &mut Vec<u8>, ts: f64, quoted: bool) -> bool {
     }
     true
 }
+
+/// `00` to `99`, two bytes each.
+const PAIRS: &[u8; 200] = b"0001020304050607080910111213141516171819\
+2021222324252627282930313233343536373839\
+4041424344454647484950515253545556575859\
+6061626364656667686970717273747576777879\
+8081828384858687888990919293949596979899";
 
 /// `YYYY-MM-DDTHH:MM:SS` of seconds since the epoch for years 0-9999 (`None`
 /// outside them). Records of one capture come many to a second: the last second

@@ -649,23 +649,58 @@ fn word4(s: &[u8], at: usize) -> [u8; 4] {
         .unwrap_or([0; 4])
 }
 
-/// Appends `s` (fewer than 16 bytes) when it needs no escaping, in quotes when
+/// The longest string [`put_short`] takes.
+const SHORT: usize = 32;
+/// What [`put_short`] appends before cutting it: an opening quote, the text, the
+/// closing quote and a colon.
+const WINDOW: usize = SHORT + 3;
+
+/// Appends `s` (at most [`SHORT`] bytes) when it needs no escaping, in quotes when
 /// `QUOTE`, followed by a colon when `COLON` (a member name); `false`, and nothing
-/// appended, when a byte needs escaping. One pass and no call to memcpy: the bytes
-/// are read as two overlapping words (8 or 4 bytes, or three single bytes), checked
-/// as words, and stored into an 18-byte window appended filled with quotes, which
-/// is then cut to length (the quote after the text is already there).
+/// appended, when a byte needs escaping (checked only when `CHECK`) or `s` is
+/// longer. One pass and no call to
+/// memcpy: the bytes are read as two overlapping pieces (16, 8 or 4 bytes, or
+/// three single bytes), checked as pieces, and stored into a window appended filled
+/// with quotes, which is then cut to length (the quote after the text is already
+/// there).
 #[inline(always)]
-fn put_short<const QUOTE: bool, const COLON: bool>(out: &mut Vec<u8>, s: &[u8]) -> bool {
+fn put_short<const QUOTE: bool, const COLON: bool, const CHECK: bool>(
+    out: &mut Vec<u8>,
+    s: &[u8],
+) -> bool {
     let n = s.len();
+    if n > SHORT {
+        return false;
+    }
     let open = usize::from(QUOTE);
     let start = out.len();
-    if n >= 8 {
-        let (a, b) = (word8(s, 0), word8(s, n - 8));
-        if word_needs_escape(u64::from_le_bytes(a)) || word_needs_escape(u64::from_le_bytes(b)) {
+    if n >= 16 {
+        let (Some(a), Some(b)) = (
+            s.get(..16).and_then(|w| <&[u8; 16]>::try_from(w).ok()),
+            s.get(n - 16..).and_then(|w| <&[u8; 16]>::try_from(w).ok()),
+        ) else {
+            return false;
+        };
+        if CHECK && (block_needs_escape(a) || block_needs_escape(b)) {
             return false;
         }
-        out.extend_from_slice(&[b'"'; 18]);
+        out.extend_from_slice(&[b'"'; WINDOW]);
+        let win = out.get_mut(start..).unwrap_or_default();
+        if let Some(d) = win.get_mut(open..open + 16) {
+            d.copy_from_slice(a);
+        }
+        if let Some(d) = win.get_mut(open + n - 16..open + n) {
+            d.copy_from_slice(b);
+        }
+    } else if n >= 8 {
+        let (a, b) = (word8(s, 0), word8(s, n - 8));
+        if CHECK
+            && (word_needs_escape(u64::from_le_bytes(a))
+                || word_needs_escape(u64::from_le_bytes(b)))
+        {
+            return false;
+        }
+        out.extend_from_slice(&[b'"'; WINDOW]);
         let win = out.get_mut(start..).unwrap_or_default();
         if let Some(d) = win.get_mut(open..open + 8) {
             d.copy_from_slice(&a);
@@ -677,10 +712,10 @@ fn put_short<const QUOTE: bool, const COLON: bool>(out: &mut Vec<u8>, s: &[u8]) 
         let (a, b) = (word4(s, 0), word4(s, n - 4));
         // Each word twice in a 64-bit word: the same bytes, checked exactly.
         let wide = |w: [u8; 4]| u64::from(u32::from_le_bytes(w)) * 0x1_0000_0001;
-        if word_needs_escape(wide(a)) || word_needs_escape(wide(b)) {
+        if CHECK && (word_needs_escape(wide(a)) || word_needs_escape(wide(b))) {
             return false;
         }
-        out.extend_from_slice(&[b'"'; 18]);
+        out.extend_from_slice(&[b'"'; WINDOW]);
         let win = out.get_mut(start..).unwrap_or_default();
         if let Some(d) = win.get_mut(open..open + 4) {
             d.copy_from_slice(&a);
@@ -689,10 +724,11 @@ fn put_short<const QUOTE: bool, const COLON: bool>(out: &mut Vec<u8>, s: &[u8]) 
             d.copy_from_slice(&b);
         }
     } else if let (Some(&a), Some(&b), Some(&c)) = (s.first(), s.get(n / 2), s.last()) {
-        if ESCAPE[usize::from(a)] | ESCAPE[usize::from(b)] | ESCAPE[usize::from(c)] != 0 {
+        if CHECK && (ESCAPE[usize::from(a)] | ESCAPE[usize::from(b)] | ESCAPE[usize::from(c)] != 0)
+        {
             return false;
         }
-        out.extend_from_slice(&[b'"'; 18]);
+        out.extend_from_slice(&[b'"'; WINDOW]);
         let win = out.get_mut(start..).unwrap_or_default();
         for (at, byte) in [(0, a), (n / 2, b), (n - 1, c)] {
             if let Some(d) = win.get_mut(open + at) {
@@ -700,7 +736,7 @@ fn put_short<const QUOTE: bool, const COLON: bool>(out: &mut Vec<u8>, s: &[u8]) 
             }
         }
     } else {
-        out.extend_from_slice(&[b'"'; 18]);
+        out.extend_from_slice(&[b'"'; WINDOW]);
     }
     let mut len = n + 2 * open;
     if COLON {
@@ -748,8 +784,8 @@ fn put_escaped(out: &mut Vec<u8>, s: &[u8]) {
 /// Appends `s` as a JSON string (byte for byte what serde_json writes).
 #[inline]
 fn put_str(out: &mut Vec<u8>, s: &[u8]) {
-    if s.len() < 16 {
-        if !put_short::<true, false>(out, s) {
+    if s.len() <= SHORT {
+        if !put_short::<true, false, true>(out, s) {
             put_escaped(out, s);
         }
     } else if long_needs_escape(s) {
@@ -767,6 +803,7 @@ fn put_str(out: &mut Vec<u8>, s: &[u8]) {
 struct Json<'a>(&'a mut Vec<u8>);
 
 impl Json<'_> {
+    #[inline(always)]
     fn lit(&mut self, s: &str) {
         self.0.extend_from_slice(s.as_bytes());
     }
@@ -778,7 +815,7 @@ impl Json<'_> {
     /// A member name and its colon (`"name":`).
     fn key(&mut self, k: &str) {
         let k = k.as_bytes();
-        if k.len() >= 16 || !put_short::<true, true>(self.0, k) {
+        if !put_short::<true, true, true>(self.0, k) {
             put_str(self.0, k);
             self.0.push(b':');
         }
@@ -787,8 +824,8 @@ impl Json<'_> {
     /// Text that is valid JSON as it is (a number token).
     fn raw(&mut self, s: &str) {
         let s = s.as_bytes();
-        // A number token never needs escaping, so the short path always takes it.
-        if s.len() >= 16 || !put_short::<false, false>(self.0, s) {
+        // Nothing to check: the short path always takes it.
+        if !put_short::<false, false, false>(self.0, s) {
             self.0.extend_from_slice(s);
         }
     }
@@ -802,7 +839,8 @@ impl Json<'_> {
 
     fn uint(&mut self, n: impl itoa::Integer) {
         let mut b = itoa::Buffer::new();
-        self.0.extend_from_slice(b.format(n).as_bytes());
+        // At most 20 digits: the short path, a copy of known length.
+        self.raw(b.format(n));
     }
 
     fn opt_uint(&mut self, n: Option<impl itoa::Integer>) {
@@ -813,8 +851,14 @@ impl Json<'_> {
     }
 
     fn float(&mut self, f: f64) {
-        // serde_json's shortest round-trip form, `null` when not finite.
-        let _ = serde_json::to_writer(&mut *self.0, &f);
+        // serde_json's form (its own formatter, zmij: the shortest text that
+        // reads back as the same number), `null` when not finite.
+        if f.is_finite() {
+            let mut b = zmij::Buffer::new();
+            self.raw(b.format_finite(f));
+        } else {
+            self.lit("null");
+        }
     }
 
     /// `"ts":…,"time":…` as `ser_ts_and_time` writes them (flattened).
@@ -872,23 +916,24 @@ impl Json<'_> {
         self.uint(m.index);
         self.0.push(b',');
         self.ts_and_time(m.ts);
-        self.lit(",\"transport\":\"");
-        self.lit(m.transport.as_str());
-        self.lit("\",\"src\":");
+        self.transport(m.transport);
+        self.lit(",\"src\":");
         self.str(&m.src);
         self.lit(",\"dst\":");
         self.str(&m.dst);
-        self.lit(",\"direction\":\"");
-        self.lit(m.direction.as_str());
-        self.lit("\",\"role\":\"");
-        self.lit(match m.role {
-            Role::Request => "request",
-            Role::Response => "response",
-            Role::Ack => "ack",
-            Role::ErrorFrame => "error-frame",
-            Role::Preflight => "preflight",
-        });
-        self.lit("\",\"dialect\":");
+        // One literal per variant: copies of a known length, made inline.
+        match m.direction {
+            Direction::EcrToPos => self.lit(",\"direction\":\"ecr-to-pos\""),
+            Direction::PosToEcr => self.lit(",\"direction\":\"pos-to-ecr\""),
+        }
+        match m.role {
+            Role::Request => self.lit(",\"role\":\"request\""),
+            Role::Response => self.lit(",\"role\":\"response\""),
+            Role::Ack => self.lit(",\"role\":\"ack\""),
+            Role::ErrorFrame => self.lit(",\"role\":\"error-frame\""),
+            Role::Preflight => self.lit(",\"role\":\"preflight\""),
+        }
+        self.lit(",\"dialect\":");
         self.opt_str(m.dialect.as_deref());
         self.lit(",\"func_type\":");
         self.opt_uint(m.func_type);
@@ -954,6 +999,16 @@ impl Json<'_> {
             self.str(g);
         }
         self.0.push(b'}');
+    }
+
+    /// `,"transport":"…"`.
+    fn transport(&mut self, t: Transport) {
+        match t {
+            Transport::Http => self.lit(",\"transport\":\"http\""),
+            Transport::Tcp => self.lit(",\"transport\":\"tcp\""),
+            Transport::Serial => self.lit(",\"transport\":\"serial\""),
+            Transport::Https => self.lit(",\"transport\":\"https\""),
+        }
     }
 
     fn frame(&mut self, f: &FrameInfo) {
@@ -1030,9 +1085,8 @@ impl Json<'_> {
     fn transaction(&mut self, t: &TransactionRecord) {
         self.lit("{\"kind\":\"transaction\",");
         self.ts_and_time(t.ts);
-        self.lit(",\"transport\":\"");
-        self.lit(t.transport.as_str());
-        self.lit("\",\"func_type\":");
+        self.transport(t.transport);
+        self.lit(",\"func_type\":");
         self.opt_uint(t.func_type);
         self.lit(",\"latency_ms\":");
         self.float(t.latency_ms);
