@@ -89,11 +89,13 @@ pub fn writer_with<'a, W: Write + 'a>(
         Format::Jsonl => Box::new(JsonlWriter {
             out,
             buf: Vec::new(),
+            times: Default::default(),
         }),
         Format::Json => Box::new(JsonWriter {
             out,
             first: true,
             buf: Vec::new(),
+            times: Default::default(),
         }),
         Format::Ladder => {
             Box::new(crate::ladder::LadderWriter::new(out, opts.color).with_clock(opts.clock))
@@ -108,12 +110,18 @@ pub struct JsonlWriter<W: Write> {
     /// `Vec` takes inline while `out` (often a `Box<dyn Write>`) would take each
     /// through a call.
     buf: Vec<u8>,
+    /// Recent capture times as text.
+    times: crate::record::TimeCache,
 }
 
 /// Serialises `record` into `buf` (cleared first, capacity kept).
-fn render(buf: &mut Vec<u8>, record: &Record) -> io::Result<()> {
+fn render(
+    buf: &mut Vec<u8>,
+    times: &mut crate::record::TimeCache,
+    record: &Record,
+) -> io::Result<()> {
     buf.clear();
-    if !crate::record::write_json_fast(record, buf) {
+    if !crate::record::write_json_fast(record, buf, times) {
         serde_json::to_writer(&mut *buf, record).map_err(io::Error::from)?;
     }
     // Keep one line's worth of capacity, not the largest record ever seen.
@@ -125,7 +133,7 @@ fn render(buf: &mut Vec<u8>, record: &Record) -> io::Result<()> {
 
 impl<W: Write> RecordWriter for JsonlWriter<W> {
     fn write(&mut self, record: &Record) -> io::Result<()> {
-        render(&mut self.buf, record)?;
+        render(&mut self.buf, &mut self.times, record)?;
         self.buf.push(b'\n');
         self.out.write_all(&self.buf)
     }
@@ -140,6 +148,8 @@ pub struct JsonWriter<W: Write> {
     first: bool,
     /// See [`JsonlWriter`].
     buf: Vec<u8>,
+    /// See [`JsonlWriter`].
+    times: crate::record::TimeCache,
 }
 
 impl<W: Write> RecordWriter for JsonWriter<W> {
@@ -150,7 +160,7 @@ impl<W: Write> RecordWriter for JsonWriter<W> {
             b",\n"
         })?;
         self.first = false;
-        render(&mut self.buf, record)?;
+        render(&mut self.buf, &mut self.times, record)?;
         self.out.write_all(&self.buf)
     }
     fn finish(&mut self) -> io::Result<()> {
@@ -1029,6 +1039,7 @@ mod tests {
             out: &mut out,
             first: true,
             buf: Vec::new(),
+            times: Default::default(),
         };
         w.finish().unwrap();
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();

@@ -552,11 +552,11 @@ pub fn latency_of(samples: &mut [f64]) -> Option<Latency> {
 /// serde's per-byte escaping; `false` (and nothing written) for other records,
 /// which the caller serialises with serde. Strings with something to escape go
 /// through serde_json, as do floats, so the rare cases stay serde_json's own.
-pub(crate) fn write_json_fast(record: &Record, buf: &mut Vec<u8>) -> bool {
+pub(crate) fn write_json_fast(record: &Record, buf: &mut Vec<u8>, times: &mut TimeCache) -> bool {
     let mut j = Json(buf);
     match record {
-        Record::Message(m) => j.message(m),
-        Record::Transaction(t) => j.transaction(t),
+        Record::Message(m) => j.message(m, times),
+        Record::Transaction(t) => j.transaction(t, times),
         Record::Finding(_) | Record::Summary(_) => return false,
     }
     true
@@ -798,6 +798,30 @@ fn put_str(out: &mut Vec<u8>, s: &[u8]) {
     }
 }
 
+/// Capture times whose text [`TimeCache`] keeps.
+const TIME_SLOTS: usize = 4;
+/// Room for `"ts":` and the longest float, `,"time":` and the quoted ISO time.
+const TIME_TEXT: usize = 72;
+
+/// The `"ts":…,"time":…` texts of the last few capture times written: a
+/// transaction's time is its request's, written a few records before, and the
+/// float and date formatting are the dearest part of a short record.
+pub(crate) struct TimeCache {
+    /// Time bits, text length (0: empty slot), text.
+    slots: [(u64, u8, [u8; TIME_TEXT]); TIME_SLOTS],
+    /// The slot to fill next (round robin).
+    next: usize,
+}
+
+impl Default for TimeCache {
+    fn default() -> Self {
+        TimeCache {
+            slots: [(0, 0, [0; TIME_TEXT]); TIME_SLOTS],
+            next: 0,
+        }
+    }
+}
+
 /// A JSON writer into a byte buffer. Member names are written as literals
 /// (`,"name":`): they are ours and need no escaping.
 struct Json<'a>(&'a mut Vec<u8>);
@@ -861,13 +885,32 @@ impl Json<'_> {
         }
     }
 
-    /// `"ts":…,"time":…` as `ser_ts_and_time` writes them (flattened).
-    fn ts_and_time(&mut self, ts: f64) {
+    /// `"ts":…,"time":…` as `ser_ts_and_time` writes them (flattened), from
+    /// `times` when written a few records before.
+    fn ts_and_time(&mut self, ts: f64, times: &mut TimeCache) {
+        let bits = ts.to_bits();
+        if let Some((_, len, text)) = times.slots.iter().find(|s| s.0 == bits && s.1 > 0) {
+            self.0
+                .extend_from_slice(text.get(..usize::from(*len)).unwrap_or_default());
+            return;
+        }
+        let start = self.0.len();
         self.lit("\"ts\":");
         self.float(ts);
         self.lit(",\"time\":");
         if !crate::output::write_iso_utc(self.0, ts, true) {
             self.lit("null");
+        }
+        let written = self.0.get(start..).unwrap_or_default();
+        if let (Ok(len), Some(slot)) = (
+            u8::try_from(written.len()),
+            times.slots.get_mut(times.next % TIME_SLOTS),
+        ) {
+            if let Some(text) = slot.2.get_mut(..written.len()) {
+                text.copy_from_slice(written);
+                *slot = (bits, len, slot.2);
+                times.next = times.next.wrapping_add(1);
+            }
         }
     }
 
@@ -911,11 +954,11 @@ impl Json<'_> {
         }
     }
 
-    fn message(&mut self, m: &MessageRecord) {
+    fn message(&mut self, m: &MessageRecord, times: &mut TimeCache) {
         self.lit("{\"kind\":\"message\",\"index\":");
         self.uint(m.index);
         self.0.push(b',');
-        self.ts_and_time(m.ts);
+        self.ts_and_time(m.ts, times);
         self.transport(m.transport);
         self.lit(",\"src\":");
         self.str(&m.src);
@@ -1082,9 +1125,9 @@ impl Json<'_> {
         self.0.push(b'}');
     }
 
-    fn transaction(&mut self, t: &TransactionRecord) {
+    fn transaction(&mut self, t: &TransactionRecord, times: &mut TimeCache) {
         self.lit("{\"kind\":\"transaction\",");
-        self.ts_and_time(t.ts);
+        self.ts_and_time(t.ts, times);
         self.transport(t.transport);
         self.lit(",\"func_type\":");
         self.opt_uint(t.func_type);
@@ -1127,7 +1170,12 @@ mod tests {
 
     fn both(r: &Record) -> (String, String) {
         let mut fast = Vec::new();
-        assert!(write_json_fast(r, &mut fast));
+        let mut times = TimeCache::default();
+        assert!(write_json_fast(r, &mut fast, &mut times));
+        // Again, with its time now in the cache: the same text.
+        let mut again = Vec::new();
+        assert!(write_json_fast(r, &mut again, &mut times));
+        assert_eq!(again, fast);
         let fast = String::from_utf8(fast).unwrap();
         // The reference: serde's derive, the writer's only path before.
         let slow = serde_json::to_string(r).unwrap();
@@ -1302,9 +1350,29 @@ mod tests {
         let mut buf = Vec::new();
         assert!(!write_json_fast(
             &Record::Summary(SummaryRecord::default()),
-            &mut buf
+            &mut buf,
+            &mut TimeCache::default()
         ));
         assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn cached_times_are_the_times_written_fresh() {
+        // More distinct times than slots, revisited in a different order, with
+        // the unknown time (0) and a time beyond year 9999 among them.
+        let times = [1.5, 1_700_000_000.000_079_9, 0.0, 2.0, 1e13, 3.25, 1.5, 4.0];
+        let mut cache = TimeCache::default();
+        for &ts in times.iter().chain(times.iter().rev()) {
+            let mut m = message();
+            m.ts = ts;
+            let r = Record::Message(Box::new(m));
+            let mut cached = Vec::new();
+            assert!(write_json_fast(&r, &mut cached, &mut cache));
+            assert_eq!(
+                String::from_utf8(cached).unwrap(),
+                serde_json::to_string(&r).unwrap()
+            );
+        }
     }
 
     /// The oracle: serde_json's own string escaping.
