@@ -657,17 +657,13 @@ const WINDOW: usize = SHORT + 3;
 
 /// Appends `s` (at most [`SHORT`] bytes) when it needs no escaping, in quotes when
 /// `QUOTE`, followed by a colon when `COLON` (a member name); `false`, and nothing
-/// appended, when a byte needs escaping (checked only when `CHECK`) or `s` is
-/// longer. One pass and no call to
+/// appended, when a byte needs escaping or `s` is longer. One pass and no call to
 /// memcpy: the bytes are read as two overlapping pieces (16, 8 or 4 bytes, or
 /// three single bytes), checked as pieces, and stored into a window appended filled
 /// with quotes, which is then cut to length (the quote after the text is already
 /// there).
 #[inline(always)]
-fn put_short<const QUOTE: bool, const COLON: bool, const CHECK: bool>(
-    out: &mut Vec<u8>,
-    s: &[u8],
-) -> bool {
+fn put_short<const QUOTE: bool, const COLON: bool>(out: &mut Vec<u8>, s: &[u8]) -> bool {
     let n = s.len();
     if n > SHORT {
         return false;
@@ -681,7 +677,7 @@ fn put_short<const QUOTE: bool, const COLON: bool, const CHECK: bool>(
         ) else {
             return false;
         };
-        if CHECK && (block_needs_escape(a) || block_needs_escape(b)) {
+        if block_needs_escape(a) || block_needs_escape(b) {
             return false;
         }
         out.extend_from_slice(&[b'"'; WINDOW]);
@@ -694,10 +690,7 @@ fn put_short<const QUOTE: bool, const COLON: bool, const CHECK: bool>(
         }
     } else if n >= 8 {
         let (a, b) = (word8(s, 0), word8(s, n - 8));
-        if CHECK
-            && (word_needs_escape(u64::from_le_bytes(a))
-                || word_needs_escape(u64::from_le_bytes(b)))
-        {
+        if word_needs_escape(u64::from_le_bytes(a)) || word_needs_escape(u64::from_le_bytes(b)) {
             return false;
         }
         out.extend_from_slice(&[b'"'; WINDOW]);
@@ -712,7 +705,7 @@ fn put_short<const QUOTE: bool, const COLON: bool, const CHECK: bool>(
         let (a, b) = (word4(s, 0), word4(s, n - 4));
         // Each word twice in a 64-bit word: the same bytes, checked exactly.
         let wide = |w: [u8; 4]| u64::from(u32::from_le_bytes(w)) * 0x1_0000_0001;
-        if CHECK && (word_needs_escape(wide(a)) || word_needs_escape(wide(b))) {
+        if word_needs_escape(wide(a)) || word_needs_escape(wide(b)) {
             return false;
         }
         out.extend_from_slice(&[b'"'; WINDOW]);
@@ -724,8 +717,7 @@ fn put_short<const QUOTE: bool, const COLON: bool, const CHECK: bool>(
             d.copy_from_slice(&b);
         }
     } else if let (Some(&a), Some(&b), Some(&c)) = (s.first(), s.get(n / 2), s.last()) {
-        if CHECK && (ESCAPE[usize::from(a)] | ESCAPE[usize::from(b)] | ESCAPE[usize::from(c)] != 0)
-        {
+        if ESCAPE[usize::from(a)] | ESCAPE[usize::from(b)] | ESCAPE[usize::from(c)] != 0 {
             return false;
         }
         out.extend_from_slice(&[b'"'; WINDOW]);
@@ -785,7 +777,7 @@ fn put_escaped(out: &mut Vec<u8>, s: &[u8]) {
 #[inline]
 fn put_str(out: &mut Vec<u8>, s: &[u8]) {
     if s.len() <= SHORT {
-        if !put_short::<true, false, true>(out, s) {
+        if !put_short::<true, false>(out, s) {
             put_escaped(out, s);
         }
     } else if long_needs_escape(s) {
@@ -839,7 +831,7 @@ impl Json<'_> {
     /// A member name and its colon (`"name":`).
     fn key(&mut self, k: &str) {
         let k = k.as_bytes();
-        if !put_short::<true, true, true>(self.0, k) {
+        if !put_short::<true, true>(self.0, k) {
             put_str(self.0, k);
             self.0.push(b':');
         }
@@ -847,11 +839,7 @@ impl Json<'_> {
 
     /// Text that is valid JSON as it is (a number token).
     fn raw(&mut self, s: &str) {
-        let s = s.as_bytes();
-        // Nothing to check: the short path always takes it.
-        if !put_short::<false, false, false>(self.0, s) {
-            self.0.extend_from_slice(s);
-        }
+        self.0.extend_from_slice(s.as_bytes());
     }
 
     fn opt_str(&mut self, s: Option<&str>) {
