@@ -89,11 +89,13 @@ pub fn writer_with<'a, W: Write + 'a>(
         Format::Jsonl => Box::new(JsonlWriter {
             out,
             buf: Vec::new(),
+            times: Default::default(),
         }),
         Format::Json => Box::new(JsonWriter {
             out,
             first: true,
             buf: Vec::new(),
+            times: Default::default(),
         }),
         Format::Ladder => {
             Box::new(crate::ladder::LadderWriter::new(out, opts.color).with_clock(opts.clock))
@@ -108,12 +110,18 @@ pub struct JsonlWriter<W: Write> {
     /// `Vec` takes inline while `out` (often a `Box<dyn Write>`) would take each
     /// through a call.
     buf: Vec<u8>,
+    /// Recent capture times as text.
+    times: crate::record::TimeCache,
 }
 
 /// Serialises `record` into `buf` (cleared first, capacity kept).
-fn render(buf: &mut Vec<u8>, record: &Record) -> io::Result<()> {
+fn render(
+    buf: &mut Vec<u8>,
+    times: &mut crate::record::TimeCache,
+    record: &Record,
+) -> io::Result<()> {
     buf.clear();
-    if !crate::record::write_json_fast(record, buf) {
+    if !crate::record::write_json_fast(record, buf, times) {
         serde_json::to_writer(&mut *buf, record).map_err(io::Error::from)?;
     }
     // Keep one line's worth of capacity, not the largest record ever seen.
@@ -125,7 +133,7 @@ fn render(buf: &mut Vec<u8>, record: &Record) -> io::Result<()> {
 
 impl<W: Write> RecordWriter for JsonlWriter<W> {
     fn write(&mut self, record: &Record) -> io::Result<()> {
-        render(&mut self.buf, record)?;
+        render(&mut self.buf, &mut self.times, record)?;
         self.buf.push(b'\n');
         self.out.write_all(&self.buf)
     }
@@ -140,6 +148,8 @@ pub struct JsonWriter<W: Write> {
     first: bool,
     /// See [`JsonlWriter`].
     buf: Vec<u8>,
+    /// See [`JsonlWriter`].
+    times: crate::record::TimeCache,
 }
 
 impl<W: Write> RecordWriter for JsonWriter<W> {
@@ -150,7 +160,7 @@ impl<W: Write> RecordWriter for JsonWriter<W> {
             b",\n"
         })?;
         self.first = false;
-        render(&mut self.buf, record)?;
+        render(&mut self.buf, &mut self.times, record)?;
         self.out.write_all(&self.buf)
     }
     fn finish(&mut self) -> io::Result<()> {
@@ -261,31 +271,33 @@ pub(crate) fn write_iso_utc(out: &mut Vec<u8>, ts: f64, quoted: bool) -> bool {
         return false;
     }
     let (secs, micros) = split_ts(ts);
-    if quoted {
-        out.push(b'"');
-    }
-    // Fixed widths, divisions by the constant 10 (multiplications, not the slow
-    // division by a variable power of ten).
-    fn digits<const W: usize>(out: &mut [u8], n: i64) {
-        let mut n = n;
-        for slot in out.iter_mut().take(W).rev() {
-            *slot = b'0' + (n % 10) as u8;
-            n /= 10;
-        }
-    }
     if (0..=999_999).contains(&micros) {
         if let Some(head) = second_text(secs) {
-            out.extend_from_slice(&head);
-            let mut tail = *b".000000Z";
-            if let Some(d) = tail.get_mut(1..7) {
-                digits::<6>(d, micros);
+            // `"YYYY-MM-DDTHH:MM:SS.ffffffZ"` built on the stack, appended with one
+            // copy of a known length (with or without its quotes).
+            let mut text = *b"\"0000-00-00T00:00:00.000000Z\"";
+            if let Some(d) = text.get_mut(1..20) {
+                d.copy_from_slice(&head);
             }
-            out.extend_from_slice(&tail);
+            // Two digits at a time (micros < 1,000,000).
+            let m = micros as usize;
+            for (at, pair) in [(21, m / 10_000), (23, m / 100 % 100), (25, m % 100)] {
+                if let (Some(d), Some(p)) =
+                    (text.get_mut(at..at + 2), PAIRS.get(2 * pair..2 * pair + 2))
+                {
+                    d.copy_from_slice(p);
+                }
+            }
             if quoted {
-                out.push(b'"');
+                out.extend_from_slice(&text);
+            } else if let Some(t) = text.get(1..28) {
+                out.extend_from_slice(t);
             }
             return true;
         }
+    }
+    if quoted {
+        out.push(b'"');
     }
     let ((y, m, d), (hh, mm, ss)) = civil(secs);
     let text = format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}.{micros:06}Z");
@@ -295,6 +307,13 @@ pub(crate) fn write_iso_utc(out: &mut Vec<u8>, ts: f64, quoted: bool) -> bool {
     }
     true
 }
+
+/// `00` to `99`, two bytes each.
+const PAIRS: &[u8; 200] = b"0001020304050607080910111213141516171819\
+2021222324252627282930313233343536373839\
+4041424344454647484950515253545556575859\
+6061626364656667686970717273747576777879\
+8081828384858687888990919293949596979899";
 
 /// `YYYY-MM-DDTHH:MM:SS` of seconds since the epoch for years 0-9999 (`None`
 /// outside them). Records of one capture come many to a second: the last second
@@ -1020,6 +1039,7 @@ mod tests {
             out: &mut out,
             first: true,
             buf: Vec::new(),
+            times: Default::default(),
         };
         w.finish().unwrap();
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();

@@ -552,41 +552,266 @@ pub fn latency_of(samples: &mut [f64]) -> Option<Latency> {
 /// serde's per-byte escaping; `false` (and nothing written) for other records,
 /// which the caller serialises with serde. Strings with something to escape go
 /// through serde_json, as do floats, so the rare cases stay serde_json's own.
-pub(crate) fn write_json_fast(record: &Record, buf: &mut Vec<u8>) -> bool {
+pub(crate) fn write_json_fast(record: &Record, buf: &mut Vec<u8>, times: &mut TimeCache) -> bool {
     let mut j = Json(buf);
     match record {
-        Record::Message(m) => j.message(m),
-        Record::Transaction(t) => j.transaction(t),
+        Record::Message(m) => j.message(m, times),
+        Record::Transaction(t) => j.transaction(t, times),
         Record::Finding(_) | Record::Summary(_) => return false,
     }
     true
 }
 
-/// Whether a string needs JSON escaping (a quote, a backslash or a control
-/// character), checked 16 bytes at a time without branches inside a block.
-fn needs_escape(s: &[u8]) -> bool {
-    fn block(chunk: &[u8; 16]) -> bool {
-        let mut m = 0u8;
-        for &c in chunk {
-            m |= u8::from(c < 0x20 || c == b'"' || c == b'\\');
-        }
-        m != 0
+/// How [`put_escaped`] writes each byte: 0 = as it is, `u` = `\u00XX`, otherwise
+/// the letter after the backslash. serde_json's table: the short forms `\b`, `\t`,
+/// `\n`, `\f`, `\r`, `\"`, `\\`, the other control characters as `\u00XX` (lowercase
+/// hex), and nothing else escaped (not DEL, not `/`, not non-ASCII).
+const ESCAPE: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut c = 0;
+    while c < 0x20 {
+        t[c] = b'u';
+        c += 1;
     }
+    t[0x08] = b'b';
+    t[0x09] = b't';
+    t[0x0a] = b'n';
+    t[0x0c] = b'f';
+    t[0x0d] = b'r';
+    t[b'"' as usize] = b'"';
+    t[b'\\' as usize] = b'\\';
+    t
+};
+
+/// Bytes of a word.
+const ONES: u64 = 0x0101_0101_0101_0101;
+/// The top bit of each byte of a word.
+const TOPS: u64 = 0x8080_8080_8080_8080;
+
+/// Whether one of the 8 bytes of `w` needs escaping (a control character, a quote
+/// or a backslash), exactly: the lowest such byte always sets its top bit in one of
+/// the three terms (borrows run upwards only from a byte that is itself a hit), and
+/// a byte of 0x80 or more never does (`!w` clears its top bit).
+#[inline(always)]
+fn word_needs_escape(w: u64) -> bool {
+    let control = w.wrapping_sub(ONES * 0x20) & !w;
+    let q = w ^ (ONES * u64::from(b'"'));
+    let quote = q.wrapping_sub(ONES) & !q;
+    let b = w ^ (ONES * u64::from(b'\\'));
+    let backslash = b.wrapping_sub(ONES) & !b;
+    (control | quote | backslash) & TOPS != 0
+}
+
+/// Whether a block of 16 bytes holds a byte that needs escaping, without branches
+/// inside the block (the compiler makes it a few vector instructions).
+#[inline(always)]
+fn block_needs_escape(chunk: &[u8; 16]) -> bool {
+    let mut m = 0u8;
+    for &c in chunk {
+        m |= u8::from(c < 0x20 || c == b'"' || c == b'\\');
+    }
+    m != 0
+}
+
+/// Whether `s` (16 bytes or more) holds a byte that needs escaping: 16 bytes at a
+/// time, the tail as the last 16 bytes (overlapping the block before it).
+fn long_needs_escape(s: &[u8]) -> bool {
     let mut chunks = s.chunks_exact(16);
     for chunk in &mut chunks {
-        if chunk.try_into().is_ok_and(block) {
+        if chunk.try_into().is_ok_and(block_needs_escape) {
             return true;
         }
     }
-    // The tail (most member names and values are shorter than 16 bytes), padded
-    // with a byte that needs no escaping, takes the same branch-free path. Copied
-    // byte by byte: a `copy_from_slice` of a length not known here is a call to
-    // memcpy, which cost more than the check.
-    let mut last = [b'a'; 16];
-    for (d, &c) in last.iter_mut().zip(chunks.remainder()) {
-        *d = c;
+    if chunks.remainder().is_empty() {
+        return false;
     }
-    block(&last)
+    s.len()
+        .checked_sub(16)
+        .and_then(|from| s.get(from..))
+        .and_then(|tail| <&[u8; 16]>::try_from(tail).ok())
+        .is_some_and(block_needs_escape)
+}
+
+/// Eight bytes of `s` from `at` as a little-endian word (zero if out of range,
+/// which the callers' length checks rule out).
+#[inline(always)]
+fn word8(s: &[u8], at: usize) -> [u8; 8] {
+    s.get(at..at.wrapping_add(8))
+        .and_then(|w| w.try_into().ok())
+        .unwrap_or([0; 8])
+}
+
+/// Four bytes of `s` from `at` (zero if out of range, see [`word8`]).
+#[inline(always)]
+fn word4(s: &[u8], at: usize) -> [u8; 4] {
+    s.get(at..at.wrapping_add(4))
+        .and_then(|w| w.try_into().ok())
+        .unwrap_or([0; 4])
+}
+
+/// The longest string [`put_short`] takes.
+const SHORT: usize = 32;
+/// What [`put_short`] appends before cutting it: an opening quote, the text, the
+/// closing quote and a colon.
+const WINDOW: usize = SHORT + 3;
+
+/// Appends `s` (at most [`SHORT`] bytes) when it needs no escaping, in quotes when
+/// `QUOTE`, followed by a colon when `COLON` (a member name); `false`, and nothing
+/// appended, when a byte needs escaping or `s` is longer. One pass and no call to
+/// memcpy: the bytes are read as two overlapping pieces (16, 8 or 4 bytes, or
+/// three single bytes), checked as pieces, and stored into a window appended filled
+/// with quotes, which is then cut to length (the quote after the text is already
+/// there).
+#[inline(always)]
+fn put_short<const QUOTE: bool, const COLON: bool>(out: &mut Vec<u8>, s: &[u8]) -> bool {
+    let n = s.len();
+    if n > SHORT {
+        return false;
+    }
+    let open = usize::from(QUOTE);
+    let start = out.len();
+    if n >= 16 {
+        let (Some(a), Some(b)) = (
+            s.get(..16).and_then(|w| <&[u8; 16]>::try_from(w).ok()),
+            s.get(n - 16..).and_then(|w| <&[u8; 16]>::try_from(w).ok()),
+        ) else {
+            return false;
+        };
+        if block_needs_escape(a) || block_needs_escape(b) {
+            return false;
+        }
+        out.extend_from_slice(&[b'"'; WINDOW]);
+        let win = out.get_mut(start..).unwrap_or_default();
+        if let Some(d) = win.get_mut(open..open + 16) {
+            d.copy_from_slice(a);
+        }
+        if let Some(d) = win.get_mut(open + n - 16..open + n) {
+            d.copy_from_slice(b);
+        }
+    } else if n >= 8 {
+        let (a, b) = (word8(s, 0), word8(s, n - 8));
+        if word_needs_escape(u64::from_le_bytes(a)) || word_needs_escape(u64::from_le_bytes(b)) {
+            return false;
+        }
+        out.extend_from_slice(&[b'"'; WINDOW]);
+        let win = out.get_mut(start..).unwrap_or_default();
+        if let Some(d) = win.get_mut(open..open + 8) {
+            d.copy_from_slice(&a);
+        }
+        if let Some(d) = win.get_mut(open + n - 8..open + n) {
+            d.copy_from_slice(&b);
+        }
+    } else if n >= 4 {
+        let (a, b) = (word4(s, 0), word4(s, n - 4));
+        // Each word twice in a 64-bit word: the same bytes, checked exactly.
+        let wide = |w: [u8; 4]| u64::from(u32::from_le_bytes(w)) * 0x1_0000_0001;
+        if word_needs_escape(wide(a)) || word_needs_escape(wide(b)) {
+            return false;
+        }
+        out.extend_from_slice(&[b'"'; WINDOW]);
+        let win = out.get_mut(start..).unwrap_or_default();
+        if let Some(d) = win.get_mut(open..open + 4) {
+            d.copy_from_slice(&a);
+        }
+        if let Some(d) = win.get_mut(open + n - 4..open + n) {
+            d.copy_from_slice(&b);
+        }
+    } else if let (Some(&a), Some(&b), Some(&c)) = (s.first(), s.get(n / 2), s.last()) {
+        if ESCAPE[usize::from(a)] | ESCAPE[usize::from(b)] | ESCAPE[usize::from(c)] != 0 {
+            return false;
+        }
+        out.extend_from_slice(&[b'"'; WINDOW]);
+        let win = out.get_mut(start..).unwrap_or_default();
+        for (at, byte) in [(0, a), (n / 2, b), (n - 1, c)] {
+            if let Some(d) = win.get_mut(open + at) {
+                *d = byte;
+            }
+        }
+    } else {
+        out.extend_from_slice(&[b'"'; WINDOW]);
+    }
+    let mut len = n + 2 * open;
+    if COLON {
+        if let Some(d) = out.get_mut(start + len) {
+            *d = b':';
+        }
+        len += 1;
+    }
+    out.truncate(start + len);
+    true
+}
+
+/// Appends `s` as a JSON string, escaped as serde_json escapes it: runs of bytes
+/// that need no escaping are copied whole, each byte that does is written as its
+/// escape.
+fn put_escaped(out: &mut Vec<u8>, s: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.reserve(s.len() + 2);
+    out.push(b'"');
+    let mut run = 0;
+    for (i, &c) in s.iter().enumerate() {
+        let e = ESCAPE[usize::from(c)];
+        if e == 0 {
+            continue;
+        }
+        out.extend_from_slice(s.get(run..i).unwrap_or_default());
+        if e == b'u' {
+            out.extend_from_slice(&[
+                b'\\',
+                b'u',
+                b'0',
+                b'0',
+                HEX[usize::from(c >> 4)],
+                HEX[usize::from(c & 15)],
+            ]);
+        } else {
+            out.extend_from_slice(&[b'\\', e]);
+        }
+        run = i + 1;
+    }
+    out.extend_from_slice(s.get(run..).unwrap_or_default());
+    out.push(b'"');
+}
+
+/// Appends `s` as a JSON string (byte for byte what serde_json writes).
+#[inline]
+fn put_str(out: &mut Vec<u8>, s: &[u8]) {
+    if s.len() <= SHORT {
+        if !put_short::<true, false>(out, s) {
+            put_escaped(out, s);
+        }
+    } else if long_needs_escape(s) {
+        put_escaped(out, s);
+    } else {
+        out.reserve(s.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(s);
+        out.push(b'"');
+    }
+}
+
+/// Capture times whose text [`TimeCache`] keeps.
+const TIME_SLOTS: usize = 4;
+/// Room for `"ts":` and the longest float, `,"time":` and the quoted ISO time.
+const TIME_TEXT: usize = 72;
+
+/// The `"ts":…,"time":…` texts of the last few capture times written: a
+/// transaction's time is its request's, written a few records before, and the
+/// float and date formatting are the dearest part of a short record.
+pub(crate) struct TimeCache {
+    /// Time bits, text length (0: empty slot), text.
+    slots: [(u64, u8, [u8; TIME_TEXT]); TIME_SLOTS],
+    /// The slot to fill next (round robin).
+    next: usize,
+}
+
+impl Default for TimeCache {
+    fn default() -> Self {
+        TimeCache {
+            slots: [(0, 0, [0; TIME_TEXT]); TIME_SLOTS],
+            next: 0,
+        }
+    }
 }
 
 /// A JSON writer into a byte buffer. Member names are written as literals
@@ -594,20 +819,27 @@ fn needs_escape(s: &[u8]) -> bool {
 struct Json<'a>(&'a mut Vec<u8>);
 
 impl Json<'_> {
+    #[inline(always)]
     fn lit(&mut self, s: &str) {
         self.0.extend_from_slice(s.as_bytes());
     }
 
     fn str(&mut self, s: &str) {
-        if needs_escape(s.as_bytes()) {
-            // serde_json's escaping (short forms, `\u00XX` in lowercase hex).
-            let _ = serde_json::to_writer(&mut *self.0, s);
-        } else {
-            self.0.reserve(s.len() + 2);
-            self.0.push(b'"');
-            self.0.extend_from_slice(s.as_bytes());
-            self.0.push(b'"');
+        put_str(self.0, s.as_bytes());
+    }
+
+    /// A member name and its colon (`"name":`).
+    fn key(&mut self, k: &str) {
+        let k = k.as_bytes();
+        if !put_short::<true, true>(self.0, k) {
+            put_str(self.0, k);
+            self.0.push(b':');
         }
+    }
+
+    /// Text that is valid JSON as it is (a number token).
+    fn raw(&mut self, s: &str) {
+        self.0.extend_from_slice(s.as_bytes());
     }
 
     fn opt_str(&mut self, s: Option<&str>) {
@@ -619,7 +851,8 @@ impl Json<'_> {
 
     fn uint(&mut self, n: impl itoa::Integer) {
         let mut b = itoa::Buffer::new();
-        self.0.extend_from_slice(b.format(n).as_bytes());
+        // At most 20 digits: the short path, a copy of known length.
+        self.raw(b.format(n));
     }
 
     fn opt_uint(&mut self, n: Option<impl itoa::Integer>) {
@@ -630,17 +863,42 @@ impl Json<'_> {
     }
 
     fn float(&mut self, f: f64) {
-        // serde_json's shortest round-trip form, `null` when not finite.
-        let _ = serde_json::to_writer(&mut *self.0, &f);
+        // serde_json's form (its own formatter, zmij: the shortest text that
+        // reads back as the same number), `null` when not finite.
+        if f.is_finite() {
+            let mut b = zmij::Buffer::new();
+            self.raw(b.format_finite(f));
+        } else {
+            self.lit("null");
+        }
     }
 
-    /// `"ts":…,"time":…` as `ser_ts_and_time` writes them (flattened).
-    fn ts_and_time(&mut self, ts: f64) {
+    /// `"ts":…,"time":…` as `ser_ts_and_time` writes them (flattened), from
+    /// `times` when written a few records before.
+    fn ts_and_time(&mut self, ts: f64, times: &mut TimeCache) {
+        let bits = ts.to_bits();
+        if let Some((_, len, text)) = times.slots.iter().find(|s| s.0 == bits && s.1 > 0) {
+            self.0
+                .extend_from_slice(text.get(..usize::from(*len)).unwrap_or_default());
+            return;
+        }
+        let start = self.0.len();
         self.lit("\"ts\":");
         self.float(ts);
         self.lit(",\"time\":");
         if !crate::output::write_iso_utc(self.0, ts, true) {
             self.lit("null");
+        }
+        let written = self.0.get(start..).unwrap_or_default();
+        if let (Ok(len), Some(slot)) = (
+            u8::try_from(written.len()),
+            times.slots.get_mut(times.next % TIME_SLOTS),
+        ) {
+            if let Some(text) = slot.2.get_mut(..written.len()) {
+                text.copy_from_slice(written);
+                *slot = (bits, len, slot.2);
+                times.next = times.next.wrapping_add(1);
+            }
         }
     }
 
@@ -649,7 +907,7 @@ impl Json<'_> {
             Value::Null => self.lit("null"),
             Value::Bool(true) => self.lit("true"),
             Value::Bool(false) => self.lit("false"),
-            Value::Number(n) if is_json_number(n.as_bytes()) => self.lit(n),
+            Value::Number(n) if is_json_number(n.as_bytes()) => self.raw(n),
             Value::Number(n) | Value::String(n) => self.str(n),
             Value::Array(items) => {
                 self.0.push(b'[');
@@ -671,8 +929,7 @@ impl Json<'_> {
             if i > 0 {
                 self.0.push(b',');
             }
-            self.str(k);
-            self.0.push(b':');
+            self.key(k);
             self.value(v);
         }
         self.0.push(b'}');
@@ -685,28 +942,29 @@ impl Json<'_> {
         }
     }
 
-    fn message(&mut self, m: &MessageRecord) {
+    fn message(&mut self, m: &MessageRecord, times: &mut TimeCache) {
         self.lit("{\"kind\":\"message\",\"index\":");
         self.uint(m.index);
         self.0.push(b',');
-        self.ts_and_time(m.ts);
-        self.lit(",\"transport\":\"");
-        self.lit(m.transport.as_str());
-        self.lit("\",\"src\":");
+        self.ts_and_time(m.ts, times);
+        self.transport(m.transport);
+        self.lit(",\"src\":");
         self.str(&m.src);
         self.lit(",\"dst\":");
         self.str(&m.dst);
-        self.lit(",\"direction\":\"");
-        self.lit(m.direction.as_str());
-        self.lit("\",\"role\":\"");
-        self.lit(match m.role {
-            Role::Request => "request",
-            Role::Response => "response",
-            Role::Ack => "ack",
-            Role::ErrorFrame => "error-frame",
-            Role::Preflight => "preflight",
-        });
-        self.lit("\",\"dialect\":");
+        // One literal per variant: copies of a known length, made inline.
+        match m.direction {
+            Direction::EcrToPos => self.lit(",\"direction\":\"ecr-to-pos\""),
+            Direction::PosToEcr => self.lit(",\"direction\":\"pos-to-ecr\""),
+        }
+        match m.role {
+            Role::Request => self.lit(",\"role\":\"request\""),
+            Role::Response => self.lit(",\"role\":\"response\""),
+            Role::Ack => self.lit(",\"role\":\"ack\""),
+            Role::ErrorFrame => self.lit(",\"role\":\"error-frame\""),
+            Role::Preflight => self.lit(",\"role\":\"preflight\""),
+        }
+        self.lit(",\"dialect\":");
         self.opt_str(m.dialect.as_deref());
         self.lit(",\"func_type\":");
         self.opt_uint(m.func_type);
@@ -772,6 +1030,16 @@ impl Json<'_> {
             self.str(g);
         }
         self.0.push(b'}');
+    }
+
+    /// `,"transport":"…"`.
+    fn transport(&mut self, t: Transport) {
+        match t {
+            Transport::Http => self.lit(",\"transport\":\"http\""),
+            Transport::Tcp => self.lit(",\"transport\":\"tcp\""),
+            Transport::Serial => self.lit(",\"transport\":\"serial\""),
+            Transport::Https => self.lit(",\"transport\":\"https\""),
+        }
     }
 
     fn frame(&mut self, f: &FrameInfo) {
@@ -845,12 +1113,11 @@ impl Json<'_> {
         self.0.push(b'}');
     }
 
-    fn transaction(&mut self, t: &TransactionRecord) {
+    fn transaction(&mut self, t: &TransactionRecord, times: &mut TimeCache) {
         self.lit("{\"kind\":\"transaction\",");
-        self.ts_and_time(t.ts);
-        self.lit(",\"transport\":\"");
-        self.lit(t.transport.as_str());
-        self.lit("\",\"func_type\":");
+        self.ts_and_time(t.ts, times);
+        self.transport(t.transport);
+        self.lit(",\"func_type\":");
         self.opt_uint(t.func_type);
         self.lit(",\"latency_ms\":");
         self.float(t.latency_ms);
@@ -891,7 +1158,12 @@ mod tests {
 
     fn both(r: &Record) -> (String, String) {
         let mut fast = Vec::new();
-        assert!(write_json_fast(r, &mut fast));
+        let mut times = TimeCache::default();
+        assert!(write_json_fast(r, &mut fast, &mut times));
+        // Again, with its time now in the cache: the same text.
+        let mut again = Vec::new();
+        assert!(write_json_fast(r, &mut again, &mut times));
+        assert_eq!(again, fast);
         let fast = String::from_utf8(fast).unwrap();
         // The reference: serde's derive, the writer's only path before.
         let slow = serde_json::to_string(r).unwrap();
@@ -1066,23 +1338,150 @@ mod tests {
         let mut buf = Vec::new();
         assert!(!write_json_fast(
             &Record::Summary(SummaryRecord::default()),
-            &mut buf
+            &mut buf,
+            &mut TimeCache::default()
         ));
         assert!(buf.is_empty());
     }
 
     #[test]
-    fn escape_check_finds_every_position() {
-        for len in 0..40 {
+    fn cached_times_are_the_times_written_fresh() {
+        // More distinct times than slots, revisited in a different order, with
+        // the unknown time (0) and a time beyond year 9999 among them.
+        let times = [1.5, 1_700_000_000.000_079_9, 0.0, 2.0, 1e13, 3.25, 1.5, 4.0];
+        let mut cache = TimeCache::default();
+        for &ts in times.iter().chain(times.iter().rev()) {
+            let mut m = message();
+            m.ts = ts;
+            let r = Record::Message(Box::new(m));
+            let mut cached = Vec::new();
+            assert!(write_json_fast(&r, &mut cached, &mut cache));
+            assert_eq!(
+                String::from_utf8(cached).unwrap(),
+                serde_json::to_string(&r).unwrap()
+            );
+        }
+    }
+
+    /// The oracle: serde_json's own string escaping.
+    fn serde_str(s: &str) -> Vec<u8> {
+        serde_json::to_vec(s).unwrap()
+    }
+
+    fn ours(s: &str) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
+        // Each after some bytes already in the buffer, which must stay.
+        let mut out = [b"[".to_vec(), b"{".to_vec(), b"[".to_vec()];
+        let [plain, key, raw] = &mut out;
+        Json(plain).str(s);
+        Json(key).key(s);
+        Json(raw).raw(s);
+        let [plain, key, raw] = out.map(|mut o| o.split_off(1));
+        (plain, key, raw)
+    }
+
+    fn check(s: &str) {
+        let want = serde_str(s);
+        let (plain, key, raw) = ours(s);
+        assert_eq!(plain, want, "{s:?}");
+        let mut want_key = want.clone();
+        want_key.push(b':');
+        assert_eq!(key, want_key, "{s:?}");
+        // `raw` copies as it is (it is given number tokens only).
+        assert_eq!(raw, s.as_bytes(), "{s:?}");
+    }
+
+    #[test]
+    fn escaper_is_serde_json_for_every_byte_at_every_position() {
+        // Every code point below 256 (U+0080..U+00FF are two UTF-8 bytes, 0xC2/0xC3
+        // and a continuation byte), at every position of strings of 0-40 bytes, on
+        // fillers that sit next to the escaped bytes' values.
+        for fill in ['a', ' ', '!', '#', '[', ']', '\u{7f}', 'é', '\u{ff}'] {
+            for len in 0..40 {
+                let base: Vec<char> = std::iter::repeat_n(fill, len).collect();
+                check(&base.iter().collect::<String>());
+                for at in 0..len {
+                    for c in 0u32..=255 {
+                        let mut t = base.clone();
+                        t[at] = char::from_u32(c).unwrap();
+                        check(&t.iter().collect::<String>());
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn escaper_is_serde_json_on_multibyte_and_mixed_text() {
+        let pieces = [
+            "é",
+            "你好",
+            "😀",
+            "\u{7f}",
+            "\u{80}",
+            "\u{2028}",
+            "\u{feff}",
+            "\"",
+            "\\",
+            "/",
+            "\n",
+            "\r\n",
+            "\t",
+            "\u{0}",
+            "\u{1b}[31m",
+            "\u{8}\u{c}",
+            "x",
+            "0123456789",
+        ];
+        for a in pieces {
+            for b in pieces {
+                for c in pieces {
+                    for pad in 0..18 {
+                        let s = format!("{}{a}{b}{}{c}", "p".repeat(pad), "q".repeat(pad / 3));
+                        check(&s);
+                    }
+                }
+            }
+        }
+        // Long runs with escapes far apart, and an escape in the last byte.
+        check(&("z".repeat(100) + "\"" + &"y".repeat(47) + "\u{1}"));
+        check(&"\\".repeat(70));
+    }
+
+    #[test]
+    fn word_check_is_exact() {
+        let naive = |w: [u8; 8]| w.iter().any(|&c| c < 0x20 || c == b'"' || c == b'\\');
+        for fill in [0x20u8, 0x21, 0x23, 0x5b, 0x5d, 0x7f, 0x80, 0xa2, 0xdc, 0xff] {
+            for other in [fill, 0x00, 0x1f, b'"', b'\\', 0xff] {
+                for at in 0..8 {
+                    for c in 0..=255u8 {
+                        // One byte under test and one other at every second place.
+                        let mut w = [fill; 8];
+                        w[(at + 3) % 8] = other;
+                        w[at] = c;
+                        assert_eq!(word_needs_escape(u64::from_le_bytes(w)), naive(w), "{w:?}");
+                    }
+                }
+            }
+        }
+        for len in 16..80 {
             for at in 0..len {
                 for bad in [b'"', b'\\', 0u8, 0x1f] {
                     let mut s = vec![b'a'; len];
                     s[at] = bad;
-                    assert!(needs_escape(&s), "{len} {at} {bad}");
+                    assert!(long_needs_escape(&s), "{len} {at} {bad}");
                 }
             }
-            assert!(!needs_escape(&vec![b'a'; len]));
-            assert!(!needs_escape("é\u{7f} ~".repeat(len).as_bytes()));
+            assert!(!long_needs_escape(&vec![b'a'; len]));
+            assert!(!long_needs_escape("é\u{7f} ~".repeat(len).as_bytes()));
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn escaper_is_serde_json_on_any_string(s in ".{0,80}", t in "[\\x00-\\x7f]{0,40}") {
+            check(&s);
+            check(&t);
+            check(&(s + &t));
         }
     }
 }
