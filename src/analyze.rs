@@ -110,7 +110,7 @@ fn with_decode_ahead(
 /// analyzer (given here as copies for the helper's own): `run` gives the consumer end to the analyzer it
 /// runs over the same files (`Analyzer::decode_ahead`, before the first packet).
 /// The helper stops when that analyzer is done with the consumer (it is dropped).
-pub(crate) fn decoding_ahead<R>(
+fn decoding_ahead<R>(
     files: &[PathBuf],
     helper_cfg: Config,
     helper_keys: KeySet,
@@ -153,7 +153,7 @@ pub(crate) fn decoding_ahead<R>(
 
 /// With `ECR_SNIFF_AHEAD_STATS` set (benches/dense.sh): how the work was shared,
 /// on standard error.
-pub(crate) fn ahead_stats(an: &Analyzer<'_>) {
+fn ahead_stats(an: &Analyzer<'_>) {
     if let (Some(s), Some(_)) = (an.ahead_stats(), std::env::var_os("ECR_SNIFF_AHEAD_STATS")) {
         eprintln!(
             "decode-ahead: {} bodies decoded ahead and taken, {} decoded here, {} decoded ahead in vain; this thread's CPU time {:.3} s",

@@ -20,10 +20,9 @@ use anyhow::{Context, Result};
 use clap::Args;
 use serde_json::{json, Map, Value};
 
-use crate::analyze::{ahead_stats, decoding_ahead};
 use crate::options::{capture_config, load_keys, FailOn, KeyArgs, PortArgs, TlsArgs};
-use crate::{analyze_files, analyze_files_with, is_stdin};
-use ecr_capture::analyzer::{Analyzer, Config};
+use crate::{analyze_files, is_stdin};
+use ecr_capture::analyzer::Config;
 use ecr_capture::findings::Severity;
 use ecr_capture::record::{Record, SummaryRecord};
 use ecr_proto::text::escape_terminal;
@@ -314,49 +313,31 @@ struct Analysed {
 
 /// Analyses each capture on its own and gives `each` the results in the order of
 /// the files. With `jobs` >= 2, several captures are analysed at once (at most
-/// `jobs`), or a single capture decodes ahead on a second thread; standard input
-/// is always read on one thread.
+/// `jobs`, each on a thread of its own); standard input is always read on one
+/// thread.
 fn analyse_each(
     a: &CheckArgs,
     cfg: &Config,
     jobs: usize,
     mut each: impl FnMut(&Path, Result<Analysed>) -> Result<()>,
 ) -> Result<()> {
-    let one = |file: &PathBuf, ahead: bool| -> Result<Analysed> {
+    let one = |file: &PathBuf| -> Result<Analysed> {
         let keys = load_keys(&a.keys)?;
         let started = std::time::Instant::now();
         let mut sink = |_: Record| {};
         let files = std::slice::from_ref(file);
-        let (summary, max) = if ahead {
-            decoding_ahead(files, cfg.clone(), keys.clone(), |consumer| {
-                let setup = |an: &mut Analyzer<'_>| an.decode_ahead(consumer);
-                analyze_files_with(
-                    files,
-                    cfg.clone(),
-                    keys,
-                    &mut sink,
-                    false,
-                    setup,
-                    ahead_stats,
-                )
-            })?
-        } else {
-            analyze_files(files, cfg.clone(), keys, &mut sink, false)?
-        };
+        let (summary, max) = analyze_files(files, cfg.clone(), keys, &mut sink, false)?;
         Ok(Analysed {
             summary,
             max,
             seconds: started.elapsed().as_secs_f64(),
         })
     };
-    if jobs < 2 || a.files.iter().any(|f| is_stdin(f)) {
+    if jobs < 2 || a.files.len() < 2 || a.files.iter().any(|f| is_stdin(f)) {
         for f in &a.files {
-            each(f, one(f, false))?;
+            each(f, one(f))?;
         }
         return Ok(());
-    }
-    if let [f] = a.files.as_slice() {
-        return each(f, one(f, true));
     }
     let next = AtomicUsize::new(0);
     let (tx, rx) = std::sync::mpsc::channel();
@@ -369,7 +350,7 @@ fn analyse_each(
                     break;
                 };
                 // The receiver has gone after an error: stop.
-                if tx.send((i, one(f, false))).is_err() {
+                if tx.send((i, one(f))).is_err() {
                     break;
                 }
             });
@@ -426,10 +407,9 @@ pub struct CheckArgs {
     /// USB captures: check only this device (BUS:DEV), as `analyze --usb-device`.
     #[arg(long = "usb-device", value_name = "BUS:DEV")]
     pub usb_device: Option<ecr_capture::usb::DeviceId>,
-    /// Threads to use (default: the number of cores). Several captures are
-    /// analysed at once, one per thread, and reported in the order given; a single
-    /// capture decodes its messages ahead on a second thread (as `analyze -j 2`).
-    /// The results are the same with any number.
+    /// Captures analysed at once, each on a thread of its own (default: the number
+    /// of cores). Results are reported in the order given and are the same with
+    /// any number.
     #[arg(short = 'j', long = "jobs", value_name = "N",
           value_parser = clap::value_parser!(u16).range(1..))]
     pub jobs: Option<u16>,
