@@ -42,9 +42,9 @@ pub struct AnalyzeArgs {
     /// decodes the message bodies ahead of the first, which takes those decodings
     /// instead of making them (docs/architecture.md); with 3 or more, records are
     /// also rendered and written on a thread of their own. The output is the same
-    /// with any number (README, Performance, says what each gains). Reading
-    /// standard input always uses one thread, so that each record shows as soon
-    /// as it is complete.
+    /// with any number; on the 2-core machine it was measured on, more threads did
+    /// not make it faster (README, Performance). Reading standard input always uses
+    /// one thread, so that each record shows as soon as it is complete.
     #[arg(short = 'j', long = "jobs", value_name = "N",
           value_parser = clap::value_parser!(u16).range(1..))]
     pub jobs: Option<u16>,
