@@ -132,6 +132,30 @@ fn remembered_payments_are_bounded_in_bytes() {
 }
 
 #[test]
+fn summary_tables_are_bounded() {
+    // 600 payments, each with a channel and a response code of its own, of
+    // 1,000 bytes: the summary counts 256 values of each table, the rest (and
+    // anything longer than 64 bytes) as "(other)", and says so once.
+    for (n, len) in [(600, 20), (50, 1000)] {
+        let o = run(craft::distinct_values(n, len), 32 << 20, KeySet::new());
+        assert_eq!(o.transactions, n, "{n} x {len}");
+        let s = &o.summary;
+        for (name, table) in [("channels", &s.channels), ("respcd", &s.respcd)] {
+            assert!(table.len() <= 257, "{name}: {}", table.len());
+            assert_eq!(table.values().sum::<u64>(), n as u64, "{name}");
+            assert!(table.keys().all(|k| k.len() <= 64), "{name}");
+            assert!(table.contains_key("(other)"), "{name}: {table:?}");
+        }
+        assert_eq!(limit_findings(&o, "distinct values"), 1, "{n} x {len}");
+    }
+    // Within the bounds, every value is counted as itself.
+    let o = run(craft::distinct_values(100, 20), 32 << 20, KeySet::new());
+    assert_eq!(o.summary.respcd.len(), 100);
+    assert!(!o.summary.respcd.contains_key("(other)"));
+    assert_eq!(limit_findings(&o, "distinct values"), 0);
+}
+
+#[test]
 fn connections_are_bounded_and_evictions_say_what_was_lost() {
     let budget = 4 << 20;
     let l = Limits::from_budget(budget);

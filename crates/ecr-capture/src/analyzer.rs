@@ -12,6 +12,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use ecr_proto::catalogue::{is_card_channel, FuncType};
 use ecr_proto::envelope;
@@ -100,6 +101,7 @@ enum Limit {
     Payments = 64,
     Latency = 128,
     OpenRefs = 256,
+    SummaryValues = 512,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -297,7 +299,8 @@ fn pending_cost(f: &Facts) -> usize {
 #[derive(Clone, Debug)]
 struct Payment {
     amount_cents: Option<i64>,
-    channel: String,
+    /// Shared by the entries of one payment (up to three ids).
+    channel: Arc<str>,
     day: i64,
 }
 
@@ -315,9 +318,10 @@ struct State<'s> {
     channels: BTreeMap<String, u64>,
     respcd: BTreeMap<String, u64>,
     latencies: Vec<f64>,
-    payments: foldhash::HashMap<String, Payment>,
+    /// By id; each id is shared with `payment_order` (one copy).
+    payments: foldhash::HashMap<Arc<str>, Payment>,
     /// Payment ids in the order they were remembered, for evicting the oldest.
-    payment_order: VecDeque<String>,
+    payment_order: VecDeque<Arc<str>>,
     payment_bytes: usize,
     /// Bytes held by all connections (sum of their `held`).
     stream_bytes: usize,
@@ -363,6 +367,29 @@ enum Ahead {
     Producer(Producer),
     /// Takes decodings from a producer.
     Consumer(Consumer),
+}
+
+/// Distinct values counted in each of the summary's tables (func_types, channels,
+/// respcd), and the longest value counted as itself: the values come from the
+/// capture, so the tables are bounded like every other.
+const MAX_SUMMARY_VALUES: usize = 256;
+const MAX_SUMMARY_VALUE_LEN: usize = 64;
+/// What the values beyond those bounds are counted as.
+const OTHER_VALUE: &str = "(other)";
+
+/// Counts `value` in a summary table; `false` when it was counted as
+/// [`OTHER_VALUE`] (the table was full or the value too long).
+fn count_value(table: &mut BTreeMap<String, u64>, value: &str) -> bool {
+    if let Some(n) = table.get_mut(value) {
+        *n += 1;
+        return true;
+    }
+    if value.len() <= MAX_SUMMARY_VALUE_LEN && table.len() < MAX_SUMMARY_VALUES {
+        table.insert(value.to_owned(), 1);
+        return true;
+    }
+    *table.entry(OTHER_VALUE.to_owned()).or_default() += 1;
+    false
 }
 
 /// Most terminals without a key listed in the summary.
@@ -1136,6 +1163,7 @@ impl Limit {
             Limit::Payments => "remembered payments",
             Limit::Latency => "latency samples",
             Limit::OpenRefs => "open refs",
+            Limit::SummaryValues => "summary values",
         }
     }
 }
@@ -1174,8 +1202,8 @@ impl State<'_> {
             }
         };
         let detail = match limit {
-            // The spec's bound (refs 1..127), not the memory budget.
-            Limit::OpenRefs => detail(),
+            // The spec's bound (refs 1..127), and the summary's: not the memory budget.
+            Limit::OpenRefs | Limit::SummaryValues => detail(),
             _ => format!(
                 "{} (limit: {}, --memory-limit {} MiB)",
                 detail(),
@@ -1961,20 +1989,26 @@ impl State<'_> {
         let index = self.messages;
         decoded.record.index = index;
         let record = &decoded.record;
+        let mut counted = true;
         if record.role == Role::Request && record.content.is_some() {
-            let key = match record.func_type {
-                Some(f) => f.to_string(),
-                None => "unknown".to_string(),
+            counted &= match record.func_type {
+                Some(f) => count_value(&mut self.func_types, itoa::Buffer::new().format(f)),
+                None => count_value(&mut self.func_types, "unknown"),
             };
-            *self.func_types.entry(key).or_default() += 1;
             if decoded.facts.func_type == Some(FuncType::PAYMENT) {
                 if let Some(ch) = &decoded.facts.channel {
-                    *self.channels.entry(ch.clone()).or_default() += 1;
+                    counted &= count_value(&mut self.channels, ch);
                 }
             }
         }
         if let Some(rc) = &record.respcd {
-            *self.respcd.entry(rc.clone()).or_default() += 1;
+            counted &= count_value(&mut self.respcd, rc);
+        }
+        if !counted {
+            let (ts, packet) = (ctx.ts, ctx.packet);
+            self.limit_finding(None, Limit::SummaryValues, ts, packet, || {
+                format!("the summary counts at most {MAX_SUMMARY_VALUES} distinct values of at most {MAX_SUMMARY_VALUE_LEN} bytes each for func_types, channels and respcd: others are counted as \"{OTHER_VALUE}\"")
+            });
         }
         // Cross-message check: a same-day partial refund of a card payment.
         if decoded.facts.func_type == Some(FuncType::REFUND) {
@@ -1982,7 +2016,7 @@ impl State<'_> {
                 .facts
                 .order_id
                 .as_ref()
-                .and_then(|o| self.payments.get(o))
+                .and_then(|o| self.payments.get(o.as_str()))
             {
                 let refund = decoded
                     .facts
@@ -2127,7 +2161,7 @@ impl State<'_> {
                     .as_deref()
                     .and_then(|t| t.trim().parse().ok())
                     .or_else(|| rf.amt.as_deref().and_then(dollars_to_cents)),
-                channel: rf.channel.clone().unwrap_or_default(),
+                channel: Arc::from(rf.channel.as_deref().unwrap_or_default()),
                 day: day_of(req.first_ts),
             };
             for id in [&resp.syssn, &rf.out_trade_no, &resp.out_trade_no]
@@ -2165,15 +2199,18 @@ impl State<'_> {
     /// payment limits (entries and bytes).
     fn remember_payment(&mut self, id: &str, pay: &Payment, ts: Timestamp) {
         let cost = |id: &str, p: &Payment| 2 * id.len() + p.channel.len() + limits::PAYMENT_COST;
-        match self.payments.insert(id.to_string(), pay.clone()) {
+        match self.payments.get_mut(id) {
             Some(old) => {
                 self.payment_bytes = self
                     .payment_bytes
-                    .saturating_sub(cost(id, &old))
+                    .saturating_sub(cost(id, old))
                     .saturating_add(cost(id, pay));
+                *old = pay.clone();
             }
             None => {
-                self.payment_order.push_back(id.to_string());
+                let key: Arc<str> = Arc::from(id);
+                self.payments.insert(Arc::clone(&key), pay.clone());
+                self.payment_order.push_back(key);
                 self.payment_bytes = self.payment_bytes.saturating_add(cost(id, pay));
             }
         }

@@ -308,6 +308,53 @@ pub fn payments(n: usize, id_len: usize) -> Vec<u8> {
     b.finish()
 }
 
+/// One HTTP connection with `n` payments, each with a channel and a response
+/// code of its own (`value_len` characters): the summary counts values by name.
+pub fn distinct_values(n: usize, value_len: usize) -> Vec<u8> {
+    let mut b = PcapBuilder::new();
+    let mut f = Flow::open(&mut b, 40000, 9001);
+    for i in 0..n {
+        let value = format!("{i:08}{}", "v".repeat(value_len.saturating_sub(8)));
+        let req = String::from_utf8_lossy(&payment_request(i, 10))
+            .replace("card_payment", &value)
+            .replace(
+                &format!("Content-Length: {}", payment_request_body_len(i)),
+                &format!(
+                    "Content-Length: {}",
+                    payment_request_body_len(i) + value.len() - "card_payment".len()
+                ),
+            );
+        f.client(&mut b, req.as_bytes(), 1460);
+        let resp = String::from_utf8_lossy(&payment_response(i, 10))
+            .replace("\"6000\"", &format!("\"{value}\""))
+            .replace(
+                &format!("Content-Length: {}", payment_response_body_len(i)),
+                &format!(
+                    "Content-Length: {}",
+                    payment_response_body_len(i) + value.len() - 4
+                ),
+            );
+        f.server(&mut b, resp.as_bytes(), 1460);
+    }
+    b.finish()
+}
+
+fn payment_request_body_len(n: usize) -> usize {
+    let r = payment_request(n, 10);
+    r.len() - head_len(&r)
+}
+
+fn payment_response_body_len(n: usize) -> usize {
+    let r = payment_response(n, 10);
+    r.len() - head_len(&r)
+}
+
+fn head_len(r: &[u8]) -> usize {
+    r.windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(r.len(), |p| p + 4)
+}
+
 /// `conns` HTTP connections, each leaving a request unfinished (its headers
 /// announce a body of 1000 bytes; 200 arrive).
 pub fn unfinished_connections(conns: usize) -> Vec<u8> {
