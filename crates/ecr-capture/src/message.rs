@@ -6,7 +6,7 @@ use ecr_proto::catalogue::{Channel, FuncType, RespCode};
 use ecr_proto::cipher::KeyRing;
 use ecr_proto::digest::DigestStatus;
 use ecr_proto::envelope::{self, EnvelopeError, Message, Request, Response};
-use ecr_proto::value::{Object, Value};
+use ecr_proto::value::Value;
 use ecr_proto::Timestamp;
 
 use crate::findings::Code;
@@ -181,7 +181,7 @@ pub fn decode_body(body: &[u8], keys: &KeyRing, key_numbers: &[usize], ctx: &Con
             record.key = key_use(resp.key_index, resp.interpretation);
             record.respcd = resp.respcd.clone();
             check_response(resp, &mut findings, &mut facts);
-            record.response = Some(RawObject(response_object(resp)));
+            record.response = Some(RawObject(resp.take_fields_with_data()));
         }
     }
     Decoded {
@@ -190,31 +190,6 @@ pub fn decode_body(body: &[u8], keys: &KeyRing, key_numbers: &[usize], ctx: &Con
         facts,
         message: Some(message),
     }
-}
-
-/// The response's fields with `data` replaced by its parsed value, moved out of
-/// `resp` (no copy unless `data` appears more than once).
-fn response_object(resp: &mut Response) -> Object {
-    let mut data = resp.data.take();
-    let members = std::mem::take(&mut resp.fields).into_vec();
-    let last_data = members.iter().rposition(|(k, _)| k == "data");
-    members
-        .into_iter()
-        .enumerate()
-        .map(|(i, (k, v))| {
-            let v = if k == "data" {
-                let parsed = if Some(i) == last_data {
-                    data.take()
-                } else {
-                    data.clone()
-                };
-                parsed.unwrap_or(v)
-            } else {
-                v
-            };
-            (k, v)
-        })
-        .collect()
 }
 
 fn check_request(
@@ -398,6 +373,7 @@ pub fn is_success(respcd: Option<&str>) -> bool {
 mod tests {
     use super::*;
     use ecr_proto::cipher::PosKey;
+    use ecr_proto::value::Object;
 
     fn ctx(dir: Direction) -> Context {
         Context {

@@ -156,6 +156,22 @@ impl Object {
         }
     }
 
+    /// Sets every member named `key` (duplicates included) to `value`; the last one
+    /// gets `value` itself, earlier ones a copy. Nothing when there is none.
+    pub fn replace_all(&mut self, key: &str, value: Value) {
+        let Some(last) = self.0.iter().rposition(|(k, _)| k == key) else {
+            return;
+        };
+        for (k, v) in self.0.iter_mut().take(last) {
+            if k == key {
+                *v = value.clone();
+            }
+        }
+        if let Some((_, v)) = self.0.get_mut(last) {
+            *v = value;
+        }
+    }
+
     /// Members in wire order, duplicates included.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &Value)> {
         self.0.iter().map(|(k, v)| (k.as_str(), v))
