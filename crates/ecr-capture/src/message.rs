@@ -73,8 +73,8 @@ pub struct Decoded {
 fn text_of(v: Option<&Value>) -> Option<String> {
     v.and_then(|v| match v {
         Value::Null => None,
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.clone()),
+        Value::String(s) => Some(s.to_string()),
+        Value::Number(n) => Some(n.to_string()),
         other => Some(other.to_json_string()),
     })
 }
@@ -431,7 +431,7 @@ mod tests {
     fn the_published_default_key_is_named_as_the_likely_cause() {
         // A body made with the spec's default key, read with another key (or none).
         let default = PosKey::new(PUBLISHED_DEFAULT_KEY).unwrap();
-        let content: Object = vec![("func_type".to_string(), Value::Number("5001".into()))].into();
+        let content: Object = vec![("func_type".into(), Value::Number("5001".into()))].into();
         let body = envelope::build_request(
             envelope::RequestDialect::EnvelopeEncrypted,
             &content,

@@ -687,7 +687,7 @@ fn request_from_object(
                 req.plaintext = Some(d.plaintext);
                 req.key_index = Some(d.key_index);
                 req.interpretation = Some(d.interpretation);
-                req.ciphertext = Some(s);
+                req.ciphertext = Some(s.into_string());
             }
         }
         Some(other) => {
