@@ -26,7 +26,7 @@ use crate::cipher::{
     base64_decoded_len, decode_base64, CipherError, KeyInterpretation, KeyRing, PosKey, BLOCK,
 };
 use crate::digest::{self, Basis, DigestStatus};
-use crate::lenient::parse_lenient;
+use crate::lenient::{parse_lenient, parse_lenient_str};
 use crate::value::{write_json_string, Object, Value, ValueError, MAX_INPUT_LEN};
 
 /// The request dialects of D4.
@@ -654,9 +654,9 @@ fn request_from_object(
         Some(Value::String(s)) => {
             let t = s.trim();
             if t.starts_with('{') {
-                let (v, cf) = match Value::parse_json(t.as_bytes()) {
+                let (v, cf) = match Value::parse_json_str(t) {
                     Ok(v) => (v, ContentForm::JsonString),
-                    Err(e) => match parse_lenient(t.as_bytes()) {
+                    Err(e) => match parse_lenient_str(t) {
                         Ok(v) => (v, ContentForm::LenientString),
                         Err(_) => {
                             return Err(EnvelopeError::BadContent {
@@ -750,8 +750,8 @@ fn response_from_object(
             let t = s.trim();
             if t.is_empty() {
             } else if t.starts_with(['{', '[']) {
-                match Value::parse_json(t.as_bytes())
-                    .or_else(|e| parse_lenient(t.as_bytes()).map_err(|_| EnvelopeError::BadJson(e)))
+                match Value::parse_json_str(t)
+                    .or_else(|e| parse_lenient_str(t).map_err(|_| EnvelopeError::BadJson(e)))
                 {
                     Ok(v) => resp.data_from_string = Some(v),
                     Err(e) => resp.data_problem = Some(e),

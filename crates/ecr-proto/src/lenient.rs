@@ -24,12 +24,18 @@
 //! [`MAX_INPUT_LEN`](crate::value::MAX_INPUT_LEN); never panics; linear time.
 
 use crate::value::{
-    char_at, check_input, hex4, CompactString, Object, Value, ValueError, MAX_DEPTH,
+    char_at, check_input, check_len, hex4, CompactString, Object, Value, ValueError, MAX_DEPTH,
 };
 
 /// Parses lenient `org.json`-style text from untrusted bytes.
 pub fn parse_lenient(input: &[u8]) -> Result<Value, ValueError> {
-    let text = check_input(input)?;
+    parse_lenient_str(check_input(input)?)
+}
+
+/// [`parse_lenient`] of text that is UTF-8 already: the same checks without
+/// validating the UTF-8 again.
+pub fn parse_lenient_str(text: &str) -> Result<Value, ValueError> {
+    check_len(text.len())?;
     let mut p = Lenient {
         t: text,
         s: text.as_bytes(),

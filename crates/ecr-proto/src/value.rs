@@ -251,7 +251,14 @@ impl Value {
     /// Whitespace around the value is allowed, anything else after it is an error.
     /// Bounded by [`MAX_INPUT_LEN`] and [`MAX_DEPTH`].
     pub fn parse_json(input: &[u8]) -> Result<Value, ValueError> {
-        let text = check_input(input)?;
+        Self::parse_json_str(check_input(input)?)
+    }
+
+    /// [`Value::parse_json`] of text that is UTF-8 already (a string parsed from
+    /// a body, such as a response's `data`): the same checks without validating
+    /// the UTF-8 again.
+    pub fn parse_json_str(text: &str) -> Result<Value, ValueError> {
+        check_len(text.len())?;
         let mut p = JsonParser {
             t: text,
             s: text.as_bytes(),
@@ -402,15 +409,21 @@ impl From<i64> for Value {
 
 /// Size and UTF-8 checks shared by both parsers.
 pub(crate) fn check_input(input: &[u8]) -> Result<&str, ValueError> {
-    if input.len() > MAX_INPUT_LEN {
-        return Err(ValueError::TooLarge {
-            len: input.len(),
-            max: MAX_INPUT_LEN,
-        });
-    }
+    check_len(input.len())?;
     core::str::from_utf8(input).map_err(|e| ValueError::InvalidUtf8 {
         offset: e.valid_up_to(),
     })
+}
+
+/// The size check shared by both parsers.
+pub(crate) fn check_len(len: usize) -> Result<(), ValueError> {
+    if len > MAX_INPUT_LEN {
+        return Err(ValueError::TooLarge {
+            len,
+            max: MAX_INPUT_LEN,
+        });
+    }
+    Ok(())
 }
 
 /// The character at `pos` of a UTF-8 text (for error messages); `\0` past the end.
@@ -976,6 +989,27 @@ mod tests {
         assert!(matches!(p(&deep), Err(ValueError::TooDeep { .. })));
         let very_deep = "{\"a\":".repeat(100_000);
         assert!(matches!(p(&very_deep), Err(ValueError::TooDeep { .. })));
+    }
+
+    #[test]
+    fn parse_json_str_agrees_with_parse_json() {
+        for text in [r#"{"a":"\u00e9x","b":[1,2.5]}"#, "{", "1 2", "\"é\""] {
+            assert_eq!(Value::parse_json_str(text), p(text), "{text}");
+            assert_eq!(
+                crate::lenient::parse_lenient_str(text),
+                crate::lenient::parse_lenient(text.as_bytes()),
+                "{text}"
+            );
+        }
+        let big = " ".repeat(MAX_INPUT_LEN + 1);
+        assert!(matches!(
+            Value::parse_json_str(&big),
+            Err(ValueError::TooLarge { .. })
+        ));
+        assert!(matches!(
+            crate::lenient::parse_lenient_str(&big),
+            Err(ValueError::TooLarge { .. })
+        ));
     }
 
     #[test]
