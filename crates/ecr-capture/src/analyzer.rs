@@ -289,7 +289,7 @@ fn pending_cost(f: &Facts) -> usize {
     limits::PENDING_COST
         + strings
             .iter()
-            .map(|s| s.as_ref().map_or(0, String::len))
+            .map(|s| s.as_ref().map_or(0, |s| s.len()))
             .sum::<usize>()
 }
 
@@ -1887,7 +1887,7 @@ impl State<'_> {
             *self.func_types.entry(key).or_default() += 1;
             if decoded.facts.func_type == Some(FuncType::PAYMENT) {
                 if let Some(ch) = &decoded.facts.channel {
-                    *self.channels.entry(ch.clone()).or_default() += 1;
+                    *self.channels.entry(ch.to_string()).or_default() += 1;
                 }
             }
         }
@@ -1900,7 +1900,7 @@ impl State<'_> {
                 .facts
                 .order_id
                 .as_ref()
-                .and_then(|o| self.payments.get(o))
+                .and_then(|o| self.payments.get(o.as_str()))
             {
                 let refund = decoded
                     .facts
@@ -2045,7 +2045,7 @@ impl State<'_> {
                     .as_deref()
                     .and_then(|t| t.trim().parse().ok())
                     .or_else(|| rf.amt.as_deref().and_then(dollars_to_cents)),
-                channel: rf.channel.clone().unwrap_or_default(),
+                channel: rf.channel.as_deref().unwrap_or_default().to_owned(),
                 day: day_of(req.first_ts),
             };
             for id in [&resp.syssn, &rf.out_trade_no, &resp.out_trade_no]
@@ -2060,17 +2060,18 @@ impl State<'_> {
             transport,
             func_type: rf.func_type.map(|f| f.0),
             latency_ms,
-            respcd: resp.respcd.clone(),
+            respcd: resp.respcd.as_deref().map(str::to_owned),
             out_trade_no: rf
                 .out_trade_no
-                .clone()
-                .or_else(|| resp.out_trade_no.clone()),
+                .as_deref()
+                .or(resp.out_trade_no.as_deref())
+                .map(str::to_owned),
             src: ecr.to_string(),
             dst: pos.to_string(),
             func_name: rf.func_type.and_then(FuncType::name),
-            channel: rf.channel.clone(),
-            amt: rf.amt.clone(),
-            syssn: resp.syssn.clone(),
+            channel: rf.channel.as_deref().map(str::to_owned),
+            amt: rf.amt.as_deref().map(str::to_owned),
+            syssn: resp.syssn.as_deref().map(str::to_owned),
             request: Some(req.index),
             response: Some(resp_index),
         };

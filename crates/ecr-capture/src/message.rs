@@ -6,7 +6,7 @@ use ecr_proto::catalogue::{Channel, FuncType, RespCode};
 use ecr_proto::cipher::KeyRing;
 use ecr_proto::digest::DigestStatus;
 use ecr_proto::envelope::{self, EnvelopeError, Message, Request, Response};
-use ecr_proto::value::Value;
+use ecr_proto::value::{CompactString, Value};
 use ecr_proto::Timestamp;
 
 use crate::findings::Code;
@@ -37,23 +37,23 @@ pub struct Facts {
     /// Request func_type.
     pub func_type: Option<FuncType>,
     /// Request channel.
-    pub channel: Option<String>,
+    pub channel: Option<CompactString>,
     /// Request amount token.
-    pub amt: Option<String>,
+    pub amt: Option<CompactString>,
     /// Merchant reference (request, or response data).
-    pub out_trade_no: Option<String>,
+    pub out_trade_no: Option<CompactString>,
     /// orderId of a refund / receipt / inquiry.
-    pub order_id: Option<String>,
+    pub order_id: Option<CompactString>,
     /// refund_amount of a refund.
-    pub refund_amount: Option<String>,
+    pub refund_amount: Option<CompactString>,
     /// Response code.
-    pub respcd: Option<String>,
+    pub respcd: Option<CompactString>,
     /// syssn of the response data.
-    pub syssn: Option<String>,
+    pub syssn: Option<CompactString>,
     /// txamt (cents) of the response data.
-    pub txamt: Option<String>,
+    pub txamt: Option<CompactString>,
     /// sysdtm or paydtm of the response data ("2025-07-03 14:33:22").
-    pub sysdtm: Option<String>,
+    pub sysdtm: Option<CompactString>,
 }
 
 /// The result of decoding one body.
@@ -70,12 +70,14 @@ pub struct Decoded {
     pub message: Option<Message>,
 }
 
-fn text_of(v: Option<&Value>) -> Option<String> {
+/// A member as text: a string or number token (a cheap copy: short ones are
+/// inline), compact JSON otherwise.
+fn text_of(v: Option<&Value>) -> Option<CompactString> {
     v.and_then(|v| match v {
         Value::Null => None,
-        Value::String(s) => Some(s.to_string()),
-        Value::Number(n) => Some(n.to_string()),
-        other => Some(other.to_json_string()),
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.clone()),
+        other => Some(other.to_json_string().into()),
     })
 }
 
@@ -284,7 +286,7 @@ fn check_request(
 
 fn check_response(resp: &Response, findings: &mut Vec<(Code, String)>, facts: &mut Facts) {
     facts.is_response = true;
-    facts.respcd = resp.respcd.clone();
+    facts.respcd = resp.respcd.as_deref().map(CompactString::from);
     if let Some(data) = resp.data_object() {
         facts.syssn = text_of(data.get("syssn"));
         facts.txamt = text_of(data.get("txamt"));
