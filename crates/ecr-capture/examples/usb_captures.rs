@@ -369,7 +369,7 @@ fn split(c: &mut Cap) {
     let t = 1000 * 1000;
     c.line_coding(t, DEV, 9600);
     let mut body = obj(r#"{"amt":10.1,"channel":"card_payment","func_type":1001}"#);
-    body.push("description", Value::String("x".repeat(1500)));
+    body.push("description", Value::from("x".repeat(1500)));
     let req_body = build_request(RequestDialect::Plain, &body, &key());
     let req = split_message(FrameType::REQUEST, 7, &req_body, 1024).expect("split");
     let mut at = t + 100_000;
@@ -388,7 +388,7 @@ fn fragment_gap(c: &mut Cap, gap_ms: i64) {
     let t = 1000 * 1000;
     c.line_coding(t, DEV, 9600);
     let mut body = obj(r#"{"func_type":5001}"#);
-    body.push("note", Value::String("y".repeat(1200)));
+    body.push("note", Value::from("y".repeat(1200)));
     let data = build_request(RequestDialect::Plain, &body, &key());
     let (first, rest) = data.split_at(1024);
     let f1 = FrameRepr {
@@ -503,7 +503,7 @@ fn fault(c: &mut Cap, name: &str) {
         }
         "oversize-frame" => {
             let mut b = obj(r#"{"func_type":5001}"#);
-            b.push("note", Value::String("z".repeat(1100)));
+            b.push("note", Value::from("z".repeat(1100)));
             let data = build_request(RequestDialect::Plain, &b, &key());
             (frame(FrameType::REQUEST, 4, &data), ack(4), 40)
         }

@@ -292,7 +292,7 @@ fn pending_cost(f: &Facts) -> usize {
     limits::PENDING_COST
         + strings
             .iter()
-            .map(|s| s.as_ref().map_or(0, String::len))
+            .map(|s| s.as_ref().map_or(0, |s| s.len()))
             .sum::<usize>()
 }
 
@@ -2176,17 +2176,18 @@ impl State<'_> {
             transport,
             func_type: rf.func_type.map(|f| f.0),
             latency_ms,
-            respcd: resp.respcd.clone(),
+            respcd: resp.respcd.as_deref().map(str::to_owned),
             out_trade_no: rf
                 .out_trade_no
-                .clone()
-                .or_else(|| resp.out_trade_no.clone()),
+                .as_deref()
+                .or(resp.out_trade_no.as_deref())
+                .map(str::to_owned),
             src: ecr.to_string(),
             dst: pos.to_string(),
             func_name: rf.func_type.and_then(FuncType::name),
-            channel: rf.channel.clone(),
-            amt: rf.amt.clone(),
-            syssn: resp.syssn.clone(),
+            channel: rf.channel.as_deref().map(str::to_owned),
+            amt: rf.amt.as_deref().map(str::to_owned),
+            syssn: resp.syssn.as_deref().map(str::to_owned),
             request: Some(req.index),
             response: Some(resp_index),
         };

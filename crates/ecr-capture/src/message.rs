@@ -6,7 +6,7 @@ use ecr_proto::catalogue::{Channel, FuncType, RespCode};
 use ecr_proto::cipher::KeyRing;
 use ecr_proto::digest::DigestStatus;
 use ecr_proto::envelope::{self, EnvelopeError, Message, Request, Response};
-use ecr_proto::value::{Object, Value};
+use ecr_proto::value::{CompactString, Value};
 use ecr_proto::Timestamp;
 
 use crate::findings::Code;
@@ -37,23 +37,23 @@ pub struct Facts {
     /// Request func_type.
     pub func_type: Option<FuncType>,
     /// Request channel.
-    pub channel: Option<String>,
+    pub channel: Option<CompactString>,
     /// Request amount token.
-    pub amt: Option<String>,
+    pub amt: Option<CompactString>,
     /// Merchant reference (request, or response data).
-    pub out_trade_no: Option<String>,
+    pub out_trade_no: Option<CompactString>,
     /// orderId of a refund / receipt / inquiry.
-    pub order_id: Option<String>,
+    pub order_id: Option<CompactString>,
     /// refund_amount of a refund.
-    pub refund_amount: Option<String>,
+    pub refund_amount: Option<CompactString>,
     /// Response code.
-    pub respcd: Option<String>,
+    pub respcd: Option<CompactString>,
     /// syssn of the response data.
-    pub syssn: Option<String>,
+    pub syssn: Option<CompactString>,
     /// txamt (cents) of the response data.
-    pub txamt: Option<String>,
+    pub txamt: Option<CompactString>,
     /// sysdtm or paydtm of the response data ("2025-07-03 14:33:22").
-    pub sysdtm: Option<String>,
+    pub sysdtm: Option<CompactString>,
 }
 
 /// The result of decoding one body.
@@ -70,12 +70,14 @@ pub struct Decoded {
     pub message: Option<Message>,
 }
 
-fn text_of(v: Option<&Value>) -> Option<String> {
+/// A member as text: a string or number token (a cheap copy: short ones are
+/// inline), compact JSON otherwise.
+fn text_of(v: Option<&Value>) -> Option<CompactString> {
     v.and_then(|v| match v {
         Value::Null => None,
         Value::String(s) => Some(s.clone()),
         Value::Number(n) => Some(n.clone()),
-        other => Some(other.to_json_string()),
+        other => Some(other.to_json_string().into()),
     })
 }
 
@@ -181,7 +183,7 @@ pub fn decode_body(body: &[u8], keys: &KeyRing, key_numbers: &[usize], ctx: &Con
             record.key = key_use(resp.key_index, resp.interpretation);
             record.respcd = resp.respcd.clone();
             check_response(resp, &mut findings, &mut facts);
-            record.response = Some(RawObject(response_object(resp)));
+            record.response = Some(RawObject(resp.take_fields_with_data()));
         }
     }
     Decoded {
@@ -190,31 +192,6 @@ pub fn decode_body(body: &[u8], keys: &KeyRing, key_numbers: &[usize], ctx: &Con
         facts,
         message: Some(message),
     }
-}
-
-/// The response's fields with `data` replaced by its parsed value, moved out of
-/// `resp` (no copy unless `data` appears more than once).
-fn response_object(resp: &mut Response) -> Object {
-    let mut data = resp.data.take();
-    let members = std::mem::take(&mut resp.fields).into_vec();
-    let last_data = members.iter().rposition(|(k, _)| k == "data");
-    members
-        .into_iter()
-        .enumerate()
-        .map(|(i, (k, v))| {
-            let v = if k == "data" {
-                let parsed = if Some(i) == last_data {
-                    data.take()
-                } else {
-                    data.clone()
-                };
-                parsed.unwrap_or(v)
-            } else {
-                v
-            };
-            (k, v)
-        })
-        .collect()
 }
 
 fn check_request(
@@ -309,7 +286,7 @@ fn check_request(
 
 fn check_response(resp: &Response, findings: &mut Vec<(Code, String)>, facts: &mut Facts) {
     facts.is_response = true;
-    facts.respcd = resp.respcd.clone();
+    facts.respcd = resp.respcd.as_deref().map(CompactString::from);
     if let Some(data) = resp.data_object() {
         facts.syssn = text_of(data.get("syssn"));
         facts.txamt = text_of(data.get("txamt"));
@@ -398,6 +375,7 @@ pub fn is_success(respcd: Option<&str>) -> bool {
 mod tests {
     use super::*;
     use ecr_proto::cipher::PosKey;
+    use ecr_proto::value::Object;
 
     fn ctx(dir: Direction) -> Context {
         Context {
@@ -455,7 +433,7 @@ mod tests {
     fn the_published_default_key_is_named_as_the_likely_cause() {
         // A body made with the spec's default key, read with another key (or none).
         let default = PosKey::new(PUBLISHED_DEFAULT_KEY).unwrap();
-        let content: Object = vec![("func_type".to_string(), Value::Number("5001".into()))].into();
+        let content: Object = vec![("func_type".into(), Value::Number("5001".into()))].into();
         let body = envelope::build_request(
             envelope::RequestDialect::EnvelopeEncrypted,
             &content,

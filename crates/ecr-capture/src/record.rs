@@ -1211,8 +1211,8 @@ mod tests {
             "q\"uo\\te\u{1}\n",
             Value::String("tab\there \u{7f} \u{1f} é 你好 \"".into()),
         );
-        awkward.push("long", Value::String("x".repeat(100) + "\u{0}"));
-        awkward.push("clean", Value::String("y".repeat(33)));
+        awkward.push("long", Value::from("x".repeat(100) + "\u{0}"));
+        awkward.push("clean", Value::from("y".repeat(33)));
         awkward.push(
             "list",
             Value::Array(vec![

@@ -375,7 +375,7 @@ fn tcp_frames_oversize_frame() -> Res<Vec<u8>> {
     let v = Value::parse_json(&ans).map_err(|e| e.to_string())?;
     let mut o: Object = v.as_object().cloned().ok_or("answer is no object")?;
     let lines = (1..=40)
-        .map(|n| Value::String(format!("line {n:02}: ECR Sniff Test Shop summary")))
+        .map(|n| Value::from(format!("line {n:02}: ECR Sniff Test Shop summary")))
         .collect();
     o.push("print_lines", Value::Array(lines));
     let ans = Value::Object(o).to_json_string().into_bytes();

@@ -159,7 +159,7 @@ fn content_as_string(body: &[u8]) -> Vec<u8> {
     let Some(c @ Value::Object(_)) = o.get("content").cloned() else {
         return body.to_vec();
     };
-    o.insert("content", Value::String(c.to_json_string()));
+    o.insert("content", Value::from(c.to_json_string()));
     Value::Object(o).to_json_string().into_bytes()
 }
 

@@ -85,11 +85,11 @@ pub fn check_amount(field: &'static str, s: &str) -> Result<(), RequestError> {
 }
 
 fn num(n: impl ToString) -> Value {
-    Value::Number(n.to_string())
+    Value::Number(n.to_string().into())
 }
 
 fn text(s: &str) -> Value {
-    Value::String(s.to_string())
+    Value::from(s)
 }
 
 impl Instruction {

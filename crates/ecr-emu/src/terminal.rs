@@ -141,7 +141,7 @@ fn local_time() -> (String, String) {
 }
 
 fn s(v: &str) -> Value {
-    Value::String(v.to_string())
+    Value::from(v)
 }
 
 fn body(respcd: &str, respmsg: &str, resperr: &str, data: Option<Object>) -> Vec<u8> {
@@ -150,14 +150,14 @@ fn body(respcd: &str, respmsg: &str, resperr: &str, data: Option<Object>) -> Vec
     o.push("respmsg", s(respmsg));
     o.push("resperr", s(resperr));
     let data_text = data.map_or(String::new(), |d| Value::Object(d).to_json_string());
-    o.push("data", Value::String(data_text));
+    o.push("data", Value::from(data_text));
     Value::Object(o).to_json_string().into_bytes()
 }
 
 fn text_of(content: &Object, key: &str) -> Option<String> {
     match content.get(key)? {
-        Value::String(s) if !s.is_empty() => Some(s.clone()),
-        Value::Number(n) => Some(n.clone()),
+        Value::String(s) if !s.is_empty() => Some(s.to_string()),
+        Value::Number(n) => Some(n.to_string()),
         _ => None,
     }
 }

@@ -23,6 +23,7 @@
 //! fuzzers reach the code behind the checksum, as smoltcp does for its checksums.
 
 use core::fmt;
+use std::borrow::Cow;
 
 use md5::{Digest as _, Md5};
 
@@ -61,6 +62,26 @@ pub fn digest(format_content: &str, key_text: &str) -> String {
     h.update(format_content.as_bytes());
     h.update(key_text.as_bytes());
     hex_lower(&h.finalize())
+}
+
+/// Whether `given` is md5(`text` + `key_text`) in hex, as [`digests_match`] with
+/// [`digest`] decides, without writing the expected digest out.
+fn digest_is(given: &str, text: &str, key_text: &str) -> bool {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let g = given.trim().as_bytes();
+    if g.len() != 32 {
+        return false;
+    }
+    let mut h = Md5::new();
+    h.update(text.as_bytes());
+    h.update(key_text.as_bytes());
+    let d = h.finalize();
+    d.iter().zip(g.chunks_exact(2)).all(|(&b, pair)| {
+        let hi = DIGITS.get(usize::from(b >> 4)).copied();
+        let lo = DIGITS.get(usize::from(b & 0x0f)).copied();
+        pair.first().map(u8::to_ascii_lowercase) == hi
+            && pair.get(1).map(u8::to_ascii_lowercase) == lo
+    })
 }
 
 /// Whether two hex digests are equal, ignoring case and surrounding whitespace
@@ -275,18 +296,18 @@ pub fn verify(
             key_index: signer.or(Some(0)),
         };
     }
-    let canonical_text = match basis {
-        Basis::Plaintext { .. } => format_content(content),
-        Basis::Ciphertext(b64) => b64.to_owned(),
+    let canonical_text: Cow<'_, str> = match basis {
+        Basis::Plaintext { .. } => Cow::Owned(format_content(content)),
+        Basis::Ciphertext(b64) => Cow::Borrowed(b64),
     };
-    // Keys in the order to try: the signer first, or all of them.
-    let order: Vec<usize> = match signer {
-        Some(i) if i < keys.len() => vec![i],
-        _ => (0..keys.len()).collect(),
+    // Keys to try: the signer, or all of them.
+    let order = match signer {
+        Some(i) if i < keys.len() => i..i + 1,
+        _ => 0..keys.len(),
     };
-    for &i in &order {
+    for i in order.clone() {
         if let Some(key) = keys.get(i) {
-            if digests_match(given, &digest(&canonical_text, key.expose_secret())) {
+            if digest_is(given, &canonical_text, key.expose_secret()) {
                 return Verification {
                     status: DigestStatus::Ok,
                     key_index: Some(i),
@@ -294,13 +315,13 @@ pub fn verify(
             }
         }
     }
-    let first = order.first().copied().unwrap_or(0);
+    let first = order.start;
     let expected = keys
         .get(first)
         .map(|k| digest(&canonical_text, k.expose_secret()))
         .unwrap_or_default();
     let variants = variants(content, basis, &canonical_text);
-    for &i in &order {
+    for i in order {
         let Some(key) = keys.get(i) else { continue };
         if let Some(mistake) = find_mistake(given, &variants, key.expose_secret()) {
             return Verification {
@@ -548,6 +569,33 @@ mod tests {
     use crate::lenient::parse_lenient;
 
     const DEFAULT_KEY: &str = "f46b1f08bec1f39104792cc79ec9aacd";
+
+    #[test]
+    fn digest_is_agrees_with_digests_match() {
+        let text = "{amt=10.1,func_type=1001}";
+        let right = digest(text, DEFAULT_KEY);
+        let mut wrong_last = right.clone();
+        wrong_last.pop();
+        wrong_last.push(if right.ends_with('0') { '1' } else { '0' });
+        for given in [
+            right.clone(),
+            right.to_uppercase(),
+            format!(" {right}\n"),
+            right.get(..31).unwrap_or_default().to_string(),
+            format!("{right}0"),
+            wrong_last,
+            String::new(),
+            "é".repeat(16),
+            "g".repeat(32),
+        ] {
+            assert_eq!(
+                digest_is(&given, text, DEFAULT_KEY),
+                digests_match(&given, &right),
+                "{given:?}"
+            );
+        }
+        assert!(digest_is(&right.to_uppercase(), text, DEFAULT_KEY));
+    }
 
     fn obj(text: &str) -> Object {
         Value::parse_json(text.as_bytes())

@@ -19,13 +19,14 @@
 //! and the digest's status, so real captures can settle the open questions.
 
 use core::fmt;
+use std::borrow::Cow;
 
 use crate::catalogue::{FuncType, RespCode};
 use crate::cipher::{
     base64_decoded_len, decode_base64, CipherError, KeyInterpretation, KeyRing, PosKey, BLOCK,
 };
 use crate::digest::{self, Basis, DigestStatus};
-use crate::lenient::parse_lenient;
+use crate::lenient::{parse_lenient, parse_lenient_str};
 use crate::value::{write_json_string, Object, Value, ValueError, MAX_INPUT_LEN};
 
 /// The request dialects of D4.
@@ -272,7 +273,9 @@ pub struct Response {
     pub dialect: ResponseDialect,
     /// How the body was written.
     pub body_form: BodyForm,
-    /// All top-level fields, decrypted, in wire order.
+    /// All top-level fields, decrypted, in wire order, as sent. A `data` sent as a
+    /// JSON value (an object, the usual plain response) is parsed once and stays
+    /// here; [`Response::data`] reads it from here without a copy.
     pub fields: Object,
     /// `respcd` as text.
     pub respcd: Option<String>,
@@ -280,10 +283,12 @@ pub struct Response {
     pub respmsg: Option<String>,
     /// `resperr` as text.
     pub resperr: Option<String>,
-    /// `data`, parsed (a second time when it was a string holding JSON).
-    pub data: Option<Value>,
-    /// `data` as sent: the string, or compact JSON of a non-string value.
-    pub data_raw: Option<String>,
+    /// `data` when it was sent as a string: the JSON it holds (parsed a second
+    /// time), its decryption, or the string itself when it is neither. `None` when
+    /// `data` was sent as a JSON value (it is in `fields`), is absent, null or an
+    /// empty string, or could not be read (see `data_problem`). Read `data` with
+    /// [`Response::data`], which covers both forms.
+    pub data_from_string: Option<Value>,
     /// Why `data` could not be parsed or decrypted, if it could not.
     pub data_problem: Option<EnvelopeError>,
     /// The decrypted body text, for an encrypted response.
@@ -300,9 +305,52 @@ impl Response {
         RespCode::from_value(self.fields.get("respcd")?)
     }
 
+    /// `data`, parsed: the value sent, or what a string `data` holds (JSON parsed a
+    /// second time, or decrypted). `None` when absent, null, an empty string, or
+    /// unreadable (see `data_problem`). With several `data` members the last counts,
+    /// as in [`Object::get`].
+    pub fn data(&self) -> Option<&Value> {
+        match self.fields.get("data")? {
+            Value::Null => None,
+            Value::String(_) => self.data_from_string.as_ref(),
+            v => Some(v),
+        }
+    }
+
     /// `data` as an object, if it is one.
     pub fn data_object(&self) -> Option<&Object> {
-        self.data.as_ref().and_then(Value::as_object)
+        self.data().and_then(Value::as_object)
+    }
+
+    /// `data` as sent: the string, or compact JSON of a non-string value (written
+    /// on each call). `None` when absent or null.
+    pub fn data_raw(&self) -> Option<Cow<'_, str>> {
+        match self.fields.get("data")? {
+            Value::Null => None,
+            Value::String(s) => Some(Cow::Borrowed(s.as_str())),
+            v => Some(Cow::Owned(v.to_json_string())),
+        }
+    }
+
+    /// Moves the fields out (leaving `fields` empty and `data_from_string` taken),
+    /// with every `data` member replaced by the parsed [`Response::data`] when there
+    /// is one: the response as an analyzer shows it. No copy unless `data` occurs
+    /// more than once.
+    pub fn take_fields_with_data(&mut self) -> Object {
+        let from_string = self.data_from_string.take();
+        let mut fields = core::mem::take(&mut self.fields);
+        let parsed = match fields.get("data") {
+            None | Some(Value::Null) => return fields,
+            Some(Value::String(_)) => match from_string {
+                Some(v) => v,
+                None => return fields,
+            },
+            // Sent as a value: it is its own parsed form. Only duplicates need work.
+            Some(_) if fields.keys().filter(|k| *k == "data").count() < 2 => return fields,
+            Some(v) => v.clone(),
+        };
+        fields.replace_all("data", parsed);
+        fields
     }
 }
 
@@ -606,9 +654,9 @@ fn request_from_object(
         Some(Value::String(s)) => {
             let t = s.trim();
             if t.starts_with('{') {
-                let (v, cf) = match Value::parse_json(t.as_bytes()) {
+                let (v, cf) = match Value::parse_json_str(t) {
                     Ok(v) => (v, ContentForm::JsonString),
-                    Err(e) => match parse_lenient(t.as_bytes()) {
+                    Err(e) => match parse_lenient_str(t) {
                         Ok(v) => (v, ContentForm::LenientString),
                         Err(_) => {
                             return Err(EnvelopeError::BadContent {
@@ -639,7 +687,7 @@ fn request_from_object(
                 req.plaintext = Some(d.plaintext);
                 req.key_index = Some(d.key_index);
                 req.interpretation = Some(d.interpretation);
-                req.ciphertext = Some(s);
+                req.ciphertext = Some(s.into_string());
             }
         }
         Some(other) => {
@@ -684,8 +732,7 @@ fn response_from_object(
         respcd: text_member(&obj, "respcd"),
         respmsg: text_member(&obj, "respmsg"),
         resperr: text_member(&obj, "resperr"),
-        data: None,
-        data_raw: None,
+        data_from_string: None,
         data_problem: None,
         plaintext: None,
         key_index: None,
@@ -700,20 +747,19 @@ fn response_from_object(
     match obj.get("data") {
         None | Some(Value::Null) => {}
         Some(Value::String(s)) => {
-            resp.data_raw = Some(s.clone());
             let t = s.trim();
             if t.is_empty() {
             } else if t.starts_with(['{', '[']) {
-                match Value::parse_json(t.as_bytes())
-                    .or_else(|e| parse_lenient(t.as_bytes()).map_err(|_| EnvelopeError::BadJson(e)))
+                match Value::parse_json_str(t)
+                    .or_else(|e| parse_lenient_str(t).map_err(|_| EnvelopeError::BadJson(e)))
                 {
-                    Ok(v) => resp.data = Some(v),
+                    Ok(v) => resp.data_from_string = Some(v),
                     Err(e) => resp.data_problem = Some(e),
                 }
             } else if looks_like_ciphertext(t.as_bytes()) && resp.key_index.is_none() {
                 match decrypt_value(t.as_bytes(), EncryptedPart::Data, keys, is_any) {
                     Ok((v, d)) => {
-                        resp.data = Some(v);
+                        resp.data_from_string = Some(v);
                         resp.dialect = ResponseDialect::DataEncrypted;
                         resp.key_index = Some(d.key_index);
                         resp.interpretation = Some(d.interpretation);
@@ -722,13 +768,11 @@ fn response_from_object(
                     Err(e) => resp.data_problem = Some(e),
                 }
             } else {
-                resp.data = Some(Value::String(s.clone()));
+                resp.data_from_string = Some(Value::String(s.clone()));
             }
         }
-        Some(v) => {
-            resp.data_raw = Some(v.to_json_string());
-            resp.data = Some(v.clone());
-        }
+        // A JSON value: parsed already, it stays in `fields` (see `Response::data`).
+        Some(_) => {}
     }
     resp.fields = obj;
     resp
@@ -895,6 +939,59 @@ mod tests {
     }
 
     #[test]
+    fn data_sent_as_a_value_is_read_in_place() {
+        let body = br#"{"respcd":"6000","data":{"syssn":"1","txamt":100},"respmsg":"ok"}"#;
+        let mut r = response(body, &KeyRing::new());
+        assert_eq!(r.data_from_string, None);
+        assert_eq!(
+            r.data_object().and_then(|d| d.get("txamt")),
+            Some(&Value::Number("100".into()))
+        );
+        assert_eq!(
+            r.data_raw().as_deref(),
+            Some(r#"{"syssn":"1","txamt":100}"#)
+        );
+        let fields = r.take_fields_with_data();
+        assert_eq!(
+            Value::Object(fields).to_json_string(),
+            core::str::from_utf8(body).unwrap()
+        );
+        assert!(r.fields.is_empty());
+        // A string holding JSON: every `data` member shows the parsed last one.
+        let body = br#"{"respcd":"6000","data":1,"data":"{\"a\":[true]}"}"#;
+        let mut r = response(body, &KeyRing::new());
+        assert_eq!(r.data_raw().as_deref(), Some(r#"{"a":[true]}"#));
+        assert_eq!(
+            r.data().map(Value::to_json_string).as_deref(),
+            Some(r#"{"a":[true]}"#)
+        );
+        assert_eq!(
+            Value::Object(r.take_fields_with_data()).to_json_string(),
+            r#"{"respcd":"6000","data":{"a":[true]},"data":{"a":[true]}}"#
+        );
+        // Duplicates with a value last: the earlier one shows it too.
+        let body = br#"{"data":"{\"a\":1}","respcd":"6000","data":[2]}"#;
+        let mut r = response(body, &KeyRing::new());
+        assert_eq!(
+            r.data().and_then(Value::as_array).map(<[Value]>::len),
+            Some(1)
+        );
+        assert_eq!(
+            Value::Object(r.take_fields_with_data()).to_json_string(),
+            r#"{"data":[2],"respcd":"6000","data":[2]}"#
+        );
+        // Null or unreadable data stays as sent.
+        let body = br#"{"respcd":"6000","data":"{bad"}"#;
+        let mut r = response(body, &KeyRing::new());
+        assert_eq!(r.data(), None);
+        assert!(r.data_problem.is_some());
+        assert_eq!(
+            Value::Object(r.take_fields_with_data()).to_json_string(),
+            core::str::from_utf8(body).unwrap()
+        );
+    }
+
+    #[test]
     fn odoo_success_response() {
         let body = br#"{"respcd":"6000","respmsg":"AUTHORISED","resperr":"trade success","data":"{\"batchNo\":\"250703\",\"busicd\":\"802808\",\"cardNo\":\"541375******6830\",\"cardType\":\"MASTERCARD\",\"cardscheme\":\"MASTERCARD\",\"chnlsn\":\"2025070375830316\",\"clisn\":\"030800\",\"mchntnm\":\"Odoo HK Limited\",\"out_trade_no\":\"456799999999\",\"paydtm\":\"2025-07-03 14:33:23\",\"paymentType\":\"SALES\",\"respcd\":\"0000\",\"sysdtm\":\"2025-07-03 14:33:22\",\"syssn\":\"20250703155400020061880690\",\"terminalId\":\"253SCASG9109\",\"txamt\":\"100\",\"txcurrcd\":\"344\"}"}"#;
         let r = response(body, &KeyRing::new());
@@ -907,7 +1004,7 @@ mod tests {
         assert_eq!(data.get("txamt").and_then(Value::as_str), Some("100"));
         assert_eq!(data.get("respcd").and_then(Value::as_str), Some("0000"));
         assert_eq!(data.len(), 17);
-        assert!(r.data_raw.unwrap().starts_with("{\"batchNo\""));
+        assert!(r.data_raw().unwrap().starts_with("{\"batchNo\""));
         assert_eq!(r.data_problem, None);
     }
 
@@ -965,7 +1062,7 @@ mod tests {
         assert_eq!(r.key_index, Some(0));
         // Without a key the envelope still parses and says why data is missing.
         let r = response(body.as_bytes(), &KeyRing::new());
-        assert_eq!(r.data, None);
+        assert_eq!(r.data(), None);
         assert_eq!(
             r.data_problem,
             Some(EnvelopeError::NoKey {

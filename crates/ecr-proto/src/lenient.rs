@@ -23,11 +23,19 @@
 //! Bounded by [`MAX_DEPTH`] and
 //! [`MAX_INPUT_LEN`](crate::value::MAX_INPUT_LEN); never panics; linear time.
 
-use crate::value::{char_at, check_input, hex4, Object, Value, ValueError, MAX_DEPTH};
+use crate::value::{
+    char_at, check_input, check_len, hex4, CompactString, Object, Value, ValueError, MAX_DEPTH,
+};
 
 /// Parses lenient `org.json`-style text from untrusted bytes.
 pub fn parse_lenient(input: &[u8]) -> Result<Value, ValueError> {
-    let text = check_input(input)?;
+    parse_lenient_str(check_input(input)?)
+}
+
+/// [`parse_lenient`] of text that is UTF-8 already: the same checks without
+/// validating the UTF-8 again.
+pub fn parse_lenient_str(text: &str) -> Result<Value, ValueError> {
+    check_len(text.len())?;
     let mut p = Lenient {
         t: text,
         s: text.as_bytes(),
@@ -198,16 +206,25 @@ impl<'a> Lenient<'a> {
         } else if text.eq_ignore_ascii_case("false") {
             Value::Bool(false)
         } else if is_lenient_number(text.as_bytes()) {
-            Value::Number(text.to_owned())
+            Value::Number(CompactString::new(text))
         } else {
-            Value::String(text.to_owned())
+            Value::String(CompactString::new(text))
         })
     }
 
     /// A string in `quote`s; Android's escapes (`\x` for any other `x` is `x`).
-    fn string(&mut self, quote: u8) -> Result<String, ValueError> {
+    fn string(&mut self, quote: u8) -> Result<CompactString, ValueError> {
         self.pos += 1;
-        let mut out = String::new();
+        // The common case, no escape: one copy (inline up to 24 bytes).
+        let rest = self.s.get(self.pos..).unwrap_or_default();
+        if let Some(n) = memchr::memchr2(quote, b'\\', rest) {
+            if rest.get(n) == Some(&quote) {
+                let out = CompactString::new(self.slice(self.pos, self.pos + n));
+                self.pos += n + 1;
+                return Ok(out);
+            }
+        }
+        let mut out = CompactString::default();
         loop {
             let run_start = self.pos;
             let rest = self.s.get(run_start..).unwrap_or_default();
@@ -229,7 +246,7 @@ impl<'a> Lenient<'a> {
         }
     }
 
-    fn escape(&mut self, out: &mut String) -> Result<(), ValueError> {
+    fn escape(&mut self, out: &mut CompactString) -> Result<(), ValueError> {
         let at = self.pos;
         self.pos += 1;
         let c = self.peek().ok_or(ValueError::UnexpectedEnd {
@@ -352,7 +369,7 @@ impl<'a> Lenient<'a> {
                 // Android rejects bare numeric or null names; the analyzer keeps the text.
                 _ => match self.literal()? {
                     Value::String(s) | Value::Number(s) => s,
-                    other => other.to_display_string(),
+                    other => other.to_display_string().into(),
                 },
             };
             self.skip_ws();

@@ -11,6 +11,11 @@
 use core::fmt;
 use core::fmt::Write as _;
 
+/// The string type of member names, strings and number tokens: up to 24 bytes are
+/// stored inline (no allocation), which covers nearly every ECR name and value.
+/// Re-exported so that users need not name the crate.
+pub use compact_str::CompactString;
+
 /// Deepest nesting of arrays and objects any parser in this crate accepts.
 ///
 /// Real ECR messages nest two or three levels; the bound keeps recursion (and
@@ -111,7 +116,7 @@ pub enum ValueError {
 /// signing mistake and to re-emit bodies byte for byte. Lookups are linear, which
 /// is faster than hashing for the handful of members ECR objects have.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Object(Vec<(String, Value)>);
+pub struct Object(Vec<(CompactString, Value)>);
 
 impl Object {
     /// An empty object.
@@ -143,16 +148,32 @@ impl Object {
     }
 
     /// Appends a member (keeps duplicates; see [`Object::get`]).
-    pub fn push(&mut self, key: impl Into<String>, value: Value) {
+    pub fn push(&mut self, key: impl Into<CompactString>, value: Value) {
         self.0.push((key.into(), value));
     }
 
     /// Sets `key`: replaces the last member of that name or appends a new one.
-    pub fn insert(&mut self, key: impl Into<String>, value: Value) {
+    pub fn insert(&mut self, key: impl Into<CompactString>, value: Value) {
         let key = key.into();
         match self.0.iter_mut().rev().find(|(k, _)| *k == key) {
             Some(slot) => slot.1 = value,
             None => self.0.push((key, value)),
+        }
+    }
+
+    /// Sets every member named `key` (duplicates included) to `value`; the last one
+    /// gets `value` itself, earlier ones a copy. Nothing when there is none.
+    pub fn replace_all(&mut self, key: &str, value: Value) {
+        let Some(last) = self.0.iter().rposition(|(k, _)| k == key) else {
+            return;
+        };
+        for (k, v) in self.0.iter_mut().take(last) {
+            if k == key {
+                *v = value.clone();
+            }
+        }
+        if let Some((_, v)) = self.0.get_mut(last) {
+            *v = value;
         }
     }
 
@@ -185,25 +206,25 @@ impl Object {
     }
 
     /// The members, in wire order.
-    pub fn as_slice(&self) -> &[(String, Value)] {
+    pub fn as_slice(&self) -> &[(CompactString, Value)] {
         &self.0
     }
 
     /// Consumes the object, giving its members in wire order.
-    pub fn into_vec(self) -> Vec<(String, Value)> {
+    pub fn into_vec(self) -> Vec<(CompactString, Value)> {
         self.0
     }
 }
 
-impl From<Vec<(String, Value)>> for Object {
-    fn from(members: Vec<(String, Value)>) -> Self {
+impl From<Vec<(CompactString, Value)>> for Object {
+    fn from(members: Vec<(CompactString, Value)>) -> Self {
         Object(members)
     }
 }
 
-impl FromIterator<(String, Value)> for Object {
-    fn from_iter<I: IntoIterator<Item = (String, Value)>>(iter: I) -> Self {
-        Object(iter.into_iter().collect())
+impl<K: Into<CompactString>> FromIterator<(K, Value)> for Object {
+    fn from_iter<I: IntoIterator<Item = (K, Value)>>(iter: I) -> Self {
+        Object(iter.into_iter().map(|(k, v)| (k.into(), v)).collect())
     }
 }
 
@@ -215,9 +236,9 @@ pub enum Value {
     /// `true` or `false`.
     Bool(bool),
     /// A number, as its token text on the wire (e.g. `"10.10"`), never reformatted.
-    Number(String),
+    Number(CompactString),
     /// A string, unescaped.
-    String(String),
+    String(CompactString),
     /// An array.
     Array(Vec<Value>),
     /// An object, in wire order.
@@ -230,7 +251,14 @@ impl Value {
     /// Whitespace around the value is allowed, anything else after it is an error.
     /// Bounded by [`MAX_INPUT_LEN`] and [`MAX_DEPTH`].
     pub fn parse_json(input: &[u8]) -> Result<Value, ValueError> {
-        let text = check_input(input)?;
+        Self::parse_json_str(check_input(input)?)
+    }
+
+    /// [`Value::parse_json`] of text that is UTF-8 already (a string parsed from
+    /// a body, such as a response's `data`): the same checks without validating
+    /// the UTF-8 again.
+    pub fn parse_json_str(text: &str) -> Result<Value, ValueError> {
+        check_len(text.len())?;
         let mut p = JsonParser {
             t: text,
             s: text.as_bytes(),
@@ -329,8 +357,8 @@ impl Value {
         match self {
             Value::Null => "null".to_owned(),
             Value::Bool(b) => b.to_string(),
-            Value::Number(n) => n.clone(),
-            Value::String(s) => s.clone(),
+            Value::Number(n) => n.to_string(),
+            Value::String(s) => s.to_string(),
             Value::Array(_) | Value::Object(_) => self.to_json_string(),
         }
     }
@@ -351,12 +379,18 @@ impl From<Object> for Value {
 
 impl From<&str> for Value {
     fn from(s: &str) -> Self {
-        Value::String(s.to_owned())
+        Value::String(s.into())
     }
 }
 
 impl From<String> for Value {
     fn from(s: String) -> Self {
+        Value::String(s.into())
+    }
+}
+
+impl From<CompactString> for Value {
+    fn from(s: CompactString) -> Self {
         Value::String(s)
     }
 }
@@ -369,21 +403,27 @@ impl From<bool> for Value {
 
 impl From<i64> for Value {
     fn from(n: i64) -> Self {
-        Value::Number(n.to_string())
+        Value::Number(compact_str::ToCompactString::to_compact_string(&n))
     }
 }
 
 /// Size and UTF-8 checks shared by both parsers.
 pub(crate) fn check_input(input: &[u8]) -> Result<&str, ValueError> {
-    if input.len() > MAX_INPUT_LEN {
-        return Err(ValueError::TooLarge {
-            len: input.len(),
-            max: MAX_INPUT_LEN,
-        });
-    }
+    check_len(input.len())?;
     core::str::from_utf8(input).map_err(|e| ValueError::InvalidUtf8 {
         offset: e.valid_up_to(),
     })
+}
+
+/// The size check shared by both parsers.
+pub(crate) fn check_len(len: usize) -> Result<(), ValueError> {
+    if len > MAX_INPUT_LEN {
+        return Err(ValueError::TooLarge {
+            len,
+            max: MAX_INPUT_LEN,
+        });
+    }
+    Ok(())
 }
 
 /// The character at `pos` of a UTF-8 text (for error messages); `\0` past the end.
@@ -573,10 +613,10 @@ impl<'a> JsonParser<'a> {
         if !is_json_number(tok.as_bytes()) {
             return Err(ValueError::InvalidNumber { offset: start });
         }
-        Ok(Value::Number(tok.to_owned()))
+        Ok(Value::Number(CompactString::new(tok)))
     }
 
-    fn string(&mut self) -> Result<String, ValueError> {
+    fn string(&mut self) -> Result<CompactString, ValueError> {
         // At the opening quote.
         self.pos += 1;
         let start = self.pos;
@@ -585,8 +625,9 @@ impl<'a> JsonParser<'a> {
         self.pos = start + run_len;
         match rest.get(run_len) {
             Some(b'"') => {
-                // The common case, a string without escapes: one exact allocation.
-                let text = self.slice(start, self.pos).to_owned();
+                // The common case, a string without escapes: inline up to 24
+                // bytes, else one exact allocation.
+                let text = CompactString::new(self.slice(start, self.pos));
                 self.pos += 1;
                 return Ok(text);
             }
@@ -606,6 +647,7 @@ impl<'a> JsonParser<'a> {
                 Some(b'"') => {
                     self.pos += 1;
                     return String::from_utf8(out)
+                        .map(CompactString::from)
                         .map_err(|_| ValueError::InvalidUtf8 { offset: start });
                 }
                 Some(b'\\') => {
@@ -950,6 +992,27 @@ mod tests {
     }
 
     #[test]
+    fn parse_json_str_agrees_with_parse_json() {
+        for text in [r#"{"a":"\u00e9x","b":[1,2.5]}"#, "{", "1 2", "\"é\""] {
+            assert_eq!(Value::parse_json_str(text), p(text), "{text}");
+            assert_eq!(
+                crate::lenient::parse_lenient_str(text),
+                crate::lenient::parse_lenient(text.as_bytes()),
+                "{text}"
+            );
+        }
+        let big = " ".repeat(MAX_INPUT_LEN + 1);
+        assert!(matches!(
+            Value::parse_json_str(&big),
+            Err(ValueError::TooLarge { .. })
+        ));
+        assert!(matches!(
+            crate::lenient::parse_lenient_str(&big),
+            Err(ValueError::TooLarge { .. })
+        ));
+    }
+
+    #[test]
     fn size_is_bounded() {
         let big = vec![b' '; MAX_INPUT_LEN + 1];
         assert!(matches!(
@@ -998,7 +1061,7 @@ mod tests {
         ] {
             let ours = Value::parse_json(text.as_bytes()).unwrap();
             let theirs: String = serde_json::from_str(text).unwrap();
-            assert_eq!(ours, Value::String(theirs));
+            assert_eq!(ours, Value::from(theirs));
         }
         // Unterminated after an escape that is copied with its run.
         for text in [r#""\""#, r#""\"abc"#, r#""ab\/"#, r#""\\"#] {

@@ -42,9 +42,9 @@ fn content_value(quote_safe: bool) -> impl Strategy<Value = Value> {
         ".{0,20}".boxed()
     };
     prop_oneof![
-        any::<i64>().prop_map(|n| Value::Number(n.to_string())),
-        (0u32..1_000_000, 0u32..100).prop_map(|(a, b)| Value::Number(format!("{a}.{b}"))),
-        string.prop_map(Value::String),
+        any::<i64>().prop_map(|n| Value::Number(n.to_string().into())),
+        (0u32..1_000_000, 0u32..100).prop_map(|(a, b)| Value::Number(format!("{a}.{b}").into())),
+        string.prop_map(Value::from),
         any::<bool>().prop_map(Value::Bool),
         Just(Value::Null),
     ]

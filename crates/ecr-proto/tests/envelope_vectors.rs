@@ -64,7 +64,7 @@ fn request(body: &[u8], keys: &KeyRing) -> Request {
     }
 }
 
-fn sorted(o: &Object) -> Vec<(String, Value)> {
+fn sorted(o: &Object) -> Vec<(ecr_proto::value::CompactString, Value)> {
     let mut v = o.clone().into_vec();
     v.sort_by(|a, b| a.0.cmp(&b.0));
     v

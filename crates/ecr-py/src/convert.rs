@@ -136,7 +136,7 @@ fn value_from_py(obj: &Bound<'_, PyAny>, path: &str, depth: usize) -> PyResult<V
         return Ok(Value::Bool(b.is_true()));
     }
     if obj.is_instance_of::<PyInt>() {
-        return Ok(Value::Number(obj.str()?.to_str()?.to_owned()));
+        return Ok(Value::Number(obj.str()?.to_str()?.into()));
     }
     if let Ok(f) = obj.downcast::<PyFloat>() {
         let x = f.value();
@@ -146,10 +146,10 @@ fn value_from_py(obj: &Bound<'_, PyAny>, path: &str, depth: usize) -> PyResult<V
             )));
         }
         // repr() is the shortest round-trip form, exactly what json.dumps writes.
-        return Ok(Value::Number(obj.repr()?.to_str()?.to_owned()));
+        return Ok(Value::Number(obj.repr()?.to_str()?.into()));
     }
     if let Ok(s) = obj.downcast::<PyString>() {
-        return Ok(Value::String(s.to_str()?.to_owned()));
+        return Ok(Value::String(s.to_str()?.into()));
     }
     if let Ok(d) = obj.downcast::<PyDict>() {
         return Ok(Value::Object(object_from_dict(d, path, depth)?));

@@ -8,7 +8,7 @@
 use ecr_proto::cipher::{KeyRing, PosKey};
 use ecr_proto::digest::{self as proto_digest, DigestStatus};
 use ecr_proto::envelope::{self, Message, Request, Response};
-use ecr_proto::value::{Object, Value};
+use ecr_proto::value::Value;
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyString};
@@ -175,19 +175,9 @@ fn request_verdict(py: Python<'_>, r: Request) -> PyResult<Verdict> {
     })
 }
 
-fn response_verdict(py: Python<'_>, r: Response) -> PyResult<Verdict> {
+fn response_verdict(py: Python<'_>, mut r: Response) -> PyResult<Verdict> {
     // The fields with `data` replaced by its parsed value, as the analyzer shows them.
-    let fields: Object = r
-        .fields
-        .iter()
-        .map(|(k, v)| {
-            let v = match (k, &r.data) {
-                ("data", Some(d)) => d.clone(),
-                _ => v.clone(),
-            };
-            (k.to_owned(), v)
-        })
-        .collect();
+    let fields = r.take_fields_with_data();
     Ok(Verdict {
         kind: "response",
         dialect: r.dialect.name(),
