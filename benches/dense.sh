@@ -67,7 +67,7 @@ rm -f "$work/out.jsonl"
 : >"$work/j2" >"$work/j2m" >"$work/j2x" >"$work/j2rss"
 for i in $(seq "$RUNS"); do
     read -r cw _ < <(timed cat "$work/dense.pcap")
-    read -r aw rss acpu < <(timed "$bin" analyze --key-file "$work/dense.pcap.keys" \
+    read -r aw rss acpu < <(timed "$bin" analyze -j 1 --key-file "$work/dense.pcap.keys" \
         --format jsonl "$work/dense.pcap")
     echo "   run $i: cat $cw s, analyze $aw s wall ($(mbps "$bytes" "$aw") MB/s), $acpu s CPU ($(mbps "$bytes" "$acpu") MB/s), max RSS $((rss / 1024)) MB"
     mbps "$bytes" "$acpu" >>"$work/ancpu"
@@ -90,7 +90,7 @@ for i in $(seq "$RUNS"); do
     echo $((jrss / 1024)) >>"$work/j2rss"
 done
 # The same output with both cores (checked once, untimed).
-if ! cmp -s <("$bin" analyze --key-file "$work/dense.pcap.keys" --format jsonl "$work/dense.pcap") \
+if ! cmp -s <("$bin" analyze -j 1 --key-file "$work/dense.pcap.keys" --format jsonl "$work/dense.pcap") \
     <("$bin" analyze -j 2 --key-file "$work/dense.pcap.keys" --format jsonl "$work/dense.pcap"); then
     echo "analyze -j 2 wrote other output than -j 1" >&2
     exit 1
@@ -119,7 +119,7 @@ if [ "$TSHARK" = 1 ] && command -v tshark >/dev/null; then
         # The dissector takes its key from ECR_POS_KEY (it keeps no key preference).
         read -r tw _ < <(ECR_POS_KEY="$key" timed tshark -n -X lua_script:dissector/ecr.lua \
             -V -r "$work/slice.pcap")
-        read -r sw _ < <(timed "$bin" analyze --key-file "$work/slice.pcap.keys" \
+        read -r sw _ < <(timed "$bin" analyze -j 1 --key-file "$work/slice.pcap.keys" \
             --format jsonl "$work/slice.pcap")
         echo "   run $i: tshark -V $tw s, analyze $sw s ($(awk -v t="$tw" -v s="$sw" 'BEGIN{printf "%.0f", t / s}')x)"
         mbps1 "$sbytes" "$tw" >>"$work/ts"

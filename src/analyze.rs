@@ -9,6 +9,7 @@ use clap::Args;
 use ecr_capture::ahead::Consumer;
 use ecr_capture::analyzer::{Analyzer, Config};
 use ecr_capture::keys::KeySet;
+use ecr_capture::limits::Limits;
 use ecr_capture::record::Record;
 
 use crate::options::{
@@ -42,9 +43,10 @@ pub struct AnalyzeArgs {
     /// decodes the message bodies ahead of the first, which takes those decodings
     /// instead of making them (docs/architecture.md); with 3 or more, records are
     /// also rendered and written on a thread of their own. The output is the same
-    /// with any number; on the 2-core machine it was measured on, more threads did
-    /// not make it faster (README, Performance). Reading standard input always uses
-    /// one thread, so that each record shows as soon as it is complete.
+    /// with any number. Two threads were 1.25x as fast as one on an idle 2-core
+    /// machine and slower on a busy one, and the second thread's tables add up to a
+    /// quarter of --memory-limit (README, Performance). Reading standard input
+    /// always uses one thread, so that each record shows as soon as it is complete.
     #[arg(short = 'j', long = "jobs", value_name = "N",
           value_parser = clap::value_parser!(u16).range(1..))]
     pub jobs: Option<u16>,
@@ -64,8 +66,9 @@ pub fn run(a: AnalyzeArgs) -> Result<ExitCode> {
     } else {
         Box::new(io::BufWriter::with_capacity(1 << 16, io::stdout().lock()))
     };
-    // One thread unless asked: the writer thread did not pay on the 2-core machine
-    // it was measured on (issue 15; README, Performance).
+    // One thread unless asked: two are faster only on an idle machine, and hold a
+    // second analyzer's tables, which the default memory promise (64 MB on any
+    // input) does not allow for (issue 15; README, Performance).
     let jobs = a.jobs.map_or(1, usize::from);
     if jobs == 1 || from_stdin {
         let mut sink = WriterSink::new(a.output.writer(out));
@@ -116,6 +119,11 @@ fn decoding_ahead<R>(
     helper_keys: KeySet,
     run: impl FnOnce(Consumer) -> R,
 ) -> R {
+    // The helper's tables get a quarter of the budget: where they evict what the
+    // consumer's keep, the two part ways and the consumer decodes alone (slower,
+    // never different), so the output does not depend on it.
+    let mut helper_cfg = helper_cfg;
+    helper_cfg.limits = Limits::from_budget(helper_cfg.limits.budget / 4);
     let (producer, consumer) = ecr_capture::ahead::channel();
     let gone = producer.gone_flag();
     std::thread::scope(|scope| {

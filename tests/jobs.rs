@@ -119,3 +119,32 @@ fn a_dense_capture_gives_the_same_output_with_more_threads() {
     assert!(messages > 3_000, "{messages}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn crafted_captures_that_fill_the_tables_give_the_same_output() {
+    // The decoding-ahead thread has a quarter of the memory budget: on these its
+    // tables evict what the writing thread's keep (connections, payments), their
+    // paths part, and the writing thread decodes alone from there.
+    let dir = std::env::temp_dir().join(format!("ecr-sniff-jobs-crafted-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let captures = [
+        (
+            "connections",
+            ecr_capture::craft::unfinished_connections(3_000),
+        ),
+        ("payments", ecr_capture::craft::payments(300, 2_000)),
+        ("values", ecr_capture::craft::distinct_values(400, 20)),
+    ];
+    for (name, bytes) in captures {
+        let pcap = dir.join(format!("{name}.pcap"));
+        std::fs::write(&pcap, bytes).unwrap();
+        let args = vec![pcap.display().to_string()];
+        let out = same_with_any_jobs(&args, "jsonl");
+        assert!(
+            out.windows(b"limit-evicted".len())
+                .any(|w| w == b"limit-evicted"),
+            "{name}: no table was filled"
+        );
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}

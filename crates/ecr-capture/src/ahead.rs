@@ -22,9 +22,10 @@
 //!   what was skipped. So each body is decoded once, and the work divides itself
 //!   between the cores whichever is faster.
 //!
-//! Both analyzers keep their own tables within the same limits; where a limit
-//! makes their paths part (an eviction in one only), the checks stop matching and
-//! the consumer decodes alone from there: slower, never different.
+//! Each analyzer keeps its own tables within its own limits (`analyze -j 2` gives
+//! the producer a quarter of the memory budget); where a limit makes their paths
+//! part (an eviction in one only), the checks stop matching and the consumer
+//! decodes alone from there: slower, never different.
 //!
 //! [`Analyzer`]: crate::analyzer::Analyzer
 
