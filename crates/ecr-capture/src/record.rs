@@ -655,6 +655,22 @@ const SHORT: usize = 32;
 /// closing quote and a colon.
 const WINDOW: usize = SHORT + 3;
 
+/// Appends a window of quotes and stores `a` at the start and `b` at the end of
+/// the `n` bytes of text in it (which begin at `open`); `a` and `b` overlap when
+/// `n` is less than their lengths together.
+#[inline(always)]
+fn fill_window(out: &mut Vec<u8>, open: usize, n: usize, a: &[u8], b: &[u8]) {
+    let start = out.len();
+    out.extend_from_slice(&[b'"'; WINDOW]);
+    let win = out.get_mut(start..).unwrap_or_default();
+    if let Some(d) = win.get_mut(open..open + a.len()) {
+        d.copy_from_slice(a);
+    }
+    if let Some(d) = win.get_mut((open + n).saturating_sub(b.len())..open + n) {
+        d.copy_from_slice(b);
+    }
+}
+
 /// Appends `s` (at most [`SHORT`] bytes) when it needs no escaping, in quotes when
 /// `QUOTE`, followed by a colon when `COLON` (a member name); `false`, and nothing
 /// appended, when a byte needs escaping or `s` is longer. One pass and no call to
@@ -680,27 +696,13 @@ fn put_short<const QUOTE: bool, const COLON: bool>(out: &mut Vec<u8>, s: &[u8]) 
         if block_needs_escape(a) || block_needs_escape(b) {
             return false;
         }
-        out.extend_from_slice(&[b'"'; WINDOW]);
-        let win = out.get_mut(start..).unwrap_or_default();
-        if let Some(d) = win.get_mut(open..open + 16) {
-            d.copy_from_slice(a);
-        }
-        if let Some(d) = win.get_mut(open + n - 16..open + n) {
-            d.copy_from_slice(b);
-        }
+        fill_window(out, open, n, a, b);
     } else if n >= 8 {
         let (a, b) = (word8(s, 0), word8(s, n - 8));
         if word_needs_escape(u64::from_le_bytes(a)) || word_needs_escape(u64::from_le_bytes(b)) {
             return false;
         }
-        out.extend_from_slice(&[b'"'; WINDOW]);
-        let win = out.get_mut(start..).unwrap_or_default();
-        if let Some(d) = win.get_mut(open..open + 8) {
-            d.copy_from_slice(&a);
-        }
-        if let Some(d) = win.get_mut(open + n - 8..open + n) {
-            d.copy_from_slice(&b);
-        }
+        fill_window(out, open, n, &a, &b);
     } else if n >= 4 {
         let (a, b) = (word4(s, 0), word4(s, n - 4));
         // Each word twice in a 64-bit word: the same bytes, checked exactly.
@@ -708,14 +710,7 @@ fn put_short<const QUOTE: bool, const COLON: bool>(out: &mut Vec<u8>, s: &[u8]) 
         if word_needs_escape(wide(a)) || word_needs_escape(wide(b)) {
             return false;
         }
-        out.extend_from_slice(&[b'"'; WINDOW]);
-        let win = out.get_mut(start..).unwrap_or_default();
-        if let Some(d) = win.get_mut(open..open + 4) {
-            d.copy_from_slice(&a);
-        }
-        if let Some(d) = win.get_mut(open + n - 4..open + n) {
-            d.copy_from_slice(&b);
-        }
+        fill_window(out, open, n, &a, &b);
     } else if let (Some(&a), Some(&b), Some(&c)) = (s.first(), s.get(n / 2), s.last()) {
         if ESCAPE[usize::from(a)] | ESCAPE[usize::from(b)] | ESCAPE[usize::from(c)] != 0 {
             return false;
