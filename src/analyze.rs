@@ -110,9 +110,10 @@ fn with_decode_ahead(
 
 /// Runs `run` while a helper thread decodes the message bodies of `files` ahead
 /// (see `ecr_capture::ahead`) with the same configuration and keys as `run`'s
-/// analyzer (given here as copies for the helper's own): `run` gives the consumer end to the analyzer it
-/// runs over the same files (`Analyzer::decode_ahead`, before the first packet).
-/// The helper stops when that analyzer is done with the consumer (it is dropped).
+/// analyzer (given here as copies for the helper's own). `run` gives the consumer
+/// end to the analyzer it runs over the same files (`Analyzer::decode_ahead`,
+/// before the first packet); the helper stops when that analyzer is done with the
+/// consumer (it is dropped).
 fn decoding_ahead<R>(
     files: &[PathBuf],
     helper_cfg: Config,
@@ -159,7 +160,7 @@ fn decoding_ahead<R>(
     })
 }
 
-/// With `ECR_SNIFF_AHEAD_STATS` set (benches/dense.sh): how the work was shared,
+/// With `ECR_SNIFF_AHEAD_STATS` set (README, Performance): how the work was shared,
 /// on standard error.
 fn ahead_stats(an: &Analyzer<'_>) {
     if let (Some(s), Some(_)) = (an.ahead_stats(), std::env::var_os("ECR_SNIFF_AHEAD_STATS")) {
