@@ -6,12 +6,14 @@
 
 #![cfg(feature = "live")]
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{self, Receiver};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const KEY: &str = "f46b1f08bec1f39104792cc79ec9aacd";
 /// `{"func_type":5001}` signed with KEY (docs/protocol.md test vectors).
@@ -165,40 +167,12 @@ fn live_loopback_capture_matches_offline_analysis_of_its_file() {
     drop((c3, s3));
 
     // Each message prints as soon as it is complete, before the capture ends.
-    let mut live_lines = vec![];
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while live_lines
-        .iter()
-        .filter(|l: &&String| l.contains(r#""kind":"message""#))
-        .count()
-        < 5
-    {
-        let left = deadline.checked_duration_since(Instant::now());
-        match left.map(|l| out.recv_timeout(l)) {
-            Some(Ok(l)) => live_lines.push(l),
-            _ => panic!(
-                "not 5 messages within 10 s: {live_lines:#?}; tap: {:?}, stderr: {:?}",
-                tap.0.try_wait(),
-                err.try_iter().collect::<Vec<_>>()
-            ),
-        }
-    }
+    let mut live_lines = common::until_messages(&out, 5, Duration::from_secs(10), || {
+        format!("stderr: {:?}", err.try_iter().collect::<Vec<_>>())
+    });
 
     // Ctrl-C: summary, pending request reported, exit 0.
-    let pid = tap.0.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-INT", &pid])
-        .status()
-        .unwrap()
-        .success());
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(s) = tap.0.try_wait().unwrap() {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "no exit after SIGINT");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = common::interrupt(&mut tap.0, Duration::from_secs(10));
     assert_eq!(status.code(), Some(0));
     while let Ok(l) = out.recv_timeout(Duration::from_secs(5)) {
         live_lines.push(l);

@@ -265,40 +265,12 @@ fn live_decrypts_https_as_the_key_log_grows() {
     s_client_key_update(&addr);
 
     // Eight messages print while capturing, decrypted once the secrets appear.
-    let mut live_lines = vec![];
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while live_lines
-        .iter()
-        .filter(|l: &&String| l.contains(r#""kind":"message""#))
-        .count()
-        < 8
-    {
-        let left = deadline.checked_duration_since(Instant::now());
-        match left.map(|l| out.recv_timeout(l)) {
-            Some(Ok(l)) => live_lines.push(l),
-            _ => panic!(
-                "not 8 messages within 15 s: {live_lines:#?}; tap: {:?}, stderr: {:?}",
-                tap.0.try_wait(),
-                err.try_iter().collect::<Vec<_>>()
-            ),
-        }
-    }
+    let mut live_lines = common::until_messages(&out, 8, Duration::from_secs(15), || {
+        format!("stderr: {:?}", err.try_iter().collect::<Vec<_>>())
+    });
 
     // Ctrl-C: summary, exit 0.
-    let pid = tap.0.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-INT", &pid])
-        .status()
-        .unwrap()
-        .success());
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(s) = tap.0.try_wait().unwrap() {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "no exit after SIGINT");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = common::interrupt(&mut tap.0, Duration::from_secs(10));
     assert_eq!(status.code(), Some(0));
     while let Ok(l) = out.recv_timeout(Duration::from_secs(5)) {
         live_lines.push(l);

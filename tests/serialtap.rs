@@ -4,6 +4,8 @@
 //! sent, that the live output decodes the conversation, and that the capture file
 //! written with -w analyses to the same records.
 
+mod common;
+
 use std::fs::File;
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::path::{Path, PathBuf};
@@ -153,20 +155,7 @@ impl Tap {
 
     /// Sends SIGINT, waits (at most 10 s) for a clean exit and returns stdout lines.
     fn interrupt(mut self) -> Vec<String> {
-        let pid = self.child.id().to_string();
-        assert!(Command::new("kill")
-            .args(["-INT", &pid])
-            .status()
-            .unwrap()
-            .success());
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let status = loop {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                break s;
-            }
-            assert!(Instant::now() < deadline, "the tap did not stop on SIGINT");
-            std::thread::sleep(Duration::from_millis(20));
-        };
+        let status = common::interrupt(&mut self.child, Duration::from_secs(10));
         let rest: Vec<String> = self.err.try_iter().collect();
         self.stderr_seen.extend(rest);
         assert_eq!(status.code(), Some(0), "stderr: {:?}", self.stderr_seen);
@@ -645,21 +634,7 @@ fn a_stdout_nobody_reads_holds_up_neither_relaying_nor_the_file() {
     // Ctrl-C ends it within a second, with the drop count, although stdout is
     // still blocked.
     let t0 = Instant::now();
-    assert!(Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap()
-        .success());
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(5),
-            "the tap did not stop on SIGINT"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    };
+    let status = common::interrupt(&mut child, Duration::from_secs(5));
     let took = t0.elapsed();
     assert_eq!(status.code(), Some(0), "{stderr_seen:?}");
     assert!(took < Duration::from_secs(1), "SIGINT took {took:?}");

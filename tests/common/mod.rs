@@ -45,3 +45,53 @@ pub fn run_bounded(cmd: &mut Command, limit: Duration) -> (i32, String, String) 
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// Sends SIGINT to `child` and waits at most `limit` for it to exit; its status.
+/// Panics if the signal cannot be sent or the child does not stop in time.
+pub fn interrupt(child: &mut std::process::Child, limit: Duration) -> std::process::ExitStatus {
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no exit within {limit:?} of SIGINT"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Lines from `out` until `n` of them are message records; panics with what came
+/// and `context()` when they do not within `limit`.
+pub fn until_messages(
+    out: &mpsc::Receiver<String>,
+    n: usize,
+    limit: Duration,
+    context: impl Fn() -> String,
+) -> Vec<String> {
+    let mut lines: Vec<String> = vec![];
+    let deadline = Instant::now() + limit;
+    while lines
+        .iter()
+        .filter(|l| l.contains(r#""kind":"message""#))
+        .count()
+        < n
+    {
+        let left = deadline.checked_duration_since(Instant::now());
+        match left.map(|l| out.recv_timeout(l)) {
+            Some(Ok(l)) => lines.push(l),
+            _ => panic!(
+                "not {n} messages within {limit:?}: {lines:#?}; {}",
+                context()
+            ),
+        }
+    }
+    lines
+}
