@@ -3,9 +3,8 @@
 # tshark runs Lua 5.2, so run the pure-Lua self-test under a plain Lua 5.4 too.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-if ! command -v lua5.4 >/dev/null 2>&1; then
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends lua5.4 >/dev/null
-fi
+. .ci/lib.sh
+install_missing lua5.4:lua5.4
 luac5.4 -p dissector/ecr.lua
 out=$(ECR_LUA_SELFTEST=1 lua5.4 dissector/test/lua54.lua)
 echo "$out"

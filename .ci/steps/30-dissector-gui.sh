@@ -6,12 +6,8 @@
 # Exits non-zero on failure.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-if ! command -v wireshark >/dev/null 2>&1 || ! command -v xvfb-run >/dev/null 2>&1 ||
-   ! command -v xwd >/dev/null 2>&1 || ! command -v xwininfo >/dev/null 2>&1; then
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends wireshark-qt xvfb xauth x11-utils x11-apps >/dev/null
-fi
+. .ci/lib.sh
+install_missing wireshark:wireshark-qt xvfb-run:xvfb xauth:xauth xwininfo:x11-utils xwd:x11-apps
 root=$PWD
 tmp=$(mktemp -d)
 trap '[ -n "${KEEP:-}" ] || rm -rf "$tmp"' EXIT

@@ -6,16 +6,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
-export DEBIAN_FRONTEND=noninteractive
-need=()
-command -v curl >/dev/null 2>&1 || need+=(curl)
-command -v python3 >/dev/null 2>&1 || need+=(python3)
-command -v tshark >/dev/null 2>&1 || need+=(tshark)
-if [ ${#need[@]} -gt 0 ]; then
-    echo "installing: ${need[*]}"
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends "${need[@]}" ca-certificates >/dev/null
-fi
+. .ci/lib.sh
+install_missing curl:curl python3:python3 tshark:tshark dpkg:ca-certificates
 out=$(cargo test -q -j2 --test emulate_tls -- --nocapture 2>&1) || {
     echo "$out"
     exit 1

@@ -6,12 +6,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
-if ! command -v tshark >/dev/null 2>&1; then
-    echo "== installing tshark"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends tshark >/dev/null
-fi
+. .ci/lib.sh
+install_missing tshark:tshark
 ECR_SNIFF_REQUIRE_TSHARK=1 cargo test -q -j2 --test tls decrypted_bodies_equal_tsharks
 bodies() {
     tshark -n -r "$1" "${@:2}" -d tcp.port==29001,tls -d tls.port==29001,http \

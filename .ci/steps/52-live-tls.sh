@@ -7,16 +7,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
-export DEBIAN_FRONTEND=noninteractive
-need=()
-command -v curl >/dev/null 2>&1 || need+=(curl)
-command -v openssl >/dev/null 2>&1 || need+=(openssl)
-command -v tshark >/dev/null 2>&1 || need+=(tshark)
-if [ ${#need[@]} -gt 0 ]; then
-    echo "installing: ${need[*]}"
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends "${need[@]}" ca-certificates >/dev/null
-fi
+. .ci/lib.sh
+install_missing curl:curl openssl:openssl tshark:tshark dpkg:ca-certificates
 out=$(ECR_SNIFF_NO_SKIP=1 cargo test -q -j2 --test live_tls -- --nocapture 2>&1) || {
     echo "$out"
     exit 1

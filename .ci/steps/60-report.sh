@@ -8,12 +8,8 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
 
-if ! command -v chromium >/dev/null 2>&1; then
-    echo "== installing chromium"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends chromium >/dev/null
-fi
+. .ci/lib.sh
+install_missing chromium:chromium
 cargo build -q -j2
 bin="$CARGO_TARGET_DIR/debug/ecr-sniff"
 tmp=$(mktemp -d)
