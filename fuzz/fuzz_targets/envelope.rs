@@ -2,7 +2,7 @@
 //! digest verification passes, so the code behind it is reached.
 #![no_main]
 use ecr_proto::cipher::{KeyRing, PosKey};
-use ecr_proto::{envelope, lenient, value::Value};
+use ecr_proto::{compact, envelope, lenient, value::Value};
 use libfuzzer_sys::fuzz_target;
 use std::sync::OnceLock;
 
@@ -25,6 +25,18 @@ fuzz_target!(|data: &[u8]| {
     let _ = envelope::parse(data, keys());
     let _ = Value::parse_json(data);
     let _ = lenient::parse_lenient(data);
+    // What the compact check takes, the parser reads and writes back unchanged.
+    if let Ok(text) = std::str::from_utf8(data) {
+        if compact::is_compact_object(text) {
+            match Value::parse_json_str(text) {
+                Ok(v) => assert_eq!(v.to_json_string(), text),
+                Err(e) => panic!("compact but unparsable: {e}"),
+            }
+            if let Some(c) = compact::CompactJson::new(text) {
+                let _ = c.member_texts(["syssn", "txamt", "out_trade_no"]);
+            }
+        }
+    }
     // Ciphertext that decrypts: exercise the encrypted dialects' inner parsers too.
     if let Some(k) = keys().get(0) {
         let b64 = k.encrypt_base64(data);

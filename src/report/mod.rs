@@ -193,7 +193,7 @@ mod tests {
             dialect: Some("plain".into()),
             func_type: (role == Role::Request).then_some(1001),
             ref_num: None,
-            content: (role == Role::Request).then_some(RawObject(content)),
+            content: (role == Role::Request).then_some(RawObject::new(content)),
             response: None,
             digest: "ok",
             packet: Some(index * 3),

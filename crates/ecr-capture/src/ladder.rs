@@ -135,7 +135,7 @@ pub fn arrow_label(m: &MessageRecord) -> String {
             }];
             if let Some(c) = &m.content {
                 for field in ["amt", "channel"] {
-                    if let Some(v) = c.0.get(field) {
+                    if let Some(v) = c.object.get(field) {
                         parts.push(v.to_display_string());
                     }
                 }

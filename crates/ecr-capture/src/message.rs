@@ -4,6 +4,7 @@
 
 use ecr_proto::catalogue::{Channel, FuncType, RespCode};
 use ecr_proto::cipher::KeyRing;
+use ecr_proto::compact::member_text;
 use ecr_proto::digest::DigestStatus;
 use ecr_proto::envelope::{self, EnvelopeError, Message, Request, Response};
 use ecr_proto::value::{CompactString, Value};
@@ -166,7 +167,7 @@ pub fn decode_body(body: &[u8], keys: &KeyRing, key_numbers: &[usize], ctx: &Con
             record.digest_value = req.digest.clone();
             record.key = key_use(req.key_index, req.interpretation);
             check_request(req, key_numbers, &mut findings, &mut facts);
-            record.content = Some(RawObject(std::mem::take(&mut req.content)));
+            record.content = Some(RawObject::new(std::mem::take(&mut req.content)));
             record.func_type = facts.func_type.map(|f| f.0);
             record.func_name = facts.func_type.and_then(FuncType::name);
             if let DigestStatus::Mismatch { mistake, .. } = &req.digest_status {
@@ -183,7 +184,8 @@ pub fn decode_body(body: &[u8], keys: &KeyRing, key_numbers: &[usize], ctx: &Con
             record.key = key_use(resp.key_index, resp.interpretation);
             record.respcd = resp.respcd.clone();
             check_response(resp, &mut findings, &mut facts);
-            record.response = Some(RawObject(resp.take_fields_with_data()));
+            let (object, data) = resp.take_fields_and_compact_data();
+            record.response = Some(RawObject { object, data });
         }
     }
     Decoded {
@@ -287,7 +289,15 @@ fn check_request(
 fn check_response(resp: &Response, findings: &mut Vec<(Code, String)>, facts: &mut Facts) {
     facts.is_response = true;
     facts.respcd = resp.respcd.as_deref().map(CompactString::from);
-    if let Some(data) = resp.data_object() {
+    if let Some(c) = &resp.data_compact {
+        let text = |raw: Option<&str>| raw.and_then(member_text);
+        let [syssn, txamt, out_trade_no, sysdtm, paydtm] =
+            c.members(["syssn", "txamt", "out_trade_no", "sysdtm", "paydtm"]);
+        facts.syssn = text(syssn);
+        facts.txamt = text(txamt);
+        facts.out_trade_no = text(out_trade_no);
+        facts.sysdtm = text(sysdtm.or(paydtm));
+    } else if let Some(data) = resp.data_object() {
         facts.syssn = text_of(data.get("syssn"));
         facts.txamt = text_of(data.get("txamt"));
         facts.out_trade_no = text_of(data.get("out_trade_no"));

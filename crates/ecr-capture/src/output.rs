@@ -570,11 +570,11 @@ impl<W: Write> TextWriter<W> {
         writeln!(self.out, "    Envelope: {}", env.join(", "))?;
         if let Some(c) = &m.content {
             writeln!(self.out, "    Content:")?;
-            self.content(&c.0)?;
+            self.content(&c.with_data())?;
         }
         if let Some(r) = &m.response {
             writeln!(self.out, "    Response:")?;
-            self.response(&r.0)?;
+            self.response(&r.with_data())?;
         }
         if let Some(raw) = &m.raw {
             writeln!(self.out, "    Body: {}", s.dim(&esc(&format!("{raw:?}"))))?;

@@ -2,9 +2,11 @@
 //! summary. Their JSON form is the `--format jsonl` interface documented in README
 //! (fields may be added, never renamed).
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 
+use ecr_proto::compact::CompactJson;
 use ecr_proto::value::{is_json_number, Object, Value};
 use ecr_proto::Timestamp;
 use serde::ser::{SerializeMap, Serializer};
@@ -91,13 +93,41 @@ pub enum Role {
     Preflight,
 }
 
-/// A content object serialised with its number tokens as they were on the wire.
+/// A content or response object, serialised with its number tokens as they were
+/// on the wire.
 #[derive(Clone, Debug, PartialEq)]
-pub struct RawObject(pub Object);
+pub struct RawObject {
+    /// The members, in wire order.
+    pub object: Object,
+    /// A response's `data` when it came as a string of compact JSON: every member
+    /// named `data` of `object` stands for this object, which is written as it
+    /// came (no tree is built; see [`ecr_proto::compact`]).
+    pub data: Option<CompactJson>,
+}
+
+impl RawObject {
+    /// An object with nothing kept as text.
+    pub fn new(object: Object) -> Self {
+        RawObject { object, data: None }
+    }
+
+    /// The object with `data` parsed in place: what a reader of the members sees.
+    /// A copy only when `data` was kept as text.
+    pub fn with_data(&self) -> Cow<'_, Object> {
+        match &self.data {
+            None => Cow::Borrowed(&self.object),
+            Some(c) => {
+                let mut o = self.object.clone();
+                o.replace_all("data", c.to_value());
+                Cow::Owned(o)
+            }
+        }
+    }
+}
 
 impl Serialize for RawObject {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        serialize_object(&self.0, s)
+        serialize_object(&self.with_data(), s)
     }
 }
 
@@ -932,7 +962,27 @@ impl Json<'_> {
 
     fn opt_object(&mut self, o: Option<&RawObject>) {
         match o {
-            Some(o) => self.object(&o.0),
+            Some(RawObject { object, data: None }) => self.object(object),
+            Some(RawObject {
+                object,
+                data: Some(data),
+            }) => {
+                // As `object` would be written with `data` parsed in place: the
+                // text is what writing its parse gives (ecr_proto::compact).
+                self.0.push(b'{');
+                for (i, (k, v)) in object.iter().enumerate() {
+                    if i > 0 {
+                        self.0.push(b',');
+                    }
+                    self.key(k);
+                    if k == "data" {
+                        self.raw(data.as_str());
+                    } else {
+                        self.value(v);
+                    }
+                }
+                self.0.push(b'}');
+            }
             None => self.lit("null"),
         }
     }
@@ -1227,8 +1277,8 @@ mod tests {
         full.dialect = Some("plain".into());
         full.func_type = Some(1001);
         full.ref_num = Some(255);
-        full.content = Some(RawObject(awkward.clone()));
-        full.response = Some(RawObject(awkward));
+        full.content = Some(RawObject::new(awkward.clone()));
+        full.response = Some(RawObject::new(awkward));
         full.packet = Some(u64::MAX);
         full.func_name = Some("Payment");
         full.respcd = Some("6000".into());
@@ -1301,6 +1351,32 @@ mod tests {
             let (fast, slow) = both(&Record::Message(Box::new(m)));
             assert_eq!(fast, slow);
         }
+        // A response whose `data` came as compact JSON text is written as if the
+        // text had been parsed into each `data` member.
+        let text = r#"{"syssn":"1","q":"a\"b\\c","n":[1.50,{"x":null}],"t":true}"#;
+        let mut fields = Object::new();
+        fields.push("respcd", Value::from("0000"));
+        fields.push("data", Value::from(text));
+        fields.push("x", Value::Number("1.0".into()));
+        fields.push("data", Value::from("ignored: the last data member counts"));
+        let kept = RawObject {
+            object: fields,
+            data: CompactJson::new(text),
+        };
+        assert!(kept.data.is_some());
+        let parsed = RawObject::new(kept.with_data().into_owned());
+        assert!(parsed
+            .object
+            .iter()
+            .all(|(k, v)| k != "data" || v.as_object().is_some()));
+        let mut as_text = message();
+        as_text.response = Some(kept);
+        let mut as_tree = message();
+        as_tree.response = Some(parsed);
+        let (fast, slow) = both(&Record::Message(Box::new(as_text)));
+        assert_eq!(fast, slow);
+        assert_eq!(fast, both(&Record::Message(Box::new(as_tree))).0);
+        assert!(fast.contains(&format!(r#""data":{text},"x":1.0,"data":{text}}}"#)));
         let t = TransactionRecord {
             ts: 1_764_194_400.25,
             transport: Transport::Http,

@@ -25,6 +25,7 @@ use crate::catalogue::{FuncType, RespCode};
 use crate::cipher::{
     base64_decoded_len, decode_base64, CipherError, KeyInterpretation, KeyRing, PosKey, BLOCK,
 };
+use crate::compact::CompactJson;
 use crate::digest::{self, Basis, DigestStatus};
 use crate::lenient::{parse_lenient, parse_lenient_str};
 use crate::value::{write_json_string, Object, Value, ValueError, MAX_INPUT_LEN};
@@ -289,6 +290,13 @@ pub struct Response {
     /// empty string, or could not be read (see `data_problem`). Read `data` with
     /// [`Response::data`], which covers both forms.
     pub data_from_string: Option<Value>,
+    /// `data` sent as a string that holds compact JSON (the usual plain response,
+    /// see [`crate::compact`]): kept as that text, not parsed, and
+    /// `data_from_string` is `None`. [`Response::data`] parses it on first use;
+    /// an analyzer copies it to its records as it is.
+    pub data_compact: Option<CompactJson>,
+    /// The parse of `data_compact`, made by the first [`Response::data`].
+    data_parsed: ParsedOnce,
     /// Why `data` could not be parsed or decrypted, if it could not.
     pub data_problem: Option<EnvelopeError>,
     /// The decrypted body text, for an encrypted response.
@@ -312,7 +320,10 @@ impl Response {
     pub fn data(&self) -> Option<&Value> {
         match self.fields.get("data")? {
             Value::Null => None,
-            Value::String(_) => self.data_from_string.as_ref(),
+            Value::String(_) => match &self.data_compact {
+                Some(c) => Some(self.data_parsed.0.get_or_init(|| c.to_value())),
+                None => self.data_from_string.as_ref(),
+            },
             v => Some(v),
         }
     }
@@ -332,12 +343,32 @@ impl Response {
         }
     }
 
+    /// Moves the fields out, and `data` when it is compact JSON text
+    /// ([`Response::data_compact`]): the response as an analyzer shows it, each
+    /// `data` member standing for that text, without parsing it. Otherwise
+    /// [`Response::take_fields_with_data`] and `None`.
+    pub fn take_fields_and_compact_data(&mut self) -> (Object, Option<CompactJson>) {
+        match (self.fields.get("data"), self.data_compact.take()) {
+            (Some(Value::String(_)), Some(c)) => {
+                self.data_parsed = ParsedOnce::default();
+                (core::mem::take(&mut self.fields), Some(c))
+            }
+            (_, c) => {
+                self.data_compact = c;
+                (self.take_fields_with_data(), None)
+            }
+        }
+    }
+
     /// Moves the fields out (leaving `fields` empty and `data_from_string` taken),
     /// with every `data` member replaced by the parsed [`Response::data`] when there
     /// is one: the response as an analyzer shows it. No copy unless `data` occurs
     /// more than once.
     pub fn take_fields_with_data(&mut self) -> Object {
-        let from_string = self.data_from_string.take();
+        let from_string = match self.data_compact.take() {
+            Some(c) => self.data_parsed.0.take().or_else(|| Some(c.to_value())),
+            None => self.data_from_string.take(),
+        };
         let mut fields = core::mem::take(&mut self.fields);
         let parsed = match fields.get("data") {
             None | Some(Value::Null) => return fields,
@@ -353,6 +384,19 @@ impl Response {
         fields
     }
 }
+
+/// A value parsed on first use from text kept beside it. Equal whatever was
+/// parsed, since the text decides the value.
+#[derive(Debug, Clone, Default)]
+struct ParsedOnce(std::sync::OnceLock<Value>);
+
+impl PartialEq for ParsedOnce {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for ParsedOnce {}
 
 /// A parsed message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -733,6 +777,8 @@ fn response_from_object(
         respmsg: text_member(&obj, "respmsg"),
         resperr: text_member(&obj, "resperr"),
         data_from_string: None,
+        data_compact: None,
+        data_parsed: ParsedOnce::default(),
         data_problem: None,
         plaintext: None,
         key_index: None,
@@ -749,6 +795,8 @@ fn response_from_object(
         Some(Value::String(s)) => {
             let t = s.trim();
             if t.is_empty() {
+            } else if let Some(c) = CompactJson::new(t) {
+                resp.data_compact = Some(c);
             } else if t.starts_with(['{', '[']) {
                 match Value::parse_json_str(t)
                     .or_else(|e| parse_lenient_str(t).map_err(|_| EnvelopeError::BadJson(e)))
@@ -969,6 +1017,29 @@ mod tests {
             Value::Object(r.take_fields_with_data()).to_json_string(),
             r#"{"respcd":"6000","data":{"a":[true]},"data":{"a":[true]}}"#
         );
+        // Compact JSON in the string is kept as text, not parsed, until asked.
+        let body = br#"{"respcd":"6000","data":"{\"syssn\":\"1\",\"q\":\"a\\\"b\"}"}"#;
+        let mut r = response(body, &KeyRing::new());
+        let text = r#"{"syssn":"1","q":"a\"b"}"#;
+        assert_eq!(r.data_compact.as_ref().map(CompactJson::as_str), Some(text));
+        assert_eq!(r.data_from_string, None);
+        assert_eq!(r.data().map(Value::to_json_string).as_deref(), Some(text));
+        let (fields, data) = r.clone().take_fields_and_compact_data();
+        assert_eq!(data.as_ref().map(CompactJson::as_str), Some(text));
+        assert_eq!(fields.get("data"), Some(&Value::from(text)));
+        assert_eq!(
+            Value::Object(r.take_fields_with_data()).to_json_string(),
+            format!(r#"{{"respcd":"6000","data":{text}}}"#)
+        );
+        // Not compact (a space): parsed as before.
+        let body = br#"{"respcd":"6000","data":"{\"a\": 1}"}"#;
+        let mut r = response(body, &KeyRing::new());
+        assert_eq!(r.data_compact, None);
+        assert_eq!(
+            r.data().map(Value::to_json_string).as_deref(),
+            Some(r#"{"a":1}"#)
+        );
+        assert_eq!(r.take_fields_and_compact_data().1, None);
         // Duplicates with a value last: the earlier one shows it too.
         let body = br#"{"data":"{\"a\":1}","respcd":"6000","data":[2]}"#;
         let mut r = response(body, &KeyRing::new());

@@ -20,6 +20,7 @@
 
 pub mod catalogue;
 pub mod cipher;
+pub mod compact;
 pub mod digest;
 pub mod envelope;
 pub mod frame;

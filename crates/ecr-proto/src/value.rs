@@ -496,40 +496,43 @@ const SPECIAL: [bool; 256] = {
 };
 
 /// Bytes of `rest` before the first quote, backslash or control character (all of
-/// it when there is none). Short runs (member names, codes, the text between
-/// escapes) are scanned by table; past 16 bytes memchr finds the quote or
-/// backslash, then a block-wise check (no branch inside a block of 16) looks for a
-/// control character before it.
-fn string_run_len(rest: &[u8]) -> usize {
-    let head = rest.get(..16).unwrap_or(rest);
-    if let Some(i) = head.iter().position(|&c| SPECIAL[usize::from(c)]) {
-        return i;
+/// it when there is none). Eight bytes at a time ([`special_mask`]), the last few
+/// by table.
+pub(crate) fn string_run_len(rest: &[u8]) -> usize {
+    let mut i = 0;
+    while let Some(w) = word_at(rest, i) {
+        let m = special_mask(w);
+        if m != 0 {
+            return i + (m.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
     }
-    let Some(tail) = rest.get(16..) else {
-        return rest.len();
-    };
-    16 + long_run_len(tail)
+    let tail = rest.get(i..).unwrap_or_default();
+    i + tail
+        .iter()
+        .position(|&c| SPECIAL[usize::from(c)])
+        .unwrap_or(tail.len())
 }
 
-fn long_run_len(rest: &[u8]) -> usize {
-    let stop = memchr::memchr2(b'"', b'\\', rest).unwrap_or(rest.len());
-    let run = rest.get(..stop).unwrap_or(rest);
-    let mut base = 0;
-    let mut chunks = run.chunks_exact(16);
-    for chunk in &mut chunks {
-        let mut any = false;
-        for &c in chunk {
-            any |= c < 0x20;
-        }
-        if any {
-            return base + chunk.iter().position(|&c| c < 0x20).unwrap_or(0);
-        }
-        base += 16;
-    }
-    match chunks.remainder().iter().position(|&c| c < 0x20) {
-        Some(i) => base + i,
-        None => stop,
-    }
+/// The eight bytes at `at`, little-endian, if there are eight.
+#[inline]
+fn word_at(s: &[u8], at: usize) -> Option<u64> {
+    let b: [u8; 8] = s.get(at..at.checked_add(8)?)?.try_into().ok()?;
+    Some(u64::from_le_bytes(b))
+}
+
+/// In a little-endian word of eight bytes, the high bit of each byte that is a
+/// quote, a backslash or below 0x20, exact up to and including the lowest such
+/// byte (a borrow can flag bytes above it; only the lowest is used). The usual
+/// "has zero byte" and "has byte less than" tricks, three at once.
+#[inline]
+fn special_mask(w: u64) -> u64 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let quote = w ^ (ONES * u64::from(b'"'));
+    let backslash = w ^ (ONES * u64::from(b'\\'));
+    let zero = |x: u64| x.wrapping_sub(ONES) & !x;
+    (zero(quote) | zero(backslash) | (w.wrapping_sub(ONES * 0x20) & !w)) & HIGH
 }
 
 /// Reads four hex digits at `pos`.
@@ -635,43 +638,61 @@ impl<'a> JsonParser<'a> {
             None => return Err(ValueError::UnexpectedEnd { expected: "'\"'" }),
             Some(_) => return Err(ValueError::ControlCharacter { offset: self.pos }),
         }
-        // Escapes: runs between escapes are copied whole, the buffer grows by
-        // doubling (measuring the string first cost more than the few regrowths).
+        // Escapes (a response's `data` is JSON in a string, with `\"` every few
+        // bytes): text is copied eight bytes at a time (one store, then the length
+        // set back to the first special byte), `\"`, `\\` and `\/` push one byte.
         // Only whole UTF-8 sequences of the (validated) input and encoded chars are
-        // appended, so the bytes stay UTF-8.
-        let mut out: Vec<u8> = Vec::with_capacity(run_len + 64);
+        // kept, so the bytes stay UTF-8.
+        let mut out: Vec<u8> = Vec::with_capacity(rest.len().min(run_len + 64) + 8);
         out.extend_from_slice(rest.get(..run_len).unwrap_or_default());
+        let s = self.s;
+        let mut pos = self.pos;
         loop {
-            match self.peek() {
-                None => return Err(ValueError::UnexpectedEnd { expected: "'\"'" }),
+            while let Some(w) = word_at(s, pos) {
+                let m = special_mask(w);
+                let n = if m == 0 {
+                    8
+                } else {
+                    (m.trailing_zeros() / 8) as usize
+                };
+                out.extend_from_slice(&w.to_le_bytes());
+                out.truncate(out.len() - 8 + n);
+                pos += n;
+                if n < 8 {
+                    break;
+                }
+            }
+            if word_at(s, pos).is_none() {
+                let tail = s.get(pos..).unwrap_or_default();
+                let n = string_run_len(tail);
+                out.extend_from_slice(tail.get(..n).unwrap_or_default());
+                pos += n;
+            }
+            match s.get(pos) {
+                None => {
+                    self.pos = pos;
+                    return Err(ValueError::UnexpectedEnd { expected: "'\"'" });
+                }
                 Some(b'"') => {
-                    self.pos += 1;
+                    self.pos = pos + 1;
                     return String::from_utf8(out)
                         .map(CompactString::from)
                         .map_err(|_| ValueError::InvalidUtf8 { offset: start });
                 }
-                Some(b'\\') => {
-                    // `\"`, `\\` and `\/` stand for the byte after the backslash: it is
-                    // copied with the run that follows it, in one copy (escaped JSON
-                    // such as a response's `data` has one every few bytes).
-                    if let Some(&(b'"' | b'\\' | b'/')) = self.s.get(self.pos + 1) {
-                        let from = self.pos + 1;
-                        let run = self.s.get(from + 1..).unwrap_or_default();
-                        let n = string_run_len(run);
-                        out.extend_from_slice(self.s.get(from..from + 1 + n).unwrap_or_default());
-                        self.pos = from + 1 + n;
-                    } else {
-                        self.escape(&mut out)?;
+                Some(b'\\') => match s.get(pos + 1) {
+                    Some(&c @ (b'"' | b'\\' | b'/')) => {
+                        out.push(c);
+                        pos += 2;
                     }
-                }
-                Some(c) if c < 0x20 => {
-                    return Err(ValueError::ControlCharacter { offset: self.pos })
-                }
+                    _ => {
+                        self.pos = pos;
+                        self.escape(&mut out)?;
+                        pos = self.pos;
+                    }
+                },
                 Some(_) => {
-                    let run = self.s.get(self.pos..).unwrap_or_default();
-                    let n = string_run_len(run);
-                    out.extend_from_slice(run.get(..n).unwrap_or_default());
-                    self.pos += n;
+                    self.pos = pos;
+                    return Err(ValueError::ControlCharacter { offset: pos });
                 }
             }
         }
