@@ -960,7 +960,11 @@ fn parse_head_into<'b>(block: &'b [u8], fields: &mut [httparse::Header<'b>]) -> 
         .ignore_invalid_headers_in_responses(true)
         .allow_obsolete_multiline_headers_in_responses(true)
         .allow_spaces_after_header_name_in_responses(true);
-    let version = |minor: Option<u8>| format!("HTTP/1.{}", minor.unwrap_or(1));
+    let version = |minor: Option<u8>| match minor {
+        Some(0) => "HTTP/1.0".to_owned(),
+        None | Some(1) => "HTTP/1.1".to_owned(),
+        Some(m) => format!("HTTP/1.{m}"),
+    };
     if block.starts_with(b"HTTP/") {
         let mut resp = httparse::Response::new(fields);
         if !matches!(

@@ -131,7 +131,8 @@ impl<'a> Checker<'a> {
         Checker {
             s: text.as_bytes(),
             pos: 0,
-            top: Vec::new(),
+            // A response's `data` has a dozen or two members.
+            top: Vec::with_capacity(16),
         }
     }
 

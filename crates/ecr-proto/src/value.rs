@@ -357,8 +357,8 @@ impl Value {
         match self {
             Value::Null => "null".to_owned(),
             Value::Bool(b) => b.to_string(),
-            Value::Number(n) => n.to_string(),
-            Value::String(s) => s.to_string(),
+            // Copies, not `to_string` (which goes through the formatter).
+            Value::Number(s) | Value::String(s) => s.as_str().to_owned(),
             Value::Array(_) | Value::Object(_) => self.to_json_string(),
         }
     }
@@ -643,7 +643,9 @@ impl<'a> JsonParser<'a> {
         // set back to the first special byte), `\"`, `\\` and `\/` push one byte.
         // Only whole UTF-8 sequences of the (validated) input and encoded chars are
         // kept, so the bytes stay UTF-8.
-        let mut out: Vec<u8> = Vec::with_capacity(rest.len().min(run_len + 64) + 8);
+        // Room for the rest of the input (which bounds the string) up to 1 KiB:
+        // a response's `data` fits without regrowing.
+        let mut out: Vec<u8> = Vec::with_capacity(rest.len().min(1024).max(run_len + 64) + 8);
         out.extend_from_slice(rest.get(..run_len).unwrap_or_default());
         let s = self.s;
         let mut pos = self.pos;
@@ -675,6 +677,9 @@ impl<'a> JsonParser<'a> {
                 }
                 Some(b'"') => {
                     self.pos = pos + 1;
+                    if out.capacity() > 2 * out.len() + 64 {
+                        out.shrink_to_fit();
+                    }
                     return String::from_utf8(out)
                         .map(CompactString::from)
                         .map_err(|_| ValueError::InvalidUtf8 { offset: start });
@@ -785,12 +790,13 @@ impl<'a> JsonParser<'a> {
             });
         }
         self.pos += 1;
-        let mut members = Vec::new();
         self.skip_ws();
         if self.peek() == Some(b'}') {
             self.pos += 1;
-            return Ok(Value::Object(Object(members)));
+            return Ok(Value::Object(Object::new()));
         }
+        // ECR objects have a handful to a few dozen members.
+        let mut members = Vec::with_capacity(8);
         loop {
             self.skip_ws();
             if self.peek() != Some(b'"') {
