@@ -93,7 +93,13 @@ struct Tally {
 struct Exporter<W: Write> {
     out: PcapngWriter<W>,
     /// (ECR label, POS label) to interface number.
-    links: HashMap<(String, String), u32>,
+    links: HashMap<
+        (
+            ecr_proto::value::CompactString,
+            ecr_proto::value::CompactString,
+        ),
+        u32,
+    >,
     /// Last ref used per interface, for wrapped (frameless) messages.
     refs: HashMap<u32, u8>,
     decrypt: bool,

@@ -446,8 +446,8 @@ pub fn run(a: SendArgs) -> Result<ExitCode> {
             code,
             severity: code.severity(),
             transport: Some(transport(&target)),
-            src: Some(x.local.clone()),
-            dst: Some(x.peer.clone()),
+            src: Some(x.local.clone().into()),
+            dst: Some(x.peer.clone().into()),
             detail: f.to_string(),
             rule: code.rule(),
             packet: None,
@@ -504,8 +504,8 @@ fn records(x: &Exchange, target: &Target, key: &ecr_proto::cipher::PosKey, sink:
     let ring = KeyRing::single(key.clone());
     let ctx = |ts, direction, src: &str, dst: &str| Context {
         transport: t,
-        src: src.to_string(),
-        dst: dst.to_string(),
+        src: src.to_string().into(),
+        dst: dst.to_string().into(),
         direction,
         ts,
         packet: None,
@@ -546,8 +546,8 @@ fn records(x: &Exchange, target: &Target, key: &ecr_proto::cipher::PosKey, sink:
                 code,
                 severity: code.severity(),
                 transport: Some(t),
-                src: Some(src.to_string()),
-                dst: Some(dst.to_string()),
+                src: Some(src.to_string().into()),
+                dst: Some(dst.to_string().into()),
                 detail,
                 rule: code.rule(),
                 packet: None,
@@ -583,8 +583,8 @@ fn records(x: &Exchange, target: &Target, key: &ecr_proto::cipher::PosKey, sink:
             .out_trade_no
             .or(resp_facts.out_trade_no)
             .map(String::from),
-        src: x.local.clone(),
-        dst: x.peer.clone(),
+        src: x.local.clone().into(),
+        dst: x.peer.clone().into(),
         func_name: req_facts.func_type.and_then(|f| f.name()),
         channel: req_facts.channel.map(String::from),
         amt: req_facts.amt.map(String::from),

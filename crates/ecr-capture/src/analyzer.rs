@@ -18,6 +18,7 @@ use ecr_proto::catalogue::{is_card_channel, FuncType};
 use ecr_proto::envelope;
 use ecr_proto::frame::FrameType;
 use ecr_proto::link::Side;
+use ecr_proto::value::CompactString;
 use ecr_proto::Timestamp;
 
 use crate::ahead::{AheadStats, Check, Consumer, Position, Producer};
@@ -142,9 +143,9 @@ struct PendingRequest {
 #[derive(Debug)]
 struct Conn {
     /// The cash register's address (or "ECR" on a serial link).
-    client: String,
+    client: CompactString,
     /// The terminal's address (or "POS").
-    server_label: String,
+    server_label: CompactString,
     /// The terminal's socket address, for choosing its keys.
     server: Option<SocketAddr>,
     kind: ConnKind,
@@ -170,15 +171,15 @@ struct Conn {
 
 impl Conn {
     fn new(
-        client: String,
-        server_label: String,
+        client: impl Into<CompactString>,
+        server_label: impl Into<CompactString>,
         server: Option<SocketAddr>,
         kind: ConnKind,
         ts: Timestamp,
     ) -> Self {
         Conn {
-            client,
-            server_label,
+            client: client.into(),
+            server_label: server_label.into(),
             server,
             kind,
             dirs: [DirState::Undecided, DirState::Undecided],
@@ -241,7 +242,7 @@ impl Conn {
             _ => Transport::Tcp,
         }
     }
-    fn addrs(&self, dir: StreamDir) -> (String, String) {
+    fn addrs(&self, dir: StreamDir) -> (CompactString, CompactString) {
         match dir {
             StreamDir::ClientToServer => (self.client.clone(), self.server_label.clone()),
             StreamDir::ServerToClient => (self.server_label.clone(), self.client.clone()),
@@ -341,7 +342,7 @@ struct State<'s> {
     last_ts: Timestamp,
     /// Flows (src, dst) with packets cut by the snap length: their holes are
     /// explained by the truncated-packet findings and not reported again as gaps.
-    truncated_flows: HashSet<(String, String)>,
+    truncated_flows: HashSet<(CompactString, CompactString)>,
     /// Sees every message's body as it was received (see [`Analyzer::on_message`]).
     body_hook: Option<BodyHook<'s>>,
     /// TLS secrets from key log files and pcapng Decryption Secrets Blocks.
@@ -690,14 +691,16 @@ impl<'s> Analyzer<'s> {
             let src = SocketAddr::new(ipp.src, seg.src_port).to_string();
             let dst = SocketAddr::new(ipp.dst, seg.dst_port).to_string();
             if self.st.truncated_flows.len() < 10_000 {
-                self.st.truncated_flows.insert((src.clone(), dst.clone()));
+                self.st
+                    .truncated_flows
+                    .insert((src.clone().into(), dst.clone().into()));
             }
             self.st.finding(
                 Code::TruncatedPacket,
                 pkt.ts,
                 Some(Transport::Tcp),
-                Some(src),
-                Some(dst),
+                Some(src.into()),
+                Some(dst.into()),
                 Some(pkt.index),
                 None,
                 format!(
@@ -783,7 +786,7 @@ impl<'s> Analyzer<'s> {
                     Code::TruncatedPacket,
                     pkt.ts,
                     Some(Transport::Serial),
-                    Some(usb::link_label(device)),
+                    Some(usb::link_label(device).into()),
                     None,
                     Some(pkt.index),
                     None,
@@ -1062,7 +1065,7 @@ impl<'s> Analyzer<'s> {
                     Code::LineSettings,
                     line.ts,
                     Some(Transport::Serial),
-                    Some(d.link.clone()),
+                    Some(d.link.clone().into()),
                     None,
                     Some(line.packet),
                     None,
@@ -1081,8 +1084,8 @@ impl<'s> Analyzer<'s> {
                     Code::EcrOnOtherPort,
                     s.ts,
                     Some(Transport::Tcp),
-                    Some(s.src.clone()),
-                    Some(s.dst.clone()),
+                    Some(s.src.clone().into()),
+                    Some(s.dst.clone().into()),
                     Some(s.packet),
                     None,
                     format!(
@@ -1299,8 +1302,8 @@ impl State<'_> {
         code: Code,
         ts: Timestamp,
         transport: Option<Transport>,
-        src: Option<String>,
-        dst: Option<String>,
+        src: Option<CompactString>,
+        dst: Option<CompactString>,
         packet: Option<u64>,
         message: Option<u64>,
         detail: String,
@@ -2053,7 +2056,7 @@ impl State<'_> {
                 );
                 let _ = code;
                 if self.terminals_without_key.len() < MAX_TERMINALS_WITHOUT_KEY {
-                    self.terminals_without_key.insert(server_label.clone());
+                    self.terminals_without_key.insert(server_label.to_string());
                 }
             }
         }
@@ -2182,8 +2185,8 @@ impl State<'_> {
                 .as_deref()
                 .or(resp.out_trade_no.as_deref())
                 .map(str::to_owned),
-            src: ecr.to_string(),
-            dst: pos.to_string(),
+            src: ecr.to_string().into(),
+            dst: pos.to_string().into(),
             func_name: rf.func_type.and_then(FuncType::name),
             channel: rf.channel.as_deref().map(str::to_owned),
             amt: rf.amt.as_deref().map(str::to_owned),

@@ -19,9 +19,9 @@ pub struct Context {
     /// Transport.
     pub transport: Transport,
     /// Sender address.
-    pub src: String,
+    pub src: CompactString,
     /// Receiver address.
-    pub dst: String,
+    pub dst: CompactString,
     /// Which way.
     pub direction: Direction,
     /// Capture time of the first byte.

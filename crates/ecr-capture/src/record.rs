@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use ecr_proto::compact::CompactJson;
-use ecr_proto::value::{is_json_number, Object, Value};
+use ecr_proto::value::{is_json_number, CompactString, Object, Value};
 use ecr_proto::Timestamp;
 use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
@@ -238,9 +238,9 @@ pub struct MessageRecord {
     /// Transport.
     pub transport: Transport,
     /// Sender address.
-    pub src: String,
+    pub src: CompactString,
     /// Receiver address.
-    pub dst: String,
+    pub dst: CompactString,
     /// Which way.
     pub direction: Direction,
     /// What it is.
@@ -330,9 +330,9 @@ pub struct TransactionRecord {
     /// The merchant reference of the request (or response data).
     pub out_trade_no: Option<String>,
     /// The cash register.
-    pub src: String,
+    pub src: CompactString,
     /// The terminal.
-    pub dst: String,
+    pub dst: CompactString,
     /// The func_type's name.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub func_name: Option<&'static str>,
@@ -367,9 +367,9 @@ pub struct FindingRecord {
     /// Transport, when the finding concerns traffic.
     pub transport: Option<Transport>,
     /// Sender address.
-    pub src: Option<String>,
+    pub src: Option<CompactString>,
     /// Receiver address.
-    pub dst: Option<String>,
+    pub dst: Option<CompactString>,
     /// What exactly was wrong.
     pub detail: String,
     /// The spec rule broken.
