@@ -578,17 +578,14 @@ fn records(x: &Exchange, target: &Target, key: &ecr_proto::cipher::PosKey, sink:
         transport: t,
         func_type: req_facts.func_type.map(|f| f.0),
         latency_ms: first.millis_since(x.request_last),
-        respcd: resp_facts.respcd.map(String::from),
-        out_trade_no: req_facts
-            .out_trade_no
-            .or(resp_facts.out_trade_no)
-            .map(String::from),
+        respcd: resp_facts.respcd,
+        out_trade_no: req_facts.out_trade_no.or(resp_facts.out_trade_no),
         src: x.local.clone().into(),
         dst: x.peer.clone().into(),
         func_name: req_facts.func_type.and_then(|f| f.name()),
-        channel: req_facts.channel.map(String::from),
-        amt: req_facts.amt.map(String::from),
-        syssn: resp_facts.syssn.map(String::from),
+        channel: req_facts.channel,
+        amt: req_facts.amt,
+        syssn: resp_facts.syssn,
         request: Some(1),
         response: Some(2),
     }));

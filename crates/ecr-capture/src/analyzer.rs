@@ -2179,18 +2179,18 @@ impl State<'_> {
             transport,
             func_type: rf.func_type.map(|f| f.0),
             latency_ms,
-            respcd: resp.respcd.as_deref().map(str::to_owned),
+            respcd: resp.respcd.clone(),
             out_trade_no: rf
                 .out_trade_no
-                .as_deref()
-                .or(resp.out_trade_no.as_deref())
-                .map(str::to_owned),
-            src: ecr.to_string().into(),
-            dst: pos.to_string().into(),
+                .as_ref()
+                .or(resp.out_trade_no.as_ref())
+                .cloned(),
+            src: CompactString::from(ecr),
+            dst: CompactString::from(pos),
             func_name: rf.func_type.and_then(FuncType::name),
-            channel: rf.channel.as_deref().map(str::to_owned),
-            amt: rf.amt.as_deref().map(str::to_owned),
-            syssn: resp.syssn.as_deref().map(str::to_owned),
+            channel: rf.channel.clone(),
+            amt: rf.amt.clone(),
+            syssn: resp.syssn.clone(),
             request: Some(req.index),
             response: Some(resp_index),
         };

@@ -326,9 +326,9 @@ pub struct TransactionRecord {
     /// From the request's last byte to the response's first byte.
     pub latency_ms: f64,
     /// The response code.
-    pub respcd: Option<String>,
+    pub respcd: Option<CompactString>,
     /// The merchant reference of the request (or response data).
-    pub out_trade_no: Option<String>,
+    pub out_trade_no: Option<CompactString>,
     /// The cash register.
     pub src: CompactString,
     /// The terminal.
@@ -338,13 +338,13 @@ pub struct TransactionRecord {
     pub func_name: Option<&'static str>,
     /// Channel of a payment.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub channel: Option<String>,
+    pub channel: Option<CompactString>,
     /// Amount of a payment as sent.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub amt: Option<String>,
+    pub amt: Option<CompactString>,
     /// syssn of the response data.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub syssn: Option<String>,
+    pub syssn: Option<CompactString>,
     /// The request's message number.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub request: Option<u64>,
