@@ -190,6 +190,11 @@ proptest! {
         let serde_ok = serde_json::from_slice::<serde_json::Value>(&bytes).is_ok();
         let ours_ok = Value::parse_json(&bytes).is_ok();
         prop_assert_eq!(serde_ok, ours_ok, "{:?}", String::from_utf8_lossy(&bytes));
+        // Whatever the strict parser reads, the lenient one reads the same way
+        // (so that decrypted text may be tried strictly first).
+        if let Ok(v) = Value::parse_json(&bytes) {
+            prop_assert_eq!(parse_lenient(&bytes), Ok(v), "{:?}", String::from_utf8_lossy(&bytes));
+        }
         // What the compact check takes parses, and writes back byte for byte.
         if let Ok(text) = std::str::from_utf8(&bytes) {
             if is_compact_object(text) {
