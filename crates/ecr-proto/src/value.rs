@@ -639,36 +639,50 @@ impl<'a> JsonParser<'a> {
             Some(_) => return Err(ValueError::ControlCharacter { offset: self.pos }),
         }
         // Escapes (a response's `data` is JSON in a string, with `\"` every few
-        // bytes): text is copied eight bytes at a time (one store, then the length
-        // set back to the first special byte), `\"`, `\\` and `\/` push one byte.
-        // Only whole UTF-8 sequences of the (validated) input and encoded chars are
-        // kept, so the bytes stay UTF-8.
-        // Room for the rest of the input (which bounds the string) up to 1 KiB:
-        // a response's `data` fits without regrowing.
-        let mut out: Vec<u8> = Vec::with_capacity(rest.len().min(1024).max(run_len + 64) + 8);
-        out.extend_from_slice(rest.get(..run_len).unwrap_or_default());
+        // bytes): the text is copied eight bytes at a time into a buffer of known
+        // room (one store; the write position then moves to the first special
+        // byte), `\"`, `\\` and `\/` put one byte. Only whole UTF-8 sequences of
+        // the (validated) input and encoded chars are kept, so the bytes stay UTF-8.
+        // Room for the rest of the input (which bounds the string) up to 1 KiB, so
+        // that a response's `data` fits without regrowing; doubled when short.
+        let mut buf = vec![0u8; rest.len().min(1024).max(run_len + 64) + 16];
+        let mut o = run_len;
+        if let (Some(dst), Some(src)) = (buf.get_mut(..run_len), rest.get(..run_len)) {
+            dst.copy_from_slice(src);
+        }
         let s = self.s;
         let mut pos = self.pos;
         loop {
-            while let Some(w) = word_at(s, pos) {
-                let m = special_mask(w);
-                let n = if m == 0 {
-                    8
-                } else {
-                    (m.trailing_zeros() / 8) as usize
-                };
-                out.extend_from_slice(&w.to_le_bytes());
-                out.truncate(out.len() - 8 + n);
-                pos += n;
-                if n < 8 {
-                    break;
-                }
+            if o + 16 > buf.len() {
+                buf.resize(buf.len() * 2, 0);
             }
-            if word_at(s, pos).is_none() {
-                let tail = s.get(pos..).unwrap_or_default();
-                let n = string_run_len(tail);
-                out.extend_from_slice(tail.get(..n).unwrap_or_default());
-                pos += n;
+            match word_at(s, pos) {
+                Some(w) => {
+                    if let Some(dst) = buf.get_mut(o..o + 8) {
+                        dst.copy_from_slice(&w.to_le_bytes());
+                    }
+                    let m = special_mask(w);
+                    if m == 0 {
+                        o += 8;
+                        pos += 8;
+                        continue;
+                    }
+                    let n = (m.trailing_zeros() / 8) as usize;
+                    o += n;
+                    pos += n;
+                }
+                None => {
+                    let tail = s.get(pos..).unwrap_or_default();
+                    let n = string_run_len(tail);
+                    if o + n > buf.len() {
+                        buf.resize(o + n + 16, 0);
+                    }
+                    if let (Some(dst), Some(src)) = (buf.get_mut(o..o + n), tail.get(..n)) {
+                        dst.copy_from_slice(src);
+                    }
+                    o += n;
+                    pos += n;
+                }
             }
             match s.get(pos) {
                 None => {
@@ -677,22 +691,32 @@ impl<'a> JsonParser<'a> {
                 }
                 Some(b'"') => {
                     self.pos = pos + 1;
-                    if out.capacity() > 2 * out.len() + 64 {
-                        out.shrink_to_fit();
+                    buf.truncate(o);
+                    if buf.capacity() > 2 * o + 64 {
+                        buf.shrink_to_fit();
                     }
-                    return String::from_utf8(out)
+                    return String::from_utf8(buf)
                         .map(CompactString::from)
                         .map_err(|_| ValueError::InvalidUtf8 { offset: start });
                 }
                 Some(b'\\') => match s.get(pos + 1) {
                     Some(&c @ (b'"' | b'\\' | b'/')) => {
-                        out.push(c);
+                        if let Some(d) = buf.get_mut(o) {
+                            *d = c;
+                        }
+                        o += 1;
                         pos += 2;
                     }
                     _ => {
+                        // Rarer escapes: `\n` and the like, `\uXXXX` (up to 4 bytes).
+                        let mut enc = Vec::with_capacity(4);
                         self.pos = pos;
-                        self.escape(&mut out)?;
+                        self.escape(&mut enc)?;
                         pos = self.pos;
+                        if let Some(dst) = buf.get_mut(o..o + enc.len()) {
+                            dst.copy_from_slice(&enc);
+                        }
+                        o += enc.len();
                     }
                 },
                 Some(_) => {
