@@ -190,7 +190,7 @@ mod tests {
             dst: dst.into(),
             direction,
             role,
-            dialect: Some("plain".into()),
+            dialect: Some("plain"),
             func_type: (role == Role::Request).then_some(1001),
             ref_num: None,
             content: (role == Role::Request).then_some(RawObject::new(content)),

@@ -66,8 +66,9 @@ pub struct Decoded {
     pub findings: Vec<(Code, String)>,
     /// Facts for pairing.
     pub facts: Facts,
-    /// The parsed message. Its request content or response fields (with `data`)
-    /// are moved into `record` rather than copied: they are empty here.
+    /// The parsed message. Its request content and digest, or its response
+    /// fields (with `data`), are moved into `record` rather than copied: they are
+    /// empty here.
     pub message: Option<Message>,
 }
 
@@ -162,11 +163,11 @@ pub fn decode_body(body: &[u8], keys: &KeyRing, key_numbers: &[usize], ctx: &Con
     match &mut message {
         Message::Request(req) => {
             record.role = Role::Request;
-            record.dialect = Some(req.dialect.name().to_string());
+            record.dialect = Some(req.dialect.name());
             record.digest = req.digest_status.name();
-            record.digest_value = req.digest.clone();
             record.key = key_use(req.key_index, req.interpretation);
             check_request(req, key_numbers, &mut findings, &mut facts);
+            record.digest_value = req.digest.take();
             record.content = Some(RawObject::new(std::mem::take(&mut req.content)));
             record.func_type = facts.func_type.map(|f| f.0);
             record.func_name = facts.func_type.and_then(FuncType::name);
@@ -179,7 +180,7 @@ pub fn decode_body(body: &[u8], keys: &KeyRing, key_numbers: &[usize], ctx: &Con
         }
         Message::Response(resp) => {
             record.role = Role::Response;
-            record.dialect = Some(resp.dialect.name().to_string());
+            record.dialect = Some(resp.dialect.name());
             record.digest = "absent";
             record.key = key_use(resp.key_index, resp.interpretation);
             record.respcd = resp.respcd.clone();

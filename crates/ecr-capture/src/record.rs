@@ -246,7 +246,7 @@ pub struct MessageRecord {
     /// What it is.
     pub role: Role,
     /// The envelope dialect (D4/D5 name).
-    pub dialect: Option<String>,
+    pub dialect: Option<&'static str>,
     /// The request's func_type.
     pub func_type: Option<u16>,
     /// The frame ref, for frames.
@@ -1274,7 +1274,7 @@ mod tests {
         full.role = Role::ErrorFrame;
         full.direction = Direction::PosToEcr;
         full.transport = Transport::Serial;
-        full.dialect = Some("plain".into());
+        full.dialect = Some("plain");
         full.func_type = Some(1001);
         full.ref_num = Some(255);
         full.content = Some(RawObject::new(awkward.clone()));
