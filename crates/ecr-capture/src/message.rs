@@ -413,7 +413,7 @@ mod tests {
             &ctx(Direction::EcrToPos),
         );
         assert!(d.findings.is_empty(), "{:?}", d.findings);
-        assert_eq!(d.record.dialect.as_deref(), Some("envelope-encrypted"));
+        assert_eq!(d.record.dialect, Some("envelope-encrypted"));
         assert_eq!(d.record.digest, "ok");
         assert_eq!(d.record.func_type, Some(1001));
         assert_eq!(d.facts.amt.as_deref(), Some("10.1"));

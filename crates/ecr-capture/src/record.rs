@@ -1010,7 +1010,7 @@ impl Json<'_> {
             Role::Preflight => self.lit(",\"role\":\"preflight\""),
         }
         self.lit(",\"dialect\":");
-        self.opt_str(m.dialect.as_deref());
+        self.opt_str(m.dialect);
         self.lit(",\"func_type\":");
         self.opt_uint(m.func_type);
         self.lit(",\"ref\":");
