@@ -287,8 +287,9 @@ pub struct Response {
     /// `data` when it was sent as a string: the JSON it holds (parsed a second
     /// time), its decryption, or the string itself when it is neither. `None` when
     /// `data` was sent as a JSON value (it is in `fields`), is absent, null or an
-    /// empty string, or could not be read (see `data_problem`). Read `data` with
-    /// [`Response::data`], which covers both forms.
+    /// empty string, kept as compact text (`data_compact`), or could not be read
+    /// (see `data_problem`). Read `data` with [`Response::data`], which covers
+    /// every form.
     pub data_from_string: Option<Value>,
     /// `data` sent as a string that holds compact JSON (the usual plain response,
     /// see [`crate::compact`]): kept as that text, not parsed, and
