@@ -103,6 +103,7 @@ fn a_dense_capture_gives_the_same_output_with_more_threads() {
     let opts = ecr_emu::dense::DenseOptions {
         size_bytes: 2 << 20,
         terminals: 32,
+        ..Default::default()
     };
     let file = std::fs::File::create(&pcap).unwrap();
     let made = ecr_emu::dense::write_dense(std::io::BufWriter::new(file), &opts).unwrap();
