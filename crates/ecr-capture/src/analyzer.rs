@@ -149,7 +149,9 @@ struct Conn {
     server: Option<SocketAddr>,
     kind: ConnKind,
     dirs: [DirState; 2],
-    frames: Option<FrameLink>,
+    /// Boxed: 600 bytes that only 9002 connections need, outside the table of
+    /// connections (which holds twice as many slots as connections).
+    frames: Option<Box<FrameLink>>,
     pending: VecDeque<PendingRequest>,
     /// TLS state, once the connection's first bytes were a TLS record.
     tls: Option<Box<TlsConn>>,
@@ -206,7 +208,7 @@ impl Conn {
                 _ => 0,
             })
             .sum();
-        dirs + self.frames.as_ref().map_or(0, FrameLink::held) + self.pending_bytes
+        dirs + self.frames.as_deref().map_or(0, FrameLink::held) + self.pending_bytes
     }
 
     fn text_work(&self) -> u64 {
@@ -229,7 +231,7 @@ impl Conn {
                 _ => 0,
             })
             .sum();
-        dirs + self.frames.as_ref().map_or(0, FrameLink::reserved)
+        dirs + self.frames.as_deref().map_or(0, FrameLink::reserved)
             + self.pending_bytes
             + (self.pending.capacity() - self.pending.len()) * std::mem::size_of::<PendingRequest>()
     }
@@ -873,7 +875,7 @@ impl<'s> Analyzer<'s> {
             };
             let mut c = Conn::new(labels.0.to_string(), labels.1.to_string(), None, kind, ts);
             c.dirs = [DirState::Frames, DirState::Frames];
-            c.frames = Some(FrameLink::new());
+            c.frames = Some(Box::new(FrameLink::new()));
             c
         });
         c.last_ts = ts;
@@ -1010,7 +1012,7 @@ impl<'s> Analyzer<'s> {
         let mut text_work = st.text_work_closed;
         for c in st.conns.values() {
             text_work += c.text_work();
-            open_refs += c.frames.as_ref().map_or(0, FrameLink::open_refs);
+            open_refs += c.frames.as_deref().map_or(0, FrameLink::open_refs);
             pending += c.pending.len();
             reserved += c.count_reserved();
         }
@@ -1645,7 +1647,7 @@ impl State<'_> {
                     || (bytes.len() < 3 && [0x2f, 0x6e].starts_with(bytes))
                     || junk_before_frame(bytes) =>
                 {
-                    c.frames.get_or_insert_with(FrameLink::new);
+                    c.frames.get_or_insert_with(|| Box::new(FrameLink::new()));
                     DirState::Frames
                 }
                 _ => DirState::Text(TextFramer::new()),
@@ -2088,6 +2090,11 @@ impl State<'_> {
                     }
                 }
                 c.pending_bytes = c.pending_bytes.saturating_add(pending_cost(&facts));
+                // Room for one (a VecDeque's first push makes room for four, 1.2 KB
+                // per connection, when most connections wait for one answer).
+                if c.pending.capacity() == 0 {
+                    c.pending.reserve_exact(1);
+                }
                 c.pending.push_back(PendingRequest {
                     index,
                     preflight: role == Role::Preflight,
