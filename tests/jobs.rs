@@ -131,7 +131,8 @@ fn crafted_captures_that_fill_the_tables_give_the_same_output() {
     let captures = [
         (
             "connections",
-            ecr_capture::craft::unfinished_connections(3_000),
+            // More than the default budget's 4,369 connections.
+            ecr_capture::craft::unfinished_connections(5_000),
         ),
         ("payments", ecr_capture::craft::payments(300, 2_000)),
         ("values", ecr_capture::craft::distinct_values(400, 20)),
