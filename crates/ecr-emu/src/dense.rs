@@ -626,4 +626,22 @@ mod tests {
         assert_eq!(opened as u64, s.connections);
         analyse_clean(out, &opts, &s);
     }
+
+    #[test]
+    fn four_thousand_concurrent_connections_fit_the_default_budget() {
+        // One batch of 4096 connections open at once (issue 15): the default
+        // `--memory-limit` follows them all, so nothing is evicted and every
+        // transaction pairs (before, 2,184 connections fit and almost none did).
+        let opts = DenseOptions {
+            // Past the file header: one batch.
+            size_bytes: 25,
+            terminals: 32,
+            concurrent: 4096,
+        };
+        let mut out = Vec::new();
+        let s = write_dense(&mut out, &opts).unwrap();
+        assert_eq!(s.connections, 4096);
+        assert_eq!(open_connections(&out), (4096, 4096));
+        analyse_clean(out, &opts, &s);
+    }
 }
