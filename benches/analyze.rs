@@ -147,6 +147,7 @@ fn bench(c: &mut Criterion) {
     let opts = DenseOptions {
         size_bytes: 12 << 20,
         terminals: 32,
+        ..Default::default()
     };
     let mut dense_capture = Vec::new();
     let made = dense::write_dense(&mut dense_capture, &opts).unwrap();

@@ -6,10 +6,13 @@
 #
 #   benches/dense.sh                 # 256 MB, 3 runs of each measurement
 #   SIZE_MB=64 RUNS=1 benches/dense.sh
+#   CONCURRENT=4096 benches/dense.sh # also the same traffic as 4096 one-transaction
+#                                    # connections open at once (dense_capture --concurrent)
 #
 # Environment: SIZE_MB (256), SLICE_MB for tshark (8), RUNS (3), TMPDIR (where the
 # captures go; /dev/shm keeps the disk out of the measurement when it has room),
-# TSHARK=0 to leave tshark out. Prints each run, then the range (min-max) of each
+# TSHARK=0 to leave tshark out, CONCURRENT=N (0: none) to time -j 1 and -j 2 on a
+# capture of N concurrent connections too, beside the runs on the default one. Prints each run, then the range (min-max) of each
 # figure. Not a test: the machine's load decides the numbers, so run it on an idle
 # machine and compare runs of the same session only.
 set -euo pipefail
@@ -18,9 +21,10 @@ SIZE_MB=${SIZE_MB:-256}
 SLICE_MB=${SLICE_MB:-8}
 RUNS=${RUNS:-3}
 TSHARK=${TSHARK:-1}
+CONCURRENT=${CONCURRENT:-0}
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
 if [ -z "${TMPDIR:-}" ] && [ -d /dev/shm ] &&
-    [ "$(df -Pm /dev/shm | awk 'NR==2{print $4}')" -gt $((SIZE_MB * 2 + 256)) ]; then
+    [ "$(df -Pm /dev/shm | awk 'NR==2{print $4}')" -gt $((SIZE_MB * 3 + 256)) ]; then
     TMPDIR=/dev/shm
 fi
 work=$(mktemp -d -p "${TMPDIR:-/tmp}" ecr-dense.XXXXXX)
@@ -35,6 +39,10 @@ gen="$CARGO_TARGET_DIR/release/examples/dense_capture"
 echo "== generating ${SIZE_MB} MB of dense ECR traffic in $work"
 "$gen" --size-mb "$SIZE_MB" "$work/dense.pcap"
 bytes=$(stat -c %s "$work/dense.pcap")
+if [ "$CONCURRENT" -gt 0 ]; then
+    "$gen" --size-mb "$SIZE_MB" --concurrent "$CONCURRENT" "$work/conc.pcap"
+    cbytes=$(stat -c %s "$work/conc.pcap")
+fi
 
 # Runs "$@" under /usr/bin/time -v; prints "wall_seconds max_rss_kb cpu_seconds"
 # (cpu = user + system: less sensitive than wall time to other load on the machine).
@@ -62,9 +70,15 @@ messages=$(printf '%s' "$summary" | sed -n 's/.*"messages":\([0-9]*\).*/\1/p')
 findings=$(printf '%s' "$summary" | sed -n 's/.*"findings":\({[^}]*}\).*/\1/p')
 echo "   $bytes bytes, $messages messages decoded, findings: $findings"
 rm -f "$work/out.jsonl"
+if [ "$CONCURRENT" -gt 0 ]; then
+    csummary=$("$bin" analyze --key-file "$work/conc.pcap.keys" --format jsonl "$work/conc.pcap" | tail -n 1)
+    cmessages=$(printf '%s' "$csummary" | sed -n 's/.*"messages":\([0-9]*\).*/\1/p')
+    echo "   concurrent: $cbytes bytes, $cmessages messages decoded, findings: $(printf '%s' "$csummary" | sed -n 's/.*"findings":\({[^}]*}\).*/\1/p')"
+fi
 
 : >"$work/cat" >"$work/an" >"$work/anm" >"$work/rss" >"$work/ancpu" >"$work/anmcpu"
 : >"$work/j2" >"$work/j2m" >"$work/j2x" >"$work/j2rss"
+: >"$work/c1" >"$work/c1m" >"$work/c1rss" >"$work/c2" >"$work/c2rss" >"$work/cx"
 for i in $(seq "$RUNS"); do
     read -r cw _ < <(timed cat "$work/dense.pcap")
     read -r aw rss acpu < <(timed "$bin" analyze -j 1 --key-file "$work/dense.pcap.keys" \
@@ -88,6 +102,26 @@ for i in $(seq "$RUNS"); do
     awk -v m="$messages" -v s="$jw" 'BEGIN{ printf "%.0f\n", m / s / 1e3 }' >>"$work/j2m"
     awk -v a="$aw" -v j="$jw" 'BEGIN{ printf "%.2f\n", a / j }' >>"$work/j2x"
     echo $((jrss / 1024)) >>"$work/j2rss"
+    if [ "$CONCURRENT" -gt 0 ]; then
+        # The same traffic as $CONCURRENT connections open at once, right beside.
+        for j in 1 2; do
+            read -r w r c < <(timed "$bin" analyze -j "$j" --key-file "$work/conc.pcap.keys" \
+                --format jsonl "$work/conc.pcap")
+            echo "   run $i: concurrent $CONCURRENT, analyze -j $j $w s wall ($(mbps "$cbytes" "$w") MB/s), $c s CPU ($(mbps "$cbytes" "$c") MB/s, $(awk -v m="$cmessages" -v s="$c" 'BEGIN{ printf "%.0f", m / s / 1e3 }') K messages/s), max RSS $((r / 1024)) MB"
+            echo $((r / 1024)) >>"$work/c${j}rss"
+            if [ "$j" = 1 ]; then
+                mbps "$cbytes" "$c" >>"$work/c1"
+                echo >>"$work/c1"
+                awk -v m="$cmessages" -v s="$c" 'BEGIN{ printf "%.0f\n", m / s / 1e3 }' >>"$work/c1m"
+                # CPU per message against the default capture's run above.
+                awk -v cm="$cmessages" -v cs="$c" -v m="$messages" -v s="$acpu" \
+                    'BEGIN{ printf "%.2f\n", (cs / cm) / (s / m) }' >>"$work/cx"
+            else
+                mbps "$cbytes" "$w" >>"$work/c2"
+                echo >>"$work/c2"
+            fi
+        done
+    fi
 done
 # The same output with both cores (checked once, untimed).
 if ! cmp -s <("$bin" analyze -j 1 --key-file "$work/dense.pcap.keys" --format jsonl "$work/dense.pcap") \
@@ -144,6 +178,11 @@ echo "cat:                         $cat_r MB/s"
 echo "analyze --format jsonl:      $an_r MB/s, $(range <"$work/anm") K messages/s (wall), max RSS $(range <"$work/rss") MB"
 echo "  by CPU time (user+sys):    $(range <"$work/ancpu") MB/s, $(range <"$work/anmcpu") K messages/s"
 echo "analyze -j 2 (both cores):   $(range <"$work/j2") MB/s, $(range <"$work/j2m") K messages/s (wall), $(range <"$work/j2x")x the -j 1 run beside it, max RSS $(range <"$work/j2rss") MB"
+if [ "$CONCURRENT" -gt 0 ]; then
+    echo "$CONCURRENT concurrent connections ($cmessages messages):"
+    echo "  analyze -j 1, by CPU time: $(range <"$work/c1") MB/s, $(range <"$work/c1m") K messages/s, max RSS $(range <"$work/c1rss") MB; CPU per message $(range <"$work/cx")x the default capture's"
+    echo "  analyze -j 2, wall:        $(range <"$work/c2") MB/s, max RSS $(range <"$work/c2rss") MB"
+fi
 echo "openssl aes-128-cbc decrypt: $(range <"$work/aes") MB/s"
 echo "openssl md5:                 $(range <"$work/md5") MB/s"
 echo "ceiling (read+AES+MD5 of every byte, best runs): $ceiling MB/s"

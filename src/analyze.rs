@@ -122,9 +122,14 @@ fn decoding_ahead<R>(
 ) -> R {
     // The helper's tables get a quarter of the budget: where they evict what the
     // consumer's keep, the two part ways and the consumer decodes alone (slower,
-    // never different), so the output does not depend on it.
+    // never different), so the output does not depend on it. Except the table of
+    // connections, which keeps the consumer's size: with more connections open
+    // than a quarter holds (4096 concurrent ones) the helper would evict each one
+    // before its answer and decode nothing the consumer can take.
     let mut helper_cfg = helper_cfg;
+    let connections = helper_cfg.limits.connections;
     helper_cfg.limits = Limits::from_budget(helper_cfg.limits.budget / 4);
+    helper_cfg.limits.connections = connections;
     let (producer, consumer) = ecr_capture::ahead::channel();
     let gone = producer.gone_flag();
     std::thread::scope(|scope| {

@@ -103,6 +103,7 @@ fn a_dense_capture_gives_the_same_output_with_more_threads() {
     let opts = ecr_emu::dense::DenseOptions {
         size_bytes: 2 << 20,
         terminals: 32,
+        ..Default::default()
     };
     let file = std::fs::File::create(&pcap).unwrap();
     let made = ecr_emu::dense::write_dense(std::io::BufWriter::new(file), &opts).unwrap();
@@ -130,7 +131,8 @@ fn crafted_captures_that_fill_the_tables_give_the_same_output() {
     let captures = [
         (
             "connections",
-            ecr_capture::craft::unfinished_connections(3_000),
+            // More than the default budget's 4,369 connections.
+            ecr_capture::craft::unfinished_connections(5_000),
         ),
         ("payments", ecr_capture::craft::payments(300, 2_000)),
         ("values", ecr_capture::craft::distinct_values(400, 20)),

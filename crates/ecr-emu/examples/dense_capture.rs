@@ -5,6 +5,8 @@
 //! writes /tmp/dense.pcap (every packet ECR traffic: HTTP keep-alive and close,
 //! 9002 frames, json-value and newline framings, three dialects, 32 terminals) and
 //! /tmp/dense.pcap.keys (`ADDRESS=KEY` per terminal), then prints what it wrote.
+//! `--concurrent 4096` makes the same traffic as 4096 one-transaction connections
+//! open at the same time (then the next 4096), for the cost of many connections.
 //! Analyse it with
 //!
 //!     ecr-sniff analyze --key-file /tmp/dense.pcap.keys --format jsonl /tmp/dense.pcap
@@ -16,13 +18,19 @@ use std::process::ExitCode;
 
 use ecr_emu::dense::{key_file, write_dense, DenseOptions};
 
-const USAGE: &str =
-    "usage: dense_capture [--size-mb N (default 256)] [--terminals N (default 32)] OUT.pcap";
+const USAGE: &str = "usage: dense_capture [--size-mb N (default 256)] [--terminals N (default 32)]
+                     [--concurrent N (default 0)] OUT.pcap
+
+  --concurrent N  keep N one-transaction connections open at the same time (the N
+                  handshakes, then the N requests, the N responses and the N closes,
+                  then the next N), shared out over the terminals; 0: each cash
+                  register keeps one connection and the registers take turns";
 
 fn main() -> ExitCode {
     let mut opts = DenseOptions {
         size_bytes: 256 << 20,
         terminals: 32,
+        concurrent: 0,
     };
     let mut out: Option<PathBuf> = None;
     let mut args = std::env::args_os().skip(1);
@@ -48,6 +56,14 @@ fn main() -> ExitCode {
                     eprintln!("dense_capture: --terminals takes 1 to 250");
                     return ExitCode::from(2);
                 }
+            },
+            "--concurrent" => match number("--concurrent") {
+                Some(n @ 0..=1_000_000) => opts.concurrent = n as u32,
+                Some(_) => {
+                    eprintln!("dense_capture: --concurrent takes 0 to 1000000");
+                    return ExitCode::from(2);
+                }
+                None => return ExitCode::from(2),
             },
             "-h" | "--help" => {
                 println!("{USAGE}");

@@ -47,6 +47,14 @@ pub struct DenseOptions {
     pub size_bytes: u64,
     /// Terminals (and cash registers), at most 250.
     pub terminals: u8,
+    /// 0 (the default): each cash register keeps one connection to its terminal
+    /// and the registers take turns, one transaction at a time (HTTP keep-alive and
+    /// 9002 connections carry 8 transactions each). N > 0: N connections of one
+    /// transaction each are open at the same time, shared out over the terminals:
+    /// the N handshakes, then the N requests, the N responses and the N closes,
+    /// then the next N. For the cost of many concurrent connections (tables,
+    /// hashing, per-connection state).
+    pub concurrent: u32,
 }
 
 impl Default for DenseOptions {
@@ -54,6 +62,7 @@ impl Default for DenseOptions {
         DenseOptions {
             size_bytes: 16 << 20,
             terminals: 32,
+            concurrent: 0,
         }
     }
 }
@@ -289,6 +298,11 @@ pub fn write_dense<W: Write>(w: W, opts: &DenseOptions) -> io::Result<DenseSumma
         },
         buf: Vec::with_capacity(2048),
     };
+    if opts.concurrent > 0 {
+        concurrent(&mut g, &mut stations, opts)?;
+        g.w.into_inner().flush()?;
+        return Ok(g.sum);
+    }
     let mut round = 0u64;
     'outer: loop {
         for (i, st) in (0u8..).zip(stations.iter_mut()) {
@@ -354,11 +368,65 @@ fn close<W: Write>(g: &mut Gen<W>, c: &mut Conn) -> io::Result<()> {
     g.segment(&mut c.ecr, &c.pos, ACK, &[])
 }
 
+/// The N-at-a-time connections of [`DenseOptions::concurrent`]: connection `j` of
+/// a batch belongs to terminal `j % terminals`.
+fn concurrent<W: Write>(
+    g: &mut Gen<W>,
+    stations: &mut [Station],
+    opts: &DenseOptions,
+) -> io::Result<()> {
+    let batch = usize::try_from(opts.concurrent).unwrap_or(usize::MAX);
+    let mut serial = 0u64;
+    let mut open_now: Vec<(usize, Conn, Request)> = Vec::with_capacity(batch.min(1 << 16));
+    while g.sum.bytes < opts.size_bytes {
+        for j in 0..batch {
+            let s = j % stations.len();
+            let i = u8::try_from(s).unwrap_or(u8::MAX);
+            let st = &mut stations[s];
+            // A seed of its own for every connection (its initial sequence numbers).
+            let c = open(g, st, i, serial)?;
+            serial += 1;
+            open_now.push((s, c, Request::default()));
+        }
+        for (s, c, req) in &mut open_now {
+            let i = u8::try_from(*s).unwrap_or(u8::MAX);
+            *req = request(g, &mut stations[*s], c, i)?;
+        }
+        for (s, c, req) in &mut open_now {
+            response(g, &mut stations[*s], c, req)?;
+        }
+        for (_, c, _) in &mut open_now {
+            close(g, c)?;
+        }
+        open_now.clear();
+    }
+    Ok(())
+}
+
+/// A request on the wire, waiting for the terminal's answer.
+#[derive(Default)]
+struct Request {
+    body: Vec<u8>,
+}
+
 fn transaction<W: Write>(g: &mut Gen<W>, st: &mut Station, i: u8, round: u64) -> io::Result<()> {
     let mut c = match st.conn.take() {
         Some(c) => c,
         None => open(g, st, i, round)?,
     };
+    let req = request(g, st, &mut c, i)?;
+    response(g, st, &mut c, &req)?;
+    c.done += 1;
+    if c.transport == Transport::HttpClose || c.done >= PER_CONNECTION {
+        close(g, &mut c)?;
+    } else {
+        st.conn = Some(c);
+    }
+    Ok(())
+}
+
+/// Writes the next request of `st` on `c` (and, on 9002 frames, the terminal's ack).
+fn request<W: Write>(g: &mut Gen<W>, st: &mut Station, c: &mut Conn, i: u8) -> io::Result<Request> {
     let dialect = DIALECTS[st.dialect % DIALECTS.len()];
     st.dialect += 1;
     let content = st.instruction(i).content();
@@ -375,7 +443,39 @@ fn transaction<W: Write>(g: &mut Gen<W>, st: &mut Station, i: u8, round: u64) ->
             .into_bytes();
             wire.extend_from_slice(&body);
             g.data(&mut c.ecr, &c.pos, &wire)?;
-            let reply = st.terminal.handle(Some("POST"), &body);
+        }
+        Transport::Frames => {
+            let r = next_ref(&mut c.ecr_ref);
+            let wire = split_message(FrameType::REQUEST, r, &body, MAX_FRAGMENT_DATA)
+                .map_err(build_err)?;
+            g.data(&mut c.ecr, &c.pos, &wire)?;
+            let ack = FrameRepr::ack(r).to_bytes().map_err(build_err)?;
+            g.data(&mut c.pos, &c.ecr, &ack)?;
+        }
+        Transport::Text => {
+            // D6: a JSON body is sent bare (json-value); Base64 ends with a newline.
+            let mut wire = body.clone();
+            if dialect == RequestDialect::EnvelopeEncrypted {
+                wire.push(b'\n');
+            }
+            g.data(&mut c.ecr, &c.pos, &wire)?;
+        }
+    }
+    Ok(Request { body })
+}
+
+/// Writes the terminal's answer to `req` on `c` and the cash register's ack of it.
+fn response<W: Write>(
+    g: &mut Gen<W>,
+    st: &mut Station,
+    c: &mut Conn,
+    req: &Request,
+) -> io::Result<()> {
+    let body = &req.body;
+    match c.transport {
+        Transport::HttpKeepAlive | Transport::HttpClose => {
+            let close = c.transport == Transport::HttpClose;
+            let reply = st.terminal.handle(Some("POST"), body);
             let mut answer = format!(
                 "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{}\r\n",
                 reply.body.len(),
@@ -387,13 +487,7 @@ fn transaction<W: Write>(g: &mut Gen<W>, st: &mut Station, i: u8, round: u64) ->
             g.segment(&mut c.ecr, &c.pos, ACK, &[])?;
         }
         Transport::Frames => {
-            let r = next_ref(&mut c.ecr_ref);
-            let wire = split_message(FrameType::REQUEST, r, &body, MAX_FRAGMENT_DATA)
-                .map_err(build_err)?;
-            g.data(&mut c.ecr, &c.pos, &wire)?;
-            let ack = FrameRepr::ack(r).to_bytes().map_err(build_err)?;
-            g.data(&mut c.pos, &c.ecr, &ack)?;
-            let reply = st.terminal.handle(None, &body);
+            let reply = st.terminal.handle(None, body);
             let r = next_ref(&mut c.pos_ref);
             let wire = split_message(FrameType::REQUEST, r, &reply.body, MAX_FRAGMENT_DATA)
                 .map_err(build_err)?;
@@ -402,13 +496,7 @@ fn transaction<W: Write>(g: &mut Gen<W>, st: &mut Station, i: u8, round: u64) ->
             g.data(&mut c.ecr, &c.pos, &ack)?;
         }
         Transport::Text => {
-            // D6: a JSON body is sent bare (json-value); Base64 ends with a newline.
-            let mut wire = body.clone();
-            if dialect == RequestDialect::EnvelopeEncrypted {
-                wire.push(b'\n');
-            }
-            g.data(&mut c.ecr, &c.pos, &wire)?;
-            let reply = st.terminal.handle(None, &body);
+            let reply = st.terminal.handle(None, body);
             let mut answer = reply.body;
             answer.push(b'\n');
             g.data(&mut c.pos, &c.ecr, &answer)?;
@@ -417,12 +505,6 @@ fn transaction<W: Write>(g: &mut Gen<W>, st: &mut Station, i: u8, round: u64) ->
     }
     g.sum.messages += 2;
     g.sum.transactions += 1;
-    c.done += 1;
-    if c.transport == Transport::HttpClose || c.done >= PER_CONNECTION {
-        close(g, &mut c)?;
-    } else {
-        st.conn = Some(c);
-    }
     Ok(())
 }
 
@@ -434,24 +516,14 @@ mod tests {
     use ecr_capture::record::{Record, Role};
     use ecr_capture::source::CaptureReader;
 
-    #[test]
-    fn sizes_and_counts() {
-        let opts = DenseOptions {
-            size_bytes: 256 << 10,
-            terminals: 32,
-        };
-        let mut out = Vec::new();
-        let s = write_dense(&mut out, &opts).unwrap();
-        assert_eq!(s.bytes, out.len() as u64);
-        assert!(s.bytes >= opts.size_bytes);
-        assert_eq!(s.messages, 2 * s.transactions);
-        assert!(s.transactions > 100, "{s:?}");
-        assert!(key_file(&opts).lines().filter(|l| l.contains('=')).count() == 32);
-
-        // The analyzer decodes, decrypts and verifies every transaction, and finds
-        // nothing wrong.
+    /// Analyses `capture` with the keys of `opts`: every transaction decoded,
+    /// decrypted and verified, no finding.
+    fn analyse_clean(capture: Vec<u8>, opts: &DenseOptions, s: &DenseSummary) {
         let mut keys = KeySet::new();
-        assert_eq!(keys.add_file_text(&key_file(&opts)).unwrap(), 32);
+        assert_eq!(
+            keys.add_file_text(&key_file(opts)).unwrap(),
+            usize::from(opts.terminals)
+        );
         let mut requests_ok = 0u64;
         let mut sink = |r: Record| {
             if let Record::Message(m) = r {
@@ -461,7 +533,7 @@ mod tests {
             }
         };
         let mut a = Analyzer::new(Config::default(), keys, &mut sink);
-        let mut r = CaptureReader::from_reader(std::io::Cursor::new(out)).unwrap();
+        let mut r = CaptureReader::from_reader(std::io::Cursor::new(capture)).unwrap();
         while let Some(p) = r.next_packet() {
             a.packet(&p.unwrap());
         }
@@ -473,5 +545,103 @@ mod tests {
         // Requests and responses, plus the link acks of the 9002 frames.
         assert!(summary.messages > s.messages, "{summary:?}");
         assert_eq!(requests_ok, s.transactions);
+    }
+
+    /// The most TCP connections open at one time in `capture` (from a SYN without
+    /// ACK to the first FIN), and how many were opened.
+    fn open_connections(capture: &[u8]) -> (usize, usize) {
+        let mut r = CaptureReader::from_reader(std::io::Cursor::new(capture.to_vec())).unwrap();
+        let mut open = std::collections::HashSet::new();
+        let (mut most, mut opened) = (0, 0);
+        while let Some(p) = r.next_packet() {
+            let d = p.unwrap().data;
+            // Ethernet (14), IPv4 without options (20), then TCP.
+            let (src, dst) = (&d[26..30], &d[30..34]);
+            let (sport, dport) = (&d[34..36], &d[36..38]);
+            let flags = d[14 + 20 + 13];
+            let key = |a: &[u8], ap: &[u8], b: &[u8], bp: &[u8]| {
+                let (x, y) = ((a.to_vec(), ap.to_vec()), (b.to_vec(), bp.to_vec()));
+                if x < y {
+                    (x, y)
+                } else {
+                    (y, x)
+                }
+            };
+            if flags & (SYN | ACK) == SYN {
+                assert!(
+                    open.insert(key(src, sport, dst, dport)),
+                    "connection reused"
+                );
+                opened += 1;
+                most = most.max(open.len());
+            } else if flags & FIN != 0 {
+                open.remove(&key(src, sport, dst, dport));
+            }
+        }
+        assert!(open.is_empty(), "{} connections left open", open.len());
+        (most, opened)
+    }
+
+    #[test]
+    fn sizes_and_counts() {
+        let opts = DenseOptions {
+            size_bytes: 256 << 10,
+            terminals: 32,
+            ..Default::default()
+        };
+        let mut out = Vec::new();
+        let s = write_dense(&mut out, &opts).unwrap();
+        assert_eq!(s.bytes, out.len() as u64);
+        assert!(s.bytes >= opts.size_bytes);
+        assert_eq!(s.messages, 2 * s.transactions);
+        assert!(s.transactions > 100, "{s:?}");
+        assert!(key_file(&opts).lines().filter(|l| l.contains('=')).count() == 32);
+        // One connection per cash register at a time.
+        let (most, opened) = open_connections(&out);
+        assert_eq!(most, 32);
+        assert_eq!(opened as u64, s.connections);
+        assert!(s.connections < s.transactions, "{s:?}");
+        // The analyzer decodes, decrypts and verifies every transaction, and finds
+        // nothing wrong.
+        analyse_clean(out, &opts, &s);
+    }
+
+    #[test]
+    fn concurrent_one_transaction_connections() {
+        let opts = DenseOptions {
+            size_bytes: 300 << 10,
+            terminals: 8,
+            concurrent: 100,
+        };
+        let mut out = Vec::new();
+        let s = write_dense(&mut out, &opts).unwrap();
+        assert_eq!(s.bytes, out.len() as u64);
+        assert!(s.bytes >= opts.size_bytes);
+        // Whole batches of 100 connections of one transaction each.
+        assert_eq!(s.connections, s.transactions);
+        assert_eq!(s.connections % 100, 0, "{s:?}");
+        assert!(s.connections >= 200, "{s:?}");
+        let (most, opened) = open_connections(&out);
+        assert_eq!(most, 100);
+        assert_eq!(opened as u64, s.connections);
+        analyse_clean(out, &opts, &s);
+    }
+
+    #[test]
+    fn four_thousand_concurrent_connections_fit_the_default_budget() {
+        // One batch of 4096 connections open at once (issue 15): the default
+        // `--memory-limit` follows them all, so nothing is evicted and every
+        // transaction pairs (before, 2,184 connections fit and almost none did).
+        let opts = DenseOptions {
+            // Past the file header: one batch.
+            size_bytes: 25,
+            terminals: 32,
+            concurrent: 4096,
+        };
+        let mut out = Vec::new();
+        let s = write_dense(&mut out, &opts).unwrap();
+        assert_eq!(s.connections, 4096);
+        assert_eq!(open_connections(&out), (4096, 4096));
+        analyse_clean(out, &opts, &s);
     }
 }

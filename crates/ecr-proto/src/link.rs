@@ -131,9 +131,11 @@ pub enum LinkEvent {
 /// Pairs requests with answers for one serial link (both directions).
 #[derive(Debug)]
 pub struct LinkTracker {
-    /// Outstanding requests per sender, indexed by ref (all 256 byte values, since a
-    /// broken peer may use refs outside 0x01..0x7f).
-    pending: [Vec<Option<Pending>>; 2],
+    /// Outstanding requests per sender, sorted by ref (any of the 256 byte values,
+    /// since a broken peer may use refs outside 0x01..0x7f; one entry per ref, so at
+    /// most 256). Only the requests held take room: a connection that waits for
+    /// one answer at a time holds one entry, not 512 empty slots (12 KB).
+    pending: [Vec<Pending>; 2],
     outstanding: usize,
     /// The earliest deadline among outstanding requests, to make `advance` cheap.
     next_deadline: Option<Timestamp>,
@@ -149,7 +151,7 @@ impl LinkTracker {
     /// A tracker with nothing outstanding.
     pub fn new() -> Self {
         LinkTracker {
-            pending: [vec![None; 256], vec![None; 256]],
+            pending: [Vec::new(), Vec::new()],
             outstanding: 0,
             next_deadline: None,
         }
@@ -160,23 +162,28 @@ impl LinkTracker {
         self.outstanding
     }
 
-    fn slot(&mut self, side: Side, ref_num: u8) -> Option<&mut Option<Pending>> {
-        self.pending
-            .get_mut(side.index())
-            .and_then(|v| v.get_mut(usize::from(ref_num)))
+    /// The requests of `side`, and where the one with `ref_num` is (`Ok`) or would
+    /// go (`Err`).
+    fn find(
+        &mut self,
+        side: Side,
+        ref_num: u8,
+    ) -> Option<(&mut Vec<Pending>, Result<usize, usize>)> {
+        let list = self.pending.get_mut(side.index())?;
+        let at = list.binary_search_by_key(&ref_num, |p| p.ref_num);
+        Some((list, at))
     }
 
     fn recompute_deadline(&mut self) {
         if self.outstanding == 0 {
-            // Nothing is pending (the count is of occupied slots): skip the scan of
-            // all 512 slots, which would find nothing.
+            // Nothing is pending (the count is of entries held): skip the scan,
+            // which would find nothing.
             self.next_deadline = None;
             return;
         }
         self.next_deadline = self
             .pending
             .iter()
-            .flatten()
             .flatten()
             .filter(|p| !p.timed_out)
             .map(Pending::deadline)
@@ -189,7 +196,7 @@ impl LinkTracker {
             Some(d) if now > d => {}
             _ => return,
         }
-        for p in self.pending.iter_mut().flatten().flatten() {
+        for p in self.pending.iter_mut().flatten() {
             if !p.timed_out && now > p.deadline() {
                 p.timed_out = true;
                 emit(LinkEvent::Timeout { request: *p });
@@ -212,26 +219,32 @@ impl LinkTracker {
         if frame_type == FrameType::REQUEST {
             let mut replaced = None;
             let mut new = false;
-            if let Some(slot) = self.slot(from, ref_num) {
-                match slot {
+            let request = Pending {
+                from,
+                ref_num,
+                first_ts,
+                last_ts,
+                frames: 1,
+                timed_out: false,
+            };
+            match self.find(from, ref_num) {
+                Some((list, Ok(i))) => match list.get_mut(i) {
                     Some(p) if !p.timed_out => {
                         // Another fragment of the same message.
                         p.last_ts = last_ts;
                         p.frames = p.frames.saturating_add(1);
                     }
-                    _ => {
-                        replaced = slot.take();
-                        *slot = Some(Pending {
-                            from,
-                            ref_num,
-                            first_ts,
-                            last_ts,
-                            frames: 1,
-                            timed_out: false,
-                        });
+                    Some(p) => {
+                        replaced = Some(std::mem::replace(p, request));
                         new = true;
                     }
+                    None => {}
+                },
+                Some((list, Err(i))) => {
+                    list.insert(i, request);
+                    new = true;
                 }
+                None => {}
             }
             if let Some(request) = replaced {
                 emit(LinkEvent::Replaced { request });
@@ -239,10 +252,10 @@ impl LinkTracker {
                 self.outstanding += 1;
                 // A new request beside the others: its deadline is the only
                 // candidate for a new minimum, no need to scan every slot.
-                let added = self
-                    .slot(from, ref_num)
-                    .and_then(|s| s.as_ref())
-                    .map(Pending::deadline);
+                let added = match self.find(from, ref_num) {
+                    Some((list, Ok(i))) => list.get(i).map(Pending::deadline),
+                    _ => None,
+                };
                 if let Some(d) = added {
                     self.next_deadline = Some(self.next_deadline.map_or(d, |n| n.min(d)));
                     return;
@@ -262,7 +275,11 @@ impl LinkTracker {
                 ts: first_ts,
             });
         }
-        match self.slot(from.peer(), ref_num).and_then(Option::take) {
+        let answered = match self.find(from.peer(), ref_num) {
+            Some((list, Ok(i))) if i < list.len() => Some(list.remove(i)),
+            _ => None,
+        };
+        match answered {
             Some(request) => {
                 self.outstanding = self.outstanding.saturating_sub(1);
                 let latency_ms = first_ts.millis_since(request.last_ts);
@@ -288,8 +305,8 @@ impl LinkTracker {
     /// their deadline are timeouts (if not reported yet), the others unanswered-at-end.
     pub fn finish<F: FnMut(LinkEvent)>(&mut self, end: Timestamp, mut emit: F) {
         self.advance(end, &mut emit);
-        for slot in self.pending.iter_mut().flatten() {
-            if let Some(p) = slot.take() {
+        for list in &mut self.pending {
+            for p in list.drain(..) {
                 if !p.timed_out {
                     emit(LinkEvent::UnansweredAtEnd { request: p });
                 }
@@ -324,6 +341,82 @@ mod tests {
         );
         t.finish(ms(5000), |e| ev.push(e));
         ev
+    }
+
+    #[test]
+    fn requests_held_in_ref_order_and_only_those() {
+        let mut t = LinkTracker::new();
+        let mut ev = vec![];
+        // Refs out of order, from both sides, one of them twice (a second fragment).
+        for (side, r, at) in [
+            (Side::Ecr, 9, 0),
+            (Side::Ecr, 2, 1),
+            (Side::Pos, 200, 2),
+            (Side::Ecr, 0x7f, 3),
+            (Side::Ecr, 2, 4),
+        ] {
+            t.on_frame(side, FrameType::REQUEST, r, ms(at), ms(at), |e| ev.push(e));
+        }
+        assert_eq!(t.outstanding(), 4);
+        // Only what is held takes room: 3 + 1 entries, not 2 x 256 slots.
+        assert_eq!(t.pending[0].len() + t.pending[1].len(), 4);
+        // An answer to a ref nobody used is unexpected; to ref 9 it pairs.
+        t.on_frame(Side::Pos, FrameType::ACK, 5, ms(10), ms(10), |e| ev.push(e));
+        t.on_frame(Side::Pos, FrameType::ACK, 9, ms(11), ms(11), |e| ev.push(e));
+        assert!(matches!(
+            ev[..],
+            [
+                LinkEvent::Unexpected { ref_num: 5, .. },
+                LinkEvent::Answered {
+                    request: Pending { ref_num: 9, .. },
+                    ..
+                }
+            ]
+        ));
+        assert_eq!(t.outstanding(), 3);
+        ev.clear();
+        // The others time out in the order of the 512 slots they used to have:
+        // the cash register's by ref, then the terminal's.
+        t.advance(ms(5_000), |e| ev.push(e));
+        let refs: Vec<(Side, u8, u16)> = ev
+            .iter()
+            .filter_map(|e| match e {
+                LinkEvent::Timeout { request } => {
+                    Some((request.from, request.ref_num, request.frames))
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            refs,
+            [(Side::Ecr, 2, 2), (Side::Ecr, 0x7f, 1), (Side::Pos, 200, 1)]
+        );
+        // A timed-out ref used again is a new request that replaces the old one.
+        ev.clear();
+        t.on_frame(
+            Side::Ecr,
+            FrameType::REQUEST,
+            2,
+            ms(6_000),
+            ms(6_000),
+            |e| ev.push(e),
+        );
+        assert!(matches!(
+            ev[..],
+            [LinkEvent::Replaced {
+                request: Pending { ref_num: 2, .. }
+            }]
+        ));
+        ev.clear();
+        t.finish(ms(6_001), |e| ev.push(e));
+        assert!(matches!(
+            ev[..],
+            [LinkEvent::UnansweredAtEnd {
+                request: Pending { ref_num: 2, .. }
+            }]
+        ));
+        assert!(t.pending.iter().all(Vec::is_empty));
+        assert_eq!(t.outstanding(), 0);
     }
 
     #[test]
