@@ -76,6 +76,28 @@ fn open_refs_over_a_small_budget_are_dropped_with_one_finding_per_connection() {
 }
 
 #[test]
+fn unfinished_tls_records_count_in_the_stream_budget() {
+    // 100 connections each holding ~115 KB of a TLS handshake message in
+    // reassembly: 11.5 MB against a 1.3 MiB stream share. Before, TLS buffers
+    // were outside the budget (600 such connections took 91 MB).
+    let budget = 4 << 20;
+    let limit = Limits::from_budget(budget).stream_bytes;
+    let o = run(craft::tls_unfinished_handshakes(100), budget, KeySet::new());
+    let u = o.usage;
+    assert!(u.stream_bytes <= limit, "{u:?}");
+    // One partial record and handshake message may be in flight past the check.
+    assert!(
+        u.peak_stream_bytes <= limit + 4 * 32768 + ONE_PACKET,
+        "{u:?}"
+    );
+    let n = limit_findings(&o, "TLS decryption stops");
+    assert!(n > 0, "no limit-evicted finding for TLS");
+    assert!(n <= 100, "{n} findings: at most one per connection");
+    // Without a key log every connection is still reported as encrypted.
+    assert_eq!(o.with_code(Code::TlsEncrypted).len(), 100);
+}
+
+#[test]
 fn text_framing_is_linear_with_and_without_a_key() {
     for (shape, seg, keys) in [
         (TextShape::Base64, 100, keyed()),

@@ -209,7 +209,9 @@ impl Conn {
                 _ => 0,
             })
             .sum();
-        dirs + self.frames.as_deref().map_or(0, FrameLink::held) + self.pending_bytes
+        dirs + self.frames.as_deref().map_or(0, FrameLink::held)
+            + self.tls.as_deref().map_or(0, TlsConn::held)
+            + self.pending_bytes
     }
 
     fn text_work(&self) -> u64 {
@@ -1293,6 +1295,12 @@ impl State<'_> {
             messages += n;
             bytes += b;
         }
+        let mut tls_stopped = 0;
+        if let Some(t) = c.tls.as_mut() {
+            let (n, b) = t.abandon();
+            tls_stopped = n;
+            bytes += b;
+        }
         let total_before = self.stream_bytes;
         let mut now = c.count_held();
         while self.stream_bytes.saturating_sub(c.held).saturating_add(now) > limit {
@@ -1305,10 +1313,15 @@ impl State<'_> {
         }
         self.stream_bytes = self.stream_bytes.saturating_sub(c.held).saturating_add(now);
         c.held = now;
-        if messages + requests > 0 {
+        if messages + requests + tls_stopped > 0 {
             self.limit_finding(Some(conn), Limit::StreamBytes, ts, packet, || {
+                let tls = if tls_stopped > 0 {
+                    format!(", and the unfinished TLS records of this connection: its TLS decryption stops in {tls_stopped} direction(s)")
+                } else {
+                    String::new()
+                };
                 format!(
-                    "{total_before} bytes held by unfinished messages and unanswered requests over all connections, more than {limit}: dropped {messages} unfinished message(s) ({bytes} bytes) and {requests} unanswered request(s) of this connection; decoding resumes with the next message"
+                    "{total_before} bytes held by unfinished messages and unanswered requests over all connections, more than {limit}: dropped {messages} unfinished message(s) ({bytes} bytes) and {requests} unanswered request(s) of this connection{tls}; decoding resumes with the next message"
                 )
             });
         }

@@ -368,6 +368,26 @@ pub fn unfinished_connections(conns: usize) -> Vec<u8> {
     b.finish()
 }
 
+/// `conns` connections to port 9001, each a TLS handshake that never completes:
+/// a ClientHello announcing 131,000 bytes, sent as 7 records of 16 KiB (about
+/// 115 KB each that a TLS reader must hold to reassemble it).
+pub fn tls_unfinished_handshakes(conns: usize) -> Vec<u8> {
+    let mut b = PcapBuilder::new();
+    let mut body = vec![1u8, 0x01, 0xff, 0xb8, 3, 3]; // ClientHello, 131,000 bytes
+    body.resize(16384 * 7, b'A');
+    let mut stream = Vec::with_capacity(body.len() + 7 * 5);
+    for rec in body.chunks(16384) {
+        stream.extend_from_slice(&[0x16, 3, 3]);
+        stream.extend_from_slice(&(rec.len() as u16).to_be_bytes());
+        stream.extend_from_slice(rec);
+    }
+    for i in 0..conns {
+        let mut f = Flow::open(&mut b, port_of(i), 9001);
+        f.client(&mut b, &stream, 1460);
+    }
+    b.finish()
+}
+
 /// `n` first fragments (1480 bytes each, more to come) of distinct IP datagrams
 /// to port 9001 that never complete.
 pub fn fragment_flood(n: usize) -> Vec<u8> {

@@ -751,9 +751,55 @@ impl TlsConn {
         }
         if let Some(d) = self.dirs.get_mut(i) {
             if !d.dead {
+                // An empty buffer is freed: what a connection holds is only ever
+                // a record in progress (thousands of idle connections hold nothing).
+                if buf.is_empty() {
+                    buf = Vec::new();
+                }
                 d.buf = buf;
             }
         }
+    }
+
+    /// Bytes this connection holds for records and handshake messages not yet
+    /// complete, and for records held while waiting for secrets: what the
+    /// analyzer counts in its stream-byte budget.
+    pub fn held(&self) -> usize {
+        let dirs: usize = self
+            .dirs
+            .iter()
+            .map(|d| d.buf.capacity() + d.hs.capacity())
+            .sum();
+        dirs + self.held_bytes
+    }
+
+    /// Drops what [`TlsConn::held`] counts, when the analyzer's budget is spent:
+    /// each direction that held an unfinished record or handshake message stops
+    /// (its record boundaries are lost with the bytes), and records held while
+    /// waiting for secrets are given up. Returns the directions stopped and the
+    /// bytes freed.
+    pub fn abandon(&mut self) -> (usize, usize) {
+        let before = self.held();
+        let mut stopped = 0;
+        for d in &mut self.dirs {
+            if !d.buf.is_empty() || !d.hs.is_empty() || d.hs_skip > 0 {
+                d.dead = true;
+                stopped += 1;
+            }
+            d.buf = Vec::new();
+            d.hs = Vec::new();
+        }
+        if self.held_bytes > 0 {
+            for d in &mut self.dirs {
+                if !d.dead {
+                    d.dead = true;
+                    stopped += 1;
+                }
+            }
+            self.held = Vec::new();
+            self.held_bytes = 0;
+        }
+        (stopped, before.saturating_sub(self.held()))
     }
 
     /// Validates a record header; reports and stops the direction when it is not one.
