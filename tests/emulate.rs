@@ -8,7 +8,7 @@
 //! child is killed when its guard drops, and every wait is bounded.
 
 mod common;
-use common::run_bounded;
+use common::{run_bounded, signal, wait_exit};
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -677,23 +677,8 @@ fn stops_cleanly_on_sigterm_and_writes_the_serial_capture() {
         &["pay", "--amt", "1", "--channel", "octopus"],
     );
     assert_eq!(r.code, 0, "{}", r.stderr);
-    let pid = emu.child.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let status = loop {
-        if let Some(s) = emu.child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "emulator did not stop on SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    signal(&emu.child, "TERM");
+    let status = wait_exit(&mut emu.child, Duration::from_secs(5));
     assert!(status.success());
     assert!(emu.log().iter().any(|l| l == "stopped"));
     // The capture holds the exchange: request, ack, result, ack.

@@ -9,6 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+mod common;
+use common::{signal, wait_exit};
+
 use ecr_proto::frame::{FrameRepr, FrameType};
 use ecr_tap::tty::Pty;
 
@@ -95,20 +98,6 @@ fn analyze(file: &Path) -> Vec<serde_json::Value> {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect()
-}
-
-fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            return s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "process did not exit in {within:?}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 #[test]
@@ -232,12 +221,7 @@ fn capture_writes_a_pcapng_stream_to_the_fifo_until_sigterm() {
     assert_eq!(ecr.recv(ack.len(), Duration::from_secs(5)), ack);
     std::thread::sleep(Duration::from_millis(100));
 
-    let pid = child.0.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
+    signal(&child.0, "TERM");
     let status = wait_exit(&mut child.0, Duration::from_secs(10));
     let mut err = String::new();
     child

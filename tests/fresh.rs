@@ -2,6 +2,8 @@
 //! standard input, completions and the man page, colour conventions, the `check`
 //! example of `--help`, the protocol document's anchors and the Wireshark install.
 
+mod common;
+
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
@@ -583,12 +585,7 @@ fn stdin_streams_records_and_survives_ctrl_c_until_the_pipe_closes() {
         .expect("no record while the pipe is open");
     assert!(first.contains("\"kind\":\"message\""), "{first}");
     // Ctrl-C: still running.
-    let pid = child.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-INT", &pid])
-        .status()
-        .unwrap()
-        .success());
+    common::signal(&child, "INT");
     std::thread::sleep(std::time::Duration::from_millis(300));
     assert!(
         child.try_wait().unwrap().is_none(),

@@ -46,26 +46,34 @@ pub fn run_bounded(cmd: &mut Command, limit: Duration) -> (i32, String, String) 
     )
 }
 
-/// Sends SIGINT to `child` and waits at most `limit` for it to exit; its status.
-/// Panics if the signal cannot be sent or the child does not stop in time.
-pub fn interrupt(child: &mut std::process::Child, limit: Duration) -> std::process::ExitStatus {
+/// Sends signal `sig` (a name such as `INT` or `TERM`) to `child`. Panics if it
+/// cannot be sent.
+pub fn signal(child: &std::process::Child, sig: &str) {
     let pid = child.id().to_string();
     assert!(Command::new("kill")
-        .args(["-INT", &pid])
+        .args([&format!("-{sig}"), &pid])
         .status()
         .unwrap()
         .success());
+}
+
+/// Waits at most `limit` for `child` to exit; its status. Panics past `limit`.
+pub fn wait_exit(child: &mut std::process::Child, limit: Duration) -> std::process::ExitStatus {
     let deadline = Instant::now() + limit;
     loop {
         if let Some(s) = child.try_wait().unwrap() {
             return s;
         }
-        assert!(
-            Instant::now() < deadline,
-            "no exit within {limit:?} of SIGINT"
-        );
+        assert!(Instant::now() < deadline, "no exit within {limit:?}");
         std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// Sends SIGINT to `child` and waits at most `limit` for it to exit; its status.
+/// Panics if the signal cannot be sent or the child does not stop in time.
+pub fn interrupt(child: &mut std::process::Child, limit: Duration) -> std::process::ExitStatus {
+    signal(child, "INT");
+    wait_exit(child, limit)
 }
 
 /// Lines from `out` until `n` of them are message records; panics with what came
