@@ -949,40 +949,29 @@ impl Json<'_> {
     }
 
     fn object(&mut self, o: &Object) {
+        self.members(o, None);
+    }
+
+    /// An object; with `data`, each member named `data` is written as that text,
+    /// which is what writing its parse gives (ecr_proto::compact).
+    fn members(&mut self, o: &Object, data: Option<&CompactJson>) {
         self.0.push(b'{');
         for (i, (k, v)) in o.iter().enumerate() {
             if i > 0 {
                 self.0.push(b',');
             }
             self.key(k);
-            self.value(v);
+            match data {
+                Some(d) if k == "data" => self.raw(d.as_str()),
+                _ => self.value(v),
+            }
         }
         self.0.push(b'}');
     }
 
     fn opt_object(&mut self, o: Option<&RawObject>) {
         match o {
-            Some(RawObject { object, data: None }) => self.object(object),
-            Some(RawObject {
-                object,
-                data: Some(data),
-            }) => {
-                // As `object` would be written with `data` parsed in place: the
-                // text is what writing its parse gives (ecr_proto::compact).
-                self.0.push(b'{');
-                for (i, (k, v)) in object.iter().enumerate() {
-                    if i > 0 {
-                        self.0.push(b',');
-                    }
-                    self.key(k);
-                    if k == "data" {
-                        self.raw(data.as_str());
-                    } else {
-                        self.value(v);
-                    }
-                }
-                self.0.push(b'}');
-            }
+            Some(o) => self.members(&o.object, o.data.as_ref()),
             None => self.lit("null"),
         }
     }
