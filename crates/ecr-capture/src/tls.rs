@@ -782,7 +782,8 @@ impl TlsConn {
         let before = self.held();
         let mut stopped = 0;
         for d in &mut self.dirs {
-            if !d.buf.is_empty() || !d.hs.is_empty() || d.hs_skip > 0 {
+            // A direction skipping an overlong message holds nothing: it goes on.
+            if !d.buf.is_empty() || !d.hs.is_empty() {
                 d.dead = true;
                 stopped += 1;
             }
