@@ -263,6 +263,8 @@ impl Value {
             t: text,
             s: text.as_bytes(),
             pos: 0,
+            members: Vec::new(),
+            items: Vec::new(),
         };
         p.skip_ws();
         let v = p.value(0)?;
@@ -552,6 +554,12 @@ struct JsonParser<'a> {
     /// The same input as bytes, for scanning.
     s: &'a [u8],
     pos: usize,
+    /// Members of the objects being parsed, innermost last: each object takes
+    /// its own when it closes, in a vector of exactly their number (no room to
+    /// spare: a 1 MiB body of tiny objects makes no more tree than it must).
+    members: Vec<(CompactString, Value)>,
+    /// The same for the items of arrays.
+    items: Vec<Value>,
 }
 
 impl<'a> JsonParser<'a> {
@@ -785,21 +793,22 @@ impl<'a> JsonParser<'a> {
             });
         }
         self.pos += 1;
-        let mut items = Vec::new();
         self.skip_ws();
         if self.peek() == Some(b']') {
             self.pos += 1;
-            return Ok(Value::Array(items));
+            return Ok(Value::Array(Vec::new()));
         }
+        let start = self.items.len();
         loop {
             self.skip_ws();
-            items.push(self.value(depth)?);
+            let v = self.value(depth)?;
+            self.items.push(v);
             self.skip_ws();
             match self.peek() {
                 Some(b',') => self.pos += 1,
                 Some(b']') => {
                     self.pos += 1;
-                    return Ok(Value::Array(items));
+                    return Ok(Value::Array(self.items.drain(start..).collect()));
                 }
                 _ => return Err(self.unexpected("',' or ']'")),
             }
@@ -819,8 +828,7 @@ impl<'a> JsonParser<'a> {
             self.pos += 1;
             return Ok(Value::Object(Object::new()));
         }
-        // ECR objects have a handful to a few dozen members.
-        let mut members = Vec::with_capacity(8);
+        let start = self.members.len();
         loop {
             self.skip_ws();
             if self.peek() != Some(b'"') {
@@ -834,13 +842,13 @@ impl<'a> JsonParser<'a> {
             self.pos += 1;
             self.skip_ws();
             let v = self.value(depth)?;
-            members.push((key, v));
+            self.members.push((key, v));
             self.skip_ws();
             match self.peek() {
                 Some(b',') => self.pos += 1,
                 Some(b'}') => {
                     self.pos += 1;
-                    return Ok(Value::Object(Object(members)));
+                    return Ok(Value::Object(Object(self.members.drain(start..).collect())));
                 }
                 _ => return Err(self.unexpected("',' or '}'")),
             }
@@ -910,6 +918,30 @@ fn write_json(v: &Value, out: &mut String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn objects_and_arrays_take_no_spare_room() {
+        // A body of many tiny objects (the hostile `open_json_10` capture) makes
+        // a tree of exactly its members: room for 8 each once took 66 MB there.
+        let text = format!("[{}{{\"a\":[1,2,3]}}]", r#"{"a":"x"},"#.repeat(1000));
+        let Value::Array(items) = Value::parse_json(text.as_bytes()).unwrap() else {
+            panic!("an array");
+        };
+        assert_eq!((items.len(), items.capacity()), (1001, 1001));
+        for v in &items {
+            let Value::Object(o) = v else {
+                panic!("objects")
+            };
+            assert_eq!((o.0.len(), o.0.capacity()), (1, 1));
+        }
+        let Some(Value::Object(last)) = items.last() else {
+            panic!("an object")
+        };
+        let Some((_, Value::Array(inner))) = last.0.first() else {
+            panic!("an inner array")
+        };
+        assert_eq!((inner.len(), inner.capacity()), (3, 3));
+    }
 
     #[test]
     fn string_runs_stop_at_the_first_special_byte() {
