@@ -329,3 +329,35 @@ fn more_open_refs_than_the_spec_allows_is_one_limit_finding_per_connection() {
     let srcs: std::collections::HashSet<_> = f.iter().map(|f| f.src.clone()).collect();
     assert_eq!(srcs.len(), 3);
 }
+
+#[test]
+fn tls_handshake_facts_count_in_the_stream_budget() {
+    // 300 connections, each with a ClientHello holding a 4 KiB session ticket and
+    // a 200-character server name of control characters (escaped, 1,000 bytes): facts
+    // kept for the whole connection. Before, these were outside every budget
+    // (4,369 connections could hold some 50 MB of them).
+    let conns = 300;
+    let o = run(
+        craft::tls_hellos_with_large_facts(conns),
+        32 << 20,
+        KeySet::new(),
+    );
+    let u = o.usage;
+    assert!(
+        u.stream_bytes >= conns * (4096 + 800),
+        "tickets and names counted: {u:?}"
+    );
+    assert_eq!(o.with_code(Code::LimitEvicted).len(), 0);
+    // Over a small budget: counted, and the tickets dropped with a finding.
+    let budget = 4 << 20;
+    let limit = Limits::from_budget(budget).stream_bytes;
+    let o = run(
+        craft::tls_hellos_with_large_facts(conns),
+        budget,
+        KeySet::new(),
+    );
+    let u = o.usage;
+    assert!(u.stream_bytes <= limit, "{u:?}");
+    assert!(u.peak_stream_bytes <= limit + ONE_PACKET, "{u:?}");
+    assert!(limit_findings(&o, "limit: stream bytes") > 0, "{u:?}");
+}

@@ -76,6 +76,17 @@ fn main() {
             "out_of_order.pcap",
             Box::new(move || craft::out_of_order_flood(n(500_000))),
         ),
+        // TLS handshakes that never finish: 115 KB held per connection.
+        (
+            "tls_handshakes.pcap",
+            Box::new(move || craft::tls_unfinished_handshakes(n(600))),
+        ),
+        // ClientHellos with 4 KiB tickets and long server names, on more
+        // connections than the default budget tracks.
+        (
+            "tls_facts.pcap",
+            Box::new(move || craft::tls_hellos_with_large_facts(n(6000))),
+        ),
     ];
     for (name, make) in files {
         let bytes = make();

@@ -388,6 +388,55 @@ pub fn tls_unfinished_handshakes(conns: usize) -> Vec<u8> {
     b.finish()
 }
 
+/// `conns` connections to port 9001, each a complete ClientHello that asks to
+/// resume a session with a 4 KiB ticket and names a 200-character server (each
+/// character a control one, which is kept escaped): facts a TLS reader keeps for
+/// the rest of the connection, about 6 KB each.
+pub fn tls_hellos_with_large_facts(conns: usize) -> Vec<u8> {
+    let mut b = PcapBuilder::new();
+    let hello = client_hello(&[0x01; 200], &[0x5a; 4096]);
+    for i in 0..conns {
+        let mut f = Flow::open(&mut b, port_of(i), 9001);
+        f.client(&mut b, &hello, 1460);
+    }
+    b.finish()
+}
+
+/// One TLS record holding a ClientHello with a 32-byte session id, the server
+/// name `sni` and a SessionTicket extension holding `ticket`.
+fn client_hello(sni: &[u8], ticket: &[u8]) -> Vec<u8> {
+    fn u16_len(v: &mut Vec<u8>, len: usize) {
+        v.extend_from_slice(&u16::try_from(len).unwrap_or(u16::MAX).to_be_bytes());
+    }
+    let mut ext = Vec::new();
+    // server_name (0): list length, host_name type, name length, name.
+    ext.extend_from_slice(&[0, 0]);
+    u16_len(&mut ext, sni.len() + 5);
+    u16_len(&mut ext, sni.len() + 3);
+    ext.push(0);
+    u16_len(&mut ext, sni.len());
+    ext.extend_from_slice(sni);
+    // session_ticket (35).
+    ext.extend_from_slice(&[0, 35]);
+    u16_len(&mut ext, ticket.len());
+    ext.extend_from_slice(ticket);
+    let mut body = vec![3, 3];
+    body.extend_from_slice(&[0x11; 32]); // random
+    body.push(32);
+    body.extend_from_slice(&[0x22; 32]); // session id
+    body.extend_from_slice(&[0, 2, 0xc0, 0x2f]); // one suite
+    body.extend_from_slice(&[1, 0]); // no compression
+    u16_len(&mut body, ext.len());
+    body.extend_from_slice(&ext);
+    let mut hs = vec![1];
+    hs.extend_from_slice(&u32::try_from(body.len()).unwrap_or(0).to_be_bytes()[1..]);
+    hs.extend_from_slice(&body);
+    let mut rec = vec![0x16, 3, 1];
+    u16_len(&mut rec, hs.len());
+    rec.extend_from_slice(&hs);
+    rec
+}
+
 /// `n` first fragments (1480 bytes each, more to come) of distinct IP datagrams
 /// to port 9001 that never complete.
 pub fn fragment_flood(n: usize) -> Vec<u8> {

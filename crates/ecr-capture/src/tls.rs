@@ -762,15 +762,32 @@ impl TlsConn {
     }
 
     /// Bytes this connection holds for records and handshake messages not yet
-    /// complete, and for records held while waiting for secrets: what the
-    /// analyzer counts in its stream-byte budget.
+    /// complete, for records held while waiting for secrets and for the
+    /// handshake's facts of variable size: what the analyzer counts in its
+    /// stream-byte budget. The fixed part of the state (keys, secrets: about 2 KB)
+    /// is not counted here; it is bounded by the number of connections.
     pub fn held(&self) -> usize {
         let dirs: usize = self
             .dirs
             .iter()
             .map(|d| d.buf.capacity() + d.hs.capacity())
             .sum();
-        dirs + self.held_bytes
+        dirs + self.held_bytes + self.facts_held()
+    }
+
+    /// Bytes of what the handshake told that is kept for the rest of the
+    /// connection and whose size the peer chose: session ids, tickets, the server
+    /// name and the certificate's facts (each bounded: ids 255 bytes, tickets 4 KiB,
+    /// names 200 characters before escaping).
+    fn facts_held(&self) -> usize {
+        self.client_session_id.capacity()
+            + self.server_session_id.capacity()
+            + self.client_ticket.capacity()
+            + self.new_ticket.capacity()
+            + self.sni.as_ref().map_or(0, String::capacity)
+            + self.cert.as_ref().map_or(0, |c| {
+                c.subject.capacity() + c.not_before.capacity() + c.not_after.capacity()
+            })
     }
 
     /// Drops what [`TlsConn::held`] counts, when the analyzer's budget is spent:
@@ -800,6 +817,10 @@ impl TlsConn {
             self.held = Vec::new();
             self.held_bytes = 0;
         }
+        // Tickets kept to resume a session: without them a resumed connection is
+        // shown as encrypted (no secrets) rather than decrypted.
+        self.client_ticket = Vec::new();
+        self.new_ticket = Vec::new();
         (stopped, before.saturating_sub(self.held()))
     }
 
