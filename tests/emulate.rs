@@ -512,9 +512,16 @@ fn send_frame_faults() {
         args.extend_from_slice(what);
         send(&tcp, &args)
     };
-    // A malformed request frame: the terminal answers error frame 0x31 (exit 1),
-    // and the analyzer names the damage.
-    for (fault, code) in [("type", "unknown-frame-type"), ("length", "bad-length")] {
+    // A malformed request frame: the terminal answers error frame 0x31 at once
+    // (exit 1), and the analyzer names the damage. A bad version as the first
+    // bytes of the connection still means frames; a bad end marker is answered
+    // before the next frame shows where the damage ends.
+    for (fault, code) in [
+        ("type", "unknown-frame-type"),
+        ("length", "bad-length"),
+        ("version", "unsupported-version"),
+        ("end-marker", "bad-end-marker"),
+    ] {
         let r = frames(fault, &["summary"]);
         assert_eq!(r.code, 1, "{fault}: {}", r.stderr);
         assert!(r.stderr.contains("0x31 (format error)"), "{}", r.stderr);

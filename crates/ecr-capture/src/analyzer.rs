@@ -1689,10 +1689,7 @@ impl State<'_> {
                     max_body_bytes: self.cfg.limits.http_body,
                     ..HttpConfig::default()
                 }))),
-                _ if bytes.starts_with(&[0x2f, 0x6e, 0x01])
-                    || (bytes.len() < 3 && [0x2f, 0x6e].starts_with(bytes))
-                    || junk_before_frame(bytes) =>
-                {
+                _ if ecr_proto::frame::begins_frames(bytes) || junk_before_frame(bytes) => {
                     c.frames.get_or_insert_with(|| Box::new(FrameLink::new()));
                     DirState::Frames
                 }

@@ -77,6 +77,10 @@ pub struct FrameEndpoint<L: Line> {
     log: Vec<WireChunk>,
     keep_log: bool,
     tap: Option<Tap>,
+    /// Stream offset of the broken frame last answered while its skipped run was
+    /// still open (see [`FrameEndpoint::feed`]): not answered again when the run
+    /// is reported.
+    answered_skip: Option<u64>,
 }
 
 impl<L: Line> FrameEndpoint<L> {
@@ -94,6 +98,7 @@ impl<L: Line> FrameEndpoint<L> {
             log: vec![],
             keep_log,
             tap,
+            answered_skip: None,
         }
     }
 
@@ -184,8 +189,12 @@ impl<L: Line> FrameEndpoint<L> {
         };
         self.record(other, bytes);
         let ts = crate::now();
-        let (decoder, reassembler, queue) =
-            (&mut self.decoder, &mut self.reassembler, &mut self.queue);
+        let (decoder, reassembler, queue, answered) = (
+            &mut self.decoder,
+            &mut self.reassembler,
+            &mut self.queue,
+            self.answered_skip,
+        );
         decoder.feed(bytes, ts, |ev| match ev {
             StreamEvent::Frame(sf) => {
                 let t = sf.frame.frame_type();
@@ -214,11 +223,21 @@ impl<L: Line> FrameEndpoint<L> {
                 ref_num: r.header.ref_num,
             }),
             StreamEvent::Skipped(s) => {
-                if let Some(h) = s.header {
+                if let (Some(h), false) = (s.header, answered == Some(s.offset)) {
                     queue.push_back(LinkEvent::BadFrame { ref_num: h.ref_num });
                 }
             }
         });
+        // A frame whose end marker is wrong opens a skipped run that the decoder
+        // reports only when the next frame (or the end) shows where it stops; the
+        // sender waits for an answer now (spec 10.6: 1000 ms).
+        if let Some(s) = self.decoder.pending_skip() {
+            if let (Some(h), false) = (s.header, self.answered_skip == Some(s.offset)) {
+                self.queue
+                    .push_back(LinkEvent::BadFrame { ref_num: h.ref_num });
+                self.answered_skip = Some(s.offset);
+            }
+        }
     }
 
     /// The next event, waiting at most `timeout`. `Ok(None)` on timeout; an

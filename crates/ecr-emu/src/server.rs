@@ -765,11 +765,14 @@ fn tcp_conn(mut stream: TcpStream, sh: &Shared, peer: &str, guard: &ConnGuard) {
         }
     }
     // A frame start after a few junk bytes (a modem's `\r\nAT+OK\r\n`) still means
-    // frames: 0x01 never occurs in Base64 or JSON text.
-    if first
-        .windows(3)
-        .take(64)
-        .any(|w| w == [MARKER[0], MARKER[1], VERSION])
+    // frames: 0x01 never occurs in Base64 or JSON text. At the very start, the
+    // marker and any other control byte too (a frame with a bad version, answered
+    // with an error frame like any malformed one).
+    if (first.len() >= 3 && ecr_proto::frame::begins_frames(&first))
+        || first
+            .windows(3)
+            .take(64)
+            .any(|w| w == [MARKER[0], MARKER[1], VERSION])
     {
         let mut ep = FrameEndpoint::new(stream, Side::Pos, false, None);
         ep.feed(&first);

@@ -388,6 +388,22 @@ impl<I> nom::error::ParseError<I> for FrameError {
     }
 }
 
+/// Whether a stream that begins with `bytes` carries frames rather than text (a
+/// TCP 9002 connection's first bytes, D6): the start marker followed by version
+/// 0x01, or by another control byte (a frame with a bad version, to be reported as
+/// one). Text never starts so: `/n` may begin Base64, but JSON text and Base64
+/// hold no raw control bytes. Whitespace is not taken as a version. With fewer
+/// than 3 bytes, whether they can still begin a frame.
+pub fn begins_frames(bytes: &[u8]) -> bool {
+    match bytes {
+        [a, b, v, ..] => {
+            [*a, *b] == MARKER
+                && (*v == VERSION || (*v < 0x20 && !matches!(v, b'\t' | b'\n' | b'\r')))
+        }
+        short => MARKER.starts_with(short) && !short.is_empty(),
+    }
+}
+
 /// Reads the header without checking version, type or end marker: the fields of a
 /// frame that was rejected, for display. `None` if fewer than 9 bytes.
 pub fn peek_header(buf: &[u8]) -> Option<Header> {
@@ -659,6 +675,28 @@ mod tests {
     }
 
     const SPEC_SAMPLE: &str = "2f6e011001007f00747b22636f6e74656e74223a227b5c22616d745c223a3130302c5c226368616e6e656c5c223a5c2277785c222c5c2266756e63547970655c223a312c5c226d6f64655c223a317d222c22646967657374223a223266306334363833653235613762393430373236353033333037306539303334227d2f6e";
+
+    #[test]
+    fn frames_begin_with_the_marker_and_a_control_byte() {
+        assert!(begins_frames(&[0x2f, 0x6e, 0x01, 0x10]));
+        assert!(
+            begins_frames(&[0x2f, 0x6e, 0x02, 0x10]),
+            "bad version: still frames"
+        );
+        assert!(begins_frames(&[0x2f, 0x6e, 0x00]));
+        assert!(begins_frames(&[0x2f, 0x6e]) && begins_frames(&[0x2f]));
+        for text in [
+            &b"/n+Zk9"[..],
+            b"/n\n",
+            b"/n\r\n",
+            b"/n\t",
+            b"{\"a\"",
+            b"",
+            b"/x",
+        ] {
+            assert!(!begins_frames(text), "{text:?}");
+        }
+    }
 
     #[test]
     fn spec_sample_decodes_exactly() {
