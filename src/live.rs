@@ -406,6 +406,9 @@ mod imp {
     /// the key log is read before every packet.
     const WAIT_POLL_MS: f64 = 5_000.0;
 
+    /// Bytes of a followed key log read at a time.
+    const KEYLOG_PIECE: u64 = 1 << 20;
+
     /// Reads lines appended to the `--tls-keylog` files during a live capture.
     struct KeylogFollower {
         files: Vec<(PathBuf, u64, Vec<u8>)>,
@@ -448,22 +451,28 @@ mod imp {
                 if len == *offset || f.seek(SeekFrom::Start(*offset)).is_err() {
                     continue;
                 }
-                let mut new = Vec::new();
-                let limit = ecr_capture::keylog::MAX_FILE_BYTES;
-                if f.take(limit).read_to_end(&mut new).is_err() {
-                    continue;
-                }
-                *offset += new.len() as u64;
-                partial.extend_from_slice(&new);
-                let Some(end) = partial.iter().rposition(|&b| b == b'\n') else {
-                    if partial.len() > ecr_capture::keylog::MAX_LINE {
+                // A MiB at a time: a key log that is already large when the tap
+                // starts is not read into memory whole.
+                let mut new = Vec::with_capacity(KEYLOG_PIECE as usize);
+                loop {
+                    new.clear();
+                    if (&mut f).take(KEYLOG_PIECE).read_to_end(&mut new).is_err() || new.is_empty()
+                    {
+                        break;
+                    }
+                    *offset += new.len() as u64;
+                    partial.extend_from_slice(&new);
+                    if let Some(end) = partial.iter().rposition(|&b| b == b'\n') {
+                        let lines: Vec<u8> = partial.drain(..=end).collect();
+                        for w in analyzer.add_tls_keylog(&lines) {
+                            eprintln!("ecr-sniff: warning: {}: {}", path.display(), w.detail);
+                        }
+                    } else if partial.len() > ecr_capture::keylog::MAX_LINE {
                         partial.clear();
                     }
-                    continue;
-                };
-                let lines: Vec<u8> = partial.drain(..=end).collect();
-                for w in analyzer.add_tls_keylog(&lines) {
-                    eprintln!("ecr-sniff: warning: {}: {}", path.display(), w.detail);
+                    if (new.len() as u64) < KEYLOG_PIECE {
+                        break;
+                    }
                 }
             }
         }

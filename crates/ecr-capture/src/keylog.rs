@@ -11,21 +11,28 @@
 //! Secrets are as sensitive as the POS-KEY: nothing here prints them, and the
 //! [`fmt::Debug`] forms show counts only.
 //!
-//! Bounded: a key log file is read up to [`MAX_FILE_BYTES`], lines longer than
-//! [`MAX_LINE`] are skipped, and the table holds at most [`MAX_ENTRIES`] client
-//! randoms (later ones are counted as dropped and reported by the caller).
+//! Bounded: a key log file is read a line at a time up to [`MAX_FILE_BYTES`] (never
+//! whole into memory), lines longer than [`MAX_LINE`] are skipped, and the table
+//! holds the [`MAX_ENTRIES`] client randoms seen last: a key log only grows (a
+//! browser's `SSLKEYLOGFILE` may hold weeks of sessions), so the oldest are
+//! forgotten first, counted, and reported by the caller. The table then takes 4.6 MB
+//! (twice that for a moment while it is rebuilt).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
-use std::io::Read;
+use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 
 /// Largest key log file read (bytes).
 pub const MAX_FILE_BYTES: u64 = 64 << 20;
 /// Longest line considered (a TLS 1.3 line with a SHA-384 secret is 160 bytes).
 pub const MAX_LINE: usize = 1024;
-/// Most client randoms remembered.
-pub const MAX_ENTRIES: usize = 200_000;
+/// Most client randoms remembered (a few days of a browser's `SSLKEYLOGFILE`): a
+/// hash table of 16,384 slots of 283 bytes, 4.6 MB (a table is full at 7/8).
+pub const MAX_ENTRIES: usize = 14_336;
+/// Longest secret: TLS 1.3 secrets are at most 48 bytes (SHA-384), the TLS 1.2
+/// master secret is 48 bytes.
+pub const MAX_SECRET: usize = 48;
 
 /// The secrets of one TLS session, by kind. TLS 1.3 secrets are at most 48 bytes
 /// (SHA-384); the TLS 1.2 master secret is 48 bytes.
@@ -55,20 +62,20 @@ impl fmt::Debug for Secrets {
     }
 }
 
-/// One secret (up to 64 bytes), never shown.
+/// One secret (up to [`MAX_SECRET`] bytes), never shown.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret {
-    bytes: [u8; 64],
+    bytes: [u8; MAX_SECRET],
     len: u8,
 }
 
 impl Secret {
-    /// A secret from its bytes; `None` when empty or longer than 64 bytes.
+    /// A secret from its bytes; `None` when empty or longer than [`MAX_SECRET`].
     pub fn new(b: &[u8]) -> Option<Self> {
-        if b.is_empty() || b.len() > 64 {
+        if b.is_empty() || b.len() > MAX_SECRET {
             return None;
         }
-        let mut bytes = [0u8; 64];
+        let mut bytes = [0u8; MAX_SECRET];
         bytes.get_mut(..b.len())?.copy_from_slice(b);
         Some(Secret {
             bytes,
@@ -100,8 +107,18 @@ pub struct KeyLogWarning {
 #[derive(Clone, Default)]
 pub struct KeyLog {
     by_random: HashMap<[u8; 32], Secrets>,
+    /// The client randoms of `by_random` in the order they were first seen.
+    order: VecDeque<[u8; 32]>,
     dropped: u64,
     sources: usize,
+}
+
+/// Where the lines of one key log are: their numbers and what was wrong.
+#[derive(Default)]
+struct Lines {
+    line: usize,
+    warnings: Vec<KeyLogWarning>,
+    dropped_before: u64,
 }
 
 impl fmt::Debug for KeyLog {
@@ -137,7 +154,7 @@ impl KeyLog {
         self.sources > 0
     }
 
-    /// Client randoms not stored because the table was full.
+    /// Client randoms forgotten because the table was full.
     pub fn dropped(&self) -> u64 {
         self.dropped
     }
@@ -148,117 +165,175 @@ impl KeyLog {
         self.by_random.get(&k)
     }
 
-    /// Reads a key log file (at most [`MAX_FILE_BYTES`]). Returns the problems
-    /// found in it, each naming a line; an I/O error is an `Err` naming the file.
+    /// Reads a key log file, a line at a time (at most [`MAX_FILE_BYTES`]).
+    /// Returns the problems found in it, each naming a line; an I/O error is an
+    /// `Err` naming the file.
     pub fn load_file(&mut self, path: &Path) -> Result<Vec<KeyLogWarning>, String> {
         let f = std::fs::File::open(path)
             .map_err(|e| format!("{}: cannot read TLS key log: {e}", path.display()))?;
-        let mut data = Vec::new();
-        f.take(MAX_FILE_BYTES + 1)
-            .read_to_end(&mut data)
-            .map_err(|e| format!("{}: cannot read TLS key log: {e}", path.display()))?;
-        let mut warnings = vec![];
-        if data.len() as u64 > MAX_FILE_BYTES {
-            data.truncate(MAX_FILE_BYTES as usize);
-            warnings.push(KeyLogWarning {
-                line: None,
-                detail: format!(
-                    "larger than {} MiB: the rest is not read",
-                    MAX_FILE_BYTES >> 20
-                ),
-            });
+        let mut r = BufReader::with_capacity(64 << 10, f.take(MAX_FILE_BYTES + 1));
+        let mut lines = self.start();
+        let mut line = Vec::with_capacity(MAX_LINE + 1);
+        let mut read = 0u64;
+        loop {
+            line.clear();
+            let (n, newline) = next_line(&mut r, &mut line)
+                .map_err(|e| format!("{}: cannot read TLS key log: {e}", path.display()))?;
+            read += n as u64 + u64::from(newline);
+            if read > MAX_FILE_BYTES {
+                lines.warnings.push(KeyLogWarning {
+                    line: None,
+                    detail: format!(
+                        "larger than {} MiB: the rest is not read",
+                        MAX_FILE_BYTES >> 20
+                    ),
+                });
+                break;
+            }
+            if !newline && n == 0 {
+                break;
+            }
+            self.add_line(&line, n, &mut lines);
+            if !newline {
+                break;
+            }
         }
-        warnings.extend(self.add_text(&data));
-        Ok(warnings)
+        Ok(self.finish(lines))
     }
 
     /// Adds the lines of a key log (a file's content, or a pcapng Decryption Secrets
     /// Block's). Returns the lines that could not be used and why.
     pub fn add_text(&mut self, text: &[u8]) -> Vec<KeyLogWarning> {
-        self.sources += 1;
-        let mut warnings = vec![];
-        let mut unknown_labels = 0usize;
-        for (n, raw) in text.split(|&b| b == b'\n').enumerate() {
-            let line_no = n + 1;
-            if raw.len() > MAX_LINE {
-                push_warning(&mut warnings, line_no, "line too long for a key log line");
-                continue;
-            }
-            let line = trim(raw);
-            if line.is_empty() || line.first() == Some(&b'#') {
-                continue;
-            }
-            let mut fields = line
-                .split(|b| b.is_ascii_whitespace())
-                .filter(|f| !f.is_empty());
-            let (Some(label), Some(random), Some(secret), None) =
-                (fields.next(), fields.next(), fields.next(), fields.next())
-            else {
-                push_warning(
-                    &mut warnings,
-                    line_no,
-                    "not a key log line (LABEL CLIENT_RANDOM SECRET)",
-                );
-                continue;
-            };
-            let slot: fn(&mut Secrets) -> &mut Option<Secret> = match label {
-                b"CLIENT_RANDOM" => |s| &mut s.master,
-                b"CLIENT_HANDSHAKE_TRAFFIC_SECRET" => |s| &mut s.client_hs,
-                b"SERVER_HANDSHAKE_TRAFFIC_SECRET" => |s| &mut s.server_hs,
-                b"CLIENT_TRAFFIC_SECRET_0" => |s| &mut s.client_app,
-                b"SERVER_TRAFFIC_SECRET_0" => |s| &mut s.server_app,
-                _ => {
-                    unknown_labels += 1;
-                    continue;
-                }
-            };
-            let mut rnd = [0u8; 32];
-            if random.len() != 64 || !hex_into(random, &mut rnd) {
-                push_warning(
-                    &mut warnings,
-                    line_no,
-                    "the client random is not 64 hex digits",
-                );
-                continue;
-            }
-            let mut buf = [0u8; 64];
-            let len = secret.len() / 2;
-            let ok = secret.len() % 2 == 0
-                && (1..=64).contains(&len)
-                && buf.get_mut(..len).is_some_and(|b| hex_into(secret, b));
-            let Some(sec) = ok.then(|| buf.get(..len).and_then(Secret::new)).flatten() else {
-                push_warning(
-                    &mut warnings,
-                    line_no,
-                    "the secret is not 2 to 128 hex digits",
-                );
-                continue;
-            };
-            if label == b"CLIENT_RANDOM" && len != 48 {
-                push_warning(
-                    &mut warnings,
-                    line_no,
-                    "a CLIENT_RANDOM master secret is 48 bytes",
-                );
-                continue;
-            }
-            if !self.by_random.contains_key(&rnd) && self.by_random.len() >= MAX_ENTRIES {
-                self.dropped += 1;
-                continue;
-            }
-            *slot(self.by_random.entry(rnd).or_default()) = Some(sec);
+        let mut lines = self.start();
+        for raw in text.split(|&b| b == b'\n') {
+            self.add_line(raw, raw.len(), &mut lines);
         }
-        let _ = unknown_labels; // labels of other protocols (QUIC, exporters) are normal
-        if self.dropped > 0 {
-            warnings.push(KeyLogWarning {
+        self.finish(lines)
+    }
+
+    fn start(&mut self) -> Lines {
+        self.sources += 1;
+        Lines {
+            dropped_before: self.dropped,
+            ..Lines::default()
+        }
+    }
+
+    fn finish(&self, mut lines: Lines) -> Vec<KeyLogWarning> {
+        let forgotten = self.dropped.saturating_sub(lines.dropped_before);
+        if forgotten > 0 {
+            lines.warnings.push(KeyLogWarning {
                 line: None,
                 detail: format!(
-                    "more than {MAX_ENTRIES} TLS sessions: {} later ones are ignored",
-                    self.dropped
+                    "more than {MAX_ENTRIES} TLS sessions: the {forgotten} seen first are forgotten (the latest are kept)"
                 ),
             });
         }
-        warnings
+        lines.warnings
+    }
+
+    /// One line, `raw`, without its newline: `len` bytes long in the input, of
+    /// which `raw` may hold only the first [`MAX_LINE`] + 1.
+    fn add_line(&mut self, raw: &[u8], len: usize, lines: &mut Lines) {
+        lines.line += 1;
+        let line_no = lines.line;
+        let warnings = &mut lines.warnings;
+        if len > MAX_LINE {
+            push_warning(warnings, line_no, "line too long for a key log line");
+            return;
+        }
+        let line = trim(raw);
+        if line.is_empty() || line.first() == Some(&b'#') {
+            return;
+        }
+        let mut fields = line
+            .split(|b| b.is_ascii_whitespace())
+            .filter(|f| !f.is_empty());
+        let (Some(label), Some(random), Some(secret), None) =
+            (fields.next(), fields.next(), fields.next(), fields.next())
+        else {
+            push_warning(
+                warnings,
+                line_no,
+                "not a key log line (LABEL CLIENT_RANDOM SECRET)",
+            );
+            return;
+        };
+        // Labels of other protocols (QUIC, exporters) are normal: skipped.
+        let slot: fn(&mut Secrets) -> &mut Option<Secret> = match label {
+            b"CLIENT_RANDOM" => |s| &mut s.master,
+            b"CLIENT_HANDSHAKE_TRAFFIC_SECRET" => |s| &mut s.client_hs,
+            b"SERVER_HANDSHAKE_TRAFFIC_SECRET" => |s| &mut s.server_hs,
+            b"CLIENT_TRAFFIC_SECRET_0" => |s| &mut s.client_app,
+            b"SERVER_TRAFFIC_SECRET_0" => |s| &mut s.server_app,
+            _ => return,
+        };
+        let mut rnd = [0u8; 32];
+        if random.len() != 64 || !hex_into(random, &mut rnd) {
+            push_warning(warnings, line_no, "the client random is not 64 hex digits");
+            return;
+        }
+        let mut buf = [0u8; MAX_SECRET];
+        let len = secret.len() / 2;
+        let ok = secret.len() % 2 == 0
+            && (1..=MAX_SECRET).contains(&len)
+            && buf.get_mut(..len).is_some_and(|b| hex_into(secret, b));
+        let Some(sec) = ok.then(|| buf.get(..len).and_then(Secret::new)).flatten() else {
+            push_warning(warnings, line_no, "the secret is not 2 to 96 hex digits");
+            return;
+        };
+        if label == b"CLIENT_RANDOM" && len != 48 {
+            push_warning(
+                warnings,
+                line_no,
+                "a CLIENT_RANDOM master secret is 48 bytes",
+            );
+            return;
+        }
+        if !self.by_random.contains_key(&rnd) {
+            if self.by_random.capacity() == 0 {
+                // Room for all at once: no copies while it grows (pages are used
+                // only as entries land in them).
+                self.by_random.reserve(MAX_ENTRIES);
+            }
+            while self.by_random.len() >= MAX_ENTRIES {
+                let Some(oldest) = self.order.pop_front() else {
+                    break;
+                };
+                self.by_random.remove(&oldest);
+                self.dropped += 1;
+            }
+            self.order.push_back(rnd);
+        }
+        *slot(self.by_random.entry(rnd).or_default()) = Some(sec);
+    }
+}
+
+/// Reads one line into `line` (at most [`MAX_LINE`] + 1 of its bytes; the rest of
+/// a longer line is read and dropped). Returns the line's length without its
+/// newline, and whether a newline ended it (false at the end of the input).
+fn next_line<R: BufRead>(r: &mut R, line: &mut Vec<u8>) -> std::io::Result<(usize, bool)> {
+    let mut len = 0usize;
+    loop {
+        let buf = match r.fill_buf() {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if buf.is_empty() {
+            return Ok((len, false));
+        }
+        let (piece, used, done) = match memchr::memchr(b'\n', buf) {
+            Some(i) => (buf.get(..i).unwrap_or_default(), i + 1, true),
+            None => (buf, buf.len(), false),
+        };
+        let room = (MAX_LINE + 1).saturating_sub(line.len()).min(piece.len());
+        line.extend_from_slice(piece.get(..room).unwrap_or_default());
+        len += piece.len();
+        r.consume(used);
+        if done {
+            return Ok((len, true));
+        }
     }
 }
 
@@ -362,5 +437,71 @@ mod tests {
         assert!(w[3].detail.contains("too long"));
         assert!(k.is_empty());
         assert!(k.was_given());
+    }
+}
+
+#[cfg(test)]
+mod bounds {
+    use super::*;
+
+    fn line(i: usize) -> String {
+        format!("CLIENT_RANDOM {:064x} {}\n", i, "ab".repeat(48))
+    }
+
+    fn random(i: usize) -> [u8; 32] {
+        let mut r = [0u8; 32];
+        assert!(hex_into(format!("{i:064x}").as_bytes(), &mut r));
+        r
+    }
+
+    #[test]
+    fn a_full_table_forgets_the_sessions_seen_first() {
+        let extra = 10;
+        let text: String = (0..MAX_ENTRIES + extra).map(line).collect();
+        let mut k = KeyLog::new();
+        let w = k.add_text(text.as_bytes());
+        assert_eq!(k.len(), MAX_ENTRIES);
+        assert_eq!(k.dropped(), extra as u64);
+        assert!(k.get(&random(0)).is_none(), "the first is forgotten");
+        assert!(k.get(&random(extra)).is_some());
+        assert!(
+            k.get(&random(MAX_ENTRIES + extra - 1)).is_some(),
+            "the last is kept"
+        );
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(
+            w[0].detail.contains("the 10 seen first are forgotten"),
+            "{w:?}"
+        );
+        // A session seen again keeps its place.
+        let again = k.add_text(line(extra).as_bytes());
+        assert!(again.is_empty(), "{again:?}");
+        assert_eq!(k.dropped(), extra as u64);
+    }
+
+    #[test]
+    fn files_are_read_a_line_at_a_time() {
+        // A 4 MB line is skipped (not held), the lines around it are read, and a
+        // last line without a newline counts.
+        let dir = std::env::temp_dir().join(format!("ecr-keylog-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("keys.log");
+        let mut text = line(1);
+        text.push_str(&"A".repeat(4 << 20));
+        text.push('\n');
+        text.push_str(line(2).trim_end());
+        std::fs::write(&path, &text).unwrap();
+        let mut k = KeyLog::new();
+        let w = k.load_file(&path).unwrap();
+        std::fs::remove_dir_all(&dir).ok();
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert_eq!(w[0].line, Some(2));
+        assert!(w[0].detail.contains("too long"));
+        assert_eq!(k.len(), 2);
+        assert!(k.get(&random(1)).is_some() && k.get(&random(2)).is_some());
+        // Read in one piece or line by line: the same.
+        let mut whole = KeyLog::new();
+        assert_eq!(whole.add_text(text.as_bytes()), w);
+        assert_eq!(whole.len(), 2);
     }
 }
