@@ -35,10 +35,30 @@ pub fn parse_hex(text: &str) -> Result<Vec<u8>> {
         .collect())
 }
 
+/// Most bytes `decode` reads (a file, or hex text on standard input): a few
+/// messages, not a capture.
+const MAX_INPUT: u64 = 16 << 20;
+
+/// Reads at most [`MAX_INPUT`] bytes of `r`; more is an error naming `what`.
+fn read_bounded(r: impl Read, what: &str) -> Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    r.take(MAX_INPUT + 1)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("cannot read {what}"))?;
+    if bytes.len() as u64 > MAX_INPUT {
+        bail!(
+            "{what}: more than {} MiB: decode takes messages and short frame streams; analyse captures with `ecr-sniff analyze`",
+            MAX_INPUT >> 20
+        );
+    }
+    Ok(bytes)
+}
+
 fn input_bytes(a: &DecodeArgs) -> Result<Vec<u8>> {
     if let Some(path) = &a.file {
-        let bytes =
-            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let what = path.display().to_string();
+        let f = std::fs::File::open(path).with_context(|| format!("cannot read {what}"))?;
+        let bytes = read_bounded(f, &what)?;
         if bytes.is_empty() {
             bail!(
                 "{}: empty file (0 bytes): nothing to decode",
@@ -58,11 +78,8 @@ fn input_bytes(a: &DecodeArgs) -> Result<Vec<u8>> {
     }
     match a.hex.as_deref() {
         Some("-") => {
-            let mut s = String::new();
-            io::stdin()
-                .read_to_string(&mut s)
-                .context("reading standard input")?;
-            parse_hex(&s).context("standard input")
+            let bytes = read_bounded(io::stdin().lock(), "standard input")?;
+            parse_hex(&String::from_utf8_lossy(&bytes)).context("standard input")
         }
         Some(h) => parse_hex(h).context("the HEX argument"),
         None => bail!("give hex bytes or --file"),
@@ -106,7 +123,7 @@ pub struct DecodeArgs {
     /// hex from standard input.
     #[arg(value_name = "HEX", required_unless_present = "file")]
     pub hex: Option<String>,
-    /// Read the bytes from a file instead: raw binary, or hex text.
+    /// Read the bytes from a file instead: raw binary, or hex text (at most 16 MiB).
     #[arg(long, value_name = "FILE", conflicts_with = "hex")]
     pub file: Option<PathBuf>,
     /// Who sent the bytes.

@@ -73,6 +73,20 @@ fn decode_rejects_bad_hex_clearly() {
 }
 
 #[test]
+fn decode_reads_a_bounded_input() {
+    // 17 MB of zeros: refused with the limit named, not read whole.
+    let dir = std::env::temp_dir().join(format!("ecr-decode-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let big = dir.join("big.bin");
+    std::fs::write(&big, vec![0u8; 17 << 20]).unwrap();
+    let (code, _, err) = run(&["decode", "--file", big.to_str().unwrap()]);
+    std::fs::remove_dir_all(&dir).ok();
+    assert_eq!(code, 2);
+    assert!(err.contains("big.bin: more than 16 MiB"), "{err}");
+    assert!(err.contains("ecr-sniff analyze"), "{err}");
+}
+
+#[test]
 fn unreadable_file_is_exit_2_with_the_file_named() {
     let (code, _, err) = run(&["analyze", "Cargo.toml"]);
     assert_eq!(code, 2);
