@@ -251,15 +251,10 @@ impl LinkTracker {
             } else if new {
                 self.outstanding += 1;
                 // A new request beside the others: its deadline is the only
-                // candidate for a new minimum, no need to scan every slot.
-                let added = match self.find(from, ref_num) {
-                    Some((list, Ok(i))) => list.get(i).map(Pending::deadline),
-                    _ => None,
-                };
-                if let Some(d) = added {
-                    self.next_deadline = Some(self.next_deadline.map_or(d, |n| n.min(d)));
-                    return;
-                }
+                // candidate for a new minimum, no need to scan every entry.
+                let d = request.deadline();
+                self.next_deadline = Some(self.next_deadline.map_or(d, |n| n.min(d)));
+                return;
             }
             self.recompute_deadline();
             return;
