@@ -722,19 +722,17 @@ impl<'s> Analyzer<'s> {
             return;
         }
         if pkt.is_truncated() || ipp.truncated {
-            let src = SocketAddr::new(ipp.src, seg.src_port).to_string();
-            let dst = SocketAddr::new(ipp.dst, seg.dst_port).to_string();
+            let src = CompactString::from(SocketAddr::new(ipp.src, seg.src_port).to_string());
+            let dst = CompactString::from(SocketAddr::new(ipp.dst, seg.dst_port).to_string());
             if self.st.truncated_flows.len() < 10_000 {
-                self.st
-                    .truncated_flows
-                    .insert((src.clone().into(), dst.clone().into()));
+                self.st.truncated_flows.insert((src.clone(), dst.clone()));
             }
             self.st.finding(
                 Code::TruncatedPacket,
                 pkt.ts,
                 Some(Transport::Tcp),
-                Some(src.into()),
-                Some(dst.into()),
+                Some(src),
+                Some(dst),
                 Some(pkt.index),
                 None,
                 format!(
@@ -908,7 +906,7 @@ impl<'s> Analyzer<'s> {
                 Transport::Serial => ConnKind::Serial,
                 Transport::Tcp | Transport::Http | Transport::Https => ConnKind::Tcp,
             };
-            let mut c = Conn::new(labels.0.to_string(), labels.1.to_string(), None, kind, ts);
+            let mut c = Conn::new(labels.0, labels.1, None, kind, ts);
             c.dirs = [DirState::Frames, DirState::Frames];
             c.frames = Some(Box::new(FrameLink::new()));
             c
