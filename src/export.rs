@@ -38,6 +38,7 @@ use ecr_capture::source::{Direction, PcapngWriter};
 use ecr_proto::cipher::KeyRing;
 use ecr_proto::envelope::{self, Message, RequestDialect};
 use ecr_proto::frame::{FrameRepr, FrameType, MAX_FRAGMENT_DATA, OVERHEAD};
+use ecr_proto::value::CompactString;
 use ecr_proto::Timestamp;
 
 use crate::options::{KeyArgs, PortArgs, TlsArgs};
@@ -93,13 +94,7 @@ struct Tally {
 struct Exporter<W: Write> {
     out: PcapngWriter<W>,
     /// (ECR label, POS label) to interface number.
-    links: HashMap<
-        (
-            ecr_proto::value::CompactString,
-            ecr_proto::value::CompactString,
-        ),
-        u32,
-    >,
+    links: HashMap<(CompactString, CompactString), u32>,
     /// Last ref used per interface, for wrapped (frameless) messages.
     refs: HashMap<u32, u8>,
     decrypt: bool,

@@ -504,8 +504,8 @@ fn records(x: &Exchange, target: &Target, key: &ecr_proto::cipher::PosKey, sink:
     let ring = KeyRing::single(key.clone());
     let ctx = |ts, direction, src: &str, dst: &str| Context {
         transport: t,
-        src: src.to_string().into(),
-        dst: dst.to_string().into(),
+        src: src.into(),
+        dst: dst.into(),
         direction,
         ts,
         packet: None,
@@ -546,8 +546,8 @@ fn records(x: &Exchange, target: &Target, key: &ecr_proto::cipher::PosKey, sink:
                 code,
                 severity: code.severity(),
                 transport: Some(t),
-                src: Some(src.to_string().into()),
-                dst: Some(dst.to_string().into()),
+                src: Some(src.into()),
+                dst: Some(dst.into()),
                 detail,
                 rule: code.rule(),
                 packet: None,
