@@ -375,12 +375,7 @@ pub fn tls_unfinished_handshakes(conns: usize) -> Vec<u8> {
     let mut b = PcapBuilder::new();
     let mut body = vec![1u8, 0x01, 0xff, 0xb8, 3, 3]; // ClientHello, 131,000 bytes
     body.resize(16384 * 7, b'A');
-    let mut stream = Vec::with_capacity(body.len() + 7 * 5);
-    for rec in body.chunks(16384) {
-        stream.extend_from_slice(&[0x16, 3, 3]);
-        stream.extend_from_slice(&(rec.len() as u16).to_be_bytes());
-        stream.extend_from_slice(rec);
-    }
+    let stream = handshake_records(&body);
     for i in 0..conns {
         let mut f = Flow::open(&mut b, port_of(i), 9001);
         f.client(&mut b, &stream, 1460);
@@ -402,7 +397,7 @@ pub fn tls_hellos_with_large_facts(conns: usize) -> Vec<u8> {
     b.finish()
 }
 
-/// One TLS record holding a ClientHello with a 32-byte session id, the server
+/// A TLS record holding a ClientHello with a 32-byte session id, the server
 /// name `sni` and a SessionTicket extension holding `ticket`.
 fn client_hello(sni: &[u8], ticket: &[u8]) -> Vec<u8> {
     fn u16_len(v: &mut Vec<u8>, len: usize) {
@@ -431,10 +426,18 @@ fn client_hello(sni: &[u8], ticket: &[u8]) -> Vec<u8> {
     let mut hs = vec![1];
     hs.extend_from_slice(&u32::try_from(body.len()).unwrap_or(0).to_be_bytes()[1..]);
     hs.extend_from_slice(&body);
-    let mut rec = vec![0x16, 3, 1];
-    u16_len(&mut rec, hs.len());
-    rec.extend_from_slice(&hs);
-    rec
+    handshake_records(&hs)
+}
+
+/// Handshake bytes as TLS handshake records of at most 16 KiB each.
+fn handshake_records(hs: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(hs.len() + hs.len() / 16384 * 5 + 5);
+    for rec in hs.chunks(16384) {
+        out.extend_from_slice(&[0x16, 3, 3]);
+        out.extend_from_slice(&u16::try_from(rec.len()).unwrap_or(0).to_be_bytes());
+        out.extend_from_slice(rec);
+    }
+    out
 }
 
 /// `n` first fragments (1480 bytes each, more to come) of distinct IP datagrams
