@@ -12,8 +12,8 @@
 # Environment: SIZE_MB (256), SLICE_MB for tshark (8), RUNS (3), TMPDIR (where the
 # captures go; /dev/shm keeps the disk out of the measurement when it has room),
 # TSHARK=0 to leave tshark out, CONCURRENT=N (0: none) to time -j 1 and -j 2 on a
-# capture of N concurrent connections too, beside the runs on the default one. Prints each run, then the range (min-max) of each
-# figure. Not a test: the machine's load decides the numbers, so run it on an idle
+# capture of N concurrent connections too, beside the runs on the default one.
+# Prints each run, then the range (min-max) of each figure. Not a test: the machine's load decides the numbers, so run it on an idle
 # machine and compare runs of the same session only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
