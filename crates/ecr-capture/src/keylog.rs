@@ -169,16 +169,22 @@ impl KeyLog {
     /// Returns the problems found in it, each naming a line; an I/O error is an
     /// `Err` naming the file.
     pub fn load_file(&mut self, path: &Path) -> Result<Vec<KeyLogWarning>, String> {
-        let f = std::fs::File::open(path)
-            .map_err(|e| format!("{}: cannot read TLS key log: {e}", path.display()))?;
-        let mut r = BufReader::with_capacity(64 << 10, f.take(MAX_FILE_BYTES + 1));
+        let err = |e: std::io::Error| format!("{}: cannot read TLS key log: {e}", path.display());
+        let f = std::fs::File::open(path).map_err(err)?;
+        self.load_reader(f).map_err(err)
+    }
+
+    /// [`KeyLog::load_file`] of any reader: a line at a time, never holding more
+    /// than one line of at most [`MAX_LINE`] + 1 bytes; the same as
+    /// [`KeyLog::add_text`] of the first [`MAX_FILE_BYTES`].
+    pub fn load_reader(&mut self, r: impl Read) -> std::io::Result<Vec<KeyLogWarning>> {
+        let mut r = BufReader::with_capacity(64 << 10, r.take(MAX_FILE_BYTES + 1));
         let mut lines = self.start();
         let mut line = Vec::with_capacity(MAX_LINE + 1);
         let mut read = 0u64;
         loop {
             line.clear();
-            let (n, newline) = next_line(&mut r, &mut line)
-                .map_err(|e| format!("{}: cannot read TLS key log: {e}", path.display()))?;
+            let (n, newline) = next_line(&mut r, &mut line)?;
             read += n as u64 + u64::from(newline);
             if read > MAX_FILE_BYTES {
                 lines.warnings.push(KeyLogWarning {
