@@ -23,7 +23,10 @@ fuzz_target!(|data: &[u8]| {
         let _ = jsonl.write(&r);
     };
     // The real limits (the default memory budget), as `analyze` runs.
-    let cfg = Config { probe: data.first().is_some_and(|b| b & 1 == 1), ..Config::default() };
+    let cfg = Config {
+        probe: data.first().is_some_and(|b| b & 1 == 1),
+        ..Config::default()
+    };
     let mut a = Analyzer::new(cfg, keys, &mut sink);
     if let Ok(mut r) = CaptureReader::from_reader(std::io::Cursor::new(data.to_vec())) {
         let mut n = 0;
@@ -37,12 +40,25 @@ fuzz_target!(|data: &[u8]| {
     let u = a.usage();
     let l = *a.limits();
     assert!(u.stream_bytes <= l.stream_bytes + (256 << 10), "{u:?}");
-    assert!(u.connections <= l.connections && u.fragments <= l.fragments, "{u:?}");
-    assert!(u.ooo_bytes <= l.ooo_bytes && u.payment_bytes <= l.payment_bytes, "{u:?}");
+    assert!(
+        u.connections <= l.connections && u.fragments <= l.fragments,
+        "{u:?}"
+    );
+    assert!(
+        u.ooo_bytes <= l.ooo_bytes && u.payment_bytes <= l.payment_bytes,
+        "{u:?}"
+    );
     assert!(u.text_work <= 8 * data.len() as u64 + 64, "{u:?}");
     for (i, c) in data.chunks(17).enumerate() {
         let side = if i % 2 == 0 { Side::Ecr } else { Side::Pos };
-        a.serial_chunk(0, ("ECR", "POS"), side, c, Timestamp::from_millis(i as i64 * 300), Some(i as u64));
+        a.serial_chunk(
+            0,
+            ("ECR", "POS"),
+            side,
+            c,
+            Timestamp::from_millis(i as i64 * 300),
+            Some(i as u64),
+        );
     }
     let _ = a.finish(data.len() as u64, vec![]);
 });

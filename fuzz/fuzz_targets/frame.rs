@@ -12,7 +12,9 @@ use libfuzzer_sys::fuzz_target;
 fuzz_target!(|data: &[u8]| {
     let _ = frame::parse(data);
     let _ = frame::Frame::new_checked(data);
-    let Some((&step, rest)) = data.split_first() else { return };
+    let Some((&step, rest)) = data.split_first() else {
+        return;
+    };
     let chunk = usize::from(step % 64) + 1;
     let mut dec = StreamDecoder::new();
     let mut re = Reassembler::new();
@@ -24,7 +26,14 @@ fuzz_target!(|data: &[u8]| {
         dec.feed(c, ts, |ev| match ev {
             StreamEvent::Frame(f) => {
                 seen += f.frame.as_bytes().len() as u64;
-                link.on_frame(side, f.frame.frame_type(), f.frame.ref_num(), f.first_ts, f.last_ts, |_| {});
+                link.on_frame(
+                    side,
+                    f.frame.frame_type(),
+                    f.frame.ref_num(),
+                    f.first_ts,
+                    f.last_ts,
+                    |_| {},
+                );
                 re.push(&f, |_| {});
             }
             StreamEvent::Rejected(r) => seen += r.bytes.len() as u64,

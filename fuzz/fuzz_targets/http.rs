@@ -6,7 +6,9 @@ use ecr_proto::Timestamp;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&step, rest)) = data.split_first() else { return };
+    let Some((&step, rest)) = data.split_first() else {
+        return;
+    };
     let cfg = HttpConfig {
         max_header_bytes: 4096,
         max_body_bytes: 65536,

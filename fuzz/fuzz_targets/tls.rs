@@ -20,8 +20,12 @@ fn u16_at(d: &[u8]) -> Option<(usize, &[u8])> {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&step, rest)) = data.split_first() else { return };
-    let Some((klen, rest)) = u16_at(rest) else { return };
+    let Some((&step, rest)) = data.split_first() else {
+        return;
+    };
+    let Some((klen, rest)) = u16_at(rest) else {
+        return;
+    };
     let (text, mut rest) = rest.split_at(klen.min(rest.len()));
     let mut log = KeyLog::new();
     let _ = log.add_text(text);
