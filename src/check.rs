@@ -172,6 +172,10 @@ fn junit(results: &[CaseResult]) -> String {
     x
 }
 
+/// The largest expectation file read (`--expect`): a few hundred bytes per
+/// capture, so room for tens of thousands of captures.
+const MAX_EXPECT_FILE: u64 = 16 << 20;
+
 pub fn run(a: CheckArgs) -> Result<ExitCode> {
     // Outputs that cannot be written fail now, not after every capture was read.
     if let Some(j) = &a.junit {
@@ -182,8 +186,13 @@ pub fn run(a: CheckArgs) -> Result<ExitCode> {
     }
     let mut expected: Map<String, Value> = match &a.expect {
         Some(p) if p.exists() => {
-            let text = std::fs::read_to_string(p).map_err(|e| {
-                anyhow::anyhow!("cannot read {}: {}", p.display(), crate::os_error_text(&e))
+            let text = ecr_capture::textfile::read_text_file(p, MAX_EXPECT_FILE).map_err(|e| {
+                crate::options::text_file_error(
+                    "expectation file",
+                    p,
+                    e,
+                    "expected the JSON that `check --update` writes",
+                )
             })?;
             let v: Value = serde_json::from_str(&text)
                 .with_context(|| format!("{} is not valid JSON", p.display()))?;

@@ -41,17 +41,14 @@ const MAX_INPUT: u64 = 16 << 20;
 
 /// Reads at most [`MAX_INPUT`] bytes of `r`; more is an error naming `what`.
 fn read_bounded(r: impl Read, what: &str) -> Result<Vec<u8>> {
-    let mut bytes = Vec::new();
-    r.take(MAX_INPUT + 1)
-        .read_to_end(&mut bytes)
-        .with_context(|| format!("cannot read {what}"))?;
-    if bytes.len() as u64 > MAX_INPUT {
-        bail!(
+    use ecr_capture::textfile::{read_bytes, TextFileError};
+    read_bytes(r, MAX_INPUT).map_err(|e| match e {
+        TextFileError::TooLarge { .. } => anyhow::anyhow!(
             "{what}: more than {} MiB: decode takes messages and short frame streams; analyse captures with `ecr-sniff analyze`",
             MAX_INPUT >> 20
-        );
-    }
-    Ok(bytes)
+        ),
+        e => anyhow::Error::new(e).context(format!("cannot read {what}")),
+    })
 }
 
 fn input_bytes(a: &DecodeArgs) -> Result<Vec<u8>> {

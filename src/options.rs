@@ -170,12 +170,8 @@ pub fn load_keys(k: &KeyArgs) -> Result<KeySet> {
         if path.is_dir() {
             bail!("key file {}: is a directory", path.display());
         }
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            anyhow::anyhow!(
-                "cannot read key file {}: {}",
-                path.display(),
-                os_error_text(&e)
-            )
+        let text = ecr_capture::keys::read_key_file(path).map_err(|e| {
+            text_file_error("key file", path, e, "a key file holds one POS-KEY per line")
         })?;
         let n = keys
             .add_file_text(&text)
@@ -190,6 +186,29 @@ pub fn load_keys(k: &KeyArgs) -> Result<KeySet> {
         }
     }
     Ok(keys)
+}
+
+/// The one-line error for a text file the user named that could not be read:
+/// `cannot read key file k.txt: No such file or directory`, or for a file that is
+/// not what it should be, `key file capture.pcap: not text (byte 0 is not
+/// UTF-8); a key file holds one POS-KEY per line`.
+pub fn text_file_error(
+    what: &str,
+    path: &std::path::Path,
+    e: ecr_capture::textfile::TextFileError,
+    expected: &str,
+) -> anyhow::Error {
+    use ecr_capture::textfile::TextFileError;
+    match e {
+        TextFileError::Io(e) => {
+            anyhow::anyhow!(
+                "cannot read {what} {}: {}",
+                path.display(),
+                os_error_text(&e)
+            )
+        }
+        other => anyhow::anyhow!("{what} {}: {other}; {expected}", path.display()),
+    }
 }
 
 /// Reads the `--tls-keylog` files. Problems with single lines are warnings on

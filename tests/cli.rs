@@ -87,6 +87,37 @@ fn decode_reads_a_bounded_input() {
 }
 
 #[test]
+fn a_capture_given_as_key_file_or_expectation_file_is_named_for_what_it_is() {
+    // The usual slip: a capture after --key-file or --expect. Refused in one line
+    // that says what was found and what was expected, before it is read whole.
+    let cap = "captures/http-digest-mismatch.pcap";
+    let (code, _, err) = run(&["analyze", cap, "--key-file", cap]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("key file captures/http-digest-mismatch.pcap: not text (byte ")
+            && err.contains("is not UTF-8); a key file holds one POS-KEY per line"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+    let (code, _, err) = run(&["check", cap, "--expect", cap]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("expectation file captures/http-digest-mismatch.pcap: not text")
+            && err.contains("check --update"),
+        "{err}"
+    );
+    // Too large: refused by its size.
+    let dir = std::env::temp_dir().join(format!("ecr-keyfile-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let big = dir.join("keys.txt");
+    std::fs::write(&big, "# comment\n".repeat(110_000)).unwrap();
+    let (code, _, err) = run(&["analyze", cap, "--key-file", big.to_str().unwrap()]);
+    std::fs::remove_dir_all(&dir).ok();
+    assert_eq!(code, 2);
+    assert!(err.contains("keys.txt: larger than 1 MiB"), "{err}");
+}
+
+#[test]
 fn unreadable_file_is_exit_2_with_the_file_named() {
     let (code, _, err) = run(&["analyze", "Cargo.toml"]);
     assert_eq!(code, 2);

@@ -112,6 +112,9 @@ def test_errors_name_the_file_and_the_reason(in_root: Path) -> None:
     assert "key number 2" in str(k.value) and secret not in str(k.value)
     with pytest.raises(ecr_sniff.PosKeyError, match="key file .*: cannot read"):
         ecr_sniff.analyze("captures/http-slow-terminal.pcap", key_file="captures/no-such-keys.txt")
+    # A capture given as the key file by mistake: named for what it is, not read whole.
+    with pytest.raises(ecr_sniff.PosKeyError, match=r"key file .*: not text \(byte \d+ is not UTF-8\); a key file holds one POS-KEY per line"):
+        ecr_sniff.analyze("captures/http-slow-terminal.pcap", key_file="captures/http-slow-terminal.pcap")
     with pytest.raises(TypeError):
         ecr_sniff.analyze(42)  # type: ignore[arg-type]
     with pytest.raises(TypeError):

@@ -59,6 +59,18 @@ pub enum KeysError {
     Key(#[from] KeyError),
 }
 
+/// The largest key file read: about 15,000 lines of `ADDRESS=KEY`, far more
+/// than a shop has terminals. A larger file is refused before it is read whole
+/// (usually a capture given as `--key-file` by mistake).
+pub const MAX_KEY_FILE: u64 = 1 << 20;
+
+/// Reads a key file's text, within [`MAX_KEY_FILE`]; the errors say what was
+/// found instead of a key file (too large, or not text). Add it with
+/// [`KeySet::add_file_text`].
+pub fn read_key_file(path: &std::path::Path) -> Result<String, crate::textfile::TextFileError> {
+    crate::textfile::read_text_file(path, MAX_KEY_FILE)
+}
+
 /// Terminal addresses whose key rings [`KeySet::for_terminal`] keeps at once.
 const MAX_CACHED_TERMINALS: usize = 4096;
 

@@ -33,6 +33,7 @@ pub mod serialcap;
 pub mod source;
 pub mod tcp;
 pub mod tcptext;
+pub mod textfile;
 pub mod tls;
 pub mod usb;
 

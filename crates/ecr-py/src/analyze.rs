@@ -24,6 +24,7 @@ use ecr_capture::analyzer::{Analyzer, Config};
 use ecr_capture::keys::{KeySet, KeysError};
 use ecr_capture::record::Record;
 use ecr_capture::source::{CaptureReader, SourceError};
+use ecr_capture::textfile::TextFileError;
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyString};
@@ -102,8 +103,15 @@ fn key_set(keys: Option<&Bound<'_, PyAny>>, key_file: Option<String>) -> PyResul
         }
     }
     if let Some(file) = key_file {
-        let text = std::fs::read_to_string(&file)
-            .map_err(|e| PosKeyError::new_err(format!("key file {file}: cannot read: {e}")))?;
+        let text =
+            ecr_capture::keys::read_key_file(std::path::Path::new(&file)).map_err(|e| match e {
+                TextFileError::Io(e) => {
+                    PosKeyError::new_err(format!("key file {file}: cannot read: {e}"))
+                }
+                other => PosKeyError::new_err(format!(
+                    "key file {file}: {other}; a key file holds one POS-KEY per line"
+                )),
+            })?;
         match set.add_file_text(&text) {
             Ok(0) => {
                 return Err(PosKeyError::new_err(format!(
