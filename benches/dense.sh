@@ -13,8 +13,11 @@
 # captures go; /dev/shm keeps the disk out of the measurement when it has room),
 # TSHARK=0 to leave tshark out, CONCURRENT=N (0: none) to time -j 1 and -j 2 on a
 # capture of N concurrent connections too, beside the runs on the default one.
-# Prints each run, then the range (min-max) of each figure. Not a test: the machine's load decides the numbers, so run it on an idle
-# machine and compare runs of the same session only.
+# Each run also times two -j 1 analyses at once: what two cores give work that shares
+# nothing (2.00x when the cores are independent), the yardstick for -j 2.
+# Prints each run, then the range (min-max) of each figure. Not a test: the machine's
+# load decides the numbers, so run it on an idle machine and compare runs of the same
+# session only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SIZE_MB=${SIZE_MB:-256}
@@ -77,7 +80,7 @@ if [ "$CONCURRENT" -gt 0 ]; then
 fi
 
 : >"$work/cat" >"$work/an" >"$work/anm" >"$work/rss" >"$work/ancpu" >"$work/anmcpu"
-: >"$work/j2" >"$work/j2m" >"$work/j2x" >"$work/j2rss"
+: >"$work/j2" >"$work/j2m" >"$work/j2x" >"$work/j2rss" >"$work/pair"
 : >"$work/c1" >"$work/c1m" >"$work/c1rss" >"$work/c2" >"$work/c2rss" >"$work/cx"
 for i in $(seq "$RUNS"); do
     read -r cw _ < <(timed cat "$work/dense.pcap")
@@ -102,6 +105,16 @@ for i in $(seq "$RUNS"); do
     awk -v m="$messages" -v s="$jw" 'BEGIN{ printf "%.0f\n", m / s / 1e3 }' >>"$work/j2m"
     awk -v a="$aw" -v j="$jw" 'BEGIN{ printf "%.2f\n", a / j }' >>"$work/j2x"
     echo $((jrss / 1024)) >>"$work/j2rss"
+    # What two cores give work that shares nothing: two -j 1 analyses at once, the
+    # wall time of the pair against two runs one after the other (2.00x: the cores
+    # are independent). -j 2 above can be compared with this.
+    start=$(date +%s.%N)
+    "$bin" analyze -j 1 --key-file "$work/dense.pcap.keys" --format jsonl "$work/dense.pcap" >/dev/null &
+    "$bin" analyze -j 1 --key-file "$work/dense.pcap.keys" --format jsonl "$work/dense.pcap" >/dev/null
+    wait
+    pw=$(awk -v s="$start" -v e="$(date +%s.%N)" 'BEGIN{ printf "%.3f", e - s }')
+    echo "   run $i: two analyze -j 1 at once: $pw s wall ($(awk -v a="$aw" -v p="$pw" 'BEGIN{printf "%.2f", 2 * a / p}')x the work of one run per second)"
+    awk -v a="$aw" -v p="$pw" 'BEGIN{ printf "%.2f\n", 2 * a / p }' >>"$work/pair"
     if [ "$CONCURRENT" -gt 0 ]; then
         # The same traffic as $CONCURRENT connections open at once, right beside.
         for j in 1 2; do
@@ -178,6 +191,7 @@ echo "cat:                         $cat_r MB/s"
 echo "analyze --format jsonl:      $an_r MB/s, $(range <"$work/anm") K messages/s (wall), max RSS $(range <"$work/rss") MB"
 echo "  by CPU time (user+sys):    $(range <"$work/ancpu") MB/s, $(range <"$work/anmcpu") K messages/s"
 echo "analyze -j 2 (both cores):   $(range <"$work/j2") MB/s, $(range <"$work/j2m") K messages/s (wall), $(range <"$work/j2x")x the -j 1 run beside it, max RSS $(range <"$work/j2rss") MB"
+echo "two -j 1 analyses at once:   $(range <"$work/pair")x the work per second of one (what two cores give work that shares nothing)"
 if [ "$CONCURRENT" -gt 0 ]; then
     echo "$CONCURRENT concurrent connections ($cmessages messages):"
     echo "  analyze -j 1, by CPU time: $(range <"$work/c1") MB/s, $(range <"$work/c1m") K messages/s, max RSS $(range <"$work/c1rss") MB; CPU per message $(range <"$work/cx")x the default capture's"

@@ -38,7 +38,7 @@ use crate::record::{
 use crate::serialcap;
 use crate::source::{CaptureReader, Packet};
 use crate::tcp::{
-    self, CloseReason, ConnId, PortPeek, StreamDir, TcpConfig, TcpEvent, TcpReassembler,
+    self, CloseReason, ConnId, PerDir, PortPeek, StreamDir, TcpConfig, TcpEvent, TcpReassembler,
 };
 use crate::tcptext::{Rule, TextFramer};
 use crate::tls::{SessionCache, TlsConn, TlsKeys, TlsOut};
@@ -149,7 +149,7 @@ struct Conn {
     /// The terminal's socket address, for choosing its keys.
     server: Option<SocketAddr>,
     kind: ConnKind,
-    dirs: [DirState; 2],
+    dirs: PerDir<DirState>,
     /// Boxed: 600 bytes that only 9002 connections need, outside the table of
     /// connections (which holds twice as many slots as connections).
     frames: Option<Box<FrameLink>>,
@@ -159,7 +159,7 @@ struct Conn {
     last_ts: Timestamp,
     /// Per direction: a TCP gap cut the text stream, so the next message that does
     /// not decode is the tail of a message whose start was lost.
-    cut: [bool; 2],
+    cut: PerDir<bool>,
     /// A gap in the cash register's direction may have swallowed a request: the
     /// next response with no request waiting answers it.
     lost_request: bool,
@@ -184,12 +184,15 @@ impl Conn {
             server_label: server_label.into(),
             server,
             kind,
-            dirs: [DirState::Undecided, DirState::Undecided],
+            dirs: PerDir {
+                client: DirState::Undecided,
+                server: DirState::Undecided,
+            },
             frames: None,
             pending: VecDeque::new(),
             tls: None,
             last_ts: ts,
-            cut: [false; 2],
+            cut: PerDir::default(),
             lost_request: false,
             held: 0,
             pending_bytes: 0,
@@ -251,13 +254,6 @@ impl Conn {
             StreamDir::ClientToServer => (self.client.clone(), self.server_label.clone()),
             StreamDir::ServerToClient => (self.server_label.clone(), self.client.clone()),
         }
-    }
-}
-
-fn dir_index(d: StreamDir) -> usize {
-    match d {
-        StreamDir::ClientToServer => 0,
-        StreamDir::ServerToClient => 1,
     }
 }
 
@@ -907,7 +903,10 @@ impl<'s> Analyzer<'s> {
                 Transport::Tcp | Transport::Http | Transport::Https => ConnKind::Tcp,
             };
             let mut c = Conn::new(labels.0, labels.1, None, kind, ts);
-            c.dirs = [DirState::Frames, DirState::Frames];
+            c.dirs = PerDir {
+                client: DirState::Frames,
+                server: DirState::Frames,
+            };
             c.frames = Some(Box::new(FrameLink::new()));
             c
         });
@@ -1274,7 +1273,7 @@ impl State<'_> {
             return;
         }
         let (mut messages, mut bytes, mut requests) = (0usize, 0usize, 0usize);
-        for d in &mut c.dirs {
+        for d in c.dirs.iter_mut() {
             match d {
                 DirState::Http(p) if p.held() > 0 => {
                     messages += 1;
@@ -1422,17 +1421,17 @@ impl State<'_> {
                 };
                 let (src, dst) = c.addrs(dir);
                 let transport = c.transport();
-                let ignored = matches!(c.dirs[dir_index(dir)], DirState::Ignored);
+                let ignored = matches!(c.dirs[dir], DirState::Ignored);
                 let mut evs = vec![];
                 if let Some(t) = c.tls.as_mut() {
                     // Record boundaries are lost: this direction stays unread.
                     t.gap(dir);
                 } else {
-                    match &mut c.dirs[dir_index(dir)] {
+                    match &mut c.dirs[dir] {
                         DirState::Http(p) => p.gap(ts, missing_bytes, &mut evs),
                         DirState::Text(t) => {
                             t.reset();
-                            c.cut[dir_index(dir)] = true;
+                            c.cut[dir] = true;
                         }
                         _ => {}
                     }
@@ -1502,7 +1501,7 @@ impl State<'_> {
             return;
         };
         let mut bodies = vec![];
-        match &mut c.dirs[dir_index(dir)] {
+        match &mut c.dirs[dir] {
             DirState::Http(p) => {
                 let mut evs = vec![];
                 p.finish(ts, &mut evs);
@@ -1600,9 +1599,14 @@ impl State<'_> {
             return;
         };
         c.last_ts = ts;
-        let i = dir_index(dir);
         if c.tls.is_none()
-            && matches!(c.dirs, [DirState::Undecided, DirState::Undecided])
+            && matches!(
+                c.dirs,
+                PerDir {
+                    client: DirState::Undecided,
+                    server: DirState::Undecided
+                }
+            )
             && (tcp::looks_like_tls(bytes) || crate::tls::looks_like_record(bytes))
         {
             c.tls = Some(Box::default());
@@ -1611,7 +1615,7 @@ impl State<'_> {
             self.tls_data(conn, dir, ts, packet, bytes);
             return;
         }
-        self.plain_data(conn, i, dir, ts, Some(packet), bytes);
+        self.plain_data(conn, dir, ts, Some(packet), bytes);
     }
 
     /// Bytes of a TLS connection: records in, decrypted application data on to
@@ -1633,7 +1637,7 @@ impl State<'_> {
         for o in outs {
             match o {
                 TlsOut::Plain { dir, data, ts } => {
-                    self.plain_data(conn, dir_index(dir), dir, ts, packet, &data);
+                    self.plain_data(conn, dir, ts, packet, &data);
                 }
                 TlsOut::Finding { code, dir, detail } => {
                     let Some(c) = self.conns.get(&conn) else {
@@ -1659,7 +1663,6 @@ impl State<'_> {
     fn plain_data(
         &mut self,
         conn: ConnId,
-        i: usize,
         dir: StreamDir,
         ts: Timestamp,
         packet: Option<u64>,
@@ -1668,7 +1671,7 @@ impl State<'_> {
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
-        if matches!(c.dirs[i], DirState::Undecided) {
+        if matches!(c.dirs[dir], DirState::Undecided) {
             let kind = match c.kind {
                 ConnKind::Probe => match probe_kind(bytes) {
                     Some(k) => {
@@ -1676,13 +1679,13 @@ impl State<'_> {
                         k
                     }
                     None => {
-                        c.dirs[i] = DirState::Ignored;
+                        c.dirs[dir] = DirState::Ignored;
                         return;
                     }
                 },
                 k => k,
             };
-            c.dirs[i] = match kind {
+            c.dirs[dir] = match kind {
                 ConnKind::Http => DirState::Http(Box::new(HttpParser::new(HttpConfig {
                     max_body_bytes: self.cfg.limits.http_body,
                     ..HttpConfig::default()
@@ -1697,7 +1700,7 @@ impl State<'_> {
         let mut bodies = vec![];
         let mut outs = vec![];
         let pos = c.server;
-        match &mut c.dirs[i] {
+        match &mut c.dirs[dir] {
             DirState::Http(p) => {
                 let mut evs = vec![];
                 p.feed(ts, bytes, &mut evs);
@@ -1781,12 +1784,11 @@ impl State<'_> {
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
-        let i = dir_index(StreamDir::ClientToServer);
-        if !c.cut[i] {
+        if !c.cut.client {
             return;
         }
         let mut bodies = vec![];
-        if let DirState::Text(t) = &mut c.dirs[i] {
+        if let DirState::Text(t) = &mut c.dirs.client {
             if t.buffered() > 0 {
                 t.close(|m| {
                     bodies.push(Body::Text(m.body.to_vec(), m.rule, m.first_ts, m.last_ts))
@@ -2000,8 +2002,7 @@ impl State<'_> {
         // of a message whose start was lost, not a message of its own.
         let mut tail = false;
         if let (Body::Text(..), Some(c)) = (&body, self.conns.get_mut(&conn)) {
-            let i = dir_index(dir);
-            if std::mem::take(&mut c.cut[i])
+            if std::mem::take(&mut c.cut[dir])
                 && decoded.record.content.is_none()
                 && decoded.record.response.is_none()
                 && decoded

@@ -13,6 +13,21 @@
 //! forever on any input.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
+// What the paragraph above promises, held by the compiler outside tests: no
+// `unwrap`, `expect`, `panic!`, `unreachable!` or unchecked `[]` (input is read with
+// `get` and friends; per-direction state is indexed by direction, `tcp::PerDir`).
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::unreachable,
+        clippy::todo,
+        clippy::unimplemented,
+        clippy::indexing_slicing
+    )
+)]
 
 pub mod ahead;
 pub mod analyzer;

@@ -596,6 +596,8 @@ pub(crate) fn write_json_fast(record: &Record, buf: &mut Vec<u8>, times: &mut Ti
 /// the letter after the backslash. serde_json's table: the short forms `\b`, `\t`,
 /// `\n`, `\f`, `\r`, `\"`, `\\`, the other control characters as `\u00XX` (lowercase
 /// hex), and nothing else escaped (not DEL, not `/`, not non-ASCII).
+// Indexing in a constant's initialiser: out of bounds fails the build, never a run.
+#[allow(clippy::indexing_slicing)]
 const ESCAPE: [u8; 256] = {
     let mut t = [0u8; 256];
     let mut c = 0;
@@ -742,7 +744,7 @@ fn put_short<const QUOTE: bool, const COLON: bool>(out: &mut Vec<u8>, s: &[u8]) 
         }
         fill_window(out, open, n, &a, &b);
     } else if let (Some(&a), Some(&b), Some(&c)) = (s.first(), s.get(n / 2), s.last()) {
-        if ESCAPE[usize::from(a)] | ESCAPE[usize::from(b)] | ESCAPE[usize::from(c)] != 0 {
+        if escape_of(a) | escape_of(b) | escape_of(c) != 0 {
             return false;
         }
         out.extend_from_slice(&[b'"'; WINDOW]);
@@ -766,16 +768,30 @@ fn put_short<const QUOTE: bool, const COLON: bool>(out: &mut Vec<u8>, s: &[u8]) 
     true
 }
 
+/// A byte's entry in [`ESCAPE`] (every byte has one: the table has 256 entries).
+#[inline]
+fn escape_of(b: u8) -> u8 {
+    ESCAPE.get(usize::from(b)).copied().unwrap_or(b'u')
+}
+
+/// The lowercase hex digit of the low four bits of `n`.
+#[inline]
+fn hex_digit(n: u8) -> u8 {
+    b"0123456789abcdef"
+        .get(usize::from(n & 15))
+        .copied()
+        .unwrap_or(b'0')
+}
+
 /// Appends `s` as a JSON string, escaped as serde_json escapes it: runs of bytes
 /// that need no escaping are copied whole, each byte that does is written as its
 /// escape.
 fn put_escaped(out: &mut Vec<u8>, s: &[u8]) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     out.reserve(s.len() + 2);
     out.push(b'"');
     let mut run = 0;
     for (i, &c) in s.iter().enumerate() {
-        let e = ESCAPE[usize::from(c)];
+        let e = escape_of(c);
         if e == 0 {
             continue;
         }
@@ -786,8 +802,8 @@ fn put_escaped(out: &mut Vec<u8>, s: &[u8]) {
                 b'u',
                 b'0',
                 b'0',
-                HEX[usize::from(c >> 4)],
-                HEX[usize::from(c & 15)],
+                hex_digit(c >> 4),
+                hex_digit(c & 15),
             ]);
         } else {
             out.extend_from_slice(&[b'\\', e]);

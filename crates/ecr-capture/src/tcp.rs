@@ -253,6 +253,47 @@ impl StreamDir {
     }
 }
 
+/// One value for each direction of a connection, indexed by [`StreamDir`]: no
+/// integer index that could be out of range.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PerDir<T> {
+    /// From the client.
+    pub client: T,
+    /// From the server.
+    pub server: T,
+}
+
+impl<T> PerDir<T> {
+    /// Both values, the client's first.
+    pub fn iter(&self) -> impl Iterator<Item = &T> {
+        [&self.client, &self.server].into_iter()
+    }
+
+    /// Both values, mutably, the client's first.
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut T> {
+        [&mut self.client, &mut self.server].into_iter()
+    }
+}
+
+impl<T> std::ops::Index<StreamDir> for PerDir<T> {
+    type Output = T;
+    fn index(&self, d: StreamDir) -> &T {
+        match d {
+            StreamDir::ClientToServer => &self.client,
+            StreamDir::ServerToClient => &self.server,
+        }
+    }
+}
+
+impl<T> std::ops::IndexMut<StreamDir> for PerDir<T> {
+    fn index_mut(&mut self, d: StreamDir) -> &mut T {
+        match d {
+            StreamDir::ClientToServer => &mut self.client,
+            StreamDir::ServerToClient => &mut self.server,
+        }
+    }
+}
+
 /// Why a connection ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum CloseReason {

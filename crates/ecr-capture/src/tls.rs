@@ -40,7 +40,7 @@ use ecr_proto::Timestamp;
 
 use crate::findings::Code;
 use crate::keylog::{KeyLog, Secret, Secrets};
-use crate::tcp::StreamDir;
+use crate::tcp::{PerDir, StreamDir};
 
 /// Largest record accepted: 2^14 bytes of plaintext plus 2048 of expansion (RFC 5246
 /// 6.2.3, the limit for TLSCiphertext).
@@ -589,7 +589,7 @@ enum Phase {
 
 /// The TLS state of one TCP connection.
 pub struct TlsConn {
-    dirs: [Dir; 2],
+    dirs: PerDir<Dir>,
     client_random: Option<[u8; 32]>,
     server_random: Option<[u8; 32]>,
     client_session_id: Vec<u8>,
@@ -632,13 +632,6 @@ impl Default for TlsConn {
     }
 }
 
-fn idx(d: StreamDir) -> usize {
-    match d {
-        StreamDir::ClientToServer => 0,
-        StreamDir::ServerToClient => 1,
-    }
-}
-
 const HRR_RANDOM: [u8; 32] = [
     0xCF, 0x21, 0xAD, 0x74, 0xE5, 0x9A, 0x61, 0x11, 0xBE, 0x1D, 0x8C, 0x02, 0x1E, 0x65, 0xB8, 0x91,
     0xC2, 0xA2, 0x11, 0x16, 0x7A, 0xBB, 0x8C, 0x5E, 0x07, 0x9E, 0x09, 0xE2, 0xC8, 0xA8, 0x33, 0x9C,
@@ -648,7 +641,7 @@ impl TlsConn {
     /// A connection whose first bytes looked like TLS.
     pub fn new() -> Self {
         TlsConn {
-            dirs: [Dir::default(), Dir::default()],
+            dirs: PerDir::default(),
             client_random: None,
             server_random: None,
             client_session_id: vec![],
@@ -686,10 +679,10 @@ impl TlsConn {
         keys: &mut TlsKeys<'_>,
         out: &mut Vec<TlsOut>,
     ) {
-        let i = idx(dir);
+        let i = dir;
         self.now = ts;
         self.poll(keys, out);
-        if self.phase == Phase::Opaque || self.dirs.get(i).is_none_or(|d| d.dead) {
+        if self.phase == Phase::Opaque || self.dirs[i].dead {
             return;
         }
         let mut buf = std::mem::take(&mut self.dirs[i].buf);
@@ -749,7 +742,8 @@ impl TlsConn {
                 }
             }
         }
-        if let Some(d) = self.dirs.get_mut(i) {
+        {
+            let d = &mut self.dirs[i];
             if !d.dead {
                 // An empty buffer is freed: what a connection holds is only ever
                 // a record in progress (thousands of idle connections hold nothing).
@@ -798,7 +792,7 @@ impl TlsConn {
     pub fn abandon(&mut self) -> (usize, usize) {
         let before = self.held();
         let mut stopped = 0;
-        for d in &mut self.dirs {
+        for d in self.dirs.iter_mut() {
             // A direction skipping an overlong message holds nothing: it goes on.
             if !d.buf.is_empty() || !d.hs.is_empty() {
                 d.dead = true;
@@ -808,7 +802,7 @@ impl TlsConn {
             d.hs = Vec::new();
         }
         if self.held_bytes > 0 {
-            for d in &mut self.dirs {
+            for d in self.dirs.iter_mut() {
                 if !d.dead {
                     d.dead = true;
                     stopped += 1;
@@ -857,7 +851,8 @@ impl TlsConn {
     }
 
     fn stop(&mut self, dir: StreamDir) {
-        if let Some(d) = self.dirs.get_mut(idx(dir)) {
+        {
+            let d = &mut self.dirs[dir];
             d.dead = true;
             d.buf = Vec::new();
             d.hs = Vec::new();
@@ -906,7 +901,7 @@ impl TlsConn {
         self.held_bytes = 0;
         for (dir, rec, ts) in std::mem::take(&mut self.held) {
             self.now = ts;
-            if self.dirs[idx(dir)].dead {
+            if self.dirs[dir].dead {
                 continue;
             }
             self.record(dir, &rec, keys, out);
@@ -942,7 +937,7 @@ impl TlsConn {
             self.hold(dir, rec, keys.keylog, out);
             return;
         }
-        let i = idx(dir);
+        let i = dir;
         let tls13 = self.version == Some(0x0304);
         let encrypted = match &self.dirs[i].keys {
             Some(_) => !tls13 || ctype == 23,
@@ -1006,7 +1001,7 @@ impl TlsConn {
         keys: &mut TlsKeys<'_>,
         out: &mut Vec<TlsOut>,
     ) {
-        let i = idx(dir);
+        let i = dir;
         while !data.is_empty() {
             let d = &mut self.dirs[i];
             if d.dead {
@@ -1051,7 +1046,7 @@ impl TlsConn {
         };
         let tls13 = self.version == Some(0x0304);
         // TLS 1.3 messages tls-parser does not know in their 1.3 form.
-        if tls13 && self.dirs[idx(dir)].keys.is_some() {
+        if tls13 && self.dirs[dir].keys.is_some() {
             match htype {
                 20 => self.finished13(dir, keys.keylog, out),
                 24 => self.key_update13(dir),
@@ -1174,10 +1169,10 @@ impl TlsConn {
             self.report_unsupported(out);
             return;
         };
-        self.dirs[0].keys = Some(ck);
-        self.dirs[0].secret = Some(chs);
-        self.dirs[1].keys = Some(sk);
-        self.dirs[1].secret = Some(shs);
+        self.dirs.client.keys = Some(ck);
+        self.dirs.client.secret = Some(chs);
+        self.dirs.server.keys = Some(sk);
+        self.dirs.server.secret = Some(shs);
         self.secrets13 = Some(sec);
         self.phase = Phase::Decrypting;
         self.reported = true;
@@ -1185,7 +1180,7 @@ impl TlsConn {
 
     /// TLS 1.3 Finished: this direction switches to its application traffic secret.
     fn finished13(&mut self, dir: StreamDir, keylog: &KeyLog, out: &mut Vec<TlsOut>) {
-        let i = idx(dir);
+        let i = dir;
         let app = self.secrets13.as_ref().and_then(|s| match dir {
             StreamDir::ClientToServer => s.client_app.clone(),
             StreamDir::ServerToClient => s.server_app.clone(),
@@ -1220,7 +1215,7 @@ impl TlsConn {
 
     /// TLS 1.3 KeyUpdate: the next traffic secret (RFC 8446 7.2).
     fn key_update13(&mut self, dir: StreamDir) {
-        let i = idx(dir);
+        let i = dir;
         let Some(suite) = self.suite else { return };
         let sha384 = suite_sha384(suite);
         let Some(cur) = self.dirs[i].secret.clone() else {
@@ -1294,7 +1289,7 @@ impl TlsConn {
             self.report_unsupported(out);
             return;
         };
-        self.dirs[idx(dir)].keys = Some(match dir {
+        self.dirs[dir].keys = Some(match dir {
             StreamDir::ClientToServer => ck,
             StreamDir::ServerToClient => sk,
         });
@@ -1544,8 +1539,8 @@ mod tests {
             &log,
         );
         assert!(out.is_empty());
-        assert!(c.dirs[0].dead);
-        assert!(c.dirs[0].buf.capacity() < 64, "nothing buffered for it");
+        assert!(c.dirs.client.dead);
+        assert!(c.dirs.client.buf.capacity() < 64, "nothing buffered for it");
         // The other direction still works (and reports when it ends).
         let mut sessions = SessionCache::default();
         let mut keys = TlsKeys {
@@ -1582,9 +1577,9 @@ mod tests {
         for b in stream.chunks(1) {
             feed_all(&mut pieces, StreamDir::ServerToClient, b, &log);
         }
-        assert_eq!(whole.dirs[1].buf, pieces.dirs[1].buf);
-        assert_eq!(whole.dirs[1].buf, [21, 3, 3, 0]);
-        assert!(!whole.dirs[1].dead && !pieces.dirs[1].dead);
+        assert_eq!(whole.dirs.server.buf, pieces.dirs.server.buf);
+        assert_eq!(whole.dirs.server.buf, [21, 3, 3, 0]);
+        assert!(!whole.dirs.server.dead && !pieces.dirs.server.dead);
     }
 
     #[test]

@@ -17,6 +17,21 @@
 //! bound or loops forever on any input.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
+// What the paragraph above promises, held by the compiler outside tests: no
+// `unwrap`, `expect`, `panic!`, `unreachable!` or unchecked `[]` (every access to
+// input goes through `get` and friends).
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::unreachable,
+        clippy::todo,
+        clippy::unimplemented,
+        clippy::indexing_slicing
+    )
+)]
 
 pub mod catalogue;
 pub mod cipher;

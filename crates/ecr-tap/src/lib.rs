@@ -14,6 +14,19 @@
 //! - [`stop`]: SIGINT/SIGTERM as a flag.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
+// Bytes from the network or a serial line never panic this crate: no `unwrap`,
+// `expect`, `panic!` or `unreachable!` outside tests (held by the compiler).
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::unreachable,
+        clippy::todo,
+        clippy::unimplemented
+    )
+)]
 
 pub mod extcap;
 #[cfg(feature = "live")]
