@@ -1206,6 +1206,30 @@ mod tests {
     use proptest::prelude::*;
     use std::collections::HashMap;
 
+    #[test]
+    fn per_dir_is_indexed_by_direction() {
+        let mut p = PerDir {
+            client: 1,
+            server: 2,
+        };
+        assert_eq!(
+            (p[StreamDir::ClientToServer], p[StreamDir::ServerToClient]),
+            (1, 2)
+        );
+        p[StreamDir::ServerToClient] += 10;
+        for v in p.iter_mut() {
+            *v *= 2;
+        }
+        assert_eq!(p.iter().copied().collect::<Vec<_>>(), [2, 24]);
+        assert_eq!(
+            PerDir::<bool>::default(),
+            PerDir {
+                client: false,
+                server: false
+            }
+        );
+    }
+
     const C: [u8; 4] = [10, 0, 0, 1];
     const S: [u8; 4] = [10, 0, 0, 2];
 
