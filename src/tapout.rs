@@ -17,8 +17,11 @@ use std::time::{Duration, Instant};
 use ecr_capture::output::RecordWriter;
 use ecr_capture::record::{Record, Sink};
 
-/// Most records queued for stdout.
-pub const QUEUE_RECORDS: usize = 1024;
+/// Most records queued for stdout. Room for a burst: `benches/live.sh` at 160-320 K
+/// packets/s queued up to about 3,200 records (2 MB of jsonl) while the writing
+/// thread waited for a core, and a queue of 1,024 dropped 1,198-2,200 of them.
+/// [`QUEUE_BYTES`] usually binds first (about 7,000 jsonl records).
+pub const QUEUE_RECORDS: usize = 8192;
 /// Most bytes queued for stdout.
 pub const QUEUE_BYTES: usize = 4 << 20;
 /// How long the summary may wait for room in the queue, and the end for the
