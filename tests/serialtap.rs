@@ -571,8 +571,9 @@ fn a_stdout_nobody_reads_holds_up_neither_relaying_nor_the_file() {
     };
     wait_stderr("Ctrl-C to stop", &mut stderr_seen);
 
-    // About 3 MB of requests (3000 frames of ~1 KB) from the cash register.
-    const N: usize = 3000;
+    // About 6 MB of requests (6000 frames of ~1 KB) from the cash register: their
+    // records are more than the output queue holds (8,192 records, 4 MiB).
+    const N: usize = 6000;
     let remark = "r".repeat(800);
     let frames: Vec<Vec<u8>> = (0..N)
         .map(|i| {
@@ -586,7 +587,7 @@ fn a_stdout_nobody_reads_holds_up_neither_relaying_nor_the_file() {
         .collect();
     let all: Vec<u8> = frames.concat();
     let total = all.len();
-    assert!(total > 2_500_000, "{total}");
+    assert!(total > 5_000_000, "{total}");
     let sender = std::thread::spawn(move || {
         let mut ecr = ecr;
         for f in &frames {
@@ -625,7 +626,7 @@ fn a_stdout_nobody_reads_holds_up_neither_relaying_nor_the_file() {
         std::thread::sleep(Duration::from_millis(50));
     }
     // Memory stays bounded (the output queue holds at most 4 MiB; the relay
-    // queue 8 MiB): the whole 3 MB conversation was formatted into far more text
+    // queue 8 MiB): the whole 6 MB conversation was formatted into far more text
     // than that.
     std::thread::sleep(Duration::from_millis(500));
     let (peak, now) = memory_kib(child.id());
