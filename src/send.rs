@@ -525,8 +525,8 @@ fn records(x: &Exchange, target: &Target, key: &ecr_proto::cipher::PosKey, sink:
         }
         if let (Some((m, p)), 1) = (&x.http_request, index) {
             rec.http = Some(HttpInfo {
-                method: Some(m.clone()),
-                path: Some(p.clone()),
+                method: Some(m.as_str().into()),
+                path: Some(p.as_str().into()),
                 status: None,
                 reason: None,
             });
@@ -536,7 +536,7 @@ fn records(x: &Exchange, target: &Target, key: &ecr_proto::cipher::PosKey, sink:
                 method: None,
                 path: None,
                 status: Some(*s),
-                reason: Some(r.clone()),
+                reason: Some(r.as_str().into()),
             });
         }
         sink.record(Record::Message(Box::new(rec)));

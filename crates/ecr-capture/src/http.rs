@@ -15,6 +15,7 @@
 
 use std::collections::VecDeque;
 
+use ecr_proto::value::CompactString;
 use ecr_proto::Timestamp;
 
 /// Longest chunk-size line accepted (with extensions).
@@ -50,16 +51,16 @@ pub enum HttpKind {
     /// A request.
     Request {
         /// Method, as sent (e.g. "POST").
-        method: String,
+        method: CompactString,
         /// Request target (e.g. "/api/payment").
-        path: String,
+        path: CompactString,
     },
     /// A response.
     Response {
         /// Status code.
         status: u16,
         /// Reason phrase (may be empty).
-        reason: String,
+        reason: CompactString,
     },
 }
 
@@ -69,12 +70,12 @@ pub struct HttpMessage {
     /// Request or response line.
     pub kind: HttpKind,
     /// Protocol version as sent ("HTTP/1.1").
-    pub version: String,
+    pub version: CompactString,
     /// Header fields in order, names as sent (compare case-insensitively, or use
     /// [`HttpMessage::header`]).
-    pub headers: Vec<(String, String)>,
+    pub headers: Vec<(CompactString, CompactString)>,
     /// Trailer fields of a chunked body.
-    pub trailers: Vec<(String, String)>,
+    pub trailers: Vec<(CompactString, CompactString)>,
     /// The body, with chunked encoding removed.
     pub body: Vec<u8>,
     /// Capture time of the chunk holding the first byte of the message.
@@ -756,56 +757,36 @@ fn plausible_prefix(rest: &[u8]) -> bool {
         && head.iter().all(|&b| is_token_byte(b) || b == b'/')
 }
 
-fn parse_version(v: &[u8]) -> Option<String> {
-    match v {
-        [b'H', b'T', b'T', b'P', b'/', maj, b'.', min]
-            if maj.is_ascii_digit() && min.is_ascii_digit() =>
-        {
-            Some(String::from_utf8_lossy(v).into_owned())
-        }
-        _ => None,
-    }
+/// Whether `v` is an HTTP version token, `HTTP/d.d`.
+fn is_version(v: &[u8]) -> bool {
+    matches!(v, [b'H', b'T', b'T', b'P', b'/', maj, b'.', min]
+        if maj.is_ascii_digit() && min.is_ascii_digit())
 }
 
-/// Parses a request or status line.
-fn parse_start_line(line: &[u8]) -> Option<(HttpKind, String)> {
+/// Whether `line` is a request or status line (checked in place: the message's
+/// head is parsed by httparse once it is whole).
+fn is_start_line(line: &[u8]) -> bool {
     if line.starts_with(b"HTTP/") {
         let mut parts = line.splitn(3, |&b| b == b' ');
-        let version = parse_version(parts.next()?)?;
-        let code = parts.next()?;
-        if code.len() != 3 || !code.iter().all(u8::is_ascii_digit) {
-            return None;
-        }
-        let status = std::str::from_utf8(code).ok()?.parse().ok()?;
-        let reason = String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
-        return Some((HttpKind::Response { status, reason }, version));
+        let (Some(version), Some(code)) = (parts.next(), parts.next()) else {
+            return false;
+        };
+        return is_version(version) && code.len() == 3 && code.iter().all(u8::is_ascii_digit);
     }
     let mut parts = line.split(|&b| b == b' ');
-    let method = parts.next()?;
-    let target = parts.next()?;
-    let version = parse_version(parts.next()?)?;
-    if parts.next().is_some()
-        || method.is_empty()
-        || method.len() > MAX_METHOD_LEN
-        || !method
+    let (Some(method), Some(target), Some(version)) = (parts.next(), parts.next(), parts.next())
+    else {
+        return false;
+    };
+    is_version(version)
+        && parts.next().is_none()
+        && !method.is_empty()
+        && method.len() <= MAX_METHOD_LEN
+        && method
             .iter()
             .all(|&b| b.is_ascii_uppercase() || b == b'-' || b == b'_')
-        || target.is_empty()
-        || !target.iter().all(|b| b.is_ascii_graphic() || *b >= 0x80)
-    {
-        return None;
-    }
-    Some((
-        HttpKind::Request {
-            method: String::from_utf8_lossy(method).into_owned(),
-            path: String::from_utf8_lossy(target).into_owned(),
-        },
-        version,
-    ))
-}
-
-fn is_start_line(line: &[u8]) -> bool {
-    parse_start_line(line).is_some()
+        && !target.is_empty()
+        && target.iter().all(|b| b.is_ascii_graphic() || *b >= 0x80)
 }
 
 /// Where the last possible beginning of a start line in an unfinished line is: the
@@ -883,8 +864,8 @@ fn find_header_end(buf: &[u8], scan_from: &mut usize) -> Option<usize> {
 }
 
 /// Parses header lines ("name: value", with obsolete line folding).
-fn parse_fields<'a>(lines: impl Iterator<Item = &'a [u8]>) -> Vec<(String, String)> {
-    let mut fields: Vec<(String, String)> = Vec::new();
+fn parse_fields<'a>(lines: impl Iterator<Item = &'a [u8]>) -> Vec<(CompactString, CompactString)> {
+    let mut fields: Vec<(CompactString, CompactString)> = Vec::new();
     for line in lines {
         if line.is_empty() {
             continue;
@@ -906,8 +887,8 @@ fn parse_fields<'a>(lines: impl Iterator<Item = &'a [u8]>) -> Vec<(String, Strin
             continue;
         }
         fields.push((
-            String::from_utf8_lossy(name).into_owned(),
-            String::from_utf8_lossy(value).into_owned(),
+            CompactString::from_utf8_lossy(name),
+            CompactString::from_utf8_lossy(value),
         ));
     }
     fields
@@ -938,7 +919,7 @@ fn parse_chunk_size(line: &[u8]) -> Option<u64> {
 const STACK_HEADERS: usize = 32;
 
 /// A parsed head: start line, protocol version ("HTTP/1.1"), header fields.
-type Head = (HttpKind, String, Vec<(String, String)>);
+type Head = (HttpKind, CompactString, Vec<(CompactString, CompactString)>);
 
 /// Parses a complete head (start line, fields, empty line) with `httparse`: the start
 /// line strictly (HTTP/1.0 or 1.1), header lines leniently (invalid ones are skipped,
@@ -961,9 +942,9 @@ fn parse_head_into<'b>(block: &'b [u8], fields: &mut [httparse::Header<'b>]) -> 
         .allow_obsolete_multiline_headers_in_responses(true)
         .allow_spaces_after_header_name_in_responses(true);
     let version = |minor: Option<u8>| match minor {
-        Some(0) => "HTTP/1.0".to_owned(),
-        None | Some(1) => "HTTP/1.1".to_owned(),
-        Some(m) => format!("HTTP/1.{m}"),
+        Some(0) => CompactString::const_new("HTTP/1.0"),
+        None | Some(1) => CompactString::const_new("HTTP/1.1"),
+        Some(m) => CompactString::from(format!("HTTP/1.{m}")),
     };
     if block.starts_with(b"HTTP/") {
         let mut resp = httparse::Response::new(fields);
@@ -975,7 +956,7 @@ fn parse_head_into<'b>(block: &'b [u8], fields: &mut [httparse::Header<'b>]) -> 
         }
         let kind = HttpKind::Response {
             status: resp.code?,
-            reason: resp.reason.unwrap_or_default().to_owned(),
+            reason: CompactString::new(resp.reason.unwrap_or_default()),
         };
         Some((kind, version(resp.version), collect_fields(resp.headers)))
     } else {
@@ -987,8 +968,8 @@ fn parse_head_into<'b>(block: &'b [u8], fields: &mut [httparse::Header<'b>]) -> 
             return None;
         }
         let kind = HttpKind::Request {
-            method: req.method?.to_owned(),
-            path: req.path?.to_owned(),
+            method: CompactString::new(req.method?),
+            path: CompactString::new(req.path?),
         };
         Some((kind, version(req.version), collect_fields(req.headers)))
     }
@@ -996,14 +977,14 @@ fn parse_head_into<'b>(block: &'b [u8], fields: &mut [httparse::Header<'b>]) -> 
 
 /// The fields `httparse` found, values trimmed; folded continuation lines (which
 /// httparse keeps inside the value) are joined with single spaces.
-fn collect_fields(fields: &[httparse::Header<'_>]) -> Vec<(String, String)> {
+fn collect_fields(fields: &[httparse::Header<'_>]) -> Vec<(CompactString, CompactString)> {
     fields
         .iter()
         .filter(|h| !h.name.is_empty())
         .map(|h| {
             if memchr::memchr(b'\n', h.value).is_none() {
-                let value = String::from_utf8_lossy(h.value.trim_ascii()).into_owned();
-                return (h.name.to_owned(), value);
+                let value = CompactString::from_utf8_lossy(h.value.trim_ascii());
+                return (CompactString::new(h.name), value);
             }
             let value = h
                 .value
@@ -1013,7 +994,7 @@ fn collect_fields(fields: &[httparse::Header<'_>]) -> Vec<(String, String)> {
                 .map(String::from_utf8_lossy)
                 .collect::<Vec<_>>()
                 .join(" ");
-            (h.name.to_owned(), value)
+            (CompactString::new(h.name), CompactString::from(value))
         })
         .collect()
 }
@@ -1047,12 +1028,12 @@ fn body_mode(msg: &HttpMessage, max_body: usize) -> Result<Option<BodyMode>, Htt
                 if !part.is_empty() && part.len() <= 19 && part.bytes().all(|b| b.is_ascii_digit())
                 {
                     part.parse()
-                        .map_err(|_| HttpError::BadContentLength(v.clone()))?
+                        .map_err(|_| HttpError::BadContentLength(v.to_string()))?
                 } else {
-                    return Err(HttpError::BadContentLength(v.clone()));
+                    return Err(HttpError::BadContentLength(v.to_string()));
                 };
             if length.is_some_and(|l| l != n) {
-                return Err(HttpError::BadContentLength(v.clone()));
+                return Err(HttpError::BadContentLength(v.to_string()));
             }
             length = Some(n);
         }
@@ -1131,10 +1112,7 @@ mod tests {
         );
         assert_eq!(m.body, b"hello world");
         assert!(m.chunked);
-        assert_eq!(
-            m.trailers,
-            vec![("X-Trailer".to_string(), "yes".to_string())]
-        );
+        assert_eq!(m.trailers, vec![("X-Trailer".into(), "yes".into())]);
     }
 
     #[test]

@@ -214,16 +214,16 @@ pub struct FragmentInfo {
 pub struct HttpInfo {
     /// Request method.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub method: Option<String>,
+    pub method: Option<CompactString>,
     /// Request path.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub path: Option<String>,
+    pub path: Option<CompactString>,
     /// Response status.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub status: Option<u16>,
     /// Response reason phrase.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
+    pub reason: Option<CompactString>,
 }
 
 /// One decoded message.

@@ -625,7 +625,7 @@ fn http<S: Line>(
         });
         if let Some(m) = msg {
             if let HttpKind::Response { status, reason } = m.kind {
-                x.http_status = Some((status, reason));
+                x.http_status = Some((status, reason.into()));
             }
             x.response_first = Some(m.ts_first_byte);
             x.response = Some(m.body);
