@@ -238,17 +238,11 @@ pub enum StreamDir {
 }
 
 impl StreamDir {
-    fn index(self) -> usize {
+    /// The other direction of the connection.
+    fn other(self) -> Self {
         match self {
-            StreamDir::ClientToServer => 0,
-            StreamDir::ServerToClient => 1,
-        }
-    }
-    fn from_index(i: usize) -> Self {
-        if i == 0 {
-            StreamDir::ClientToServer
-        } else {
-            StreamDir::ServerToClient
+            StreamDir::ClientToServer => StreamDir::ServerToClient,
+            StreamDir::ServerToClient => StreamDir::ClientToServer,
         }
     }
 }
@@ -503,7 +497,7 @@ impl Half {
 struct Conn {
     id: ConnId,
     client: SocketAddr,
-    halves: [Half; 2],
+    halves: PerDir<Half>,
     last_ts: Timestamp,
     closing_since: Option<Timestamp>,
 }
@@ -603,7 +597,7 @@ impl TcpReassembler {
         // A new SYN on a connection that already carried data starts a new one.
         if fresh_syn {
             let reused = self.conns.get(&key).is_some_and(|c| {
-                let h = &c.halves[0];
+                let h = &c.halves.client;
                 c.client != SocketAddr::from(src_ep)
                     || h.isn.is_some_and(|isn| isn != seg.seq)
                     || (h.isn.is_none() && h.init)
@@ -646,9 +640,7 @@ impl TcpReassembler {
             conn: conn_id,
             ts,
         };
-        let Some(half) = conn.halves.get_mut(dir.index()) else {
-            return;
-        };
+        let half = &mut conn.halves[dir];
 
         let mut data_seq = seg.seq;
         if flags.syn() {
@@ -671,18 +663,16 @@ impl TcpReassembler {
         // real order around a lost segment. A bare ACK is not enough: a capture
         // point may see it before data that was merely reordered on the way.
         if flags.ack() && !seg.payload.is_empty() {
-            let other_dir = if dir == StreamDir::ClientToServer {
-                StreamDir::ServerToClient
-            } else {
-                StreamDir::ClientToServer
-            };
-            if let Some(other) = conn.halves.get_mut(other_dir.index()) {
-                acked(other, &mut ctx, other_dir, seg.ack, on_event);
-            }
+            let other_dir = dir.other();
+            acked(
+                &mut conn.halves[other_dir],
+                &mut ctx,
+                other_dir,
+                seg.ack,
+                on_event,
+            );
         }
-        let Some(half) = conn.halves.get_mut(dir.index()) else {
-            return;
-        };
+        let half = &mut conn.halves[dir];
         if !seg.payload.is_empty() {
             on_data(
                 half,
@@ -771,7 +761,7 @@ impl TcpReassembler {
             Conn {
                 id,
                 client: SocketAddr::from(client),
-                halves: [Half::default(), Half::default()],
+                halves: PerDir::default(),
                 last_ts: ts,
                 closing_since: None,
             },
@@ -876,8 +866,8 @@ impl TcpReassembler {
             conn: conn.id,
             ts,
         };
-        for (i, half) in conn.halves.iter_mut().enumerate() {
-            let dir = StreamDir::from_index(i);
+        for dir in [StreamDir::ClientToServer, StreamDir::ServerToClient] {
+            let half = &mut conn.halves[dir];
             flush_half(half, &mut ctx, dir, on_event);
             if let Some(fin) = half.fin_at {
                 if fin > half.pos {

@@ -679,13 +679,12 @@ impl TlsConn {
         keys: &mut TlsKeys<'_>,
         out: &mut Vec<TlsOut>,
     ) {
-        let i = dir;
         self.now = ts;
         self.poll(keys, out);
-        if self.phase == Phase::Opaque || self.dirs[i].dead {
+        if self.phase == Phase::Opaque || self.dirs[dir].dead {
             return;
         }
-        let mut buf = std::mem::take(&mut self.dirs[i].buf);
+        let mut buf = std::mem::take(&mut self.dirs[dir].buf);
         let mut input = bytes;
         // Complete a record already started.
         if !buf.is_empty() {
@@ -721,7 +720,7 @@ impl TlsConn {
         }
         // Whole records straight from the segment.
         while buf.is_empty() && !input.is_empty() {
-            if self.phase == Phase::Opaque || self.dirs[i].dead {
+            if self.phase == Phase::Opaque || self.dirs[dir].dead {
                 return;
             }
             if input.len() < HEADER {
@@ -742,16 +741,14 @@ impl TlsConn {
                 }
             }
         }
-        {
-            let d = &mut self.dirs[i];
-            if !d.dead {
-                // An empty buffer is freed: what a connection holds is only ever
-                // a record in progress (thousands of idle connections hold nothing).
-                if buf.is_empty() {
-                    buf = Vec::new();
-                }
-                d.buf = buf;
+        let d = &mut self.dirs[dir];
+        if !d.dead {
+            // An empty buffer is freed: what a connection holds is only ever
+            // a record in progress (thousands of idle connections hold nothing).
+            if buf.is_empty() {
+                buf = Vec::new();
             }
+            d.buf = buf;
         }
     }
 
@@ -851,12 +848,10 @@ impl TlsConn {
     }
 
     fn stop(&mut self, dir: StreamDir) {
-        {
-            let d = &mut self.dirs[dir];
-            d.dead = true;
-            d.buf = Vec::new();
-            d.hs = Vec::new();
-        }
+        let d = &mut self.dirs[dir];
+        d.dead = true;
+        d.buf = Vec::new();
+        d.hs = Vec::new();
     }
 
     /// Bytes of this direction are missing: record boundaries are lost.
@@ -937,19 +932,18 @@ impl TlsConn {
             self.hold(dir, rec, keys.keylog, out);
             return;
         }
-        let i = dir;
         let tls13 = self.version == Some(0x0304);
-        let encrypted = match &self.dirs[i].keys {
+        let encrypted = match &self.dirs[dir].keys {
             Some(_) => !tls13 || ctype == 23,
             None => false,
         };
         if encrypted {
-            let opened = self.dirs[i]
+            let opened = self.dirs[dir]
                 .keys
                 .as_mut()
                 .and_then(|k| k.open(ctype, [v0, v1], frag));
             let Some(o) = opened else {
-                let seq = self.dirs[i]
+                let seq = self.dirs[dir]
                     .keys
                     .as_ref()
                     .map_or(0, |k| k.seq.saturating_sub(1));
@@ -1001,9 +995,8 @@ impl TlsConn {
         keys: &mut TlsKeys<'_>,
         out: &mut Vec<TlsOut>,
     ) {
-        let i = dir;
         while !data.is_empty() {
-            let d = &mut self.dirs[i];
+            let d = &mut self.dirs[dir];
             if d.dead {
                 return;
             }
@@ -1180,7 +1173,6 @@ impl TlsConn {
 
     /// TLS 1.3 Finished: this direction switches to its application traffic secret.
     fn finished13(&mut self, dir: StreamDir, keylog: &KeyLog, out: &mut Vec<TlsOut>) {
-        let i = dir;
         let app = self.secrets13.as_ref().and_then(|s| match dir {
             StreamDir::ClientToServer => s.client_app.clone(),
             StreamDir::ServerToClient => s.server_app.clone(),
@@ -1191,8 +1183,8 @@ impl TlsConn {
         };
         match keys {
             Some(k) => {
-                self.dirs[i].keys = Some(k);
-                self.dirs[i].secret = app;
+                self.dirs[dir].keys = Some(k);
+                self.dirs[dir].secret = app;
             }
             None => {
                 self.stop(dir);
@@ -1215,10 +1207,9 @@ impl TlsConn {
 
     /// TLS 1.3 KeyUpdate: the next traffic secret (RFC 8446 7.2).
     fn key_update13(&mut self, dir: StreamDir) {
-        let i = dir;
         let Some(suite) = self.suite else { return };
         let sha384 = suite_sha384(suite);
-        let Some(cur) = self.dirs[i].secret.clone() else {
+        let Some(cur) = self.dirs[dir].secret.clone() else {
             return;
         };
         let mut next = [0u8; 48];
@@ -1229,8 +1220,8 @@ impl TlsConn {
         let new = next.get(..n).and_then(Secret::new);
         match (ok, new) {
             (true, Some(s)) => {
-                self.dirs[i].keys = keys13(suite, s.as_bytes());
-                self.dirs[i].secret = Some(s);
+                self.dirs[dir].keys = keys13(suite, s.as_bytes());
+                self.dirs[dir].secret = Some(s);
             }
             _ => self.stop(dir),
         }
