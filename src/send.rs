@@ -536,7 +536,7 @@ fn records(x: &Exchange, target: &Target, key: &ecr_proto::cipher::PosKey, sink:
                 method: None,
                 path: None,
                 status: Some(*s),
-                reason: Some(r.as_str().into()),
+                reason: Some(r.clone()),
             });
         }
         sink.record(Record::Message(Box::new(rec)));

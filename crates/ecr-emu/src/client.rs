@@ -13,7 +13,7 @@ use ecr_proto::cipher::{KeyRing, PosKey};
 use ecr_proto::envelope::{self, build_request_with_digest, Message, RequestDialect};
 use ecr_proto::frame::{ErrorCode, MAX_FRAGMENT_DATA};
 use ecr_proto::link::Side;
-use ecr_proto::value::Object;
+use ecr_proto::value::{CompactString, Object};
 use ecr_proto::Timestamp;
 
 use crate::line::{Line, ReadOutcome, SerialLine};
@@ -324,8 +324,8 @@ pub struct Exchange {
     pub response: Option<Vec<u8>>,
     /// When its first byte came.
     pub response_first: Option<Timestamp>,
-    /// HTTP status and reason of the answer.
-    pub http_status: Option<(u16, String)>,
+    /// HTTP status and reason of the answer (the reason as the HTTP parser keeps it).
+    pub http_status: Option<(u16, CompactString)>,
     /// The D6 rule that delimited the answer on TCP.
     pub framing: Option<&'static str>,
     /// Every chunk on a frame link (serial, or TCP with frames).
@@ -625,7 +625,7 @@ fn http<S: Line>(
         });
         if let Some(m) = msg {
             if let HttpKind::Response { status, reason } = m.kind {
-                x.http_status = Some((status, reason.into()));
+                x.http_status = Some((status, reason));
             }
             x.response_first = Some(m.ts_first_byte);
             x.response = Some(m.body);
