@@ -1,13 +1,14 @@
 //! `ecr-sniff decode`: serial bytes from the command line or a file, through the
 //! same frame, reassembly, link and envelope layers as a capture.
 
-use std::io::{self, Read};
+use std::io;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use ecr_capture::analyzer::{Analyzer, Config};
+use ecr_capture::textfile::{read_bytes, read_file, TextFileError};
 use ecr_proto::link::Side;
 use ecr_proto::Timestamp;
 
@@ -39,23 +40,21 @@ pub fn parse_hex(text: &str) -> Result<Vec<u8>> {
 /// messages, not a capture.
 const MAX_INPUT: u64 = 16 << 20;
 
-/// Reads at most [`MAX_INPUT`] bytes of `r`; more is an error naming `what`.
-fn read_bounded(r: impl Read, what: &str) -> Result<Vec<u8>> {
-    use ecr_capture::textfile::{read_bytes, TextFileError};
-    read_bytes(r, MAX_INPUT).map_err(|e| match e {
+/// The bytes of a read bounded by [`MAX_INPUT`]; more is an error naming `what`.
+fn bounded(read: Result<Vec<u8>, TextFileError>, what: &str) -> Result<Vec<u8>> {
+    read.map_err(|e| match e {
         TextFileError::TooLarge { .. } => anyhow::anyhow!(
             "{what}: more than {} MiB: decode takes messages and short frame streams; analyse captures with `ecr-sniff analyze`",
             MAX_INPUT >> 20
         ),
+        TextFileError::Io(e) => anyhow::Error::new(e).context(format!("cannot read {what}")),
         e => anyhow::Error::new(e).context(format!("cannot read {what}")),
     })
 }
 
 fn input_bytes(a: &DecodeArgs) -> Result<Vec<u8>> {
     if let Some(path) = &a.file {
-        let what = path.display().to_string();
-        let f = std::fs::File::open(path).with_context(|| format!("cannot read {what}"))?;
-        let bytes = read_bounded(f, &what)?;
+        let bytes = bounded(read_file(path, MAX_INPUT), &path.display().to_string())?;
         if bytes.is_empty() {
             bail!(
                 "{}: empty file (0 bytes): nothing to decode",
@@ -75,7 +74,7 @@ fn input_bytes(a: &DecodeArgs) -> Result<Vec<u8>> {
     }
     match a.hex.as_deref() {
         Some("-") => {
-            let bytes = read_bounded(io::stdin().lock(), "standard input")?;
+            let bytes = bounded(read_bytes(io::stdin().lock(), MAX_INPUT), "standard input")?;
             parse_hex(&String::from_utf8_lossy(&bytes)).context("standard input")
         }
         Some(h) => parse_hex(h).context("the HEX argument"),

@@ -54,19 +54,28 @@ pub fn read_bytes(r: impl Read, max: u64) -> Result<Vec<u8>, TextFileError> {
 
 /// Reads the UTF-8 text of `r`, at most `max` bytes ([`read_bytes`]).
 pub fn read_text(r: impl Read, max: u64) -> Result<String, TextFileError> {
-    String::from_utf8(read_bytes(r, max)?).map_err(|e| TextFileError::NotText {
-        offset: e.utf8_error().valid_up_to(),
-    })
+    as_text(read_bytes(r, max)?)
 }
 
-/// [`read_text`] of the file at `path`. A regular file larger than `max` is
+/// [`read_bytes`] of the file at `path`. A regular file larger than `max` is
 /// refused by its size, before any of it is read.
-pub fn read_text_file(path: &Path, max: u64) -> Result<String, TextFileError> {
+pub fn read_file(path: &Path, max: u64) -> Result<Vec<u8>, TextFileError> {
     let f = std::fs::File::open(path)?;
     match f.metadata() {
         Ok(m) if m.is_file() && m.len() > max => Err(TextFileError::TooLarge { max }),
-        _ => read_text(f, max),
+        _ => read_bytes(f, max),
     }
+}
+
+/// [`read_text`] of the file at `path`, refused by its size like [`read_file`].
+pub fn read_text_file(path: &Path, max: u64) -> Result<String, TextFileError> {
+    as_text(read_file(path, max)?)
+}
+
+fn as_text(bytes: Vec<u8>) -> Result<String, TextFileError> {
+    String::from_utf8(bytes).map_err(|e| TextFileError::NotText {
+        offset: e.utf8_error().valid_up_to(),
+    })
 }
 
 #[cfg(test)]
