@@ -143,13 +143,14 @@ mod imp {
 
     use anyhow::{Context as _, Result};
     use ecr_capture::analyzer::Analyzer;
+    use ecr_capture::keylog::KeyLogTail;
     use ecr_capture::record::{Drops, Record, Sink};
     use ecr_capture::source::PcapngWriter;
     use ecr_tap::netcap::{self, NetDrops, NetTap, OwnedPacket, QueueLimits, TapOptions};
     use ecr_tap::stop;
 
     use super::LiveArgs;
-    use crate::options::{config, exit_for, load_keys, load_tls_keylog};
+    use crate::options::{config, exit_for, keylog_warning, load_keys, load_tls_keylog};
     use crate::tapout::FLUSH_EVERY;
 
     fn list() -> Result<ExitCode> {
@@ -411,7 +412,8 @@ mod imp {
 
     /// Reads lines appended to the `--tls-keylog` files during a live capture.
     struct KeylogFollower {
-        files: Vec<(PathBuf, u64, Vec<u8>)>,
+        /// Each file, the bytes of it read so far and where its lines are.
+        files: Vec<(PathBuf, u64, KeyLogTail)>,
         last: Instant,
     }
 
@@ -420,8 +422,13 @@ mod imp {
             let files = paths
                 .iter()
                 .map(|p| {
-                    let len = std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
-                    (p.clone(), len, Vec::new())
+                    // Lines there already were read with the other options; new
+                    // ones are numbered after them.
+                    let mut tail = KeyLogTail::new();
+                    let len = File::open(p)
+                        .and_then(|f| tail.skip_existing(f))
+                        .unwrap_or(0);
+                    (p.clone(), len, tail)
                 })
                 .collect();
             KeylogFollower {
@@ -438,7 +445,7 @@ mod imp {
                 return;
             }
             self.last = Instant::now();
-            for (path, offset, partial) in &mut self.files {
+            for (path, offset, tail) in &mut self.files {
                 let Ok(mut f) = File::open(&*path) else {
                     continue;
                 };
@@ -446,7 +453,7 @@ mod imp {
                 if len < *offset {
                     // Truncated or replaced: read it again from the start.
                     *offset = 0;
-                    partial.clear();
+                    tail.restart();
                 }
                 if len == *offset || f.seek(SeekFrom::Start(*offset)).is_err() {
                     continue;
@@ -461,14 +468,14 @@ mod imp {
                         break;
                     }
                     *offset += new.len() as u64;
-                    partial.extend_from_slice(&new);
-                    if let Some(end) = partial.iter().rposition(|&b| b == b'\n') {
-                        let lines: Vec<u8> = partial.drain(..=end).collect();
-                        for w in analyzer.add_tls_keylog(&lines) {
-                            eprintln!("ecr-sniff: warning: {}: {}", path.display(), w.detail);
+                    let appended = tail.push(&new);
+                    for w in &appended.warnings {
+                        keylog_warning(path, w);
+                    }
+                    if !appended.text.is_empty() {
+                        for w in analyzer.add_tls_keylog(&appended.text) {
+                            keylog_warning(path, &appended.in_file(w));
                         }
-                    } else if partial.len() > ecr_capture::keylog::MAX_LINE {
-                        partial.clear();
                     }
                     if (new.len() as u64) < KEYLOG_PIECE {
                         break;

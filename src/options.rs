@@ -3,7 +3,7 @@
 //! structs live in their modules and flatten these; `cli.rs` only composes the commands.
 
 use std::io::{self, IsTerminal};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{bail, Context as _, Result};
@@ -211,6 +211,19 @@ pub fn text_file_error(
     }
 }
 
+/// A problem with a key log on stderr: the file, the line when it is about one,
+/// what was wrong (never the secret).
+pub fn keylog_warning(path: &Path, w: &ecr_capture::keylog::KeyLogWarning) {
+    match w.line {
+        Some(l) => eprintln!(
+            "ecr-sniff: warning: {} line {l}: {}",
+            path.display(),
+            w.detail
+        ),
+        None => eprintln!("ecr-sniff: warning: {}: {}", path.display(), w.detail),
+    }
+}
+
 /// Reads the `--tls-keylog` files. Problems with single lines are warnings on
 /// stderr naming the file and line (never quoting a secret).
 pub fn load_tls_keylog(t: &TlsArgs) -> Result<ecr_capture::keylog::KeyLog> {
@@ -218,14 +231,7 @@ pub fn load_tls_keylog(t: &TlsArgs) -> Result<ecr_capture::keylog::KeyLog> {
     for path in &t.tls_keylog {
         let before = log.len();
         for w in log.load_file(path).map_err(anyhow::Error::msg)? {
-            match w.line {
-                Some(l) => eprintln!(
-                    "ecr-sniff: warning: {} line {l}: {}",
-                    path.display(),
-                    w.detail
-                ),
-                None => eprintln!("ecr-sniff: warning: {}: {}", path.display(), w.detail),
-            }
+            keylog_warning(path, &w);
         }
         if log.len() == before {
             eprintln!(

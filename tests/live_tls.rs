@@ -168,6 +168,9 @@ fn s_client_key_update(addr: &str) {
     );
 }
 
+/// A key log line that is not one (two fields, so no secret to look for).
+const CUT_SHORT: &str = "CLIENT_RANDOM cut-short";
+
 #[test]
 fn live_decrypts_https_as_the_key_log_grows() {
     let dir = std::env::temp_dir().join(format!("ecr-live-tls-{}", std::process::id()));
@@ -222,6 +225,17 @@ fn live_decrypts_https_as_the_key_log_grows() {
             Ok(l) if !l.contains("warning") => notes.push(l),
             other => panic!("the tap did not start: {other:?} after {notes:?}"),
         }
+    }
+
+    // A bad line appended while following is named by its line in the file.
+    {
+        use std::io::Write as _;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(&keylog)
+            .unwrap();
+        f.write_all(format!("{CUT_SHORT}\n").as_bytes()).unwrap();
     }
 
     // rustls, TLS 1.3: a payment signed in the plain dialect.
@@ -332,6 +346,18 @@ fn live_decrypts_https_as_the_key_log_grows() {
         }
     }
 
+    // The bad line's warning names its line, as reading the file whole does.
+    let bad_line = secrets
+        .lines()
+        .position(|l| l == CUT_SHORT)
+        .expect("the bad line is in the key log")
+        + 1;
+    let warning = format!("{} line {bad_line}: not a key log line", keylog.display());
+    assert!(
+        stderr.iter().any(|l| l.contains(&warning)),
+        "no '{warning}' in {stderr:?}"
+    );
+
     // The saved file, analysed with the same key log, gives the same records.
     let offline = bin()
         .args(["analyze", file.to_str().unwrap(), "--key", KEY])
@@ -344,12 +370,9 @@ fn live_decrypts_https_as_the_key_log_grows() {
         .args(["--format", "jsonl"])
         .output()
         .unwrap();
-    assert_eq!(
-        offline.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&offline.stderr)
-    );
+    let offline_err = String::from_utf8_lossy(&offline.stderr);
+    assert_eq!(offline.status.code(), Some(0), "{offline_err}");
+    assert!(offline_err.contains(&warning), "{offline_err}");
     let offline = jsonl(
         &String::from_utf8(offline.stdout)
             .unwrap()

@@ -346,6 +346,125 @@ fn next_line<R: BufRead>(r: &mut R, line: &mut Vec<u8>) -> std::io::Result<(usiz
 /// At most this many warnings per key log, so that a wrong file is one short message.
 const MAX_WARNINGS: usize = 5;
 
+/// Follows a key log that grows while it is read (a browser or curl appends its
+/// lines as it connects, `ecr-sniff -i` reads what was added every 100 ms): takes
+/// the bytes appended since the last read and hands on the complete lines among
+/// them with the number of the lines before them, so that a warning names the line
+/// of the file. A line longer than [`MAX_LINE`] is dropped as it comes (warned
+/// once, with its number) and skipped to its end, so the tail holds at most
+/// [`MAX_LINE`] bytes between reads.
+#[derive(Debug, Default)]
+pub struct KeyLogTail {
+    /// The start of a line whose end has not been read yet.
+    partial: Vec<u8>,
+    /// Lines handed on or skipped so far.
+    lines: usize,
+    /// In a line too long to keep: what comes before its newline is dropped.
+    skipping: bool,
+}
+
+/// What [`KeyLogTail::push`] found in the bytes appended.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Appended {
+    /// Complete lines, each ending with a newline (empty when none was completed).
+    pub text: Vec<u8>,
+    /// How many lines of the file come before `text`.
+    pub lines_before: usize,
+    /// Lines dropped for being too long, numbered as in the file.
+    pub warnings: Vec<KeyLogWarning>,
+}
+
+impl Appended {
+    /// Numbers a warning about `text` (from [`KeyLog::add_text`], which counts
+    /// from 1) as a line of the file.
+    pub fn in_file(&self, mut w: KeyLogWarning) -> KeyLogWarning {
+        w.line = w.line.map(|l| l.saturating_add(self.lines_before));
+        w
+    }
+}
+
+impl KeyLogTail {
+    /// A tail at the start of a file.
+    pub fn new() -> Self {
+        KeyLogTail::default()
+    }
+
+    /// Starts again at the start of the file (it was truncated or replaced).
+    pub fn restart(&mut self) {
+        *self = KeyLogTail::default();
+    }
+
+    /// Lines of the file read to their end so far.
+    pub fn lines(&self) -> usize {
+        self.lines
+    }
+
+    /// Reads what the file holds already (read before with [`KeyLog::load_file`])
+    /// to its end, counting its lines, and keeps its last line when it is not
+    /// complete yet (a writer in the middle of it); returns the bytes read, where
+    /// the next read of the file starts.
+    pub fn skip_existing(&mut self, mut r: impl Read) -> std::io::Result<u64> {
+        let mut buf = vec![0u8; 64 << 10];
+        let mut read = 0u64;
+        loop {
+            let n = match r.read(&mut buf) {
+                Ok(0) => return Ok(read),
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            read = read.saturating_add(n as u64);
+            let chunk = buf.get(..n).unwrap_or_default();
+            match memchr::memrchr(b'\n', chunk) {
+                Some(end) => {
+                    let ends = memchr::memchr_iter(b'\n', chunk).count();
+                    self.lines = self.lines.saturating_add(ends);
+                    self.partial.clear();
+                    self.skipping = false;
+                    self.partial
+                        .extend_from_slice(chunk.get(end.saturating_add(1)..).unwrap_or_default());
+                }
+                None if !self.skipping => self.partial.extend_from_slice(chunk),
+                None => {}
+            }
+            if self.partial.len() > MAX_LINE {
+                self.partial = Vec::new();
+                self.skipping = true;
+            }
+        }
+    }
+
+    /// Takes the bytes appended to the file since the last call.
+    pub fn push(&mut self, mut new: &[u8]) -> Appended {
+        let mut out = Appended::default();
+        if self.skipping {
+            let Some(end) = memchr::memchr(b'\n', new) else {
+                return out;
+            };
+            new = new.get(end.saturating_add(1)..).unwrap_or_default();
+            self.skipping = false;
+            self.lines = self.lines.saturating_add(1);
+        }
+        self.partial.extend_from_slice(new);
+        out.lines_before = self.lines;
+        if let Some(end) = memchr::memrchr(b'\n', &self.partial) {
+            out.text = self.partial.drain(..=end).collect();
+            let n = memchr::memchr_iter(b'\n', &out.text).count();
+            self.lines = self.lines.saturating_add(n);
+        }
+        if self.partial.len() > MAX_LINE {
+            push_warning(
+                &mut out.warnings,
+                self.lines.saturating_add(1),
+                "line too long for a key log line",
+            );
+            self.partial = Vec::new();
+            self.skipping = true;
+        }
+        out
+    }
+}
+
 fn push_warning(w: &mut Vec<KeyLogWarning>, line: usize, detail: &str) {
     if w.len() < MAX_WARNINGS {
         w.push(KeyLogWarning {
@@ -509,5 +628,110 @@ mod bounds {
         let mut whole = KeyLog::new();
         assert_eq!(whole.add_text(text.as_bytes()), w);
         assert_eq!(whole.len(), 2);
+    }
+}
+
+#[cfg(test)]
+mod tail {
+    use super::*;
+
+    fn line(i: usize) -> String {
+        format!("CLIENT_RANDOM {:064x} {}\n", i, "ab".repeat(48))
+    }
+
+    #[test]
+    fn lines_split_across_reads_are_handed_on_whole_and_numbered_as_in_the_file() {
+        let mut t = KeyLogTail::new();
+        let mut log = KeyLog::new();
+        let good = line(1);
+        let (head, rest) = good.split_at(20);
+        let first = t.push(head.as_bytes());
+        assert!(first.text.is_empty() && first.warnings.is_empty());
+        let second = t.push(format!("{rest}not a key log line\n# comment\npart").as_bytes());
+        assert_eq!(second.lines_before, 0);
+        assert_eq!(
+            second.text,
+            format!("{good}not a key log line\n# comment\n").as_bytes()
+        );
+        let ws: Vec<_> = log
+            .add_text(&second.text)
+            .into_iter()
+            .map(|w| second.in_file(w))
+            .collect();
+        assert_eq!(ws.iter().map(|w| w.line).collect::<Vec<_>>(), [Some(2)]);
+        assert_eq!(log.len(), 1);
+        // The fourth line ends in the next read, which brings a fifth, bad, one.
+        let third = t.push(b"ial\nbad\n");
+        assert_eq!(third.lines_before, 3);
+        let ws: Vec<_> = log
+            .add_text(&third.text)
+            .into_iter()
+            .map(|w| third.in_file(w))
+            .collect();
+        assert_eq!(
+            ws.iter().map(|w| w.line).collect::<Vec<_>>(),
+            [Some(4), Some(5)]
+        );
+        assert_eq!(t.lines(), 5);
+    }
+
+    #[test]
+    fn a_line_too_long_is_dropped_as_it_comes_and_the_next_ones_keep_their_numbers() {
+        let mut t = KeyLogTail::new();
+        let a = t.push(format!("{}{}", line(1), "x".repeat(MAX_LINE + 10)).as_bytes());
+        assert_eq!(a.text, line(1).as_bytes());
+        assert_eq!(
+            a.warnings,
+            [KeyLogWarning {
+                line: Some(2),
+                detail: "line too long for a key log line".into()
+            }]
+        );
+        // The rest of the long line is skipped, without holding it.
+        let b = t.push("y".repeat(10 * MAX_LINE).as_bytes());
+        assert_eq!(
+            b,
+            Appended {
+                lines_before: 0,
+                ..Appended::default()
+            }
+        );
+        assert!(t.partial.is_empty());
+        let c = t.push(format!("yyy\n{}", line(3)).as_bytes());
+        assert_eq!(c.lines_before, 2);
+        assert_eq!(c.text, line(3).as_bytes());
+        assert!(c.warnings.is_empty());
+        let mut log = KeyLog::new();
+        assert!(log.add_text(&c.text).is_empty());
+        assert_eq!(log.len(), 1);
+        // Following starts after what the file held: its lines are counted and an
+        // unfinished last line is kept.
+        let mut u = KeyLogTail::new();
+        let held = format!("{}{}# a comment\nCLIENT_RAN", line(1), line(2));
+        assert_eq!(
+            u.skip_existing(held.as_bytes()).ok(),
+            Some(held.len() as u64)
+        );
+        let e = u.push(b"DOM x y\n");
+        assert_eq!(
+            (e.lines_before, e.text.as_slice()),
+            (3, &b"CLIENT_RANDOM x y\n"[..])
+        );
+        let mut v = KeyLogTail::new();
+        let long = format!("{}{}", line(1), "z".repeat(MAX_LINE * 100));
+        assert!(v.skip_existing(long.as_bytes()).is_ok());
+        let e = v.push(b"zz\nbad\n");
+        assert_eq!((e.lines_before, e.text.as_slice()), (2, &b"bad\n"[..]));
+        // A file truncated and written again is read from its first line.
+        t.restart();
+        let d = t.push(b"bad\n");
+        assert_eq!(d.lines_before, 0);
+        assert_eq!(
+            log.add_text(&d.text)
+                .into_iter()
+                .map(|w| d.in_file(w).line)
+                .collect::<Vec<_>>(),
+            [Some(1)]
+        );
     }
 }
