@@ -468,14 +468,15 @@ mod imp {
                         break;
                     }
                     *offset += new.len() as u64;
+                    // In the order of the lines: the complete ones, then one too long.
                     let appended = tail.push(&new);
-                    for w in &appended.warnings {
-                        keylog_warning(path, w);
-                    }
                     if !appended.text.is_empty() {
                         for w in analyzer.add_tls_keylog(&appended.text) {
                             keylog_warning(path, &appended.in_file(w));
                         }
+                    }
+                    for w in &appended.warnings {
+                        keylog_warning(path, w);
                     }
                     if (new.len() as u64) < KEYLOG_PIECE {
                         break;

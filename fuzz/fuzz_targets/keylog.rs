@@ -1,7 +1,8 @@
-//! TLS key logs (files and pcapng Decryption Secrets Blocks): read whole or a
-//! line at a time, the same table and warnings, within their bounds.
+//! TLS key logs (files and pcapng Decryption Secrets Blocks): read whole, a line
+//! at a time, or followed as it grows (in pieces cut anywhere), the same table
+//! and warnings, within their bounds.
 #![no_main]
-use ecr_capture::keylog::{KeyLog, MAX_ENTRIES};
+use ecr_capture::keylog::{KeyLog, KeyLogTail, MAX_ENTRIES};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -16,4 +17,39 @@ fuzz_target!(|data: &[u8]| {
     assert!(whole.len() <= MAX_ENTRIES);
     // At most five line warnings and one about forgotten sessions.
     assert!(w.len() <= 6, "{w:?}");
+
+    // Followed in pieces (their lengths taken from the data): the complete lines
+    // give the same table, and the first warning names the same line.
+    let complete = data
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(&data[..0], |end| &data[..=end]);
+    let complete_lines = complete.iter().filter(|&&b| b == b'\n').count();
+    let mut upto = KeyLog::new();
+    let first_whole = upto.add_text(complete).into_iter().find_map(|w| w.line);
+    let mut tail = KeyLogTail::new();
+    let mut followed = KeyLog::new();
+    let mut first_followed = None;
+    let mut rest = data;
+    let mut i = 0;
+    while !rest.is_empty() {
+        let n = (usize::from(data[i % data.len()]) * 37 % 2048 + 1).min(rest.len());
+        let (piece, r) = rest.split_at(n);
+        rest = r;
+        i += 1;
+        let a = tail.push(piece);
+        let mut lines: Vec<usize> = followed
+            .add_text(&a.text)
+            .into_iter()
+            .filter_map(|w| a.in_file(w).line)
+            .collect();
+        lines.extend(a.warnings.iter().filter_map(|w| w.line));
+        // (an unfinished last line too long is warned here, not in `upto`)
+        if first_followed.is_none() {
+            first_followed = lines.into_iter().find(|&l| l <= complete_lines);
+        }
+    }
+    assert_eq!(followed.len(), upto.len());
+    assert_eq!(first_followed, first_whole);
+    assert_eq!(tail.lines(), complete_lines);
 });
