@@ -4,7 +4,9 @@
 # `tcpdump -i lo -w /dev/null` drops nothing, and checks that `ecr-sniff -i lo` at
 # that rate drops nothing and decodes every message (its summary against `analyze`
 # of the same file). ecr-sniff is run at every rate too, so the table shows where
-# it starts losing packets, if it does.
+# it starts losing packets, if it does. tcpreplay's count of packets it failed to
+# send is read for every replay: a rate whose replays were not sent whole is shown
+# with that count and not taken as clean (a send failure is not a capture loss).
 #
 #   sudo benches/live.sh
 #   SIZE_MB=16 RATES="20000 80000" sudo benches/live.sh
@@ -69,13 +71,18 @@ stop() {
     kill -INT "$1" 2>/dev/null || true
     wait "$1" 2>/dev/null || true
 }
-# Replays the capture on lo at $1 packets/s; prints the achieved rate.
+# Replays the capture on lo at $1 packets/s; prints the achieved rate and the
+# packets tcpreplay could not send (its "Failed packets": neither capture can see
+# those, so a run with any is not a fair test of either).
 replay() {
-    tcpreplay -q -i lo --pps="$1" "$work/dense.pcap" >"$work/replay.log" 2>&1 || {
+    tcpreplay -i lo --pps="$1" "$work/dense.pcap" >"$work/replay.log" 2>&1 || {
         cat "$work/replay.log" >&2
         return 1
     }
-    sed -n 's/.*Rated: .* \([0-9.]*\) pps.*/\1/p' "$work/replay.log" | head -n 1 | cut -d. -f1
+    local rate failed
+    rate=$(sed -n 's/.*Rated: .* \([0-9.]*\) pps.*/\1/p' "$work/replay.log" | head -n 1 | cut -d. -f1)
+    failed=$(sed -n 's/.*Failed packets: *\([0-9]*\).*/\1/p' "$work/replay.log" | head -n 1)
+    echo "${rate:-?} ${failed:-?}"
 }
 
 best=""
@@ -86,7 +93,7 @@ for rate in $RATES; do
     tp=$!
     pids+=("$tp")
     wait_for "$work/tcpdump.err" "listening on"
-    sent=$(replay "$rate")
+    read -r sent t_fail <<<"$(replay "$rate")"
     # tcpdump hands a kernel block over 1 s after its first packet.
     sleep 1.5
     stop "$tp"
@@ -98,16 +105,21 @@ for rate in $RATES; do
     ep=$!
     pids+=("$ep")
     wait_for "$work/live.err" "Ctrl-C to stop"
-    replay "$rate" >/dev/null
+    read -r _ l_fail <<<"$(replay "$rate")"
     sleep 1
     stop "$ep"
     summary=$(tail -n 1 "$work/live.jsonl")
     l_pkts=$(field packets <<<"$summary")
     l_msgs=$(field messages <<<"$summary")
     l_drops=$(sed -n 's/.*"drops":\({[^}]*}\).*/\1/p' <<<"$summary")
-    printf '%-10s %-10s | %-24s | %s\n' "$rate" "${sent:-?}" "${t_got:-?}/${t_drop:-?}" \
-        "$l_pkts, $l_msgs/$want_msgs, $l_drops"
-    if [ "${t_drop:-1}" = 0 ] && [ "${t_got:-0}" = "$want_pkts" ]; then
+    notes=""
+    [ "$t_fail" = 0 ] || notes+="; tcpreplay failed to send $t_fail packets in tcpdump's run"
+    [ "$l_fail" = 0 ] || notes+="; tcpreplay failed to send $l_fail packets in ecr-sniff's run"
+    printf '%-10s %-10s | %-24s | %s%s\n' "$rate" "${sent:-?}" "${t_got:-?}/${t_drop:-?}" \
+        "$l_pkts, $l_msgs/$want_msgs, $l_drops" "$notes"
+    # A rate counts only when both replays sent every packet and tcpdump kept all.
+    if [ "$t_fail" = 0 ] && [ "$l_fail" = 0 ] && [ "${t_drop:-1}" = 0 ] &&
+        [ "${t_got:-0}" = "$want_pkts" ]; then
         best=$rate
         eval "best_line_$rate=\"\$l_pkts \$l_msgs \$l_drops\""
     fi
