@@ -414,23 +414,8 @@ impl KeyLogTail {
                 Err(e) => return Err(e),
             };
             read = read.saturating_add(n as u64);
-            let chunk = buf.get(..n).unwrap_or_default();
-            match memchr::memrchr(b'\n', chunk) {
-                Some(end) => {
-                    let ends = memchr::memchr_iter(b'\n', chunk).count();
-                    self.lines = self.lines.saturating_add(ends);
-                    self.partial.clear();
-                    self.skipping = false;
-                    self.partial
-                        .extend_from_slice(chunk.get(end.saturating_add(1)..).unwrap_or_default());
-                }
-                None if !self.skipping => self.partial.extend_from_slice(chunk),
-                None => {}
-            }
-            if self.partial.len() > MAX_LINE {
-                self.partial = Vec::new();
-                self.skipping = true;
-            }
+            // As if appended: the lines and warnings were had with the load.
+            self.push(buf.get(..n).unwrap_or_default());
         }
     }
 
