@@ -136,7 +136,7 @@ mod imp {
     use std::cell::Cell;
     use std::fs::File;
     use std::io::BufWriter;
-    use std::path::PathBuf;
+    use std::path::{Path, PathBuf};
     use std::process::ExitCode;
     use std::rc::Rc;
     use std::time::{Duration, Instant};
@@ -150,7 +150,7 @@ mod imp {
     use ecr_tap::stop;
 
     use super::LiveArgs;
-    use crate::options::{config, exit_for, keylog_warning, load_keys, load_tls_keylog};
+    use crate::options::{config, exit_for, keylog_warning, load_keys};
     use crate::tapout::FLUSH_EVERY;
 
     fn list() -> Result<ExitCode> {
@@ -212,10 +212,8 @@ mod imp {
                 );
             }
         }
+        // The key logs are read by the follower, from their first line (below).
         let cfg = ecr_capture::analyzer::Config {
-            tls_keylog: load_tls_keylog(&crate::options::TlsArgs {
-                tls_keylog: existing,
-            })?,
             tls_wait_for_secrets: true,
             ..config(&a.ports)
         };
@@ -262,8 +260,10 @@ mod imp {
         };
         let mut analyzer = Analyzer::new(cfg, keys, &mut sink);
         // Browsers append to their key log while they connect: new lines are read as
-        // they come, and connections waiting for them are decrypted then.
+        // they come, and connections waiting for them are decrypted then. What the
+        // files hold now is read once, before the first packet, by the same reader.
         let mut follow = KeylogFollower::new(&a.tls.tls_keylog);
+        follow.start(&existing, &mut analyzer)?;
         let deadline = a
             .duration
             .map(|l| Instant::now() + Duration::from_secs_f64(l));
@@ -418,18 +418,11 @@ mod imp {
     }
 
     impl KeylogFollower {
+        /// Follows `paths` from their start; nothing is read yet.
         fn new(paths: &[PathBuf]) -> Self {
             let files = paths
                 .iter()
-                .map(|p| {
-                    // Lines there already were read with the other options; new
-                    // ones are numbered after them.
-                    let mut tail = KeyLogTail::new();
-                    let len = File::open(p)
-                        .and_then(|f| tail.skip_existing(f))
-                        .unwrap_or(0);
-                    (p.clone(), len, tail)
-                })
+                .map(|p| (p.clone(), 0, KeyLogTail::new()))
                 .collect();
             KeylogFollower {
                 files,
@@ -437,51 +430,92 @@ mod imp {
             }
         }
 
+        /// Reads what the files hold before the capture starts, as `analyze`
+        /// reads them: one of `existing` (those not empty) that cannot be read is
+        /// an error, one that adds no secret a warning, and a last line without
+        /// its newline is used when it is a whole key log line (a line still being
+        /// written is read again when its newline comes, and only then warned
+        /// about). Each line is read once: following goes on from there.
+        fn start(&mut self, existing: &[PathBuf], analyzer: &mut Analyzer<'_>) -> Result<()> {
+            for (path, offset, tail) in &mut self.files {
+                if !existing.contains(path) {
+                    continue;
+                }
+                let f = File::open(&*path)
+                    .with_context(|| format!("{}: cannot read TLS key log", path.display()))?;
+                let before = analyzer.tls_sessions_known();
+                read_new(f, path, offset, tail, analyzer);
+                if let Some(last) = tail.unfinished() {
+                    let mut log = ecr_capture::keylog::KeyLog::new();
+                    if log.add_text(last).is_empty() && !log.is_empty() {
+                        analyzer.add_tls_keylog(last);
+                    }
+                }
+                if analyzer.tls_sessions_known() == before {
+                    eprintln!(
+                        "ecr-sniff: warning: {} adds no TLS secrets (expected lines like CLIENT_RANDOM <64 hex> <96 hex>)",
+                        path.display()
+                    );
+                }
+            }
+            Ok(())
+        }
+
         /// At most every 100 ms, or now when `now`: hands complete new lines to
         /// the analyzer.
         fn poll(&mut self, analyzer: &mut Analyzer<'_>, now: bool) {
-            use std::io::{Read, Seek, SeekFrom};
             if self.files.is_empty() || (!now && self.last.elapsed() < Duration::from_millis(100)) {
                 return;
             }
             self.last = Instant::now();
             for (path, offset, tail) in &mut self.files {
-                let Ok(mut f) = File::open(&*path) else {
-                    continue;
-                };
-                let len = f.metadata().map(|m| m.len()).unwrap_or(0);
-                if len < *offset {
-                    // Truncated or replaced: read it again from the start.
-                    *offset = 0;
-                    tail.restart();
+                if let Ok(f) = File::open(&*path) {
+                    read_new(f, path, offset, tail, analyzer);
                 }
-                if len == *offset || f.seek(SeekFrom::Start(*offset)).is_err() {
-                    continue;
+            }
+        }
+    }
+
+    /// Hands the complete lines of `f` (the key log at `path`) after `offset` to
+    /// the analyzer, and moves `offset` past what was read.
+    fn read_new(
+        mut f: File,
+        path: &Path,
+        offset: &mut u64,
+        tail: &mut KeyLogTail,
+        analyzer: &mut Analyzer<'_>,
+    ) {
+        use std::io::{Read, Seek, SeekFrom};
+        let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+        if len < *offset {
+            // Truncated or replaced: read it again from the start.
+            *offset = 0;
+            tail.restart();
+        }
+        if len == *offset || f.seek(SeekFrom::Start(*offset)).is_err() {
+            return;
+        }
+        // A MiB at a time: a key log that is already large when the tap starts is
+        // not read into memory whole.
+        let mut new = Vec::with_capacity(KEYLOG_PIECE as usize);
+        loop {
+            new.clear();
+            if (&mut f).take(KEYLOG_PIECE).read_to_end(&mut new).is_err() || new.is_empty() {
+                break;
+            }
+            *offset += new.len() as u64;
+            // In the order of the lines: the complete ones, then one too long.
+            let appended = tail.push(&new);
+            if !appended.text.is_empty() {
+                for w in analyzer.add_tls_keylog(&appended.text) {
+                    keylog_warning(path, &appended.in_file(w));
                 }
-                // A MiB at a time: a key log that is already large when the tap
-                // starts is not read into memory whole.
-                let mut new = Vec::with_capacity(KEYLOG_PIECE as usize);
-                loop {
-                    new.clear();
-                    if (&mut f).take(KEYLOG_PIECE).read_to_end(&mut new).is_err() || new.is_empty()
-                    {
-                        break;
-                    }
-                    *offset += new.len() as u64;
-                    // In the order of the lines: the complete ones, then one too long.
-                    let appended = tail.push(&new);
-                    if !appended.text.is_empty() {
-                        for w in analyzer.add_tls_keylog(&appended.text) {
-                            keylog_warning(path, &appended.in_file(w));
-                        }
-                    }
-                    for w in &appended.warnings {
-                        keylog_warning(path, w);
-                    }
-                    if (new.len() as u64) < KEYLOG_PIECE {
-                        break;
-                    }
-                }
+            }
+            for w in &appended.warnings {
+                keylog_warning(path, w);
+            }
+            if (new.len() as u64) < KEYLOG_PIECE {
+                break;
             }
         }
     }

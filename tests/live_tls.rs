@@ -418,3 +418,64 @@ fn live_decrypts_https_as_the_key_log_grows() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// What a key log holds when the tap starts is read once, as `analyze` reads it:
+/// its bad lines are named by their line, a last line without its newline is used
+/// when it is whole (so a file of one such line adds secrets), and the lines
+/// appended later are numbered after it.
+#[test]
+fn live_reads_a_key_log_that_holds_lines_already_once() {
+    let dir = std::env::temp_dir().join(format!("ecr-live-keylog-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let valid = |i: u8| {
+        format!(
+            "CLIENT_RANDOM {} {}",
+            format!("{i:02x}").repeat(32),
+            "ab".repeat(48)
+        )
+    };
+    let a = dir.join("a.log");
+    let b = dir.join("b.log");
+    std::fs::write(&a, format!("{}\n{CUT_SHORT}\n{}", valid(1), valid(3))).unwrap();
+    std::fs::write(&b, valid(4)).unwrap();
+    let mut child = bin()
+        .args(["-i", "lo", "--duration", "3", "--format", "jsonl"])
+        .args(["--tls-keylog", a.to_str().unwrap()])
+        .args(["--tls-keylog", b.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let err = lines(child.stderr.take().unwrap());
+    let mut tap = Killer(child);
+    let mut seen = vec![];
+    loop {
+        match err.recv_timeout(Duration::from_secs(10)) {
+            Ok(l) if l.contains("Ctrl-C to stop") => break,
+            Ok(l) if l.contains("not permitted") => {
+                skip(&l);
+                return;
+            }
+            Ok(l) => seen.push(l),
+            other => panic!("the tap did not start: {other:?} after {seen:?}"),
+        }
+    }
+    {
+        use std::io::Write as _;
+        let mut f = std::fs::OpenOptions::new().append(true).open(&a).unwrap();
+        f.write_all(format!("\n{CUT_SHORT}\n").as_bytes()).unwrap();
+    }
+    let status = tap.0.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    seen.extend(err.iter());
+    let warnings: Vec<&String> = seen.iter().filter(|l| l.contains("warning")).collect();
+    let line = |n: usize| {
+        format!(
+            "ecr-sniff: warning: {} line {n}: not a key log line (LABEL CLIENT_RANDOM SECRET)",
+            a.display()
+        )
+    };
+    assert_eq!(warnings, [&line(2), &line(4)], "{seen:?}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

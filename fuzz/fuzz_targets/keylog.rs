@@ -2,7 +2,7 @@
 //! at a time, or followed as it grows (in pieces cut anywhere), the same table
 //! and warnings, within their bounds.
 #![no_main]
-use ecr_capture::keylog::{KeyLog, KeyLogTail, MAX_ENTRIES};
+use ecr_capture::keylog::{KeyLog, KeyLogTail, MAX_ENTRIES, MAX_LINE};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -52,4 +52,8 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(followed.len(), upto.len());
     assert_eq!(first_followed, first_whole);
     assert_eq!(tail.lines(), complete_lines);
+    // What follows the last newline is held (and shown) unless too long to keep.
+    let last = &data[complete.len()..];
+    let held = (!last.is_empty() && last.len() <= MAX_LINE).then_some(last);
+    assert_eq!(tail.unfinished(), held);
 });

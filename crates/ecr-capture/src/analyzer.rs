@@ -1003,6 +1003,11 @@ impl<'s> Analyzer<'s> {
         warnings
     }
 
+    /// Number of TLS sessions whose secrets are known (see [`KeyLog::len`]).
+    pub fn tls_sessions_known(&self) -> usize {
+        self.st.tls_keylog.len()
+    }
+
     /// Reports a problem with the capture file itself (a damaged record).
     pub fn damaged(&mut self, ts: Option<Timestamp>, packet: Option<u64>, detail: String) {
         let ts = ts.unwrap_or(self.st.last_ts);

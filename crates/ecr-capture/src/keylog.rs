@@ -399,24 +399,11 @@ impl KeyLogTail {
         self.lines
     }
 
-    /// Reads what the file holds already (read before with [`KeyLog::load_file`])
-    /// to its end, counting its lines, and keeps its last line when it is not
-    /// complete yet (a writer in the middle of it); returns the bytes read, where
-    /// the next read of the file starts.
-    pub fn skip_existing(&mut self, mut r: impl Read) -> std::io::Result<u64> {
-        let mut buf = vec![0u8; 64 << 10];
-        let mut read = 0u64;
-        loop {
-            let n = match r.read(&mut buf) {
-                Ok(0) => return Ok(read),
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            };
-            read = read.saturating_add(n as u64);
-            // As if appended: the lines and warnings were had with the load.
-            self.push(buf.get(..n).unwrap_or_default());
-        }
+    /// The start of a line whose end has not been read yet (none while a line
+    /// too long is being skipped): what a file that does not end with a newline
+    /// holds after its last complete line.
+    pub fn unfinished(&self) -> Option<&[u8]> {
+        (!self.skipping && !self.partial.is_empty()).then_some(self.partial.as_slice())
     }
 
     /// Takes the bytes appended to the file since the last call.
@@ -689,22 +676,23 @@ mod tail {
         let mut log = KeyLog::new();
         assert!(log.add_text(&c.text).is_empty());
         assert_eq!(log.len(), 1);
-        // Following starts after what the file held: its lines are counted and an
-        // unfinished last line is kept.
+        // What a file holds when following starts: its complete lines, and an
+        // unfinished last line kept (and shown) until its newline comes.
         let mut u = KeyLogTail::new();
         let held = format!("{}{}# a comment\nCLIENT_RAN", line(1), line(2));
-        assert_eq!(
-            u.skip_existing(held.as_bytes()).ok(),
-            Some(held.len() as u64)
-        );
+        let e = u.push(held.as_bytes());
+        assert_eq!((e.lines_before, u.lines()), (0, 3));
+        assert_eq!(u.unfinished(), Some(&b"CLIENT_RAN"[..]));
         let e = u.push(b"DOM x y\n");
         assert_eq!(
             (e.lines_before, e.text.as_slice()),
             (3, &b"CLIENT_RANDOM x y\n"[..])
         );
+        assert_eq!(u.unfinished(), None);
         let mut v = KeyLogTail::new();
         let long = format!("{}{}", line(1), "z".repeat(MAX_LINE * 100));
-        assert!(v.skip_existing(long.as_bytes()).is_ok());
+        assert_eq!(v.push(long.as_bytes()).warnings.len(), 1);
+        assert_eq!(v.unfinished(), None, "a line being skipped is not shown");
         let e = v.push(b"zz\nbad\n");
         assert_eq!((e.lines_before, e.text.as_slice()), (2, &b"bad\n"[..]));
         // A file truncated and written again is read from its first line.
