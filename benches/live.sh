@@ -56,7 +56,11 @@ want_msgs=$(field messages <<<"$offline")
 want_pkts=$(field packets <<<"$offline")
 echo "   offline analysis: $want_pkts packets, $want_msgs messages"
 
-# Waits (up to 10 s) until file $1 contains $2.
+# Waits (up to 10 s) until file $1 contains $2. The file must not exist before the
+# program that writes it starts (see `fresh`): a shell redirection `2>FILE &` truncates
+# FILE only once the background child runs, so a stale FILE from the previous rate can
+# be matched first, and the replay would then start before the capture is open. That
+# race, not the capture, lost the first packets of a replay in runs 4-9 of the README.
 wait_for() {
     for _ in $(seq 100); do
         grep -q "$2" "$1" 2>/dev/null && return 0
@@ -66,6 +70,8 @@ wait_for() {
     cat "$1" >&2
     return 1
 }
+# Removes the files $@ (the stderr logs waited on) before their writer starts.
+fresh() { rm -f "$@"; }
 # Stops process $1 with SIGINT and waits for it.
 stop() {
     kill -INT "$1" 2>/dev/null || true
@@ -89,6 +95,7 @@ best=""
 printf '%-10s %-10s | %-24s | %s\n' "asked pps" "sent pps" "tcpdump (got/dropped)" "ecr-sniff (packets, messages, drops)"
 for rate in $RATES; do
     # tcpdump with its defaults, as a user would run it.
+    fresh "$work/tcpdump.err"
     tcpdump -i lo -n -w /dev/null "$FILTER" 2>"$work/tcpdump.err" &
     tp=$!
     pids+=("$tp")
@@ -100,6 +107,7 @@ for rate in $RATES; do
     t_got=$(sed -n 's/^\([0-9]*\) packets captured.*/\1/p' "$work/tcpdump.err")
     t_drop=$(sed -n 's/^\([0-9]*\) packets dropped by kernel.*/\1/p' "$work/tcpdump.err")
 
+    fresh "$work/live.err"
     "$bin" -i lo --filter "$FILTER" --key-file "$keys" --format jsonl \
         >"$work/live.jsonl" 2>"$work/live.err" &
     ep=$!
