@@ -76,8 +76,8 @@ pub struct LiveArgs {
     /// Kernel buffer for packets not yet read, for bursts: MiB, or a size with K,
     /// M or G (libpcap's buffer_size; tcpdump's -B counts KiB). Losses are reported on
     /// stderr as they happen and in the summary. The capture thread empties it into
-    /// a queue of its own at once, so a few MiB hold any burst; larger buffers lost
-    /// the first packets after the start on loopback, counted nowhere (benches/live.sh).
+    /// a queue of its own at once, so a few MiB hold any burst; a larger buffer is
+    /// memory held from the start (the kernel maps it in whole).
     #[arg(long = "buffer-size", value_name = "SIZE", default_value = "8", value_parser = parse_size)]
     pub buffer_size: usize,
 }

@@ -29,9 +29,10 @@ use pcap::{Active, BreakLoop, Capture, Device};
 pub const READ_TIMEOUT_MS: i32 = 20;
 /// Default kernel buffer for packets not yet read (`--buffer-size`). The capture
 /// thread moves packets to its queue as they come, so the kernel buffer only bridges
-/// its short pauses: 8 MiB held a 320 K packets/s replay on `lo` without a loss.
-/// With 64 MiB and more, the first packets after the start were lost on `lo`
-/// (counted by no kernel counter; 512 MiB lost a third of a replay).
+/// its short pauses: 8 MiB held a 320 K packets/s replay on `lo` without a loss. A
+/// larger one works as well (512 MiB too) but is memory the process holds from the
+/// start (the ring is mapped in whole) and takes longer to set up (about 0.5 s for
+/// 512 MiB).
 pub const BUFFER_SIZE: usize = 8 << 20;
 /// Bytes kept per packet: everything (ECR messages span segments; a cut packet
 /// would be a hole in the stream).
