@@ -60,6 +60,23 @@ fn skip_tool(why: &str) {
     println!("SKIP live TLS test: {why}");
 }
 
+/// Waits for the tap's "capturing ..." line on its stderr `err`; returns the lines
+/// before it, or `None` (a SKIP) when capturing is not permitted.
+fn started(err: &Receiver<String>) -> Option<Vec<String>> {
+    let mut before = vec![];
+    loop {
+        match err.recv_timeout(Duration::from_secs(10)) {
+            Ok(l) if l.contains("Ctrl-C to stop") => return Some(before),
+            Ok(l) if l.contains("not permitted") => {
+                skip(&l);
+                return None;
+            }
+            Ok(l) => before.push(l),
+            other => panic!("the tap did not start: {other:?} after {before:?}"),
+        }
+    }
+}
+
 fn jsonl(text: &[String]) -> Vec<Value> {
     text.iter()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
@@ -213,19 +230,11 @@ fn live_decrypts_https_as_the_key_log_grows() {
     let out = lines(child.stdout.take().unwrap());
     let err = lines(child.stderr.take().unwrap());
     let mut tap = Killer(child);
+    let Some(notes) = started(&err) else {
+        return;
+    };
     // An empty key log is no reason for a warning: it is followed.
-    let mut notes = vec![];
-    loop {
-        match err.recv_timeout(Duration::from_secs(10)) {
-            Ok(l) if l.contains("Ctrl-C to stop") => break,
-            Ok(l) if l.contains("not permitted") => {
-                skip(&l);
-                return;
-            }
-            Ok(l) if !l.contains("warning") => notes.push(l),
-            other => panic!("the tap did not start: {other:?} after {notes:?}"),
-        }
-    }
+    assert!(notes.iter().all(|l| !l.contains("warning")), "{notes:?}");
 
     // A bad line appended while following is named by its line in the file.
     {
@@ -449,18 +458,9 @@ fn live_reads_a_key_log_that_holds_lines_already_once() {
         .unwrap();
     let err = lines(child.stderr.take().unwrap());
     let mut tap = Killer(child);
-    let mut seen = vec![];
-    loop {
-        match err.recv_timeout(Duration::from_secs(10)) {
-            Ok(l) if l.contains("Ctrl-C to stop") => break,
-            Ok(l) if l.contains("not permitted") => {
-                skip(&l);
-                return;
-            }
-            Ok(l) => seen.push(l),
-            other => panic!("the tap did not start: {other:?} after {seen:?}"),
-        }
-    }
+    let Some(mut seen) = started(&err) else {
+        return;
+    };
     {
         use std::io::Write as _;
         let mut f = std::fs::OpenOptions::new().append(true).open(&a).unwrap();
