@@ -467,7 +467,7 @@ fn readme_ladder_example_is_real_output() {
     assert_eq!(code, 0, "{err}");
     assert_eq!(
         shown.trim_end(),
-        out.trim(),
+        out.trim_end(),
         "README's ladder differs from `{command}`"
     );
 }
