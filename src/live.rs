@@ -150,7 +150,7 @@ mod imp {
     use ecr_tap::stop;
 
     use super::LiveArgs;
-    use crate::options::{config, exit_for, keylog_warning, load_keys};
+    use crate::options::{config, exit_for, keylog_adds_nothing, keylog_warning, load_keys};
     use crate::tapout::FLUSH_EVERY;
 
     fn list() -> Result<ExitCode> {
@@ -452,10 +452,7 @@ mod imp {
                     }
                 }
                 if analyzer.tls_sessions_known() == before {
-                    eprintln!(
-                        "ecr-sniff: warning: {} adds no TLS secrets (expected lines like CLIENT_RANDOM <64 hex> <96 hex>)",
-                        path.display()
-                    );
+                    keylog_adds_nothing(path);
                 }
             }
             Ok(())

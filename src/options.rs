@@ -224,6 +224,14 @@ pub fn keylog_warning(path: &Path, w: &ecr_capture::keylog::KeyLogWarning) {
     }
 }
 
+/// A key log that gave no secret (a wrong file, or one of another format), on stderr.
+pub fn keylog_adds_nothing(path: &Path) {
+    eprintln!(
+        "ecr-sniff: warning: {} adds no TLS secrets (expected lines like CLIENT_RANDOM <64 hex> <96 hex>)",
+        path.display()
+    );
+}
+
 /// Reads the `--tls-keylog` files. Problems with single lines are warnings on
 /// stderr naming the file and line (never quoting a secret).
 pub fn load_tls_keylog(t: &TlsArgs) -> Result<ecr_capture::keylog::KeyLog> {
@@ -234,10 +242,7 @@ pub fn load_tls_keylog(t: &TlsArgs) -> Result<ecr_capture::keylog::KeyLog> {
             keylog_warning(path, &w);
         }
         if log.len() == before {
-            eprintln!(
-                "ecr-sniff: warning: {} adds no TLS secrets (expected lines like CLIENT_RANDOM <64 hex> <96 hex>)",
-                path.display()
-            );
+            keylog_adds_nothing(path);
         }
     }
     Ok(log)
