@@ -198,7 +198,7 @@ mod tests {
             digest: "ok",
             packet: Some(index * 3),
             func_name: (role == Role::Request).then_some("Payment"),
-            respcd: (role == Role::Response).then(|| "6000".to_string()),
+            respcd: (role == Role::Response).then(|| "6000".into()),
             frame: None,
             http: None,
             answer_ms: None,

@@ -300,8 +300,8 @@ fn pending_cost(f: &Facts) -> usize {
 #[derive(Clone, Debug)]
 struct Payment {
     amount_cents: Option<i64>,
-    /// Shared by the entries of one payment (up to three ids).
-    channel: Arc<str>,
+    /// A short name ("wxpay", "card_payment"): inline, no allocation.
+    channel: CompactString,
     day: i64,
 }
 
@@ -309,6 +309,9 @@ struct Payment {
 struct State<'s> {
     cfg: Config,
     keys: KeySet,
+    /// The bodies, HTTP events and link outputs of one packet, kept between
+    /// packets so that their vectors are not allocated for each packet.
+    scratch: Scratch,
     sink: &'s mut dyn Sink,
     /// foldhash: fast, seeded per process (see tcp.rs).
     conns: foldhash::HashMap<ConnId, Conn>,
@@ -530,6 +533,7 @@ impl<'s> Analyzer<'s> {
                 payments: Default::default(),
                 payment_order: VecDeque::new(),
                 payment_bytes: 0,
+                scratch: Scratch::default(),
                 stream_bytes: 0,
                 peak_stream_bytes: 0,
                 peak_connections: 0,
@@ -1483,7 +1487,9 @@ impl State<'_> {
                 for o in outs {
                     self.link_output(conn, o, None);
                 }
-                for b in http_bodies(evs) {
+                let mut bodies = vec![];
+                http_bodies(&mut evs, &mut bodies);
+                for b in bodies {
                     self.body(conn, dir, b, None);
                 }
                 if self.gapped.len() < 64 && !self.gapped.contains(&conn) {
@@ -1510,7 +1516,7 @@ impl State<'_> {
             DirState::Http(p) => {
                 let mut evs = vec![];
                 p.finish(ts, &mut evs);
-                bodies = http_bodies(evs);
+                http_bodies(&mut evs, &mut bodies);
             }
             DirState::Text(t) => {
                 t.close(|m| bodies.push(Body::Text(m.body.to_vec(), m.rule, m.first_ts, m.last_ts)))
@@ -1702,14 +1708,17 @@ impl State<'_> {
                 _ => DirState::Text(TextFramer::new()),
             };
         }
-        let mut bodies = vec![];
-        let mut outs = vec![];
+        // Taken, so that `self.body` can borrow `self`; given back below.
+        let Scratch {
+            mut bodies,
+            mut outs,
+            mut evs,
+        } = std::mem::take(&mut self.scratch);
         let pos = c.server;
         match &mut c.dirs[dir] {
             DirState::Http(p) => {
-                let mut evs = vec![];
                 p.feed(ts, bytes, &mut evs);
-                bodies = http_bodies(evs);
+                http_bodies(&mut evs, &mut bodies);
             }
             DirState::Text(t) => {
                 let (ring, _) = self.keys.for_terminal(pos);
@@ -1727,12 +1736,13 @@ impl State<'_> {
         if let Some(fl) = c.frames.as_mut() {
             fl.advance(ts, &mut |o| outs.extend(own_output(o)));
         }
-        for b in bodies {
+        for b in bodies.drain(..) {
             self.body(conn, dir, b, packet);
         }
-        for o in outs {
+        for o in outs.drain(..) {
             self.link_output(conn, o, packet);
         }
+        self.scratch.give_back(bodies, outs, evs);
     }
 
     fn link_output(&mut self, conn: ConnId, o: OwnedLinkOutput, packet: Option<u64>) {
@@ -1878,15 +1888,7 @@ impl State<'_> {
                     return;
                 }
                 // A bare ack or error frame.
-                decoded = decode_body(b"", ring, numbers, &ctx);
-                decoded.findings.clear();
-                decoded.record.role = if m.frame_type.is_error() {
-                    Role::ErrorFrame
-                } else {
-                    Role::Ack
-                };
-                decoded.record.digest = "absent";
-                decoded.record.raw = None;
+                decoded = crate::message::bare_frame(&ctx, m.frame_type.is_error());
                 if let Some((c, r, latency)) = self.last_answer.take() {
                     if c == conn && r == m.ref_num {
                         decoded.record.answer_ms = Some(latency);
@@ -2215,7 +2217,7 @@ impl State<'_> {
                     .as_deref()
                     .and_then(|t| t.trim().parse().ok())
                     .or_else(|| rf.amt.as_deref().and_then(dollars_to_cents)),
-                channel: Arc::from(rf.channel.as_deref().unwrap_or_default()),
+                channel: rf.channel.clone().unwrap_or_default(),
                 day: day_of(req.first_ts),
             };
             for id in [&resp.syssn, &rf.out_trade_no, &resp.out_trade_no]
@@ -2225,22 +2227,20 @@ impl State<'_> {
                 self.remember_payment(id, &pay, resp_ts);
             }
         }
+        // The request is ours: what the record keeps of it is moved, not copied.
+        let mut rf = req.facts;
         let record = TransactionRecord {
             ts: req.first_ts.as_secs_f64(),
             transport,
             func_type: rf.func_type.map(|f| f.0),
             latency_ms,
             respcd: resp.respcd.clone(),
-            out_trade_no: rf
-                .out_trade_no
-                .as_ref()
-                .or(resp.out_trade_no.as_ref())
-                .cloned(),
+            out_trade_no: rf.out_trade_no.take().or_else(|| resp.out_trade_no.clone()),
             src: CompactString::from(ecr),
             dst: CompactString::from(pos),
             func_name: rf.func_type.and_then(FuncType::name),
-            channel: rf.channel.clone(),
-            amt: rf.amt.clone(),
+            channel: rf.channel.take(),
+            amt: rf.amt.take(),
             syssn: resp.syssn.clone(),
             request: Some(req.index),
             response: Some(resp_index),
@@ -2345,18 +2345,45 @@ enum Body {
     Frame(OwnedLinkMessage),
 }
 
-fn http_bodies(evs: Vec<HttpEvent>) -> Vec<Body> {
-    evs.into_iter()
-        .filter_map(|e| match e {
-            HttpEvent::Message(m) => Some(Body::Http(m)),
-            HttpEvent::Error { ts, error, offset } => Some(Body::HttpError(
-                ts,
-                format!("HTTP at stream offset {offset}: {error}"),
-            )),
-            // Bytes skipped to resynchronise follow an error or a gap, both reported.
-            HttpEvent::Skipped { .. } => None,
-        })
-        .collect()
+/// Vectors reused from packet to packet (empty between uses).
+#[derive(Default)]
+struct Scratch {
+    bodies: Vec<Body>,
+    outs: Vec<OwnedLinkOutput>,
+    evs: Vec<HttpEvent>,
+}
+
+impl Scratch {
+    /// Vectors kept for the next packet: at most this many entries of room each
+    /// (a packet of many tiny messages does not leave a large vector behind).
+    const KEEP: usize = 16;
+
+    fn give_back(&mut self, bodies: Vec<Body>, outs: Vec<OwnedLinkOutput>, evs: Vec<HttpEvent>) {
+        fn keep<T>(v: Vec<T>) -> Vec<T> {
+            if v.capacity() > Scratch::KEEP {
+                Vec::new()
+            } else {
+                v
+            }
+        }
+        debug_assert!(bodies.is_empty() && outs.is_empty() && evs.is_empty());
+        self.bodies = keep(bodies);
+        self.outs = keep(outs);
+        self.evs = keep(evs);
+    }
+}
+
+/// Moves the messages and errors of `evs` (emptied) to `bodies`.
+fn http_bodies(evs: &mut Vec<HttpEvent>, bodies: &mut Vec<Body>) {
+    bodies.extend(evs.drain(..).filter_map(|e| match e {
+        HttpEvent::Message(m) => Some(Body::Http(m)),
+        HttpEvent::Error { ts, error, offset } => Some(Body::HttpError(
+            ts,
+            format!("HTTP at stream offset {offset}: {error}"),
+        )),
+        // Bytes skipped to resynchronise follow an error or a gap, both reported.
+        HttpEvent::Skipped { .. } => None,
+    }));
 }
 
 struct OwnedLinkMessage {

@@ -86,7 +86,26 @@ fn text_of(v: Option<&Value>) -> Option<CompactString> {
 /// Decodes one message body. `key_numbers[i]` is the 1-based number (as the user
 /// gave the keys) of the key at position `i` of `keys`.
 pub fn decode_body(body: &[u8], keys: &KeyRing, key_numbers: &[usize], ctx: &Context) -> Decoded {
-    let mut record = MessageRecord {
+    let record = blank_record(ctx, body.len());
+    decode_into(body, keys, key_numbers, ctx, record)
+}
+
+/// The record of a bare acknowledgement or error frame (a frame without data):
+/// nothing to parse, no finding.
+pub fn bare_frame(ctx: &Context, error: bool) -> Decoded {
+    let mut record = blank_record(ctx, 0);
+    record.role = if error { Role::ErrorFrame } else { Role::Ack };
+    Decoded {
+        record,
+        findings: vec![],
+        facts: Facts::default(),
+        message: None,
+    }
+}
+
+/// A message record with what `ctx` says and nothing decoded yet.
+fn blank_record(ctx: &Context, bytes: usize) -> MessageRecord {
+    MessageRecord {
         index: 0,
         ts: ctx.ts.as_secs_f64(),
         transport: ctx.transport,
@@ -110,10 +129,19 @@ pub fn decode_body(body: &[u8], keys: &KeyRing, key_numbers: &[usize], ctx: &Con
         key: None,
         digest_value: None,
         digest_detail: None,
-        bytes: body.len(),
+        bytes,
         raw: None,
         gap: None,
-    };
+    }
+}
+
+fn decode_into(
+    body: &[u8],
+    keys: &KeyRing,
+    key_numbers: &[usize],
+    ctx: &Context,
+    mut record: MessageRecord,
+) -> Decoded {
     let mut findings = vec![];
     let mut facts = Facts::default();
     let key_use =
@@ -289,7 +317,7 @@ fn check_request(
 
 fn check_response(resp: &Response, findings: &mut Vec<(Code, String)>, facts: &mut Facts) {
     facts.is_response = true;
-    facts.respcd = resp.respcd.as_deref().map(CompactString::from);
+    facts.respcd = resp.respcd.clone();
     if let Some(c) = &resp.data_compact {
         let text = |raw: Option<&str>| raw.and_then(member_text);
         let [syssn, txamt, out_trade_no, sysdtm, paydtm] =

@@ -266,7 +266,7 @@ pub struct MessageRecord {
     pub func_name: Option<&'static str>,
     /// The response code, for responses.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub respcd: Option<String>,
+    pub respcd: Option<CompactString>,
     /// Frame layer.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub frame: Option<FrameInfo>,
@@ -286,7 +286,7 @@ pub struct MessageRecord {
     pub key: Option<KeyUse>,
     /// The digest as sent.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub digest_value: Option<String>,
+    pub digest_value: Option<CompactString>,
     /// Why the digest failed, when a known signing mistake explains it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub digest_detail: Option<String>,

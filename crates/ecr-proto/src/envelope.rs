@@ -28,7 +28,7 @@ use crate::cipher::{
 use crate::compact::CompactJson;
 use crate::digest::{self, Basis, DigestStatus};
 use crate::lenient::{parse_lenient, parse_lenient_str};
-use crate::value::{write_json_string, Object, Value, ValueError, MAX_INPUT_LEN};
+use crate::value::{write_json_string, CompactString, Object, Value, ValueError, MAX_INPUT_LEN};
 
 /// The request dialects of D4.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -246,7 +246,7 @@ pub struct Request {
     /// The Base64 ciphertext text that was decrypted.
     pub ciphertext: Option<String>,
     /// The digest as sent.
-    pub digest: Option<String>,
+    pub digest: Option<CompactString>,
     /// The digest's status.
     pub digest_status: DigestStatus,
     /// The key that decrypted the message or, for plain requests, signed it.
@@ -279,11 +279,11 @@ pub struct Response {
     /// here; [`Response::data`] reads it from here without a copy.
     pub fields: Object,
     /// `respcd` as text.
-    pub respcd: Option<String>,
+    pub respcd: Option<CompactString>,
     /// `respmsg` as text.
-    pub respmsg: Option<String>,
+    pub respmsg: Option<CompactString>,
     /// `resperr` as text.
-    pub resperr: Option<String>,
+    pub resperr: Option<CompactString>,
     /// `data` when it was sent as a string: the JSON it holds (parsed a second
     /// time), its decryption, or the string itself when it is neither. `None` when
     /// `data` was sent as a JSON value (it is in `fields`), is absent, null or an
@@ -581,11 +581,13 @@ fn classify(
 
 /// A member as text, for digests and codes: strings as they are, numbers as
 /// their token; `null`, absent and empty strings are `None`.
-fn text_member(obj: &Object, name: &str) -> Option<String> {
+fn text_member(obj: &Object, name: &str) -> Option<CompactString> {
     match obj.get(name)? {
         Value::Null => None,
         Value::String(s) if s.trim().is_empty() => None,
-        v => Some(v.to_display_string()),
+        // Short codes ("6000") stay inline: no allocation.
+        Value::String(s) | Value::Number(s) => Some(s.clone()),
+        v => Some(v.to_display_string().into()),
     }
 }
 

@@ -10,6 +10,7 @@
 
 use core::fmt;
 use core::fmt::Write as _;
+use std::cell::Cell;
 
 /// The string type of member names, strings and number tokens: up to 24 bytes are
 /// stored inline (no allocation), which covers nearly every ECR name and value.
@@ -259,20 +260,27 @@ impl Value {
     /// the UTF-8 again.
     pub fn parse_json_str(text: &str) -> Result<Value, ValueError> {
         check_len(text.len())?;
+        let (members, items) = STACKS.with(Cell::take);
         let mut p = JsonParser {
             t: text,
             s: text.as_bytes(),
             pos: 0,
-            members: Vec::new(),
-            items: Vec::new(),
+            members,
+            items,
         };
-        p.skip_ws();
-        let v = p.value(0)?;
-        p.skip_ws();
-        if p.pos < p.s.len() {
-            return Err(ValueError::TrailingCharacters { offset: p.pos });
+        let result = p.document();
+        let JsonParser {
+            mut members,
+            mut items,
+            ..
+        } = p;
+        // Empty after a parse that succeeds; what an error left is dropped here.
+        members.clear();
+        items.clear();
+        if members.capacity() <= STACK_KEEP && items.capacity() <= STACK_KEEP {
+            STACKS.with(|c| c.set((members, items)));
         }
-        Ok(v)
+        result
     }
 
     /// Compact JSON text (no spaces), members in wire order, numbers as their raw
@@ -550,6 +558,17 @@ pub(crate) fn hex4(s: &[u8], pos: usize) -> Option<u16> {
     Some(v)
 }
 
+/// Entries of room kept in [`STACKS`] between parses (a body of thousands of
+/// members does not leave its stacks behind).
+const STACK_KEEP: usize = 256;
+
+thread_local! {
+    /// The parser's member and item stacks, kept (empty) from one parse to the
+    /// next on each thread, so that a parse does not allocate and grow its own.
+    static STACKS: Cell<(Vec<(CompactString, Value)>, Vec<Value>)> =
+        const { Cell::new((Vec::new(), Vec::new())) };
+}
+
 struct JsonParser<'a> {
     /// The input as text (validated once), for slicing out runs.
     t: &'a str,
@@ -565,6 +584,17 @@ struct JsonParser<'a> {
 }
 
 impl<'a> JsonParser<'a> {
+    /// One value with optional whitespace around it, and nothing else.
+    fn document(&mut self) -> Result<Value, ValueError> {
+        self.skip_ws();
+        let v = self.value(0)?;
+        self.skip_ws();
+        if self.pos < self.s.len() {
+            return Err(ValueError::TrailingCharacters { offset: self.pos });
+        }
+        Ok(v)
+    }
+
     /// The text between two byte offsets (both on ASCII bytes or the end).
     fn slice(&self, from: usize, to: usize) -> &'a str {
         self.t.get(from..to).unwrap_or_default()

@@ -160,7 +160,7 @@ fn request_verdict(py: Python<'_>, r: Request) -> PyResult<Verdict> {
         dialect: r.dialect.name(),
         body_form: r.body_form.name(),
         digest: Some(r.digest_status.name()),
-        digest_value: r.digest.clone(),
+        digest_value: r.digest.as_deref().map(String::from),
         expected_digest: expected,
         mistake: mistake.map(|m| m.name()),
         mistake_detail: mistake.map(|m| m.description()),
@@ -193,7 +193,7 @@ fn response_verdict(py: Python<'_>, mut r: Response) -> PyResult<Verdict> {
         content_json: None,
         format_content: None,
         response: Some(json_to_py(py, &Value::Object(fields).to_json_string())?),
-        respcd: r.respcd,
+        respcd: r.respcd.map(String::from),
         plaintext: r.plaintext,
     })
 }
