@@ -2178,7 +2178,7 @@ impl State<'_> {
             (StreamDir::ServerToClient, Role::Response, _) => {
                 if let Some(req) = c.pending.pop_front() {
                     c.pending_bytes = c.pending_bytes.saturating_sub(pending_cost(&req.facts));
-                    self.transaction(transport, &src, &dst, req, index, first_ts, &facts);
+                    self.transaction(transport, &src, &dst, req, index, first_ts, facts);
                 }
             }
             _ => {}
@@ -2194,7 +2194,7 @@ impl State<'_> {
         req: PendingRequest,
         resp_index: u64,
         resp_ts: Timestamp,
-        resp: &Facts,
+        mut resp: Facts,
     ) {
         self.transactions += 1;
         let latency_ms = resp_ts.millis_since(req.last_ts);
@@ -2227,21 +2227,22 @@ impl State<'_> {
                 self.remember_payment(id, &pay, resp_ts);
             }
         }
-        // The request is ours: what the record keeps of it is moved, not copied.
+        // The request and the response's facts are ours: what the record keeps of
+        // them is moved, not copied.
         let mut rf = req.facts;
         let record = TransactionRecord {
             ts: req.first_ts.as_secs_f64(),
             transport,
             func_type: rf.func_type.map(|f| f.0),
             latency_ms,
-            respcd: resp.respcd.clone(),
-            out_trade_no: rf.out_trade_no.take().or_else(|| resp.out_trade_no.clone()),
+            respcd: resp.respcd.take(),
+            out_trade_no: rf.out_trade_no.take().or(resp.out_trade_no.take()),
             src: CompactString::from(ecr),
             dst: CompactString::from(pos),
             func_name: rf.func_type.and_then(FuncType::name),
             channel: rf.channel.take(),
             amt: rf.amt.take(),
-            syssn: resp.syssn.clone(),
+            syssn: resp.syssn.take(),
             request: Some(req.index),
             response: Some(resp_index),
         };

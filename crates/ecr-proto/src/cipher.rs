@@ -192,12 +192,22 @@ fn last_block_padding_ok<C>(cipher: &C, ct: &[u8]) -> bool
 where
     C: BlockCipher + BlockDecrypt + BlockSizeUser<BlockSize = U16>,
 {
-    last_block_plain(cipher, ct).is_some()
+    last_block(cipher, ct).is_some()
 }
 
 /// The plaintext bytes of the last block of `ct` (padding removed) when its PKCS#7
 /// padding is valid.
 fn last_block_plain<C>(cipher: &C, ct: &[u8]) -> Option<Vec<u8>>
+where
+    C: BlockCipher + BlockDecrypt + BlockSizeUser<BlockSize = U16>,
+{
+    let (block, len) = last_block(cipher, ct)?;
+    Some(block.get(..len).unwrap_or_default().to_vec())
+}
+
+/// The last block of `ct` decrypted, and how many of its bytes are plaintext,
+/// when its PKCS#7 padding is valid (no allocation: this runs for every key).
+fn last_block<C>(cipher: &C, ct: &[u8]) -> Option<([u8; BLOCK], usize)>
 where
     C: BlockCipher + BlockDecrypt + BlockSizeUser<BlockSize = U16>,
 {
@@ -216,7 +226,8 @@ where
     let pad = block.last().copied().unwrap_or(0);
     let ok = (1..=BLOCK as u8).contains(&pad)
         && block.iter().rev().take(pad as usize).all(|&b| b == pad);
-    ok.then(|| block.get(..BLOCK - pad as usize).unwrap_or(&[]).to_vec())
+    let out: [u8; BLOCK] = block.into();
+    ok.then(|| (out, BLOCK.saturating_sub(usize::from(pad))))
 }
 
 impl Schedule {
@@ -447,21 +458,31 @@ fn decrypt_candidates<'k>(
 ) -> Result<Decrypted, CipherError> {
     check_shape(&ct)?;
     let mut attempts = 0usize;
-    let mut candidates: Vec<(usize, KeyInterpretation, &Schedule)> = Vec::new();
+    // Rarely more than one or two: the first few are kept inline (no allocation
+    // per message), any more in `spilled`.
+    type Candidate<'s> = (usize, KeyInterpretation, &'s Schedule);
+    let mut inline: [Option<Candidate<'k>>; 4] = [None; 4];
+    let mut spilled: Vec<Candidate<'k>> = Vec::new();
+    let mut count = 0usize;
     for (index, key) in keys {
         for (interp, schedule) in &key.schedules {
             attempts += 1;
             if schedule.plausible(&ct) {
-                candidates.push((index, *interp, schedule));
+                let c = (index, *interp, schedule);
+                match inline.get_mut(count) {
+                    Some(slot) => *slot = Some(c),
+                    None => spilled.push(c),
+                }
+                count += 1;
             }
         }
     }
     if attempts == 0 {
         return Err(CipherError::NoKey);
     }
-    let count = candidates.len();
+    let candidates = inline.into_iter().flatten().chain(spilled);
     let mut work = Vec::new();
-    for (n, (key_index, interpretation, schedule)) in candidates.into_iter().enumerate() {
+    for (n, (key_index, interpretation, schedule)) in candidates.enumerate() {
         let buf = if n + 1 == count {
             &mut ct
         } else {

@@ -489,8 +489,22 @@ impl Style {
 }
 
 fn render(content: &Object, style: &Style) -> String {
+    // Senders usually write the members sorted already, each once: then they are
+    // rendered as they are, without a sorted copy.
+    let in_order = style.sorted && {
+        let mut names = content.keys();
+        let mut prev = names.next();
+        names.all(|n| {
+            let ok = prev.is_some_and(|p| p < n);
+            prev = Some(n);
+            ok
+        })
+    };
+    if !style.sorted || in_order {
+        return render_members(content.iter(), content.len(), style);
+    }
     let mut members: Vec<(&str, &Value)> = content.iter().collect();
-    if style.sorted {
+    {
         // Stable sort keeps duplicates in wire order; the last of each run wins,
         // as in the parsers that receive the content. O(n log n) for any input.
         members.sort_by(|a, b| a.0.cmp(b.0));
@@ -503,9 +517,18 @@ fn render(content: &Object, style: &Style) -> String {
         }
         members = deduped;
     }
-    let mut out = String::with_capacity(content.len() * 16 + 2);
+    render_members(members.into_iter(), content.len(), style)
+}
+
+/// `{k=v,...}` of `members` in the order given.
+fn render_members<'a>(
+    members: impl Iterator<Item = (&'a str, &'a Value)>,
+    count: usize,
+    style: &Style,
+) -> String {
+    let mut out = String::with_capacity(count * 16 + 2);
     out.push('{');
-    for (i, (k, v)) in members.into_iter().enumerate() {
+    for (i, (k, v)) in members.enumerate() {
         if i > 0 {
             out.push_str(style.separator);
         }
