@@ -562,11 +562,13 @@ pub(crate) fn hex4(s: &[u8], pos: usize) -> Option<u16> {
 /// members does not leave its stacks behind).
 const STACK_KEEP: usize = 256;
 
+/// The parser's member stack and item stack.
+type Stacks = (Vec<(CompactString, Value)>, Vec<Value>);
+
 thread_local! {
     /// The parser's member and item stacks, kept (empty) from one parse to the
     /// next on each thread, so that a parse does not allocate and grow its own.
-    static STACKS: Cell<(Vec<(CompactString, Value)>, Vec<Value>)> =
-        const { Cell::new((Vec::new(), Vec::new())) };
+    static STACKS: Cell<Stacks> = const { Cell::new((Vec::new(), Vec::new())) };
 }
 
 struct JsonParser<'a> {
