@@ -593,6 +593,29 @@ mod tests {
 
     const DEFAULT_KEY: &str = "f46b1f08bec1f39104792cc79ec9aacd";
 
+    /// The canonical text sorts the members and keeps the last of a repeated
+    /// name, whether the members came sorted (rendered as they are) or not
+    /// (rendered from a sorted copy).
+    #[test]
+    fn canonical_text_is_the_same_sorted_or_not() {
+        let obj = |members: &[(&str, &str)]| {
+            let mut o = Object::new();
+            for (k, v) in members {
+                o.push(*k, Value::String((*v).into()));
+            }
+            o
+        };
+        let sorted = obj(&[("a", "1"), ("b", "2"), ("c", "3")]);
+        let shuffled = obj(&[("c", "3"), ("a", "1"), ("b", "2")]);
+        assert_eq!(format_content(&sorted), "{a='1',b='2',c='3'}");
+        assert_eq!(format_content(&shuffled), "{a='1',b='2',c='3'}");
+        // A repeated name is not "sorted": the copy keeps the last of the run.
+        let repeated = obj(&[("a", "1"), ("b", "2"), ("b", "9")]);
+        assert_eq!(format_content(&repeated), "{a='1',b='9'}");
+        assert_eq!(format_content(&Object::new()), "{}");
+        assert_eq!(format_content(&obj(&[("z", "")])), "{z=''}");
+    }
+
     #[test]
     fn digest_is_agrees_with_digests_match() {
         let text = "{amt=10.1,func_type=1001}";

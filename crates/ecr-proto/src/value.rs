@@ -977,6 +977,25 @@ mod tests {
         assert_eq!((inner.len(), inner.capacity()), (3, 3));
     }
 
+    /// The parser's stacks are kept between parses: what a failed parse left on
+    /// them never shows up in the next one.
+    #[test]
+    fn a_failed_parse_leaves_nothing_for_the_next() {
+        for bad in [
+            &br#"{"a":[1,2,{"b":"#[..],
+            br#"[1,[2,[3,{"k":"v","#,
+            br#"{"a":1,"b":[true,null],}"#,
+        ] {
+            assert!(Value::parse_json(bad).is_err());
+            let v = Value::parse_json(br#"{"x":[1,{"y":2}],"z":"t"}"#).unwrap();
+            assert_eq!(v.to_json_string(), r#"{"x":[1,{"y":2}],"z":"t"}"#);
+        }
+        // A large body's stacks are dropped, not kept: the next parse still works.
+        let big = format!("[{}1]", "1,".repeat(10_000));
+        assert!(Value::parse_json(big.as_bytes()).is_ok());
+        assert_eq!(Value::parse_json(b"[]").unwrap().to_json_string(), "[]");
+    }
+
     #[test]
     fn string_runs_stop_at_the_first_special_byte() {
         for len in 0..40usize {
