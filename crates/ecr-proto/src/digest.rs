@@ -491,33 +491,21 @@ impl Style {
 fn render(content: &Object, style: &Style) -> String {
     // Senders usually write the members sorted already, each once: then they are
     // rendered as they are, without a sorted copy.
-    let in_order = style.sorted && {
-        let mut names = content.keys();
-        let mut prev = names.next();
-        names.all(|n| {
-            let ok = prev.is_some_and(|p| p < n);
-            prev = Some(n);
-            ok
-        })
-    };
-    if !style.sorted || in_order {
+    if !style.sorted || content.keys().is_sorted_by(|a, b| a < b) {
         return render_members(content.iter(), content.len(), style);
     }
+    // Stable sort keeps duplicates in wire order; the last of each run wins, as in
+    // the parsers that receive the content. O(n log n) for any input.
     let mut members: Vec<(&str, &Value)> = content.iter().collect();
-    {
-        // Stable sort keeps duplicates in wire order; the last of each run wins,
-        // as in the parsers that receive the content. O(n log n) for any input.
-        members.sort_by(|a, b| a.0.cmp(b.0));
-        let mut deduped: Vec<(&str, &Value)> = Vec::with_capacity(members.len());
-        for m in members {
-            match deduped.last_mut() {
-                Some(last) if last.0 == m.0 => *last = m,
-                _ => deduped.push(m),
-            }
+    members.sort_by(|a, b| a.0.cmp(b.0));
+    let mut deduped: Vec<(&str, &Value)> = Vec::with_capacity(members.len());
+    for m in members {
+        match deduped.last_mut() {
+            Some(last) if last.0 == m.0 => *last = m,
+            _ => deduped.push(m),
         }
-        members = deduped;
     }
-    render_members(members.into_iter(), content.len(), style)
+    render_members(deduped.into_iter(), content.len(), style)
 }
 
 /// `{k=v,...}` of `members` in the order given.
