@@ -539,7 +539,7 @@ fn records(x: &Exchange, target: &Target, key: &ecr_proto::cipher::PosKey, sink:
                 reason: Some(r.clone()),
             });
         }
-        sink.record(Record::Message(Box::new(rec)));
+        sink.record(Record::Message(rec));
         for (code, detail) in d.findings {
             sink.record(Record::Finding(FindingRecord {
                 ts,

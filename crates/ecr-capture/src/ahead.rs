@@ -179,11 +179,8 @@ impl Producer {
     }
 
     /// Hands a decoding over (in batches).
-    pub(crate) fn give(&mut self, at: Position, check: Check, mut decoded: Decoded) {
+    pub(crate) fn give(&mut self, at: Position, check: Check, decoded: Decoded) {
         self.decoded += 1;
-        // The analyzer does not use the parsed message (its content is in the
-        // record): freed here rather than on the consumer's core.
-        decoded.message = None;
         self.batch.push(Entry { at, check, decoded });
         if self.batch.len() >= BATCH {
             self.flush();

@@ -2111,7 +2111,7 @@ impl State<'_> {
         if let Some(hook) = self.body_hook.as_mut() {
             hook(&decoded.record, bytes);
         }
-        self.sink.record(Record::Message(Box::new(decoded.record)));
+        self.sink.record(Record::Message(decoded.record));
         for (code, detail) in findings {
             self.finding(
                 code,

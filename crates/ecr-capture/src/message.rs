@@ -60,16 +60,18 @@ pub struct Facts {
 /// The result of decoding one body.
 #[derive(Debug)]
 pub struct Decoded {
-    /// The record to print.
-    pub record: MessageRecord,
+    /// The record to print, boxed from the start as [`Record::Message`] holds it
+    /// (a decoding is moved several times on its way, by value, and across
+    /// threads with `-j 2`: it stays a few hundred bytes). The parsed message's
+    /// request content and digest, or its response fields (with `data`), are moved
+    /// into it rather than copied; the rest of the parsed message is dropped.
+    ///
+    /// [`Record::Message`]: crate::record::Record::Message
+    pub record: Box<MessageRecord>,
     /// Findings about this message: code and detail.
     pub findings: Vec<(Code, String)>,
     /// Facts for pairing.
     pub facts: Facts,
-    /// The parsed message. Its request content and digest, or its response
-    /// fields (with `data`), are moved into `record` rather than copied: they are
-    /// empty here.
-    pub message: Option<Message>,
 }
 
 /// A member as text: a string or number token (a cheap copy: short ones are
@@ -99,13 +101,12 @@ pub fn bare_frame(ctx: &Context, error: bool) -> Decoded {
         record,
         findings: vec![],
         facts: Facts::default(),
-        message: None,
     }
 }
 
 /// A message record with what `ctx` says and nothing decoded yet.
-fn blank_record(ctx: &Context, bytes: usize) -> MessageRecord {
-    MessageRecord {
+fn blank_record(ctx: &Context, bytes: usize) -> Box<MessageRecord> {
+    Box::new(MessageRecord {
         index: 0,
         ts: ctx.ts.as_secs_f64(),
         transport: ctx.transport,
@@ -132,7 +133,7 @@ fn blank_record(ctx: &Context, bytes: usize) -> MessageRecord {
         bytes,
         raw: None,
         gap: None,
-    }
+    })
 }
 
 fn decode_into(
@@ -140,7 +141,7 @@ fn decode_into(
     keys: &KeyRing,
     key_numbers: &[usize],
     ctx: &Context,
-    mut record: MessageRecord,
+    mut record: Box<MessageRecord>,
 ) -> Decoded {
     let mut findings = vec![];
     let mut facts = Facts::default();
@@ -184,7 +185,6 @@ fn decode_into(
                 record,
                 findings,
                 facts,
-                message: None,
             };
         }
     };
@@ -221,7 +221,6 @@ fn decode_into(
         record,
         findings,
         facts,
-        message: Some(message),
     }
 }
 
