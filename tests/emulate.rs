@@ -8,11 +8,11 @@
 //! child is killed when its guard drops, and every wait is bounded.
 
 mod common;
-use common::{run_bounded, signal, wait_exit};
+use common::{run_bounded, signal, wait_exit, Emu};
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -25,80 +25,9 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// A running emulator, killed on drop.
-struct Emu {
-    child: Child,
-    http: String,
-    tcp: String,
-    serial: Option<String>,
-    lines: mpsc::Receiver<String>,
-}
-
-impl Emu {
-    fn start(extra: &[&str]) -> Emu {
-        let mut child = Command::new(BIN)
-            .args([
-                "emulate",
-                "--key",
-                KEY,
-                "--http-port",
-                "0",
-                "--tcp-port",
-                "0",
-            ])
-            .args(extra)
-            .env_remove("ECR_POS_KEY")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let out = child.stdout.take().unwrap();
-        let rx = common::line_reader(out);
-        let mut emu = Emu {
-            child,
-            http: String::new(),
-            tcp: String::new(),
-            serial: None,
-            lines: rx,
-        };
-        let want_serial = extra.contains(&"--serial");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while emu.http.is_empty() || emu.tcp.is_empty() || (want_serial && emu.serial.is_none()) {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = emu
-                .lines
-                .recv_timeout(left)
-                .expect("emulator announced its addresses");
-            if let Some(a) = line.strip_prefix("http: ") {
-                emu.http = a.to_string();
-            } else if let Some(a) = line.strip_prefix("tcp: ") {
-                emu.tcp = a.to_string();
-            } else if let Some(p) = line.strip_prefix("serial: ") {
-                emu.serial = Some(p.to_string());
-            }
-        }
-        emu
-    }
-
-    fn target(&self, transport: &str) -> String {
-        match transport {
-            "http" => format!("http://{}", self.http),
-            "tcp" | "tcp-frames" => format!("tcp://{}", self.tcp),
-            _ => format!("serial:{}", self.serial.as_deref().unwrap()),
-        }
-    }
-
-    /// Log lines so far.
-    fn log(&self) -> Vec<String> {
-        self.lines.try_iter().collect()
-    }
-}
-
-impl Drop for Emu {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// An emulator with the samples' key (see `common::Emu`).
+fn emulator(extra: &[&str]) -> Emu {
+    Emu::start(KEY, extra)
 }
 
 struct Out {
@@ -161,7 +90,7 @@ fn transport_args(transport: &str) -> Vec<&'static str> {
 
 #[test]
 fn every_func_type_in_every_dialect_over_every_transport() {
-    let emu = Emu::start(&["--serial", "pty"]);
+    let emu = emulator(&["--serial", "pty"]);
     let mut n = 0;
     for transport in ["http", "tcp", "tcp-frames", "serial"] {
         for dialect in ["plain", "content-encrypted", "envelope-encrypted"] {
@@ -251,7 +180,7 @@ fn every_func_type_in_every_dialect_over_every_transport() {
 
 #[test]
 fn card_payments_are_masked_and_refunded_in_full_only() {
-    let emu = Emu::start(&[]);
+    let emu = emulator(&[]);
     let t = emu.target("http");
     let pay = send(&t, &["pay", "--amt", "99.5", "--channel", "amex_card"]);
     assert_eq!(pay.data("busicd"), "806808");
@@ -271,7 +200,7 @@ fn card_payments_are_masked_and_refunded_in_full_only() {
 
 #[test]
 fn refusals_4004_4006_4003() {
-    let emu = Emu::start(&[]);
+    let emu = emulator(&[]);
     let t = emu.target("http");
     let get = send(&t, &["--method", "GET", "summary"]);
     assert_eq!(get.code, 1);
@@ -339,12 +268,12 @@ fn refusals_4004_4006_4003() {
 
 #[test]
 fn fault_wrong_digest_and_wrong_key() {
-    let emu = Emu::start(&["--fault", "wrong-digest"]);
+    let emu = emulator(&["--fault", "wrong-digest"]);
     let r = send(&emu.target("tcp"), &["summary"]);
     assert_eq!((r.code, r.respcd().as_deref()), (1, Some("4003")));
     assert!(r.has_finding("error-response"));
 
-    let emu = Emu::start(&["--fault", "wrong-key", "--serial", "pty"]);
+    let emu = emulator(&["--fault", "wrong-key", "--serial", "pty"]);
     let r = send(&emu.target("http"), &["summary"]);
     assert_eq!((r.code, r.respcd().as_deref()), (1, Some("5001")));
     let r = send(&emu.target("http"), &["--dialect", "plain", "summary"]);
@@ -358,7 +287,7 @@ fn fault_wrong_digest_and_wrong_key() {
 
 #[test]
 fn fault_drop_and_delay_ack() {
-    let emu = Emu::start(&["--fault", "drop-ack", "--serial", "pty"]);
+    let emu = emulator(&["--fault", "drop-ack", "--serial", "pty"]);
     let started = Instant::now();
     let r = send(&emu.target("serial"), &["summary"]);
     assert_eq!(r.code, 2);
@@ -366,7 +295,7 @@ fn fault_drop_and_delay_ack() {
     assert!(r.has_finding("ack-timeout"), "{:?}", r.records);
     assert!(started.elapsed() < Duration::from_secs(5));
 
-    let emu = Emu::start(&["--fault", "delay-ack=1300", "--serial", "pty"]);
+    let emu = emulator(&["--fault", "delay-ack=1300", "--serial", "pty"]);
     let r = send(&emu.target("serial"), &["summary"]);
     assert_eq!(r.code, 2);
     assert!(r.stderr.contains("within 1000 ms"), "{}", r.stderr);
@@ -381,7 +310,7 @@ fn fault_drop_and_delay_ack() {
 
 #[test]
 fn fault_split_with_pause() {
-    let emu = Emu::start(&["--fault", "split=650", "--serial", "pty"]);
+    let emu = emulator(&["--fault", "split=650", "--serial", "pty"]);
     // HTTP: the answer arrives in two segments and is put together.
     let r = send(&emu.target("http"), &["summary"]);
     assert_eq!((r.code, r.respcd().as_deref()), (0, Some("6000")));
@@ -401,7 +330,7 @@ fn encrypted_responses_stray_ack_bare_body_and_hex_key() {
         ("encrypt-response=body", "encrypted"),
         ("encrypt-response=data", "data-encrypted"),
     ] {
-        let emu = Emu::start(&["--fault", fault]);
+        let emu = emulator(&["--fault", fault]);
         let r = send(
             &emu.target("http"),
             &["pay", "--amt", "3", "--channel", "wx"],
@@ -417,7 +346,7 @@ fn encrypted_responses_stray_ack_bare_body_and_hex_key() {
         assert_eq!(resp["dialect"], envelope, "{fault}: {resp}");
     }
     // An ack nobody asked for after each result.
-    let emu = Emu::start(&["--fault", "stray-ack"]);
+    let emu = emulator(&["--fault", "stray-ack"]);
     let r = send(
         &emu.target("tcp-frames"),
         &["--tcp-framing", "frames", "summary"],
@@ -425,7 +354,7 @@ fn encrypted_responses_stray_ack_bare_body_and_hex_key() {
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(r.has_finding("unexpected-ack"), "{:?}", r.records);
     // --bare: the Base64 without quotes; --key-reading hex-128: the hex-decoded key.
-    let emu = Emu::start(&[]);
+    let emu = emulator(&[]);
     let bytes = |r: &Out| r.kind("message").next().unwrap()["bytes"].as_u64().unwrap();
     let quoted = send(&emu.target("http"), &["summary"]);
     let r = send(&emu.target("http"), &["--bare", "summary"]);
@@ -458,7 +387,7 @@ fn encrypted_responses_stray_ack_bare_body_and_hex_key() {
 
 #[test]
 fn json_value_framing_and_content_as_string() {
-    let emu = Emu::start(&[]);
+    let emu = emulator(&[]);
     let tcp = emu.target("tcp");
     for dialect in ["content-encrypted", "envelope-encrypted", "plain"] {
         let r = send(
@@ -505,7 +434,7 @@ fn json_value_framing_and_content_as_string() {
 
 #[test]
 fn send_frame_faults() {
-    let emu = Emu::start(&[]);
+    let emu = emulator(&[]);
     let tcp = emu.target("tcp-frames");
     let frames = |fault: &str, what: &[&str]| {
         let mut args = vec!["--tcp-framing", "frames", "--frame-fault", fault];
@@ -567,7 +496,7 @@ fn send_frame_faults() {
 
 #[test]
 fn fault_corrupt() {
-    let emu = Emu::start(&["--fault", "corrupt", "--serial", "pty"]);
+    let emu = emulator(&["--fault", "corrupt", "--serial", "pty"]);
     let r = send(&emu.target("http"), &["summary"]);
     assert_eq!(r.code, 1);
     assert!(r.has_finding("bad-envelope"), "{:?}", r.records);
@@ -578,7 +507,7 @@ fn fault_corrupt() {
 
 #[test]
 fn fault_close_early() {
-    let emu = Emu::start(&["--fault", "close-early", "--serial", "pty"]);
+    let emu = emulator(&["--fault", "close-early", "--serial", "pty"]);
     for transport in ["http", "tcp"] {
         let r = send(&emu.target(transport), &["summary"]);
         assert_eq!(r.code, 2, "{transport}");
@@ -596,7 +525,7 @@ fn fault_close_early() {
 
 #[test]
 fn delay_then_cancel() {
-    let emu = Emu::start(&["--delay", "4"]);
+    let emu = emulator(&["--delay", "4"]);
     let t = emu.target("http");
     let t2 = t.clone();
     let payment =
@@ -678,7 +607,7 @@ fn stops_cleanly_on_sigterm_and_writes_the_serial_capture() {
     let dir = std::env::temp_dir().join(format!("ecr-emu-test-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let cap = dir.join("serial.pcapng");
-    let mut emu = Emu::start(&["--serial", "pty", "--serial-capture", cap.to_str().unwrap()]);
+    let mut emu = emulator(&["--serial", "pty", "--serial-capture", cap.to_str().unwrap()]);
     let r = send(
         &emu.target("serial"),
         &["pay", "--amt", "1", "--channel", "octopus"],
@@ -727,7 +656,7 @@ fn live_tcpdump_capture_is_analysed() {
         eprintln!("SKIP live_tcpdump_capture_is_analysed: needs root and tcpdump");
         return;
     }
-    let emu = Emu::start(&[]);
+    let emu = emulator(&[]);
     let hport = emu.http.rsplit(':').next().unwrap().to_string();
     let tport = emu.tcp.rsplit(':').next().unwrap().to_string();
     let dir = std::env::temp_dir().join(format!("ecr-emu-dump-{}", std::process::id()));

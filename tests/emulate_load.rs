@@ -12,11 +12,10 @@
 //! Every count, wait and time here is bounded.
 
 mod common;
+use common::Emu;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use ecr_proto::cipher::PosKey;
@@ -24,76 +23,10 @@ use ecr_proto::envelope::{build_request, RequestDialect};
 use ecr_proto::value::Value;
 
 const KEY: &str = "f46b1f08bec1f39104792cc79ec9aacd";
-const BIN: &str = env!("CARGO_BIN_EXE_ecr-sniff");
 
-/// A running emulator, killed on drop.
-struct Emu {
-    child: Child,
-    http: String,
-    tcp: String,
-    lines: mpsc::Receiver<String>,
-}
-
-impl Emu {
-    fn start(extra: &[&str]) -> Emu {
-        let mut child = Command::new(BIN)
-            .args([
-                "emulate",
-                "--key",
-                KEY,
-                "--http-port",
-                "0",
-                "--tcp-port",
-                "0",
-            ])
-            .args(extra)
-            .env_remove("ECR_POS_KEY")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let out = child.stdout.take().unwrap();
-        let rx = common::line_reader(out);
-        let mut emu = Emu {
-            child,
-            http: String::new(),
-            tcp: String::new(),
-            lines: rx,
-        };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while emu.http.is_empty() || emu.tcp.is_empty() {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = emu.lines.recv_timeout(left).expect("addresses announced");
-            if let Some(a) = line.strip_prefix("http: ") {
-                emu.http = a.to_string();
-            } else if let Some(a) = line.strip_prefix("tcp: ") {
-                emu.tcp = a.to_string();
-            }
-        }
-        emu
-    }
-
-    /// Log lines so far.
-    fn log(&self) -> Vec<String> {
-        self.lines.try_iter().collect()
-    }
-
-    /// The process's CPU time so far, in clock ticks (utime + stime).
-    fn cpu_ticks(&self) -> u64 {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap();
-        // Fields after the command name (which is in parentheses).
-        let rest = &stat[stat.rfind(')').unwrap() + 2..];
-        let f: Vec<&str> = rest.split(' ').collect();
-        // utime and stime are fields 14 and 15 of the line, 12 and 13 of `rest`.
-        f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
-    }
-}
-
-impl Drop for Emu {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// An emulator with the samples' key (see `common::Emu`).
+fn emulator(extra: &[&str]) -> Emu {
+    Emu::start(KEY, extra)
 }
 
 fn inquiry() -> Vec<u8> {
@@ -144,7 +77,7 @@ fn tcp_request(addr: &str) -> (String, Duration) {
 
 #[test]
 fn slow_and_silent_peers_do_not_block_a_normal_request() {
-    let emu = Emu::start(&[]);
+    let emu = emulator(&[]);
     // 200 slowloris clients: a request line and part of the headers, then a byte
     // now and then; 100 connections on the TCP port that never send anything.
     let mut slow: Vec<TcpStream> = (0..200)
@@ -182,7 +115,7 @@ fn slow_and_silent_peers_do_not_block_a_normal_request() {
 
 #[test]
 fn timeouts_close_what_dawdles() {
-    let emu = Emu::start(&[
+    let emu = emulator(&[
         "--header-timeout",
         "300ms",
         "--body-timeout",
@@ -268,7 +201,7 @@ fn timeouts_close_what_dawdles() {
 
 #[test]
 fn when_full_the_connection_idle_longest_makes_room() {
-    let emu = Emu::start(&["--max-connections", "4"]);
+    let emu = emulator(&["--max-connections", "4"]);
     let mut idle: Vec<TcpStream> = vec![];
     for _ in 0..4 {
         idle.push(connect(&emu.tcp));
@@ -293,7 +226,7 @@ fn when_full_the_connection_idle_longest_makes_room() {
 
 #[test]
 fn idle_emulator_uses_no_cpu() {
-    let emu = Emu::start(&["--serial", "pty"]);
+    let emu = emulator(&["--serial", "pty"]);
     // Let it settle, with one open idle connection on each port.
     let _h = connect(&emu.http);
     let _t = connect(&emu.tcp);
@@ -307,7 +240,7 @@ fn idle_emulator_uses_no_cpu() {
 
 #[test]
 fn a_megabyte_dribbled_onto_the_tcp_port_costs_little_cpu() {
-    let emu = Emu::start(&[]);
+    let emu = emulator(&[]);
     let before = emu.cpu_ticks();
     let mut s = connect(&emu.tcp);
     s.set_nodelay(true).unwrap();
@@ -330,7 +263,7 @@ fn a_megabyte_dribbled_onto_the_tcp_port_costs_little_cpu() {
 fn oversized_requests_are_refused_at_once() {
     // A body announced beyond 1 MiB is refused before any of it is read, so a
     // connection cannot make the emulator hold more than that.
-    let emu = Emu::start(&[]);
+    let emu = emulator(&[]);
     let mut s = connect(&emu.http);
     s.write_all(b"POST /api/pos/pay HTTP/1.1\r\nHost: x\r\nContent-Length: 2000000\r\n\r\n")
         .unwrap();

@@ -103,3 +103,96 @@ pub fn until_messages(
     }
     lines
 }
+
+/// A running `ecr-sniff emulate` on free ports (port 0) with the samples' test key
+/// (more options in `extra`), killed when it drops. It has announced its
+/// addresses when [`Emu::start`] returns.
+pub struct Emu {
+    pub child: std::process::Child,
+    /// `HOST:PORT` of the HTTP port.
+    pub http: String,
+    /// `HOST:PORT` of the TCP 9002-style port.
+    pub tcp: String,
+    /// The pseudo-terminal's path, with `--serial pty`.
+    pub serial: Option<String>,
+    /// Its standard output, a line at a time (the log after the addresses).
+    pub lines: mpsc::Receiver<String>,
+}
+
+impl Emu {
+    pub fn start(key: &str, extra: &[&str]) -> Emu {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ecr-sniff"))
+            .args([
+                "emulate",
+                "--key",
+                key,
+                "--http-port",
+                "0",
+                "--tcp-port",
+                "0",
+            ])
+            .args(extra)
+            .env_remove("ECR_POS_KEY")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let out = child.stdout.take().unwrap();
+        let mut emu = Emu {
+            child,
+            http: String::new(),
+            tcp: String::new(),
+            serial: None,
+            lines: line_reader(out),
+        };
+        let want_serial = extra.contains(&"--serial");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while emu.http.is_empty() || emu.tcp.is_empty() || (want_serial && emu.serial.is_none()) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = emu
+                .lines
+                .recv_timeout(left)
+                .expect("emulator announced its addresses");
+            if let Some(a) = line.strip_prefix("http: ") {
+                emu.http = a.to_string();
+            } else if let Some(a) = line.strip_prefix("tcp: ") {
+                emu.tcp = a.to_string();
+            } else if let Some(p) = line.strip_prefix("serial: ") {
+                emu.serial = Some(p.to_string());
+            }
+        }
+        emu
+    }
+
+    /// Log lines so far.
+    pub fn log(&self) -> Vec<String> {
+        self.lines.try_iter().collect()
+    }
+
+    /// The `send --to` target of its port for `transport`: `http`, `tcp` or
+    /// `tcp-frames`, `serial`.
+    pub fn target(&self, transport: &str) -> String {
+        match transport {
+            "http" => format!("http://{}", self.http),
+            "tcp" | "tcp-frames" => format!("tcp://{}", self.tcp),
+            _ => format!("serial:{}", self.serial.as_deref().unwrap()),
+        }
+    }
+
+    /// Its CPU time so far, in clock ticks (utime + stime from /proc).
+    pub fn cpu_ticks(&self) -> u64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap();
+        // Fields after the command name (which is in parentheses).
+        let rest = &stat[stat.rfind(')').unwrap() + 2..];
+        let f: Vec<&str> = rest.split(' ').collect();
+        // utime and stime are fields 14 and 15 of the line, 12 and 13 of `rest`.
+        f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+    }
+}
+
+impl Drop for Emu {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
