@@ -24,7 +24,8 @@
 //! [`MAX_INPUT_LEN`](crate::value::MAX_INPUT_LEN); never panics; linear time.
 
 use crate::value::{
-    char_at, check_input, check_len, hex4, CompactString, Object, Value, ValueError, MAX_DEPTH,
+    char_at, check_input, check_len, digits_end, exponent_end, hex4, CompactString, Object, Value,
+    ValueError, MAX_DEPTH,
 };
 
 /// Parses lenient `org.json`-style text from untrusted bytes.
@@ -78,41 +79,15 @@ fn ends_literal(c: u8) -> bool {
 /// optional fraction (or a fraction alone), an optional exponent. Leading zeros
 /// and `5.` are accepted, as Java's `Double.valueOf` accepts them.
 fn is_lenient_number(tok: &[u8]) -> bool {
-    let mut i = 0;
-    let at = |i: usize| tok.get(i).copied();
-    if matches!(at(i), Some(b'+' | b'-')) {
-        i += 1;
+    let sign = usize::from(matches!(tok.first(), Some(b'+' | b'-')));
+    let mut i = digits_end(tok, sign);
+    let mut digits = i - sign;
+    if tok.get(i) == Some(&b'.') {
+        let frac = digits_end(tok, i + 1);
+        digits += frac - (i + 1);
+        i = frac;
     }
-    let int_start = i;
-    while matches!(at(i), Some(b'0'..=b'9')) {
-        i += 1;
-    }
-    let mut digits = i - int_start;
-    if at(i) == Some(b'.') {
-        i += 1;
-        let frac_start = i;
-        while matches!(at(i), Some(b'0'..=b'9')) {
-            i += 1;
-        }
-        digits += i - frac_start;
-    }
-    if digits == 0 {
-        return false;
-    }
-    if matches!(at(i), Some(b'e' | b'E')) {
-        i += 1;
-        if matches!(at(i), Some(b'+' | b'-')) {
-            i += 1;
-        }
-        let exp_start = i;
-        while matches!(at(i), Some(b'0'..=b'9')) {
-            i += 1;
-        }
-        if i == exp_start {
-            return false;
-        }
-    }
-    i == tok.len()
+    digits > 0 && exponent_end(tok, i) == Some(tok.len())
 }
 
 struct Lenient<'a> {
@@ -411,6 +386,21 @@ mod tests {
 
     fn p(s: &str) -> Result<Value, ValueError> {
         parse_lenient(s.as_bytes())
+    }
+
+    #[test]
+    fn lenient_number_literals_are_what_java_reads_as_decimals() {
+        // Double.valueOf's decimal forms: a sign, leading zeros, `5.` and `.5`.
+        for tok in [
+            "0", "007", "+1", "-1.5", "5.", ".5", "1e5", "1E+05", "-.5e-3", "10.10",
+        ] {
+            assert!(is_lenient_number(tok.as_bytes()), "{tok}");
+        }
+        for tok in [
+            "", "+", "-", ".", "e5", "1e", "1e+", ".e1", "1.2.3", "1e5.0", "0x10", "1f",
+        ] {
+            assert!(!is_lenient_number(tok.as_bytes()), "{tok}");
+        }
     }
 
     fn obj(v: &Value) -> &Object {

@@ -452,44 +452,39 @@ pub(crate) fn char_at(s: &[u8], pos: usize) -> char {
 
 /// Whether `tok` is a JSON number token: `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`.
 pub fn is_json_number(tok: &[u8]) -> bool {
-    let mut i = 0;
-    let at = |i: usize| tok.get(i).copied();
-    if at(i) == Some(b'-') {
-        i += 1;
-    }
-    match at(i) {
+    let mut i = usize::from(tok.first() == Some(&b'-'));
+    match tok.get(i) {
         Some(b'0') => i += 1,
-        Some(b'1'..=b'9') => {
-            while matches!(at(i), Some(b'0'..=b'9')) {
-                i += 1;
-            }
-        }
+        Some(b'1'..=b'9') => i = digits_end(tok, i),
         _ => return false,
     }
-    if at(i) == Some(b'.') {
-        i += 1;
-        let start = i;
-        while matches!(at(i), Some(b'0'..=b'9')) {
-            i += 1;
-        }
-        if i == start {
+    if tok.get(i) == Some(&b'.') {
+        let frac = digits_end(tok, i + 1);
+        if frac == i + 1 {
             return false;
         }
+        i = frac;
     }
-    if matches!(at(i), Some(b'e' | b'E')) {
+    exponent_end(tok, i) == Some(tok.len())
+}
+
+/// Where the run of ASCII digits of `tok` from `i` ends.
+pub(crate) fn digits_end(tok: &[u8], mut i: usize) -> usize {
+    while matches!(tok.get(i), Some(b'0'..=b'9')) {
         i += 1;
-        if matches!(at(i), Some(b'+' | b'-')) {
-            i += 1;
-        }
-        let start = i;
-        while matches!(at(i), Some(b'0'..=b'9')) {
-            i += 1;
-        }
-        if i == start {
-            return false;
-        }
     }
-    i == tok.len()
+    i
+}
+
+/// Where a number's optional exponent (`[eE][+-]?[0-9]+`) that may start at `i`
+/// ends (`i` itself when there is none); `None` for an `e` without digits.
+pub(crate) fn exponent_end(tok: &[u8], i: usize) -> Option<usize> {
+    if !matches!(tok.get(i), Some(b'e' | b'E')) {
+        return Some(i);
+    }
+    let start = i + 1 + usize::from(matches!(tok.get(i + 1), Some(b'+' | b'-')));
+    let end = digits_end(tok, start);
+    (end > start).then_some(end)
 }
 
 /// The bytes that end a run of string text: quote, backslash, control characters.
@@ -952,6 +947,38 @@ fn write_json(v: &Value, out: &mut String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// serde_json's answer to whether `tok` is one JSON number (a token it refuses
+    /// only for its magnitude, such as `1e999`, is one by the grammar).
+    fn serde_says_number(tok: &str) -> bool {
+        match serde_json::from_str::<serde_json::Value>(tok) {
+            Ok(v) => v.is_number(),
+            Err(e) => e.to_string().contains("out of range"),
+        }
+    }
+
+    #[test]
+    fn json_number_tokens() {
+        for tok in [
+            "0", "-0", "7", "10", "10.10", "0.5", "-1.5e+3", "1E5", "1e-07", "0e0",
+        ] {
+            assert!(is_json_number(tok.as_bytes()), "{tok}");
+        }
+        for tok in [
+            "", "-", "+1", "01", "-01", "1.", ".5", "1e", "1e+", "1.e5", "--1", "1-", "0x1", "1 ",
+            "Infinity", "NaN",
+        ] {
+            assert!(!is_json_number(tok.as_bytes()), "{tok}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn json_number_tokens_are_what_serde_json_reads(tok in "[-+0-9.eE]{1,7}") {
+            prop_assert_eq!(is_json_number(tok.as_bytes()), serde_says_number(&tok), "{}", tok);
+        }
+    }
 
     #[test]
     fn objects_and_arrays_take_no_spare_room() {
