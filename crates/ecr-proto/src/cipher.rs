@@ -619,13 +619,18 @@ pub const fn is_base64_text_byte(b: u8) -> bool {
 /// escapes `\/` (read as `/`) and `\n`, `\r`, `\t` (skipped) are undone, for text
 /// lifted from a JSON string without unescaping it.
 pub fn decode_base64(text: &[u8]) -> Result<Vec<u8>, Base64Error> {
-    if text
-        .iter()
-        .all(|&b| matches!(b64_class(b), SYMBOL_NOT_PAD | PAD))
+    // The usual case, nothing to drop: the text decodes as it is, without the
+    // cleaning copy and without a scan for bytes to drop first (the decoder
+    // refuses any byte outside the alphabet and `=`). When it refuses, the text
+    // is cleaned and decoded again unless there was nothing to clean (then that
+    // was the answer: the cleaned text is the text).
+    let first = decode_clean(text);
+    if first.is_ok()
+        || text
+            .iter()
+            .all(|&b| matches!(b64_class(b), SYMBOL_NOT_PAD | PAD))
     {
-        // The usual case, nothing to drop: decode the text as it is, without the
-        // cleaning copy (same result, same errors: the text is the cleaned text).
-        return decode_clean(text);
+        return first;
     }
     let mut clean = Vec::with_capacity(text.len());
     let mut i = 0;
@@ -900,5 +905,48 @@ mod tests {
         );
         assert_eq!(base64_decoded_len(b"aGVsbG8="), Some(5));
         assert_eq!(base64_decoded_len(b"{x"), None);
+        // Errors found after bytes to drop are those of the cleaned text.
+        assert_eq!(
+            decode_base64(b"aGVs\nbG9="),
+            Err(Base64Error::InvalidLastSymbol)
+        );
+        assert_eq!(
+            decode_base64(b" aGVsb\\n"),
+            Err(Base64Error::InvalidLength { symbols: 5 })
+        );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn base64_as_senders_write_it(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 1..80),
+            breaks in proptest::collection::vec((0usize..200, 0usize..5), 0..6),
+            unpadded in proptest::prelude::any::<bool>(),
+        ) {
+            // Padding or not, and line breaks, spaces and JSON escapes anywhere:
+            // the same bytes come back.
+            let mut text = encode_base64(&bytes).into_bytes();
+            if unpadded {
+                while text.last() == Some(&b'=') {
+                    text.pop();
+                }
+            }
+            // At places in the encoded text (from the end, so that no insert
+            // lands inside another).
+            let len = text.len();
+            let mut breaks: Vec<(usize, usize)> =
+                breaks.into_iter().map(|(at, what)| (at % (len + 1), what)).collect();
+            breaks.sort_unstable_by(|a, b| b.cmp(a));
+            for (at, what) in breaks {
+                let insert: &[u8] = [&b"\r\n"[..], b" ", b"\\n", b"\\r\\n", b"\\t"][what];
+                text.splice(at..at, insert.iter().copied());
+            }
+            let slashes_escaped: Vec<u8> = text
+                .iter()
+                .flat_map(|&b| if b == b'/' { vec![b'\\', b'/'] } else { vec![b] })
+                .collect();
+            proptest::prop_assert_eq!(decode_base64(&text), Ok(bytes.clone()));
+            proptest::prop_assert_eq!(decode_base64(&slashes_escaped), Ok(bytes));
+        }
     }
 }
