@@ -88,61 +88,7 @@ fn text_of(v: Option<&Value>) -> Option<CompactString> {
 /// Decodes one message body. `key_numbers[i]` is the 1-based number (as the user
 /// gave the keys) of the key at position `i` of `keys`.
 pub fn decode_body(body: &[u8], keys: &KeyRing, key_numbers: &[usize], ctx: &Context) -> Decoded {
-    let record = blank_record(ctx, body.len());
-    decode_into(body, keys, key_numbers, ctx, record)
-}
-
-/// The record of a bare acknowledgement or error frame (a frame without data):
-/// nothing to parse, no finding.
-pub fn bare_frame(ctx: &Context, error: bool) -> Decoded {
-    let mut record = blank_record(ctx, 0);
-    record.role = if error { Role::ErrorFrame } else { Role::Ack };
-    Decoded {
-        record,
-        findings: vec![],
-        facts: Facts::default(),
-    }
-}
-
-/// A message record with what `ctx` says and nothing decoded yet.
-fn blank_record(ctx: &Context, bytes: usize) -> Box<MessageRecord> {
-    Box::new(MessageRecord {
-        index: 0,
-        ts: ctx.ts.as_secs_f64(),
-        transport: ctx.transport,
-        src: ctx.src.clone(),
-        dst: ctx.dst.clone(),
-        direction: ctx.direction,
-        role: Role::Request,
-        dialect: None,
-        func_type: None,
-        ref_num: None,
-        content: None,
-        response: None,
-        digest: "absent",
-        packet: ctx.packet,
-        func_name: None,
-        respcd: None,
-        frame: None,
-        http: None,
-        framing: None,
-        answer_ms: None,
-        key: None,
-        digest_value: None,
-        digest_detail: None,
-        bytes,
-        raw: None,
-        gap: None,
-    })
-}
-
-fn decode_into(
-    body: &[u8],
-    keys: &KeyRing,
-    key_numbers: &[usize],
-    ctx: &Context,
-    mut record: Box<MessageRecord>,
-) -> Decoded {
+    let mut record = blank_record(ctx, body.len());
     let mut findings = vec![];
     let mut facts = Facts::default();
     let key_use =
@@ -222,6 +168,50 @@ fn decode_into(
         findings,
         facts,
     }
+}
+
+/// The record of a bare acknowledgement or error frame (a frame without data):
+/// nothing to parse, no finding.
+pub fn bare_frame(ctx: &Context, error: bool) -> Decoded {
+    let mut record = blank_record(ctx, 0);
+    record.role = if error { Role::ErrorFrame } else { Role::Ack };
+    Decoded {
+        record,
+        findings: vec![],
+        facts: Facts::default(),
+    }
+}
+
+/// A message record with what `ctx` says and nothing decoded yet.
+fn blank_record(ctx: &Context, bytes: usize) -> Box<MessageRecord> {
+    Box::new(MessageRecord {
+        index: 0,
+        ts: ctx.ts.as_secs_f64(),
+        transport: ctx.transport,
+        src: ctx.src.clone(),
+        dst: ctx.dst.clone(),
+        direction: ctx.direction,
+        role: Role::Request,
+        dialect: None,
+        func_type: None,
+        ref_num: None,
+        content: None,
+        response: None,
+        digest: "absent",
+        packet: ctx.packet,
+        func_name: None,
+        respcd: None,
+        frame: None,
+        http: None,
+        framing: None,
+        answer_ms: None,
+        key: None,
+        digest_value: None,
+        digest_detail: None,
+        bytes,
+        raw: None,
+        gap: None,
+    })
 }
 
 fn check_request(
