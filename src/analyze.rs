@@ -71,7 +71,12 @@ pub fn run(a: AnalyzeArgs) -> Result<ExitCode> {
     // input) does not allow for (issue 15; README, Performance).
     let jobs = a.jobs.map_or(1, usize::from);
     if jobs == 1 || from_stdin {
-        let mut sink = WriterSink::new(a.output.writer(out));
+        let writer = if from_stdin {
+            a.output.writer(out)
+        } else {
+            a.output.file_writer(out)
+        };
+        let mut sink = WriterSink::new(writer);
         let (_, max) = analyze_files(&a.files, cfg, keys, &mut sink, true)?;
         sink.finish().context("writing output")?;
         io::stdout().flush().ok();
@@ -100,7 +105,7 @@ fn with_decode_ahead(
             drop(out);
             return with_writer_thread(a, cfg, keys, setup, ahead_stats);
         }
-        let mut sink = WriterSink::new(a.output.writer(out));
+        let mut sink = WriterSink::new(a.output.file_writer(out));
         let (_, max) = analyze_files_with(files, cfg, keys, &mut sink, true, setup, ahead_stats)?;
         sink.finish().context("writing output")?;
         io::stdout().flush().ok();
@@ -203,7 +208,7 @@ fn with_writer_thread(
         let writer = scope.spawn(move || {
             let out: Box<dyn Write> =
                 Box::new(io::BufWriter::with_capacity(1 << 16, io::stdout().lock()));
-            let mut writer = output.writer(out);
+            let mut writer = output.file_writer(out);
             let mut result = Ok(());
             for batch in rx {
                 for record in &batch {

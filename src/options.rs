@@ -110,10 +110,28 @@ pub struct OutputArgs {
 }
 
 impl OutputArgs {
-    /// The record writer these options ask for, over `out`.
+    /// The record writer these options ask for, over `out`, which shows each
+    /// record as soon as it is complete (a live tap, a pipe read as it comes).
     pub fn writer<'a, W: std::io::Write + 'a>(
         &self,
         out: W,
+    ) -> Box<dyn ecr_capture::output::RecordWriter + 'a> {
+        self.writer_blocks(out, false)
+    }
+
+    /// [`OutputArgs::writer`] for output read at the end (`analyze` on files):
+    /// jsonl lines are gathered into blocks first (`TextOptions::blocks`).
+    pub fn file_writer<'a, W: std::io::Write + 'a>(
+        &self,
+        out: W,
+    ) -> Box<dyn ecr_capture::output::RecordWriter + 'a> {
+        self.writer_blocks(out, true)
+    }
+
+    fn writer_blocks<'a, W: std::io::Write + 'a>(
+        &self,
+        out: W,
+        blocks: bool,
     ) -> Box<dyn ecr_capture::output::RecordWriter + 'a> {
         use ecr_capture::output::{Clock, TextOptions};
         let clock = if self.utc {
@@ -122,7 +140,12 @@ impl OutputArgs {
             Clock::Local(local_offset)
         };
         let color = use_color(self.color);
-        ecr_capture::output::writer_with(self.format.into(), out, TextOptions { color, clock })
+        let opts = TextOptions {
+            color,
+            clock,
+            blocks,
+        };
+        ecr_capture::output::writer_with(self.format.into(), out, opts)
     }
 }
 

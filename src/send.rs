@@ -410,6 +410,7 @@ pub fn run(a: SendArgs) -> Result<ExitCode> {
             output::TextOptions {
                 color: crate::options::use_color(a.color),
                 clock: output::Clock::Local(crate::options::local_offset),
+                blocks: false,
             },
         ),
         error: None,

@@ -10,6 +10,7 @@
 //! Records go to a [`Sink`] as soon as they are known, so a live tap can print them
 //! while the capture runs; the summary comes last from [`Analyzer::finish`].
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -2220,7 +2221,14 @@ impl State<'_> {
                 channel: rf.channel.clone().unwrap_or_default(),
                 day: day_of(req.first_ts),
             };
-            for id in [&resp.syssn, &rf.out_trade_no, &resp.out_trade_no]
+            // The response's order number is usually the request's: remembering it
+            // twice would only look the same entry up again (in a table of tens of
+            // thousands, a cache miss each).
+            let resp_order = resp
+                .out_trade_no
+                .as_ref()
+                .filter(|o| rf.out_trade_no.as_ref() != Some(*o));
+            for id in [resp.syssn.as_ref(), rf.out_trade_no.as_ref(), resp_order]
                 .into_iter()
                 .flatten()
             {
@@ -2255,18 +2263,19 @@ impl State<'_> {
     /// payment limits (entries and bytes).
     fn remember_payment(&mut self, id: &str, pay: &Payment, ts: Timestamp) {
         let cost = |id: &str, p: &Payment| 2 * id.len() + p.channel.len() + limits::PAYMENT_COST;
-        match self.payments.get_mut(id) {
-            Some(old) => {
+        // One lookup: ids are new far more often than not, so the key is made
+        // first (and dropped again when the id was known).
+        match self.payments.entry(Arc::from(id)) {
+            Entry::Occupied(mut old) => {
                 self.payment_bytes = self
                     .payment_bytes
-                    .saturating_sub(cost(id, old))
+                    .saturating_sub(cost(id, old.get()))
                     .saturating_add(cost(id, pay));
-                *old = pay.clone();
+                *old.get_mut() = pay.clone();
             }
-            None => {
-                let key: Arc<str> = Arc::from(id);
-                self.payments.insert(Arc::clone(&key), pay.clone());
-                self.payment_order.push_back(key);
+            Entry::Vacant(slot) => {
+                self.payment_order.push_back(Arc::clone(slot.key()));
+                slot.insert(pay.clone());
                 self.payment_bytes = self.payment_bytes.saturating_add(cost(id, pay));
             }
         }

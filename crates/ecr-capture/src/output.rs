@@ -53,14 +53,23 @@ pub enum Clock {
     Local(fn(i64) -> i32),
 }
 
-/// Options of the text output.
+/// Options of the writers (most are the text output's).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct TextOptions {
     /// ANSI colours.
     pub color: bool,
     /// How times are shown.
     pub clock: Clock,
+    /// `jsonl` gathers its lines into blocks of [`JSONL_BLOCK`] bytes before they
+    /// reach the output (and the rest at [`RecordWriter::finish`]): one copy of
+    /// every output byte fewer, for output to a file or a pipe read at the end.
+    /// Off for an output read as it comes (a live tap, `analyze -` from a pipe),
+    /// where each record must show when it is complete.
+    pub blocks: bool,
 }
+
+/// The block of [`TextOptions::blocks`].
+pub const JSONL_BLOCK: usize = 1 << 16;
 
 /// Makes the writer for `format` (text times in UTC).
 pub fn writer<'a, W: Write + 'a>(
@@ -74,6 +83,7 @@ pub fn writer<'a, W: Write + 'a>(
         TextOptions {
             color,
             clock: Clock::Utc,
+            blocks: false,
         },
     )
 }
@@ -90,6 +100,7 @@ pub fn writer_with<'a, W: Write + 'a>(
             out,
             buf: Vec::new(),
             times: Default::default(),
+            blocks: opts.blocks,
         }),
         Format::Json => Box::new(JsonWriter {
             out,
@@ -112,33 +123,66 @@ pub struct JsonlWriter<W: Write> {
     buf: Vec<u8>,
     /// Recent capture times as text.
     times: crate::record::TimeCache,
+    /// See [`TextOptions::blocks`]: `buf` then holds whole lines up to a block.
+    blocks: bool,
 }
 
-/// Serialises `record` into `buf` (cleared first, capacity kept).
+/// Serialises `record` at the end of `buf`.
 fn render(
     buf: &mut Vec<u8>,
     times: &mut crate::record::TimeCache,
     record: &Record,
 ) -> io::Result<()> {
-    buf.clear();
     if !crate::record::write_json_fast(record, buf, times) {
         serde_json::to_writer(&mut *buf, record).map_err(io::Error::from)?;
-    }
-    // Keep one line's worth of capacity, not the largest record ever seen.
-    if buf.capacity() > 1 << 20 && buf.len() < 1 << 16 {
-        buf.shrink_to(1 << 16);
     }
     Ok(())
 }
 
+/// Empties `buf` once written, keeping a block's worth of capacity, not the
+/// largest record ever seen.
+fn written(buf: &mut Vec<u8>) {
+    buf.clear();
+    if buf.capacity() > 1 << 20 {
+        buf.shrink_to(JSONL_BLOCK * 2);
+    }
+}
+
 impl<W: Write> RecordWriter for JsonlWriter<W> {
     fn write(&mut self, record: &Record) -> io::Result<()> {
-        render(&mut self.buf, &mut self.times, record)?;
+        let start = self.buf.len();
+        if let Err(e) = render(&mut self.buf, &mut self.times, record) {
+            // The lines before this one are whole.
+            self.buf.truncate(start);
+            return Err(e);
+        }
         self.buf.push(b'\n');
-        self.out.write_all(&self.buf)
+        if self.blocks && self.buf.len() < JSONL_BLOCK {
+            return Ok(());
+        }
+        let result = self.out.write_all(&self.buf);
+        written(&mut self.buf);
+        result
     }
     fn finish(&mut self) -> io::Result<()> {
+        if !self.buf.is_empty() {
+            let result = self.out.write_all(&self.buf);
+            written(&mut self.buf);
+            result?;
+        }
         self.out.flush()
+    }
+}
+
+impl<W: Write> Drop for JsonlWriter<W> {
+    /// Lines gathered in a block still reach the output when the writer is
+    /// dropped without [`RecordWriter::finish`] (an analysis that stopped at an
+    /// error): nothing already decoded is lost.
+    fn drop(&mut self) {
+        if !self.buf.is_empty() {
+            let _ = self.out.write_all(&self.buf);
+            let _ = self.out.flush();
+        }
     }
 }
 
@@ -160,8 +204,11 @@ impl<W: Write> RecordWriter for JsonWriter<W> {
             b",\n"
         })?;
         self.first = false;
+        self.buf.clear();
         render(&mut self.buf, &mut self.times, record)?;
-        self.out.write_all(&self.buf)
+        let result = self.out.write_all(&self.buf);
+        written(&mut self.buf);
+        result
     }
     fn finish(&mut self) -> io::Result<()> {
         if self.first {
@@ -962,6 +1009,87 @@ impl<W: Write> RecordWriter for TextWriter<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::cell::RefCell;
+    use std::rc::Rc;
+
+    /// An output whose bytes the test can see while the writer holds it.
+    #[derive(Clone, Default)]
+    struct Shared(Rc<RefCell<Vec<u8>>>);
+
+    impl Write for Shared {
+        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+            self.0.borrow_mut().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn finding(n: u64) -> Record {
+        Record::Finding(FindingRecord {
+            ts: 1_764_108_418.25 + n as f64,
+            code: crate::findings::Code::BadEnvelope,
+            severity: Severity::Error,
+            transport: None,
+            src: None,
+            dst: None,
+            detail: format!("finding number {n}"),
+            rule: "d4",
+            packet: Some(n),
+            message: None,
+        })
+    }
+
+    fn jsonl(blocks: bool) -> (Box<dyn RecordWriter>, Shared) {
+        let out = Shared::default();
+        let opts = TextOptions {
+            blocks,
+            ..TextOptions::default()
+        };
+        (writer_with(Format::Jsonl, out.clone(), opts), out)
+    }
+
+    #[test]
+    fn jsonl_in_blocks_writes_the_same_lines_a_block_at_a_time() {
+        let (mut each, each_out) = jsonl(false);
+        let (mut blocked, blocked_out) = jsonl(true);
+        each.write(&finding(1)).unwrap();
+        blocked.write(&finding(1)).unwrap();
+        // Without blocks a line is out as soon as it is written; with them it waits.
+        assert!(each_out.0.borrow().ends_with(b"}\n"));
+        assert!(blocked_out.0.borrow().is_empty());
+        let mut n = 1;
+        while blocked_out.0.borrow().is_empty() {
+            n += 1;
+            each.write(&finding(n)).unwrap();
+            blocked.write(&finding(n)).unwrap();
+        }
+        // A block is whole lines, at least JSONL_BLOCK bytes of them.
+        let first = blocked_out.0.borrow().len();
+        assert!(
+            first >= JSONL_BLOCK && first < JSONL_BLOCK + 1024,
+            "{first}"
+        );
+        assert!(blocked_out.0.borrow().ends_with(b"}\n"));
+        each.write(&finding(n + 1)).unwrap();
+        blocked.write(&finding(n + 1)).unwrap();
+        each.finish().unwrap();
+        blocked.finish().unwrap();
+        assert_eq!(*blocked_out.0.borrow(), *each_out.0.borrow());
+    }
+
+    #[test]
+    fn jsonl_lines_held_in_a_block_are_written_when_the_writer_is_dropped() {
+        let (mut blocked, out) = jsonl(true);
+        blocked.write(&finding(1)).unwrap();
+        blocked.write(&finding(2)).unwrap();
+        assert!(out.0.borrow().is_empty());
+        drop(blocked);
+        let text = String::from_utf8(out.0.borrow().clone()).unwrap();
+        assert_eq!(text.lines().count(), 2, "{text}");
+        assert!(text.contains("finding number 2"));
+    }
 
     #[test]
     fn timestamps_format_as_utc() {
