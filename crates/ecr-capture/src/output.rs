@@ -1068,7 +1068,7 @@ mod tests {
         // A block is whole lines, at least JSONL_BLOCK bytes of them.
         let first = blocked_out.0.borrow().len();
         assert!(
-            first >= JSONL_BLOCK && first < JSONL_BLOCK + 1024,
+            (JSONL_BLOCK..JSONL_BLOCK + 1024).contains(&first),
             "{first}"
         );
         assert!(blocked_out.0.borrow().ends_with(b"}\n"));
