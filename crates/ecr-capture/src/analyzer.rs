@@ -10,10 +10,8 @@
 //! Records go to a [`Sink`] as soon as they are known, so a live tap can print them
 //! while the capture runs; the summary comes last from [`Analyzer::finish`].
 
-use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use ecr_proto::catalogue::{is_card_channel, FuncType};
 use ecr_proto::envelope;
@@ -32,6 +30,7 @@ use crate::keys::KeySet;
 use crate::limits::{self, Limits, Usage};
 use crate::linklayer::{self, Network};
 use crate::message::{decode_body, Context, Decoded, Facts};
+use crate::payments::Payments;
 use crate::record::{
     latency_of, Direction, FindingRecord, FrameInfo, HttpInfo, MessageRecord, Record, Role, Sink,
     SummaryRecord, TransactionRecord, Transport, UnusedKey,
@@ -323,10 +322,8 @@ struct State<'s> {
     channels: BTreeMap<String, u64>,
     respcd: BTreeMap<String, u64>,
     latencies: Vec<f64>,
-    /// By id; each id is shared with `payment_order` (one copy).
-    payments: foldhash::HashMap<Arc<str>, Payment>,
-    /// Payment ids in the order they were remembered, for evicting the oldest.
-    payment_order: VecDeque<Arc<str>>,
+    /// By id, forgotten oldest first.
+    payments: Payments<Payment>,
     payment_bytes: usize,
     /// Bytes held by all connections (sum of their `held`).
     stream_bytes: usize,
@@ -532,7 +529,6 @@ impl<'s> Analyzer<'s> {
                 respcd: BTreeMap::new(),
                 latencies: Vec::new(),
                 payments: Default::default(),
-                payment_order: VecDeque::new(),
                 payment_bytes: 0,
                 scratch: Scratch::default(),
                 stream_bytes: 0,
@@ -2263,30 +2259,21 @@ impl State<'_> {
     /// payment limits (entries and bytes).
     fn remember_payment(&mut self, id: &str, pay: &Payment, ts: Timestamp) {
         let cost = |id: &str, p: &Payment| 2 * id.len() + p.channel.len() + limits::PAYMENT_COST;
-        // One lookup: ids are new far more often than not, so the key is made
-        // first (and dropped again when the id was known).
-        match self.payments.entry(Arc::from(id)) {
-            Entry::Occupied(mut old) => {
+        match self.payments.insert(id, pay.clone()) {
+            Some(old) => {
                 self.payment_bytes = self
                     .payment_bytes
-                    .saturating_sub(cost(id, old.get()))
+                    .saturating_sub(cost(id, &old))
                     .saturating_add(cost(id, pay));
-                *old.get_mut() = pay.clone();
             }
-            Entry::Vacant(slot) => {
-                self.payment_order.push_back(Arc::clone(slot.key()));
-                slot.insert(pay.clone());
-                self.payment_bytes = self.payment_bytes.saturating_add(cost(id, pay));
-            }
+            None => self.payment_bytes = self.payment_bytes.saturating_add(cost(id, pay)),
         }
         let (max, max_bytes) = (self.cfg.limits.payments, self.cfg.limits.payment_bytes);
         while self.payments.len() > max || self.payment_bytes > max_bytes {
-            let Some(oldest) = self.payment_order.pop_front() else {
+            let Some((oldest, p)) = self.payments.pop_oldest() else {
                 break;
             };
-            if let Some(p) = self.payments.remove(&oldest) {
-                self.payment_bytes = self.payment_bytes.saturating_sub(cost(&oldest, &p));
-            }
+            self.payment_bytes = self.payment_bytes.saturating_sub(cost(&oldest, &p));
             let n = self.payments.len();
             let b = self.payment_bytes;
             self.limit_finding(None, Limit::Payments, ts, None, || {

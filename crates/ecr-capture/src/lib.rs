@@ -43,6 +43,7 @@ pub mod limits;
 pub mod linklayer;
 pub mod message;
 pub mod output;
+mod payments;
 pub mod record;
 pub mod serialcap;
 pub mod source;

@@ -1,0 +1,188 @@
+//! The payments an analyzer remembers for the partial-refund check: by id (the
+//! terminal's `syssn`, the cash register's `out_trade_no`), forgotten oldest first.
+//!
+//! On ECR-dense traffic this table is full and busy: every successful payment adds
+//! two ids and evicts the two oldest. As a hash map from shared id strings to
+//! payments, each of those steps was a few cache misses (the map's buckets, the id
+//! strings they point to, the id to evict hashed again), about 6% of `analyze`'s
+//! time on the dense benchmark. Here the ids and payments live in a queue in the
+//! order they came, which is only touched at its two ends, and the hash index holds
+//! just each id's hash and place in the queue (16 bytes, so the index of a full
+//! table stays in the processor's cache): forgetting the oldest id reads the queue's
+//! front and removes its index entry by its place, without hashing or comparing a
+//! string. Ids are compared in full only when looked up (a refund, a repeated id).
+//!
+//! Bounded by the caller (entries and bytes, see `limits.rs`); hashing is seeded per
+//! process (foldhash), so ids cannot be chosen to collide.
+
+use std::collections::VecDeque;
+use std::hash::BuildHasher;
+
+use hashbrown::HashTable;
+
+/// One remembered id.
+struct Slot<P> {
+    hash: u64,
+    id: Box<str>,
+    pay: P,
+}
+
+/// Payments by id, in the order their ids were first remembered.
+pub(crate) struct Payments<P> {
+    /// Oldest first.
+    order: VecDeque<Slot<P>>,
+    /// The sequence number of `order`'s front: an id's place is its sequence
+    /// number minus this.
+    first: u64,
+    /// For each id in `order`: its hash and its sequence number.
+    index: HashTable<(u64, u64)>,
+    hasher: foldhash::fast::RandomState,
+}
+
+impl<P> Default for Payments<P> {
+    fn default() -> Self {
+        Payments {
+            order: VecDeque::new(),
+            first: 0,
+            index: HashTable::new(),
+            hasher: foldhash::fast::RandomState::default(),
+        }
+    }
+}
+
+impl<P> Payments<P> {
+    /// Ids remembered.
+    pub(crate) fn len(&self) -> usize {
+        self.order.len()
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.order.is_empty()
+    }
+
+    /// Where `id` is in `order`, if remembered.
+    fn place(&self, hash: u64, id: &str) -> Option<usize> {
+        let first = self.first;
+        let order = &self.order;
+        let slot_of = |seq: u64| usize::try_from(seq.wrapping_sub(first)).ok();
+        self.index
+            .find(hash, |&(h, seq)| {
+                h == hash
+                    && slot_of(seq)
+                        .and_then(|i| order.get(i))
+                        .is_some_and(|s| &*s.id == id)
+            })
+            .and_then(|&(_, seq)| slot_of(seq))
+    }
+
+    /// The payment remembered under `id`.
+    pub(crate) fn get(&self, id: &str) -> Option<&P> {
+        let i = self.place(self.hasher.hash_one(id), id)?;
+        self.order.get(i).map(|s| &s.pay)
+    }
+
+    /// Remembers `pay` under `id`: replaces the payment of a known id (which keeps
+    /// its place) and returns the old one, or adds the id as the newest.
+    pub(crate) fn insert(&mut self, id: &str, pay: P) -> Option<P> {
+        let hash = self.hasher.hash_one(id);
+        if let Some(slot) = self.place(hash, id).and_then(|i| self.order.get_mut(i)) {
+            return Some(std::mem::replace(&mut slot.pay, pay));
+        }
+        let seq = self.first.wrapping_add(self.order.len() as u64);
+        self.order.push_back(Slot {
+            hash,
+            id: id.into(),
+            pay,
+        });
+        self.index.insert_unique(hash, (hash, seq), |&(h, _)| h);
+        None
+    }
+
+    /// Forgets the oldest id, returning it with its payment.
+    pub(crate) fn pop_oldest(&mut self) -> Option<(Box<str>, P)> {
+        let slot = self.order.pop_front()?;
+        let seq = self.first;
+        self.first = self.first.wrapping_add(1);
+        if let Ok(entry) = self.index.find_entry(slot.hash, |&(_, s)| s == seq) {
+            entry.remove();
+        }
+        Some((slot.id, slot.pay))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::HashMap;
+
+    #[test]
+    fn remembers_replaces_and_forgets_oldest_first() {
+        let mut p = Payments::default();
+        assert!(p.is_empty());
+        assert_eq!(p.insert("a", 1), None);
+        assert_eq!(p.insert("b", 2), None);
+        assert_eq!(p.insert("a", 3), Some(1), "a keeps its place");
+        assert_eq!(
+            (p.get("a"), p.get("b"), p.get("c")),
+            (Some(&3), Some(&2), None)
+        );
+        assert_eq!(p.len(), 2);
+        assert_eq!(p.pop_oldest(), Some(("a".into(), 3)));
+        assert_eq!(p.get("a"), None);
+        assert_eq!(p.insert("a", 4), None, "forgotten, so new again");
+        assert_eq!(p.pop_oldest(), Some(("b".into(), 2)));
+        assert_eq!(p.pop_oldest(), Some(("a".into(), 4)));
+        assert_eq!(p.pop_oldest(), None);
+        assert!(p.is_empty());
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Insert(u8, u32),
+        Get(u8),
+        Pop,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => (0u8..40, any::<u32>()).prop_map(|(k, v)| Op::Insert(k, v)),
+            3 => (0u8..40).prop_map(Op::Get),
+            2 => Just(Op::Pop),
+        ]
+    }
+
+    proptest! {
+        /// The same answers as the map and queue of ids it replaced.
+        #[test]
+        fn behaves_as_a_map_with_a_queue_of_first_insertions(ops in proptest::collection::vec(op(), 0..400)) {
+            let mut p = Payments::default();
+            let mut map: HashMap<String, u32> = HashMap::new();
+            let mut order: VecDeque<String> = VecDeque::new();
+            for o in ops {
+                match o {
+                    Op::Insert(k, v) => {
+                        let id = format!("ORDER-{k}");
+                        let old = map.insert(id.clone(), v);
+                        if old.is_none() {
+                            order.push_back(id.clone());
+                        }
+                        prop_assert_eq!(p.insert(&id, v), old);
+                    }
+                    Op::Get(k) => {
+                        let id = format!("ORDER-{k}");
+                        prop_assert_eq!(p.get(&id), map.get(&id));
+                    }
+                    Op::Pop => {
+                        let want = order.pop_front().map(|id| {
+                            let v = map.remove(&id).unwrap();
+                            (id.into_boxed_str(), v)
+                        });
+                        prop_assert_eq!(p.pop_oldest(), want);
+                    }
+                }
+                prop_assert_eq!(p.len(), map.len());
+            }
+        }
+    }
+}
