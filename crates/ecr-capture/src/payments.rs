@@ -137,6 +137,27 @@ mod tests {
         assert!(p.is_empty());
     }
 
+    #[test]
+    fn a_full_table_stays_exact_as_ids_come_and_go() {
+        // As on dense traffic: full, each new id evicts the oldest.
+        let mut p = Payments::default();
+        let window = 100;
+        for n in 0..10_000u32 {
+            assert_eq!(p.insert(&format!("SYSSN-{n}"), n), None);
+            if p.len() > window {
+                let (id, v) = p.pop_oldest().unwrap();
+                assert_eq!((&*id, v), (format!("SYSSN-{}", n - 100).as_str(), n - 100));
+            }
+            assert_eq!(p.index.len(), p.len());
+            if n % 97 == 0 {
+                assert_eq!(p.get(&format!("SYSSN-{n}")), Some(&n));
+                let gone = n.saturating_sub(101);
+                let want = (n < 101).then_some(gone);
+                assert_eq!(p.get(&format!("SYSSN-{gone}")).copied(), want);
+            }
+        }
+    }
+
     #[derive(Debug, Clone)]
     enum Op {
         Insert(u8, u32),
@@ -182,6 +203,7 @@ mod tests {
                     }
                 }
                 prop_assert_eq!(p.len(), map.len());
+                prop_assert_eq!(p.index.len(), map.len());
             }
         }
     }
