@@ -12,15 +12,15 @@ use ecr_capture::keys::KeySet;
 use ecr_capture::limits::Limits;
 use ecr_capture::record::Record;
 
-use crate::options::{
-    capture_config, exit_for, load_keys, FailOn, KeyArgs, OutputArgs, PortArgs, TlsArgs,
-};
+use crate::options::{capture_config, load_keys, FailOn, KeyArgs, OutputArgs, PortArgs, TlsArgs};
 use crate::{analyze_files, analyze_files_with, is_stdin, open_capture, WriterSink};
 
 #[derive(Debug, Args)]
 pub struct AnalyzeArgs {
     /// Capture files: pcap or pcapng, optionally gzip-compressed; `-` reads one from
-    /// standard input (`tcpdump -w - ... | ecr-sniff analyze -`).
+    /// standard input (`tcpdump -w - ... | ecr-sniff analyze -`). Several are read in
+    /// order as one capture (`tcpdump -C` pieces); one that cannot be read is named
+    /// on stderr and left out, and the exit status is then 2.
     #[arg(required = true, value_name = "CAPTURE")]
     pub files: Vec<PathBuf>,
     #[command(flatten)]
@@ -77,10 +77,10 @@ pub fn run(a: AnalyzeArgs) -> Result<ExitCode> {
             a.output.file_writer(out)
         };
         let mut sink = WriterSink::new(writer);
-        let (_, max) = analyze_files(&a.files, cfg, keys, &mut sink, true)?;
+        let analysis = analyze_files(&a.files, cfg, keys, &mut sink, true)?;
         sink.finish().context("writing output")?;
         io::stdout().flush().ok();
-        return Ok(exit_for(max, a.fail_on));
+        return Ok(analysis.exit_code(a.fail_on));
     }
     with_decode_ahead(&a, cfg, keys, out, jobs >= 3)
 }
@@ -106,10 +106,10 @@ fn with_decode_ahead(
             return with_writer_thread(a, cfg, keys, setup, ahead_stats);
         }
         let mut sink = WriterSink::new(a.output.file_writer(out));
-        let (_, max) = analyze_files_with(files, cfg, keys, &mut sink, true, setup, ahead_stats)?;
+        let analysis = analyze_files_with(files, cfg, keys, &mut sink, true, setup, ahead_stats)?;
         sink.finish().context("writing output")?;
         io::stdout().flush().ok();
-        Ok(exit_for(max, a.fail_on))
+        Ok(analysis.exit_code(a.fail_on))
     })
 }
 
@@ -237,10 +237,10 @@ fn with_writer_thread(
         let written = writer
             .join()
             .unwrap_or_else(|_| Err(io::Error::other("the output thread failed")));
-        let (_, max) = analysed?;
+        let analysis = analysed?;
         written.context("writing output")?;
         io::stdout().flush().ok();
-        Ok(exit_for(max, a.fail_on))
+        Ok(analysis.exit_code(a.fail_on))
     })
 }
 

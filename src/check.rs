@@ -335,7 +335,9 @@ fn analyse_each(
         let started = std::time::Instant::now();
         let mut sink = |_: Record| {};
         let files = std::slice::from_ref(file);
-        let (summary, max) = analyze_files(files, cfg.clone(), keys, &mut sink, false)?;
+        // One capture: one that cannot be read is the error.
+        let crate::Analysis { summary, max, .. } =
+            analyze_files(files, cfg.clone(), keys, &mut sink, false)?;
         Ok(Analysed {
             summary,
             max,

@@ -38,6 +38,7 @@ use ecr_capture::record::{Record, SummaryRecord};
 use ecr_capture::source::{CaptureReader, SourceError};
 
 use cli::{Cli, Command};
+use options::{exit_for, FailOn};
 
 fn main() -> ExitCode {
     quiet_on_broken_pipe();
@@ -82,11 +83,7 @@ fn main() -> ExitCode {
             }) {
                 return ExitCode::SUCCESS;
             }
-            // Errors may quote capture data (a file name, a header): escaped.
-            eprintln!(
-                "ecr-sniff: error: {}",
-                ecr_proto::text::escape_terminal(&error_text(&e))
-            );
+            print_error(&e);
             ExitCode::from(2)
         }
     }
@@ -115,6 +112,15 @@ fn quiet_on_broken_pipe() {
 /// An error and its causes on one line, `: `-separated, skipping a cause whose
 /// text is already part of the line (thiserror messages that embed their source
 /// would otherwise print it twice: "refused (os error 111): refused (os error 111)").
+/// Prints `e` as the one-line `ecr-sniff: error: ...` on stderr. Errors may quote
+/// capture data (a file name, a header): escaped.
+pub fn print_error(e: &anyhow::Error) {
+    eprintln!(
+        "ecr-sniff: error: {}",
+        ecr_proto::text::escape_terminal(&error_text(e))
+    );
+}
+
 pub fn error_text(e: &anyhow::Error) -> String {
     let mut line = String::new();
     for cause in e.chain() {
@@ -196,15 +202,38 @@ fn man(dir: Option<&Path>) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Analyses `files` in order (as one capture) into `sink`; returns the summary and
-/// the most severe finding.
+/// What [`analyze_files`] found.
+pub struct Analysis {
+    pub summary: SummaryRecord,
+    /// The most severe finding.
+    pub max: Option<Severity>,
+    /// Captures that could not be read (each said on stderr), when several were
+    /// given: the others are analysed all the same, and the command then exits
+    /// with status 2, as `grep` or `cat` do with a file they cannot read.
+    pub unreadable: usize,
+}
+
+impl Analysis {
+    /// The exit status: 2 when a capture could not be read, else by `--fail-on`.
+    pub fn exit_code(&self, fail_on: FailOn) -> ExitCode {
+        if self.unreadable > 0 {
+            ExitCode::from(2)
+        } else {
+            exit_for(self.max, fail_on)
+        }
+    }
+}
+
+/// Analyses `files` in order (as one capture) into `sink`. One capture that cannot
+/// be read is the error; of several, each that cannot be read is said on stderr and
+/// left out ([`Analysis::unreadable`]), and the rest is analysed.
 pub fn analyze_files(
     files: &[PathBuf],
     cfg: Config,
     keys: KeySet,
     sink: &mut dyn ecr_capture::record::Sink,
     progress: bool,
-) -> Result<(SummaryRecord, Option<Severity>)> {
+) -> Result<Analysis> {
     analyze_files_with(files, cfg, keys, sink, progress, |_| {}, |_| {})
 }
 
@@ -218,7 +247,7 @@ pub fn analyze_files_with<'s>(
     progress: bool,
     setup: impl FnOnce(&mut Analyzer<'s>),
     at_end: impl FnOnce(&Analyzer<'s>),
-) -> Result<(SummaryRecord, Option<Severity>)> {
+) -> Result<Analysis> {
     if files.iter().filter(|f| is_stdin(f)).count() > 1 {
         bail!("standard input (-) can be given only once");
     }
@@ -226,12 +255,27 @@ pub fn analyze_files_with<'s>(
     setup(&mut analyzer);
     let mut bytes = 0u64;
     let mut names = vec![];
+    let mut unreadable = 0;
     for path in files {
-        names.push(path.display().to_string());
-        bytes += analyze_one(path, &mut analyzer, progress)?;
+        match analyze_one(path, &mut analyzer, progress) {
+            Ok(n) => {
+                bytes += n;
+                names.push(path.display().to_string());
+            }
+            Err(e) if files.len() > 1 => {
+                print_error(&e);
+                unreadable += 1;
+            }
+            Err(e) => return Err(e),
+        }
     }
     at_end(&analyzer);
-    Ok(analyzer.finish(bytes, names))
+    let (summary, max) = analyzer.finish(bytes, names);
+    Ok(Analysis {
+        summary,
+        max,
+        unreadable,
+    })
 }
 
 /// Whether `path` is `-`, standard input.

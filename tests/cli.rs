@@ -129,6 +129,41 @@ fn unreadable_file_is_exit_2_with_the_file_named() {
 }
 
 #[test]
+fn of_several_captures_one_that_cannot_be_read_is_said_and_the_rest_analysed() {
+    // As grep and cat do: each unreadable file on stderr, the others analysed (the
+    // summary counts their messages), exit status 2 at the end.
+    let good = "captures/http-slow-terminal.pcap";
+    let (code, out, err) = run(&[
+        "analyze",
+        "no/such/file.pcap",
+        good,
+        "Cargo.toml",
+        "--key",
+        KEY,
+        "--format",
+        "jsonl",
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("no/such/file.pcap"), "{err}");
+    assert!(
+        err.contains("Cargo.toml: not a pcap or pcapng file"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 2, "{err}");
+    let summary = out.lines().last().unwrap_or_default();
+    assert!(summary.contains("\"kind\":\"summary\""), "{out}");
+    assert!(summary.contains("\"messages\":4"), "{summary}");
+    assert!(
+        summary.contains(&format!("\"files\":[\"{good}\"]")),
+        "{summary}"
+    );
+    // Alone, the same readable capture exits 0 and writes the same records.
+    let (code, alone, _) = run(&["analyze", good, "--key", KEY, "--format", "jsonl"]);
+    assert_eq!(code, 0);
+    assert_eq!(alone, out);
+}
+
+#[test]
 fn fail_on_sets_the_exit_status() {
     let cap = "captures/http-digest-mismatch.pcap";
     assert_eq!(run(&["analyze", cap, "--key", KEY]).0, 0);

@@ -81,7 +81,7 @@ pub fn run(a: ReportArgs) -> Result<ExitCode> {
     let keys_given = keys.len();
     let cfg = capture_config(&a.ports, &a.tls, a.usb_device)?;
     let mut collector = Collector::default();
-    let (_, max) = crate::analyze_files(&a.files, cfg, keys, &mut collector, true)?;
+    let analysis = crate::analyze_files(&a.files, cfg, keys, &mut collector, true)?;
     let data = collector.finish(keys_given);
     let title = a.title.clone().unwrap_or_else(|| {
         let names: Vec<String> = a
@@ -118,7 +118,7 @@ pub fn run(a: ReportArgs) -> Result<ExitCode> {
             data.header.findings.values().sum::<u64>()
         );
     }
-    Ok(crate::options::exit_for(max, a.fail_on))
+    Ok(analysis.exit_code(a.fail_on))
 }
 
 /// The whole page.
