@@ -591,6 +591,17 @@ fn text_member(obj: &Object, name: &str) -> Option<CompactString> {
     }
 }
 
+/// [`text_member`], moving the text out of `obj` (which is about to be dropped)
+/// instead of copying it: a digest is 32 characters, too long to be kept inline.
+fn take_text_member(obj: &mut Object, name: &str) -> Option<CompactString> {
+    match obj.take(name)? {
+        Value::Null => None,
+        Value::String(s) if s.trim().is_empty() => None,
+        Value::String(s) | Value::Number(s) => Some(s),
+        v => Some(v.to_display_string().into()),
+    }
+}
+
 fn map_cipher_error(part: EncryptedPart, e: CipherError) -> EnvelopeError {
     match e {
         CipherError::NoKey => EnvelopeError::NoKey { part },
@@ -676,7 +687,7 @@ fn request_from_object(
     keys: &KeyRing,
     decrypted: Option<Decryption>,
 ) -> Result<Request, EnvelopeError> {
-    let digest_text = text_member(&obj, "digest");
+    let digest_text = take_text_member(&mut obj, "digest");
     let outer_encrypted = decrypted.is_some();
     let mut req = Request {
         dialect: if outer_encrypted {
