@@ -514,7 +514,9 @@ fn render_members<'a>(
     count: usize,
     style: &Style,
 ) -> String {
-    let mut out = String::with_capacity(count * 16 + 2);
+    // Room for members of about 30 bytes (`out_trade_no='...'` is 50 and more), so
+    // that a usual content is rendered without growing the string.
+    let mut out = String::with_capacity(count * 32 + 16);
     out.push('{');
     for (i, (k, v)) in members.enumerate() {
         if i > 0 {
