@@ -23,7 +23,8 @@ use std::borrow::Cow;
 
 use crate::catalogue::{FuncType, RespCode};
 use crate::cipher::{
-    base64_decoded_len, decode_base64, CipherError, KeyInterpretation, KeyRing, PosKey, BLOCK,
+    base64_decoded_len, decode_base64, decode_base64_clean, CipherError, KeyInterpretation,
+    KeyRing, PosKey, BLOCK,
 };
 use crate::compact::CompactJson;
 use crate::digest::{self, Basis, DigestStatus};
@@ -486,19 +487,19 @@ pub fn parse(body: &[u8], keys: &KeyRing) -> Result<Message, EnvelopeError> {
             let inner_bytes = trim_body(inner.as_bytes());
             if inner_bytes.first() == Some(&b'{') {
                 parse_object_body(inner_bytes, BodyForm::QuotedJson, keys)
-            } else if looks_like_ciphertext(inner_bytes) {
-                parse_encrypted_body(inner_bytes, BodyForm::QuotedBase64, keys)
             } else {
-                Err(not_envelope(format!(
-                    "a JSON string that is not Base64 of AES blocks ({})",
-                    describe(inner_bytes)
-                )))
+                parse_encrypted_body(inner_bytes, BodyForm::QuotedBase64, keys).unwrap_or_else(
+                    || {
+                        Err(not_envelope(format!(
+                            "a JSON string that is not Base64 of AES blocks ({})",
+                            describe(inner_bytes)
+                        )))
+                    },
+                )
             }
         }
-        Some(_) if looks_like_ciphertext(text) => {
-            parse_encrypted_body(text, BodyForm::Base64, keys)
-        }
-        Some(_) => Err(not_envelope(describe(text))),
+        Some(_) => parse_encrypted_body(text, BodyForm::Base64, keys)
+            .unwrap_or_else(|| Err(not_envelope(describe(text)))),
     }
 }
 
@@ -624,6 +625,36 @@ fn decrypt_value(
         return Err(EnvelopeError::NoKey { part });
     }
     let ct = decode_base64(text).map_err(|source| EnvelopeError::BadBase64 { part, source })?;
+    decrypt_decoded(ct, part, keys, want)
+}
+
+/// When `text` is Base64 of whole AES blocks (as [`looks_like_ciphertext`]
+/// decides), [`decrypt_value`] of it; `None` when it is not. The usual text, only
+/// the alphabet and padding, is decoded once and its decoded length decides (the
+/// length the measure gives, see [`decode_base64_clean`]); other text is measured
+/// first and then decoded, as before.
+fn decrypt_if_ciphertext(
+    text: &[u8],
+    part: EncryptedPart,
+    keys: &KeyRing,
+    want: fn(&Value) -> bool,
+) -> Option<Result<(Value, Decryption), EnvelopeError>> {
+    if !keys.is_empty() {
+        if let Some(ct) = decode_base64_clean(text) {
+            return (ct.len() >= BLOCK && ct.len() % BLOCK == 0)
+                .then(|| decrypt_decoded(ct, part, keys, want));
+        }
+    }
+    looks_like_ciphertext(text).then(|| decrypt_value(text, part, keys, want))
+}
+
+/// [`decrypt_value`] of ciphertext already decoded.
+fn decrypt_decoded(
+    ct: Vec<u8>,
+    part: EncryptedPart,
+    keys: &KeyRing,
+    want: fn(&Value) -> bool,
+) -> Result<(Value, Decryption), EnvelopeError> {
     let mut parsed = None;
     let mut too_deep = None;
     let d = keys
@@ -668,13 +699,24 @@ fn is_any(_: &Value) -> bool {
     true
 }
 
-/// Parses an encrypted body (Base64 text, bare or unquoted already).
+/// Parses an encrypted body (Base64 text, bare or unquoted already) when it is
+/// Base64 of whole AES blocks; `None` when it is not.
 fn parse_encrypted_body(
     text: &[u8],
     form: BodyForm,
     keys: &KeyRing,
+) -> Option<Result<Message, EnvelopeError>> {
+    let decrypted = decrypt_if_ciphertext(text, EncryptedPart::Body, keys, is_object)?;
+    Some(decrypted.and_then(|(value, dec)| encrypted_message(value, dec, form, keys)))
+}
+
+/// The message a decrypted body holds.
+fn encrypted_message(
+    value: Value,
+    dec: Decryption,
+    form: BodyForm,
+    keys: &KeyRing,
 ) -> Result<Message, EnvelopeError> {
-    let (value, dec) = decrypt_value(text, EncryptedPart::Body, keys, is_object)?;
     let Value::Object(obj) = value else {
         return Err(not_envelope("decrypted body is not an object".into()));
     };
@@ -822,8 +864,13 @@ fn response_from_object(
                     Ok(v) => resp.data_from_string = Some(v),
                     Err(e) => resp.data_problem = Some(e),
                 }
-            } else if looks_like_ciphertext(t.as_bytes()) && resp.key_index.is_none() {
-                match decrypt_value(t.as_bytes(), EncryptedPart::Data, keys, is_any) {
+            } else if let Some(decrypted) = resp
+                .key_index
+                .is_none()
+                .then(|| decrypt_if_ciphertext(t.as_bytes(), EncryptedPart::Data, keys, is_any))
+                .flatten()
+            {
+                match decrypted {
                     Ok((v, d)) => {
                         resp.data_from_string = Some(v);
                         resp.dialect = ResponseDialect::DataEncrypted;
