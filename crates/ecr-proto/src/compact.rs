@@ -75,7 +75,11 @@ impl CompactJson {
             let Some(key) = self.text.get(name + 1..value.saturating_sub(2)) else {
                 continue;
             };
-            if let Some(i) = keys.iter().position(|k| *k == key) {
+            // Length and first byte before the whole name: of a data's dozen or
+            // two names, only the wanted ones then get as far as a comparison.
+            let k0 = key.as_bytes().first();
+            let wanted = |k: &&str| k.len() == key.len() && k.as_bytes().first() == k0 && *k == key;
+            if let Some(i) = keys.iter().position(wanted) {
                 if let Some(slot) = out.get_mut(i) {
                     *slot = self.text.get(value..end);
                 }
