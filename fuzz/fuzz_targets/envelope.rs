@@ -21,7 +21,15 @@ fn keys() -> &'static KeyRing {
 
 fuzz_target!(|data: &[u8]| {
     let _ = envelope::probe(data);
-    let _ = envelope::parse(data, &KeyRing::new());
+    // A response's `data` kept as compact text (checked while the body was parsed,
+    // in one pass with its unescaping) is exactly what checking the unescaped
+    // string gives.
+    if let Ok(envelope::Message::Response(r)) = envelope::parse(data, &KeyRing::new()) {
+        if let Some(c) = &r.data_compact {
+            assert_eq!(compact::CompactJson::new(c.as_str()).as_ref(), Some(c));
+            assert_eq!(r.data_raw().as_deref().map(str::trim), Some(c.as_str()));
+        }
+    }
     let _ = envelope::parse(data, keys());
     let _ = Value::parse_json(data);
     let _ = lenient::parse_lenient(data);

@@ -116,6 +116,178 @@ pub fn member_text(raw: &str) -> Option<CompactString> {
     }
 }
 
+/// The [`CompactJson`] of a JSON string's text read *as it is sent*, escaped: `s`
+/// from `start` (just after the string's opening quote). A response's `data` is
+/// such a string (`"{\"syssn\":\"2026\",...}"`); unescaping it and then checking
+/// the result are two passes over it, this is one. `Some` with the unescaped text's
+/// check (what [`CompactJson::new`] of the unescaped text gives, property-tested)
+/// and where the string ends (after its closing quote) when the string holds
+/// exactly one object in compact canonical form and uses no escapes but `\"`,
+/// `\\` and `\/`; `None` for anything else, which the caller then reads the usual
+/// way (unescape, then check), so that every error and every rarer escape is
+/// handled there. Linear, bounded as the check.
+pub(crate) fn escaped_compact_object(s: &[u8], start: usize) -> Option<(CompactJson, usize)> {
+    let mut f = Escaped {
+        s,
+        pos: start,
+        out: Vec::with_capacity(s.len().saturating_sub(start).min(1024)),
+        top: Vec::with_capacity(32),
+    };
+    if f.peek() != Some(b'{') || !f.value(0) || f.peek() != Some(b'"') {
+        return None;
+    }
+    if f.out.len() > MAX_INPUT_LEN {
+        return None;
+    }
+    // Runs are copied whole between ASCII bytes of text that is UTF-8, so this holds;
+    // checked all the same rather than assumed.
+    let text = String::from_utf8(f.out).ok()?;
+    Some((
+        CompactJson {
+            text: CompactString::from(text),
+            top: f.top,
+        },
+        f.pos + 1,
+    ))
+}
+
+/// The state of [`escaped_compact_object`]: the grammar of [`Checker`], read
+/// through one level of JSON string escaping (a quote of the text is `\"`, a
+/// backslash `\\`), writing the unescaped text as it goes.
+struct Escaped<'a> {
+    s: &'a [u8],
+    pos: usize,
+    out: Vec<u8>,
+    top: Vec<(u32, u32)>,
+}
+
+impl Escaped<'_> {
+    fn peek(&self) -> Option<u8> {
+        self.s.get(self.pos).copied()
+    }
+
+    /// At an escaped quote, the text's quote.
+    fn at_quote(&self) -> bool {
+        self.peek() == Some(b'\\') && self.s.get(self.pos + 1) == Some(&b'"')
+    }
+
+    /// Copies `n` bytes from the input.
+    fn copy(&mut self, n: usize) {
+        if let Some(run) = self.s.get(self.pos..self.pos + n) {
+            self.out.extend_from_slice(run);
+        }
+        self.pos += n;
+    }
+
+    fn value(&mut self, depth: usize) -> bool {
+        match self.peek() {
+            Some(b'{') => self.members(depth + 1, b'}', true),
+            Some(b'[') => self.members(depth + 1, b']', false),
+            Some(b'\\') => self.at_quote() && self.string(),
+            Some(b'-' | b'0'..=b'9') => self.number(),
+            Some(b't') => self.literal(b"true"),
+            Some(b'f') => self.literal(b"false"),
+            Some(b'n') => self.literal(b"null"),
+            _ => false,
+        }
+    }
+
+    /// An object (`named`) or array, at its opening bracket.
+    fn members(&mut self, depth: usize, close: u8, named: bool) -> bool {
+        if depth > MAX_DEPTH {
+            return false;
+        }
+        self.copy(1);
+        if self.peek() == Some(close) {
+            self.copy(1);
+            return true;
+        }
+        loop {
+            if named {
+                let name = self.out.len();
+                if !self.at_quote() || !self.string() || self.peek() != Some(b':') {
+                    return false;
+                }
+                self.copy(1);
+                if depth == 1 {
+                    // Below MAX_INPUT_LEN (checked at the end, before use): fits u32.
+                    self.top.push((name as u32, self.out.len() as u32));
+                }
+            }
+            if !self.value(depth) {
+                return false;
+            }
+            match self.peek() {
+                Some(b',') => self.copy(1),
+                Some(c) if c == close => {
+                    self.copy(1);
+                    return true;
+                }
+                _ => return false,
+            }
+        }
+    }
+
+    /// A string of the text, at its escaped opening quote.
+    fn string(&mut self) -> bool {
+        self.out.push(b'"');
+        self.pos += 2;
+        loop {
+            let run = string_run_len(self.s.get(self.pos..).unwrap_or_default());
+            self.copy(run);
+            // A backslash: the sent string's escape. Anything else ends the sent
+            // string (a quote) or is not JSON (a control character, the end).
+            if self.peek() != Some(b'\\') {
+                return false;
+            }
+            match self.s.get(self.pos + 1) {
+                // The text's closing quote.
+                Some(b'"') => {
+                    self.out.push(b'"');
+                    self.pos += 2;
+                    return true;
+                }
+                // The text's own escape, `\"` or `\\`, sent as `\\\"` or `\\\\`.
+                Some(b'\\') => {
+                    let escaped = match (self.s.get(self.pos + 2), self.s.get(self.pos + 3)) {
+                        (Some(b'\\'), Some(&c @ (b'"' | b'\\'))) => c,
+                        _ => return false,
+                    };
+                    self.out.push(b'\\');
+                    self.out.push(escaped);
+                    self.pos += 4;
+                }
+                Some(b'/') => {
+                    self.out.push(b'/');
+                    self.pos += 2;
+                }
+                _ => return false,
+            }
+        }
+    }
+
+    fn number(&mut self) -> bool {
+        let start = self.pos;
+        while matches!(
+            self.peek(),
+            Some(b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E')
+        ) {
+            self.pos += 1;
+        }
+        let token = self.s.get(start..self.pos).unwrap_or_default();
+        self.out.extend_from_slice(token);
+        is_json_number(token)
+    }
+
+    fn literal(&mut self, word: &[u8]) -> bool {
+        let ok = self.s.get(self.pos..).is_some_and(|r| r.starts_with(word));
+        if ok {
+            self.copy(word.len());
+        }
+        ok
+    }
+}
+
 /// Whether `text` is one JSON object in compact canonical form.
 pub fn is_compact_object(text: &str) -> bool {
     Checker::new(text).object_text()
@@ -242,6 +414,85 @@ impl<'a> Checker<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// What [`escaped_compact_object`] stands for: unescape the string, then check.
+    fn two_passes(literal: &str) -> Option<CompactJson> {
+        match Value::parse_json_str(literal) {
+            Ok(Value::String(text)) => CompactJson::new(&text),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn a_data_string_is_unescaped_and_checked_in_one_pass() {
+        let literal = r#""{\"syssn\":\"2026\",\"q\":\"a\\\"b\\\\c\",\"u\":\"x\/y\",\"n\":[1,-2.5e3,true,null,{}]}""#;
+        let (c, end) = escaped_compact_object(literal.as_bytes(), 1).unwrap();
+        assert_eq!(end, literal.len());
+        assert_eq!(
+            c.as_str(),
+            r#"{"syssn":"2026","q":"a\"b\\c","u":"x/y","n":[1,-2.5e3,true,null,{}]}"#
+        );
+        assert_eq!(Some(c), two_passes(literal));
+        // Left to the two passes: other escapes, white space, a value that is not
+        // an object, a string that ends inside the object.
+        for other in [
+            r#""{\"a\":\"\u0041\"}""#,
+            r#""{\"a\":\"x\ny\"}""#,
+            r#""{\"a\": 1}""#,
+            r#"" {\"a\":1}""#,
+            r#""[1,2]""#,
+            r#""{\"a\":1""#,
+            r#""{\"a\":\"x\\/\"}""#,
+            r#""{\"a\":1}x""#,
+        ] {
+            assert!(
+                escaped_compact_object(other.as_bytes(), 1).is_none(),
+                "{other}"
+            );
+        }
+    }
+
+    fn piece() -> impl Strategy<Value = &'static str> {
+        prop::sample::select(vec![
+            "{", "}", "[", "]", ":", ",", "\\\"", "\\\\\\\"", "\\\\\\\\", "\\/", "\\n", "\\u0041",
+            "\\\\", "a", "1", "-", ".", "e", "0", "true", "null", "é", " ", "\"",
+        ])
+    }
+
+    proptest! {
+        /// Whenever the one pass gives an answer it is the two passes' answer, and
+        /// for every string using only `\"` and `\\` escapes it does answer.
+        #[test]
+        fn one_pass_agrees_with_unescaping_then_checking(
+            pieces in prop::collection::vec(piece(), 0..40),
+        ) {
+            let literal = format!("\"{}\"", pieces.concat());
+            if let Some((c, end)) = escaped_compact_object(literal.as_bytes(), 1) {
+                let prefix = literal.get(..end).unwrap();
+                prop_assert_eq!(Some(c), two_passes(prefix));
+            }
+        }
+
+        #[test]
+        fn compact_objects_sent_in_a_string_take_the_one_pass(
+            members in prop::collection::vec(("[a-z\"\\\\/é]{0,6}", "[a-z0-9\"\\\\/ é]{0,8}"), 0..8),
+        ) {
+            let mut o = Object::new();
+            for (k, v) in members {
+                o.push(k, Value::String(v.into()));
+            }
+            let text = Value::Object(o).to_json_string();
+            let mut literal = String::new();
+            crate::value::write_json_string(&text, &mut literal);
+            let one = escaped_compact_object(literal.as_bytes(), 1);
+            prop_assert!(one.is_some(), "{}", literal);
+            let (c, end) = one.unwrap();
+            prop_assert_eq!(end, literal.len());
+            prop_assert_eq!(c.as_str(), text.as_str());
+            prop_assert_eq!(Some(c), two_passes(&literal));
+        }
+    }
 
     fn compact(t: &str) -> bool {
         is_compact_object(t)

@@ -526,17 +526,17 @@ fn parse_object_body(
     form: BodyForm,
     keys: &KeyRing,
 ) -> Result<Message, EnvelopeError> {
-    let (value, form) = match Value::parse_json(text) {
-        Ok(v) => (v, form),
+    let (value, form, data) = match Value::parse_json_envelope(text) {
+        Ok((v, data)) => (v, form, data),
         Err(e) => match parse_lenient(text) {
-            Ok(v) => (v, BodyForm::Lenient),
+            Ok(v) => (v, BodyForm::Lenient, None),
             Err(_) => return Err(EnvelopeError::BadJson(e)),
         },
     };
     let Value::Object(obj) = value else {
         return Err(not_envelope(format!("a JSON {}", value.kind_name())));
     };
-    classify(obj, form, keys, None)
+    classify(obj, form, keys, None, data)
 }
 
 /// The decryption that produced an object, if any.
@@ -547,11 +547,14 @@ struct Decryption {
 }
 
 /// Decides request or response by the members present.
+/// `data`, when given, is the check of `obj`'s (last) `data` string, made while it
+/// was parsed.
 fn classify(
     obj: Object,
     form: BodyForm,
     keys: &KeyRing,
     decrypted: Option<Decryption>,
+    data: Option<CompactJson>,
 ) -> Result<Message, EnvelopeError> {
     if obj.contains_key("content") {
         request_from_object(obj, form, keys, decrypted).map(Message::Request)
@@ -560,7 +563,7 @@ fn classify(
             && (obj.contains_key("respmsg") || obj.contains_key("resperr")))
     {
         Ok(Message::Response(response_from_object(
-            obj, form, keys, decrypted,
+            obj, form, keys, decrypted, data,
         )))
     } else {
         let names: Vec<&str> = obj.keys().take(8).collect();
@@ -720,7 +723,7 @@ fn encrypted_message(
     let Value::Object(obj) = value else {
         return Err(not_envelope("decrypted body is not an object".into()));
     };
-    classify(obj, form, keys, Some(dec))
+    classify(obj, form, keys, Some(dec), None)
 }
 
 fn request_from_object(
@@ -825,6 +828,7 @@ fn response_from_object(
     form: BodyForm,
     keys: &KeyRing,
     decrypted: Option<Decryption>,
+    checked: Option<CompactJson>,
 ) -> Response {
     let mut resp = Response {
         dialect: if decrypted.is_some() {
@@ -855,7 +859,7 @@ fn response_from_object(
         Some(Value::String(s)) => {
             let t = s.trim();
             if t.is_empty() {
-            } else if let Some(c) = CompactJson::new(t) {
+            } else if let Some(c) = checked.or_else(|| CompactJson::new(t)) {
                 resp.data_compact = Some(c);
             } else if t.starts_with(['{', '[']) {
                 match Value::parse_json_str(t)

@@ -259,6 +259,26 @@ impl Value {
     /// a body, such as a response's `data`): the same checks without validating
     /// the UTF-8 again.
     pub fn parse_json_str(text: &str) -> Result<Value, ValueError> {
+        Self::parse_json_str_with(text, false).map(|(v, _)| v)
+    }
+
+    /// [`Value::parse_json`] of an envelope: also the [`CompactJson`] of its
+    /// top-level `data` (the last one) when that is a string of compact object
+    /// text, read in the same pass as the string (see
+    /// [`crate::compact::escaped_compact_object`]). `None` does not mean that it is
+    /// not: the caller then checks the string as usual.
+    ///
+    /// [`CompactJson`]: crate::compact::CompactJson
+    pub(crate) fn parse_json_envelope(
+        input: &[u8],
+    ) -> Result<(Value, Option<crate::compact::CompactJson>), ValueError> {
+        Self::parse_json_str_with(check_input(input)?, true)
+    }
+
+    fn parse_json_str_with(
+        text: &str,
+        want_data: bool,
+    ) -> Result<(Value, Option<crate::compact::CompactJson>), ValueError> {
         check_len(text.len())?;
         let (members, items) = STACKS.with(Cell::take);
         let mut p = JsonParser {
@@ -267,11 +287,14 @@ impl Value {
             pos: 0,
             members,
             items,
+            want_data,
+            data: None,
         };
         let result = p.document();
         let JsonParser {
             mut members,
             mut items,
+            data,
             ..
         } = p;
         // Empty after a parse that succeeds; what an error left is dropped here.
@@ -280,7 +303,7 @@ impl Value {
         if members.capacity() <= STACK_KEEP && items.capacity() <= STACK_KEEP {
             STACKS.with(|c| c.set((members, items)));
         }
-        result
+        result.map(|v| (v, data))
     }
 
     /// Compact JSON text (no spaces), members in wire order, numbers as their raw
@@ -578,6 +601,12 @@ struct JsonParser<'a> {
     members: Vec<(CompactString, Value)>,
     /// The same for the items of arrays.
     items: Vec<Value>,
+    /// Whether a top-level member named `data` whose value is a string is read
+    /// with [`crate::compact::escaped_compact_object`] first (an envelope).
+    want_data: bool,
+    /// Its result for the last top-level `data` member read (`None` when that
+    /// member was not compact object text, or there was none).
+    data: Option<crate::compact::CompactJson>,
 }
 
 impl<'a> JsonParser<'a> {
@@ -844,6 +873,21 @@ impl<'a> JsonParser<'a> {
         }
     }
 
+    /// The value of a top-level `data` member: a string holding compact object
+    /// text is unescaped and checked in one pass, anything else read as usual.
+    fn data_member(&mut self, depth: usize) -> Result<Value, ValueError> {
+        self.data = None;
+        if self.peek() == Some(b'"') {
+            if let Some((c, end)) = crate::compact::escaped_compact_object(self.s, self.pos + 1) {
+                self.pos = end;
+                let text = CompactString::new(c.as_str());
+                self.data = Some(c);
+                return Ok(Value::String(text));
+            }
+        }
+        self.value(depth)
+    }
+
     fn object(&mut self, depth: usize) -> Result<Value, ValueError> {
         if depth > MAX_DEPTH {
             return Err(ValueError::TooDeep {
@@ -870,7 +914,11 @@ impl<'a> JsonParser<'a> {
             }
             self.pos += 1;
             self.skip_ws();
-            let v = self.value(depth)?;
+            let v = if self.want_data && depth == 1 && key == "data" {
+                self.data_member(depth)?
+            } else {
+                self.value(depth)?
+            };
             self.members.push((key, v));
             self.skip_ws();
             match self.peek() {

@@ -171,6 +171,30 @@ proptest! {
     }
 
     #[test]
+    fn a_responses_data_string_is_kept_as_compact_text_exactly_when_it_is_compact(
+        v in serde_json_value(),
+        extra_data in any::<bool>(),
+    ) {
+        // The envelope parser checks a top-level `data` string while it parses it;
+        // the result must be what checking the unescaped string gives (the last
+        // `data` counts when there are two).
+        let text = serde_json::to_string(&v).unwrap();
+        let literal = serde_json::to_string(&serde_json::Value::String(text.clone())).unwrap();
+        let body = if extra_data {
+            format!(r#"{{"data":"{{}}","respcd":"6000","data":{literal}}}"#)
+        } else {
+            format!(r#"{{"respcd":"6000","resperr":"ok","data":{literal}}}"#)
+        };
+        let Ok(Message::Response(r)) = parse(body.as_bytes(), &KeyRing::new()) else {
+            return Err(TestCaseError::fail(format!("not a response: {body}")));
+        };
+        let want = if text.trim().is_empty() { None } else { CompactJson::new(text.trim()) };
+        prop_assert_eq!(&r.data_compact, &want, "{}", body);
+        let raw = r.data_raw();
+        prop_assert_eq!(raw.as_deref(), Some(text.as_str()));
+    }
+
+    #[test]
     fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..600)) {
         exercise_all(&bytes);
     }
