@@ -14,7 +14,8 @@
 //! linear time, no panic, no allocation but the one copy of the text.
 
 use crate::value::{
-    is_json_number, string_run_len, CompactString, Object, Value, MAX_DEPTH, MAX_INPUT_LEN,
+    is_json_number, special_mask, string_run_len, word_at, CompactString, Object, Value, MAX_DEPTH,
+    MAX_INPUT_LEN,
 };
 
 /// An object's JSON text in compact canonical form (see the module docs).
@@ -127,18 +128,25 @@ pub fn member_text(raw: &str) -> Option<CompactString> {
 /// way (unescape, then check), so that every error and every rarer escape is
 /// handled there. Linear, bounded as the check.
 pub(crate) fn escaped_compact_object(s: &[u8], start: usize) -> Option<(CompactJson, usize)> {
+    // The text is never longer than what is left of the input; the slack takes
+    // the eight-byte stores of `Escaped::string`.
+    let room = s.len().saturating_sub(start).min(MAX_INPUT_LEN) + SLACK;
     let mut f = Escaped {
         s,
         pos: start,
-        out: Vec::with_capacity(s.len().saturating_sub(start).min(1024)),
+        out: vec![0; room],
+        o: 0,
         top: Vec::with_capacity(32),
     };
     if f.peek() != Some(b'{') || !f.value(0) || f.peek() != Some(b'"') {
         return None;
     }
-    if f.out.len() > MAX_INPUT_LEN {
+    // Never false for input the parser takes (at most MAX_INPUT_LEN): a guard,
+    // so that a text cut short by the buffer could not pass.
+    if f.o + SLACK > room {
         return None;
     }
+    f.out.truncate(f.o);
     // Runs are copied whole between ASCII bytes of text that is UTF-8, so this holds;
     // checked all the same rather than assumed.
     let text = String::from_utf8(f.out).ok()?;
@@ -151,13 +159,19 @@ pub(crate) fn escaped_compact_object(s: &[u8], start: usize) -> Option<(CompactJ
     ))
 }
 
+/// Room beyond the text in [`Escaped::out`], for whole-word stores near its end.
+const SLACK: usize = 16;
+
 /// The state of [`escaped_compact_object`]: the grammar of [`Checker`], read
 /// through one level of JSON string escaping (a quote of the text is `\"`, a
 /// backslash `\\`), writing the unescaped text as it goes.
 struct Escaped<'a> {
     s: &'a [u8],
     pos: usize,
+    /// The text so far, `o` bytes of it, in a buffer as long as the rest of the
+    /// input (which the text cannot outgrow) and [`SLACK`].
     out: Vec<u8>,
+    o: usize,
     top: Vec<(u32, u32)>,
 }
 
@@ -171,12 +185,20 @@ impl Escaped<'_> {
         self.peek() == Some(b'\\') && self.s.get(self.pos + 1) == Some(&b'"')
     }
 
-    /// Copies `n` bytes from the input.
-    fn copy(&mut self, n: usize) {
-        if let Some(run) = self.s.get(self.pos..self.pos + n) {
-            self.out.extend_from_slice(run);
+    /// Writes a byte of the text.
+    fn put(&mut self, b: u8) {
+        if let Some(d) = self.out.get_mut(self.o) {
+            *d = b;
         }
-        self.pos += n;
+        self.o += 1;
+    }
+
+    /// Copies the byte at the read position to the text.
+    fn take(&mut self) {
+        if let Some(&b) = self.s.get(self.pos) {
+            self.put(b);
+        }
+        self.pos += 1;
     }
 
     fn value(&mut self, depth: usize) -> bool {
@@ -197,30 +219,30 @@ impl Escaped<'_> {
         if depth > MAX_DEPTH {
             return false;
         }
-        self.copy(1);
+        self.take();
         if self.peek() == Some(close) {
-            self.copy(1);
+            self.take();
             return true;
         }
         loop {
             if named {
-                let name = self.out.len();
+                let name = self.o;
                 if !self.at_quote() || !self.string() || self.peek() != Some(b':') {
                     return false;
                 }
-                self.copy(1);
+                self.take();
                 if depth == 1 {
-                    // Below MAX_INPUT_LEN (checked at the end, before use): fits u32.
-                    self.top.push((name as u32, self.out.len() as u32));
+                    // The text is at most MAX_INPUT_LEN long (`room`): fits u32.
+                    self.top.push((name as u32, self.o as u32));
                 }
             }
             if !self.value(depth) {
                 return false;
             }
             match self.peek() {
-                Some(b',') => self.copy(1),
+                Some(b',') => self.take(),
                 Some(c) if c == close => {
-                    self.copy(1);
+                    self.take();
                     return true;
                 }
                 _ => return false,
@@ -228,13 +250,41 @@ impl Escaped<'_> {
         }
     }
 
+    /// Copies bytes up to the next quote, backslash or control character (or the
+    /// end), eight at a time: each word is stored whole and the write position
+    /// then moves only past its plain bytes.
+    fn run(&mut self) {
+        while let Some(w) = word_at(self.s, self.pos) {
+            if let Some(d) = self.out.get_mut(self.o..self.o + 8) {
+                d.copy_from_slice(&w.to_le_bytes());
+            }
+            let m = special_mask(w);
+            let n = if m == 0 {
+                8
+            } else {
+                (m.trailing_zeros() / 8) as usize
+            };
+            self.o += n;
+            self.pos += n;
+            if n < 8 {
+                return;
+            }
+        }
+        let tail = self.s.get(self.pos..).unwrap_or_default();
+        let n = string_run_len(tail);
+        if let (Some(d), Some(t)) = (self.out.get_mut(self.o..self.o + n), tail.get(..n)) {
+            d.copy_from_slice(t);
+        }
+        self.o += n;
+        self.pos += n;
+    }
+
     /// A string of the text, at its escaped opening quote.
     fn string(&mut self) -> bool {
-        self.out.push(b'"');
+        self.put(b'"');
         self.pos += 2;
         loop {
-            let run = string_run_len(self.s.get(self.pos..).unwrap_or_default());
-            self.copy(run);
+            self.run();
             // A backslash: the sent string's escape. Anything else ends the sent
             // string (a quote) or is not JSON (a control character, the end).
             if self.peek() != Some(b'\\') {
@@ -243,7 +293,7 @@ impl Escaped<'_> {
             match self.s.get(self.pos + 1) {
                 // The text's closing quote.
                 Some(b'"') => {
-                    self.out.push(b'"');
+                    self.put(b'"');
                     self.pos += 2;
                     return true;
                 }
@@ -253,12 +303,12 @@ impl Escaped<'_> {
                         (Some(b'\\'), Some(&c @ (b'"' | b'\\'))) => c,
                         _ => return false,
                     };
-                    self.out.push(b'\\');
-                    self.out.push(escaped);
+                    self.put(b'\\');
+                    self.put(escaped);
                     self.pos += 4;
                 }
                 Some(b'/') => {
-                    self.out.push(b'/');
+                    self.put(b'/');
                     self.pos += 2;
                 }
                 _ => return false,
@@ -272,17 +322,17 @@ impl Escaped<'_> {
             self.peek(),
             Some(b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E')
         ) {
-            self.pos += 1;
+            self.take();
         }
-        let token = self.s.get(start..self.pos).unwrap_or_default();
-        self.out.extend_from_slice(token);
-        is_json_number(token)
+        is_json_number(self.s.get(start..self.pos).unwrap_or_default())
     }
 
     fn literal(&mut self, word: &[u8]) -> bool {
         let ok = self.s.get(self.pos..).is_some_and(|r| r.starts_with(word));
         if ok {
-            self.copy(word.len());
+            for _ in word {
+                self.take();
+            }
         }
         ok
     }

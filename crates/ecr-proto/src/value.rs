@@ -546,7 +546,7 @@ pub(crate) fn string_run_len(rest: &[u8]) -> usize {
 
 /// The eight bytes at `at`, little-endian, if there are eight.
 #[inline]
-fn word_at(s: &[u8], at: usize) -> Option<u64> {
+pub(crate) fn word_at(s: &[u8], at: usize) -> Option<u64> {
     let b: [u8; 8] = s.get(at..at.checked_add(8)?)?.try_into().ok()?;
     Some(u64::from_le_bytes(b))
 }
@@ -556,7 +556,7 @@ fn word_at(s: &[u8], at: usize) -> Option<u64> {
 /// byte (a borrow can flag bytes above it; only the lowest is used). The usual
 /// "has zero byte" and "has byte less than" tricks, three at once.
 #[inline]
-fn special_mask(w: u64) -> u64 {
+pub(crate) fn special_mask(w: u64) -> u64 {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
     let quote = w ^ (ONES * u64::from(b'"'));
