@@ -69,17 +69,21 @@ impl CompactJson {
             .skip(1)
             .map(|&(next, _)| (next as usize).saturating_sub(1)) // the comma
             .chain([self.text.len().saturating_sub(1)]); // the closing brace
+        let bytes = self.text.as_bytes();
         for (&(name, value), end) in self.top.iter().zip(ends) {
             let (name, value) = (name as usize, value as usize);
             // A name with escapes holds a quote or backslash: no wanted key does,
-            // so comparing the text as sent is exact.
-            let Some(key) = self.text.get(name + 1..value.saturating_sub(2)) else {
+            // so comparing the text as sent is exact. As bytes: only a value
+            // returned is sliced as text.
+            let Some(key) = bytes.get(name + 1..value.saturating_sub(2)) else {
                 continue;
             };
             // Length and first byte before the whole name: of a data's dozen or
             // two names, only the wanted ones then get as far as a comparison.
-            let k0 = key.as_bytes().first();
-            let wanted = |k: &&str| k.len() == key.len() && k.as_bytes().first() == k0 && *k == key;
+            let k0 = key.first();
+            let wanted = |k: &&str| {
+                k.len() == key.len() && k.as_bytes().first() == k0 && k.as_bytes() == key
+            };
             if let Some(i) = keys.iter().position(wanted) {
                 if let Some(slot) = out.get_mut(i) {
                     *slot = self.text.get(value..end);
