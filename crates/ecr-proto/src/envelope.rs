@@ -642,7 +642,10 @@ fn decrypt_if_ciphertext(
     keys: &KeyRing,
     want: fn(&Value) -> bool,
 ) -> Option<Result<(Value, Decryption), EnvelopeError>> {
-    if !keys.is_empty() {
+    // The decoder makes its output buffer first: not for text that cannot be
+    // Base64 at either end (binary, a stray body).
+    let b64 = |b: Option<&u8>| b.is_some_and(|&b| b.is_ascii_alphanumeric() || b"+/=".contains(&b));
+    if !keys.is_empty() && b64(text.first()) && b64(text.last()) {
         if let Some(ct) = decode_base64_clean(text) {
             return (ct.len() >= BLOCK && ct.len() % BLOCK == 0)
                 .then(|| decrypt_decoded(ct, part, keys, want));
