@@ -180,10 +180,6 @@ struct Escaped<'a> {
 }
 
 impl Escaped<'_> {
-    fn peek(&self) -> Option<u8> {
-        self.s.get(self.pos).copied()
-    }
-
     /// At an escaped quote, the text's quote.
     fn at_quote(&self) -> bool {
         self.peek() == Some(b'\\') && self.s.get(self.pos + 1) == Some(&b'"')
@@ -195,63 +191,6 @@ impl Escaped<'_> {
             *d = b;
         }
         self.o += 1;
-    }
-
-    /// Copies the byte at the read position to the text.
-    fn take(&mut self) {
-        if let Some(&b) = self.s.get(self.pos) {
-            self.put(b);
-        }
-        self.pos += 1;
-    }
-
-    fn value(&mut self, depth: usize) -> bool {
-        match self.peek() {
-            Some(b'{') => self.members(depth + 1, b'}', true),
-            Some(b'[') => self.members(depth + 1, b']', false),
-            Some(b'\\') => self.at_quote() && self.string(),
-            Some(b'-' | b'0'..=b'9') => self.number(),
-            Some(b't') => self.literal(b"true"),
-            Some(b'f') => self.literal(b"false"),
-            Some(b'n') => self.literal(b"null"),
-            _ => false,
-        }
-    }
-
-    /// An object (`named`) or array, at its opening bracket.
-    fn members(&mut self, depth: usize, close: u8, named: bool) -> bool {
-        if depth > MAX_DEPTH {
-            return false;
-        }
-        self.take();
-        if self.peek() == Some(close) {
-            self.take();
-            return true;
-        }
-        loop {
-            if named {
-                let name = self.o;
-                if !self.at_quote() || !self.string() || self.peek() != Some(b':') {
-                    return false;
-                }
-                self.take();
-                if depth == 1 {
-                    // The text is at most MAX_INPUT_LEN long (`room`): fits u32.
-                    self.top.push((name as u32, self.o as u32));
-                }
-            }
-            if !self.value(depth) {
-                return false;
-            }
-            match self.peek() {
-                Some(b',') => self.take(),
-                Some(c) if c == close => {
-                    self.take();
-                    return true;
-                }
-                _ => return false,
-            }
-        }
     }
 
     /// Copies bytes up to the next quote, backslash or control character (or the
@@ -281,6 +220,33 @@ impl Escaped<'_> {
         }
         self.o += n;
         self.pos += n;
+    }
+}
+
+impl Grammar for Escaped<'_> {
+    fn peek(&self) -> Option<u8> {
+        self.s.get(self.pos).copied()
+    }
+
+    /// Copies the byte at the read position to the text.
+    fn take(&mut self) {
+        if let Some(&b) = self.s.get(self.pos) {
+            self.put(b);
+        }
+        self.pos += 1;
+    }
+
+    fn at_string(&self) -> bool {
+        self.at_quote()
+    }
+
+    fn here(&self) -> usize {
+        self.o
+    }
+
+    fn top_member(&mut self, name: usize, value: usize) {
+        // The text is at most MAX_INPUT_LEN long (`room`): fits u32.
+        self.top.push((name as u32, value as u32));
     }
 
     /// A string of the text, at its escaped opening quote.
@@ -375,58 +341,28 @@ impl<'a> Checker<'a> {
             && self.value(0)
             && self.pos == self.s.len()
     }
+}
 
+impl Grammar for Checker<'_> {
     fn peek(&self) -> Option<u8> {
         self.s.get(self.pos).copied()
     }
 
-    fn value(&mut self, depth: usize) -> bool {
-        match self.peek() {
-            Some(b'{') => self.members(depth + 1, b'}', true),
-            Some(b'[') => self.members(depth + 1, b']', false),
-            Some(b'"') => self.string(),
-            Some(b'-' | b'0'..=b'9') => self.number(),
-            Some(b't') => self.literal(b"true"),
-            Some(b'f') => self.literal(b"false"),
-            Some(b'n') => self.literal(b"null"),
-            _ => false,
-        }
+    fn take(&mut self) {
+        self.pos += 1;
     }
 
-    /// An object (`named`) or array, at its opening bracket.
-    fn members(&mut self, depth: usize, close: u8, named: bool) -> bool {
-        if depth > MAX_DEPTH {
-            return false;
-        }
-        self.pos += 1;
-        if self.peek() == Some(close) {
-            self.pos += 1;
-            return true;
-        }
-        loop {
-            if named {
-                let name = self.pos;
-                if self.peek() != Some(b'"') || !self.string() || self.peek() != Some(b':') {
-                    return false;
-                }
-                self.pos += 1;
-                if depth == 1 {
-                    // Offsets below MAX_INPUT_LEN (checked first) fit in u32.
-                    self.top.push((name as u32, self.pos as u32));
-                }
-            }
-            if !self.value(depth) {
-                return false;
-            }
-            match self.peek() {
-                Some(b',') => self.pos += 1,
-                Some(c) if c == close => {
-                    self.pos += 1;
-                    return true;
-                }
-                _ => return false,
-            }
-        }
+    fn at_string(&self) -> bool {
+        self.peek() == Some(b'"')
+    }
+
+    fn here(&self) -> usize {
+        self.pos
+    }
+
+    fn top_member(&mut self, name: usize, value: usize) {
+        // Offsets below MAX_INPUT_LEN (checked first) fit in u32.
+        self.top.push((name as u32, value as u32));
     }
 
     fn string(&mut self) -> bool {
@@ -462,6 +398,77 @@ impl<'a> Checker<'a> {
         let ok = self.s.get(self.pos..).is_some_and(|r| r.starts_with(word));
         self.pos += word.len();
         ok
+    }
+}
+
+/// The grammar the two readers share: compact canonical JSON, that is the strict
+/// parser's grammar (`value::JsonParser`: same depth bound, same number rule) with
+/// no white space and no escapes but `\"` and `\\`. [`Checker`] reads the text
+/// itself, [`Escaped`] the text as sent inside a JSON string (writing it out
+/// unescaped); they differ in how a string is read and a byte stepped over, never in
+/// what is accepted, so that the one pass cannot drift from the check it stands for.
+trait Grammar {
+    fn peek(&self) -> Option<u8>;
+    /// Steps over the byte at the read position.
+    fn take(&mut self);
+    /// Whether a string starts at the read position.
+    fn at_string(&self) -> bool;
+    /// A string, at its start.
+    fn string(&mut self) -> bool;
+    fn number(&mut self) -> bool;
+    fn literal(&mut self, word: &[u8]) -> bool;
+    /// The read position as an offset in the text.
+    fn here(&self) -> usize;
+    /// Notes a top-level member: where its name's quote and its value are in the
+    /// text (see [`CompactJson`]).
+    fn top_member(&mut self, name: usize, value: usize);
+
+    fn value(&mut self, depth: usize) -> bool {
+        match self.peek() {
+            Some(b'{') => self.members(depth + 1, b'}', true),
+            Some(b'[') => self.members(depth + 1, b']', false),
+            Some(b'-' | b'0'..=b'9') => self.number(),
+            Some(b't') => self.literal(b"true"),
+            Some(b'f') => self.literal(b"false"),
+            Some(b'n') => self.literal(b"null"),
+            _ => self.at_string() && self.string(),
+        }
+    }
+
+    /// An object (`named`) or array, at its opening bracket.
+    fn members(&mut self, depth: usize, close: u8, named: bool) -> bool {
+        if depth > MAX_DEPTH {
+            return false;
+        }
+        self.take();
+        if self.peek() == Some(close) {
+            self.take();
+            return true;
+        }
+        loop {
+            if named {
+                let name = self.here();
+                if !self.at_string() || !self.string() || self.peek() != Some(b':') {
+                    return false;
+                }
+                self.take();
+                if depth == 1 {
+                    let value = self.here();
+                    self.top_member(name, value);
+                }
+            }
+            if !self.value(depth) {
+                return false;
+            }
+            match self.peek() {
+                Some(b',') => self.take(),
+                Some(c) if c == close => {
+                    self.take();
+                    return true;
+                }
+                _ => return false,
+            }
+        }
     }
 }
 
