@@ -224,6 +224,10 @@ impl Escaped<'_> {
 }
 
 impl Grammar for Escaped<'_> {
+    fn input(&self) -> (&[u8], usize) {
+        (self.s, self.pos)
+    }
+
     fn peek(&self) -> Option<u8> {
         self.s.get(self.pos).copied()
     }
@@ -285,27 +289,6 @@ impl Grammar for Escaped<'_> {
             }
         }
     }
-
-    fn number(&mut self) -> bool {
-        let start = self.pos;
-        while matches!(
-            self.peek(),
-            Some(b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E')
-        ) {
-            self.take();
-        }
-        is_json_number(self.s.get(start..self.pos).unwrap_or_default())
-    }
-
-    fn literal(&mut self, word: &[u8]) -> bool {
-        let ok = self.s.get(self.pos..).is_some_and(|r| r.starts_with(word));
-        if ok {
-            for _ in word {
-                self.take();
-            }
-        }
-        ok
-    }
 }
 
 /// Whether `text` is one JSON object in compact canonical form.
@@ -344,6 +327,10 @@ impl<'a> Checker<'a> {
 }
 
 impl Grammar for Checker<'_> {
+    fn input(&self) -> (&[u8], usize) {
+        (self.s, self.pos)
+    }
+
     fn peek(&self) -> Option<u8> {
         self.s.get(self.pos).copied()
     }
@@ -382,23 +369,6 @@ impl Grammar for Checker<'_> {
             }
         }
     }
-
-    fn number(&mut self) -> bool {
-        let start = self.pos;
-        while matches!(
-            self.peek(),
-            Some(b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E')
-        ) {
-            self.pos += 1;
-        }
-        is_json_number(self.s.get(start..self.pos).unwrap_or_default())
-    }
-
-    fn literal(&mut self, word: &[u8]) -> bool {
-        let ok = self.s.get(self.pos..).is_some_and(|r| r.starts_with(word));
-        self.pos += word.len();
-        ok
-    }
 }
 
 /// The grammar the two readers share: compact canonical JSON, that is the strict
@@ -408,6 +378,8 @@ impl Grammar for Checker<'_> {
 /// unescaped); they differ in how a string is read and a byte stepped over, never in
 /// what is accepted, so that the one pass cannot drift from the check it stands for.
 trait Grammar {
+    /// The input and the read position in it.
+    fn input(&self) -> (&[u8], usize);
     fn peek(&self) -> Option<u8>;
     /// Steps over the byte at the read position.
     fn take(&mut self);
@@ -415,13 +387,34 @@ trait Grammar {
     fn at_string(&self) -> bool;
     /// A string, at its start.
     fn string(&mut self) -> bool;
-    fn number(&mut self) -> bool;
-    fn literal(&mut self, word: &[u8]) -> bool;
     /// The read position as an offset in the text.
     fn here(&self) -> usize;
     /// Notes a top-level member: where its name's quote and its value are in the
     /// text (see [`CompactJson`]).
     fn top_member(&mut self, name: usize, value: usize);
+
+    fn number(&mut self) -> bool {
+        let start = self.input().1;
+        while matches!(
+            self.peek(),
+            Some(b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E')
+        ) {
+            self.take();
+        }
+        let (s, end) = self.input();
+        is_json_number(s.get(start..end).unwrap_or_default())
+    }
+
+    fn literal(&mut self, word: &[u8]) -> bool {
+        let (s, pos) = self.input();
+        let ok = s.get(pos..).is_some_and(|r| r.starts_with(word));
+        if ok {
+            for _ in word {
+                self.take();
+            }
+        }
+        ok
+    }
 
     fn value(&mut self, depth: usize) -> bool {
         match self.peek() {
