@@ -112,7 +112,7 @@ fn json_end(b: &[u8], s: &mut Scan) -> Option<usize> {
                 continue;
             }
             // Inside a string only a quote or a backslash matters: jump to the next.
-            let Some(k) = b.get(i..).and_then(|r| memchr::memchr2(b'"', b'\\', r)) else {
+            let Some(k) = b.get(i..).and_then(quote_or_backslash) else {
                 break;
             };
             i += k;
@@ -143,6 +143,36 @@ fn json_end(b: &[u8], s: &mut Scan) -> Option<usize> {
     }
     s.done = b.len();
     None
+}
+
+/// Offset of the first quote or backslash in `b`. The first 32 bytes are looked at
+/// eight at a time in registers: the runs between the escapes of a response's `data`
+/// string are short, and a search call costs more than they do; a longer run (Base64
+/// in a string) is left to `memchr2`.
+fn quote_or_backslash(b: &[u8]) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let mut i = 0;
+    while i < 32 {
+        let Some(w) = b
+            .get(i..i + 8)
+            .and_then(|c| <[u8; 8]>::try_from(c).ok())
+            .map(u64::from_le_bytes)
+        else {
+            break;
+        };
+        // The "has a zero byte" test on the word xor each wanted byte: exact up to
+        // and including the lowest match (a borrow can flag bytes above it).
+        let q = w ^ (ONES * u64::from(b'"'));
+        let s = w ^ (ONES * u64::from(b'\\'));
+        let m = ((q.wrapping_sub(ONES) & !q) | (s.wrapping_sub(ONES) & !s)) & HIGH;
+        if m != 0 {
+            return Some(i + (m.trailing_zeros() / 8) as usize);
+        }
+        i += 8;
+    }
+    let rest = b.get(i..)?;
+    memchr::memchr2(b'"', b'\\', rest).map(|p| i + p)
 }
 
 fn is_space(b: u8) -> bool {
@@ -436,6 +466,19 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn quote_or_backslash_finds_the_first(
+            b in proptest::collection::vec(
+                prop_oneof![Just(b'"'), Just(b'\\'), Just(b'a'), Just(0x22 ^ 0x80), Just(0x5b),
+                            Just(0x21), Just(0x23), any::<u8>()],
+                0..100),
+        ) {
+            prop_assert_eq!(
+                quote_or_backslash(&b),
+                b.iter().position(|&c| c == b'"' || c == b'\\')
+            );
+        }
+
         /// Same end, resumed over the same growing prefixes, as the reference.
         #[test]
         fn json_end_matches_the_byte_scan(
