@@ -14,7 +14,7 @@
 //! linear time, no panic, no allocation but the one copy of the text.
 
 use crate::value::{
-    is_json_number, special_mask, string_run_len, word_at, CompactString, Object, Value, MAX_DEPTH,
+    copy_run, is_json_number, string_run_len, CompactString, Object, Value, MAX_DEPTH,
     MAX_INPUT_LEN,
 };
 
@@ -130,24 +130,22 @@ pub fn member_text(raw: &str) -> Option<CompactString> {
 /// exactly one object in compact canonical form and uses no escapes but `\"`,
 /// `\\` and `\/`; `None` for anything else, which the caller then reads the usual
 /// way (unescape, then check), so that every error and every rarer escape is
-/// handled there. Linear, bounded as the check.
+/// handled there. Linear, bounded as the check; what it allocates follows the text
+/// it writes, not the input left after it (a body may hold many `data` members).
 pub(crate) fn escaped_compact_object(s: &[u8], start: usize) -> Option<(CompactJson, usize)> {
-    // The text is never longer than what is left of the input; the slack takes
-    // the eight-byte stores of `Escaped::string`.
-    let room = s.len().saturating_sub(start).min(MAX_INPUT_LEN) + SLACK;
+    if s.get(start) != Some(&b'{') {
+        return None;
+    }
+    let rest = s.len().saturating_sub(start);
     let mut f = Escaped {
         s,
         pos: start,
-        out: vec![0; room],
+        // As the string parser: room for a response's `data`, grown when short.
+        out: vec![0; rest.min(1024) + 16],
         o: 0,
         top: Vec::with_capacity(32),
     };
-    if f.peek() != Some(b'{') || !f.value(0) || f.peek() != Some(b'"') {
-        return None;
-    }
-    // Never false for input the parser takes (at most MAX_INPUT_LEN): a guard,
-    // so that a text cut short by the buffer could not pass.
-    if f.o + SLACK > room {
+    if !f.value(0) || f.peek() != Some(b'"') || f.o > MAX_INPUT_LEN {
         return None;
     }
     f.out.truncate(f.o);
@@ -163,17 +161,14 @@ pub(crate) fn escaped_compact_object(s: &[u8], start: usize) -> Option<(CompactJ
     ))
 }
 
-/// Room beyond the text in [`Escaped::out`], for whole-word stores near its end.
-const SLACK: usize = 16;
-
 /// The state of [`escaped_compact_object`]: the grammar of [`Checker`], read
 /// through one level of JSON string escaping (a quote of the text is `\"`, a
 /// backslash `\\`), writing the unescaped text as it goes.
 struct Escaped<'a> {
     s: &'a [u8],
     pos: usize,
-    /// The text so far, `o` bytes of it, in a buffer as long as the rest of the
-    /// input (which the text cannot outgrow) and [`SLACK`].
+    /// The text so far: its first `o` bytes (the rest is room, for the whole-word
+    /// stores of [`copy_run`]).
     out: Vec<u8>,
     o: usize,
     top: Vec<(u32, u32)>,
@@ -187,49 +182,19 @@ impl Escaped<'_> {
 
     /// Writes a byte of the text.
     fn put(&mut self, b: u8) {
+        if self.o >= self.out.len() {
+            self.out.resize(self.out.len() * 2 + 16, 0);
+        }
         if let Some(d) = self.out.get_mut(self.o) {
             *d = b;
         }
         self.o += 1;
-    }
-
-    /// Copies bytes up to the next quote, backslash or control character (or the
-    /// end), eight at a time: each word is stored whole and the write position
-    /// then moves only past its plain bytes.
-    fn run(&mut self) {
-        while let Some(w) = word_at(self.s, self.pos) {
-            if let Some(d) = self.out.get_mut(self.o..self.o + 8) {
-                d.copy_from_slice(&w.to_le_bytes());
-            }
-            let m = special_mask(w);
-            let n = if m == 0 {
-                8
-            } else {
-                (m.trailing_zeros() / 8) as usize
-            };
-            self.o += n;
-            self.pos += n;
-            if n < 8 {
-                return;
-            }
-        }
-        let tail = self.s.get(self.pos..).unwrap_or_default();
-        let n = string_run_len(tail);
-        if let (Some(d), Some(t)) = (self.out.get_mut(self.o..self.o + n), tail.get(..n)) {
-            d.copy_from_slice(t);
-        }
-        self.o += n;
-        self.pos += n;
     }
 }
 
 impl Grammar for Escaped<'_> {
     fn input(&self) -> (&[u8], usize) {
         (self.s, self.pos)
-    }
-
-    fn peek(&self) -> Option<u8> {
-        self.s.get(self.pos).copied()
     }
 
     /// Copies the byte at the read position to the text.
@@ -249,7 +214,7 @@ impl Grammar for Escaped<'_> {
     }
 
     fn top_member(&mut self, name: usize, value: usize) {
-        // The text is at most MAX_INPUT_LEN long (`room`): fits u32.
+        // Past MAX_INPUT_LEN the result is refused, so these are never cut short.
         self.top.push((name as u32, value as u32));
     }
 
@@ -258,7 +223,7 @@ impl Grammar for Escaped<'_> {
         self.put(b'"');
         self.pos += 2;
         loop {
-            self.run();
+            (self.pos, self.o) = copy_run(self.s, self.pos, &mut self.out, self.o);
             // A backslash: the sent string's escape. Anything else ends the sent
             // string (a quote) or is not JSON (a control character, the end).
             if self.peek() != Some(b'\\') {
@@ -331,10 +296,6 @@ impl Grammar for Checker<'_> {
         (self.s, self.pos)
     }
 
-    fn peek(&self) -> Option<u8> {
-        self.s.get(self.pos).copied()
-    }
-
     fn take(&mut self) {
         self.pos += 1;
     }
@@ -380,7 +341,13 @@ impl Grammar for Checker<'_> {
 trait Grammar {
     /// The input and the read position in it.
     fn input(&self) -> (&[u8], usize);
-    fn peek(&self) -> Option<u8>;
+
+    /// The byte at the read position.
+    fn peek(&self) -> Option<u8> {
+        let (s, pos) = self.input();
+        s.get(pos).copied()
+    }
+
     /// Steps over the byte at the read position.
     fn take(&mut self);
     /// Whether a string starts at the read position.
@@ -505,6 +472,21 @@ mod tests {
                 "{other}"
             );
         }
+    }
+
+    #[test]
+    fn the_one_pass_reads_a_short_text_before_much_input_and_a_long_text_whole() {
+        let mut body = r#""{\"a\":1}","#.to_string();
+        body.push_str(&" ".repeat(1 << 20));
+        let (c, end) = escaped_compact_object(body.as_bytes(), 1).unwrap();
+        assert_eq!((c.as_str(), end), (r#"{"a":1}"#, 11));
+        // Longer than the first room: the buffer grows.
+        let long = format!(r#"{{"a":"{}"}}"#, "x".repeat(5000));
+        let mut literal = String::new();
+        crate::value::write_json_string(&long, &mut literal);
+        literal.push_str(&" ".repeat(1 << 20));
+        let (c, _) = escaped_compact_object(literal.as_bytes(), 1).unwrap();
+        assert_eq!(c.as_str(), long);
     }
 
     fn piece() -> impl Strategy<Value = &'static str> {

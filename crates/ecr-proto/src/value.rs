@@ -544,9 +544,50 @@ pub(crate) fn string_run_len(rest: &[u8]) -> usize {
         .unwrap_or(tail.len())
 }
 
+/// Copies the bytes of `s` from `pos` up to the first quote, backslash or control
+/// character (or the end) into `buf` at `o`, eight at a time: each word is stored
+/// whole and the write position then moves past its plain bytes only. `buf` is
+/// doubled when short and keeps at least 8 bytes of room past the returned `o`, for
+/// what the caller writes next (an escape's bytes). Returns the new read and write
+/// positions. Shared by the string parser and `compact`'s one-pass data check;
+/// inlined into both, where it is their inner loop.
+#[inline(always)]
+pub(crate) fn copy_run(
+    s: &[u8],
+    mut pos: usize,
+    buf: &mut Vec<u8>,
+    mut o: usize,
+) -> (usize, usize) {
+    loop {
+        if o + 16 > buf.len() {
+            buf.resize((buf.len() * 2).max(o + 16), 0);
+        }
+        let Some(w) = word_at(s, pos) else {
+            break;
+        };
+        if let Some(dst) = buf.get_mut(o..o + 8) {
+            dst.copy_from_slice(&w.to_le_bytes());
+        }
+        let m = special_mask(w);
+        if m != 0 {
+            let n = (m.trailing_zeros() / 8) as usize;
+            return (pos + n, o + n);
+        }
+        o += 8;
+        pos += 8;
+    }
+    // Fewer than eight bytes left (fewer than the 16 of room).
+    let tail = s.get(pos..).unwrap_or_default();
+    let n = string_run_len(tail);
+    if let (Some(dst), Some(src)) = (buf.get_mut(o..o + n), tail.get(..n)) {
+        dst.copy_from_slice(src);
+    }
+    (pos + n, o + n)
+}
+
 /// The eight bytes at `at`, little-endian, if there are eight.
 #[inline]
-pub(crate) fn word_at(s: &[u8], at: usize) -> Option<u64> {
+fn word_at(s: &[u8], at: usize) -> Option<u64> {
     let b: [u8; 8] = s.get(at..at.checked_add(8)?)?.try_into().ok()?;
     Some(u64::from_le_bytes(b))
 }
@@ -556,7 +597,7 @@ pub(crate) fn word_at(s: &[u8], at: usize) -> Option<u64> {
 /// byte (a borrow can flag bytes above it; only the lowest is used). The usual
 /// "has zero byte" and "has byte less than" tricks, three at once.
 #[inline]
-pub(crate) fn special_mask(w: u64) -> u64 {
+fn special_mask(w: u64) -> u64 {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
     let quote = w ^ (ONES * u64::from(b'"'));
@@ -719,37 +760,7 @@ impl<'a> JsonParser<'a> {
         let s = self.s;
         let mut pos = self.pos;
         loop {
-            if o + 16 > buf.len() {
-                buf.resize(buf.len() * 2, 0);
-            }
-            match word_at(s, pos) {
-                Some(w) => {
-                    if let Some(dst) = buf.get_mut(o..o + 8) {
-                        dst.copy_from_slice(&w.to_le_bytes());
-                    }
-                    let m = special_mask(w);
-                    if m == 0 {
-                        o += 8;
-                        pos += 8;
-                        continue;
-                    }
-                    let n = (m.trailing_zeros() / 8) as usize;
-                    o += n;
-                    pos += n;
-                }
-                None => {
-                    let tail = s.get(pos..).unwrap_or_default();
-                    let n = string_run_len(tail);
-                    if o + n > buf.len() {
-                        buf.resize(o + n + 16, 0);
-                    }
-                    if let (Some(dst), Some(src)) = (buf.get_mut(o..o + n), tail.get(..n)) {
-                        dst.copy_from_slice(src);
-                    }
-                    o += n;
-                    pos += n;
-                }
-            }
+            (pos, o) = copy_run(s, pos, &mut buf, o);
             match s.get(pos) {
                 None => {
                     self.pos = pos;
