@@ -109,9 +109,6 @@ fn quiet_on_broken_pipe() {
     }));
 }
 
-/// An error and its causes on one line, `: `-separated, skipping a cause whose
-/// text is already part of the line (thiserror messages that embed their source
-/// would otherwise print it twice: "refused (os error 111): refused (os error 111)").
 /// Prints `e` as the one-line `ecr-sniff: error: ...` on stderr. Errors may quote
 /// capture data (a file name, a header): escaped.
 pub fn print_error(e: &anyhow::Error) {
@@ -121,6 +118,9 @@ pub fn print_error(e: &anyhow::Error) {
     );
 }
 
+/// An error and its causes on one line, `: `-separated, skipping a cause whose
+/// text is already part of the line (thiserror messages that embed their source
+/// would otherwise print it twice: "refused (os error 111): refused (os error 111)").
 pub fn error_text(e: &anyhow::Error) -> String {
     let mut line = String::new();
     for cause in e.chain() {
