@@ -139,13 +139,15 @@ fn render(
     Ok(())
 }
 
-/// Empties `buf` once written, keeping a block's worth of capacity, not the
-/// largest record ever seen.
-fn written(buf: &mut Vec<u8>) {
+/// Writes `buf` to `out` and empties it, written or not, keeping a block's worth
+/// of capacity, not the largest record ever seen.
+fn write_out(out: &mut impl Write, buf: &mut Vec<u8>) -> io::Result<()> {
+    let result = out.write_all(buf);
     buf.clear();
     if buf.capacity() > 1 << 20 {
         buf.shrink_to(JSONL_BLOCK * 2);
     }
+    result
 }
 
 impl<W: Write> RecordWriter for JsonlWriter<W> {
@@ -160,15 +162,11 @@ impl<W: Write> RecordWriter for JsonlWriter<W> {
         if self.blocks && self.buf.len() < JSONL_BLOCK {
             return Ok(());
         }
-        let result = self.out.write_all(&self.buf);
-        written(&mut self.buf);
-        result
+        write_out(&mut self.out, &mut self.buf)
     }
     fn finish(&mut self) -> io::Result<()> {
         if !self.buf.is_empty() {
-            let result = self.out.write_all(&self.buf);
-            written(&mut self.buf);
-            result?;
+            write_out(&mut self.out, &mut self.buf)?;
         }
         self.out.flush()
     }
@@ -206,9 +204,7 @@ impl<W: Write> RecordWriter for JsonWriter<W> {
         self.first = false;
         self.buf.clear();
         render(&mut self.buf, &mut self.times, record)?;
-        let result = self.out.write_all(&self.buf);
-        written(&mut self.buf);
-        result
+        write_out(&mut self.out, &mut self.buf)
     }
     fn finish(&mut self) -> io::Result<()> {
         if self.first {
