@@ -615,23 +615,11 @@ const ESCAPE: [u8; 256] = {
     t
 };
 
-/// Bytes of a word.
-const ONES: u64 = 0x0101_0101_0101_0101;
-/// The top bit of each byte of a word.
-const TOPS: u64 = 0x8080_8080_8080_8080;
-
 /// Whether one of the 8 bytes of `w` needs escaping (a control character, a quote
-/// or a backslash), exactly: the lowest such byte always sets its top bit in one of
-/// the three terms (borrows run upwards only from a byte that is itself a hit), and
-/// a byte of 0x80 or more never does (`!w` clears its top bit).
+/// or a backslash), exactly (`ecr_proto::swar`).
 #[inline(always)]
 fn word_needs_escape(w: u64) -> bool {
-    let control = w.wrapping_sub(ONES * 0x20) & !w;
-    let q = w ^ (ONES * u64::from(b'"'));
-    let quote = q.wrapping_sub(ONES) & !q;
-    let b = w ^ (ONES * u64::from(b'\\'));
-    let backslash = b.wrapping_sub(ONES) & !b;
-    (control | quote | backslash) & TOPS != 0
+    ecr_proto::swar::json_special_mask(w) != 0
 }
 
 /// Whether a block of 16 bytes holds a byte that needs escaping, without branches

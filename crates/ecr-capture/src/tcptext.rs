@@ -150,22 +150,13 @@ fn json_end(b: &[u8], s: &mut Scan) -> Option<usize> {
 /// string are short, and a search call costs more than they do; a longer run (Base64
 /// in a string) is left to `memchr2`.
 fn quote_or_backslash(b: &[u8]) -> Option<usize> {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
+    use ecr_proto::swar::{eq_mask, word_at};
     let mut i = 0;
     while i < 32 {
-        let Some(w) = b
-            .get(i..i + 8)
-            .and_then(|c| <[u8; 8]>::try_from(c).ok())
-            .map(u64::from_le_bytes)
-        else {
+        let Some(w) = word_at(b, i) else {
             break;
         };
-        // The "has a zero byte" test on the word xor each wanted byte: exact up to
-        // and including the lowest match (a borrow can flag bytes above it).
-        let q = w ^ (ONES * u64::from(b'"'));
-        let s = w ^ (ONES * u64::from(b'\\'));
-        let m = ((q.wrapping_sub(ONES) & !q) | (s.wrapping_sub(ONES) & !s)) & HIGH;
+        let m = eq_mask(w, b'"') | eq_mask(w, b'\\');
         if m != 0 {
             return Some(i + (m.trailing_zeros() / 8) as usize);
         }

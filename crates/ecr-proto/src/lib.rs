@@ -12,6 +12,7 @@
 //! - [`envelope`]: the three request dialects and responses (D4, D5).
 //! - [`catalogue`]: func_type, channel, respcd and field tables from the spec.
 //! - [`text`]: strings from captures made safe to print on a terminal.
+//! - [`swar`]: the eight-bytes-at-a-time tests the JSON string scanners share.
 //!
 //! Every parser here takes untrusted bytes: none of them panics, allocates without
 //! bound or loops forever on any input.
@@ -43,6 +44,7 @@ pub mod lenient;
 pub mod link;
 pub mod reassembly;
 pub mod stream;
+pub mod swar;
 pub mod text;
 pub mod time;
 pub mod value;

@@ -12,6 +12,8 @@ use core::fmt;
 use core::fmt::Write as _;
 use std::cell::Cell;
 
+use crate::swar::{json_special_mask, word_at};
+
 /// The string type of member names, strings and number tokens: up to 24 bytes are
 /// stored inline (no allocation), which covers nearly every ECR name and value.
 /// Re-exported so that users need not name the crate.
@@ -526,12 +528,12 @@ const SPECIAL: [bool; 256] = {
 };
 
 /// Bytes of `rest` before the first quote, backslash or control character (all of
-/// it when there is none). Eight bytes at a time ([`special_mask`]), the last few
+/// it when there is none). Eight bytes at a time ([`json_special_mask`]), the last few
 /// by table.
 pub(crate) fn string_run_len(rest: &[u8]) -> usize {
     let mut i = 0;
     while let Some(w) = word_at(rest, i) {
-        let m = special_mask(w);
+        let m = json_special_mask(w);
         if m != 0 {
             return i + (m.trailing_zeros() / 8) as usize;
         }
@@ -568,7 +570,7 @@ pub(crate) fn copy_run(
         if let Some(dst) = buf.get_mut(o..o + 8) {
             dst.copy_from_slice(&w.to_le_bytes());
         }
-        let m = special_mask(w);
+        let m = json_special_mask(w);
         if m != 0 {
             let n = (m.trailing_zeros() / 8) as usize;
             return (pos + n, o + n);
@@ -583,27 +585,6 @@ pub(crate) fn copy_run(
         dst.copy_from_slice(src);
     }
     (pos + n, o + n)
-}
-
-/// The eight bytes at `at`, little-endian, if there are eight.
-#[inline]
-fn word_at(s: &[u8], at: usize) -> Option<u64> {
-    let b: [u8; 8] = s.get(at..at.checked_add(8)?)?.try_into().ok()?;
-    Some(u64::from_le_bytes(b))
-}
-
-/// In a little-endian word of eight bytes, the high bit of each byte that is a
-/// quote, a backslash or below 0x20, exact up to and including the lowest such
-/// byte (a borrow can flag bytes above it; only the lowest is used). The usual
-/// "has zero byte" and "has byte less than" tricks, three at once.
-#[inline]
-fn special_mask(w: u64) -> u64 {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    let quote = w ^ (ONES * u64::from(b'"'));
-    let backslash = w ^ (ONES * u64::from(b'\\'));
-    let zero = |x: u64| x.wrapping_sub(ONES) & !x;
-    (zero(quote) | zero(backslash) | (w.wrapping_sub(ONES * 0x20) & !w)) & HIGH
 }
 
 /// Reads four hex digits at `pos`.
