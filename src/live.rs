@@ -18,9 +18,9 @@ A capture thread only moves packets from the kernel into a bounded queue; packet
 in the kernel (--buffer-size too small), by the interface or at the queue are reported on
 stderr as the count grows and in the summary (`drops` in jsonl).
 
-HTTPS: --tls-keylog FILE is followed while capturing (it may be empty or not exist yet); a TLS
-connection whose secrets the browser has not written yet is held (up to 256 KiB) and
-decrypted when they appear.
+HTTPS: --tls-keylog FILE is followed while capturing (it may be empty or not exist yet; of a
+file over 64 MiB only the last 64 MiB are read at the start); a TLS connection whose secrets
+the browser has not written yet is held (up to 256 KiB) and decrypted when they appear.
 
 Capturing needs root or the capabilities CAP_NET_RAW and CAP_NET_ADMIN:
   sudo setcap cap_net_raw,cap_net_admin=eip \"$(command -v ecr-sniff)\"
@@ -143,7 +143,7 @@ mod imp {
 
     use anyhow::{Context as _, Result};
     use ecr_capture::analyzer::Analyzer;
-    use ecr_capture::keylog::KeyLogTail;
+    use ecr_capture::keylog::{KeyLogTail, MAX_FILE_BYTES};
     use ecr_capture::record::{Drops, Record, Sink};
     use ecr_capture::source::PcapngWriter;
     use ecr_tap::netcap::{self, NetDrops, NetTap, OwnedPacket, QueueLimits, TapOptions};
@@ -435,7 +435,10 @@ mod imp {
         /// an error, one that adds no secret a warning, and a last line without
         /// its newline is used when it is a whole key log line (a line still being
         /// written is read again when its newline comes, and only then warned
-        /// about). Each line is read once: following goes on from there.
+        /// about). Each line is read once: following goes on from there. Of a
+        /// file larger than `analyze` reads (64 MiB), only the end is read, with a
+        /// warning: the newest sessions are the ones being captured, and reading
+        /// gigabytes first would keep the capture thread from starting.
         fn start(&mut self, existing: &[PathBuf], analyzer: &mut Analyzer<'_>) -> Result<()> {
             for (path, offset, tail) in &mut self.files {
                 if !existing.contains(path) {
@@ -443,6 +446,17 @@ mod imp {
                 }
                 let f = File::open(&*path)
                     .with_context(|| format!("{}: cannot read TLS key log", path.display()))?;
+                let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+                if let Some(skip) = len.checked_sub(MAX_FILE_BYTES).filter(|&s| s > 0) {
+                    *offset = skip;
+                    *tail = KeyLogTail::mid_file();
+                    eprintln!(
+                        "ecr-sniff: warning: {} holds {} MiB: only its last {} MiB are read (the newest sessions); connections whose secrets come before that are not decrypted",
+                        path.display(),
+                        len >> 20,
+                        MAX_FILE_BYTES >> 20
+                    );
+                }
                 let before = analyzer.tls_sessions_known();
                 read_new(f, path, offset, tail, analyzer);
                 if let Some(last) = tail.unfinished() {

@@ -479,3 +479,54 @@ fn live_reads_a_key_log_that_holds_lines_already_once() {
     assert_eq!(warnings, [&line(2), &line(4)], "{seen:?}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A key log larger than `analyze` reads (64 MiB) when the tap starts: only its last
+/// 64 MiB are read, so that the capture starts at once and holds the newest
+/// sessions; a warning says so, and warnings about lines read after the cut name no
+/// line number (the lines before are not counted).
+#[test]
+fn live_reads_only_the_end_of_a_key_log_larger_than_64_mib() {
+    let dir = std::env::temp_dir().join(format!("ecr-live-bigkeylog-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let log = dir.join("big.log");
+    {
+        use std::io::Write as _;
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&log).unwrap());
+        // A bad first line, which is not read, then 65 MiB of comments.
+        writeln!(f, "{CUT_SHORT}").unwrap();
+        let comment = format!("# {}\n", "c".repeat(1021));
+        for _ in 0..65 * 1024 {
+            f.write_all(comment.as_bytes()).unwrap();
+        }
+        writeln!(f, "{CUT_SHORT}").unwrap();
+        writeln!(f, "CLIENT_RANDOM {} {}", "01".repeat(32), "ab".repeat(48)).unwrap();
+    }
+    let mut child = bin()
+        .args(["-i", "lo", "--duration", "1", "--format", "jsonl"])
+        .args(["--tls-keylog", log.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let err = lines(child.stderr.take().unwrap());
+    let mut tap = Killer(child);
+    let Some(mut seen) = started(&err) else {
+        std::fs::remove_dir_all(&dir).unwrap();
+        return;
+    };
+    let status = tap.0.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    seen.extend(err.iter());
+    let warnings: Vec<&String> = seen.iter().filter(|l| l.contains("warning")).collect();
+    let path = log.display();
+    assert_eq!(
+        warnings,
+        [
+            &format!("ecr-sniff: warning: {path} holds 65 MiB: only its last 64 MiB are read (the newest sessions); connections whose secrets come before that are not decrypted"),
+            &format!("ecr-sniff: warning: {path}: not a key log line (LABEL CLIENT_RANDOM SECRET)"),
+        ],
+        "{seen:?}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

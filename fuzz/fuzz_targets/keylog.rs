@@ -1,6 +1,6 @@
 //! TLS key logs (files and pcapng Decryption Secrets Blocks): read whole, a line
-//! at a time, or followed as it grows (in pieces cut anywhere), the same table
-//! and warnings, within their bounds.
+//! at a time, or followed as it grows (in pieces cut anywhere, from its start or
+//! from inside it), the same table and warnings, within their bounds.
 #![no_main]
 use ecr_capture::keylog::{KeyLog, KeyLogTail, MAX_ENTRIES, MAX_LINE};
 use libfuzzer_sys::fuzz_target;
@@ -27,6 +27,16 @@ fuzz_target!(|data: &[u8]| {
     let complete_lines = complete.iter().filter(|&&b| b == b'\n').count();
     let mut upto = KeyLog::new();
     let first_whole = upto.add_text(complete).into_iter().find_map(|w| w.line);
+    // A tail started inside the file (live, on a key log over 64 MiB): the lines
+    // after the first newline, and no line numbers.
+    let after_cut = data
+        .iter()
+        .position(|&b| b == b'\n')
+        .map_or(&data[..0], |i| &data[i + 1..complete.len().max(i + 1)]);
+    let mut from_cut = KeyLog::new();
+    from_cut.add_text(after_cut);
+    let mut mid = KeyLogTail::mid_file();
+    let mut mid_followed = KeyLog::new();
     let mut tail = KeyLogTail::new();
     let mut followed = KeyLog::new();
     let mut first_followed = None;
@@ -37,6 +47,11 @@ fuzz_target!(|data: &[u8]| {
         let (piece, r) = rest.split_at(n);
         rest = r;
         i += 1;
+        let m = mid.push(piece);
+        for w in mid_followed.add_text(&m.text) {
+            assert_eq!(m.in_file(w).line, None);
+        }
+        assert!(m.warnings.iter().all(|w| w.line.is_none()));
         let a = tail.push(piece);
         let mut lines: Vec<usize> = followed
             .add_text(&a.text)
@@ -50,6 +65,7 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     assert_eq!(followed.len(), upto.len());
+    assert_eq!(mid_followed.len(), from_cut.len());
     assert_eq!(first_followed, first_whole);
     assert_eq!(tail.lines(), complete_lines);
     // What follows the last newline is held (and shown) unless too long to keep.

@@ -245,7 +245,7 @@ impl KeyLog {
         let line_no = lines.line;
         let warnings = &mut lines.warnings;
         if len > MAX_LINE {
-            push_warning(warnings, line_no, "line too long for a key log line");
+            push_warning(warnings, Some(line_no), "line too long for a key log line");
             return;
         }
         let line = trim(raw);
@@ -260,7 +260,7 @@ impl KeyLog {
         else {
             push_warning(
                 warnings,
-                line_no,
+                Some(line_no),
                 "not a key log line (LABEL CLIENT_RANDOM SECRET)",
             );
             return;
@@ -276,7 +276,11 @@ impl KeyLog {
         };
         let mut rnd = [0u8; 32];
         if random.len() != 64 || !hex_into(random, &mut rnd) {
-            push_warning(warnings, line_no, "the client random is not 64 hex digits");
+            push_warning(
+                warnings,
+                Some(line_no),
+                "the client random is not 64 hex digits",
+            );
             return;
         }
         let mut buf = [0u8; MAX_SECRET];
@@ -285,13 +289,17 @@ impl KeyLog {
             && (1..=MAX_SECRET).contains(&len)
             && buf.get_mut(..len).is_some_and(|b| hex_into(secret, b));
         let Some(sec) = ok.then(|| buf.get(..len).and_then(Secret::new)).flatten() else {
-            push_warning(warnings, line_no, "the secret is not 2 to 96 hex digits");
+            push_warning(
+                warnings,
+                Some(line_no),
+                "the secret is not 2 to 96 hex digits",
+            );
             return;
         };
         if label == b"CLIENT_RANDOM" && len != 48 {
             push_warning(
                 warnings,
-                line_no,
+                Some(line_no),
                 "a CLIENT_RANDOM master secret is 48 bytes",
             );
             return;
@@ -361,6 +369,9 @@ pub struct KeyLogTail {
     lines: usize,
     /// In a line too long to keep: what comes before its newline is dropped.
     skipping: bool,
+    /// Started in the middle of the file ([`KeyLogTail::mid_file`]): the lines
+    /// before are not known, so warnings carry no line number.
+    unnumbered: bool,
 }
 
 /// What [`KeyLogTail::push`] found in the bytes appended.
@@ -372,13 +383,19 @@ pub struct Appended {
     pub lines_before: usize,
     /// Lines dropped for being too long, numbered as in the file.
     pub warnings: Vec<KeyLogWarning>,
+    /// The lines of the file are not numbered (the tail started in its middle):
+    /// [`Appended::in_file`] then removes a warning's line number.
+    pub unnumbered: bool,
 }
 
 impl Appended {
     /// Numbers a warning about `text` (from [`KeyLog::add_text`], which counts
     /// from 1) as a line of the file.
     pub fn in_file(&self, mut w: KeyLogWarning) -> KeyLogWarning {
-        w.line = w.line.map(|l| l.saturating_add(self.lines_before));
+        w.line = w
+            .line
+            .filter(|_| !self.unnumbered)
+            .map(|l| l.saturating_add(self.lines_before));
         w
     }
 }
@@ -387,6 +404,18 @@ impl KeyLogTail {
     /// A tail at the start of a file.
     pub fn new() -> Self {
         KeyLogTail::default()
+    }
+
+    /// A tail that starts at an offset inside a file (the start of a large key
+    /// log left unread): what comes before the first newline, the end of a line
+    /// whose start was not read, is skipped, and since the lines before are not
+    /// counted, warnings carry no line number.
+    pub fn mid_file() -> Self {
+        KeyLogTail {
+            skipping: true,
+            unnumbered: true,
+            ..KeyLogTail::default()
+        }
     }
 
     /// Starts again at the start of the file (it was truncated or replaced).
@@ -408,7 +437,10 @@ impl KeyLogTail {
 
     /// Takes the bytes appended to the file since the last call.
     pub fn push(&mut self, mut new: &[u8]) -> Appended {
-        let mut out = Appended::default();
+        let mut out = Appended {
+            unnumbered: self.unnumbered,
+            ..Appended::default()
+        };
         if self.skipping {
             let Some(end) = memchr::memchr(b'\n', new) else {
                 return out;
@@ -425,11 +457,8 @@ impl KeyLogTail {
             self.lines = self.lines.saturating_add(n);
         }
         if self.partial.len() > MAX_LINE {
-            push_warning(
-                &mut out.warnings,
-                self.lines.saturating_add(1),
-                "line too long for a key log line",
-            );
+            let line = (!self.unnumbered).then(|| self.lines.saturating_add(1));
+            push_warning(&mut out.warnings, line, "line too long for a key log line");
             self.partial = Vec::new();
             self.skipping = true;
         }
@@ -437,10 +466,10 @@ impl KeyLogTail {
     }
 }
 
-fn push_warning(w: &mut Vec<KeyLogWarning>, line: usize, detail: &str) {
+fn push_warning(w: &mut Vec<KeyLogWarning>, line: Option<usize>, detail: &str) {
     if w.len() < MAX_WARNINGS {
         w.push(KeyLogWarning {
-            line: Some(line),
+            line,
             detail: detail.into(),
         });
     }
@@ -645,6 +674,39 @@ mod tail {
             [Some(4), Some(5)]
         );
         assert_eq!(t.lines(), 5);
+    }
+
+    #[test]
+    fn a_tail_started_inside_a_file_skips_the_cut_line_and_numbers_nothing() {
+        let mut t = KeyLogTail::mid_file();
+        let first = line(1);
+        let cut = first.get(30..).unwrap();
+        let long = "x".repeat(MAX_LINE + 10);
+        let a = t.push(format!("{cut}{}bad\n{long}", line(2)).as_bytes());
+        // The end of the line cut by the start offset is not read as a line.
+        assert_eq!(a.text, format!("{}bad\n", line(2)).as_bytes());
+        assert_eq!(
+            a.warnings,
+            [KeyLogWarning {
+                line: None,
+                detail: "line too long for a key log line".into()
+            }]
+        );
+        let mut log = KeyLog::new();
+        let ws: Vec<_> = log
+            .add_text(&a.text)
+            .into_iter()
+            .map(|w| a.in_file(w))
+            .collect();
+        assert_eq!(ws.iter().map(|w| w.line).collect::<Vec<_>>(), [None]);
+        assert_eq!(log.len(), 1);
+        // The cut line is not shown as an unfinished last line either.
+        let mut u = KeyLogTail::mid_file();
+        assert!(u.push(b"0123456789abcdef 00ff").text.is_empty());
+        assert_eq!(u.unfinished(), None);
+        let b = u.push(format!("\n{}", line(3)).as_bytes());
+        assert_eq!(b.text, line(3).as_bytes());
+        assert!(b.unnumbered);
     }
 
     #[test]
