@@ -184,34 +184,14 @@ pub fn bare_frame(ctx: &Context, error: bool) -> Decoded {
 
 /// A message record with what `ctx` says and nothing decoded yet.
 fn blank_record(ctx: &Context, bytes: usize) -> Box<MessageRecord> {
-    Box::new(MessageRecord {
-        index: 0,
-        ts: ctx.ts.as_secs_f64(),
-        transport: ctx.transport,
-        src: ctx.src.clone(),
-        dst: ctx.dst.clone(),
-        direction: ctx.direction,
-        role: Role::Request,
-        dialect: None,
-        func_type: None,
-        ref_num: None,
-        content: None,
-        response: None,
-        digest: "absent",
-        packet: ctx.packet,
-        func_name: None,
-        respcd: None,
-        frame: None,
-        http: None,
-        framing: None,
-        answer_ms: None,
-        key: None,
-        digest_value: None,
-        digest_detail: None,
+    Box::new(MessageRecord::blank(
+        ctx.ts.as_secs_f64(),
+        ctx.transport,
+        (ctx.src.clone(), ctx.dst.clone()),
+        ctx.direction,
+        ctx.packet,
         bytes,
-        raw: None,
-        gap: None,
-    })
+    ))
 }
 
 fn check_request(

@@ -303,6 +303,48 @@ pub struct MessageRecord {
     pub gap: Option<&'static str>,
 }
 
+impl MessageRecord {
+    /// A request record with only where and when it was seen and its size: what
+    /// a decoder starts from and fills in (index 0 until the analyzer numbers it).
+    pub fn blank(
+        ts: f64,
+        transport: Transport,
+        (src, dst): (CompactString, CompactString),
+        direction: Direction,
+        packet: Option<u64>,
+        bytes: usize,
+    ) -> Self {
+        MessageRecord {
+            index: 0,
+            ts,
+            transport,
+            src,
+            dst,
+            direction,
+            role: Role::Request,
+            dialect: None,
+            func_type: None,
+            ref_num: None,
+            content: None,
+            response: None,
+            digest: "absent",
+            packet,
+            func_name: None,
+            respcd: None,
+            frame: None,
+            http: None,
+            framing: None,
+            answer_ms: None,
+            key: None,
+            digest_value: None,
+            digest_detail: None,
+            bytes,
+            raw: None,
+            gap: None,
+        }
+    }
+}
+
 /// Which key decrypted a message.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct KeyUse {
@@ -1211,31 +1253,14 @@ mod tests {
     fn message() -> MessageRecord {
         MessageRecord {
             index: 7,
-            ts: 1_700_000_000.000_079_9,
-            transport: Transport::Tcp,
-            src: "10.0.0.1:4000".into(),
-            dst: "10.0.0.2:9002".into(),
-            direction: Direction::EcrToPos,
-            role: Role::Request,
-            dialect: None,
-            func_type: None,
-            ref_num: None,
-            content: None,
-            response: None,
-            digest: "absent",
-            packet: None,
-            func_name: None,
-            respcd: None,
-            frame: None,
-            http: None,
-            framing: None,
-            answer_ms: None,
-            key: None,
-            digest_value: None,
-            digest_detail: None,
-            bytes: 0,
-            raw: None,
-            gap: None,
+            ..MessageRecord::blank(
+                1_700_000_000.000_079_9,
+                Transport::Tcp,
+                ("10.0.0.1:4000".into(), "10.0.0.2:9002".into()),
+                Direction::EcrToPos,
+                None,
+                0,
+            )
         }
     }
 
