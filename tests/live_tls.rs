@@ -428,6 +428,37 @@ fn live_decrypts_https_as_the_key_log_grows() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// Runs the tap on lo for `seconds` with the key logs `logs`, calling `during` once
+/// it captures; the warnings it printed on stderr, or `None` (a SKIP) when it may
+/// not capture.
+fn tap_warnings(logs: &[&Path], seconds: u32, during: impl FnOnce()) -> Option<Vec<String>> {
+    let mut cmd = bin();
+    cmd.args([
+        "-i",
+        "lo",
+        "--duration",
+        &seconds.to_string(),
+        "--format",
+        "jsonl",
+    ]);
+    for log in logs {
+        cmd.arg("--tls-keylog").arg(log);
+    }
+    let mut child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let err = lines(child.stderr.take().unwrap());
+    let mut tap = Killer(child);
+    let mut seen = started(&err)?;
+    during();
+    let status = tap.0.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    seen.extend(err.iter());
+    Some(seen.into_iter().filter(|l| l.contains("warning")).collect())
+}
+
 /// What a key log holds when the tap starts is read once, as `analyze` reads it:
 /// its bad lines are named by their line, a last line without its newline is used
 /// when it is whole (so a file of one such line adds secrets), and the lines
@@ -448,35 +479,20 @@ fn live_reads_a_key_log_that_holds_lines_already_once() {
     let b = dir.join("b.log");
     std::fs::write(&a, format!("{}\n{CUT_SHORT}\n{}", valid(1), valid(3))).unwrap();
     std::fs::write(&b, valid(4)).unwrap();
-    let mut child = bin()
-        .args(["-i", "lo", "--duration", "3", "--format", "jsonl"])
-        .args(["--tls-keylog", a.to_str().unwrap()])
-        .args(["--tls-keylog", b.to_str().unwrap()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let err = lines(child.stderr.take().unwrap());
-    let mut tap = Killer(child);
-    let Some(mut seen) = started(&err) else {
-        return;
-    };
-    {
+    let Some(warnings) = tap_warnings(&[&a, &b], 3, || {
         use std::io::Write as _;
         let mut f = std::fs::OpenOptions::new().append(true).open(&a).unwrap();
         f.write_all(format!("\n{CUT_SHORT}\n").as_bytes()).unwrap();
-    }
-    let status = tap.0.wait().unwrap();
-    assert!(status.success(), "{status:?}");
-    seen.extend(err.iter());
-    let warnings: Vec<&String> = seen.iter().filter(|l| l.contains("warning")).collect();
+    }) else {
+        return;
+    };
     let line = |n: usize| {
         format!(
             "ecr-sniff: warning: {} line {n}: not a key log line (LABEL CLIENT_RANDOM SECRET)",
             a.display()
         )
     };
-    assert_eq!(warnings, [&line(2), &line(4)], "{seen:?}");
+    assert_eq!(warnings, [line(2), line(4)]);
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -502,31 +518,17 @@ fn live_reads_only_the_end_of_a_key_log_larger_than_64_mib() {
         writeln!(f, "{CUT_SHORT}").unwrap();
         writeln!(f, "CLIENT_RANDOM {} {}", "01".repeat(32), "ab".repeat(48)).unwrap();
     }
-    let mut child = bin()
-        .args(["-i", "lo", "--duration", "1", "--format", "jsonl"])
-        .args(["--tls-keylog", log.to_str().unwrap()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let err = lines(child.stderr.take().unwrap());
-    let mut tap = Killer(child);
-    let Some(mut seen) = started(&err) else {
-        std::fs::remove_dir_all(&dir).unwrap();
+    let warnings = tap_warnings(&[&log], 1, || {});
+    std::fs::remove_dir_all(&dir).unwrap();
+    let Some(warnings) = warnings else {
         return;
     };
-    let status = tap.0.wait().unwrap();
-    assert!(status.success(), "{status:?}");
-    seen.extend(err.iter());
-    let warnings: Vec<&String> = seen.iter().filter(|l| l.contains("warning")).collect();
     let path = log.display();
     assert_eq!(
         warnings,
         [
-            &format!("ecr-sniff: warning: {path} holds 65 MiB: only its last 64 MiB are read (the newest sessions); connections whose secrets come before that are not decrypted"),
-            &format!("ecr-sniff: warning: {path}: not a key log line (LABEL CLIENT_RANDOM SECRET)"),
-        ],
-        "{seen:?}"
+            format!("ecr-sniff: warning: {path} holds 65 MiB: only its last 64 MiB are read (the newest sessions); connections whose secrets come before that are not decrypted"),
+            format!("ecr-sniff: warning: {path}: not a key log line (LABEL CLIENT_RANDOM SECRET)"),
+        ]
     );
-    std::fs::remove_dir_all(&dir).unwrap();
 }
