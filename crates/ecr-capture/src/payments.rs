@@ -9,10 +9,13 @@
 //! queue in the order they came, which is only touched at its two ends, and the hash
 //! index holds just each id's hash and place in the queue (16 bytes an entry: about
 //! 0.6 MB for a full table, where the map's buckets alone took 2.4 MB): forgetting
-//! the oldest id reads the queue's front and removes its index entry by its place,
-//! without hashing or comparing a string. Ids are compared in full only when looked
-//! up (a refund, a repeated id). About 2.5% of the time was won back (README,
-//! Performance, "Ninth pass").
+//! the oldest id reads the queue's front, without hashing or comparing a string.
+//! Ids are compared in full only when looked up (a refund, a repeated id). About
+//! 2.5% of the time was won back (README, Performance, "Ninth pass"). The index
+//! entry of a forgotten id is left in place (its place is then before the queue's
+//! front, so no lookup finds it) and swept out with others in one pass over the
+//! index: removing it at once read a bucket written long before, the table's last
+//! cache miss per eviction (README, Performance, "Twelfth pass").
 //!
 //! Bounded by the caller (entries and bytes, see `limits.rs`); hashing is seeded per
 //! process (foldhash), so ids cannot be chosen to collide.
@@ -24,7 +27,6 @@ use hashbrown::HashTable;
 
 /// One remembered id.
 struct Slot<P> {
-    hash: u64,
     id: Box<str>,
     pay: P,
 }
@@ -91,22 +93,38 @@ impl<P> Payments<P> {
             return Some(std::mem::replace(&mut slot.pay, pay));
         }
         let seq = self.first.wrapping_add(self.order.len() as u64);
-        self.order.push_back(Slot {
-            hash,
-            id: id.into(),
-            pay,
-        });
+        // Forgotten ids leave their index entries behind (see `pop_oldest`). When
+        // they are more than an eighth of the live ones, one pass over the index
+        // sweeps them out: about 20 buckets visited in order per id forgotten,
+        // against a cache miss each, and after an insert the index holds at most
+        // 9/8 of the live ids.
+        let live = self.order.len();
+        let stale = self.index.len().saturating_sub(live);
+        if stale > live.max(8) / 8 {
+            let first = self.first;
+            self.index.retain(|&mut (_, s)| {
+                usize::try_from(s.wrapping_sub(first)).is_ok_and(|i| i < live)
+            });
+            // A table that shrank (payments forgotten for their bytes) gives its
+            // room back, so that a sweep stays in proportion to what it removes.
+            if self.index.capacity() > 4 * self.index.len() + 64 {
+                self.index.shrink_to(self.index.len(), |&(h, _)| h);
+            }
+        }
+        self.order.push_back(Slot { id: id.into(), pay });
         self.index.insert_unique(hash, (hash, seq), |&(h, _)| h);
         None
     }
 
-    /// Forgets the oldest id, returning it with its payment.
+    /// Forgets the oldest id, returning it with its payment. Its index entry stays
+    /// until `insert` sweeps: its sequence number is now before `first`, so no
+    /// lookup finds it, and removing it here would read a bucket written long ago,
+    /// a cache miss on every eviction of a full table.
     pub(crate) fn pop_oldest(&mut self) -> Option<(Box<str>, P)> {
         let slot = self.order.pop_front()?;
-        let seq = self.first;
         self.first = self.first.wrapping_add(1);
-        if let Ok(entry) = self.index.find_entry(slot.hash, |&(_, s)| s == seq) {
-            entry.remove();
+        if self.order.is_empty() {
+            self.index.clear();
         }
         Some((slot.id, slot.pay))
     }
@@ -150,7 +168,16 @@ mod tests {
                 let (id, v) = p.pop_oldest().unwrap();
                 assert_eq!((&*id, v), (format!("SYSSN-{}", n - 100).as_str(), n - 100));
             }
-            assert_eq!(p.index.len(), p.len());
+            // Forgotten ids stay in the index until they are more than an
+            // eighth of the live ones (101 here): 10,000 ids went through, and
+            // the index stays the size of the window's (hashbrown doubles a
+            // table over half full of live and removed entries: up to 4 times).
+            assert!(p.index.len() >= p.len() && p.index.len() <= p.len() + 13);
+            assert!(
+                p.index.capacity() <= 4 * (window + 14),
+                "{}",
+                p.index.capacity()
+            );
             if n % 97 == 0 {
                 assert_eq!(p.get(&format!("SYSSN-{n}")), Some(&n));
                 let gone = n.saturating_sub(101);
@@ -158,6 +185,28 @@ mod tests {
                 assert_eq!(p.get(&format!("SYSSN-{gone}")).copied(), want);
             }
         }
+    }
+
+    #[test]
+    fn a_table_that_shrank_gives_its_index_room_back() {
+        // Payments forgotten for their bytes: many go at once, and the sweep after
+        // them must not keep visiting the buckets the table needed before.
+        let mut p = Payments::default();
+        for n in 0..10_000u32 {
+            p.insert(&format!("ORDER-{n}"), n);
+        }
+        let full = p.index.capacity();
+        assert!(full >= 10_000);
+        for _ in 0..9_990 {
+            p.pop_oldest();
+        }
+        assert_eq!(p.index.len(), 10_000, "forgetting does not touch the index");
+        p.insert("ORDER-new", 1);
+        assert_eq!(p.index.len(), 11);
+        assert!(p.index.capacity() <= 4 * 11 + 64, "{}", p.index.capacity());
+        assert_eq!(p.get("ORDER-9999"), Some(&9999));
+        assert_eq!(p.get("ORDER-9989"), None);
+        assert_eq!(p.get("ORDER-new"), Some(&1));
     }
 
     #[derive(Debug, Clone)]
@@ -182,13 +231,16 @@ mod tests {
             let mut p = Payments::default();
             let mut map: HashMap<String, u32> = HashMap::new();
             let mut order: VecDeque<String> = VecDeque::new();
+            let mut index_len = 0;
             for o in ops {
+                let mut inserted = false;
                 match o {
                     Op::Insert(k, v) => {
                         let id = format!("ORDER-{k}");
                         let old = map.insert(id.clone(), v);
                         if old.is_none() {
                             order.push_back(id.clone());
+                            inserted = true;
                         }
                         prop_assert_eq!(p.insert(&id, v), old);
                     }
@@ -205,7 +257,18 @@ mod tests {
                     }
                 }
                 prop_assert_eq!(p.len(), map.len());
-                prop_assert_eq!(p.index.len(), map.len());
+                // The index holds every live id, and after an insert forgotten
+                // ones only up to an eighth of them (one in a table of fewer
+                // than 16); forgetting does not touch it.
+                prop_assert!(p.index.len() >= map.len());
+                if inserted {
+                    prop_assert!(p.index.len() <= map.len() + (map.len() - 1).max(8) / 8);
+                } else if map.is_empty() {
+                    prop_assert_eq!(p.index.len(), 0, "an empty table forgets its index");
+                } else {
+                    prop_assert_eq!(p.index.len(), index_len);
+                }
+                index_len = p.index.len();
             }
         }
     }
