@@ -1,9 +1,9 @@
 //! AES-CBC with the fixed IV `qfpay202306_hjsh`, PKCS#7 padding and Base64 (spec
 //! section 2), keyed by the POS-KEY as decided in D3.
 //!
-//! A [`PosKey`] builds its AES key schedules once; every message clones a schedule
-//! (a copy of a few hundred bytes) instead of expanding the key again. Decryption
-//! runs in place with `cbc`'s parallel-block path, which uses AES-NI when the CPU
+//! A [`PosKey`] builds its AES key schedules once; every message borrows a
+//! schedule (it used to copy it, a few hundred bytes) instead of expanding the key
+//! again. Decryption runs in place with `cbc`'s parallel-block path, which uses AES-NI when the CPU
 //! has it (detected at run time by the `aes` crate).
 //!
 //! Several keys and key readings can be tried for one message ([`KeyRing`]). Before
@@ -157,11 +157,13 @@ enum Schedule {
 }
 
 /// Decrypts `buf` in place with CBC and the protocol IV; the plaintext length.
+/// The decryptor borrows the key schedule (`cipher` implements the block traits
+/// for `&C`), so a message does not copy it.
 fn cbc_decrypt<C>(cipher: &C, buf: &mut [u8]) -> Option<usize>
 where
-    C: BlockCipher + BlockDecrypt + BlockSizeUser<BlockSize = U16> + Clone,
+    C: BlockCipher + BlockDecrypt + BlockSizeUser<BlockSize = U16>,
 {
-    cbc::Decryptor::<C>::inner_iv_init(cipher.clone(), (&IV).into())
+    cbc::Decryptor::<&C>::inner_iv_init(cipher, (&IV).into())
         .decrypt_padded_mut::<Pkcs7>(buf)
         .ok()
         .map(<[u8]>::len)
@@ -170,14 +172,14 @@ where
 /// Encrypts `msg` with CBC, the protocol IV and PKCS#7.
 fn cbc_encrypt<C>(cipher: &C, msg: &[u8]) -> Vec<u8>
 where
-    C: BlockCipher + BlockEncrypt + BlockSizeUser<BlockSize = U16> + Clone,
+    C: BlockCipher + BlockEncrypt + BlockSizeUser<BlockSize = U16>,
 {
     let padded_len = (msg.len() / BLOCK + 1) * BLOCK;
     let mut buf = vec![0u8; padded_len];
     if let Some(head) = buf.get_mut(..msg.len()) {
         head.copy_from_slice(msg);
     }
-    let n = cbc::Encryptor::<C>::inner_iv_init(cipher.clone(), (&IV).into())
+    let n = cbc::Encryptor::<&C>::inner_iv_init(cipher, (&IV).into())
         .encrypt_padded_mut::<Pkcs7>(&mut buf, msg.len())
         .map(<[u8]>::len)
         // Cannot fail: the buffer has room for a full padding block.
