@@ -154,6 +154,55 @@ fn remembered_payments_are_bounded_in_bytes() {
 }
 
 #[test]
+fn only_card_payments_are_remembered_for_the_refund_check() {
+    // A card payment, then 3,000 wallet payments (more than the 256 KiB table of a 4
+    // MiB budget would hold: about 1,000 payments of these ids), then a same-day
+    // partial refund of the card payment. Only a card payment can fail the check,
+    // so the wallet payments are not kept, and the card payment is still there.
+    let post = |body: String| {
+        let mut r = format!(
+            "POST /api/pos/trade HTTP/1.1\r\nHost: 10.0.0.2:9001\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        r.extend_from_slice(body.as_bytes());
+        r
+    };
+    let mut b = PcapBuilder::new();
+    let mut f = Flow::open(&mut b, 40000, 9001);
+    f.client(&mut b, &craft::payment_request(0, 10), 1460);
+    f.server(&mut b, &craft::payment_response(0, 10), 1460);
+    for n in 1..=3000 {
+        let wallet = String::from_utf8(craft::payment_request(n, 10))
+            .unwrap()
+            .split("\r\n\r\n")
+            .nth(1)
+            .unwrap()
+            .replace("card_payment", "wx");
+        f.client(&mut b, &post(wallet), 1460);
+        f.server(&mut b, &craft::payment_response(n, 10), 1460);
+    }
+    let refund = "{\"content\":{\"func_type\":1002,\"orderId\":\"00000000ss\",\"refund_amount\":\"1.00\"},\"digest\":\"00\"}";
+    f.client(&mut b, &post(refund.to_string()), 1460);
+    f.server(&mut b, &craft::payment_response(3001, 10), 1460);
+    let o = run(b.finish(), 4 << 20, KeySet::new());
+    assert_eq!(o.transactions, 3002);
+    assert_eq!(
+        o.usage.payments, 2,
+        "the card payment's syssn and out_trade_no"
+    );
+    assert_eq!(limit_findings(&o, "remembered payments"), 0);
+    let r = o.with_code(Code::PartialCardRefund);
+    assert_eq!(r.len(), 1, "{:?}", o.findings);
+    assert!(
+        r[0].detail
+            .starts_with("refund of 1.00 of a card_payment payment of 10.10 made the same day"),
+        "{}",
+        r[0].detail
+    );
+}
+
+#[test]
 fn summary_tables_are_bounded() {
     // 600 payments, each with a channel and a response code of its own, of
     // 1,000 bytes: the summary counts 256 values of each table, the rest (and

@@ -2204,8 +2204,12 @@ impl State<'_> {
             });
         }
         let rf = &req.facts;
-        // Remember successful payments for the refund check.
+        // Remember successful card payments for the refund check, which only a
+        // card payment can fail (`is_card_channel` in `body`): on busy
+        // traffic the table then holds the card payments of a longer time, and a
+        // payment by wallet or QR costs nothing here.
         if rf.func_type == Some(FuncType::PAYMENT)
+            && rf.channel.as_deref().is_some_and(is_card_channel)
             && crate::message::is_success(resp.respcd.as_deref())
         {
             let pay = Payment {
@@ -2277,7 +2281,7 @@ impl State<'_> {
             let n = self.payments.len();
             let b = self.payment_bytes;
             self.limit_finding(None, Limit::Payments, ts, None, || {
-                format!("payments remembered for the partial-refund check reached {max} entries or {max_bytes} bytes (now {n}, {b} bytes): the oldest are forgotten, so refunds of them are not checked")
+                format!("card payments remembered for the partial-refund check reached {max} entries or {max_bytes} bytes (now {n}, {b} bytes): the oldest are forgotten, so refunds of them are not checked")
             });
         }
         if self.payments.is_empty() {

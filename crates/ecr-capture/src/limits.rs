@@ -8,7 +8,7 @@
 //! | stream buffers: unfinished HTTP/D6/frame messages, TLS records and handshake messages in reassembly and the handshake facts kept (tickets, names), open refs, unanswered requests, over all connections | 1/3 | 10.7 MiB |
 //! | TCP out-of-order segments | 1/8 | 4 MiB |
 //! | IP fragments | 1/24 | 1.3 MiB, 85 datagrams |
-//! | remembered payments (partial-refund check) | 1/16 | 2 MiB, 32,768 payments |
+//! | remembered card payments (partial-refund check) | 1/16 | 2 MiB, 32,768 payments |
 //! | latency samples (percentiles) | 1/32 | 131,072 samples |
 //!
 //! Outside the budget: the process itself (about 5 MB) and the message being

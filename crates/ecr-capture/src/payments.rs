@@ -1,8 +1,10 @@
 //! The payments an analyzer remembers for the partial-refund check: by id (the
 //! terminal's `syssn`, the cash register's `out_trade_no`), forgotten oldest first.
+//! Only card payments are remembered (the analyzer's choice): no other can fail the
+//! check.
 //!
-//! On ECR-dense traffic this table is full and busy: every successful payment adds
-//! two ids and evicts the two oldest. As a hash map from shared id strings to
+//! On ECR-dense traffic this table is full and busy: every successful card payment
+//! adds two ids and evicts the two oldest. As a hash map from shared id strings to
 //! payments, each of those steps was a few cache misses (the map's buckets, the id
 //! strings they point to, the id to evict hashed again): the table was about 6% of
 //! `analyze`'s time on the dense benchmark. Here the ids and payments live in a
