@@ -3,8 +3,8 @@
 //!
 //! A [`PosKey`] builds its AES key schedules once; every message borrows a
 //! schedule (it used to copy it, a few hundred bytes) instead of expanding the key
-//! again. Decryption runs in place with `cbc`'s parallel-block path, which uses AES-NI when the CPU
-//! has it (detected at run time by the `aes` crate).
+//! again. Decryption runs in place with `cbc`'s parallel-block path, which uses
+//! AES-NI when the CPU has it (detected at run time by the `aes` crate).
 //!
 //! Several keys and key readings can be tried for one message ([`KeyRing`]). Before
 //! running a full decryption, each candidate decrypts only the last block and
