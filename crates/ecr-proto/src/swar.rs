@@ -39,12 +39,6 @@ pub fn eq_mask(w: u64, b: u8) -> u64 {
     zero_bytes(w ^ (ONES * u64::from(b))) & HIGH
 }
 
-/// The bytes of `w` below 0x20: JSON's control characters.
-#[inline(always)]
-pub fn control_mask(w: u64) -> u64 {
-    control_bytes(w) & HIGH
-}
-
 /// The bytes of `w` that end a run of plain JSON string text: a quote, a
 /// backslash or a control character (the three tests, one mask at the end).
 #[inline(always)]
@@ -73,7 +67,6 @@ mod tests {
         ) {
             let w = u64::from_le_bytes(b);
             prop_assert_eq!(lowest(eq_mask(w, b'"')), b.iter().position(|&c| c == b'"'));
-            prop_assert_eq!(lowest(control_mask(w)), b.iter().position(|&c| c < 0x20));
             prop_assert_eq!(
                 lowest(json_special_mask(w)),
                 b.iter().position(|&c| c == b'"' || c == b'\\' || c < 0x20)
