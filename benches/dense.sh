@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Dense-traffic benchmark (issue 15): `analyze --format jsonl` (one thread, and -j 2
-# beside it) on a capture in which every packet is ECR traffic, against `cat`
+# beside it; `check` too) on a capture in which every packet is ECR traffic, against `cat`
 # (reading the file), against tshark with the Lua dissector (on a slice) and against
 # the machine's ceiling for the crypto (`openssl speed`, measured in the same run).
 #
@@ -82,6 +82,7 @@ fi
 : >"$work/cat" >"$work/an" >"$work/anm" >"$work/rss" >"$work/ancpu" >"$work/anmcpu"
 : >"$work/j2" >"$work/j2m" >"$work/j2x" >"$work/j2rss" >"$work/pair"
 : >"$work/c1" >"$work/c1m" >"$work/c1rss" >"$work/c2" >"$work/c2rss" >"$work/cx"
+: >"$work/chk" >"$work/chkm" >"$work/chkx"
 for i in $(seq "$RUNS"); do
     read -r cw _ < <(timed cat "$work/dense.pcap")
     read -r aw rss acpu < <(timed "$bin" analyze -j 1 --key-file "$work/dense.pcap.keys" \
@@ -96,6 +97,15 @@ for i in $(seq "$RUNS"); do
     echo >>"$work/an"
     awk -v m="$messages" -v s="$aw" 'BEGIN{ printf "%.0f\n", m / s / 1e3 }' >>"$work/anm"
     echo $((rss / 1024)) >>"$work/rss"
+    # `check` on the same capture: the same analysis, no records written (its
+    # verdict line only), by CPU time against the analyze run above.
+    read -r _ _ kcpu < <(timed "$bin" check -j 1 --key-file "$work/dense.pcap.keys" \
+        "$work/dense.pcap")
+    echo "   run $i: check $kcpu s CPU ($(mbps "$bytes" "$kcpu") MB/s, $(awk -v a="$acpu" -v k="$kcpu" 'BEGIN{printf "%.2f", a / k}')x analyze)"
+    mbps "$bytes" "$kcpu" >>"$work/chk"
+    echo >>"$work/chk"
+    awk -v m="$messages" -v s="$kcpu" 'BEGIN{ printf "%.0f\n", m / s / 1e3 }' >>"$work/chkm"
+    awk -v a="$acpu" -v k="$kcpu" 'BEGIN{ printf "%.2f\n", a / k }' >>"$work/chkx"
     # Both cores (-j 2: decoding ahead on a second thread; docs/architecture.md).
     read -r jw jrss jcpu < <(timed "$bin" analyze -j 2 --key-file "$work/dense.pcap.keys" \
         --format jsonl "$work/dense.pcap")
@@ -190,6 +200,7 @@ echo "== summary ($RUNS runs each; ranges are min-max; $SIZE_MB MB, $messages me
 echo "cat:                         $cat_r MB/s"
 echo "analyze --format jsonl:      $an_r MB/s, $(range <"$work/anm") K messages/s (wall), max RSS $(range <"$work/rss") MB"
 echo "  by CPU time (user+sys):    $(range <"$work/ancpu") MB/s, $(range <"$work/anmcpu") K messages/s"
+echo "check, by CPU time:          $(range <"$work/chk") MB/s, $(range <"$work/chkm") K messages/s, $(range <"$work/chkx")x analyze's speed by CPU"
 echo "analyze -j 2 (both cores):   $(range <"$work/j2") MB/s, $(range <"$work/j2m") K messages/s (wall), $(range <"$work/j2x")x the -j 1 run beside it, max RSS $(range <"$work/j2rss") MB"
 echo "two -j 1 analyses at once:   $(range <"$work/pair")x the work per second of one (what two cores give work that shares nothing)"
 if [ "$CONCURRENT" -gt 0 ]; then
