@@ -45,9 +45,10 @@ pub struct AnalyzeArgs {
     /// also rendered and written on a thread of their own. The output is the same
     /// with any number. Two threads were 1.2-1.5x as fast as one on an idle 2-core
     /// machine (1.35x on the dense benchmark) and slower on a busy one, and the
-    /// second thread's tables take up to about half of --memory-limit more (a
-    /// quarter of it, and a connection table as large as the first's; README,
-    /// Performance). Reading standard input always uses one thread, so that each
+    /// second thread's tables (a quarter of --memory-limit, and a connection table
+    /// as large as the first's) can take about as much memory again: the 64 MB
+    /// promise is for one thread (README, Memory limits). Reading standard input
+    /// always uses one thread, so that each
     /// record shows as soon as it is complete.
     #[arg(short = 'j', long = "jobs", value_name = "N",
           value_parser = clap::value_parser!(u16).range(1..))]

@@ -76,6 +76,33 @@ fn open_refs_over_a_small_budget_are_dropped_with_one_finding_per_connection() {
 }
 
 #[test]
+fn requests_waiting_for_their_ack_count_in_the_stream_budget() {
+    // Both sides send a request with each of the 256 refs and nobody answers: the
+    // link tracker holds 512 requests per connection. Before, they were outside
+    // every budget (4,400 such connections took 82 MB).
+    let conns = 50;
+    let o = run(craft::waiting_refs(conns), 32 << 20, KeySet::new());
+    let u = o.usage;
+    assert!(u.stream_bytes >= conns * 512 * 16, "counted: {u:?}");
+    assert_eq!(o.with_code(Code::LimitEvicted).len(), 0);
+    // Each one is still reported when the capture ends.
+    assert_eq!(o.with_code(Code::UnansweredAtEnd).len(), conns * 512);
+
+    // Over a small budget: dropped, once per connection, with what was forgotten.
+    let (conns, budget) = (300, 4 << 20);
+    let limit = Limits::from_budget(budget).stream_bytes;
+    let o = run(craft::waiting_refs(conns), budget, KeySet::new());
+    let u = o.usage;
+    assert!(u.stream_bytes <= limit, "{u:?}");
+    assert!(u.peak_stream_bytes <= limit + ONE_PACKET, "{u:?}");
+    let n = limit_findings(&o, "waiting for their ack or answer");
+    assert!(n > 0 && n <= conns, "{n} findings: {u:?}");
+    let forgotten = o.with_code(Code::UnansweredAtEnd).len();
+    assert!(forgotten < conns * 512, "{forgotten} still reported");
+    assert!(o.with_code(Code::UnexpectedAck).is_empty());
+}
+
+#[test]
 fn unfinished_tls_records_count_in_the_stream_budget() {
     // 100 connections each holding ~115 KB of a TLS handshake message in
     // reassembly: 11.5 MB against a 1.3 MiB stream share. Before, TLS buffers

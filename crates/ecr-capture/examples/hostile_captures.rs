@@ -40,6 +40,12 @@ fn main() {
             "open_refs.pcap",
             Box::new(move || craft::open_refs(n(1000), 127)),
         ),
+        // Requests with every ref value from both sides, never answered, on more
+        // connections than the default budget tracks (found after issue 15).
+        (
+            "waiting_refs.pcap",
+            Box::new(move || craft::waiting_refs(n(5000))),
+        ),
         // Item 2: 1.7 MB of Base64 in 100-byte segments (analysed with a key).
         (
             "base64_100.pcap",

@@ -1293,10 +1293,12 @@ impl State<'_> {
                 _ => {}
             }
         }
+        let mut refs = 0;
         if let Some(fl) = c.frames.as_mut() {
-            let (n, b) = fl.abandon();
+            let (n, b, r) = fl.abandon();
             messages += n;
             bytes += b;
+            refs = r;
         }
         let mut tls_stopped = 0;
         if let Some(t) = c.tls.as_mut() {
@@ -1316,15 +1318,20 @@ impl State<'_> {
         }
         self.stream_bytes = self.stream_bytes.saturating_sub(c.held).saturating_add(now);
         c.held = now;
-        if messages + requests + tls_stopped > 0 {
+        if messages + requests + tls_stopped + refs > 0 {
             self.limit_finding(Some(conn), Limit::StreamBytes, ts, packet, || {
                 let tls = if tls_stopped > 0 {
                     format!(", and the unfinished TLS records of this connection: its TLS decryption stops in {tls_stopped} direction(s)")
                 } else {
                     String::new()
                 };
+                let refs = if refs > 0 {
+                    format!(", and forgot the {refs} frame(s) of this link waiting for their ack or answer (no timeout or unexpected-ack finding follows for them)")
+                } else {
+                    String::new()
+                };
                 format!(
-                    "{total_before} bytes held by unfinished messages and unanswered requests over all connections, more than {limit}: dropped {messages} unfinished message(s) ({bytes} bytes) and {requests} unanswered request(s) of this connection{tls}; decoding resumes with the next message"
+                    "{total_before} bytes held by unfinished messages and unanswered requests over all connections, more than {limit}: dropped {messages} unfinished message(s) ({bytes} bytes) and {requests} unanswered request(s) of this connection{tls}{refs}; decoding resumes with the next message"
                 )
             });
         }

@@ -204,7 +204,8 @@ impl FrameLink {
         self.halves
             .iter()
             .map(|h| h.decoder.buffered() + h.reassembler.held() + h.parts.open.len() * PART_COST)
-            .sum()
+            .sum::<usize>()
+            + self.link.held()
     }
 
     /// Bytes reserved from the allocator for what [`FrameLink::held`] counts.
@@ -216,7 +217,8 @@ impl FrameLink {
                     + h.reassembler.reserved()
                     + h.parts.open.capacity() * PART_COST
             })
-            .sum()
+            .sum::<usize>()
+            + self.link.reserved()
     }
 
     /// Split messages open in both directions.
@@ -224,16 +226,20 @@ impl FrameLink {
         self.halves.iter().map(|h| h.reassembler.open()).sum()
     }
 
-    /// Gives up every open split message of both directions without reporting
-    /// them (the caller reports why). Returns how many there were and their bytes.
-    pub fn abandon(&mut self) -> (usize, usize) {
-        let mut total = (0, 0);
+    /// Gives up every open split message of both directions and every request
+    /// waiting for its ack or answer, without reporting them (the caller reports
+    /// why); an answer that comes later for a forgotten request is not reported as
+    /// unexpected. Returns how many split messages there were, their bytes, and how
+    /// many requests were forgotten.
+    pub fn abandon(&mut self) -> (usize, usize, usize) {
+        let mut total = (0, 0, 0);
         for h in &mut self.halves {
             let (n, b) = h.reassembler.abandon();
             h.parts.open = Vec::new();
             total.0 += n;
             total.1 += b;
         }
+        total.2 = self.link.abandon();
         total
     }
 

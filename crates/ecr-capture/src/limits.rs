@@ -5,7 +5,7 @@
 //! | table | share of the budget | default (32 MiB) |
 //! |---|---|---|
 //! | TCP connections (entries) | 1/3, at [`CONN_COST`] bytes each | 4,369 |
-//! | stream buffers: unfinished HTTP/D6/frame messages, TLS records and handshake messages in reassembly and the handshake facts kept (tickets, names), open refs, unanswered requests, over all connections | 1/3 | 10.7 MiB |
+//! | stream buffers: unfinished HTTP/D6/frame messages, TLS records and handshake messages in reassembly and the handshake facts kept (tickets, names), open refs, frames waiting for their ack or answer, unanswered requests, over all connections | 1/3 | 10.7 MiB |
 //! | TCP out-of-order segments | 1/8 | 4 MiB |
 //! | IP fragments | 1/24 | 1.3 MiB, 85 datagrams |
 //! | remembered card payments (partial-refund check) | 1/16 | 2 MiB, 32,768 payments |
@@ -48,8 +48,8 @@ pub struct Limits {
     pub budget: usize,
     /// TCP connections tracked at once.
     pub connections: usize,
-    /// Bytes held by unfinished messages, open refs and unanswered requests over
-    /// all connections.
+    /// Bytes held by unfinished messages, open refs, frames waiting for their ack
+    /// or answer and unanswered requests over all connections.
     pub stream_bytes: usize,
     /// Out-of-order TCP bytes over all connections.
     pub ooo_bytes: usize,

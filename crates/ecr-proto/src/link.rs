@@ -139,6 +139,16 @@ pub struct LinkTracker {
     outstanding: usize,
     /// The earliest deadline among outstanding requests, to make `advance` cheap.
     next_deadline: Option<Timestamp>,
+    /// Per sender, the refs whose requests [`LinkTracker::abandon`] forgot (a bit
+    /// per ref value): an answer to one of them is let pass quietly, once, rather
+    /// than reported as unexpected, since the request was dropped here, not missing
+    /// on the link. A new request with the ref clears its bit.
+    forgotten: [[u64; 4]; 2],
+}
+
+/// The bit of `ref_num` in a [`LinkTracker::forgotten`] set: word and mask.
+fn ref_bit(ref_num: u8) -> (usize, u64) {
+    (usize::from(ref_num >> 6), 1u64 << (ref_num & 63))
 }
 
 impl Default for LinkTracker {
@@ -154,6 +164,58 @@ impl LinkTracker {
             pending: [Vec::new(), Vec::new()],
             outstanding: 0,
             next_deadline: None,
+            forgotten: [[0; 4]; 2],
+        }
+    }
+
+    /// Bytes held by the outstanding requests (for a memory budget: a peer that
+    /// sends a request with each of the 256 refs, both ways, makes a link hold
+    /// 512 of them).
+    pub fn held(&self) -> usize {
+        self.outstanding * std::mem::size_of::<Pending>()
+    }
+
+    /// Bytes reserved from the allocator for them (the lists' capacities).
+    pub fn reserved(&self) -> usize {
+        self.pending.iter().map(Vec::capacity).sum::<usize>() * std::mem::size_of::<Pending>()
+    }
+
+    /// Forgets every outstanding request without reporting it (the caller reports
+    /// why, e.g. a memory budget); an answer that comes later for one of them
+    /// passes quietly. Returns how many there were.
+    pub fn abandon(&mut self) -> usize {
+        let n = self.outstanding;
+        for (list, forgotten) in self.pending.iter_mut().zip(self.forgotten.iter_mut()) {
+            for p in list.iter() {
+                let (word, bit) = ref_bit(p.ref_num);
+                if let Some(w) = forgotten.get_mut(word) {
+                    *w |= bit;
+                }
+            }
+            *list = Vec::new();
+        }
+        self.outstanding = 0;
+        self.next_deadline = None;
+        n
+    }
+
+    /// Whether `side`'s request with `ref_num` was forgotten (and forgets that it
+    /// was, when `clear`).
+    fn was_forgotten(&mut self, side: Side, ref_num: u8, clear: bool) -> bool {
+        let (word, bit) = ref_bit(ref_num);
+        match self
+            .forgotten
+            .get_mut(side.index())
+            .and_then(|f| f.get_mut(word))
+        {
+            Some(w) => {
+                let was = *w & bit != 0;
+                if clear {
+                    *w &= !bit;
+                }
+                was
+            }
+            None => false,
         }
     }
 
@@ -217,6 +279,7 @@ impl LinkTracker {
     ) {
         self.advance(first_ts, &mut emit);
         if frame_type == FrameType::REQUEST {
+            self.was_forgotten(from, ref_num, true);
             let mut replaced = None;
             let mut new = false;
             let request = Pending {
@@ -287,6 +350,7 @@ impl LinkTracker {
                 });
                 self.recompute_deadline();
             }
+            None if self.was_forgotten(from.peer(), ref_num, true) => {}
             None => emit(LinkEvent::Unexpected {
                 from,
                 ref_num,
@@ -318,6 +382,51 @@ mod tests {
 
     fn ms(v: i64) -> Timestamp {
         Timestamp::from_millis(v)
+    }
+
+    #[test]
+    fn abandoned_requests_are_counted_then_forgotten_quietly() {
+        let mut t = LinkTracker::new();
+        let mut ev = vec![];
+        // Every ref value from both sides: 512 requests held.
+        for side in [Side::Ecr, Side::Pos] {
+            for r in 0..=255u8 {
+                t.on_frame(side, FrameType::REQUEST, r, ms(0), ms(1), |e| ev.push(e));
+            }
+        }
+        assert!(ev.is_empty());
+        assert_eq!(t.outstanding(), 512);
+        assert_eq!(t.held(), 512 * std::mem::size_of::<Pending>());
+        assert!(t.reserved() >= t.held());
+        assert_eq!(t.abandon(), 512);
+        assert_eq!((t.outstanding(), t.held(), t.reserved()), (0, 0, 0));
+        // The answer to a forgotten request passes quietly, once.
+        t.on_frame(Side::Pos, FrameType::ACK, 7, ms(10), ms(10), |e| ev.push(e));
+        assert!(ev.is_empty());
+        t.on_frame(Side::Pos, FrameType::ACK, 7, ms(11), ms(11), |e| ev.push(e));
+        assert!(matches!(
+            ev.as_slice(),
+            [LinkEvent::Unexpected { ref_num: 7, .. }]
+        ));
+        ev.clear();
+        // A new request with a forgotten ref is tracked (and answered) as usual, and
+        // a second answer to it is unexpected again.
+        t.on_frame(Side::Ecr, FrameType::REQUEST, 9, ms(20), ms(20), |e| {
+            ev.push(e)
+        });
+        t.on_frame(Side::Pos, FrameType::ACK, 9, ms(30), ms(30), |e| ev.push(e));
+        t.on_frame(Side::Pos, FrameType::ACK, 9, ms(31), ms(31), |e| ev.push(e));
+        assert!(matches!(
+            ev.as_slice(),
+            [
+                LinkEvent::Answered { .. },
+                LinkEvent::Unexpected { ref_num: 9, .. }
+            ]
+        ));
+        // Nothing is left to time out or to be reported at the end.
+        ev.clear();
+        t.finish(ms(100_000), |e| ev.push(e));
+        assert!(ev.is_empty());
     }
 
     fn ack_after(delay: i64) -> Vec<LinkEvent> {
