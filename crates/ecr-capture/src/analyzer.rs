@@ -237,7 +237,14 @@ impl Conn {
                 _ => 0,
             })
             .sum();
+        // A TLS connection's fixed state (keys, secrets) is reserved memory too,
+        // though the stream budget does not count it (README, Memory limits).
+        let tls = self
+            .tls
+            .as_deref()
+            .map_or(0, |t| t.held() + std::mem::size_of::<TlsConn>());
         dirs + self.frames.as_deref().map_or(0, FrameLink::reserved)
+            + tls
             + self.pending_bytes
             + (self.pending.capacity() - self.pending.len()) * std::mem::size_of::<PendingRequest>()
     }

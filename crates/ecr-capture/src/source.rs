@@ -885,9 +885,11 @@ impl CaptureReader {
                 rd.grow(new_cap);
                 self.cap = new_cap;
             }
-            if need > self.cap {
-                let limit = self.max_block.saturating_add(PCAP_RECORD_HEADER_LEN);
-                let new_cap = need.max(self.cap.saturating_mul(2)).min(limit.max(need));
+            // A record or block longer than the buffer: room grows as its bytes
+            // arrive (doubling while the buffer is full of them), never by the
+            // length it announces, which a truncated or crafted file may not hold.
+            if need > self.cap && avail >= self.cap {
+                let new_cap = need.min(self.cap.saturating_mul(2));
                 rd.grow(new_cap);
                 self.cap = new_cap;
             }
@@ -2164,6 +2166,43 @@ mod tests {
             assert_eq!(r.bytes_read(), bytes.len() as u64);
             assert_eq!(r.file_bytes_read(), bytes.len() as u64);
         }
+    }
+
+    #[test]
+    fn room_grows_with_the_bytes_that_arrive_not_with_the_announced_length() {
+        // A record announcing 12 MB (within a 16 MiB snap length) in a file that
+        // ends 100 bytes later: the buffer is not grown for bytes that never come
+        // (it once was, to 12 MB, before the truncation was found).
+        let mut w = PcapWriter::new(Vec::new(), 1, 16 << 20, false, false).unwrap();
+        w.write_packet(Timestamp(1_700_000_000_000_000_000), &[1u8; 100], 100)
+            .unwrap();
+        let mut bytes = w.into_inner();
+        let at = PCAP_HEADER_LEN + 8;
+        bytes[at..at + 4].copy_from_slice(&(12u32 << 20).to_le_bytes());
+        bytes[at + 4..at + 8].copy_from_slice(&(12u32 << 20).to_le_bytes());
+        let mut r = CaptureReader::from_reader(Cursor::new(bytes)).unwrap();
+        let (p, e) = collect(&mut r);
+        assert!(p.is_empty());
+        assert!(e.iter().any(|e| e.contains("truncated")), "{e:?}");
+        assert!(r.cap <= INITIAL_BUF_LEN, "buffer of {} bytes", r.cap);
+        // A record of 5 MiB that is all there: read whole, in room of at most twice it.
+        let mut w = PcapWriter::new(Vec::new(), 1, 16 << 20, false, false).unwrap();
+        let big = vec![7u8; 5 << 20];
+        w.write_packet(Timestamp(1_700_000_000_000_000_000), &big, big.len() as u32)
+            .unwrap();
+        w.write_packet(Timestamp(1_700_000_001_000_000_000), b"after", 5)
+            .unwrap();
+        let mut r = CaptureReader::from_reader(Cursor::new(w.into_inner())).unwrap();
+        let (p, e) = collect(&mut r);
+        assert!(e.is_empty(), "{e:?}");
+        assert_eq!(p.len(), 2);
+        assert_eq!(p[0].3.len(), 5 << 20);
+        assert_eq!(p[1].3, b"after");
+        assert!(
+            r.cap >= 5 << 20 && r.cap <= 10 << 20,
+            "buffer of {} bytes",
+            r.cap
+        );
     }
 
     #[test]
