@@ -103,6 +103,27 @@ fn requests_waiting_for_their_ack_count_in_the_stream_budget() {
 }
 
 #[test]
+fn a_body_of_too_many_values_is_refused_not_parsed() {
+    // 64 KiB and 1 MiB of `[{},{},...]`: the first parses (21,000 values), the second
+    // holds some 350,000 and is refused at the parser's bound, as a bad envelope.
+    let o = run(craft::tiny_values(1, 64 << 10), 32 << 20, KeySet::new());
+    assert_eq!(o.messages, 1);
+    assert!(o.with_code(Code::BadEnvelope).is_empty());
+    let o = run(craft::tiny_values(2, 1 << 20), 32 << 20, KeySet::new());
+    assert_eq!(o.messages, 2);
+    let bad = o.with_code(Code::BadEnvelope);
+    assert_eq!(bad.len(), 2, "{bad:?}");
+    assert!(
+        bad[0].detail.contains(&format!(
+            "more than {} values",
+            ecr_proto::value::MAX_VALUES
+        )),
+        "{}",
+        bad[0].detail
+    );
+}
+
+#[test]
 fn unfinished_tls_records_count_in_the_stream_budget() {
     // 100 connections each holding ~115 KB of a TLS handshake message in
     // reassembly: 11.5 MB against a 1.3 MiB stream share. Before, TLS buffers
@@ -350,7 +371,7 @@ fn depth_limit_inside_an_encrypted_body_is_reported_as_such() {
     assert!(
         bad[0]
             .detail
-            .contains("decrypts, but its JSON nesting deeper than"),
+            .contains("decrypts, but its JSON is past a parser limit: nesting deeper than"),
         "{}",
         bad[0].detail
     );

@@ -79,7 +79,7 @@ fn run(args: &[String]) -> Result<(), String> {
     }
     // Room for every decoding of a few megabytes of capture: the producer runs
     // to its end before the consumer starts.
-    let (to, from) = ahead::channel_with(1 << 16, 0);
+    let (to, from) = ahead::channel_with(1 << 16, 0, usize::MAX);
     producer(capture, keys.clone(), to)?;
     consumer(capture, keys, Some(from))
 }

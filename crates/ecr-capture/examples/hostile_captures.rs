@@ -46,6 +46,12 @@ fn main() {
             "waiting_refs.pcap",
             Box::new(move || craft::waiting_refs(n(5000))),
         ),
+        // Requests whose 1 MB bodies are arrays of empty objects (found after
+        // issue 15): a tree of hundreds of thousands of values per message.
+        (
+            "tiny_values.pcap",
+            Box::new(move || craft::tiny_values(n(60), 1 << 20)),
+        ),
         // Item 2: 1.7 MB of Base64 in 100-byte segments (analysed with a key).
         (
             "base64_100.pcap",

@@ -31,7 +31,7 @@
 
 use std::collections::VecDeque;
 use std::hash::{BuildHasher, Hasher};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TryRecvError};
 use std::sync::Arc;
 
@@ -52,6 +52,17 @@ const BATCHES_IN_FLIGHT: usize = 64;
 /// consumer decodes the bodies the producer skipped: each body is decoded once,
 /// by whichever core has the time.
 const LEAD: u64 = 128;
+
+/// Bodies longer than this are not decoded ahead (the consumer decodes them): ECR
+/// messages are a few hundred bytes, and the tree of a long crafted body can be
+/// tens of times its size.
+const MAX_AHEAD_BODY: usize = 64 << 10;
+/// Body bytes of the decodings handed over and not yet taken (or passed) by the
+/// consumer: the producer decodes nothing more ahead while they are over this. On
+/// ECR traffic the batches in flight hold about 350 KB of bodies; this bounds what
+/// their trees can take when the bodies are crafted (a 1 MiB body of `[{},{},...]`
+/// once made 512 decodings in flight take 340 MB).
+const MAX_IN_FLIGHT_BYTES: usize = 512 << 10;
 
 /// Where a body came up: the analyzer's packet count and the body's ordinal among
 /// the bodies of that packet. Both analyzers see the same packets in the same
@@ -123,18 +134,23 @@ struct Shared {
     consumer_at: AtomicU64,
     /// Set when the consumer has gone: the producer stops.
     done: AtomicBool,
+    /// Body bytes of the decodings given and not yet popped by the consumer (see
+    /// [`MAX_IN_FLIGHT_BYTES`]).
+    in_flight: AtomicUsize,
 }
 
 /// Creates the two ends.
 pub fn channel() -> (Producer, Consumer) {
-    channel_with(BATCHES_IN_FLIGHT, LEAD)
+    channel_with(BATCHES_IN_FLIGHT, LEAD, MAX_IN_FLIGHT_BYTES)
 }
 
 /// [`channel`] with room for `batches` batches of decodings in flight (the
-/// producer waits when they are all taken) and a `lead` of so many packets (see
-/// [`LEAD`]): for tests that run the producer to its end before the consumer
-/// starts (a lead of 0 decodes every body).
-pub fn channel_with(batches: usize, lead: u64) -> (Producer, Consumer) {
+/// producer waits when they are all taken), a `lead` of so many packets (see
+/// [`LEAD`]) and at most `in_flight_bytes` of bodies in flight (see
+/// [`MAX_IN_FLIGHT_BYTES`]): for tests that run the producer to its end before the
+/// consumer starts (a lead of 0 and no byte bound decode every body up to
+/// [`MAX_AHEAD_BODY`]).
+pub fn channel_with(batches: usize, lead: u64, in_flight_bytes: usize) -> (Producer, Consumer) {
     let (tx, rx) = std::sync::mpsc::sync_channel(batches);
     let shared = Arc::new(Shared::default());
     (
@@ -145,6 +161,7 @@ pub fn channel_with(batches: usize, lead: u64) -> (Producer, Consumer) {
             decoded: 0,
             skipped: 0,
             lead,
+            in_flight_bytes,
         },
         Consumer {
             rx,
@@ -165,13 +182,20 @@ pub struct Producer {
     skipped: u64,
     /// See [`LEAD`].
     lead: u64,
+    /// See [`MAX_IN_FLIGHT_BYTES`].
+    in_flight_bytes: usize,
 }
 
 impl Producer {
-    /// Whether a body at `at` is still worth decoding.
-    pub(crate) fn wants(&mut self, at: Position) -> bool {
+    /// Whether a body of `len` bytes at `at` is still worth decoding (and within
+    /// the bounds of what may be in flight).
+    pub(crate) fn wants(&mut self, at: Position, len: usize) -> bool {
         let consumer_at = self.shared.consumer_at.load(Ordering::Relaxed);
-        let wanted = self.tx.is_some() && at.packet > consumer_at.saturating_add(self.lead);
+        let in_flight = self.shared.in_flight.load(Ordering::Relaxed);
+        let wanted = self.tx.is_some()
+            && at.packet > consumer_at.saturating_add(self.lead)
+            && len <= MAX_AHEAD_BODY
+            && in_flight.saturating_add(len) <= self.in_flight_bytes;
         if !wanted {
             self.skipped += 1;
         }
@@ -181,6 +205,9 @@ impl Producer {
     /// Hands a decoding over (in batches).
     pub(crate) fn give(&mut self, at: Position, check: Check, decoded: Decoded) {
         self.decoded += 1;
+        self.shared
+            .in_flight
+            .fetch_add(check.len, Ordering::Relaxed);
         self.batch.push(Entry { at, check, decoded });
         if self.batch.len() >= BATCH {
             self.flush();
@@ -274,14 +301,14 @@ impl Consumer {
             }
             let front_at = self.queue.front().map(|e| e.at)?;
             if front_at < at {
-                self.queue.pop_front();
+                self.pop();
                 self.stats.wasted += 1;
                 continue;
             }
             if front_at > at {
                 break;
             }
-            let e = self.queue.pop_front()?;
+            let e = self.pop()?;
             if e.check.matches(body, ctx, key_numbers) {
                 self.stats.taken += 1;
                 return Some(e.decoded);
@@ -291,6 +318,16 @@ impl Consumer {
         }
         self.stats.own += 1;
         None
+    }
+
+    /// The queue's first entry, its body bytes no longer in flight.
+    fn pop(&mut self) -> Option<Entry> {
+        let e = self.queue.pop_front()?;
+        // Given (and counted) before it was sent: never more than is counted.
+        self.shared
+            .in_flight
+            .fetch_sub(e.check.len, Ordering::Relaxed);
+        Some(e)
     }
 
     /// How the bodies were decoded so far.
@@ -372,17 +409,30 @@ mod tests {
     fn producer_skips_what_the_consumer_passed_and_stops_when_it_goes() {
         let (mut p, c) = channel();
         c.at_packet(10);
-        assert!(!p.wants(Position {
-            packet: 10 + LEAD,
-            ordinal: 0
-        }));
-        assert!(p.wants(Position {
+        let ahead = Position {
             packet: 11 + LEAD,
-            ordinal: 0
-        }));
+            ordinal: 0,
+        };
+        assert!(!p.wants(
+            Position {
+                packet: 10 + LEAD,
+                ordinal: 0
+            },
+            100
+        ));
+        assert!(p.wants(ahead, 100));
+        // Long bodies are left to the consumer, and so is everything while the
+        // bodies in flight are at the bound.
+        assert!(!p.wants(ahead, MAX_AHEAD_BODY + 1));
+        p.shared
+            .in_flight
+            .store(MAX_IN_FLIGHT_BYTES - 100, Ordering::Relaxed);
+        assert!(p.wants(ahead, 100));
+        assert!(!p.wants(ahead, 101));
+        p.shared.in_flight.store(0, Ordering::Relaxed);
         assert!(!p.consumer_gone());
         drop(c);
         assert!(p.consumer_gone());
-        assert_eq!(p.counts(), (0, 1));
+        assert_eq!(p.counts(), (0, 3));
     }
 }

@@ -1916,7 +1916,7 @@ impl State<'_> {
                         None => decode_body(bytes, ring, numbers, &ctx),
                     },
                     Ahead::Producer(p) => {
-                        if p.wants(at) {
+                        if p.wants(at, bytes.len()) {
                             let d = decode_body(bytes, ring, numbers, &ctx);
                             p.give(at, Check::new(bytes, &ctx, numbers), d);
                         }

@@ -309,6 +309,35 @@ pub fn payment_response(n: usize, id_len: usize) -> Vec<u8> {
     r
 }
 
+/// One HTTP connection with `n` requests whose body is `size` bytes of one array of
+/// empty objects, `{"content":{"x":[{},{},...]}}`: three bytes a value. Parsed whole,
+/// 1 MiB of it made some 60 MB of tree and records while one message was decoded,
+/// and `-j 2` held hundreds of such decodings in flight (340 MB).
+pub fn tiny_values(n: usize, size: usize) -> Vec<u8> {
+    let items = size.saturating_sub(32) / 3;
+    let mut body = String::with_capacity(size);
+    body.push_str("{\"content\":{\"x\":[");
+    for i in 0..items {
+        if i > 0 {
+            body.push(',');
+        }
+        body.push_str("{}");
+    }
+    body.push_str("]}}");
+    let mut r = format!(
+        "POST /api/pos/trade HTTP/1.1\r\nHost: 10.0.0.2:9001\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    r.extend_from_slice(body.as_bytes());
+    let mut b = PcapBuilder::new();
+    let mut f = Flow::open(&mut b, 40000, 9001);
+    for _ in 0..n {
+        f.client(&mut b, &r, 1460);
+    }
+    b.finish()
+}
+
 /// One HTTP connection with `n` pipelined payment requests that are never
 /// answered (issue 11, item 3: the queue of unanswered requests had no cap).
 pub fn pipelined_unanswered(n: usize, id_len: usize) -> Vec<u8> {

@@ -13,7 +13,8 @@
 //!
 //! Outside the budget: the process itself (about 5 MB) and the message being
 //! decoded (its body is at most 1 MiB when parsed, [`ecr_proto::value::MAX_INPUT_LEN`],
-//! which can take some 30 MB as a parsed tree while it is decoded).
+//! and at most [`ecr_proto::value::MAX_VALUES`] values: a few megabytes of tree while
+//! it is decoded).
 //!
 //! Per connection, at most [`MAX_PENDING_PER_CONN`] requests wait for their
 //! response. When a bound drops something, the analyzer reports a `limit-evicted`

@@ -50,7 +50,7 @@ fn alone(path: &Path) -> Vec<Record> {
 
 /// Records of a consumer whose producer ran first, and the consumer's counts.
 fn with_producer_first(path: &Path) -> (Vec<Record>, ahead::AheadStats) {
-    let (producer, consumer) = ahead::channel_with(1 << 20, 0);
+    let (producer, consumer) = ahead::channel_with(1 << 20, 0, usize::MAX);
     let mut discard = |_: Record| {};
     let mut p = Analyzer::new(Config::default(), keys(), &mut discard);
     p.decode_ahead_for(producer);

@@ -205,11 +205,11 @@ pub enum EnvelopeError {
     /// The text decrypts with valid padding to UTF-8 that starts like JSON, but
     /// nests deeper than the parser's limit: the key is right, the content is not
     /// readable (reported as such, not as a wrong key).
-    #[error("the {part} decrypts, but its JSON {source}")]
+    #[error("the {part} decrypts, but its JSON is past a parser limit: {source}")]
     DecryptedTooDeep {
         /// What was encrypted.
         part: EncryptedPart,
-        /// The depth error.
+        /// The depth or size error.
         source: ValueError,
     },
     /// The ciphertext text is not Base64.
@@ -672,7 +672,7 @@ fn decrypt_decoded(
                     parsed = Some(v);
                     true
                 }
-                Err(e @ ValueError::TooDeep { .. }) => {
+                Err(e @ (ValueError::TooDeep { .. } | ValueError::TooManyValues { .. })) => {
                     too_deep = Some(e);
                     false
                 }
@@ -1171,7 +1171,7 @@ mod tests {
         );
         assert!(
             e.to_string()
-                .contains("decrypts, but its JSON nesting deeper than"),
+                .contains("decrypts, but its JSON is past a parser limit: nesting deeper than"),
             "{e}"
         );
         // A wrong key is still a wrong key.

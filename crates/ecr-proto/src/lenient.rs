@@ -20,12 +20,12 @@
 //! or comments after the top-level value is an error (after decryption, trailing junk
 //! means a wrong key rather than a sloppy sender).
 //!
-//! Bounded by [`MAX_DEPTH`] and
+//! Bounded by [`MAX_DEPTH`], [`MAX_VALUES`] and
 //! [`MAX_INPUT_LEN`](crate::value::MAX_INPUT_LEN); never panics; linear time.
 
 use crate::value::{
     char_at, check_input, check_len, digits_end, exponent_end, hex4, CompactString, Object, Value,
-    ValueError, MAX_DEPTH,
+    ValueError, MAX_DEPTH, MAX_VALUES,
 };
 
 /// Parses lenient `org.json`-style text from untrusted bytes.
@@ -41,6 +41,7 @@ pub fn parse_lenient_str(text: &str) -> Result<Value, ValueError> {
         t: text,
         s: text.as_bytes(),
         pos: 0,
+        values: 0,
     };
     let v = p.value(0)?;
     p.skip_ws();
@@ -96,6 +97,8 @@ struct Lenient<'a> {
     /// The same input as bytes, for scanning.
     s: &'a [u8],
     pos: usize,
+    /// Values parsed so far, against [`MAX_VALUES`].
+    values: usize,
 }
 
 impl<'a> Lenient<'a> {
@@ -152,6 +155,13 @@ impl<'a> Lenient<'a> {
     }
 
     fn value(&mut self, depth: usize) -> Result<Value, ValueError> {
+        self.values += 1;
+        if self.values > MAX_VALUES {
+            return Err(ValueError::TooManyValues {
+                max: MAX_VALUES,
+                offset: self.pos,
+            });
+        }
         self.skip_ws();
         match self.peek() {
             Some(b'{') => self.object(depth + 1),

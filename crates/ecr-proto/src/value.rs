@@ -5,7 +5,8 @@
 //! thing the analyzer must check. [`Value::Number`] therefore holds the raw token.
 //!
 //! [`Value::parse_json`] is a strict RFC 8259 parser for untrusted bytes: nesting is
-//! bounded by [`MAX_DEPTH`], input size by [`MAX_INPUT_LEN`], it never panics and it
+//! bounded by [`MAX_DEPTH`], the values of a document by [`MAX_VALUES`], input size by
+//! [`MAX_INPUT_LEN`], it never panics and it
 //! runs in time linear in the input. [`Value::to_json_string`] writes compact JSON.
 
 use core::fmt;
@@ -32,6 +33,15 @@ pub const MAX_DEPTH: usize = 64;
 /// constant factor of its text).
 pub const MAX_INPUT_LEN: usize = 1 << 20;
 
+/// Most values (strings, numbers, literals, arrays and objects, at any depth) one
+/// document may hold in any parser of this crate.
+///
+/// Real ECR messages hold a few dozen. Without this bound, 1 MiB of `[{},{},...]`
+/// made 349,000 values, some 60 MB of tree and records while one message was
+/// decoded (the memory budget does not count the message being decoded); at this
+/// bound a tree stays within a few megabytes.
+pub const MAX_VALUES: usize = 1 << 16;
+
 /// Why a text could not be parsed into a [`Value`].
 ///
 /// Offsets are byte offsets into the parsed input.
@@ -48,6 +58,14 @@ pub enum ValueError {
     /// Arrays and objects nest deeper than [`MAX_DEPTH`].
     #[error("nesting deeper than {max} levels at byte {offset}")]
     TooDeep {
+        /// The limit.
+        max: usize,
+        /// Where the limit was crossed.
+        offset: usize,
+    },
+    /// The document holds more than [`MAX_VALUES`] values.
+    #[error("more than {max} values (at byte {offset})")]
+    TooManyValues {
         /// The limit.
         max: usize,
         /// Where the limit was crossed.
@@ -289,6 +307,7 @@ impl Value {
             pos: 0,
             members,
             items,
+            values: 0,
             want_data,
             data: None,
         };
@@ -623,6 +642,8 @@ struct JsonParser<'a> {
     members: Vec<(CompactString, Value)>,
     /// The same for the items of arrays.
     items: Vec<Value>,
+    /// Values parsed so far, against [`MAX_VALUES`].
+    values: usize,
     /// Whether a top-level member named `data` whose value is a string is read
     /// with [`crate::compact::escaped_compact_object`] first (an envelope).
     want_data: bool,
@@ -671,6 +692,13 @@ impl<'a> JsonParser<'a> {
     }
 
     fn value(&mut self, depth: usize) -> Result<Value, ValueError> {
+        self.values += 1;
+        if self.values > MAX_VALUES {
+            return Err(ValueError::TooManyValues {
+                max: MAX_VALUES,
+                offset: self.pos,
+            });
+        }
         match self.peek() {
             Some(b'{') => self.object(depth + 1),
             Some(b'[') => self.array(depth + 1),
@@ -1205,6 +1233,34 @@ mod tests {
         assert!(matches!(p(&deep), Err(ValueError::TooDeep { .. })));
         let very_deep = "{\"a\":".repeat(100_000);
         assert!(matches!(p(&very_deep), Err(ValueError::TooDeep { .. })));
+    }
+
+    #[test]
+    fn values_are_bounded() {
+        // An array and its items: MAX_VALUES values in all parse, one more does not,
+        // in the strict parser and in the lenient one alike.
+        let doc = |items: usize| format!("[{}]", vec!["{}"; items].join(","));
+        let ok = doc(MAX_VALUES - 1);
+        assert!(p(&ok).is_ok());
+        assert!(crate::lenient::parse_lenient_str(&ok).is_ok());
+        let over = doc(MAX_VALUES);
+        assert!(matches!(
+            p(&over),
+            Err(ValueError::TooManyValues {
+                max: MAX_VALUES,
+                ..
+            })
+        ));
+        assert!(matches!(
+            crate::lenient::parse_lenient_str(&over),
+            Err(ValueError::TooManyValues { .. })
+        ));
+        // Members count too, at any depth.
+        let members = format!(
+            "{{\"a\":[{}]}}",
+            vec!["{\"k\":1}"; MAX_VALUES / 2].join(",")
+        );
+        assert!(matches!(p(&members), Err(ValueError::TooManyValues { .. })));
     }
 
     #[test]
