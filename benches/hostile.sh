@@ -49,7 +49,7 @@ floor_mbs=10
 max_rss_kb=$((64 * 1024))
 fail=0
 printf '%-20s %7s %7s %7s %7s %9s %8s  %s\n' capture MB wall_s cpu_s MB/s maxRSS_MB findings verdict
-for f in "$dir"/*.pcap; do
+for f in "$dir"/*.pcap "$dir"/*.pcapng; do
     name="$(basename "$f")"
     bytes=$(stat -c %s "$f")
     out="$dir/$name.time"

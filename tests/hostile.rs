@@ -124,6 +124,29 @@ fn a_body_of_too_many_values_is_refused_not_parsed() {
 }
 
 #[test]
+fn serial_links_are_bounded_with_one_finding() {
+    // One serial link per pcapng interface: 300 links, 256 followed.
+    let o = run(craft::serial_links(300), 32 << 20, KeySet::new());
+    assert_eq!(
+        o.usage.connections, 0,
+        "serial links are not TCP connections: {:?}",
+        o.usage
+    );
+    let f = o.with_code(Code::LimitEvicted);
+    assert_eq!(f.len(), 2, "{f:?}");
+    assert!(
+        f[0].detail
+            .contains("more than 256 serial links in the capture: the bytes of serial256"),
+        "{}",
+        f[0].detail
+    );
+    assert_eq!(
+        f[1].detail,
+        "43 more drop(s) by the serial links limit after the one reported"
+    );
+}
+
+#[test]
 fn unfinished_tls_records_count_in_the_stream_budget() {
     // 100 connections each holding ~115 KB of a TLS handshake message in
     // reassembly: 11.5 MB against a 1.3 MiB stream share. Before, TLS buffers

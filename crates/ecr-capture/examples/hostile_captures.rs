@@ -52,6 +52,11 @@ fn main() {
             "tiny_values.pcap",
             Box::new(move || craft::tiny_values(n(60), 1 << 20)),
         ),
+        // A pcapng of 65,000 serial links, one per interface (found after issue 15).
+        (
+            "serial_links.pcapng",
+            Box::new(move || craft::serial_links(n(65_000) as u32)),
+        ),
         // Item 2: 1.7 MB of Base64 in 100-byte segments (analysed with a key).
         (
             "base64_100.pcap",

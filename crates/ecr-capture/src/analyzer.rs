@@ -103,6 +103,7 @@ enum Limit {
     Latency = 128,
     OpenRefs = 256,
     SummaryValues = 512,
+    SerialLinks = 1024,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -341,6 +342,8 @@ struct State<'s> {
     text_work_closed: u64,
     /// Limits of shared tables already reported (bits of [`Limit`]).
     limits_reported: u16,
+    /// Serial links seen (at most [`limits::MAX_SERIAL_LINKS`]).
+    serial_links: usize,
     /// Connections that had a TCP hole during the current packet (a few), to
     /// report holes skipped for the out-of-order limit.
     gapped: Vec<ConnId>,
@@ -544,6 +547,7 @@ impl<'s> Analyzer<'s> {
                 evictions: 0,
                 text_work_closed: 0,
                 limits_reported: 0,
+                serial_links: 0,
                 later_drops: BTreeMap::new(),
                 gapped: Vec::new(),
                 max_severity: None,
@@ -905,6 +909,22 @@ impl<'s> Analyzer<'s> {
         self.packets += u64::from(packet.is_some() || !bytes.is_empty());
         self.st.last_ts = self.st.last_ts.max(ts);
         let id = SERIAL_ID_BASE.saturating_add(link);
+        if !self.st.conns.contains_key(&id) {
+            // Links are not evicted like TCP connections: a capture may name a new
+            // one in each pcapng interface (65,536 of them), each about 2 KB here.
+            if self.st.serial_links >= limits::MAX_SERIAL_LINKS {
+                let label = labels.0.trim_end_matches(":ECR").to_string();
+                self.st
+                    .limit_finding(None, Limit::SerialLinks, ts, packet, || {
+                        format!(
+                            "more than {} serial links in the capture: the bytes of {} and of any further link are not decoded",
+                            limits::MAX_SERIAL_LINKS, label
+                        )
+                    });
+                return;
+            }
+            self.st.serial_links += 1;
+        }
         let c = self.st.conns.entry(id).or_insert_with(|| {
             let kind = match transport {
                 Transport::Serial => ConnKind::Serial,
@@ -1147,20 +1167,12 @@ impl<'s> Analyzer<'s> {
         // Drops by shared-table limits after the first one, which was reported.
         let drops: Vec<(u16, u64)> = std::mem::take(&mut st.later_drops).into_iter().collect();
         for (bit, n) in drops {
-            let name = [
-                Limit::Connections,
-                Limit::StreamBytes,
-                Limit::Pending,
-                Limit::Ooo,
-                Limit::FragmentEntries,
-                Limit::FragmentBytes,
-                Limit::Payments,
-                Limit::Latency,
-                Limit::OpenRefs,
-            ]
-            .into_iter()
-            .find(|l| *l as u16 == bit)
-            .map_or("?", Limit::name);
+            let limit = Limit::ALL.into_iter().find(|l| *l as u16 == bit);
+            let name = limit.map_or("?", Limit::name);
+            let budget = match limit {
+                Some(l) if !l.of_budget() => String::new(),
+                _ => format!(" (--memory-limit {} MiB)", st.cfg.limits.budget >> 20),
+            };
             st.finding(
                 Code::LimitEvicted,
                 st.last_ts,
@@ -1169,7 +1181,7 @@ impl<'s> Analyzer<'s> {
                 None,
                 None,
                 None,
-                format!("{n} more drop(s) by the {name} limit after the one reported (--memory-limit {} MiB)", st.cfg.limits.budget >> 20),
+                format!("{n} more drop(s) by the {name} limit after the one reported{budget}"),
             );
         }
         let summary = SummaryRecord {
@@ -1199,6 +1211,29 @@ impl<'s> Analyzer<'s> {
 }
 
 impl Limit {
+    const ALL: [Limit; 11] = [
+        Limit::Connections,
+        Limit::StreamBytes,
+        Limit::Pending,
+        Limit::Ooo,
+        Limit::FragmentEntries,
+        Limit::FragmentBytes,
+        Limit::Payments,
+        Limit::Latency,
+        Limit::OpenRefs,
+        Limit::SummaryValues,
+        Limit::SerialLinks,
+    ];
+
+    /// Whether the bound comes from the memory budget (`--memory-limit` moves
+    /// it), rather than from the spec or a fixed number.
+    fn of_budget(self) -> bool {
+        !matches!(
+            self,
+            Limit::OpenRefs | Limit::SummaryValues | Limit::SerialLinks
+        )
+    }
+
     fn name(self) -> &'static str {
         match self {
             Limit::Connections => "connections",
@@ -1211,6 +1246,7 @@ impl Limit {
             Limit::Latency => "latency samples",
             Limit::OpenRefs => "open refs",
             Limit::SummaryValues => "summary values",
+            Limit::SerialLinks => "serial links",
         }
     }
 }
@@ -1249,8 +1285,9 @@ impl State<'_> {
             }
         };
         let detail = match limit {
-            // The spec's bound (refs 1..127), and the summary's: not the memory budget.
-            Limit::OpenRefs | Limit::SummaryValues => detail(),
+            // The spec's bound (refs 1..127), the summary's and the serial links': not
+            // the memory budget.
+            l if !l.of_budget() => detail(),
             _ => format!(
                 "{} (limit: {}, --memory-limit {} MiB)",
                 detail(),

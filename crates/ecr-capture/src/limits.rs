@@ -37,6 +37,10 @@ pub const CONN_COST: usize = 5 << 9;
 /// Requests waiting for their response on one connection (HTTP pipelining, D2's
 /// results); the oldest is dropped beyond this.
 pub const MAX_PENDING_PER_CONN: usize = 1024;
+/// Serial links (the project's serial capture format names one per pcapng
+/// interface, USB captures one per device) followed at once; the bytes of further
+/// links are not decoded, with one `limit-evicted` finding. Each takes about 2 KB.
+pub const MAX_SERIAL_LINKS: usize = 256;
 /// Bytes counted per unanswered request on top of its remembered fields.
 pub const PENDING_COST: usize = 160;
 /// Bytes counted per remembered payment on top of its ids and channel.
