@@ -230,15 +230,7 @@ fn only_card_payments_are_remembered_for_the_refund_check() {
     // MiB budget would hold: about 1,000 payments of these ids), then a same-day
     // partial refund of the card payment. Only a card payment can fail the check,
     // so the wallet payments are not kept, and the card payment is still there.
-    let post = |body: String| {
-        let mut r = format!(
-            "POST /api/pos/trade HTTP/1.1\r\nHost: 10.0.0.2:9001\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-            body.len()
-        )
-        .into_bytes();
-        r.extend_from_slice(body.as_bytes());
-        r
-    };
+    let post = |body: String| craft::http_post(&body);
     let mut b = PcapBuilder::new();
     let mut f = Flow::open(&mut b, 40000, 9001);
     f.client(&mut b, &craft::payment_request(0, 10), 1460);

@@ -310,9 +310,13 @@ pub fn text_stream(shape: TextShape, total: usize, seg: usize) -> Vec<u8> {
 /// An HTTP payment request with an `out_trade_no` of `id_len` characters.
 pub fn payment_request(n: usize, id_len: usize) -> Vec<u8> {
     let id = format!("{n:08}{}", "x".repeat(id_len.saturating_sub(8)));
-    let body = format!(
+    http_post(&format!(
         "{{\"content\":{{\"func_type\":1001,\"amt\":\"10.10\",\"channel\":\"card_payment\",\"out_trade_no\":\"{id}\"}},\"digest\":\"00\"}}"
-    );
+    ))
+}
+
+/// An HTTP request to the terminal's trade path carrying `body` as JSON.
+pub fn http_post(body: &str) -> Vec<u8> {
     let mut r = format!(
         "POST /api/pos/trade HTTP/1.1\r\nHost: 10.0.0.2:9001\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
         body.len()
@@ -352,12 +356,7 @@ pub fn tiny_values(n: usize, size: usize) -> Vec<u8> {
         body.push_str("{}");
     }
     body.push_str("]}}");
-    let mut r = format!(
-        "POST /api/pos/trade HTTP/1.1\r\nHost: 10.0.0.2:9001\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    )
-    .into_bytes();
-    r.extend_from_slice(body.as_bytes());
+    let r = http_post(&body);
     let mut b = PcapBuilder::new();
     let mut f = Flow::open(&mut b, 40000, 9001);
     for _ in 0..n {
