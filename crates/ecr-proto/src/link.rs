@@ -199,9 +199,9 @@ impl LinkTracker {
         n
     }
 
-    /// Whether `side`'s request with `ref_num` was forgotten (and forgets that it
-    /// was, when `clear`).
-    fn was_forgotten(&mut self, side: Side, ref_num: u8, clear: bool) -> bool {
+    /// Whether `side`'s request with `ref_num` was forgotten; it is not any more
+    /// (an answer passes quietly once, a new request is tracked as usual).
+    fn take_forgotten(&mut self, side: Side, ref_num: u8) -> bool {
         let (word, bit) = ref_bit(ref_num);
         match self
             .forgotten
@@ -210,9 +210,7 @@ impl LinkTracker {
         {
             Some(w) => {
                 let was = *w & bit != 0;
-                if clear {
-                    *w &= !bit;
-                }
+                *w &= !bit;
                 was
             }
             None => false,
@@ -279,7 +277,7 @@ impl LinkTracker {
     ) {
         self.advance(first_ts, &mut emit);
         if frame_type == FrameType::REQUEST {
-            self.was_forgotten(from, ref_num, true);
+            self.take_forgotten(from, ref_num);
             let mut replaced = None;
             let mut new = false;
             let request = Pending {
@@ -350,7 +348,7 @@ impl LinkTracker {
                 });
                 self.recompute_deadline();
             }
-            None if self.was_forgotten(from.peer(), ref_num, true) => {}
+            None if self.take_forgotten(from.peer(), ref_num) => {}
             None => emit(LinkEvent::Unexpected {
                 from,
                 ref_num,
