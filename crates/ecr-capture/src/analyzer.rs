@@ -240,10 +240,7 @@ impl Conn {
             .sum();
         // A TLS connection's fixed state (keys, secrets) is reserved memory too,
         // though the stream budget does not count it (README, Memory limits).
-        let tls = self
-            .tls
-            .as_deref()
-            .map_or(0, |t| t.held() + std::mem::size_of::<TlsConn>());
+        let tls = self.tls.as_deref().map_or(0, |t| t.held() + t.fixed());
         dirs + self.frames.as_deref().map_or(0, FrameLink::reserved)
             + tls
             + self.pending_bytes

@@ -568,7 +568,9 @@ struct Dir {
     hs: Vec<u8>,
     /// Bytes of an overlong handshake message still to skip.
     hs_skip: usize,
-    keys: Option<Keys>,
+    /// Boxed: most connections of a hostile capture never get keys, and the
+    /// state of one that does is 576 bytes per direction.
+    keys: Option<Box<Keys>>,
     /// TLS 1.3: the current traffic secret (for KeyUpdate).
     secret: Option<Secret>,
     /// Stopped: after a gap, an unreadable record or a failed decryption.
@@ -604,7 +606,7 @@ pub struct TlsConn {
     etm: bool,
     cert: Option<CertInfo>,
     master: Option<Secret>,
-    secrets13: Option<Secrets>,
+    secrets13: Option<Box<Secrets>>,
     phase: Phase,
     reported: bool,
     /// Records held while waiting for secrets (live), in arrival order.
@@ -764,6 +766,18 @@ impl TlsConn {
             .map(|d| d.buf.capacity() + d.hs.capacity())
             .sum();
         dirs + self.held_bytes + self.facts_held()
+    }
+
+    /// Bytes of the connection's fixed state, which the stream budget does not
+    /// count (README, Memory limits): the struct itself and, once the secrets are
+    /// known, the keys of each direction and the TLS 1.3 secrets.
+    pub fn fixed(&self) -> usize {
+        std::mem::size_of::<Self>()
+            + self.dirs.iter().filter(|d| d.keys.is_some()).count() * std::mem::size_of::<Keys>()
+            + self
+                .secrets13
+                .as_ref()
+                .map_or(0, |_| std::mem::size_of::<Secrets>())
     }
 
     /// Bytes of what the handshake told that is kept for the rest of the
@@ -1162,11 +1176,11 @@ impl TlsConn {
             self.report_unsupported(out);
             return;
         };
-        self.dirs.client.keys = Some(ck);
+        self.dirs.client.keys = Some(Box::new(ck));
         self.dirs.client.secret = Some(chs);
-        self.dirs.server.keys = Some(sk);
+        self.dirs.server.keys = Some(Box::new(sk));
         self.dirs.server.secret = Some(shs);
-        self.secrets13 = Some(sec);
+        self.secrets13 = Some(Box::new(sec));
         self.phase = Phase::Decrypting;
         self.reported = true;
     }
@@ -1183,7 +1197,7 @@ impl TlsConn {
         };
         match keys {
             Some(k) => {
-                self.dirs[dir].keys = Some(k);
+                self.dirs[dir].keys = Some(Box::new(k));
                 self.dirs[dir].secret = app;
             }
             None => {
@@ -1220,7 +1234,7 @@ impl TlsConn {
         let new = next.get(..n).and_then(Secret::new);
         match (ok, new) {
             (true, Some(s)) => {
-                self.dirs[dir].keys = keys13(suite, s.as_bytes());
+                self.dirs[dir].keys = keys13(suite, s.as_bytes()).map(Box::new);
                 self.dirs[dir].secret = Some(s);
             }
             _ => self.stop(dir),
@@ -1280,10 +1294,10 @@ impl TlsConn {
             self.report_unsupported(out);
             return;
         };
-        self.dirs[dir].keys = Some(match dir {
+        self.dirs[dir].keys = Some(Box::new(match dir {
             StreamDir::ClientToServer => ck,
             StreamDir::ServerToClient => sk,
-        });
+        }));
         self.phase = Phase::Decrypting;
         self.reported = true;
     }
@@ -1548,6 +1562,26 @@ mod tests {
                 ..
             }]
         ));
+    }
+
+    #[test]
+    fn fixed_state_is_small_until_keys_are_known() {
+        // What every HTTPS connection holds beside its buffers, counted by
+        // `Usage::reserved` and not by the stream budget (README, Memory limits).
+        let mut c = TlsConn::new();
+        assert!(
+            std::mem::size_of::<TlsConn>() <= 640,
+            "{}",
+            std::mem::size_of::<TlsConn>()
+        );
+        assert_eq!(c.fixed(), std::mem::size_of::<TlsConn>());
+        let suite = TlsCipherSuite::from_id(0x1301).expect("TLS_AES_128_GCM_SHA256");
+        let k = keys13(suite, &[7; 32]).expect("keys from a 32-byte secret");
+        c.dirs.client.keys = Some(Box::new(k));
+        assert_eq!(
+            c.fixed(),
+            std::mem::size_of::<TlsConn>() + std::mem::size_of::<Keys>()
+        );
     }
 
     #[test]
