@@ -12,7 +12,9 @@ use ecr_capture::keys::KeySet;
 use ecr_capture::limits::Limits;
 use ecr_capture::record::Record;
 
-use crate::options::{capture_config, load_keys, FailOn, KeyArgs, OutputArgs, PortArgs, TlsArgs};
+use crate::options::{
+    capture_config, default_jobs, load_keys, FailOn, KeyArgs, OutputArgs, PortArgs, TlsArgs,
+};
 use crate::{analyze_files, analyze_files_with, is_stdin, open_capture, WriterSink};
 
 #[derive(Debug, Args)]
@@ -39,17 +41,18 @@ pub struct AnalyzeArgs {
     /// frames. Without it, every device whose bulk data holds 0x2f6e frames is shown.
     #[arg(long = "usb-device", value_name = "BUS:DEV")]
     pub usb_device: Option<ecr_capture::usb::DeviceId>,
-    /// Threads to use (default 1). With 2, a second thread reads the files too and
-    /// decodes the message bodies ahead of the first, which takes those decodings
-    /// instead of making them (docs/architecture.md); with 3 or more, records are
-    /// also rendered and written on a thread of their own. The output is the same
-    /// with any number. Two threads were 1.2-1.5x as fast as one on an idle 2-core
-    /// machine (1.35x on the dense benchmark) and slower on a busy one, and the
-    /// second thread's tables (a quarter of --memory-limit, and a connection table
-    /// as large as the first's) can take about as much memory again: the 64 MB
-    /// promise is for one thread (README, Memory limits). Reading standard input
-    /// always uses one thread, so that each
-    /// record shows as soon as it is complete.
+    /// Threads to use (default: the cores this process may use). With 2, a second
+    /// thread reads the files too and decodes the message bodies ahead of the
+    /// first, which takes those decodings instead of making them
+    /// (docs/architecture.md); with 3 or more, records are also rendered and
+    /// written on a thread of their own. The output is the same with any number.
+    /// Two threads were 1.3-1.4x as fast as one on an idle 2-core machine (the
+    /// dense benchmark) for about 1.6 times the CPU time, and no faster on a busy
+    /// one: -j 1 leaves the other cores alone. The second thread's tables (a
+    /// quarter of --memory-limit, and a connection table as large as the first's)
+    /// add memory; with the default budget the process still stays under 64 MB
+    /// (README, Memory limits). Reading standard input always uses one thread, so
+    /// that each record shows as soon as it is complete.
     #[arg(short = 'j', long = "jobs", value_name = "N",
           value_parser = clap::value_parser!(u16).range(1..))]
     pub jobs: Option<u16>,
@@ -69,10 +72,10 @@ pub fn run(a: AnalyzeArgs) -> Result<ExitCode> {
     } else {
         Box::new(io::BufWriter::with_capacity(1 << 16, io::stdout().lock()))
     };
-    // One thread unless asked: two are faster only on an idle machine, and hold a
-    // second analyzer's tables, which the default memory promise (64 MB on any
-    // input) does not allow for (issue 15; README, Performance).
-    let jobs = a.jobs.map_or(1, usize::from);
+    // The cores by default (issue 15): the output does not depend on it, and the
+    // process stays under the default memory promise either way (README, Memory
+    // limits).
+    let jobs = a.jobs.map_or_else(default_jobs, usize::from);
     if jobs == 1 || from_stdin {
         let writer = if from_stdin {
             a.output.writer(out)

@@ -150,3 +150,49 @@ fn crafted_captures_that_fill_the_tables_give_the_same_output() {
     }
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// Without `-j`, `analyze` of a file uses the cores this process may use: with two
+/// or more, a second thread decodes ahead (`ECR_SNIFF_AHEAD_STATS` makes each
+/// thread say what it did); reading standard input always uses one thread.
+#[test]
+fn the_default_is_the_cores() {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let capture = "captures/http-digest-mismatch-double-quotes.pcap";
+    let analyze = |stdin: bool| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ecr-sniff"));
+        cmd.current_dir(root())
+            .env("ECR_SNIFF_AHEAD_STATS", "1")
+            .args(["analyze", "--key", "a1b2c3d4e5f6a7b8", "--format", "jsonl"]);
+        if stdin {
+            cmd.arg("-")
+                .stdin(std::fs::File::open(root().join(capture)).unwrap());
+        } else {
+            cmd.arg(capture);
+        }
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "{out:?}");
+        (
+            out.stdout,
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (from_file, err) = analyze(false);
+    assert_eq!(
+        err.contains("decode-ahead:"),
+        cores >= 2,
+        "{cores} core(s); stderr: {err}"
+    );
+    let (from_stdin, err) = analyze(true);
+    assert!(!err.contains("decode-ahead:"), "{err}");
+    // The summary names the file it read ("-" for standard input): the messages,
+    // findings and transactions before it are the same.
+    let lines = |out: &[u8]| -> Vec<String> {
+        String::from_utf8_lossy(out)
+            .lines()
+            .filter(|l| !l.contains("\"kind\":\"summary\""))
+            .map(str::to_owned)
+            .collect()
+    };
+    assert!(lines(&from_file).len() > 2);
+    assert_eq!(lines(&from_file), lines(&from_stdin));
+}
