@@ -47,7 +47,7 @@ pub struct AnalyzeArgs {
     /// (docs/architecture.md); with 3 or more, records are also rendered and
     /// written on a thread of their own. The output is the same with any number.
     /// Two threads were 1.3-1.4x as fast as one on an idle 2-core machine (the
-    /// dense benchmark) for about 1.6 times the CPU time, and no faster on a busy
+    /// dense benchmark) for about 1.45 times the CPU time, and no faster on a busy
     /// one: -j 1 leaves the other cores alone. The second thread's tables (a
     /// quarter of --memory-limit, and a connection table as large as the first's)
     /// add memory; with the default budget the process still stays under 64 MB
