@@ -125,7 +125,7 @@ fn with_decode_ahead(
 /// end to the analyzer it runs over the same files (`Analyzer::decode_ahead`,
 /// before the first packet); the helper stops when that analyzer is done with the
 /// consumer (it is dropped).
-fn decoding_ahead<R>(
+pub(crate) fn decoding_ahead<R>(
     files: &[PathBuf],
     helper_cfg: Config,
     helper_keys: KeySet,
@@ -178,7 +178,7 @@ fn decoding_ahead<R>(
 
 /// With `ECR_SNIFF_AHEAD_STATS` set (README, Performance): how the work was shared,
 /// on standard error.
-fn ahead_stats(an: &Analyzer<'_>) {
+pub(crate) fn ahead_stats(an: &Analyzer<'_>) {
     if let (Some(s), Some(_)) = (an.ahead_stats(), std::env::var_os("ECR_SNIFF_AHEAD_STATS")) {
         eprintln!(
             "decode-ahead: {} bodies decoded ahead and taken, {} decoded here, {} decoded ahead in vain; this thread's CPU time {:.3} s",

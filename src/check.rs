@@ -21,7 +21,7 @@ use clap::Args;
 use serde_json::{json, Map, Value};
 
 use crate::options::{capture_config, load_keys, FailOn, KeyArgs, PortArgs, TlsArgs};
-use crate::{analyze_files, is_stdin};
+use crate::{analyze_files, analyze_files_with, is_stdin};
 use ecr_capture::analyzer::Config;
 use ecr_capture::findings::Severity;
 use ecr_capture::record::{Record, SummaryRecord};
@@ -322,29 +322,51 @@ struct Analysed {
 
 /// Analyses each capture on its own and gives `each` the results in the order of
 /// the files. With `jobs` >= 2, several captures are analysed at once (at most
-/// `jobs`, each on a thread of its own); standard input is always read on one
-/// thread.
+/// `jobs`, each on a thread of its own); when there are threads to spare for
+/// every capture analysed at once (one capture on two cores), each capture also
+/// gets a second thread that decodes ahead, as `analyze -j 2` does. Standard input
+/// is always read on one thread.
 fn analyse_each(
     a: &CheckArgs,
     cfg: &Config,
     jobs: usize,
     mut each: impl FnMut(&Path, Result<Analysed>) -> Result<()>,
 ) -> Result<()> {
+    let stdin = a.files.iter().any(|f| is_stdin(f));
+    let at_once = if stdin {
+        1
+    } else {
+        jobs.min(a.files.len()).max(1)
+    };
+    let ahead = !stdin && jobs >= 2 * at_once;
     let one = |file: &PathBuf| -> Result<Analysed> {
         let keys = load_keys(&a.keys)?;
         let started = std::time::Instant::now();
         let mut sink = |_: Record| {};
         let files = std::slice::from_ref(file);
         // One capture: one that cannot be read is the error.
-        let crate::Analysis { summary, max, .. } =
-            analyze_files(files, cfg.clone(), keys, &mut sink, false)?;
+        let crate::Analysis { summary, max, .. } = if ahead {
+            crate::analyze::decoding_ahead(files, cfg.clone(), keys.clone(), |consumer| {
+                analyze_files_with(
+                    files,
+                    cfg.clone(),
+                    keys,
+                    &mut sink,
+                    false,
+                    |an| an.decode_ahead(consumer),
+                    crate::analyze::ahead_stats,
+                )
+            })?
+        } else {
+            analyze_files(files, cfg.clone(), keys, &mut sink, false)?
+        };
         Ok(Analysed {
             summary,
             max,
             seconds: started.elapsed().as_secs_f64(),
         })
     };
-    if jobs < 2 || a.files.len() < 2 || a.files.iter().any(|f| is_stdin(f)) {
+    if at_once < 2 {
         for f in &a.files {
             each(f, one(f))?;
         }
@@ -353,7 +375,7 @@ fn analyse_each(
     let next = AtomicUsize::new(0);
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::scope(|scope| {
-        for _ in 0..jobs.min(a.files.len()) {
+        for _ in 0..at_once {
             let (tx, next, one) = (tx.clone(), &next, &one);
             scope.spawn(move || loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
@@ -418,9 +440,11 @@ pub struct CheckArgs {
     /// USB captures: check only this device (BUS:DEV), as `analyze --usb-device`.
     #[arg(long = "usb-device", value_name = "BUS:DEV")]
     pub usb_device: Option<ecr_capture::usb::DeviceId>,
-    /// Captures analysed at once, each on a thread of its own (default: the number
-    /// of cores). Results are reported in the order given and are the same with
-    /// any number.
+    /// Threads to use (default: the number of cores): up to N captures are analysed
+    /// at once, each on a thread of its own, and when N is at least twice the
+    /// captures analysed at once (one capture on two cores), each also gets a
+    /// second thread that decodes ahead, as `analyze -j 2` does. Results are
+    /// reported in the order given and are the same with any number.
     #[arg(short = 'j', long = "jobs", value_name = "N",
           value_parser = clap::value_parser!(u16).range(1..))]
     pub jobs: Option<u16>,

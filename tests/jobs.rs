@@ -196,3 +196,46 @@ fn the_default_is_the_cores() {
     assert!(lines(&from_file).len() > 2);
     assert_eq!(lines(&from_file), lines(&from_stdin));
 }
+
+/// `check` analyses up to N captures at once; with threads to spare for every
+/// capture analysed at once (one capture and `-j 2`, or two and `-j 4`), each
+/// capture also gets a thread that decodes ahead. The report is the same.
+#[test]
+fn check_decodes_ahead_with_threads_to_spare() {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let one = "captures/http-digest-mismatch-double-quotes.pcap";
+    let two = "captures/http-envelope-encrypted-keepalive.pcap";
+    let check = |files: &[&str], jobs: Option<&str>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ecr-sniff"));
+        cmd.current_dir(root())
+            .env("ECR_SNIFF_AHEAD_STATS", "1")
+            .env_remove("ECR_POS_KEY")
+            .env("NO_COLOR", "1")
+            .args(["check", "--key", "a1b2c3d4e5f6a7b8", "--key"])
+            .arg("f46b1f08bec1f39104792cc79ec9aacd")
+            .args(files);
+        if let Some(j) = jobs {
+            cmd.args(["-j", j]);
+        }
+        let out = cmd.output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        (out.status.code(), out.stdout, err.contains("decode-ahead:"))
+    };
+    for files in [&[one][..], &[one, two][..]] {
+        let (code, report, ahead) = check(files, Some("1"));
+        assert!(!ahead);
+        assert!(!report.is_empty());
+        let spare = (2 * files.len()).to_string();
+        let cases = [
+            (Some("2"), files.len() == 1),
+            (Some(spare.as_str()), true),
+            (None, cores >= 2 * files.len()),
+        ];
+        for (jobs, want_ahead) in cases {
+            let (c, r, a) = check(files, jobs);
+            assert_eq!(a, want_ahead, "{files:?} -j {jobs:?} ({cores} cores)");
+            assert_eq!(c, code, "{files:?} -j {jobs:?}");
+            assert_eq!(r, report, "{files:?} -j {jobs:?}");
+        }
+    }
+}
