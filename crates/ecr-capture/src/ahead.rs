@@ -74,8 +74,8 @@ pub(crate) struct Position {
 }
 
 /// The inputs of a decoding: equal checks mean equal decodings. The body, the
-/// addresses and the key numbers are compared by a 64-bit hash (no copies cross
-/// between the cores); the rest as they are.
+/// addresses and the key numbers are compared by a 64-bit hash with a seed drawn
+/// per process (no copies cross between the cores); the rest as they are.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub(crate) struct Check {
     hash: u64,
@@ -86,12 +86,15 @@ pub(crate) struct Check {
     packet: Option<u64>,
 }
 
-/// Fixed seed: both threads must hash alike.
-const SEED: u64 = 0x2f6e_0102_0304_0506;
+/// The hasher of every check: both threads must hash alike, and its seed is drawn
+/// once per process, so that a crafted capture cannot aim at a collision between a
+/// body the producer saw and a different one the consumer sees at the same position
+/// (where a limit made their paths part).
+static HASHER: std::sync::OnceLock<foldhash::quality::RandomState> = std::sync::OnceLock::new();
 
 impl Check {
     pub(crate) fn new(body: &[u8], ctx: &Context, key_numbers: &[usize]) -> Check {
-        let mut h = foldhash::fast::FixedState::with_seed(SEED).build_hasher();
+        let mut h = HASHER.get_or_init(Default::default).build_hasher();
         h.write(body);
         h.write(ctx.src.as_bytes());
         h.write_u8(0xff);
