@@ -1,0 +1,87 @@
+//! Decoding ahead (`analyze -j 2`, the default on two cores) on arbitrary capture
+//! files: a producer analyzer with a quarter of the budget (as `analyze` gives its
+//! helper) runs over the input first, then a consumer takes its decodings; the
+//! consumer must write exactly the records of an analyzer on its own, whatever
+//! the input and wherever the two analyzers' limits make their paths part.
+//! Its corpus holds sample captures with many decodings to hand over; the
+//! analyzer's crafted ones serve too:
+//! `cargo +nightly fuzz run ahead fuzz/corpus/ahead fuzz/corpus/analyzer`.
+#![no_main]
+use ecr_capture::ahead;
+use ecr_capture::analyzer::{Analyzer, Config};
+use ecr_capture::keys::KeySet;
+use ecr_capture::limits::Limits;
+use ecr_capture::record::Record;
+use ecr_capture::source::CaptureReader;
+use ecr_proto::cipher::PosKey;
+use libfuzzer_sys::fuzz_target;
+
+fn keys() -> KeySet {
+    let mut keys = KeySet::new();
+    if let Ok(k) = PosKey::new("f46b1f08bec1f39104792cc79ec9aacd") {
+        keys.add(k);
+    }
+    keys
+}
+
+/// Reads `data` as a capture into `a`, at most 100,000 packets.
+fn read(a: &mut Analyzer<'_>, data: &[u8]) {
+    if let Ok(mut r) = CaptureReader::from_reader(std::io::Cursor::new(data.to_vec())) {
+        let mut n = 0;
+        a.read_capture(&mut r, "fuzz", |_| {
+            n += 1;
+            n <= 100_000
+        });
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    // The smallest budget (where a 1 MB input can fill the tables and the two
+    // analyzers part ways) or the default one, by the input's length.
+    let budget = if data.len() % 2 == 1 {
+        ecr_capture::limits::MIN_BUDGET
+    } else {
+        ecr_capture::limits::DEFAULT_BUDGET
+    };
+    let cfg = Config {
+        probe: data.first().is_some_and(|b| b & 1 == 1),
+        limits: Limits::from_budget(budget),
+        ..Config::default()
+    };
+    // As `analyze -j 2` configures its helper.
+    let mut helper_cfg = cfg.clone();
+    helper_cfg.limits = Limits::from_budget(budget / 4);
+    helper_cfg.limits.connections = cfg.limits.connections;
+
+    let mut alone = vec![];
+    {
+        let mut sink = |r: Record| alone.push(r);
+        let mut a = Analyzer::new(cfg.clone(), keys(), &mut sink);
+        read(&mut a, data);
+        let (summary, _) = a.finish(0, vec![]);
+        alone.push(Record::Summary(summary));
+    }
+
+    // The producer to its end first: every body it can decode is waiting.
+    let (producer, consumer) = ahead::channel_with(1 << 20, 0, usize::MAX);
+    {
+        let mut discard = |_: Record| {};
+        let mut p = Analyzer::new(helper_cfg, keys(), &mut discard);
+        p.decode_ahead_for(producer);
+        read(&mut p, data);
+        p.flush_ahead();
+    }
+    let mut with = vec![];
+    {
+        let mut sink = |r: Record| with.push(r);
+        let mut c = Analyzer::new(cfg, keys(), &mut sink);
+        c.decode_ahead(consumer);
+        read(&mut c, data);
+        let (summary, _) = c.finish(0, vec![]);
+        with.push(Record::Summary(summary));
+    }
+    assert_eq!(with.len(), alone.len());
+    for (w, a) in with.iter().zip(&alone) {
+        assert_eq!(w, a);
+    }
+});
