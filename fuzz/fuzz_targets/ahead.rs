@@ -48,9 +48,22 @@ fuzz_target!(|data: &[u8]| {
         limits: Limits::from_budget(budget),
         ..Config::default()
     };
-    // As `analyze -j 2` configures its helper.
+    // As `analyze -j 2` configures its helper; at the smallest budget, where a
+    // quarter is the smallest budget again, with every shared table a sixteenth,
+    // so that a 1 MB input fills the helper's tables and not the consumer's.
     let mut helper_cfg = cfg.clone();
     helper_cfg.limits = Limits::from_budget(budget / 4);
+    if budget == ecr_capture::limits::MIN_BUDGET {
+        let l = &mut helper_cfg.limits;
+        l.stream_bytes /= 16;
+        l.ooo_bytes /= 16;
+        l.ooo_bytes_per_dir /= 16;
+        l.fragments = (l.fragments / 16).max(1);
+        l.fragment_bytes /= 16;
+        l.payments = (l.payments / 16).max(1);
+        l.payment_bytes /= 16;
+        l.latency_samples = (l.latency_samples / 16).max(1);
+    }
     helper_cfg.limits.connections = cfg.limits.connections;
 
     let mut alone = vec![];
@@ -77,6 +90,10 @@ fuzz_target!(|data: &[u8]| {
         let mut c = Analyzer::new(cfg, keys(), &mut sink);
         c.decode_ahead(consumer);
         read(&mut c, data);
+        if std::env::var_os("ECR_FUZZ_STATS").is_some() {
+            // Decodings made again or wasted: where the two parted ways.
+            eprintln!("{:?}", c.ahead_stats());
+        }
         let (summary, _) = c.finish(0, vec![]);
         with.push(Record::Summary(summary));
     }
