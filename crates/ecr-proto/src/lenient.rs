@@ -20,12 +20,12 @@
 //! or comments after the top-level value is an error (after decryption, trailing junk
 //! means a wrong key rather than a sloppy sender).
 //!
-//! Bounded by [`MAX_DEPTH`], [`MAX_VALUES`] and
+//! Bounded by [`MAX_DEPTH`], [`MAX_VALUES`](crate::value::MAX_VALUES) and
 //! [`MAX_INPUT_LEN`](crate::value::MAX_INPUT_LEN); never panics; linear time.
 
 use crate::value::{
     char_at, check_input, check_len, digits_end, exponent_end, hex4, CompactString, Object, Value,
-    ValueError, MAX_DEPTH, MAX_VALUES,
+    ValueCount, ValueError, MAX_DEPTH,
 };
 
 /// Parses lenient `org.json`-style text from untrusted bytes.
@@ -41,7 +41,7 @@ pub fn parse_lenient_str(text: &str) -> Result<Value, ValueError> {
         t: text,
         s: text.as_bytes(),
         pos: 0,
-        values: 0,
+        values: ValueCount::default(),
     };
     let v = p.value(0)?;
     p.skip_ws();
@@ -97,8 +97,8 @@ struct Lenient<'a> {
     /// The same input as bytes, for scanning.
     s: &'a [u8],
     pos: usize,
-    /// Values parsed so far, against [`MAX_VALUES`].
-    values: usize,
+    /// Values parsed so far, against [`MAX_VALUES`](crate::value::MAX_VALUES).
+    values: ValueCount,
 }
 
 impl<'a> Lenient<'a> {
@@ -155,13 +155,7 @@ impl<'a> Lenient<'a> {
     }
 
     fn value(&mut self, depth: usize) -> Result<Value, ValueError> {
-        self.values += 1;
-        if self.values > MAX_VALUES {
-            return Err(ValueError::TooManyValues {
-                max: MAX_VALUES,
-                offset: self.pos,
-            });
-        }
+        self.values.one_more(self.pos)?;
         self.skip_ws();
         match self.peek() {
             Some(b'{') => self.object(depth + 1),

@@ -42,6 +42,26 @@ pub const MAX_INPUT_LEN: usize = 1 << 20;
 /// bound a tree stays within a few megabytes.
 pub const MAX_VALUES: usize = 1 << 16;
 
+/// The values of one document counted against [`MAX_VALUES`], by both parsers of
+/// this crate (this one and `lenient`).
+#[derive(Debug, Default)]
+pub(crate) struct ValueCount(usize);
+
+impl ValueCount {
+    /// Counts one more value, which starts at byte `offset`: an error once there
+    /// are more than [`MAX_VALUES`].
+    pub(crate) fn one_more(&mut self, offset: usize) -> Result<(), ValueError> {
+        self.0 += 1;
+        if self.0 > MAX_VALUES {
+            return Err(ValueError::TooManyValues {
+                max: MAX_VALUES,
+                offset,
+            });
+        }
+        Ok(())
+    }
+}
+
 /// Why a text could not be parsed into a [`Value`].
 ///
 /// Offsets are byte offsets into the parsed input.
@@ -307,7 +327,7 @@ impl Value {
             pos: 0,
             members,
             items,
-            values: 0,
+            values: ValueCount::default(),
             want_data,
             data: None,
         };
@@ -643,7 +663,7 @@ struct JsonParser<'a> {
     /// The same for the items of arrays.
     items: Vec<Value>,
     /// Values parsed so far, against [`MAX_VALUES`].
-    values: usize,
+    values: ValueCount,
     /// Whether a top-level member named `data` whose value is a string is read
     /// with [`crate::compact::escaped_compact_object`] first (an envelope).
     want_data: bool,
@@ -692,13 +712,7 @@ impl<'a> JsonParser<'a> {
     }
 
     fn value(&mut self, depth: usize) -> Result<Value, ValueError> {
-        self.values += 1;
-        if self.values > MAX_VALUES {
-            return Err(ValueError::TooManyValues {
-                max: MAX_VALUES,
-                offset: self.pos,
-            });
-        }
+        self.values.one_more(self.pos)?;
         match self.peek() {
             Some(b'{') => self.object(depth + 1),
             Some(b'[') => self.array(depth + 1),
