@@ -8,46 +8,19 @@
 //! `cargo +nightly fuzz run ahead fuzz/corpus/ahead fuzz/corpus/analyzer`.
 #![no_main]
 use ecr_capture::ahead;
-use ecr_capture::analyzer::{Analyzer, Config};
-use ecr_capture::keys::KeySet;
+use ecr_capture::analyzer::Analyzer;
 use ecr_capture::limits::Limits;
 use ecr_capture::record::Record;
-use ecr_capture::source::CaptureReader;
-use ecr_proto::cipher::PosKey;
 use libfuzzer_sys::fuzz_target;
 
-fn keys() -> KeySet {
-    let mut keys = KeySet::new();
-    if let Ok(k) = PosKey::new("f46b1f08bec1f39104792cc79ec9aacd") {
-        keys.add(k);
-    }
-    keys
-}
-
-/// Reads `data` as a capture into `a`, at most 100,000 packets.
-fn read(a: &mut Analyzer<'_>, data: &[u8]) {
-    if let Ok(mut r) = CaptureReader::from_reader(std::io::Cursor::new(data.to_vec())) {
-        let mut n = 0;
-        a.read_capture(&mut r, "fuzz", |_| {
-            n += 1;
-            n <= 100_000
-        });
-    }
-}
+mod common;
+use common::{keys, read};
 
 fuzz_target!(|data: &[u8]| {
-    // The smallest budget (where a 1 MB input can fill the tables and the two
-    // analyzers part ways) or the default one, by the input's length.
-    let budget = if data.len() % 2 == 1 {
-        ecr_capture::limits::MIN_BUDGET
-    } else {
-        ecr_capture::limits::DEFAULT_BUDGET
-    };
-    let cfg = Config {
-        probe: data.first().is_some_and(|b| b & 1 == 1),
-        limits: Limits::from_budget(budget),
-        ..Config::default()
-    };
+    // At the smallest budget a 1 MB input can fill the tables and the two
+    // analyzers part ways.
+    let cfg = common::config(data);
+    let budget = cfg.limits.budget;
     // As `analyze -j 2` configures its helper; at the smallest budget, where a
     // quarter is the smallest budget again, with every shared table a sixteenth,
     // so that a 1 MB input fills the helper's tables and not the consumer's.

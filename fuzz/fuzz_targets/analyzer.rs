@@ -1,17 +1,17 @@
 //! The whole analyzer on arbitrary capture files and on arbitrary serial bytes,
 //! with every output writer.
 #![no_main]
-use ecr_capture::analyzer::{Analyzer, Config};
-use ecr_capture::keys::KeySet;
+use ecr_capture::analyzer::Analyzer;
 use ecr_capture::output::{writer, Format};
 use ecr_capture::record::Record;
 use ecr_capture::source::CaptureReader;
-use ecr_proto::cipher::PosKey;
 use ecr_proto::link::Side;
 use ecr_proto::Timestamp;
 use libfuzzer_sys::fuzz_target;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+
+mod common;
 
 /// The bytes the process has allocated and not freed (this target's own count),
 /// so that the memory budget is checked against the allocator's truth, not only
@@ -62,74 +62,54 @@ static ALLOC: Counting = Counting;
 const SLACK: usize = 4 << 20;
 
 fuzz_target!(|data: &[u8]| {
-    let mut keys = KeySet::new();
-    if let Ok(k) = PosKey::new("f46b1f08bec1f39104792cc79ec9aacd") {
-        keys.add(k);
-    }
+    let keys = common::keys();
     let mut text = writer(Format::Text, std::io::sink(), true);
     let mut jsonl = writer(Format::Jsonl, std::io::sink(), false);
     let mut sink = |r: Record| {
         let _ = text.write(&r);
         let _ = jsonl.write(&r);
     };
-    // The real limits: the default memory budget as `analyze` runs, or the
-    // smallest one (where a 1 MB input can fill the tables), by the input's length.
-    let budget = if data.len() % 2 == 1 {
-        ecr_capture::limits::MIN_BUDGET
-    } else {
-        ecr_capture::limits::DEFAULT_BUDGET
-    };
-    let cfg = Config {
-        probe: data.first().is_some_and(|b| b & 1 == 1),
-        limits: ecr_capture::limits::Limits::from_budget(budget),
-        ..Config::default()
-    };
-    let input = std::io::Cursor::new(data.to_vec());
+    let cfg = common::config(data);
+    let budget = cfg.limits.budget;
     let base = LIVE.load(Relaxed);
     let mut a = Analyzer::new(cfg, keys, &mut sink);
     let mut peak = 0;
     let (mut over, mut over_conns) = (0, 0);
-    if let Ok(mut r) = CaptureReader::from_reader(input) {
-        if data.len() % 4 < 2 {
-            let mut n = 0;
-            a.read_capture(&mut r, "fuzz", |_| {
-                n += 1;
-                n <= 100_000
-            });
-        } else {
-            // read_capture's loop, with the heap looked at between packets (when
-            // nothing of a message in decoding is left): it stays within the
-            // budget, and within what the analyzer counts (`usage().reserved`)
-            // plus a fixed slack, so that a table that counts nothing shows.
-            let mut n = 0u64;
-            while let Some(next) = r.next_packet() {
-                match next {
-                    Ok(pkt) => a.packet(&pkt),
-                    Err(e) => a.damaged(None, e.packet(), format!("fuzz: {e}")),
-                }
-                for secrets in r.take_tls_secrets() {
-                    let _ = a.add_tls_keylog(&secrets);
-                }
-                let live = LIVE.load(Relaxed).saturating_sub(base);
-                peak = peak.max(live);
+    if data.len() % 4 < 2 {
+        common::read(&mut a, data);
+    } else if let Ok(mut r) = CaptureReader::from_reader(std::io::Cursor::new(data.to_vec())) {
+        // read_capture's loop, with the heap looked at between packets (when
+        // nothing of a message in decoding is left): it stays within the
+        // budget, and within what the analyzer counts (`usage().reserved`)
+        // plus a fixed slack, so that a table that counts nothing shows.
+        let mut n = 0u64;
+        while let Some(next) = r.next_packet() {
+            match next {
+                Ok(pkt) => a.packet(&pkt),
+                Err(e) => a.damaged(None, e.packet(), format!("fuzz: {e}")),
+            }
+            for secrets in r.take_tls_secrets() {
+                let _ = a.add_tls_keylog(&secrets);
+            }
+            let live = LIVE.load(Relaxed).saturating_sub(base);
+            peak = peak.max(live);
+            assert!(
+                live <= budget + SLACK,
+                "{live} bytes live after packet {n}, budget {budget}"
+            );
+            if n % 64 == 0 {
+                let u = a.usage();
+                let beyond = live.saturating_sub(u.reserved);
+                over = over.max(beyond);
+                over_conns = over_conns.max(u.connections);
                 assert!(
-                    live <= budget + SLACK,
-                    "{live} bytes live after packet {n}, budget {budget}"
+                    beyond <= SLACK,
+                    "{live} bytes live after packet {n}, {beyond} more than counted: {u:?}"
                 );
-                if n % 64 == 0 {
-                    let u = a.usage();
-                    let beyond = live.saturating_sub(u.reserved);
-                    over = over.max(beyond);
-                    over_conns = over_conns.max(u.connections);
-                    assert!(
-                        beyond <= SLACK,
-                        "{live} bytes live after packet {n}, {beyond} more than counted: {u:?}"
-                    );
-                }
-                n += 1;
-                if n > 100_000 {
-                    break;
-                }
+            }
+            n += 1;
+            if n > common::MAX_PACKETS {
+                break;
             }
         }
     }
