@@ -105,17 +105,33 @@ fn with_decode_ahead(
     writer_thread: bool,
 ) -> Result<ExitCode> {
     let files = &a.files;
+    if writer_thread {
+        drop(out);
+        return decoding_ahead(files, cfg.clone(), keys.clone(), |consumer| {
+            let setup = |an: &mut Analyzer<'_>| an.decode_ahead(consumer);
+            with_writer_thread(a, cfg, keys, setup, ahead_stats)
+        });
+    }
+    let mut sink = WriterSink::new(a.output.file_writer(out));
+    let analysis = analyze_files_ahead(files, cfg, keys, &mut sink, true)?;
+    sink.finish().context("writing output")?;
+    io::stdout().flush().ok();
+    Ok(analysis.exit_code(a.fail_on))
+}
+
+/// [`analyze_files`] with a helper thread decoding the bodies of `files` ahead
+/// (`analyze -j 2`, and `check` with threads to spare): the same analysis and
+/// records, and with `ECR_SNIFF_AHEAD_STATS` set, how the work was shared.
+pub(crate) fn analyze_files_ahead(
+    files: &[PathBuf],
+    cfg: Config,
+    keys: KeySet,
+    sink: &mut dyn ecr_capture::record::Sink,
+    progress: bool,
+) -> Result<crate::Analysis> {
     decoding_ahead(files, cfg.clone(), keys.clone(), |consumer| {
         let setup = |an: &mut Analyzer<'_>| an.decode_ahead(consumer);
-        if writer_thread {
-            drop(out);
-            return with_writer_thread(a, cfg, keys, setup, ahead_stats);
-        }
-        let mut sink = WriterSink::new(a.output.file_writer(out));
-        let analysis = analyze_files_with(files, cfg, keys, &mut sink, true, setup, ahead_stats)?;
-        sink.finish().context("writing output")?;
-        io::stdout().flush().ok();
-        Ok(analysis.exit_code(a.fail_on))
+        analyze_files_with(files, cfg, keys, sink, progress, setup, ahead_stats)
     })
 }
 
@@ -125,7 +141,7 @@ fn with_decode_ahead(
 /// end to the analyzer it runs over the same files (`Analyzer::decode_ahead`,
 /// before the first packet); the helper stops when that analyzer is done with the
 /// consumer (it is dropped).
-pub(crate) fn decoding_ahead<R>(
+fn decoding_ahead<R>(
     files: &[PathBuf],
     helper_cfg: Config,
     helper_keys: KeySet,
@@ -178,7 +194,7 @@ pub(crate) fn decoding_ahead<R>(
 
 /// With `ECR_SNIFF_AHEAD_STATS` set (README, Performance): how the work was shared,
 /// on standard error.
-pub(crate) fn ahead_stats(an: &Analyzer<'_>) {
+fn ahead_stats(an: &Analyzer<'_>) {
     if let (Some(s), Some(_)) = (an.ahead_stats(), std::env::var_os("ECR_SNIFF_AHEAD_STATS")) {
         eprintln!(
             "decode-ahead: {} bodies decoded ahead and taken, {} decoded here, {} decoded ahead in vain; this thread's CPU time {:.3} s",

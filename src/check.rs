@@ -21,7 +21,7 @@ use clap::Args;
 use serde_json::{json, Map, Value};
 
 use crate::options::{capture_config, load_keys, FailOn, KeyArgs, PortArgs, TlsArgs};
-use crate::{analyze_files, analyze_files_with, is_stdin};
+use crate::{analyze_files, is_stdin};
 use ecr_capture::analyzer::Config;
 use ecr_capture::findings::Severity;
 use ecr_capture::record::{Record, SummaryRecord};
@@ -346,17 +346,7 @@ fn analyse_each(
         let files = std::slice::from_ref(file);
         // One capture: one that cannot be read is the error.
         let crate::Analysis { summary, max, .. } = if ahead {
-            crate::analyze::decoding_ahead(files, cfg.clone(), keys.clone(), |consumer| {
-                analyze_files_with(
-                    files,
-                    cfg.clone(),
-                    keys,
-                    &mut sink,
-                    false,
-                    |an| an.decode_ahead(consumer),
-                    crate::analyze::ahead_stats,
-                )
-            })?
+            crate::analyze::analyze_files_ahead(files, cfg.clone(), keys, &mut sink, false)?
         } else {
             analyze_files(files, cfg.clone(), keys, &mut sink, false)?
         };
