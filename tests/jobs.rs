@@ -13,15 +13,20 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// Exit code, stdout and stderr of `ecr-sniff ARGS`.
-fn run(args: &[String]) -> (i32, Vec<u8>, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_ecr-sniff"))
-        .args(args)
+/// `ecr-sniff ARGS` in the repository, without a key from the environment or
+/// colours.
+fn command<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ecr-sniff"));
+    cmd.args(args)
         .current_dir(root())
         .env_remove("ECR_POS_KEY")
-        .env("NO_COLOR", "1")
-        .output()
-        .unwrap();
+        .env("NO_COLOR", "1");
+    cmd
+}
+
+/// Exit code, stdout and stderr of `ecr-sniff ARGS`.
+fn run(args: &[String]) -> (i32, Vec<u8>, String) {
+    let out = command(args).output().unwrap();
     (
         out.status.code().unwrap_or(-1),
         out.stdout,
@@ -159,10 +164,8 @@ fn the_default_is_the_cores() {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let capture = "captures/http-digest-mismatch-double-quotes.pcap";
     let analyze = |stdin: bool| {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ecr-sniff"));
-        cmd.current_dir(root())
-            .env("ECR_SNIFF_AHEAD_STATS", "1")
-            .args(["analyze", "--key", "a1b2c3d4e5f6a7b8", "--format", "jsonl"]);
+        let mut cmd = command(&["analyze", "--key", "a1b2c3d4e5f6a7b8", "--format", "jsonl"]);
+        cmd.env("ECR_SNIFF_AHEAD_STATS", "1");
         if stdin {
             cmd.arg("-")
                 .stdin(std::fs::File::open(root().join(capture)).unwrap());
@@ -206,12 +209,8 @@ fn check_decodes_ahead_with_threads_to_spare() {
     let one = "captures/http-digest-mismatch-double-quotes.pcap";
     let two = "captures/http-envelope-encrypted-keepalive.pcap";
     let check = |files: &[&str], jobs: Option<&str>| {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ecr-sniff"));
-        cmd.current_dir(root())
-            .env("ECR_SNIFF_AHEAD_STATS", "1")
-            .env_remove("ECR_POS_KEY")
-            .env("NO_COLOR", "1")
-            .args(["check", "--key", "a1b2c3d4e5f6a7b8", "--key"])
+        let mut cmd = command(&["check", "--key", "a1b2c3d4e5f6a7b8", "--key"]);
+        cmd.env("ECR_SNIFF_AHEAD_STATS", "1")
             .arg("f46b1f08bec1f39104792cc79ec9aacd")
             .args(files);
         if let Some(j) = jobs {
