@@ -106,7 +106,7 @@ for i in $(seq "$RUNS"); do
     echo >>"$work/chk"
     awk -v m="$messages" -v s="$kcpu" 'BEGIN{ printf "%.0f\n", m / s / 1e3 }' >>"$work/chkm"
     awk -v a="$acpu" -v k="$kcpu" 'BEGIN{ printf "%.2f\n", a / k }' >>"$work/chkx"
-    # Both cores (-j 2: decoding ahead on a second thread; docs/architecture.md).
+    # Both cores (-j 2: a helper thread decodes and writes; docs/architecture.md).
     read -r jw jrss jcpu < <(timed "$bin" analyze -j 2 --key-file "$work/dense.pcap.keys" \
         --format jsonl "$work/dense.pcap")
     echo "   run $i: analyze -j 2 $jw s wall ($(mbps "$bytes" "$jw") MB/s, $(awk -v a="$aw" -v j="$jw" 'BEGIN{printf "%.2f", a / j}')x -j 1), $jcpu s CPU, max RSS $((jrss / 1024)) MB"

@@ -324,8 +324,8 @@ struct Analysed {
 /// the files. With `jobs` >= 2, several captures are analysed at once (at most
 /// `jobs`, each on a thread of its own); when there are threads to spare for
 /// every capture analysed at once (one capture on two cores), each capture also
-/// gets a second thread that decodes ahead, as `analyze -j 2` does. Standard input
-/// is always read on one thread.
+/// gets a helper thread that decodes its bodies, as `analyze -j 2` does. Standard
+/// input is always read on one thread.
 fn analyse_each(
     a: &CheckArgs,
     cfg: &Config,
@@ -338,15 +338,15 @@ fn analyse_each(
     } else {
         jobs.min(a.files.len()).max(1)
     };
-    let ahead = !stdin && jobs >= 2 * at_once;
+    let helped = !stdin && jobs >= 2 * at_once;
     let one = |file: &PathBuf| -> Result<Analysed> {
         let keys = load_keys(&a.keys)?;
         let started = std::time::Instant::now();
         let mut sink = |_: Record| {};
         let files = std::slice::from_ref(file);
         // One capture: one that cannot be read is the error.
-        let crate::Analysis { summary, max, .. } = if ahead {
-            crate::analyze::analyze_files_ahead(files, cfg.clone(), keys, &mut sink, false)?
+        let crate::Analysis { summary, max, .. } = if helped {
+            crate::analyze::analyze_files_helped(files, cfg.clone(), keys, false)?
         } else {
             analyze_files(files, cfg.clone(), keys, &mut sink, false)?
         };
@@ -433,7 +433,7 @@ pub struct CheckArgs {
     /// Threads to use (default: the number of cores): up to N captures are analysed
     /// at once, each on a thread of its own, and when N is at least twice the
     /// captures analysed at once (one capture on two cores), each also gets a
-    /// second thread that decodes ahead, as `analyze -j 2` does. Results are
+    /// helper thread that decodes its bodies, as `analyze -j 2` does. Results are
     /// reported in the order given and are the same with any number.
     #[arg(short = 'j', long = "jobs", value_name = "N",
           value_parser = clap::value_parser!(u16).range(1..))]

@@ -1,8 +1,10 @@
-//! `analyze -j N`: the output with decoding ahead on a second thread (`-j 2`), and
-//! with a writer thread besides (`-j 3`, `-j 8`), is the output of one thread (`-j 1`),
+//! `analyze -j N`: the output with a helper thread that decodes the bodies and
+//! writes the records (`-j 2`, `-j 3`, `-j 8`) is the output of one thread (`-j 1`),
 //! byte for byte, in every format, on the sample captures one by one, on all of them
-//! in one run, and on a generated dense capture (many records, so that the batches
-//! and the bounded channels are exercised). The default (no `-j`) agrees too.
+//! in one run, on a generated dense capture (many records, so that the batches and
+//! the bounded queues are exercised) and on crafted captures that fill the tables,
+//! with the default memory budget and with budgets small enough that the stream
+//! budget evicts while steps are deferred. The default (no `-j`) agrees too.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -128,9 +130,9 @@ fn a_dense_capture_gives_the_same_output_with_more_threads() {
 
 #[test]
 fn crafted_captures_that_fill_the_tables_give_the_same_output() {
-    // The decoding-ahead thread has a quarter of the memory budget: on these its
-    // tables evict what the writing thread's keep (connections, payments), their
-    // paths part, and the writing thread decodes alone from there.
+    // Evictions are findings, which run every deferred step first; the stream
+    // budget's evictions are decided by the first thread from what the deferred
+    // steps may still add (see `Deferred` in analyzer.rs).
     let dir = std::env::temp_dir().join(format!("ecr-sniff-jobs-crafted-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let captures = [
@@ -156,8 +158,65 @@ fn crafted_captures_that_fill_the_tables_give_the_same_output() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+#[test]
+fn the_stream_budget_evicts_alike_with_a_helper_thread() {
+    // Unanswered requests and unfinished messages count in the stream budget;
+    // with a small budget it evicts while bodies wait for their decoding.
+    let dir = std::env::temp_dir().join(format!("ecr-sniff-jobs-budget-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let dense = {
+        let opts = ecr_emu::dense::DenseOptions {
+            size_bytes: 1 << 20,
+            terminals: 8,
+            ..Default::default()
+        };
+        let mut bytes = vec![];
+        ecr_emu::dense::write_dense(&mut bytes, &opts).unwrap();
+        std::fs::write(dir.join("dense.keys"), ecr_emu::dense::key_file(&opts)).unwrap();
+        bytes
+    };
+    let captures = [
+        (
+            "pipelined",
+            ecr_capture::craft::pipelined_unanswered(1_500, 2_000),
+        ),
+        (
+            "unfinished",
+            ecr_capture::craft::unfinished_connections(3_000),
+        ),
+        ("dense", dense),
+    ];
+    for (name, bytes) in captures {
+        let pcap = dir.join(format!("{name}.pcap"));
+        std::fs::write(&pcap, bytes).unwrap();
+        // The smallest budget there is (4 MiB).
+        let mut args = vec![
+            pcap.display().to_string(),
+            "--memory-limit".into(),
+            "4M".into(),
+        ];
+        if name == "dense" {
+            args.extend([
+                "--key-file".into(),
+                dir.join("dense.keys").display().to_string(),
+            ]);
+        }
+        let out = same_with_any_jobs(&args, "jsonl");
+        let text = String::from_utf8_lossy(&out);
+        // The unfinished connections fill the connection table instead; the dense
+        // capture is there for its mix of everything at a small budget.
+        let evicted = match name {
+            "unfinished" => text.contains("limit: connections"),
+            "pipelined" => text.contains("limit: stream bytes"),
+            _ => true,
+        };
+        assert!(evicted, "{name}: not evicted as expected");
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 /// Without `-j`, `analyze` of a file uses the cores this process may use: with two
-/// or more, a second thread decodes ahead (`ECR_SNIFF_AHEAD_STATS` makes each
+/// or more, a helper thread decodes and writes (`ECR_SNIFF_AHEAD_STATS` makes each
 /// thread say what it did); reading standard input always uses one thread.
 #[test]
 fn the_default_is_the_cores() {
@@ -181,12 +240,12 @@ fn the_default_is_the_cores() {
     };
     let (from_file, err) = analyze(false);
     assert_eq!(
-        err.contains("decode-ahead:"),
+        err.contains("two threads:"),
         cores >= 2,
         "{cores} core(s); stderr: {err}"
     );
     let (from_stdin, err) = analyze(true);
-    assert!(!err.contains("decode-ahead:"), "{err}");
+    assert!(!err.contains("two threads:"), "{err}");
     // The summary names the file it read ("-" for standard input): the messages,
     // findings and transactions before it are the same.
     let lines = |out: &[u8]| -> Vec<String> {
@@ -202,9 +261,10 @@ fn the_default_is_the_cores() {
 
 /// `check` analyses up to N captures at once; with threads to spare for every
 /// capture analysed at once (one capture and `-j 2`, or two and `-j 4`), each
-/// capture also gets a thread that decodes ahead. The report is the same.
+/// capture also gets a helper thread that decodes its bodies. The report is the
+/// same.
 #[test]
-fn check_decodes_ahead_with_threads_to_spare() {
+fn check_gets_a_helper_with_threads_to_spare() {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let one = "captures/http-digest-mismatch-double-quotes.pcap";
     let two = "captures/http-envelope-encrypted-keepalive.pcap";
@@ -218,7 +278,7 @@ fn check_decodes_ahead_with_threads_to_spare() {
         }
         let out = cmd.output().unwrap();
         let err = String::from_utf8_lossy(&out.stderr).into_owned();
-        (out.status.code(), out.stdout, err.contains("decode-ahead:"))
+        (out.status.code(), out.stdout, err.contains("two threads:"))
     };
     for files in [&[one][..], &[one, two][..]] {
         let (code, report, ahead) = check(files, Some("1"));

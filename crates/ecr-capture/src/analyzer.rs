@@ -20,7 +20,6 @@ use ecr_proto::link::Side;
 use ecr_proto::value::CompactString;
 use ecr_proto::Timestamp;
 
-use crate::ahead::{AheadStats, Check, Consumer, Position, Producer};
 use crate::findings::{Code, Severity};
 use crate::framelink::{FrameLink, LinkOutput};
 use crate::http::{HttpConfig, HttpError, HttpEvent, HttpKind, HttpMessage, HttpParser};
@@ -31,6 +30,7 @@ use crate::limits::{self, Limits, Usage};
 use crate::linklayer::{self, Network};
 use crate::message::{decode_body, Context, Decoded, Facts};
 use crate::payments::Payments;
+use crate::pipeline::{Feeder, PipelineStats};
 use crate::record::{
     latency_of, Direction, FindingRecord, FrameInfo, HttpInfo, MessageRecord, Record, Role, Sink,
     SummaryRecord, TransactionRecord, Transport, UnusedKey,
@@ -170,6 +170,13 @@ struct Conn {
     pending_bytes: usize,
     /// Limits already reported for this connection (bits of [`Limit`]).
     limits_reported: u16,
+    /// Deferred steps of this connection not yet run (see [`Deferred`]).
+    deferred: u32,
+    /// What its deferred bodies may add to `pending_bytes` at most.
+    deferred_bound: usize,
+    /// At least `held` will be when its deferred steps have run (`held` itself
+    /// when none wait): see [`Deferred::ub_total`].
+    ub_held: usize,
 }
 
 impl Conn {
@@ -198,6 +205,9 @@ impl Conn {
             held: 0,
             pending_bytes: 0,
             limits_reported: 0,
+            deferred: 0,
+            deferred_bound: 0,
+            ub_held: 0,
         }
     }
 
@@ -363,19 +373,88 @@ struct State<'s> {
     /// Terminals with encrypted messages that no key given applied to (keys were
     /// given, but bound to other addresses); at most [`MAX_TERMINALS_WITHOUT_KEY`].
     terminals_without_key: BTreeSet<String>,
-    /// Decoding ahead on another thread (see [`crate::ahead`]).
-    ahead: Ahead,
-    /// Where the next body comes up, for [`crate::ahead`].
-    body_at: Position,
+    /// A helper thread's end and the steps deferred for it, if there is one (see
+    /// [`crate::pipeline`]).
+    helper: Option<Box<Deferred>>,
 }
 
-/// This analyzer's part in decoding ahead (see [`crate::ahead`]).
-enum Ahead {
-    Off,
-    /// Decodes bodies for a consumer; writes no records of its own.
-    Producer(Producer),
-    /// Takes decodings from a producer.
-    Consumer(Consumer),
+/// Deferred steps: decoding on a second core with the capture read once (see
+/// [`crate::pipeline`]).
+///
+/// With a decoding thread, a body is handed over and the step that follows its
+/// decoding (numbering the message, its findings and record, pairing, payments:
+/// [`State::body_now`]) waits here, in order, while this thread reads, reassembles
+/// and frames the packets after it. Output stays that of one thread because
+/// nothing that reads what a deferred step writes runs before the queue is
+/// empty ([`State::settle`]):
+/// - every finding (its order in the output, the limit bookkeeping), a TCP gap
+///   (it marks a lost request), a connection's close (it reads and drops the
+///   waiting requests), a serial link's bytes and the end of the analysis settle
+///   first, and run with nothing deferred;
+/// - what the framing half used to read from the body step is taken when the
+///   body is deferred (a text stream's cut mark, a link's latest answer) and given
+///   to the step;
+/// - the stream budget (`State::account`) counts the waiting requests, which only
+///   deferred steps change: a connection's recount is deferred as well, with the
+///   bytes its framing holds at that moment, when the budget cannot be passed
+///   whatever the deferred bodies add (`ub_total`); otherwise the queue is run
+///   first and the recount, with any eviction, runs as on one thread;
+/// - the "no message yet" test of other ports counts deferred bodies as messages.
+struct Deferred {
+    pipe: Feeder,
+    steps: VecDeque<Step>,
+    /// Body bytes the deferred steps hold.
+    bytes: usize,
+    /// Deferred steps that will count a message.
+    messages: u64,
+    /// An upper bound of `State::stream_bytes` at any point of the deferred steps:
+    /// the sum of the connections' `ub_held`.
+    ub_total: usize,
+    /// A deferred step runs now (what it calls must not settle).
+    running: bool,
+    /// Steps are not deferred (while a serial link reads).
+    sync: bool,
+    /// Connections whose close is deferred ([`Step::Close`]).
+    closing: usize,
+}
+
+/// Most steps deferred, and most body bytes they hold: beyond either, the oldest
+/// runs, waiting for its decoding if need be.
+const MAX_DEFERRED_STEPS: usize = 256;
+const MAX_DEFERRED_BYTES: usize = 512 << 10;
+/// Bodies longer than this are decoded by the analyzer's thread when their step
+/// runs (ECR messages are a few hundred bytes).
+const MAX_HANDED_BODY: usize = 64 << 10;
+
+enum Step {
+    Body {
+        conn: ConnId,
+        dir: StreamDir,
+        packet: Option<u64>,
+        /// The text stream's cut mark, taken when the body came.
+        was_cut: bool,
+        /// For a bare frame: the link's latest answer, taken when it came.
+        answer: Option<Option<(ConnId, u8, f64)>>,
+        /// The job handed to the decoding thread, or the body kept here.
+        job: Result<u64, Box<Body>>,
+        len: usize,
+        /// What it may add to its connection's waiting requests.
+        bound: usize,
+        counts: bool,
+    },
+    /// The rest of a connection's close ([`State::close_requests`]).
+    Close {
+        conn: ConnId,
+        ts: Timestamp,
+        reason: CloseReason,
+    },
+    Account {
+        conn: ConnId,
+        /// What the connection's framing held when the recount was due.
+        framing: usize,
+        ts: Timestamp,
+        packet: Option<u64>,
+    },
 }
 
 /// Distinct values counted in each of the summary's tables (func_types, channels,
@@ -555,11 +634,7 @@ impl<'s> Analyzer<'s> {
                 body_hook: None,
                 tls_keylog,
                 tls_sessions: SessionCache::default(),
-                ahead: Ahead::Off,
-                body_at: Position {
-                    packet: 0,
-                    ordinal: 0,
-                },
+                helper: None,
             },
             packets: 0,
             usb: UsbSerial::new(cfg_usb_device),
@@ -573,7 +648,7 @@ impl<'s> Analyzer<'s> {
         if o.done || self.st.cfg.probe {
             return;
         }
-        if self.st.messages > 0 || o.seen.len() >= MAX_OTHER_FLOWS {
+        if self.st.messages_so_far() > 0 || o.seen.len() >= MAX_OTHER_FLOWS {
             o.done = true;
             return;
         }
@@ -626,14 +701,6 @@ impl<'s> Analyzer<'s> {
     /// Takes one packet of the capture.
     pub fn packet(&mut self, pkt: &Packet<'_>) {
         self.packets += 1;
-        let at = self.st.body_at.packet.wrapping_add(1);
-        self.st.body_at = Position {
-            packet: at,
-            ordinal: 0,
-        };
-        if let Ahead::Consumer(c) = &self.st.ahead {
-            c.at_packet(at);
-        }
         self.st.last_ts = self.st.last_ts.max(pkt.ts);
         // The project's own serial capture format (D9): line bytes with a direction.
         if pkt.linktype == serialcap::LINKTYPE_SERIAL {
@@ -764,39 +831,29 @@ impl<'s> Analyzer<'s> {
         }
     }
 
-    /// Takes message decodings from a producer analyzer running over the same
-    /// capture on another thread (see [`crate::ahead`]); the records are the same
-    /// as without it.
-    pub fn decode_ahead(&mut self, consumer: Consumer) {
-        self.st.ahead = Ahead::Consumer(consumer);
-    }
-
-    /// Makes this analyzer a producer for a consumer analyzer (see
-    /// [`crate::ahead`]): it reads and reassembles as usual but only decodes
-    /// message bodies and hands them over; it writes no message or transaction
-    /// records of its own. Call [`Analyzer::flush_ahead`] at the end.
-    pub fn decode_ahead_for(&mut self, producer: Producer) {
-        self.st.ahead = Ahead::Producer(producer);
-    }
-
-    /// A producer: hands over the decodings still batched. Whether the consumer
-    /// is still there (`false`: reading on is of no use).
-    pub fn flush_ahead(&mut self) -> bool {
-        match &mut self.st.ahead {
-            Ahead::Producer(p) => {
-                p.flush();
-                !p.consumer_gone()
-            }
-            _ => true,
+    /// Hands message bodies to a [`crate::pipeline::Helper`] on another thread
+    /// while this one reads on (and, if the channel was made so, the records too):
+    /// the records are the same as without it, but come later, so not for a live
+    /// capture. Call before the first packet.
+    pub fn decode_with(&mut self, feeder: Feeder) {
+        self.st.helper = Some(Box::new(Deferred {
+            pipe: feeder,
+            steps: VecDeque::new(),
+            bytes: 0,
+            messages: 0,
+            ub_total: self.st.stream_bytes,
+            running: false,
+            sync: false,
+            closing: 0,
+        }));
+        for c in self.st.conns.values_mut() {
+            c.ub_held = c.held;
         }
     }
 
-    /// A consumer: how its bodies were decoded so far.
-    pub fn ahead_stats(&self) -> Option<AheadStats> {
-        match &self.st.ahead {
-            Ahead::Consumer(c) => Some(c.stats()),
-            _ => None,
-        }
+    /// With a decoding thread: how the decodings were divided so far.
+    pub fn pipeline_stats(&self) -> Option<PipelineStats> {
+        self.st.helper.as_ref().map(|d| d.pipe.stats())
     }
 
     /// Gives `hook` every message record together with the body it was decoded from
@@ -905,6 +962,23 @@ impl<'s> Analyzer<'s> {
         // packet too; an empty chunk is only a clock tick.
         self.packets += u64::from(packet.is_some() || !bytes.is_empty());
         self.st.last_ts = self.st.last_ts.max(ts);
+        self.st.settle();
+        let was = self.st.set_sync(true);
+        self.frames_chunk_now(link, labels, transport, from, bytes, ts, packet);
+        self.st.set_sync(was);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn frames_chunk_now(
+        &mut self,
+        link: u64,
+        labels: (&str, &str),
+        transport: Transport,
+        from: Side,
+        bytes: &[u8],
+        ts: Timestamp,
+        packet: Option<u64>,
+    ) {
         let id = SERIAL_ID_BASE.saturating_add(link);
         if !self.st.conns.contains_key(&id) {
             // Links are not evicted like TCP connections: a capture may name a new
@@ -1110,6 +1184,10 @@ impl<'s> Analyzer<'s> {
     /// Ends the analysis: flushes every connection, then returns the summary (also
     /// sent to the sink).
     pub fn finish(mut self, bytes: u64, files: Vec<String>) -> (SummaryRecord, Option<Severity>) {
+        // Deferred steps run; nothing is deferred from here on (the helper thread
+        // may still write the records, until the end).
+        self.st.settle();
+        self.st.set_sync(true);
         // USB devices still being recognised release their bytes first.
         let mut outs = vec![];
         let (ring, _) = self.st.keys.for_terminal(None);
@@ -1202,7 +1280,9 @@ impl<'s> Analyzer<'s> {
             terminals_without_key: st.terminals_without_key.iter().cloned().collect(),
             drops: None,
         };
-        st.sink.record(Record::Summary(summary.clone()));
+        st.emit(Record::Summary(summary.clone()));
+        // The helper thread, if any, writes the last records and ends.
+        st.helper = None;
         (summary, st.max_severity)
     }
 }
@@ -1260,6 +1340,7 @@ impl State<'_> {
         packet: Option<u64>,
         detail: impl FnOnce() -> String,
     ) {
+        self.settle();
         self.evictions += 1;
         let bit = limit as u16;
         let (transport, src, dst) = match conn.and_then(|id| self.conns.get_mut(&id)) {
@@ -1308,10 +1389,54 @@ impl State<'_> {
     /// the total is over [`Limits::stream_bytes`], drops this connection's
     /// unfinished messages and then its oldest unanswered requests.
     fn account(&mut self, conn: ConnId, ts: Timestamp, packet: Option<u64>) {
+        if self.deferring() {
+            let limit = self.cfg.limits.stream_bytes;
+            let (Some(c), Some(d)) = (self.conns.get_mut(&conn), &mut self.helper) else {
+                return;
+            };
+            if !d.steps.is_empty() {
+                let framing = c.count_held().saturating_sub(c.pending_bytes);
+                let at_most = framing
+                    .saturating_add(c.pending_bytes)
+                    .saturating_add(c.deferred_bound);
+                let ub = c.ub_held.max(at_most);
+                let total = d.ub_total.saturating_sub(c.ub_held).saturating_add(ub);
+                if total <= limit {
+                    d.ub_total = total;
+                    c.ub_held = ub;
+                    c.deferred += 1;
+                    d.steps.push_back(Step::Account {
+                        conn,
+                        framing,
+                        ts,
+                        packet,
+                    });
+                    return;
+                }
+                // The budget could be passed: count exactly, as one thread does.
+                self.settle();
+            }
+        }
+        self.account_now(conn, None, ts, packet);
+        self.resync(conn);
+    }
+
+    /// [`State::account`] now; `framing` is what the connection's framing held
+    /// when a deferred recount was due (`None`: now).
+    fn account_now(
+        &mut self,
+        conn: ConnId,
+        framing: Option<usize>,
+        ts: Timestamp,
+        packet: Option<u64>,
+    ) {
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
-        let now = c.count_held();
+        let now = match framing {
+            Some(f) => f.saturating_add(c.pending_bytes),
+            None => c.count_held(),
+        };
         self.stream_bytes = self.stream_bytes.saturating_sub(c.held).saturating_add(now);
         c.held = now;
         self.peak_stream_bytes = self.peak_stream_bytes.max(self.stream_bytes);
@@ -1319,6 +1444,9 @@ impl State<'_> {
         if self.stream_bytes <= limit {
             return;
         }
+        // A deferred recount never gets here (it was deferred only when the budget
+        // could not be passed): the framing state is no longer that of its time.
+        debug_assert!(framing.is_none(), "deferred recount over the budget");
         let (mut messages, mut bytes, mut requests) = (0usize, 0usize, 0usize);
         for d in c.dirs.iter_mut() {
             match d {
@@ -1404,13 +1532,14 @@ impl State<'_> {
         message: Option<u64>,
         detail: String,
     ) {
+        self.settle();
         if code == Code::UnansweredAtEnd && !self.cfg.report_unanswered_at_end {
             return;
         }
         *self.findings.entry(code).or_default() += 1;
         let sev = code.severity();
         self.max_severity = Some(self.max_severity.map_or(sev, |m| m.max(sev)));
-        self.sink.record(Record::Finding(FindingRecord {
+        self.emit(Record::Finding(FindingRecord {
             ts: ts.as_secs_f64(),
             code,
             severity: sev,
@@ -1450,7 +1579,13 @@ impl State<'_> {
                         ts,
                     ),
                 );
-                self.peak_connections = self.peak_connections.max(self.conns.len());
+                // Connections whose close is deferred are gone already.
+                let closing = match &self.helper {
+                    Some(d) => d.closing,
+                    _ => 0,
+                };
+                let open = self.conns.len().saturating_sub(closing);
+                self.peak_connections = self.peak_connections.max(open);
             }
             TcpEvent::Data {
                 conn,
@@ -1470,6 +1605,8 @@ impl State<'_> {
                 offset,
                 missing_bytes,
             } => {
+                // It marks a request lost, which the body step reads.
+                self.settle();
                 let Some(c) = self.conns.get_mut(&conn) else {
                     return;
                 };
@@ -1574,6 +1711,25 @@ impl State<'_> {
     }
 
     fn close_conn(&mut self, conn: ConnId, ts: Timestamp, reason: CloseReason) {
+        if self.deferring() {
+            // What the connection's framing still holds becomes bodies now (their
+            // steps deferred); reading its waiting requests and dropping it is a
+            // step of its own, after theirs.
+            self.close_framing(conn, ts);
+            if let (Some(c), Some(d)) = (self.conns.get_mut(&conn), &mut self.helper) {
+                c.deferred += 1;
+                d.closing += 1;
+                d.steps.push_back(Step::Close { conn, ts, reason });
+            }
+            self.run_deferred(false);
+            return;
+        }
+        self.close_framing(conn, ts);
+        self.close_requests(conn, ts, reason);
+    }
+
+    /// Ends a connection's framing: what it still holds becomes messages.
+    fn close_framing(&mut self, conn: ConnId, ts: Timestamp) {
         // A TLS connection that never got as far as encryption is still described.
         let mut tls_outs = vec![];
         if let Some(t) = self.conns.get_mut(&conn).and_then(|c| c.tls.as_mut()) {
@@ -1595,6 +1751,10 @@ impl State<'_> {
         for o in outs {
             self.link_output(conn, o, None);
         }
+    }
+
+    /// Ends a connection: its waiting requests got no response, and it is dropped.
+    fn close_requests(&mut self, conn: ConnId, ts: Timestamp, reason: CloseReason) {
         if reason == CloseReason::Evicted {
             let limit = self.cfg.limits.connections;
             let (held, pending) = self
@@ -1615,6 +1775,9 @@ impl State<'_> {
             return;
         };
         self.stream_bytes = self.stream_bytes.saturating_sub(c.held);
+        if let Some(d) = &mut self.helper {
+            d.ub_total = d.ub_total.saturating_sub(c.ub_held);
+        }
         self.text_work_closed += c.text_work();
         let transport = c.transport();
         let (src, dst) = c.addrs(StreamDir::ClientToServer);
@@ -1864,6 +2027,202 @@ impl State<'_> {
         if dir == StreamDir::ServerToClient {
             self.flush_cut_tail(conn);
         }
+        if !self.deferring() {
+            self.body_now(conn, dir, body, packet, None, None, None);
+            return;
+        }
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        let was_cut = matches!(body, Body::Text(..)) && std::mem::take(&mut c.cut[dir]);
+        let answer = match &body {
+            Body::Frame(m) if m.data.is_empty() => Some(self.last_answer.take()),
+            _ => None,
+        };
+        let len = body.bytes().len();
+        let bound = limits::PENDING_COST.saturating_add(len.saturating_add(32).saturating_mul(9));
+        c.deferred += 1;
+        c.deferred_bound = c.deferred_bound.saturating_add(bound);
+        let counts = !matches!(body, Body::HttpError(..));
+        let first_ts = match &body {
+            Body::Http(m) => m.ts_first_byte,
+            Body::Text(_, _, f, _) => *f,
+            Body::Frame(m) => m.first_ts,
+            Body::HttpError(ts, _) => *ts,
+        };
+        let job = (counts && len > 0 && len <= MAX_HANDED_BODY).then(|| {
+            let (src, dst) = c.addrs(dir);
+            let ctx = Context {
+                transport: c.transport(),
+                src,
+                dst,
+                direction: direction_of(dir),
+                ts: first_ts,
+                packet,
+            };
+            (ctx, c.server)
+        });
+        let Some(d) = &mut self.helper else {
+            return;
+        };
+        let job = match job {
+            Some((ctx, server)) => Ok(d.pipe.submit(Box::new(body), ctx, server)),
+            None => Err(Box::new(body)),
+        };
+        d.bytes = d.bytes.saturating_add(len);
+        d.messages += u64::from(counts);
+        d.steps.push_back(Step::Body {
+            conn,
+            dir,
+            packet,
+            was_cut,
+            answer,
+            job,
+            len,
+            bound,
+            counts,
+        });
+        self.run_deferred(false);
+    }
+
+    /// A record out: to the sink, or to the helper thread that writes them.
+    fn emit(&mut self, record: Record) {
+        match &mut self.helper {
+            Some(d) if d.pipe.writes() => d.pipe.emit(record),
+            _ => self.sink.record(record),
+        }
+    }
+
+    /// The messages counted so far, deferred ones included.
+    fn messages_so_far(&self) -> u64 {
+        match &self.helper {
+            Some(d) => self.messages + d.messages,
+            _ => self.messages,
+        }
+    }
+
+    /// Whether a step may be deferred now (see [`Deferred`]).
+    fn deferring(&self) -> bool {
+        matches!(&self.helper, Some(d) if !d.running && !d.sync)
+    }
+
+    /// Runs every deferred step (see [`Deferred`]), unless called from one.
+    fn settle(&mut self) {
+        if matches!(&self.helper, Some(d) if !d.running && !d.steps.is_empty()) {
+            self.run_deferred(true);
+        }
+    }
+
+    /// Defers no step (`on`) or defers again; returns the previous setting.
+    fn set_sync(&mut self, on: bool) -> bool {
+        match &mut self.helper {
+            Some(d) => std::mem::replace(&mut d.sync, on),
+            _ => false,
+        }
+    }
+
+    /// Runs the deferred steps whose decodings are back, oldest first, and (`all`,
+    /// or while over the bounds of what may wait) the others, waiting for their
+    /// decodings or decoding them here.
+    fn run_deferred(&mut self, all: bool) {
+        loop {
+            let Some(d) = &mut self.helper else {
+                return;
+            };
+            let Some(front) = d.steps.front() else {
+                return;
+            };
+            let must = all || d.steps.len() > MAX_DEFERRED_STEPS || d.bytes > MAX_DEFERRED_BYTES;
+            if let Step::Body { job: Ok(seq), .. } = front {
+                if !must && !d.pipe.is_ready(*seq) {
+                    return;
+                }
+            }
+            let Some(step) = d.steps.pop_front() else {
+                return;
+            };
+            d.running = true;
+            let conn = match step {
+                Step::Body {
+                    conn,
+                    dir,
+                    packet,
+                    was_cut,
+                    answer,
+                    job,
+                    len,
+                    bound,
+                    counts,
+                } => {
+                    d.bytes = d.bytes.saturating_sub(len);
+                    d.messages = d.messages.saturating_sub(u64::from(counts));
+                    let (body, decoded) = match job {
+                        Ok(seq) => match d.pipe.take(seq) {
+                            Some((b, decoded)) => (Some(b), decoded),
+                            None => (None, None),
+                        },
+                        Err(b) => (Some(b), None),
+                    };
+                    if let Some(body) = body {
+                        self.body_now(conn, dir, *body, packet, Some(was_cut), answer, decoded);
+                    }
+                    (conn, bound)
+                }
+                Step::Account {
+                    conn,
+                    framing,
+                    ts,
+                    packet,
+                } => {
+                    self.account_now(conn, Some(framing), ts, packet);
+                    (conn, 0)
+                }
+                Step::Close { conn, ts, reason } => {
+                    d.closing = d.closing.saturating_sub(1);
+                    self.close_requests(conn, ts, reason);
+                    (conn, 0)
+                }
+            };
+            let (conn, bound) = conn;
+            if let (Some(c), Some(d)) = (self.conns.get_mut(&conn), &mut self.helper) {
+                c.deferred = c.deferred.saturating_sub(1);
+                c.deferred_bound = c.deferred_bound.saturating_sub(bound);
+                // No step of it left: its bound is what it holds.
+                if c.deferred == 0 {
+                    d.ub_total = d.ub_total.saturating_sub(c.ub_held).saturating_add(c.held);
+                    c.ub_held = c.held;
+                }
+            }
+            if let Some(d) = &mut self.helper {
+                d.running = false;
+            }
+        }
+    }
+
+    /// A connection with no deferred step left: its bound is what it holds.
+    fn resync(&mut self, conn: ConnId) {
+        if let (Some(c), Some(d)) = (self.conns.get_mut(&conn), &mut self.helper) {
+            if c.deferred == 0 {
+                d.ub_total = d.ub_total.saturating_sub(c.ub_held).saturating_add(c.held);
+                c.ub_held = c.held;
+            }
+        }
+    }
+
+    /// What follows a body's decoding (all of it without a decoding thread).
+    /// `was_cut`, `answer` and `decoded` were taken or made when the body came, if
+    /// its step was deferred (see [`Deferred`]).
+    #[allow(clippy::too_many_arguments)]
+    fn body_now(
+        &mut self,
+        conn: ConnId,
+        dir: StreamDir,
+        body: Body,
+        packet: Option<u64>,
+        was_cut: Option<bool>,
+        answer: Option<Option<(ConnId, u8, f64)>>,
+        decoded_here: Option<Decoded>,
+    ) {
         let Some(c) = self.conns.get(&conn) else {
             return;
         };
@@ -1929,33 +2288,22 @@ impl State<'_> {
         let mut decoded: Decoded;
         match &body {
             Body::Frame(m) if m.data.is_empty() => {
-                if matches!(self.ahead, Ahead::Producer(_)) {
-                    return;
-                }
                 // A bare ack or error frame.
                 decoded = crate::message::bare_frame(&ctx, m.frame_type.is_error());
-                if let Some((c, r, latency)) = self.last_answer.take() {
+                let answer = match answer {
+                    Some(a) => a,
+                    None => self.last_answer.take(),
+                };
+                if let Some((c, r, latency)) = answer {
                     if c == conn && r == m.ref_num {
                         decoded.record.answer_ms = Some(latency);
                     }
                 }
             }
             _ => {
-                let at = self.body_at;
-                self.body_at.ordinal = self.body_at.ordinal.saturating_add(1);
-                decoded = match &mut self.ahead {
-                    Ahead::Off => decode_body(bytes, ring, numbers, &ctx),
-                    Ahead::Consumer(c) => match c.take(at, bytes, &ctx, numbers) {
-                        Some(d) => d,
-                        None => decode_body(bytes, ring, numbers, &ctx),
-                    },
-                    Ahead::Producer(p) => {
-                        if p.wants(at, bytes.len()) {
-                            let d = decode_body(bytes, ring, numbers, &ctx);
-                            p.give(at, Check::new(bytes, &ctx, numbers), d);
-                        }
-                        return;
-                    }
+                decoded = match decoded_here {
+                    Some(d) => d,
+                    None => decode_body(bytes, ring, numbers, &ctx),
                 };
             }
         }
@@ -2054,7 +2402,11 @@ impl State<'_> {
         // of a message whose start was lost, not a message of its own.
         let mut tail = false;
         if let (Body::Text(..), Some(c)) = (&body, self.conns.get_mut(&conn)) {
-            if std::mem::take(&mut c.cut[dir])
+            let cut = match was_cut {
+                Some(w) => w,
+                None => std::mem::take(&mut c.cut[dir]),
+            };
+            if cut
                 && decoded.record.content.is_none()
                 && decoded.record.response.is_none()
                 && decoded
@@ -2156,7 +2508,7 @@ impl State<'_> {
         if let Some(hook) = self.body_hook.as_mut() {
             hook(&decoded.record, bytes);
         }
-        self.sink.record(Record::Message(decoded.record));
+        self.emit(Record::Message(decoded.record));
         for (code, detail) in findings {
             self.finding(
                 code,
@@ -2302,7 +2654,7 @@ impl State<'_> {
             request: Some(req.index),
             response: Some(resp_index),
         };
-        self.sink.record(Record::Transaction(record));
+        self.emit(Record::Transaction(record));
     }
 }
 
@@ -2387,11 +2739,22 @@ fn probe_kind(bytes: &[u8]) -> Option<ConnKind> {
 }
 
 /// A message body from one of the transports.
-enum Body {
+pub(crate) enum Body {
     Http(HttpMessage),
     HttpError(Timestamp, String),
     Text(Vec<u8>, Rule, Timestamp, Timestamp),
     Frame(OwnedLinkMessage),
+}
+
+impl Body {
+    pub(crate) fn bytes(&self) -> &[u8] {
+        match self {
+            Body::Http(m) => &m.body,
+            Body::Text(b, ..) => b,
+            Body::Frame(m) => &m.data,
+            Body::HttpError(..) => &[],
+        }
+    }
 }
 
 /// Vectors reused from packet to packet (empty between uses).
@@ -2435,7 +2798,7 @@ fn http_bodies(evs: &mut Vec<HttpEvent>, bodies: &mut Vec<Body>) {
     }));
 }
 
-struct OwnedLinkMessage {
+pub(crate) struct OwnedLinkMessage {
     from: Side,
     frame_type: FrameType,
     ref_num: u8,

@@ -29,7 +29,6 @@
     )
 )]
 
-pub mod ahead;
 pub mod analyzer;
 pub mod craft;
 pub mod findings;
@@ -44,6 +43,7 @@ pub mod linklayer;
 pub mod message;
 pub mod output;
 mod payments;
+pub mod pipeline;
 pub mod record;
 pub mod serialcap;
 pub mod source;

@@ -1,4 +1,4 @@
-//! What the whole-analyzer targets (`analyzer`, `ahead`) share: the key, the limits
+//! What the whole-analyzer targets (`analyzer`, `pipeline`) share: the key, the limits
 //! an input is analysed with, and the reading of it as a capture.
 use ecr_capture::analyzer::{Analyzer, Config};
 use ecr_capture::keys::KeySet;
