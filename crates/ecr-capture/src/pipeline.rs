@@ -226,19 +226,9 @@ impl Feeder {
         let mut g = self.shared.lock();
         if g.records.len() >= MAX_RECORD_BATCHES && !g.closed {
             self.stats.waits += 1;
-            // The helper writes first from WRITE_FIRST batches on: it makes room.
-            g.waiting = true;
-            while g.records.len() >= MAX_RECORD_BATCHES && !g.closed {
-                if g.asleep {
-                    self.shared.work.notify_one();
-                }
-                g = self
-                    .shared
-                    .progress
-                    .wait(g)
-                    .unwrap_or_else(|e| e.into_inner());
-            }
-            g.waiting = false;
+            // The helper writes first from WRITE_FIRST batches on (it is awake:
+            // there are records to write), and says when it has made room.
+            g = self.wait(g, |i| i.records.len() >= MAX_RECORD_BATCHES);
         }
         g.records.push_back(batch);
         let wake = g.asleep;
@@ -324,16 +314,25 @@ impl Feeder {
                 continue;
             }
             self.stats.waits += 1;
-            g.waiting = true;
-            while g.done.is_empty() && !g.closed {
-                g = self
-                    .shared
-                    .progress
-                    .wait(g)
-                    .unwrap_or_else(|e| e.into_inner());
-            }
-            g.waiting = false;
+            drop(self.wait(g, |i| i.done.is_empty()));
         }
+    }
+
+    /// Sleeps while `until_not` holds and the helper is there, woken by the helper's
+    /// progress.
+    fn wait<'a>(
+        &'a self,
+        mut g: MutexGuard<'a, Inner>,
+        until_not: impl Fn(&Inner) -> bool,
+    ) -> MutexGuard<'a, Inner> {
+        g.waiting = true;
+        g = self
+            .shared
+            .progress
+            .wait_while(g, |i| until_not(i) && !i.closed)
+            .unwrap_or_else(|e| e.into_inner());
+        g.waiting = false;
+        g
     }
 
     /// How the work was divided so far.
