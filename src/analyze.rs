@@ -43,7 +43,7 @@ pub struct AnalyzeArgs {
     /// helper thread decodes the message bodies and writes the records while the
     /// first reads, reassembles and frames the packets after them and keeps the
     /// analysis in order (docs/architecture.md); more than two are not used. The
-    /// output is the same with any number. Two threads were 1.72-1.75x as fast as one
+    /// output is the same with any number. Two threads were about 1.7x as fast as one
     /// on an idle 2-core machine (the dense benchmark), for about 1.15 times the CPU
     /// time, and no faster on a busy one: -j 1 leaves the other cores alone.
     /// Reading standard input always uses one thread, so that each record shows as
