@@ -2,7 +2,8 @@
 //! capture files: an analyzer that hands its bodies to a helper thread, which
 //! decodes them and writes the records, must give exactly the records of an
 //! analyzer on its own, whatever the input and whatever its limits evict while
-//! steps are deferred (the smallest budget for inputs of odd length).
+//! steps are deferred (the smallest budget for inputs of odd length), and keep the
+//! deferred steps within their bound.
 //! Its corpus holds sample captures with many bodies; the analyzer's crafted ones
 //! serve too: `cargo +nightly fuzz run pipeline fuzz/corpus/pipeline fuzz/corpus/analyzer`.
 #![no_main]
@@ -36,8 +37,13 @@ fuzz_target!(|data: &[u8]| {
         let mut a = Analyzer::new(cfg, keys(), &mut none);
         a.decode_with(feeder);
         read(&mut a, data);
+        let stats = a.pipeline_stats();
         if std::env::var_os("ECR_FUZZ_STATS").is_some() {
-            eprintln!("{:?}", a.pipeline_stats());
+            eprintln!("{stats:?}");
+        }
+        // The deferred steps stay within their bound whatever the input.
+        if let Some(s) = stats {
+            assert!(s.peak_steps <= ecr_capture::analyzer::MAX_DEFERRED_STEPS + 1);
         }
         a.finish(0, vec![]);
         writer.join().unwrap()

@@ -416,11 +416,13 @@ struct Deferred {
     sync: bool,
     /// Connections whose close is deferred ([`Step::Close`]).
     closing: usize,
+    /// The most steps that waited at once.
+    peak_steps: usize,
 }
 
 /// Most steps deferred, and most body bytes they hold: beyond either, the oldest
 /// runs, waiting for its decoding if need be.
-const MAX_DEFERRED_STEPS: usize = 256;
+pub const MAX_DEFERRED_STEPS: usize = 256;
 const MAX_DEFERRED_BYTES: usize = 512 << 10;
 /// Bodies longer than this are decoded by the analyzer's thread when their step
 /// runs (ECR messages are a few hundred bytes).
@@ -845,6 +847,7 @@ impl<'s> Analyzer<'s> {
             running: false,
             sync: false,
             closing: 0,
+            peak_steps: 0,
         }));
         for c in self.st.conns.values_mut() {
             c.ub_held = c.held;
@@ -853,7 +856,10 @@ impl<'s> Analyzer<'s> {
 
     /// With a decoding thread: how the decodings were divided so far.
     pub fn pipeline_stats(&self) -> Option<PipelineStats> {
-        self.st.helper.as_ref().map(|d| d.pipe.stats())
+        self.st.helper.as_ref().map(|d| PipelineStats {
+            peak_steps: d.peak_steps,
+            ..d.pipe.stats()
+        })
     }
 
     /// Gives `hook` every message record together with the body it was decoded from
@@ -1411,6 +1417,10 @@ impl State<'_> {
                         ts,
                         packet,
                     });
+                    d.peak_steps = d.peak_steps.max(d.steps.len());
+                    // Packets that bring no body still run what is due, so that
+                    // the queue stays within its bound.
+                    self.run_deferred(false);
                     return;
                 }
                 // The budget could be passed: count exactly, as one thread does.
@@ -1720,6 +1730,7 @@ impl State<'_> {
                 c.deferred += 1;
                 d.closing += 1;
                 d.steps.push_back(Step::Close { conn, ts, reason });
+                d.peak_steps = d.peak_steps.max(d.steps.len());
             }
             self.run_deferred(false);
             return;
@@ -2082,6 +2093,7 @@ impl State<'_> {
             bound,
             counts,
         });
+        d.peak_steps = d.peak_steps.max(d.steps.len());
         self.run_deferred(false);
     }
 

@@ -110,6 +110,9 @@ pub struct PipelineStats {
     pub stolen: u64,
     /// Times the analyzer waited for a decoding under way or for room for records.
     pub waits: u64,
+    /// The most deferred steps that waited at once (at most one over
+    /// [`crate::analyzer::MAX_DEFERRED_STEPS`]).
+    pub peak_steps: usize,
 }
 
 /// Creates the two ends: give the [`Feeder`] to the analyzer

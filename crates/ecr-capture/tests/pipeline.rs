@@ -120,3 +120,46 @@ fn records_with_a_helper_are_those_of_one_thread() {
     // Timing decides who decodes what; over all the captures the helper did some.
     assert!(by_helper > 0, "the helper decoded nothing");
 }
+
+#[test]
+fn steps_stay_within_their_bound_when_packets_bring_no_body() {
+    // A request (its step waits for the helper), then 100,000 segments of a JSON
+    // text that never ends: each is a packet whose recount is deferred behind it.
+    let dir = std::env::temp_dir().join(format!("ecr-pipeline-steps-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let request = dir.join("request.pcap");
+    let stream = dir.join("stream.pcap");
+    std::fs::write(&request, ecr_capture::craft::pipelined_unanswered(1, 40)).unwrap();
+    let text =
+        ecr_capture::craft::text_stream(ecr_capture::craft::TextShape::OpenJson, 1_000_000, 10);
+    std::fs::write(&stream, text).unwrap();
+    let expected = {
+        let mut records = vec![];
+        let mut sink = |r: Record| records.push(r);
+        let mut a = Analyzer::new(Config::default(), keys(), &mut sink);
+        read(&mut a, &request);
+        read(&mut a, &stream);
+        a.finish(0, vec![]);
+        records
+    };
+    let (feeder, helper) = pipeline::channel(keys(), false);
+    let mut records = vec![];
+    let stats = std::thread::scope(|scope| {
+        let t = scope.spawn(move || helper.run(&mut |_: Record| {}));
+        let mut sink = |r: Record| records.push(r);
+        let mut a = Analyzer::new(Config::default(), keys(), &mut sink);
+        a.decode_with(feeder);
+        read(&mut a, &request);
+        read(&mut a, &stream);
+        let stats = a.pipeline_stats().unwrap();
+        a.finish(0, vec![]);
+        t.join().unwrap();
+        stats
+    });
+    assert_eq!(records, expected);
+    assert!(
+        stats.peak_steps <= ecr_capture::analyzer::MAX_DEFERRED_STEPS + 1,
+        "{stats:?}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
