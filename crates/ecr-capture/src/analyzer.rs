@@ -420,6 +420,24 @@ struct Deferred {
     peak_steps: usize,
 }
 
+/// What follows a body's decoding ([`State::body_now`]).
+struct BodyStep {
+    conn: ConnId,
+    dir: StreamDir,
+    packet: Option<u64>,
+    /// The text stream's cut mark, taken when the body came.
+    was_cut: bool,
+    /// For a bare frame: the link's latest answer, taken when it came.
+    answer: Option<Option<(ConnId, u8, f64)>>,
+    /// The job handed to the helper thread, or the body kept here.
+    job: Result<u64, Box<Body>>,
+    len: usize,
+    /// What it may add to its connection's waiting requests.
+    bound: usize,
+    /// Whether it counts a message.
+    counts: bool,
+}
+
 /// Most steps deferred, and most body bytes they hold: beyond either, the oldest
 /// runs, waiting for its decoding if need be.
 pub const MAX_DEFERRED_STEPS: usize = 256;
@@ -429,21 +447,7 @@ const MAX_DEFERRED_BYTES: usize = 512 << 10;
 const MAX_HANDED_BODY: usize = 64 << 10;
 
 enum Step {
-    Body {
-        conn: ConnId,
-        dir: StreamDir,
-        packet: Option<u64>,
-        /// The text stream's cut mark, taken when the body came.
-        was_cut: bool,
-        /// For a bare frame: the link's latest answer, taken when it came.
-        answer: Option<Option<(ConnId, u8, f64)>>,
-        /// The job handed to the decoding thread, or the body kept here.
-        job: Result<u64, Box<Body>>,
-        len: usize,
-        /// What it may add to its connection's waiting requests.
-        bound: usize,
-        counts: bool,
-    },
+    Body(BodyStep),
     /// The rest of a connection's close ([`State::close_requests`]).
     Close {
         conn: ConnId,
@@ -968,23 +972,9 @@ impl<'s> Analyzer<'s> {
         // packet too; an empty chunk is only a clock tick.
         self.packets += u64::from(packet.is_some() || !bytes.is_empty());
         self.st.last_ts = self.st.last_ts.max(ts);
+        // Serial links defer nothing (see `Deferred`): what waits runs first.
         self.st.settle();
         let was = self.st.set_sync(true);
-        self.frames_chunk_now(link, labels, transport, from, bytes, ts, packet);
-        self.st.set_sync(was);
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn frames_chunk_now(
-        &mut self,
-        link: u64,
-        labels: (&str, &str),
-        transport: Transport,
-        from: Side,
-        bytes: &[u8],
-        ts: Timestamp,
-        packet: Option<u64>,
-    ) {
         let id = SERIAL_ID_BASE.saturating_add(link);
         if !self.st.conns.contains_key(&id) {
             // Links are not evicted like TCP connections: a capture may name a new
@@ -998,6 +988,7 @@ impl<'s> Analyzer<'s> {
                             limits::MAX_SERIAL_LINKS, label
                         )
                     });
+                self.st.set_sync(was);
                 return;
             }
             self.st.serial_links += 1;
@@ -1025,6 +1016,7 @@ impl<'s> Analyzer<'s> {
             self.st.link_output(id, o, packet);
         }
         self.st.account(id, ts, packet);
+        self.st.set_sync(was);
     }
 
     /// Feeds every packet of a capture file. Damaged records become `damaged-packet`
@@ -2082,7 +2074,7 @@ impl State<'_> {
         };
         d.bytes = d.bytes.saturating_add(len);
         d.messages += u64::from(counts);
-        d.steps.push_back(Step::Body {
+        d.steps.push_back(Step::Body(BodyStep {
             conn,
             dir,
             packet,
@@ -2092,7 +2084,7 @@ impl State<'_> {
             len,
             bound,
             counts,
-        });
+        }));
         d.peak_steps = d.peak_steps.max(d.steps.len());
         self.run_deferred(false);
     }
@@ -2145,7 +2137,7 @@ impl State<'_> {
                 return;
             };
             let must = all || d.steps.len() > MAX_DEFERRED_STEPS || d.bytes > MAX_DEFERRED_BYTES;
-            if let Step::Body { job: Ok(seq), .. } = front {
+            if let Step::Body(BodyStep { job: Ok(seq), .. }) = front {
                 if !must && !d.pipe.is_ready(*seq) {
                     return;
                 }
@@ -2155,30 +2147,21 @@ impl State<'_> {
             };
             d.running = true;
             let conn = match step {
-                Step::Body {
-                    conn,
-                    dir,
-                    packet,
-                    was_cut,
-                    answer,
-                    job,
-                    len,
-                    bound,
-                    counts,
-                } => {
-                    d.bytes = d.bytes.saturating_sub(len);
-                    d.messages = d.messages.saturating_sub(u64::from(counts));
-                    let (body, decoded) = match job {
+                Step::Body(b) => {
+                    d.bytes = d.bytes.saturating_sub(b.len);
+                    d.messages = d.messages.saturating_sub(u64::from(b.counts));
+                    let (body, decoded) = match b.job {
                         Ok(seq) => match d.pipe.take(seq) {
-                            Some((b, decoded)) => (Some(b), decoded),
+                            Some((body, decoded)) => (Some(body), decoded),
                             None => (None, None),
                         },
-                        Err(b) => (Some(b), None),
+                        Err(body) => (Some(body), None),
                     };
                     if let Some(body) = body {
-                        self.body_now(conn, dir, *body, packet, Some(was_cut), answer, decoded);
+                        let (was_cut, answer) = (Some(b.was_cut), b.answer);
+                        self.body_now(b.conn, b.dir, *body, b.packet, was_cut, answer, decoded);
                     }
-                    (conn, bound)
+                    (b.conn, b.bound)
                 }
                 Step::Account {
                     conn,
