@@ -8,6 +8,7 @@ use anyhow::{Context as _, Result};
 use clap::Args;
 use ecr_capture::analyzer::{Analyzer, Config};
 use ecr_capture::keys::KeySet;
+use ecr_capture::pipeline::Helper;
 use ecr_capture::record::Record;
 
 use crate::options::{
@@ -58,6 +59,16 @@ pub fn run(a: AnalyzeArgs) -> Result<ExitCode> {
     let keys = load_keys(&a.keys)?;
     let cfg = capture_config(&a.ports, &a.tls, a.usb_device)?;
     let from_stdin = a.files.iter().any(|f| is_stdin(f));
+    // The cores by default (issue 15): the output does not depend on it, and the
+    // process stays under the default memory promise either way (README, Memory
+    // limits). Standard input stays on one thread, each record shown as it comes.
+    let jobs = a.jobs.map_or_else(default_jobs, usize::from);
+    if jobs > 1 && !from_stdin {
+        if let Some(done) = with_helper(&a, cfg.clone(), keys.clone()) {
+            return done;
+        }
+        // No thread to be had: this one does it all.
+    }
     let out: Box<dyn Write> = if from_stdin {
         // A pipe from a live capture (`tcpdump -w - | ecr-sniff analyze -`): each
         // record shows as it completes, and Ctrl-C, which also stops tcpdump, lets
@@ -67,102 +78,91 @@ pub fn run(a: AnalyzeArgs) -> Result<ExitCode> {
     } else {
         Box::new(io::BufWriter::with_capacity(1 << 16, io::stdout().lock()))
     };
-    // The cores by default (issue 15): the output does not depend on it, and the
-    // process stays under the default memory promise either way (README, Memory
-    // limits).
-    let jobs = a.jobs.map_or_else(default_jobs, usize::from);
-    if jobs == 1 || from_stdin {
-        let writer = if from_stdin {
-            a.output.writer(out)
-        } else {
-            a.output.file_writer(out)
-        };
-        let mut sink = WriterSink::new(writer);
-        let analysis = analyze_files(&a.files, cfg, keys, &mut sink, true)?;
-        sink.finish().context("writing output")?;
-        io::stdout().flush().ok();
-        return Ok(analysis.exit_code(a.fail_on));
-    }
-    drop(out);
-    with_helper(&a, cfg, keys)
+    let writer = if from_stdin {
+        a.output.writer(out)
+    } else {
+        a.output.file_writer(out)
+    };
+    let mut sink = WriterSink::new(writer);
+    let analysis = analyze_files(&a.files, cfg, keys, &mut sink, true)?;
+    sink.finish().context("writing output")?;
+    io::stdout().flush().ok();
+    Ok(analysis.exit_code(a.fail_on))
 }
 
 /// `analyze -j N` (N >= 2) on files: a helper thread decodes the message bodies
 /// and writes the records while this one reads, reassembles, frames and keeps
 /// the analysis in order (see `ecr_capture::pipeline`: the output is that of one
-/// thread by construction).
-fn with_helper(a: &AnalyzeArgs, cfg: Config, keys: KeySet) -> Result<ExitCode> {
-    let (feeder, helper) = ecr_capture::pipeline::channel(keys.clone(), true);
+/// thread by construction). `None` when no thread could be started.
+fn with_helper(a: &AnalyzeArgs, cfg: Config, keys: KeySet) -> Option<Result<ExitCode>> {
     let output = &a.output;
-    std::thread::scope(|scope| {
-        let thread = std::thread::Builder::new()
-            .name("decode".into())
-            .spawn_scoped(scope, move || {
-                let out: Box<dyn Write> =
-                    Box::new(io::BufWriter::with_capacity(1 << 16, io::stdout().lock()));
-                let mut sink = WriterSink::new(output.file_writer(out));
-                helper.run(&mut sink);
-                if std::env::var_os("ECR_SNIFF_AHEAD_STATS").is_some() {
-                    eprintln!(
-                        "two threads: the helper's CPU time {:.3} s",
-                        thread_cpu_seconds()
-                    );
-                }
-                sink.finish()
-            });
-        let Ok(thread) = thread else {
-            // No thread to be had: one thread does it all.
-            let out: Box<dyn Write> =
-                Box::new(io::BufWriter::with_capacity(1 << 16, io::stdout().lock()));
-            let mut sink = WriterSink::new(output.file_writer(out));
-            let analysis = analyze_files(&a.files, cfg, keys, &mut sink, true)?;
-            sink.finish().context("writing output")?;
-            io::stdout().flush().ok();
-            return Ok(analysis.exit_code(a.fail_on));
-        };
-        // Every record goes to the helper, which writes them in order.
-        let mut none = |_: Record| {};
-        let setup = |an: &mut Analyzer<'_>| an.decode_with(feeder);
-        let analysed =
-            analyze_files_with(&a.files, cfg, keys, &mut none, true, setup, helper_stats);
-        let written = thread
-            .join()
-            .unwrap_or_else(|_| Err(io::Error::other("the output thread failed")));
+    let (analysed, written) = analyze_files_with_helper(&a.files, cfg, keys, true, |helper| {
+        let out: Box<dyn Write> =
+            Box::new(io::BufWriter::with_capacity(1 << 16, io::stdout().lock()));
+        let mut sink = WriterSink::new(output.file_writer(out));
+        helper.run(&mut sink);
+        sink.finish()
+    })?;
+    let done = || {
         let analysis = analysed?;
-        written.context("writing output")?;
+        written
+            .unwrap_or_else(|_| Err(io::Error::other("the output thread failed")))
+            .context("writing output")?;
         io::stdout().flush().ok();
         Ok(analysis.exit_code(a.fail_on))
-    })
+    };
+    Some(done())
 }
 
 /// [`analyze_files`] for its summary only (`check` with threads to spare): a
 /// helper thread decodes the message bodies while this one reads on, and drops
-/// the records (where most of them were made). With `ECR_SNIFF_AHEAD_STATS` set,
-/// how the work was shared.
+/// the records (where most of them were made).
 pub(crate) fn analyze_files_helped(
     files: &[PathBuf],
     cfg: Config,
     keys: KeySet,
     progress: bool,
 ) -> Result<crate::Analysis> {
+    let drop_all = |helper: Helper| helper.run(&mut |_: Record| {});
+    match analyze_files_with_helper(files, cfg.clone(), keys.clone(), progress, drop_all) {
+        Some((analysed, _)) => analysed,
+        None => analyze_files(files, cfg, keys, &mut |_: Record| {}, progress),
+    }
+}
+
+/// [`analyze_files`] with a helper thread (see `ecr_capture::pipeline`) that
+/// decodes the bodies and gets every record: `helper_side` runs the helper's end
+/// on that thread and returns what it made of them. With `ECR_SNIFF_AHEAD_STATS`
+/// set, both threads say how the work was shared. `None` when no thread could be
+/// started (nothing was read then).
+fn analyze_files_with_helper<T: Send>(
+    files: &[PathBuf],
+    cfg: Config,
+    keys: KeySet,
+    progress: bool,
+    helper_side: impl FnOnce(Helper) -> T + Send,
+) -> Option<(Result<crate::Analysis>, std::thread::Result<T>)> {
     let (feeder, helper) = ecr_capture::pipeline::channel(keys.clone(), true);
     std::thread::scope(|scope| {
         let thread = std::thread::Builder::new()
             .name("decode".into())
-            .spawn_scoped(scope, move || helper.run(&mut |_: Record| {}));
-        // Without a thread to be had, this one does it all.
-        let setup = |an: &mut Analyzer<'_>| {
-            if thread.is_ok() {
-                an.decode_with(feeder);
-            }
-        };
+            .spawn_scoped(scope, move || {
+                let made = helper_side(helper);
+                if std::env::var_os("ECR_SNIFF_AHEAD_STATS").is_some() {
+                    eprintln!(
+                        "two threads: the helper's CPU time {:.3} s",
+                        thread_cpu_seconds()
+                    );
+                }
+                made
+            })
+            .ok()?;
+        // Every record goes to the helper.
         let mut none = |_: Record| {};
+        let setup = |an: &mut Analyzer<'_>| an.decode_with(feeder);
         let analysed =
             analyze_files_with(files, cfg, keys, &mut none, progress, setup, helper_stats);
-        if let Ok(t) = thread {
-            let _ = t.join();
-        }
-        analysed
+        Some((analysed, thread.join()))
     })
 }
 
