@@ -214,6 +214,12 @@ impl Conn {
     /// Bytes held now: unfinished messages of both directions, open refs and
     /// unanswered requests.
     fn count_held(&self) -> usize {
+        self.framing_held() + self.pending_bytes
+    }
+
+    /// What [`Conn::count_held`] counts but the unanswered requests: what the
+    /// framing of its streams holds.
+    fn framing_held(&self) -> usize {
         let dirs: usize = self
             .dirs
             .iter()
@@ -225,7 +231,6 @@ impl Conn {
             .sum();
         dirs + self.frames.as_deref().map_or(0, FrameLink::held)
             + self.tls.as_deref().map_or(0, TlsConn::held)
-            + self.pending_bytes
     }
 
     fn text_work(&self) -> u64 {
@@ -264,6 +269,20 @@ impl Conn {
             _ => Transport::Tcp,
         }
     }
+    /// Where a body that `dir` sent, first seen at `ts`, came up: what its
+    /// decoding depends on besides its bytes and keys.
+    fn context(&self, dir: StreamDir, ts: Timestamp, packet: Option<u64>) -> Context {
+        let (src, dst) = self.addrs(dir);
+        Context {
+            transport: self.transport(),
+            src,
+            dst,
+            direction: direction_of(dir),
+            ts,
+            packet,
+        }
+    }
+
     fn addrs(&self, dir: StreamDir) -> (CompactString, CompactString) {
         match dir {
             StreamDir::ClientToServer => (self.client.clone(), self.server_label.clone()),
@@ -436,6 +455,19 @@ struct BodyStep {
     bound: usize,
     /// Whether it counts a message.
     counts: bool,
+}
+
+impl Deferred {
+    /// A connection with no deferred step left: its bound is what it holds.
+    fn resync(&mut self, c: &mut Conn) {
+        if c.deferred == 0 {
+            self.ub_total = self
+                .ub_total
+                .saturating_sub(c.ub_held)
+                .saturating_add(c.held);
+            c.ub_held = c.held;
+        }
+    }
 }
 
 /// Most steps deferred, and most body bytes they hold: beyond either, the oldest
@@ -1393,7 +1425,7 @@ impl State<'_> {
                 return;
             };
             if !d.steps.is_empty() {
-                let framing = c.count_held().saturating_sub(c.pending_bytes);
+                let framing = c.framing_held();
                 let at_most = framing
                     .saturating_add(c.pending_bytes)
                     .saturating_add(c.deferred_bound);
@@ -2031,7 +2063,7 @@ impl State<'_> {
             self.flush_cut_tail(conn);
         }
         if !self.deferring() {
-            self.body_now(conn, dir, body, packet, None, None, None);
+            self.body_now(conn, dir, &body, packet, None, None, None);
             return;
         }
         let Some(c) = self.conns.get_mut(&conn) else {
@@ -2047,24 +2079,8 @@ impl State<'_> {
         c.deferred += 1;
         c.deferred_bound = c.deferred_bound.saturating_add(bound);
         let counts = !matches!(body, Body::HttpError(..));
-        let first_ts = match &body {
-            Body::Http(m) => m.ts_first_byte,
-            Body::Text(_, _, f, _) => *f,
-            Body::Frame(m) => m.first_ts,
-            Body::HttpError(ts, _) => *ts,
-        };
-        let job = (counts && len > 0 && len <= MAX_HANDED_BODY).then(|| {
-            let (src, dst) = c.addrs(dir);
-            let ctx = Context {
-                transport: c.transport(),
-                src,
-                dst,
-                direction: direction_of(dir),
-                ts: first_ts,
-                packet,
-            };
-            (ctx, c.server)
-        });
+        let job = (counts && len > 0 && len <= MAX_HANDED_BODY)
+            .then(|| (c.context(dir, body.first_ts(), packet), c.server));
         let Some(d) = &mut self.helper else {
             return;
         };
@@ -2159,7 +2175,7 @@ impl State<'_> {
                     };
                     if let Some(body) = body {
                         let (was_cut, answer) = (Some(b.was_cut), b.answer);
-                        self.body_now(b.conn, b.dir, *body, b.packet, was_cut, answer, decoded);
+                        self.body_now(b.conn, b.dir, &body, b.packet, was_cut, answer, decoded);
                     }
                     (b.conn, b.bound)
                 }
@@ -2182,11 +2198,7 @@ impl State<'_> {
             if let (Some(c), Some(d)) = (self.conns.get_mut(&conn), &mut self.helper) {
                 c.deferred = c.deferred.saturating_sub(1);
                 c.deferred_bound = c.deferred_bound.saturating_sub(bound);
-                // No step of it left: its bound is what it holds.
-                if c.deferred == 0 {
-                    d.ub_total = d.ub_total.saturating_sub(c.ub_held).saturating_add(c.held);
-                    c.ub_held = c.held;
-                }
+                d.resync(c);
             }
             if let Some(d) = &mut self.helper {
                 d.running = false;
@@ -2194,12 +2206,11 @@ impl State<'_> {
         }
     }
 
-    /// A connection with no deferred step left: its bound is what it holds.
+    /// See [`Deferred::resync`] (nothing to do without a helper thread).
     fn resync(&mut self, conn: ConnId) {
-        if let (Some(c), Some(d)) = (self.conns.get_mut(&conn), &mut self.helper) {
-            if c.deferred == 0 {
-                d.ub_total = d.ub_total.saturating_sub(c.ub_held).saturating_add(c.held);
-                c.ub_held = c.held;
+        if let Some(d) = &mut self.helper {
+            if let Some(c) = self.conns.get_mut(&conn) {
+                d.resync(c);
             }
         }
     }
@@ -2212,7 +2223,7 @@ impl State<'_> {
         &mut self,
         conn: ConnId,
         dir: StreamDir,
-        body: Body,
+        body: &Body,
         packet: Option<u64>,
         was_cut: Option<bool>,
         answer: Option<Option<(ConnId, u8, f64)>>,
@@ -2226,33 +2237,21 @@ impl State<'_> {
             let transport = c.transport();
             self.finding(
                 Code::BadEnvelope,
-                ts,
+                *ts,
                 Some(transport),
                 Some(src),
                 Some(dst),
                 packet,
                 None,
-                detail,
+                detail.clone(),
             );
             return;
         }
-        let (src, dst) = c.addrs(dir);
-        let transport = c.transport();
         let server = c.server;
-        let (bytes, first_ts, last_ts) = match &body {
-            Body::Http(m) => (&m.body[..], m.ts_first_byte, m.ts_last_byte),
-            Body::Text(b, _, f, l) => (&b[..], *f, *l),
-            Body::Frame(m) => (&m.data[..], m.first_ts, m.last_ts),
-            Body::HttpError(..) => return,
-        };
-        let ctx = Context {
-            transport,
-            src: src.clone(),
-            dst: dst.clone(),
-            direction: direction_of(dir),
-            ts: first_ts,
-            packet,
-        };
+        let (bytes, first_ts, last_ts) = (body.bytes(), body.first_ts(), body.last_ts());
+        // As the body's job was given it, when it was deferred.
+        let ctx = c.context(dir, first_ts, packet);
+        let (src, dst, transport) = (ctx.src.clone(), ctx.dst.clone(), ctx.transport);
         // A browser's CORS preflight, or the answer to the one waiting first.
         let (preflight, asked_at) = match &body {
             Body::Http(m) => match &m.kind {
@@ -2742,6 +2741,27 @@ pub(crate) enum Body {
 }
 
 impl Body {
+    /// When its first byte was seen.
+    fn first_ts(&self) -> Timestamp {
+        match self {
+            Body::Http(m) => m.ts_first_byte,
+            Body::Text(_, _, f, _) => *f,
+            Body::Frame(m) => m.first_ts,
+            Body::HttpError(ts, _) => *ts,
+        }
+    }
+
+    /// When its last byte was seen.
+    fn last_ts(&self) -> Timestamp {
+        match self {
+            Body::Http(m) => m.ts_last_byte,
+            Body::Text(_, _, _, l) => *l,
+            Body::Frame(m) => m.last_ts,
+            Body::HttpError(ts, _) => *ts,
+        }
+    }
+
+    /// The message's bytes (none for an HTTP error).
     pub(crate) fn bytes(&self) -> &[u8] {
         match self {
             Body::Http(m) => &m.body,

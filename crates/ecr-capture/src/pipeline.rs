@@ -43,6 +43,14 @@ struct Job {
     server: Option<SocketAddr>,
 }
 
+impl Job {
+    /// Decodes the job's body with its terminal's keys (on either thread).
+    fn decode(&self, keys: &mut KeySet) -> Decoded {
+        let (ring, numbers) = keys.for_terminal(self.server);
+        decode_body(self.body.bytes(), ring, numbers, &self.ctx)
+    }
+}
+
 type Done = (u64, Box<Body>, Decoded);
 
 struct Inner {
@@ -301,8 +309,7 @@ impl Feeder {
             // The helper has it. Rather than wait, decode the newest job here.
             if let Some(job) = g.jobs.pop_back() {
                 drop(g);
-                let (ring, numbers) = self.keys.for_terminal(job.server);
-                let d = decode_body(job.body.bytes(), ring, numbers, &job.ctx);
+                let d = job.decode(&mut self.keys);
                 self.stats.stolen += 1;
                 self.stolen.insert(job.seq, (job.body, d));
                 continue;
@@ -409,8 +416,7 @@ impl Helper {
                 Work::Decode(mut batch) => {
                     let mut last = 0;
                     for job in batch.drain(..) {
-                        let (ring, numbers) = self.keys.for_terminal(job.server);
-                        let d = decode_body(job.body.bytes(), ring, numbers, &job.ctx);
+                        let d = job.decode(&mut self.keys);
                         last = job.seq;
                         done.push((job.seq, job.body, d));
                     }
