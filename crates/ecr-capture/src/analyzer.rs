@@ -291,6 +291,34 @@ impl Conn {
     }
 }
 
+/// `a` as its `Display` writes it (`192.0.2.1:9001`, `[2001:db8::1]:9001`): an
+/// IPv4 address without the formatting machinery, which costs more than the rest
+/// of a short connection's bookkeeping.
+fn addr_text(a: SocketAddr) -> CompactString {
+    let SocketAddr::V4(v4) = a else {
+        return CompactString::from(a.to_string());
+    };
+    // At most `255.255.255.255:65535`, 21 bytes: the text is kept inline.
+    let mut t = [0u8; 24];
+    let mut n = 0;
+    let mut put = |piece: &[u8]| {
+        if let Some(d) = t.get_mut(n..n + piece.len()) {
+            d.copy_from_slice(piece);
+        }
+        n += piece.len();
+    };
+    let mut b = itoa::Buffer::new();
+    for (i, octet) in v4.ip().octets().into_iter().enumerate() {
+        if i > 0 {
+            put(b".");
+        }
+        put(b.format(octet).as_bytes());
+    }
+    put(b":");
+    put(b.format(v4.port()).as_bytes());
+    CompactString::from_utf8_lossy(t.get(..n).unwrap_or_default())
+}
+
 fn side_of(d: StreamDir) -> Side {
     match d {
         StreamDir::ClientToServer => Side::Ecr,
@@ -1605,13 +1633,7 @@ impl State<'_> {
                 };
                 self.conns.insert(
                     conn,
-                    Conn::new(
-                        client.to_string(),
-                        server.to_string(),
-                        Some(server),
-                        kind,
-                        ts,
-                    ),
+                    Conn::new(addr_text(client), addr_text(server), Some(server), kind, ts),
                 );
                 // Connections whose close is deferred are gone already.
                 let closing = match &self.helper {
@@ -2945,4 +2967,33 @@ fn cors_check(
         _ => None,
     };
     (None, problem)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
+
+    proptest! {
+        #[test]
+        fn an_address_is_written_as_display_writes_it(ip: u32, port: u16, v6: u128, scope: u32) {
+            let a = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::from(ip), port));
+            prop_assert_eq!(addr_text(a).to_string(), a.to_string());
+            let b = SocketAddr::V6(SocketAddrV6::new(Ipv6Addr::from(v6), port, 0, scope));
+            prop_assert_eq!(addr_text(b).to_string(), b.to_string());
+        }
+    }
+
+    #[test]
+    fn edge_addresses_are_written_as_display_writes_them() {
+        for (ip, port) in [
+            ([0, 0, 0, 0], 0),
+            ([255, 255, 255, 255], 65535),
+            ([127, 0, 1, 10], 9001),
+        ] {
+            let a = SocketAddr::from((ip, port));
+            assert_eq!(addr_text(a).as_str(), a.to_string());
+        }
+    }
 }

@@ -219,40 +219,56 @@ impl Grammar for Escaped<'_> {
     }
 
     /// A string of the text, at its escaped opening quote.
+    #[inline(always)]
     fn string(&mut self) -> bool {
         self.put(b'"');
-        self.pos += 2;
-        loop {
-            (self.pos, self.o) = copy_run(self.s, self.pos, &mut self.out, self.o);
+        // In locals: the loop is the inner loop of a response's `data`.
+        let s = self.s;
+        let (mut pos, mut o) = (self.pos + 2, self.o);
+        let out = &mut self.out;
+        // `copy_run` leaves 8 bytes of room past `o`: the two at most written
+        // after it fit (the `get_mut`s always succeed).
+        let set = |out: &mut Vec<u8>, at: usize, b: u8| {
+            if let Some(d) = out.get_mut(at) {
+                *d = b;
+            }
+        };
+        let closed = loop {
+            (pos, o) = copy_run(s, pos, out, o);
             // A backslash: the sent string's escape. Anything else ends the sent
             // string (a quote) or is not JSON (a control character, the end).
-            if self.peek() != Some(b'\\') {
-                return false;
+            if s.get(pos) != Some(&b'\\') {
+                break false;
             }
-            match self.s.get(self.pos + 1) {
+            match s.get(pos + 1) {
                 // The text's closing quote.
                 Some(b'"') => {
-                    self.put(b'"');
-                    self.pos += 2;
-                    return true;
+                    set(out, o, b'"');
+                    o += 1;
+                    pos += 2;
+                    break true;
                 }
                 // The text's own escape, `\"` or `\\`, sent as `\\\"` or `\\\\`.
                 Some(b'\\') => {
-                    let escaped = match (self.s.get(self.pos + 2), self.s.get(self.pos + 3)) {
+                    let escaped = match (s.get(pos + 2), s.get(pos + 3)) {
                         (Some(b'\\'), Some(&c @ (b'"' | b'\\'))) => c,
-                        _ => return false,
+                        _ => break false,
                     };
-                    self.put(b'\\');
-                    self.put(escaped);
-                    self.pos += 4;
+                    set(out, o, b'\\');
+                    set(out, o + 1, escaped);
+                    o += 2;
+                    pos += 4;
                 }
                 Some(b'/') => {
-                    self.put(b'/');
-                    self.pos += 2;
+                    set(out, o, b'/');
+                    o += 1;
+                    pos += 2;
                 }
-                _ => return false,
+                _ => break false,
             }
-        }
+        };
+        (self.pos, self.o) = (pos, o);
+        closed
     }
 }
 

@@ -600,26 +600,37 @@ pub(crate) fn copy_run(
     mut o: usize,
 ) -> (usize, usize) {
     loop {
+        let src = s.get(pos..).unwrap_or_default();
+        if src.len() < 8 {
+            break;
+        }
         if o + 16 > buf.len() {
             buf.resize((buf.len() * 2).max(o + 16), 0);
         }
-        let Some(w) = word_at(s, pos) else {
-            break;
-        };
-        if let Some(dst) = buf.get_mut(o..o + 8) {
-            dst.copy_from_slice(&w.to_le_bytes());
+        // As many whole words as both the input and the room (less the 8 kept
+        // for the caller) hold, in one loop the bounds checks are hoisted out of.
+        let room = buf.len().saturating_sub(8);
+        let dst = buf.get_mut(o..room).unwrap_or_default();
+        let mut done = 0;
+        for (w, d) in src.chunks_exact(8).zip(dst.chunks_exact_mut(8)) {
+            let w = u64::from_le_bytes(w.try_into().unwrap_or_default());
+            d.copy_from_slice(&w.to_le_bytes());
+            let m = json_special_mask(w);
+            if m != 0 {
+                let n = done + (m.trailing_zeros() / 8) as usize;
+                return (pos + n, o + n);
+            }
+            done += 8;
         }
-        let m = json_special_mask(w);
-        if m != 0 {
-            let n = (m.trailing_zeros() / 8) as usize;
-            return (pos + n, o + n);
-        }
-        o += 8;
-        pos += 8;
+        pos += done;
+        o += done;
     }
     // Fewer than eight bytes left (fewer than the 16 of room).
     let tail = s.get(pos..).unwrap_or_default();
     let n = string_run_len(tail);
+    if o + 16 > buf.len() {
+        buf.resize((buf.len() * 2).max(o + 16), 0);
+    }
     if let (Some(dst), Some(src)) = (buf.get_mut(o..o + n), tail.get(..n)) {
         dst.copy_from_slice(src);
     }
