@@ -433,7 +433,14 @@ trait Grammar {
                     self.top_member(name, value);
                 }
             }
-            if !self.value(depth) {
+            // A string or number (the usual member) read here, without the call
+            // (and the reloads of the state around it) that `value` costs.
+            let read = match self.peek() {
+                Some(b'-' | b'0'..=b'9') => self.number(),
+                _ if self.at_string() => self.string(),
+                _ => self.value(depth),
+            };
+            if !read {
                 return false;
             }
             match self.peek() {
