@@ -13,9 +13,9 @@
 //! Bounded as the parser: at most [`MAX_INPUT_LEN`] bytes and [`MAX_DEPTH`] levels,
 //! linear time, no panic, no allocation but the one copy of the text.
 
+use crate::swar::json_special_mask;
 use crate::value::{
-    copy_run, is_json_number, string_run_len, CompactString, Object, Value, MAX_DEPTH,
-    MAX_INPUT_LEN,
+    is_json_number, string_run_len, CompactString, Object, Value, MAX_DEPTH, MAX_INPUT_LEN,
 };
 
 /// An object's JSON text in compact canonical form (see the module docs).
@@ -130,31 +130,43 @@ pub fn member_text(raw: &str) -> Option<CompactString> {
 /// exactly one object in compact canonical form and uses no escapes but `\"`,
 /// `\\` and `\/`; `None` for anything else, which the caller then reads the usual
 /// way (unescape, then check), so that every error and every rarer escape is
-/// handled there. Linear, bounded as the check; what it allocates follows the text
-/// it writes, not the input left after it (a body may hold many `data` members).
-pub(crate) fn escaped_compact_object(s: &[u8], start: usize) -> Option<(CompactJson, usize)> {
+/// handled there. Linear, bounded as the check.
+///
+/// `room` is where the text is written: the text is never longer than the input it
+/// is read from (each escape is longer than what it stands for), so room for all of
+/// the input left, and a word more for the whole-word stores, is made once and
+/// nothing is checked or grown while reading. The caller keeps `room` for the
+/// next `data` member of the same body, whose input left is shorter: a body with
+/// many of them makes it once, not once for each.
+pub(crate) fn escaped_compact_object(
+    s: &[u8],
+    start: usize,
+    room: &mut Vec<u8>,
+) -> Option<(CompactJson, usize)> {
     if s.get(start) != Some(&b'{') {
         return None;
     }
-    let rest = s.len().saturating_sub(start);
+    let need = s.len().saturating_sub(start) + 16;
+    if room.len() < need {
+        room.resize(need, 0);
+    }
     let mut f = Escaped {
         s,
         pos: start,
-        // As the string parser: room for a response's `data`, grown when short.
-        out: vec![0; rest.min(1024) + 16],
+        out: room,
         o: 0,
+        short: false,
         top: Vec::with_capacity(32),
     };
-    if !f.value(0) || f.peek() != Some(b'"') || f.o > MAX_INPUT_LEN {
+    if !f.value(0) || f.peek() != Some(b'"') || f.o > MAX_INPUT_LEN || f.short {
         return None;
     }
-    f.out.truncate(f.o);
     // Runs are copied whole between ASCII bytes of text that is UTF-8, so this holds;
     // checked all the same rather than assumed.
-    let text = String::from_utf8(f.out).ok()?;
+    let text = std::str::from_utf8(f.out.get(..f.o)?).ok()?;
     Some((
         CompactJson {
-            text: CompactString::from(text),
+            text: CompactString::new(text),
             top: f.top,
         },
         f.pos + 1,
@@ -164,35 +176,77 @@ pub(crate) fn escaped_compact_object(s: &[u8], start: usize) -> Option<(CompactJ
 /// The state of [`escaped_compact_object`]: the grammar of [`Checker`], read
 /// through one level of JSON string escaping (a quote of the text is `\"`, a
 /// backslash `\\`), writing the unescaped text as it goes.
-struct Escaped<'a> {
+struct Escaped<'a, 'r> {
     s: &'a [u8],
     pos: usize,
-    /// The text so far: its first `o` bytes (the rest is room, for the whole-word
-    /// stores of [`copy_run`]).
-    out: Vec<u8>,
+    /// The text so far: its first `o` bytes (the rest is room, at least as much as
+    /// the input left and 16 bytes more).
+    out: &'r mut [u8],
     o: usize,
+    /// Set should a write ever find no room (it cannot, see above): the result is
+    /// then refused rather than wrong.
+    short: bool,
     top: Vec<(u32, u32)>,
 }
 
-impl Escaped<'_> {
+impl Escaped<'_, '_> {
     /// At an escaped quote, the text's quote.
     fn at_quote(&self) -> bool {
         self.peek() == Some(b'\\') && self.s.get(self.pos + 1) == Some(&b'"')
     }
 
     /// Writes a byte of the text.
+    #[inline(always)]
     fn put(&mut self, b: u8) {
-        if self.o >= self.out.len() {
-            self.out.resize(self.out.len() * 2 + 16, 0);
-        }
-        if let Some(d) = self.out.get_mut(self.o) {
-            *d = b;
+        match self.out.get_mut(self.o) {
+            Some(d) => *d = b,
+            None => self.short = true,
         }
         self.o += 1;
     }
 }
 
-impl Grammar for Escaped<'_> {
+/// Copies the bytes of `s` from `pos` up to the first quote, backslash or control
+/// character (or the end) to `out` at `o`, eight at a time: each word is stored
+/// whole and the write position then moves past its plain bytes only. `out` has
+/// room for the input left and 8 bytes more (see [`escaped_compact_object`]), so
+/// nothing is grown; should a store find no room, `short` is set. Returns the new
+/// read and write positions.
+#[inline(always)]
+fn copy_run_in_room(
+    s: &[u8],
+    mut pos: usize,
+    out: &mut [u8],
+    mut o: usize,
+    short: &mut bool,
+) -> (usize, usize) {
+    let src = s.get(pos..).unwrap_or_default();
+    let dst = out.get_mut(o..).unwrap_or_default();
+    let mut done = 0;
+    let mut words = src.chunks_exact(8);
+    for (w, d) in (&mut words).zip(dst.chunks_exact_mut(8)) {
+        let w = u64::from_le_bytes(w.try_into().unwrap_or_default());
+        d.copy_from_slice(&w.to_le_bytes());
+        let m = json_special_mask(w);
+        if m != 0 {
+            let n = done + (m.trailing_zeros() / 8) as usize;
+            return (pos + n, o + n);
+        }
+        done += 8;
+    }
+    pos += done;
+    o += done;
+    // Fewer than eight bytes left (or, never, no room for a word).
+    let tail = s.get(pos..).unwrap_or_default();
+    let n = string_run_len(tail);
+    match (out.get_mut(o..o + n), tail.get(..n)) {
+        (Some(d), Some(src)) => d.copy_from_slice(src),
+        _ => *short = true,
+    }
+    (pos + n, o + n)
+}
+
+impl Grammar for Escaped<'_, '_> {
     fn input(&self) -> (&[u8], usize) {
         (self.s, self.pos)
     }
@@ -225,16 +279,14 @@ impl Grammar for Escaped<'_> {
         // In locals: the loop is the inner loop of a response's `data`.
         let s = self.s;
         let (mut pos, mut o) = (self.pos + 2, self.o);
-        let out = &mut self.out;
-        // `copy_run` leaves 8 bytes of room past `o`: the two at most written
-        // after it fit (the `get_mut`s always succeed).
-        let set = |out: &mut Vec<u8>, at: usize, b: u8| {
-            if let Some(d) = out.get_mut(at) {
-                *d = b;
-            }
+        let mut short = self.short;
+        let out = &mut *self.out;
+        let set = |out: &mut [u8], short: &mut bool, at: usize, b: u8| match out.get_mut(at) {
+            Some(d) => *d = b,
+            None => *short = true,
         };
         let closed = loop {
-            (pos, o) = copy_run(s, pos, out, o);
+            (pos, o) = copy_run_in_room(s, pos, out, o, &mut short);
             // A backslash: the sent string's escape. Anything else ends the sent
             // string (a quote) or is not JSON (a control character, the end).
             if s.get(pos) != Some(&b'\\') {
@@ -243,7 +295,7 @@ impl Grammar for Escaped<'_> {
             match s.get(pos + 1) {
                 // The text's closing quote.
                 Some(b'"') => {
-                    set(out, o, b'"');
+                    set(out, &mut short, o, b'"');
                     o += 1;
                     pos += 2;
                     break true;
@@ -254,20 +306,20 @@ impl Grammar for Escaped<'_> {
                         (Some(b'\\'), Some(&c @ (b'"' | b'\\'))) => c,
                         _ => break false,
                     };
-                    set(out, o, b'\\');
-                    set(out, o + 1, escaped);
+                    set(out, &mut short, o, b'\\');
+                    set(out, &mut short, o + 1, escaped);
                     o += 2;
                     pos += 4;
                 }
                 Some(b'/') => {
-                    set(out, o, b'/');
+                    set(out, &mut short, o, b'/');
                     o += 1;
                     pos += 2;
                 }
                 _ => break false,
             }
         };
-        (self.pos, self.o) = (pos, o);
+        (self.pos, self.o, self.short) = (pos, o, short);
         closed
     }
 }
@@ -471,7 +523,7 @@ mod tests {
     #[test]
     fn a_data_string_is_unescaped_and_checked_in_one_pass() {
         let literal = r#""{\"syssn\":\"2026\",\"q\":\"a\\\"b\\\\c\",\"u\":\"x\/y\",\"n\":[1,-2.5e3,true,null,{}]}""#;
-        let (c, end) = escaped_compact_object(literal.as_bytes(), 1).unwrap();
+        let (c, end) = escaped_compact_object(literal.as_bytes(), 1, &mut Vec::new()).unwrap();
         assert_eq!(end, literal.len());
         assert_eq!(
             c.as_str(),
@@ -491,7 +543,7 @@ mod tests {
             r#""{\"a\":1}x""#,
         ] {
             assert!(
-                escaped_compact_object(other.as_bytes(), 1).is_none(),
+                escaped_compact_object(other.as_bytes(), 1, &mut Vec::new()).is_none(),
                 "{other}"
             );
         }
@@ -501,14 +553,14 @@ mod tests {
     fn the_one_pass_reads_a_short_text_before_much_input_and_a_long_text_whole() {
         let mut body = r#""{\"a\":1}","#.to_string();
         body.push_str(&" ".repeat(1 << 20));
-        let (c, end) = escaped_compact_object(body.as_bytes(), 1).unwrap();
+        let (c, end) = escaped_compact_object(body.as_bytes(), 1, &mut Vec::new()).unwrap();
         assert_eq!((c.as_str(), end), (r#"{"a":1}"#, 11));
         // Longer than the first room: the buffer grows.
         let long = format!(r#"{{"a":"{}"}}"#, "x".repeat(5000));
         let mut literal = String::new();
         crate::value::write_json_string(&long, &mut literal);
         literal.push_str(&" ".repeat(1 << 20));
-        let (c, _) = escaped_compact_object(literal.as_bytes(), 1).unwrap();
+        let (c, _) = escaped_compact_object(literal.as_bytes(), 1, &mut Vec::new()).unwrap();
         assert_eq!(c.as_str(), long);
     }
 
@@ -527,7 +579,7 @@ mod tests {
             pieces in prop::collection::vec(piece(), 0..40),
         ) {
             let literal = format!("\"{}\"", pieces.concat());
-            if let Some((c, end)) = escaped_compact_object(literal.as_bytes(), 1) {
+            if let Some((c, end)) = escaped_compact_object(literal.as_bytes(), 1, &mut Vec::new()) {
                 let prefix = literal.get(..end).unwrap();
                 prop_assert_eq!(Some(c), two_passes(prefix));
             }
@@ -544,7 +596,7 @@ mod tests {
             let text = Value::Object(o).to_json_string();
             let mut literal = String::new();
             crate::value::write_json_string(&text, &mut literal);
-            let one = escaped_compact_object(literal.as_bytes(), 1);
+            let one = escaped_compact_object(literal.as_bytes(), 1, &mut Vec::new());
             prop_assert!(one.is_some(), "{}", literal);
             let (c, end) = one.unwrap();
             prop_assert_eq!(end, literal.len());

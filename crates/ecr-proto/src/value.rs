@@ -330,6 +330,7 @@ impl Value {
             values: ValueCount::default(),
             want_data,
             data: None,
+            data_room: Vec::new(),
         };
         let result = p.document();
         let JsonParser {
@@ -681,6 +682,9 @@ struct JsonParser<'a> {
     /// Its result for the last top-level `data` member read (`None` when that
     /// member was not compact object text, or there was none).
     data: Option<crate::compact::CompactJson>,
+    /// Where that check writes the text (made at the first `data` member, kept for
+    /// the next in the same body).
+    data_room: Vec<u8>,
 }
 
 impl<'a> JsonParser<'a> {
@@ -923,7 +927,9 @@ impl<'a> JsonParser<'a> {
     fn data_member(&mut self, depth: usize) -> Result<Value, ValueError> {
         self.data = None;
         if self.peek() == Some(b'"') {
-            if let Some((c, end)) = crate::compact::escaped_compact_object(self.s, self.pos + 1) {
+            if let Some((c, end)) =
+                crate::compact::escaped_compact_object(self.s, self.pos + 1, &mut self.data_room)
+            {
                 self.pos = end;
                 let text = CompactString::new(c.as_str());
                 self.data = Some(c);
