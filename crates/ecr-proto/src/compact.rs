@@ -13,9 +13,9 @@
 //! Bounded as the parser: at most [`MAX_INPUT_LEN`] bytes and [`MAX_DEPTH`] levels,
 //! linear time, no panic, no allocation but the one copy of the text.
 
-use crate::swar::json_special_mask;
 use crate::value::{
-    is_json_number, string_run_len, CompactString, Object, Value, MAX_DEPTH, MAX_INPUT_LEN,
+    copy_run_in, is_json_number, string_run_len, CompactString, Object, Value, MAX_DEPTH,
+    MAX_INPUT_LEN,
 };
 
 /// An object's JSON text in compact canonical form (see the module docs).
@@ -206,46 +206,6 @@ impl Escaped<'_, '_> {
     }
 }
 
-/// Copies the bytes of `s` from `pos` up to the first quote, backslash or control
-/// character (or the end) to `out` at `o`, eight at a time: each word is stored
-/// whole and the write position then moves past its plain bytes only. `out` has
-/// room for the input left and 8 bytes more (see [`escaped_compact_object`]), so
-/// nothing is grown; should a store find no room, `short` is set. Returns the new
-/// read and write positions.
-#[inline(always)]
-fn copy_run_in_room(
-    s: &[u8],
-    mut pos: usize,
-    out: &mut [u8],
-    mut o: usize,
-    short: &mut bool,
-) -> (usize, usize) {
-    let src = s.get(pos..).unwrap_or_default();
-    let dst = out.get_mut(o..).unwrap_or_default();
-    let mut done = 0;
-    let mut words = src.chunks_exact(8);
-    for (w, d) in (&mut words).zip(dst.chunks_exact_mut(8)) {
-        let w = u64::from_le_bytes(w.try_into().unwrap_or_default());
-        d.copy_from_slice(&w.to_le_bytes());
-        let m = json_special_mask(w);
-        if m != 0 {
-            let n = done + (m.trailing_zeros() / 8) as usize;
-            return (pos + n, o + n);
-        }
-        done += 8;
-    }
-    pos += done;
-    o += done;
-    // Fewer than eight bytes left (or, never, no room for a word).
-    let tail = s.get(pos..).unwrap_or_default();
-    let n = string_run_len(tail);
-    match (out.get_mut(o..o + n), tail.get(..n)) {
-        (Some(d), Some(src)) => d.copy_from_slice(src),
-        _ => *short = true,
-    }
-    (pos + n, o + n)
-}
-
 impl Grammar for Escaped<'_, '_> {
     fn input(&self) -> (&[u8], usize) {
         (self.s, self.pos)
@@ -286,7 +246,11 @@ impl Grammar for Escaped<'_, '_> {
             None => *short = true,
         };
         let closed = loop {
-            (pos, o) = copy_run_in_room(s, pos, out, o, &mut short);
+            // `out` has room for the input left and 16 bytes more: the run fits.
+            (pos, o) = copy_run_in(s, pos, out, o).unwrap_or_else(|at| {
+                short = true;
+                at
+            });
             // A backslash: the sent string's escape. Anything else ends the sent
             // string (a quote) or is not JSON (a control character, the end).
             if s.get(pos) != Some(&b'\\') {

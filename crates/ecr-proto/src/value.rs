@@ -601,41 +601,69 @@ pub(crate) fn copy_run(
     mut o: usize,
 ) -> (usize, usize) {
     loop {
-        let src = s.get(pos..).unwrap_or_default();
-        if src.len() < 8 {
-            break;
-        }
         if o + 16 > buf.len() {
             buf.resize((buf.len() * 2).max(o + 16), 0);
         }
-        // As many whole words as both the input and the room (less the 8 kept
-        // for the caller) hold, in one loop the bounds checks are hoisted out of.
+        // The room less the 8 bytes kept for the caller.
         let room = buf.len().saturating_sub(8);
-        let dst = buf.get_mut(o..room).unwrap_or_default();
-        let mut done = 0;
-        for (w, d) in src.chunks_exact(8).zip(dst.chunks_exact_mut(8)) {
-            let w = u64::from_le_bytes(w.try_into().unwrap_or_default());
-            d.copy_from_slice(&w.to_le_bytes());
-            let m = json_special_mask(w);
-            if m != 0 {
-                let n = done + (m.trailing_zeros() / 8) as usize;
-                return (pos + n, o + n);
-            }
-            done += 8;
+        match copy_run_in(s, pos, buf.get_mut(..room).unwrap_or_default(), o) {
+            Ok(end) => return end,
+            Err(at) => (pos, o) = at,
         }
-        pos += done;
-        o += done;
     }
-    // Fewer than eight bytes left (fewer than the 16 of room).
+}
+
+/// [`copy_run`] into the room `out` has, which is not grown: `Ok` with the new read
+/// and write positions, or `Err` with how far it got when `out` had no room for the
+/// rest of the run (a word, or the last few bytes of the input).
+#[inline(always)]
+pub(crate) fn copy_run_in(
+    s: &[u8],
+    mut pos: usize,
+    out: &mut [u8],
+    mut o: usize,
+) -> Result<(usize, usize), (usize, usize)> {
+    let src = s.get(pos..).unwrap_or_default();
+    match copy_words(src, out.get_mut(o..).unwrap_or_default()) {
+        Ok(n) => return Ok((pos + n, o + n)),
+        Err(done) => {
+            pos += done;
+            o += done;
+        }
+    }
+    // Fewer than eight bytes of input left, unless the room ran out first.
     let tail = s.get(pos..).unwrap_or_default();
+    if tail.len() >= 8 {
+        return Err((pos, o));
+    }
     let n = string_run_len(tail);
-    if o + 16 > buf.len() {
-        buf.resize((buf.len() * 2).max(o + 16), 0);
+    match (out.get_mut(o..o + n), tail.get(..n)) {
+        (Some(d), Some(src)) => {
+            d.copy_from_slice(src);
+            Ok((pos + n, o + n))
+        }
+        _ => Err((pos, o)),
     }
-    if let (Some(dst), Some(src)) = (buf.get_mut(o..o + n), tail.get(..n)) {
-        dst.copy_from_slice(src);
+}
+
+/// Copies `src` to `dst` a word at a time, as many whole words as both hold, until
+/// a word holds a quote, backslash or control character: `Ok(n)` with `n` the plain
+/// bytes before that byte (its word is stored whole all the same), `Err(done)` with
+/// the bytes copied when either ran out of whole words first. One loop whose bounds
+/// checks the compiler hoists out: the inner loop of [`copy_run`].
+#[inline(always)]
+fn copy_words(src: &[u8], dst: &mut [u8]) -> Result<usize, usize> {
+    let mut done = 0;
+    for (w, d) in src.chunks_exact(8).zip(dst.chunks_exact_mut(8)) {
+        let w = u64::from_le_bytes(w.try_into().unwrap_or_default());
+        d.copy_from_slice(&w.to_le_bytes());
+        let m = json_special_mask(w);
+        if m != 0 {
+            return Ok(done + (m.trailing_zeros() / 8) as usize);
+        }
+        done += 8;
     }
-    (pos + n, o + n)
+    Err(done)
 }
 
 /// Reads four hex digits at `pos`.
