@@ -134,7 +134,7 @@ pub fn member_text(raw: &str) -> Option<CompactString> {
 ///
 /// `room` is where the text is written: the text is never longer than the input it
 /// is read from (each escape is longer than what it stands for), so room for all of
-/// the input left, and a word more for the whole-word stores, is made once and
+/// the input left, and 16 bytes more for the whole-word stores, is made once and
 /// nothing is checked or grown while reading. The caller keeps `room` for the
 /// next `data` member of the same body, whose input left is shorter: a body with
 /// many of them makes it once, not once for each.
@@ -198,11 +198,17 @@ impl Escaped<'_, '_> {
     /// Writes a byte of the text.
     #[inline(always)]
     fn put(&mut self, b: u8) {
-        match self.out.get_mut(self.o) {
-            Some(d) => *d = b,
-            None => self.short = true,
-        }
+        write_at(self.out, &mut self.short, self.o, b);
         self.o += 1;
+    }
+}
+
+/// Writes `b` at `at` in `out`, or sets `short` when there is no room there.
+#[inline(always)]
+fn write_at(out: &mut [u8], short: &mut bool, at: usize, b: u8) {
+    match out.get_mut(at) {
+        Some(d) => *d = b,
+        None => *short = true,
     }
 }
 
@@ -241,10 +247,6 @@ impl Grammar for Escaped<'_, '_> {
         let (mut pos, mut o) = (self.pos + 2, self.o);
         let mut short = self.short;
         let out = &mut *self.out;
-        let set = |out: &mut [u8], short: &mut bool, at: usize, b: u8| match out.get_mut(at) {
-            Some(d) => *d = b,
-            None => *short = true,
-        };
         let closed = loop {
             // `out` has room for the input left and 16 bytes more: the run fits.
             (pos, o) = copy_run_in(s, pos, out, o).unwrap_or_else(|at| {
@@ -259,7 +261,7 @@ impl Grammar for Escaped<'_, '_> {
             match s.get(pos + 1) {
                 // The text's closing quote.
                 Some(b'"') => {
-                    set(out, &mut short, o, b'"');
+                    write_at(out, &mut short, o, b'"');
                     o += 1;
                     pos += 2;
                     break true;
@@ -270,13 +272,13 @@ impl Grammar for Escaped<'_, '_> {
                         (Some(b'\\'), Some(&c @ (b'"' | b'\\'))) => c,
                         _ => break false,
                     };
-                    set(out, &mut short, o, b'\\');
-                    set(out, &mut short, o + 1, escaped);
+                    write_at(out, &mut short, o, b'\\');
+                    write_at(out, &mut short, o + 1, escaped);
                     o += 2;
                     pos += 4;
                 }
                 Some(b'/') => {
-                    set(out, &mut short, o, b'/');
+                    write_at(out, &mut short, o, b'/');
                     o += 1;
                     pos += 2;
                 }
@@ -519,7 +521,7 @@ mod tests {
         body.push_str(&" ".repeat(1 << 20));
         let (c, end) = escaped_compact_object(body.as_bytes(), 1, &mut Vec::new()).unwrap();
         assert_eq!((c.as_str(), end), (r#"{"a":1}"#, 11));
-        // Longer than the first room: the buffer grows.
+        // A text longer than any first guess of room (the room is the input left).
         let long = format!(r#"{{"a":"{}"}}"#, "x".repeat(5000));
         let mut literal = String::new();
         crate::value::write_json_string(&long, &mut literal);

@@ -591,8 +591,8 @@ pub(crate) fn string_run_len(rest: &[u8]) -> usize {
 /// whole and the write position then moves past its plain bytes only. `buf` is
 /// doubled when short and keeps at least 8 bytes of room past the returned `o`, for
 /// what the caller writes next (an escape's bytes). Returns the new read and write
-/// positions. Shared by the string parser and `compact`'s one-pass data check;
-/// inlined into both, where it is their inner loop.
+/// positions. The string parser's inner loop; [`copy_run_in`] is the same into room
+/// that is not grown (`compact`'s one-pass data check).
 #[inline(always)]
 pub(crate) fn copy_run(
     s: &[u8],
@@ -650,7 +650,7 @@ pub(crate) fn copy_run_in(
 /// a word holds a quote, backslash or control character: `Ok(n)` with `n` the plain
 /// bytes before that byte (its word is stored whole all the same), `Err(done)` with
 /// the bytes copied when either ran out of whole words first. One loop whose bounds
-/// checks the compiler hoists out: the inner loop of [`copy_run`].
+/// checks the compiler hoists out: the inner loop of [`copy_run_in`].
 #[inline(always)]
 fn copy_words(src: &[u8], dst: &mut [u8]) -> Result<usize, usize> {
     let mut done = 0;
