@@ -90,6 +90,26 @@ impl Shared {
         // (each step leaves it consistent), so go on with it.
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    /// After the analyzer put work in `g`: counts the hand-over (the helper looks
+    /// at the count while it spins) and wakes the helper if it sleeps.
+    fn handed_over(&self, g: MutexGuard<'_, Inner>) {
+        let wake = g.asleep;
+        drop(g);
+        self.handed.fetch_add(1, Ordering::Release);
+        if wake {
+            self.work.notify_one();
+        }
+    }
+
+    /// After the helper made progress in `g`: wakes the analyzer if it waits.
+    fn progressed(&self, g: MutexGuard<'_, Inner>) {
+        let wake = g.waiting;
+        drop(g);
+        if wake {
+            self.progress.notify_one();
+        }
+    }
 }
 
 /// How often the second thread looks for work before it sleeps, and the analyzer
@@ -213,12 +233,7 @@ impl Feeder {
         }
         let mut g = self.shared.lock();
         g.jobs.extend(self.batch.drain(..));
-        let wake = g.asleep;
-        drop(g);
-        self.shared.handed.fetch_add(1, Ordering::Release);
-        if wake {
-            self.shared.work.notify_one();
-        }
+        self.shared.handed_over(g);
     }
 
     /// A record for the helper to write (see [`Feeder::writes`]).
@@ -242,12 +257,7 @@ impl Feeder {
             g = self.wait(g, |i| i.records.len() >= MAX_RECORD_BATCHES);
         }
         g.records.push_back(batch);
-        let wake = g.asleep;
-        drop(g);
-        self.shared.handed.fetch_add(1, Ordering::Release);
-        if wake {
-            self.shared.work.notify_one();
-        }
+        self.shared.handed_over(g);
     }
 
     /// Whether the decoding of job `seq` is back (it never waits; a job still in
@@ -406,12 +416,7 @@ impl Helper {
                     for r in batch {
                         sink.record(r);
                     }
-                    let g = shared.lock();
-                    let wake = g.waiting;
-                    drop(g);
-                    if wake {
-                        shared.progress.notify_one();
-                    }
+                    shared.progressed(shared.lock());
                 }
                 Work::Decode(mut batch) => {
                     let mut last = 0;
@@ -426,11 +431,7 @@ impl Helper {
                     g.done.extend(done.drain(..));
                     shared.done_upto.store(last + 1, Ordering::Release);
                     shared.made.fetch_add(made, Ordering::Relaxed);
-                    let wake = g.waiting;
-                    drop(g);
-                    if wake {
-                        shared.progress.notify_one();
-                    }
+                    shared.progressed(g);
                 }
             }
         }
